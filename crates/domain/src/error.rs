@@ -1,0 +1,39 @@
+use rust_decimal::Decimal;
+use thiserror::Error;
+
+/// Why a value was rejected by the domain's validation rules.
+///
+/// Messages are short and safe to show to clients; each variant has a stable [`DomainError::code`].
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum DomainError {
+    /// A symbol that is not 2 to 20 upper-case ASCII letters or digits.
+    #[error("invalid symbol {0:?}: expected 2-20 upper-case letters or digits, e.g. BTCUSDT")]
+    InvalidSymbol(String),
+    /// A client order id that is empty, too long or has characters outside `[A-Za-z0-9_.:-]`.
+    #[error("invalid client_order_id: expected 1-64 characters from [A-Za-z0-9_.:-]")]
+    InvalidClientOrderId,
+    /// A quantity, amount or price that must be strictly positive.
+    #[error("{field} must be greater than zero, got {value}")]
+    NotPositive {
+        /// The field that was checked.
+        field: &'static str,
+        /// The rejected value.
+        value: Decimal,
+    },
+    /// A stop-loss or take-profit level on the wrong side of the others.
+    #[error("invalid price levels: {0}")]
+    InvalidLevels(String),
+}
+
+impl DomainError {
+    /// Returns the stable machine-readable code clients can match on.
+    #[must_use]
+    pub const fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidSymbol(_) => "invalid_symbol",
+            Self::InvalidClientOrderId => "invalid_client_order_id",
+            Self::NotPositive { .. } => "invalid_size",
+            Self::InvalidLevels(_) => "invalid_levels",
+        }
+    }
+}

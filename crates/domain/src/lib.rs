@@ -1,0 +1,36 @@
+//! Domain layer of cryptobot: the vocabulary every other layer speaks.
+//!
+//! It provides validated value types (symbols, sides, order sizes), the market, trading and portfolio
+//! models, signals, alerts, and the one [`Event`] enum that flows from the services to the clients.
+//! Money and quantities are [`rust_decimal::Decimal`] and travel over the wire as JSON strings.
+//!
+//! May depend on: serde, rust_decimal, chrono, thiserror. Must not depend on: tokio, actix, any I/O,
+//! or any other cryptobot crate. Everything here is pure and synchronous.
+
+/// The one error type of the domain layer.
+pub mod error;
+/// Channels and the event enum published on the event bus.
+pub mod event;
+/// Pre-built values for tests (behind the `fixtures` feature).
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;
+/// Market data: tickers.
+pub mod market;
+/// Money helpers: decimal parsing and rounding rules.
+pub mod money;
+/// Positions, their valuation and the portfolio summary.
+pub mod portfolio;
+/// Trading signals and alerts.
+pub mod signal;
+/// Symbols and other validated identifiers.
+pub mod symbol;
+/// Trade requests and executed trades.
+pub mod trade;
+
+pub use error::DomainError;
+pub use event::{Channel, Event};
+pub use market::Ticker;
+pub use portfolio::{LevelChange, PortfolioSummary, Position, PositionUpdate, PositionValuation};
+pub use signal::{Alert, AlertType, Severity, Signal, SignalAction};
+pub use symbol::{ClientOrderId, Symbol};
+pub use trade::{BoughtCoin, OrderSize, Side, Trade, TradeOrigin, TradeRequest};

@@ -1,0 +1,295 @@
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::{DomainError, Symbol, money};
+
+/// An open holding of one symbol.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    /// The pair held.
+    pub symbol: Symbol,
+    /// Base quantity held (always positive: a position with zero quantity is closed and removed).
+    #[serde(with = "rust_decimal::serde::str")]
+    pub quantity: Decimal,
+    /// Quantity-weighted average buy price, fees excluded.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub avg_entry_price: Decimal,
+    /// Sell everything when the price falls to or below this level.
+    #[serde(with = "rust_decimal::serde::str_option")]
+    pub stop_loss: Option<Decimal>,
+    /// Sell everything when the price rises to or above this level.
+    #[serde(with = "rust_decimal::serde::str_option")]
+    pub take_profit: Option<Decimal>,
+}
+
+impl Position {
+    /// Returns the level crossed by `price`, if any: stop-loss first, since it protects capital.
+    #[must_use]
+    pub fn triggered_level(&self, price: Decimal) -> Option<crate::TradeOrigin> {
+        if self.stop_loss.is_some_and(|level| price <= level) {
+            Some(crate::TradeOrigin::StopLoss)
+        } else if self.take_profit.is_some_and(|level| price >= level) {
+            Some(crate::TradeOrigin::TakeProfit)
+        } else {
+            None
+        }
+    }
+}
+
+/// One field of a [`PositionUpdate`]: absent keeps the level, `null` clears it, a decimal string
+/// sets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LevelChange {
+    /// Leave the level as it is (field absent).
+    #[default]
+    Keep,
+    /// Remove the level (field `null`).
+    Clear,
+    /// Set the level.
+    Set(Decimal),
+}
+
+impl LevelChange {
+    /// Applies the change to the current level.
+    #[must_use]
+    pub const fn apply(self, current: Option<Decimal>) -> Option<Decimal> {
+        match self {
+            Self::Keep => current,
+            Self::Clear => None,
+            Self::Set(level) => Some(level),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for LevelChange {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // Reached only when the field is present (absent fields use `Default`), so `None` is `null`.
+        let level: Option<Decimal> = rust_decimal::serde::str_option::deserialize(deserializer)?;
+        Ok(level.map_or(Self::Clear, Self::Set))
+    }
+}
+
+/// A change to a position's stop-loss and take-profit levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PositionUpdate {
+    /// New stop-loss level.
+    #[serde(default)]
+    pub stop_loss: LevelChange,
+    /// New take-profit level.
+    #[serde(default)]
+    pub take_profit: LevelChange,
+}
+
+impl PositionUpdate {
+    /// Applies the update to a position, checking the resulting levels are positive and that the
+    /// stop-loss is below the take-profit.
+    ///
+    /// # Errors
+    /// [`DomainError::NotPositive`] or [`DomainError::InvalidLevels`]; the position is unchanged.
+    pub fn apply_to(self, position: &Position) -> Result<Position, DomainError> {
+        let stop_loss = self.stop_loss.apply(position.stop_loss);
+        let take_profit = self.take_profit.apply(position.take_profit);
+        if let Some(level) = stop_loss {
+            money::ensure_positive("stop_loss", level)?;
+        }
+        if let Some(level) = take_profit {
+            money::ensure_positive("take_profit", level)?;
+        }
+        if let (Some(sl), Some(tp)) = (stop_loss, take_profit)
+            && sl >= tp
+        {
+            return Err(DomainError::InvalidLevels(format!(
+                "stop_loss {sl} must be below take_profit {tp}"
+            )));
+        }
+        Ok(Position {
+            stop_loss,
+            take_profit,
+            ..position.clone()
+        })
+    }
+}
+
+/// A position valued at the latest market price.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PositionValuation {
+    /// The position itself.
+    #[serde(flatten)]
+    pub position: Position,
+    /// Latest price used for the valuation (the entry price when no price is known yet).
+    #[serde(with = "rust_decimal::serde::str")]
+    pub market_price: Decimal,
+    /// `quantity * market_price`.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub market_value: Decimal,
+    /// `(market_price - avg_entry_price) * quantity`.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub unrealized_pnl: Decimal,
+}
+
+impl PositionValuation {
+    /// Values a position at `market_price`.
+    #[must_use]
+    pub fn new(position: Position, market_price: Decimal) -> Self {
+        let market_value = money::round_money(position.quantity * market_price);
+        let unrealized_pnl =
+            money::round_money((market_price - position.avg_entry_price) * position.quantity);
+        Self {
+            position,
+            market_price,
+            market_value,
+            unrealized_pnl,
+        }
+    }
+}
+
+/// Cash, positions and profit of the paper account at one moment.
+///
+/// Invariant: `total_value = cash + positions_value` and, for an account that started with
+/// `initial_cash`, `total_value = initial_cash + realized_pnl + unrealized_pnl`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortfolioSummary {
+    /// Free quote-asset cash.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub cash: Decimal,
+    /// Open positions, sorted by symbol.
+    pub positions: Vec<PositionValuation>,
+    /// Sum of the positions' market values.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub positions_value: Decimal,
+    /// `cash + positions_value`.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub total_value: Decimal,
+    /// Profit realized by all trades so far, fees included.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub realized_pnl: Decimal,
+    /// Sum of the positions' unrealized profit.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub unrealized_pnl: Decimal,
+    /// Fees paid so far.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub fees_paid: Decimal,
+    /// Number of trades executed so far.
+    pub trade_count: u64,
+    /// When the summary was computed.
+    pub as_of: DateTime<Utc>,
+}
+
+impl PortfolioSummary {
+    /// Builds a summary from cash and valued positions, deriving the totals.
+    #[must_use]
+    pub fn new(
+        cash: Decimal,
+        mut positions: Vec<PositionValuation>,
+        realized_pnl: Decimal,
+        fees_paid: Decimal,
+        trade_count: u64,
+        as_of: DateTime<Utc>,
+    ) -> Self {
+        positions.sort_by(|a, b| a.position.symbol.cmp(&b.position.symbol));
+        let positions_value = positions.iter().map(|p| p.market_value).sum::<Decimal>();
+        let unrealized_pnl = positions.iter().map(|p| p.unrealized_pnl).sum::<Decimal>();
+        Self {
+            cash,
+            total_value: cash + positions_value,
+            positions,
+            positions_value,
+            realized_pnl,
+            unrealized_pnl,
+            fees_paid,
+            trade_count,
+            as_of,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use super::*;
+    use crate::TradeOrigin;
+
+    fn d(text: &str) -> Decimal {
+        Decimal::from_str(text).unwrap()
+    }
+
+    fn position() -> Position {
+        Position {
+            symbol: Symbol::parse("BTCUSDT").unwrap(),
+            quantity: d("0.5"),
+            avg_entry_price: d("100"),
+            stop_loss: Some(d("90")),
+            take_profit: None,
+        }
+    }
+
+    #[test]
+    fn level_change_distinguishes_absent_null_and_value() {
+        let update: PositionUpdate = serde_json::from_str(r#"{"stop_loss":null}"#).unwrap();
+        assert_eq!(update.stop_loss, LevelChange::Clear);
+        assert_eq!(update.take_profit, LevelChange::Keep);
+        let update: PositionUpdate = serde_json::from_str(r#"{"take_profit":"120.5"}"#).unwrap();
+        assert_eq!(update.take_profit, LevelChange::Set(d("120.5")));
+        // TC2: floats and unknown fields are refused
+        assert!(serde_json::from_str::<PositionUpdate>(r#"{"take_profit":120.5}"#).is_err());
+        assert!(serde_json::from_str::<PositionUpdate>(r#"{"stop":"1"}"#).is_err());
+    }
+
+    #[test]
+    fn update_checks_levels() {
+        let keep_sl = PositionUpdate {
+            take_profit: LevelChange::Set(d("150")),
+            ..PositionUpdate::default()
+        };
+        let updated = keep_sl.apply_to(&position()).unwrap();
+        assert_eq!(
+            (updated.stop_loss, updated.take_profit),
+            (Some(d("90")), Some(d("150")))
+        );
+        // TC1: take-profit below stop-loss
+        let inverted = PositionUpdate {
+            take_profit: LevelChange::Set(d("80")),
+            ..PositionUpdate::default()
+        };
+        assert_eq!(
+            inverted.apply_to(&position()).unwrap_err().code(),
+            "invalid_levels"
+        );
+        // TC2: negative level
+        let negative = PositionUpdate {
+            stop_loss: LevelChange::Set(d("-1")),
+            ..PositionUpdate::default()
+        };
+        assert_eq!(
+            negative.apply_to(&position()).unwrap_err().code(),
+            "invalid_size"
+        );
+    }
+
+    #[test]
+    fn triggered_level_prefers_stop_loss() {
+        let mut p = position();
+        p.take_profit = Some(d("110"));
+        assert_eq!(p.triggered_level(d("90")), Some(TradeOrigin::StopLoss));
+        assert_eq!(p.triggered_level(d("95")), None);
+        assert_eq!(p.triggered_level(d("110")), Some(TradeOrigin::TakeProfit));
+    }
+
+    #[test]
+    fn summary_derives_totals() {
+        let valued = PositionValuation::new(position(), d("110"));
+        assert_eq!(valued.market_value, d("55"));
+        assert_eq!(valued.unrealized_pnl, d("5"));
+        let summary =
+            PortfolioSummary::new(d("950"), vec![valued], d("-0.05"), d("0.05"), 1, Utc::now());
+        assert_eq!(summary.total_value, d("1005"));
+        assert_eq!(summary.unrealized_pnl, d("5"));
+        let json = serde_json::to_value(&summary).unwrap();
+        assert_eq!(json["positions"][0]["symbol"], "BTCUSDT");
+        assert_eq!(json["positions"][0]["market_value"], "55");
+        assert_eq!(json["cash"], "950");
+    }
+}

@@ -1,0 +1,1 @@
+//! Alert monitor (to be written).

@@ -1,0 +1,89 @@
+use cryptobot_domain::{ClientOrderId, DomainError, Symbol};
+use rust_decimal::Decimal;
+use thiserror::Error;
+
+/// Why a service call failed. Every variant has a stable [`ServiceError::code`] that the REST API
+/// and the WebSocket gateway put on the wire unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ServiceError {
+    /// Input failed a domain rule.
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    /// The symbol is valid but not traded here (not in `market.symbols`).
+    #[error("unknown symbol {0}")]
+    UnknownSymbol(Symbol),
+    /// The market has not published a price for the symbol yet.
+    #[error("no price yet for {0}")]
+    NoPrice(Symbol),
+    /// The order's value is below `trading.min_notional`.
+    #[error("order too small: notional {notional} is below the minimum {minimum}")]
+    OrderTooSmall {
+        /// Value of the order in the quote asset.
+        notional: Decimal,
+        /// Configured minimum.
+        minimum: Decimal,
+    },
+    /// Not enough cash for a buy, fees included.
+    #[error("insufficient funds: need {needed}, have {available}")]
+    InsufficientFunds {
+        /// Cash the buy needs, fee included.
+        needed: Decimal,
+        /// Cash available.
+        available: Decimal,
+    },
+    /// Selling more than is held.
+    #[error("insufficient position: cannot sell {requested}, holding {held}")]
+    InsufficientPosition {
+        /// Quantity asked for.
+        requested: Decimal,
+        /// Quantity held.
+        held: Decimal,
+    },
+    /// No open position in the symbol.
+    #[error("no open position in {0}")]
+    NoPosition(Symbol),
+    /// The client order id was used before for a different order.
+    #[error("client_order_id {0} was already used for a different order")]
+    DuplicateClientOrderId(ClientOrderId),
+    /// The database failed; the command was not executed.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// The service is stopped or stopping.
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl ServiceError {
+    /// Returns the stable machine-readable code.
+    #[must_use]
+    pub const fn code(&self) -> &'static str {
+        match self {
+            Self::Domain(err) => err.code(),
+            Self::UnknownSymbol(_) => "unknown_symbol",
+            Self::NoPrice(_) => "no_price",
+            Self::OrderTooSmall { .. } => "order_too_small",
+            Self::InsufficientFunds { .. } => "insufficient_funds",
+            Self::InsufficientPosition { .. } => "insufficient_position",
+            Self::NoPosition(_) => "no_position",
+            Self::DuplicateClientOrderId(_) => "duplicate_client_order_id",
+            Self::Storage(_) => "storage_error",
+            Self::Unavailable(_) => "unavailable",
+        }
+    }
+
+    /// Returns true when the request itself was wrong (the client should not retry unchanged),
+    /// false for failures of the service (retrying later may succeed).
+    #[must_use]
+    pub const fn is_client_error(&self) -> bool {
+        !matches!(
+            self,
+            Self::Storage(_) | Self::Unavailable(_) | Self::NoPrice(_)
+        )
+    }
+}
+
+impl From<rusqlite::Error> for ServiceError {
+    fn from(err: rusqlite::Error) -> Self {
+        Self::Storage(err.to_string())
+    }
+}

@@ -1,0 +1,34 @@
+//! Services layer of cryptobot: what the bot does, behind traits.
+//!
+//! It provides the service traits the gateway and the server program against ([`MarketService`],
+//! [`TradeService`], [`PortfolioService`], [`EventBus`]) and their real implementations: the
+//! simulated market feed, the paper trading engine with its SQLite storage, the signal strategy,
+//! the auto-trader and the alert monitor. Every state change is published on the event bus.
+//!
+//! May depend on: the domain crate, tokio, rusqlite, serde. Must not depend on: actix or anything
+//! HTTP/WebSocket; the gateway and the server sit above this layer. Mocks of the traits are
+//! generated with mockall behind the `mocks` feature.
+
+/// Alert monitor: price moves and stalled feeds.
+pub mod alerts;
+/// The event bus and its in-process implementation.
+pub mod bus;
+/// Injected time.
+pub mod clock;
+/// The one error type of the services layer.
+pub mod error;
+/// Market data trait and the simulated market.
+pub mod market;
+/// Counters exported at `/metrics`.
+pub mod metrics;
+/// Signal strategies and the auto-trader.
+pub mod signals;
+/// Trade and portfolio traits, the paper trading engine and its storage.
+pub mod trading;
+
+pub use bus::{Envelope, EventBus, InMemoryBus};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::ServiceError;
+pub use market::MarketService;
+pub use metrics::ServiceMetrics;
+pub use trading::{Execution, PortfolioService, TradeService};
