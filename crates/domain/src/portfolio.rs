@@ -12,9 +12,14 @@ pub struct Position {
     /// Base quantity held (always positive: a position with zero quantity is closed and removed).
     #[serde(with = "rust_decimal::serde::str")]
     pub quantity: Decimal,
-    /// Quantity-weighted average buy price, fees excluded.
+    /// Quantity-weighted average buy price, fees excluded (`cost_basis / quantity`, rounded to
+    /// money scale; for display only, all arithmetic uses `cost_basis`).
     #[serde(with = "rust_decimal::serde::str")]
     pub avg_entry_price: Decimal,
+    /// What the held quantity cost, fees excluded. Kept exactly (money scale), so that
+    /// `cash + sum(cost_basis) = initial_cash + realized_pnl` holds to the last digit.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub cost_basis: Decimal,
     /// Sell everything when the price falls to or below this level.
     #[serde(with = "rust_decimal::serde::str_option")]
     pub stop_loss: Option<Decimal>,
@@ -124,7 +129,7 @@ pub struct PositionValuation {
     /// `quantity * market_price`.
     #[serde(with = "rust_decimal::serde::str")]
     pub market_value: Decimal,
-    /// `(market_price - avg_entry_price) * quantity`.
+    /// `market_value - cost_basis`.
     #[serde(with = "rust_decimal::serde::str")]
     pub unrealized_pnl: Decimal,
 }
@@ -134,8 +139,7 @@ impl PositionValuation {
     #[must_use]
     pub fn new(position: Position, market_price: Decimal) -> Self {
         let market_value = money::round_money(position.quantity * market_price);
-        let unrealized_pnl =
-            money::round_money((market_price - position.avg_entry_price) * position.quantity);
+        let unrealized_pnl = market_value - position.cost_basis;
         Self {
             position,
             market_price,
@@ -221,6 +225,7 @@ mod tests {
             symbol: Symbol::parse("BTCUSDT").unwrap(),
             quantity: d("0.5"),
             avg_entry_price: d("100"),
+            cost_basis: d("50"),
             stop_loss: Some(d("90")),
             take_profit: None,
         }
