@@ -1,1 +1,6 @@
-//! placeholder
+//! End-to-end suite: the real application on 127.0.0.1:0, driven over real sockets.
+
+mod rest_market;
+mod rest_trading;
+mod restart;
+mod ws_end_to_end;

@@ -1,1 +1,24 @@
-//! placeholder
+//! Server layer of cryptobot: the `cryptobot` binary's library half.
+//!
+//! It loads settings, builds the real services and the WebSocket gateway (the composition root in
+//! [`startup`]), serves the REST API, `/metrics` and the WebSocket endpoint, and shuts everything
+//! down in order. Tests build the same [`Application`] on port 0.
+//!
+//! May depend on: every other cryptobot crate, actix-web, config, tracing-subscriber. Nothing
+//! depends on it except the binary and the tests.
+
+/// Settings from embedded defaults, a file and the environment.
+pub mod config;
+/// The REST API's error type.
+pub mod error;
+/// REST routes.
+pub mod routes;
+/// Shared handler state.
+pub mod state;
+/// Building, running and stopping the application.
+pub mod startup;
+/// Logging setup.
+pub mod telemetry;
+
+pub use config::Settings;
+pub use startup::{Application, StartupError};

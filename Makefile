@@ -1,0 +1,31 @@
+# cryptobot: every target CI runs is here; `make` alone lists them.
+CARGO ?= cargo
+export CARGO_TARGET_DIR ?= $(CURDIR)/target
+
+.DEFAULT_GOAL := help
+.PHONY: help run test lint fmt fmt-check clippy doc ci seed-client
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
+
+run: ## Run the server on embedded defaults (http://127.0.0.1:8080)
+	$(CARGO) run --locked --release -p cryptobot-server --bin cryptobot
+
+test: ## Run every Rust test in the workspace
+	$(CARGO) test --workspace --locked --all-features
+
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+fmt-check: ## Check formatting
+	$(CARGO) fmt --all -- --check
+
+clippy: ## Lint with clippy, warnings are errors
+	$(CARGO) clippy --workspace --all-targets --all-features --locked -- -D warnings
+
+lint: fmt-check clippy ## fmt check + clippy
+
+doc: ## Build the docs, warnings are errors
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --locked
+
+ci: lint test doc ## What CI runs

@@ -1,0 +1,449 @@
+//! Settings: embedded defaults, overridden by an optional TOML file, overridden by
+//! `CRYPTOBOT__SECTION__KEY` environment variables.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::Path;
+
+use config::{Config, Environment, File, FileFormat};
+use cryptobot_domain::Symbol;
+use cryptobot_services::alerts::AlertConfig;
+use cryptobot_services::market::SimulatedMarketConfig;
+use cryptobot_services::signals::{AutoTraderConfig, SignalConfig};
+use cryptobot_services::trading::PaperTradingConfig;
+use cryptobot_ws_gateway::GatewayConfig;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Deserializer};
+
+/// The defaults compiled into the binary, so it runs from any directory without files.
+const DEFAULTS: &str = include_str!("../config/default.toml");
+/// Prefix of the environment variables that override settings.
+pub const ENV_PREFIX: &str = "CRYPTOBOT";
+
+/// Everything the server can be configured with. Unknown keys are errors, so typos surface.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// `[server]`: listening address and HTTP workers.
+    pub server: ServerSettings,
+    /// `[market]`: where prices come from.
+    pub market: MarketSettings,
+    /// `[trading]`: the paper account.
+    pub trading: TradingSettings,
+    /// `[signals]`: the moving-average strategy.
+    pub signals: SignalSettings,
+    /// `[alerts]`: alert thresholds.
+    pub alerts: AlertSettings,
+    /// `[storage]`: the SQLite file.
+    pub storage: StorageSettings,
+    /// `[bus]`: the in-process event bus.
+    pub bus: BusSettings,
+    /// `[log]`: logging.
+    pub log: LogSettings,
+    /// `[ws]`: the WebSocket gateway's policies (documented in docs/protocol.md).
+    #[serde(default)]
+    pub ws: GatewayConfig,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address to listen on.
+    pub host: IpAddr,
+    /// TCP port; 0 picks a free one (it is logged).
+    pub port: u16,
+    /// HTTP worker threads; 0 means one per core.
+    pub workers: usize,
+    /// Longest wait for open requests at shutdown, in seconds.
+    pub shutdown_timeout_secs: u64,
+}
+
+/// Source of market data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MarketSource {
+    /// The embedded random-walk simulator.
+    Simulated,
+}
+
+/// `[market]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MarketSettings {
+    /// Where prices come from.
+    pub source: MarketSource,
+    /// Traded symbols (a TOML list, or a comma-separated string from the environment).
+    #[serde(deserialize_with = "list_or_csv")]
+    pub symbols: Vec<String>,
+    /// Quote assets used to split symbols into base and quote.
+    #[serde(deserialize_with = "list_or_csv")]
+    pub quote_assets: Vec<String>,
+    /// Simulated ticker updates per second, per symbol.
+    pub ticks_per_second: f64,
+    /// Seed of the simulator's random walk.
+    pub seed: u64,
+    /// Largest simulated move per tick, in basis points.
+    pub volatility_bps: u32,
+    /// Optional starting prices, e.g. `{ BTCUSDT = "65000" }`.
+    #[serde(default)]
+    pub initial_prices: BTreeMap<String, DecimalString>,
+}
+
+/// `[trading]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TradingSettings {
+    /// Cash of a new paper account.
+    pub initial_cash: DecimalString,
+    /// Fee per trade as a fraction of its notional.
+    pub fee_rate: DecimalString,
+    /// Smallest accepted order notional.
+    pub min_notional: DecimalString,
+    /// Whether the bot trades on its own signals.
+    pub auto_trade: bool,
+    /// Quote amount each automatic buy spends.
+    pub auto_trade_amount: DecimalString,
+}
+
+/// `[signals]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignalSettings {
+    /// Whether the strategy runs.
+    pub enabled: bool,
+    /// Ticks in the short moving average.
+    pub short_window: usize,
+    /// Ticks in the long moving average.
+    pub long_window: usize,
+}
+
+/// `[alerts]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertSettings {
+    /// Price move, in percent, that raises a `price_move` alert.
+    pub price_move_pct: DecimalString,
+    /// Window of the price-move check, in seconds.
+    pub price_move_window_secs: u64,
+    /// Silence after which a symbol's feed counts as stalled, in seconds.
+    pub feed_stall_secs: u64,
+}
+
+/// `[storage]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSettings {
+    /// SQLite file (parent directories are created); `:memory:` keeps nothing.
+    pub path: String,
+}
+
+/// `[bus]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusSettings {
+    /// Events retained for slow subscribers of the in-process bus.
+    pub capacity: usize,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// Default filter when `RUST_LOG` is unset, e.g. `info` or `cryptobot_server=debug,info`.
+    pub level: String,
+}
+
+/// A decimal written as a string in TOML or the environment (`"0.001"`), so money never passes
+/// through a float.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecimalString(pub Decimal);
+
+impl<'de> Deserialize<'de> for DecimalString {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer).map_err(|_| {
+            serde::de::Error::custom("expected a decimal written as a string, e.g. \"0.001\"")
+        })?;
+        text.trim()
+            .parse::<Decimal>()
+            .map(Self)
+            .map_err(|_| serde::de::Error::custom(format!("invalid decimal {text:?}")))
+    }
+}
+
+/// Accepts a list, or a comma-separated string (how lists arrive from environment variables).
+fn list_or_csv<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrCsv {
+        List(Vec<String>),
+        Csv(String),
+    }
+    Ok(match ListOrCsv::deserialize(deserializer)? {
+        ListOrCsv::List(items) => items,
+        ListOrCsv::Csv(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
+}
+
+/// Why the settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A source could not be read or parsed, or a key is unknown or mistyped.
+    #[error("{0}")]
+    Load(#[from] config::ConfigError),
+    /// The values were read but are not acceptable.
+    #[error("{key}: {message}")]
+    Invalid {
+        /// The offending key, e.g. `market.symbols`.
+        key: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+impl Settings {
+    /// Loads defaults, then `file` if given (it must exist), then the process environment.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the offending key.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with_env(file, std::env::vars())
+    }
+
+    /// Like [`Settings::load`], with the environment given explicitly (for tests).
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the offending key.
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut builder =
+            Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
+        if let Some(path) = file {
+            builder = builder.add_source(File::from(path).format(FileFormat::Toml).required(true));
+        }
+        let overrides = env
+            .into_iter()
+            .filter(|(key, _)| key.starts_with(&format!("{ENV_PREFIX}__")))
+            .collect();
+        builder = builder.add_source(
+            Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                .source(Some(overrides)),
+        );
+        let settings: Self = builder.build()?.try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str| move |message: String| ConfigError::Invalid { key, message };
+        self.market_config().map(drop).map_err(invalid("market"))?;
+        self.signal_config().validate().map_err(invalid("signals"))?;
+        self.alert_config().validate().map_err(invalid("alerts"))?;
+        self.ws.validate().map_err(invalid("ws"))?;
+        let trading = self.trading_config();
+        if trading.initial_cash < Decimal::ZERO {
+            return Err(invalid("trading.initial_cash")("must not be negative".into()));
+        }
+        if !(Decimal::ZERO..Decimal::ONE).contains(&trading.fee_rate) {
+            return Err(invalid("trading.fee_rate")("must be at least 0 and below 1".into()));
+        }
+        if trading.min_notional < Decimal::ZERO {
+            return Err(invalid("trading.min_notional")("must not be negative".into()));
+        }
+        if self.trading.auto_trade_amount.0 <= Decimal::ZERO {
+            return Err(invalid("trading.auto_trade_amount")("must be greater than zero".into()));
+        }
+        if self.bus.capacity == 0 || self.bus.capacity > 1 << 24 {
+            return Err(invalid("bus.capacity")("must be between 1 and 16777216".into()));
+        }
+        if self.storage.path.trim().is_empty() {
+            return Err(invalid("storage.path")("must not be empty".into()));
+        }
+        Ok(())
+    }
+
+    /// The simulator's configuration, with symbols validated.
+    ///
+    /// # Errors
+    /// A message naming the invalid symbol or value.
+    pub fn market_config(&self) -> Result<SimulatedMarketConfig, String> {
+        let symbols = parse_symbols(&self.market.symbols)?;
+        let mut initial_prices = BTreeMap::new();
+        for (symbol, price) in &self.market.initial_prices {
+            let symbol = Symbol::parse(symbol).map_err(|e| format!("initial_prices: {e}"))?;
+            if !symbols.contains(&symbol) {
+                return Err(format!("initial_prices: {symbol} is not in market.symbols"));
+            }
+            if price.0 <= Decimal::ZERO {
+                return Err(format!("initial_prices: {symbol} must be greater than zero"));
+            }
+            initial_prices.insert(symbol, price.0);
+        }
+        let quotes: Vec<&str> = self.market.quote_assets.iter().map(String::as_str).collect();
+        if let Some(symbol) = symbols.iter().find(|s| s.split(&quotes).is_none()) {
+            return Err(format!(
+                "symbols: {symbol} does not end in one of the quote assets {quotes:?} (market.quote_assets)"
+            ));
+        }
+        let config = SimulatedMarketConfig {
+            symbols,
+            ticks_per_second: self.market.ticks_per_second,
+            seed: self.market.seed,
+            volatility_bps: self.market.volatility_bps,
+            initial_prices,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The paper trading engine's configuration.
+    #[must_use]
+    pub fn trading_config(&self) -> PaperTradingConfig {
+        PaperTradingConfig {
+            initial_cash: self.trading.initial_cash.0,
+            fee_rate: self.trading.fee_rate.0,
+            min_notional: self.trading.min_notional.0,
+            ..PaperTradingConfig::default()
+        }
+    }
+
+    /// The auto-trader's configuration.
+    #[must_use]
+    pub fn auto_trader_config(&self) -> AutoTraderConfig {
+        AutoTraderConfig {
+            enabled: self.trading.auto_trade,
+            amount: self.trading.auto_trade_amount.0,
+        }
+    }
+
+    /// The signal strategy's configuration.
+    #[must_use]
+    pub fn signal_config(&self) -> SignalConfig {
+        SignalConfig {
+            enabled: self.signals.enabled,
+            short_window: self.signals.short_window,
+            long_window: self.signals.long_window,
+        }
+    }
+
+    /// The alert monitor's configuration.
+    #[must_use]
+    pub fn alert_config(&self) -> AlertConfig {
+        AlertConfig {
+            price_move_pct: self.alerts.price_move_pct.0,
+            price_move_window_secs: self.alerts.price_move_window_secs,
+            feed_stall_secs: self.alerts.feed_stall_secs,
+        }
+    }
+}
+
+fn parse_symbols(names: &[String]) -> Result<Vec<Symbol>, String> {
+    let mut symbols: Vec<Symbol> = Vec::with_capacity(names.len());
+    for name in names {
+        let symbol = Symbol::parse(name).map_err(|e| format!("symbols: {e}"))?;
+        if symbols.contains(&symbol) {
+            return Err(format!("symbols: {symbol} is listed twice"));
+        }
+        symbols.push(symbol);
+    }
+    Ok(symbols)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    fn temp_toml(contents: &str) -> std::path::PathBuf {
+        let path = std::env::temp_dir().join(format!(
+            "cryptobot-config-{}-{}.toml",
+            std::process::id(),
+            contents.len()
+        ));
+        let mut file = std::fs::File::create(&path).unwrap();
+        file.write_all(contents.as_bytes()).unwrap();
+        path
+    }
+
+    #[test]
+    fn embedded_defaults_match_the_documented_ones() {
+        let s = Settings::load_with_env(None, env(&[])).unwrap();
+        assert_eq!(s.server.host.to_string(), "127.0.0.1");
+        assert_eq!(s.server.port, 8080);
+        assert_eq!(s.server.workers, 0);
+        assert_eq!(s.market.source, MarketSource::Simulated);
+        assert_eq!(s.market.symbols, ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT"]);
+        assert!((s.market.ticks_per_second - 1.0).abs() < f64::EPSILON);
+        assert_eq!(s.trading.initial_cash.0, Decimal::from(10_000));
+        assert_eq!(s.trading.fee_rate.0.to_string(), "0.001");
+        assert!(!s.trading.auto_trade);
+        assert_eq!(s.storage.path, "data/cryptobot.db");
+        assert_eq!(s.ws, GatewayConfig::default());
+    }
+
+    #[test]
+    fn environment_overrides_file_overrides_defaults() {
+        let file = temp_toml("[server]\nport = 9100\n[trading]\nfee_rate = \"0.002\"\n");
+        let s = Settings::load_with_env(
+            Some(&file),
+            env(&[
+                ("CRYPTOBOT__SERVER__PORT", "9000"),
+                ("CRYPTOBOT__MARKET__SYMBOLS", "BTCUSDT, ETHBTC"),
+                ("UNRELATED", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.server.port, 9000);
+        assert_eq!(s.trading.fee_rate.0.to_string(), "0.002");
+        assert_eq!(s.market.symbols, ["BTCUSDT", "ETHBTC"]);
+    }
+
+    #[test]
+    fn unknown_keys_in_a_file_name_the_key() {
+        let file = temp_toml("[server]\nprot = 1\n");
+        let err = Settings::load_with_env(Some(&file), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("prot"), "{err}");
+    }
+
+    #[test]
+    fn rejects_bad_values_with_the_key() {
+        // TC0: money as a float
+        let file = temp_toml("[trading]\ninitial_cash = 10.5\n");
+        let err = Settings::load_with_env(Some(&file), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("decimal written as a string"), "{err}");
+        // TC1: invalid symbol
+        let err = Settings::load_with_env(None, env(&[("CRYPTOBOT__MARKET__SYMBOLS", "btc")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("symbols"), "{err}");
+        // TC2: fee rate out of range
+        let err = Settings::load_with_env(None, env(&[("CRYPTOBOT__TRADING__FEE_RATE", "1.5")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("trading.fee_rate"), "{err}");
+        // TC3: port not a number
+        let err = Settings::load_with_env(None, env(&[("CRYPTOBOT__SERVER__PORT", "lots")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("port"), "{err}");
+        // TC4: a missing --config file
+        let err = Settings::load_with_env(Some(Path::new("/nonexistent/cryptobot.toml")), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nonexistent"), "{err}");
+    }
+}

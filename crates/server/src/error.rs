@@ -1,0 +1,158 @@
+//! The REST API's error: one place maps every failure to an HTTP status and a JSON body.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use cryptobot_domain::DomainError;
+use cryptobot_services::ServiceError;
+use serde::Serialize;
+
+/// A failed REST request. The body is always `{"error": "<message>", "code": "<stable code>"}`.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A service rejected or failed the request.
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    /// The request itself is malformed (bad JSON, bad query, bad path).
+    #[error("{message}")]
+    BadRequest {
+        /// Stable code, e.g. `invalid_json`.
+        code: &'static str,
+        /// Human-readable detail.
+        message: String,
+    },
+    /// The body is larger than the limit.
+    #[error("request body larger than {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The body is not `application/json`.
+    #[error("expected Content-Type: application/json")]
+    UnsupportedMediaType,
+    /// No route matches.
+    #[error("no such resource")]
+    NotFound,
+}
+
+impl From<DomainError> for ApiError {
+    fn from(err: DomainError) -> Self {
+        Self::Service(err.into())
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: String,
+    code: &'a str,
+}
+
+impl ApiError {
+    /// Returns the stable code put in the body.
+    #[must_use]
+    pub const fn code(&self) -> &'static str {
+        match self {
+            Self::Service(err) => err.code(),
+            Self::BadRequest { code, .. } => code,
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::NotFound => "not_found",
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::Service(err) => match err {
+                ServiceError::Domain(
+                    DomainError::InvalidSymbol(_) | DomainError::InvalidClientOrderId,
+                ) => StatusCode::BAD_REQUEST,
+                ServiceError::Domain(_)
+                | ServiceError::OrderTooSmall { .. }
+                | ServiceError::InsufficientFunds { .. }
+                | ServiceError::InsufficientPosition { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                ServiceError::UnknownSymbol(_) | ServiceError::NoPosition(_) => {
+                    StatusCode::NOT_FOUND
+                }
+                ServiceError::DuplicateClientOrderId(_) => StatusCode::CONFLICT,
+                ServiceError::NoPrice(_) | ServiceError::Unavailable(_) => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+                ServiceError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::NotFound => StatusCode::NOT_FOUND,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let message = match self {
+            // Storage details stay in the log; the client learns only that it failed.
+            Self::Service(ServiceError::Storage(detail)) => {
+                tracing::error!(%detail, "storage failure while serving a request");
+                "storage failure; the command was not executed".to_owned()
+            }
+            other => other.to_string(),
+        };
+        HttpResponse::build(self.status_code()).json(ErrorBody {
+            error: message,
+            code: self.code(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cryptobot_domain::fixtures;
+    use rust_decimal::Decimal;
+
+    use super::*;
+
+    #[test]
+    fn maps_service_errors_to_statuses() {
+        let cases = [
+            // TC0: malformed input
+            (ServiceError::Domain(DomainError::InvalidSymbol("x".into())), 400),
+            // TC1: business rule
+            (
+                ServiceError::InsufficientFunds {
+                    needed: Decimal::ONE,
+                    available: Decimal::ZERO,
+                },
+                422,
+            ),
+            (ServiceError::UnknownSymbol(fixtures::symbol("DOGEUSDT")), 404),
+            (
+                ServiceError::DuplicateClientOrderId(
+                    cryptobot_domain::ClientOrderId::parse("a").unwrap(),
+                ),
+                409,
+            ),
+            (ServiceError::Unavailable("stopping".into()), 503),
+            (ServiceError::Storage("disk".into()), 500),
+        ];
+        for (err, status) in cases {
+            assert_eq!(ApiError::from(err).status_code().as_u16(), status);
+        }
+    }
+
+    #[test]
+    fn storage_details_are_not_sent_to_clients() {
+        let response = ApiError::from(ServiceError::Storage("/secret/path: disk I/O".into()))
+            .error_response();
+        let body = actix_web::body::to_bytes(response.into_body());
+        let body = futures_executor_block(body);
+        assert!(!body.contains("/secret/path"), "{body}");
+        assert!(body.contains("storage_error"), "{body}");
+    }
+
+    fn futures_executor_block<F: std::future::Future<Output = Result<actix_web::web::Bytes, E>>, E>(
+        fut: F,
+    ) -> String {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let bytes = runtime.block_on(fut).ok().unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+}

@@ -1,0 +1,57 @@
+//! `GET /api/v1/health` and `GET /metrics`.
+
+use std::fmt::Write;
+
+use actix_web::{HttpResponse, web};
+use serde_json::json;
+
+use crate::state::AppState;
+
+/// Reports liveness and the state of the market feed and the trading engine; 503 when degraded.
+pub(super) async fn health(state: web::Data<AppState>) -> HttpResponse {
+    let symbols = state.market.symbols();
+    let priced = state.market.tickers().await.len();
+    let engine_ok = state.portfolio.summary().await.is_ok();
+    let status = if engine_ok { "ok" } else { "degraded" };
+    let body = json!({
+        "status": status,
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_secs": state.started_at.elapsed().as_secs(),
+        "market": {
+            "source": state.market_source,
+            "symbols": symbols,
+            "priced_symbols": priced,
+        },
+        "trading_engine": if engine_ok { "ok" } else { "unavailable" },
+    });
+    if engine_ok {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+/// Renders counters and gauges in the Prometheus text format.
+pub(super) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let mut out = String::with_capacity(4096);
+    let _ = writeln!(
+        out,
+        "# HELP cryptobot_uptime_seconds Seconds since the server started.\n# TYPE cryptobot_uptime_seconds gauge\ncryptobot_uptime_seconds {}",
+        state.started_at.elapsed().as_secs()
+    );
+    if let Ok(summary) = state.portfolio.summary().await {
+        let gauges = [
+            ("cryptobot_portfolio_cash", "Free cash of the paper account.", summary.cash),
+            ("cryptobot_portfolio_total_value", "Cash plus positions at market value.", summary.total_value),
+            ("cryptobot_portfolio_realized_pnl", "Realized profit, fees included.", summary.realized_pnl),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+        }
+    }
+    state.metrics.render(&mut out);
+    state.gateway.render_metrics(&mut out);
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(out)
+}

@@ -1,0 +1,81 @@
+//! REST routes under `/api/v1`, mounted by one function so `main` and tests share the wiring.
+
+use actix_web::web;
+
+use crate::error::ApiError;
+
+mod health;
+mod market;
+mod trading;
+
+/// Largest accepted JSON request body, in bytes.
+pub const MAX_JSON_BODY: usize = 16 * 1024;
+
+/// Mounts the REST API, its extractor error handlers and the JSON 404 fallback.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(json_config())
+        .app_data(query_config())
+        .app_data(path_config())
+        .route("/metrics", web::get().to(health::metrics))
+        .service(
+            web::scope("/api/v1")
+                .route("/health", web::get().to(health::health))
+                .route("/tickers", web::get().to(market::tickers))
+                .route("/tickers/{symbol}", web::get().to(market::ticker))
+                .route("/portfolio", web::get().to(trading::portfolio))
+                .service(
+                    web::resource("/trades")
+                        .route(web::get().to(trading::recent_trades))
+                        .route(web::post().to(trading::create_trade)),
+                )
+                .route("/positions/{symbol}", web::patch().to(trading::update_position)),
+        );
+}
+
+/// The answer for every path no route matches.
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+fn json_config() -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(MAX_JSON_BODY)
+        .error_handler(|err, _req| {
+            use actix_web::error::JsonPayloadError as E;
+            let api = match &err {
+                E::OverflowKnownLength { .. } | E::Overflow { .. } => ApiError::PayloadTooLarge {
+                    limit: MAX_JSON_BODY,
+                },
+                E::ContentType => ApiError::UnsupportedMediaType,
+                E::Deserialize(inner) if inner.is_data() => ApiError::BadRequest {
+                    code: "invalid_payload",
+                    message: inner.to_string(),
+                },
+                _ => ApiError::BadRequest {
+                    code: "invalid_json",
+                    message: format!("request body is not valid JSON: {err}"),
+                },
+            };
+            api.into()
+        })
+}
+
+fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(|err, _req| {
+        ApiError::BadRequest {
+            code: "invalid_query",
+            message: err.to_string(),
+        }
+        .into()
+    })
+}
+
+fn path_config() -> web::PathConfig {
+    web::PathConfig::default().error_handler(|err, _req| {
+        ApiError::BadRequest {
+            code: "invalid_path",
+            message: err.to_string(),
+        }
+        .into()
+    })
+}

@@ -1,0 +1,234 @@
+//! The composition root: builds the services, the gateway and the HTTP server from settings, and
+//! owns their shutdown.
+//!
+//! Shutdown order (one [`CancellationToken`] fans out to everything):
+//! 1. SIGTERM / Ctrl-C (or [`Application::shutdown_token`]) cancels the token.
+//! 2. Every WebSocket actor sends Close 1001 and ends; the HTTP server stops accepting and waits up
+//!    to `server.shutdown_timeout_secs` for requests in flight.
+//! 3. The market feed, signal engine, auto-trader and alert monitor end; the trading engine finishes
+//!    the command it is executing (a trade is acknowledged only once committed) and ends.
+//! 4. The last handle to the SQLite connection is dropped, which checkpoints the write-ahead log.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::dev::Server;
+use actix_web::{App, HttpServer, web};
+use cryptobot_services::alerts::spawn_alert_monitor;
+use cryptobot_services::market::SimulatedMarket;
+use cryptobot_services::signals::{spawn_auto_trader, spawn_signal_engine};
+use cryptobot_services::trading::{PaperTrading, Storage};
+use cryptobot_services::{
+    Clock, EventBus, InMemoryBus, MarketService, PortfolioService, ServiceError, ServiceMetrics,
+    SystemClock, TradeService,
+};
+use cryptobot_ws_gateway::{Gateway, GatewayServices};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{MarketSource, Settings};
+use crate::routes;
+use crate::state::AppState;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The listening socket could not be opened (port in use, no permission, bad address).
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+    /// The settings were read but cannot be used.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The storage could not be opened or its books do not balance.
+    #[error("storage {path}: {source}")]
+    Storage {
+        /// `storage.path`.
+        path: String,
+        /// What failed.
+        source: ServiceError,
+    },
+    /// The HTTP server failed while running.
+    #[error("server: {0}")]
+    Server(std::io::Error),
+}
+
+/// A built, listening server with its background tasks.
+#[derive(Debug)]
+pub struct Application {
+    addr: SocketAddr,
+    server: Server,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+    gateway: Gateway,
+}
+
+impl Application {
+    /// Opens storage, starts every service and binds the listening socket (port 0 picks a free
+    /// one). Must be called inside a tokio runtime.
+    ///
+    /// # Errors
+    /// [`StartupError`] for an unusable setting, storage that cannot be opened, or a socket that
+    /// cannot be bound.
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let shutdown = CancellationToken::new();
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let metrics = Arc::new(ServiceMetrics::default());
+        let bus: Arc<dyn EventBus> =
+            Arc::new(InMemoryBus::new(settings.bus.capacity, Arc::clone(&clock)));
+
+        let addr = SocketAddr::new(settings.server.host, settings.server.port);
+        // Bind before starting anything, so a port in use fails fast and leaves nothing running.
+        let listener = TcpListener::bind(addr).map_err(|source| StartupError::Bind { addr, source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| StartupError::Bind { addr, source })?;
+
+        let MarketSource::Simulated = settings.market.source;
+        let market_config = settings.market_config().map_err(StartupError::Config)?;
+        let symbols = market_config.symbols.clone();
+        let (market, feed) =
+            SimulatedMarket::new(market_config, Arc::clone(&bus), Arc::clone(&clock), Arc::clone(&metrics));
+        let market: Arc<dyn MarketService> = Arc::new(market);
+
+        let storage_path = settings.storage.path.clone();
+        let storage = tokio::task::spawn_blocking(move || Storage::open(&storage_path))
+            .await
+            .map_err(|join| StartupError::Config(format!("storage open panicked: {join}")))?
+            .map_err(|source| StartupError::Storage {
+                path: settings.storage.path.clone(),
+                source,
+            })?;
+        let (trading, engine_task) = PaperTrading::spawn(
+            settings.trading_config(),
+            storage,
+            Arc::clone(&market),
+            Arc::clone(&bus),
+            Arc::clone(&clock),
+            Arc::clone(&metrics),
+            shutdown.clone(),
+        )
+        .map_err(|source| StartupError::Storage {
+            path: settings.storage.path.clone(),
+            source,
+        })?;
+        let trade: Arc<dyn TradeService> = Arc::new(trading.clone());
+        let portfolio: Arc<dyn PortfolioService> = Arc::new(trading);
+
+        let mut tasks = vec![engine_task];
+        tasks.push(spawn_signal_engine(
+            settings.signal_config(),
+            Arc::clone(&bus),
+            Arc::clone(&clock),
+            Arc::clone(&metrics),
+            shutdown.clone(),
+        ));
+        tasks.push(spawn_auto_trader(
+            settings.auto_trader_config(),
+            Arc::clone(&bus),
+            Arc::clone(&trade),
+            Arc::clone(&portfolio),
+            shutdown.clone(),
+        ));
+        tasks.push(spawn_alert_monitor(
+            settings.alert_config(),
+            symbols,
+            Arc::clone(&bus),
+            Arc::clone(&clock),
+            Arc::clone(&metrics),
+            shutdown.clone(),
+        ));
+
+        let gateway = Gateway::new(
+            settings.ws.clone(),
+            GatewayServices {
+                market: Arc::clone(&market),
+                trade: Arc::clone(&trade),
+                portfolio: Arc::clone(&portfolio),
+                bus: Arc::clone(&bus),
+            },
+            shutdown.clone(),
+        );
+        // The feed starts last, so every subscriber above sees the first tickers.
+        tasks.push(tokio::spawn(feed.run(shutdown.clone())));
+
+        let state = web::Data::new(AppState {
+            market,
+            trade,
+            portfolio,
+            metrics,
+            gateway: gateway.clone(),
+            started_at: Instant::now(),
+            market_source: "simulated",
+        });
+        let app_gateway = gateway.clone();
+        let mut server = HttpServer::new(move || {
+            let gateway = app_gateway.clone();
+            App::new()
+                .app_data(state.clone())
+                .configure(routes::configure)
+                .configure(move |cfg| gateway.configure(cfg))
+                .default_service(web::to(routes::not_found))
+        })
+        .on_connect(gateway.on_connect())
+        .disable_signals()
+        .shutdown_signal(shutdown.clone().cancelled_owned())
+        .shutdown_timeout(settings.server.shutdown_timeout_secs);
+        if settings.server.workers > 0 {
+            server = server.workers(settings.server.workers);
+        }
+        let server = server
+            .listen(listener)
+            .map_err(|source| StartupError::Bind { addr, source })?
+            .run();
+        tracing::info!(%addr, "listening on http://{addr}");
+        Ok(Self {
+            addr,
+            server,
+            shutdown,
+            tasks,
+            gateway,
+        })
+    }
+
+    /// Returns the bound address (useful with port 0).
+    #[must_use]
+    pub const fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Returns the bound port.
+    #[must_use]
+    pub const fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Returns the token that stops everything when cancelled.
+    #[must_use]
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Runs until the shutdown token is cancelled, then stops everything in order.
+    ///
+    /// # Errors
+    /// [`StartupError::Server`] when the HTTP server fails.
+    pub async fn run_until_stopped(self) -> Result<(), StartupError> {
+        let result = self.server.await.map_err(StartupError::Server);
+        // The server also ends on its own only through the token; make sure the rest follows.
+        self.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.gateway.closed()).await;
+        for task in self.tasks {
+            if let Err(err) = task.await {
+                tracing::error!(%err, "a background task failed during shutdown");
+            }
+        }
+        tracing::info!("stopped");
+        result
+    }
+}

@@ -1,0 +1,34 @@
+//! Shared state of the REST handlers: the services behind their traits.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use cryptobot_services::{MarketService, PortfolioService, ServiceMetrics, TradeService};
+use cryptobot_ws_gateway::Gateway;
+
+/// What every REST handler can reach. Built once in `startup` and shared by all workers.
+#[derive(Clone)]
+pub struct AppState {
+    /// Latest prices.
+    pub market: Arc<dyn MarketService>,
+    /// Trade execution.
+    pub trade: Arc<dyn TradeService>,
+    /// The paper account.
+    pub portfolio: Arc<dyn PortfolioService>,
+    /// Service counters for `/metrics`.
+    pub metrics: Arc<ServiceMetrics>,
+    /// The WebSocket gateway, for its metrics.
+    pub gateway: Gateway,
+    /// When the server started, for `uptime_secs`.
+    pub started_at: Instant,
+    /// `market.source`, reported by `/health`.
+    pub market_source: &'static str,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("market_source", &self.market_source)
+            .finish_non_exhaustive()
+    }
+}

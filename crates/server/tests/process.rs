@@ -1,0 +1,242 @@
+//! The real `cryptobot` binary as a process: command line, bad configuration, port in use,
+//! SIGTERM, and `kill -9` in the middle of a stream of trades.
+
+#[path = "../../../tests/src/http.rs"]
+#[allow(dead_code, unreachable_pub, reason = "shared with the end-to-end suite, which uses all of it")]
+mod http;
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cryptobot");
+
+fn temp_dir(name: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let dir = std::env::temp_dir().join(format!("cryptobot-{name}-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A started server process and the address it reported.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Server {
+    /// Starts the binary on port 0 with `db` and waits for its "listening on" log line.
+    fn start(db: &Path) -> Self {
+        let mut child = Command::new(BIN)
+            .env("CRYPTOBOT__SERVER__PORT", "0")
+            .env("CRYPTOBOT__SERVER__WORKERS", "1")
+            .env("CRYPTOBOT__STORAGE__PATH", db)
+            .env("CRYPTOBOT__MARKET__TICKS_PER_SECOND", "20")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("binary starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent && let Some(rest) = line.split("listening on http://").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or_default().to_owned();
+                    let _ = tx.send(addr);
+                    sent = true;
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("server reports its address within 20 s")
+            .parse()
+            .expect("a socket address");
+        Self { child, addr }
+    }
+
+    fn kill9(mut self) {
+        self.child.kill().unwrap(); // SIGKILL
+        self.child.wait().unwrap();
+    }
+}
+
+fn run_to_exit(args: &[&str], envs: &[(&str, &str)]) -> (i32, String) {
+    let mut command = Command::new(BIN);
+    command.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    for (key, value) in envs {
+        command.env(key, value);
+    }
+    let output = command.output().expect("binary runs");
+    let text = String::from_utf8_lossy(&output.stderr).into_owned() + &String::from_utf8_lossy(&output.stdout);
+    (output.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn help_and_bad_command_lines() {
+    let (code, out) = run_to_exit(&["--help"], &[]);
+    assert_eq!(code, 0);
+    assert!(out.contains("usage: cryptobot"), "{out}");
+    let (code, out) = run_to_exit(&["--frobnicate"], &[]);
+    assert_eq!(code, 2);
+    assert!(out.contains("unknown argument"), "{out}");
+}
+
+#[test]
+fn bad_configuration_exits_with_a_one_line_error() {
+    // TC0: missing file
+    let (code, out) = run_to_exit(&["--config", "/nonexistent/cryptobot.toml"], &[]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.starts_with("error: invalid configuration"), "{out}");
+    // TC1: unknown key in a file
+    let dir = temp_dir("badcfg");
+    let file = dir.join("bad.toml");
+    std::fs::write(&file, "[market]\nsymbls = [\"BTCUSDT\"]\n").unwrap();
+    let (code, out) = run_to_exit(&["--config", file.to_str().unwrap()], &[]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("symbls"), "{out}");
+    assert_eq!(out.trim_end().lines().count(), 1, "{out}");
+    // TC2: bad environment value
+    let (code, out) = run_to_exit(&[], &[("CRYPTOBOT__SERVER__PORT", "99999")]);
+    assert_eq!(code, 2, "{out}");
+}
+
+#[test]
+fn port_in_use_exits_with_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let db = temp_dir("portinuse").join("db.sqlite");
+    let (code, out) = run_to_exit(
+        &[],
+        &[("CRYPTOBOT__SERVER__PORT", &port), ("CRYPTOBOT__STORAGE__PATH", db.to_str().unwrap())],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("cannot listen on 127.0.0.1:"), "{out}");
+}
+
+#[test]
+fn sigterm_stops_the_server_gracefully() {
+    let db = temp_dir("sigterm").join("db.sqlite");
+    let mut server = Server::start(&db);
+    let status = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let exit = loop {
+        if let Some(exit) = server.child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "server did not stop after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "{exit:?}");
+}
+
+fn dec(value: &Value) -> Decimal {
+    value.as_str().unwrap().parse().unwrap()
+}
+
+/// Sends trades from several clients as fast as the server acknowledges them, recording every
+/// acknowledged `client_order_id`, until the process dies.
+async fn hammer(addr: SocketAddr, round: u32, acked: Arc<Mutex<HashSet<String>>>) {
+    let mut clients = Vec::new();
+    for client in 0..4 {
+        let acked = Arc::clone(&acked);
+        clients.push(tokio::spawn(async move {
+            for n in 0.. {
+                let id = format!("crash-{round}-{client}-{n}");
+                let body = json!({"symbol": "BTCUSDT", "side": "buy", "amount": "5", "client_order_id": id});
+                let attempt = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    try_request(addr, body.to_string()),
+                )
+                .await;
+                match attempt {
+                    Ok(Some(201)) => {
+                        acked.lock().unwrap().insert(id);
+                    }
+                    Ok(Some(_)) => {}
+                    _ => return, // connection refused or reset: the process is gone
+                }
+            }
+        }));
+    }
+    for client in clients {
+        let _ = client.await;
+    }
+}
+
+/// Like `http::request` but returns `None` instead of panicking when the server dies mid-way.
+async fn try_request(addr: SocketAddr, body: String) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = format!(
+        "POST /api/v1/trades HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.ok()?;
+    std::str::from_utf8(raw.get(9..12)?).ok()?.parse().ok()
+}
+
+#[test]
+fn kill_9_never_loses_an_acknowledged_trade() {
+    let db = temp_dir("crash").join("db.sqlite");
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let acked = Arc::new(Mutex::new(HashSet::new()));
+    // A cheap deterministic spread of kill points: 150 ms, 400 ms, 250 ms after the first ack.
+    for (round, delay_ms) in [(0u32, 150u64), (1, 400), (2, 250)] {
+        let server = Server::start(&db);
+        let addr = server.addr;
+        let sender = runtime.spawn(hammer(addr, round, Arc::clone(&acked)));
+        let started = Instant::now();
+        while acked.lock().unwrap().iter().all(|id| !id.starts_with(&format!("crash-{round}-")))
+            && started.elapsed() < Duration::from_secs(10)
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        server.kill9();
+        runtime.block_on(sender).unwrap();
+    }
+
+    // A restart must succeed (it refuses books that do not balance) and show every acked trade.
+    let server = Server::start(&db);
+    let addr = server.addr;
+    let (trades, portfolio) = runtime.block_on(async {
+        let trades = http::request(addr, "GET", "/api/v1/trades?limit=1000", None, b"").await.json();
+        let portfolio = http::request(addr, "GET", "/api/v1/portfolio", None, b"").await.json();
+        (trades, portfolio)
+    });
+    server.kill9();
+    let trades = trades.as_array().unwrap();
+    let acked = acked.lock().unwrap();
+    assert!(acked.len() >= 3, "each round acknowledged trades (got {})", acked.len());
+    assert!(trades.len() < 1000, "the check needs every trade in one page");
+    let stored: HashSet<String> = trades
+        .iter()
+        .filter_map(|t| t["client_order_id"].as_str().map(str::to_owned))
+        .collect();
+    let lost: Vec<&String> = acked.iter().filter(|id| !stored.contains(*id)).collect();
+    assert!(lost.is_empty(), "acknowledged trades lost: {lost:?}");
+    // The books agree with the trade log.
+    assert_eq!(portfolio["trade_count"].as_u64().unwrap() as usize, trades.len());
+    let spent: Decimal = trades.iter().map(|t| dec(&t["notional"]) + dec(&t["fee"])).sum();
+    assert_eq!(dec(&portfolio["cash"]), Decimal::from(10_000) - spent);
+    let quantity: Decimal = trades.iter().map(|t| dec(&t["quantity"])).sum();
+    assert_eq!(dec(&portfolio["positions"][0]["quantity"]), quantity);
+}

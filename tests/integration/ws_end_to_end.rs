@@ -1,0 +1,78 @@
+//! The WebSocket endpoint of the real server, fed by the real services.
+
+use std::time::Duration;
+
+use cryptobot_integration_tests::TestApp;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Reads frames until one has `type == kind`, failing after 10 s (a hang guard).
+async fn next_of_type(socket: &mut Socket, kind: &str) -> Value {
+    let wait = async {
+        while let Some(frame) = socket.next().await {
+            if let Message::Text(text) = frame.expect("frame") {
+                let value: Value = serde_json::from_str(&text).expect("frames are JSON");
+                if value["type"] == kind {
+                    return value;
+                }
+            }
+        }
+        panic!("socket closed before a {kind} frame");
+    };
+    tokio::time::timeout(Duration::from_secs(10), wait)
+        .await
+        .unwrap_or_else(|_| panic!("no {kind} frame within 10 s"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_tickers_and_trades_from_the_real_services() {
+    let app = TestApp::spawn(&[]).await;
+    let (mut socket, _) = tokio_tungstenite::connect_async(app.ws_url()).await.expect("upgrade");
+    socket
+        .send(Message::text(json!({"type": "subscribe_ticker", "payload": {"symbol": "BTCUSDT"}}).to_string()))
+        .await
+        .unwrap();
+    let ack = next_of_type(&mut socket, "subscription_success").await;
+    assert_eq!(ack["message"], "Subscribed to BTCUSDT");
+    let snapshot = next_of_type(&mut socket, "ticker_update").await;
+    assert_eq!(snapshot["payload"]["symbol"], "BTCUSDT");
+    let live = next_of_type(&mut socket, "ticker_update").await;
+    assert!(live["seq"].as_u64().unwrap() > snapshot["seq"].as_u64().unwrap_or(0));
+
+    let buy = app
+        .post_json("/api/v1/trades", &json!({"symbol": "BTCUSDT", "side": "buy", "quantity": "0.01"}))
+        .await;
+    assert_eq!(buy.status, 201, "{}", buy.body);
+    let note = next_of_type(&mut socket, "trade_notification").await;
+    assert_eq!(note["payload"]["symbol"], "BTCUSDT");
+    assert_eq!(note["payload"]["type"], "buy");
+    assert_eq!(note["payload"]["quantity"], "0.01");
+    assert_eq!(note["payload"]["price"], buy.json()["trade"]["price"]);
+    assert!(note["payload"]["purchased_at"].is_string());
+    assert!(note["timestamp"].is_i64() || note["timestamp"].is_u64());
+    let portfolio = next_of_type(&mut socket, "portfolio_update").await;
+    assert!(portfolio["payload"]["cash"].is_string());
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_websockets_with_going_away() {
+    let app = TestApp::spawn(&[]).await;
+    let (mut socket, _) = tokio_tungstenite::connect_async(app.ws_url()).await.expect("upgrade");
+    let stopping = tokio::spawn(app.stop());
+    let close = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(frame) = socket.next().await {
+            if let Ok(Message::Close(frame)) = frame {
+                return frame;
+            }
+        }
+        None
+    })
+    .await
+    .expect("close frame within 5 s");
+    assert_eq!(u16::from(close.expect("a close frame with a code").code), 1001);
+    stopping.await.unwrap();
+}
