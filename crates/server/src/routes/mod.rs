@@ -4,6 +4,7 @@ use actix_web::web;
 
 use crate::error::ApiError;
 
+mod dashboard;
 mod health;
 mod market;
 mod trading;
@@ -16,6 +17,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(json_config())
         .app_data(query_config())
         .app_data(path_config())
+        .configure(dashboard::configure)
         .route("/metrics", web::get().to(health::metrics))
         .service(
             web::scope("/api/v1")

@@ -1,0 +1,357 @@
+// cryptobot dashboard: a plain ES module speaking the public WebSocket protocol (docs/protocol.md)
+// and reading the REST API once per (re)connect to fill gaps. No build step, no external assets.
+
+const $ = (selector) => document.querySelector(selector);
+const SPARK_POINTS = 60;
+const VALUE_POINTS = 240;
+const FEED_ROWS = 50;
+const TOAST_MS = 15000;
+const BACKOFF_MIN_MS = 500;
+const BACKOFF_MAX_MS = 10000;
+
+const state = {
+  socket: null,
+  backoffMs: BACKOFF_MIN_MS,
+  nextId: 1,
+  pending: new Map(),          // request id -> callback for the direct reply
+  symbols: [],
+  subscribed: new Set(),       // symbols whose ticker channel the user wants
+  prices: new Map(),           // symbol -> recent prices for the sparkline
+  values: [],                  // total value history for the chart
+  tradeIds: new Set(),         // trade ids already shown, so a reconnect never duplicates rows
+  canTrade: true,
+  token: sessionStorage.getItem("cryptobot.token") || "",
+};
+
+function setStatus(kind, text) {
+  const el = $("#status");
+  el.className = `status status-${kind}`;
+  el.textContent = text;
+}
+
+function fmt(value, digits = 2) {
+  if (value === null || value === undefined || value === "") return "–";
+  const n = Number(value);
+  if (!Number.isFinite(n)) return String(value);
+  const abs = Math.abs(n);
+  const d = abs !== 0 && abs < 1 ? 6 : digits;
+  return n.toLocaleString("en-US", { minimumFractionDigits: d, maximumFractionDigits: d });
+}
+
+function signClass(value) {
+  const n = Number(value);
+  return n > 0 ? "up" : n < 0 ? "down" : "";
+}
+
+function polyline(values, width, height) {
+  if (values.length < 2) return "";
+  const min = Math.min(...values), max = Math.max(...values);
+  const span = max - min || 1;
+  return values
+    .map((v, i) => `${((i / (values.length - 1)) * width).toFixed(1)},${(height - ((v - min) / span) * height).toFixed(1)}`)
+    .join(" ");
+}
+
+function authHeaders() {
+  return state.token ? { Authorization: `Bearer ${state.token}` } : {};
+}
+
+async function getJson(path) {
+  const response = await fetch(path, { headers: authHeaders() });
+  if (response.status === 401) {
+    askForToken();
+    throw new Error("unauthorized");
+  }
+  if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
+  return response.json();
+}
+
+// ---------- tickers ----------
+
+function tickerRow(symbol) {
+  let row = document.getElementById(`ticker-${symbol}`);
+  if (row) return row;
+  row = document.createElement("tr");
+  row.id = `ticker-${symbol}`;
+  row.dataset.symbol = symbol;
+  row.innerHTML = `<th scope="row">${symbol}</th><td class="price">–</td><td class="change">–</td>
+    <td><svg class="spark" viewBox="0 0 80 20" preserveAspectRatio="none" aria-hidden="true"><polyline points=""/></svg></td>
+    <td><button type="button" class="small ghost toggle" aria-pressed="true">Unsubscribe</button></td>`;
+  row.querySelector(".toggle").addEventListener("click", () => toggleSymbol(symbol));
+  $("#tickers tbody").append(row);
+  return row;
+}
+
+function showTicker(ticker) {
+  const row = tickerRow(ticker.symbol);
+  row.querySelector(".price").textContent = fmt(ticker.price);
+  const change = row.querySelector(".change");
+  change.textContent = `${fmt(ticker.change_24h_pct)} %`;
+  change.className = `change ${signClass(ticker.change_24h_pct)}`;
+  const history = state.prices.get(ticker.symbol) || [];
+  history.push(Number(ticker.price));
+  if (history.length > SPARK_POINTS) history.shift();
+  state.prices.set(ticker.symbol, history);
+  row.querySelector(".spark polyline").setAttribute("points", polyline(history, 80, 20));
+}
+
+function toggleSymbol(symbol) {
+  const row = tickerRow(symbol);
+  const button = row.querySelector(".toggle");
+  const channel = `ticker:${symbol}`;
+  if (state.subscribed.has(symbol)) {
+    state.subscribed.delete(symbol);
+    send("unsubscribe", { channels: [channel] });
+    button.textContent = "Subscribe";
+    button.setAttribute("aria-pressed", "false");
+    row.classList.add("muted");
+  } else {
+    state.subscribed.add(symbol);
+    send("subscribe", { channels: [channel] });
+    button.textContent = "Unsubscribe";
+    button.setAttribute("aria-pressed", "true");
+    row.classList.remove("muted");
+  }
+}
+
+// ---------- portfolio ----------
+
+function showPortfolio(summary) {
+  $("#cash").textContent = fmt(summary.cash);
+  $("#total-value").textContent = fmt(summary.total_value);
+  const realized = $("#realized-pnl");
+  realized.textContent = fmt(summary.realized_pnl);
+  realized.className = signClass(summary.realized_pnl);
+  const unrealized = $("#unrealized-pnl");
+  unrealized.textContent = fmt(summary.unrealized_pnl);
+  unrealized.className = signClass(summary.unrealized_pnl);
+  state.values.push(Number(summary.total_value));
+  if (state.values.length > VALUE_POINTS) state.values.shift();
+  $("#value-chart polyline").setAttribute("points", polyline(state.values, 300, 60));
+
+  const body = $("#positions tbody");
+  const focused = document.activeElement && body.contains(document.activeElement);
+  if (focused) return; // do not rebuild the rows under the user's cursor while they edit levels
+  body.replaceChildren(...summary.positions.map(positionRow));
+  $("#no-positions").hidden = summary.positions.length > 0;
+}
+
+function positionRow(p) {
+  const row = document.createElement("tr");
+  row.dataset.symbol = p.symbol;
+  row.innerHTML = `<th scope="row">${p.symbol}</th><td>${p.quantity}</td><td>${fmt(p.avg_entry_price)}</td>
+    <td>${fmt(p.market_value)}</td><td class="${signClass(p.unrealized_pnl)}">${fmt(p.unrealized_pnl)}</td>
+    <td><form class="levels">
+      <label class="sr-only" for="sl-${p.symbol}">Stop-loss for ${p.symbol}</label>
+      <input id="sl-${p.symbol}" name="stop_loss" inputmode="decimal" placeholder="stop" value="${p.stop_loss ?? ""}">
+      <label class="sr-only" for="tp-${p.symbol}">Take-profit for ${p.symbol}</label>
+      <input id="tp-${p.symbol}" name="take_profit" inputmode="decimal" placeholder="take" value="${p.take_profit ?? ""}">
+      <button type="submit" class="small">Set</button></form></td>`;
+  row.querySelector("form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const form = event.currentTarget;
+    const level = (name) => (form.elements[name].value.trim() === "" ? null : form.elements[name].value.trim());
+    request("update_position", { symbol: p.symbol, stop_loss: level("stop_loss"), take_profit: level("take_profit") }, (reply) => {
+      if (reply.type === "error") toast({ alert_type: "update_position", message: reply.error, severity: "warning" });
+      else toast({ alert_type: "position_updated", message: `${p.symbol} levels saved`, severity: "info" });
+      form.querySelector("button").blur();
+    });
+  });
+  return row;
+}
+
+// ---------- feeds ----------
+
+function prependCapped(list, item) {
+  list.prepend(item);
+  while (list.children.length > FEED_ROWS) list.lastElementChild.remove();
+}
+
+function showTrade(trade) {
+  const key = trade.id ?? `${trade.symbol}-${trade.purchased_at ?? trade.executed_at}-${trade.quantity}`;
+  if (state.tradeIds.has(key)) return;
+  state.tradeIds.add(key);
+  const side = trade.type ?? trade.side;
+  const at = new Date(trade.purchased_at ?? trade.executed_at);
+  const item = document.createElement("li");
+  item.dataset.tradeId = String(key);
+  item.innerHTML = `<time>${at.toLocaleTimeString()}</time> <strong class="${side === "buy" ? "up" : "down"}">${side}</strong>
+    ${trade.quantity} ${trade.symbol} @ ${fmt(trade.price)}${trade.origin && trade.origin !== "manual" ? ` <span class="muted">(${trade.origin})</span>` : ""}`;
+  prependCapped($("#trade-feed"), item);
+}
+
+function showSignal(signal) {
+  const item = document.createElement("li");
+  item.innerHTML = `<time>${new Date(signal.generated_at ?? Date.now()).toLocaleTimeString()}</time>
+    <strong class="${signal.action === "buy" ? "up" : signal.action === "sell" ? "down" : ""}">${signal.action}</strong>
+    ${signal.symbol} @ ${fmt(signal.price)} <span class="muted">${signal.strategy ?? ""} · ${signal.reason ?? ""}</span>`;
+  prependCapped($("#signal-feed"), item);
+}
+
+function toast(alert) {
+  const box = document.createElement("div");
+  box.className = `toast ${alert.severity ?? "warning"}`;
+  box.setAttribute("role", "alert");
+  const text = document.createElement("p");
+  text.textContent = `${alert.alert_type}: ${alert.message}`;
+  const close = document.createElement("button");
+  close.type = "button";
+  close.className = "small ghost";
+  close.textContent = "×";
+  close.setAttribute("aria-label", "Dismiss alert");
+  close.addEventListener("click", () => box.remove());
+  box.append(text, close);
+  $("#toasts").append(box);
+  setTimeout(() => box.remove(), TOAST_MS);
+}
+
+// ---------- trading form ----------
+
+function newClientOrderId() {
+  const random = globalThis.crypto?.randomUUID?.() ?? `${Date.now()}-${Math.random().toString(36).slice(2)}`;
+  return `web-${random}`.slice(0, 64);
+}
+
+function setupTradeForm() {
+  const form = $("#trade-form");
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const data = new FormData(form);
+    const result = $("#trade-result");
+    const payload = {
+      symbol: data.get("symbol"),
+      side: data.get("side"),
+      [data.get("size_kind")]: String(data.get("size")).trim(),
+      client_order_id: newClientOrderId(),
+    };
+    result.className = "result";
+    result.textContent = "sending…";
+    $("#trade-submit").disabled = true;
+    request("manual_trade", payload, (reply) => {
+      $("#trade-submit").disabled = !state.canTrade;
+      if (reply.type === "error") {
+        result.className = "result error";
+        result.textContent = `Rejected (${reply.code ?? "error"}): ${reply.error}`;
+        return;
+      }
+      const trade = reply.payload?.trade ?? reply.payload ?? {};
+      result.className = "result ok";
+      result.textContent = `Executed: ${trade.side ?? payload.side} ${trade.quantity ?? ""} ${payload.symbol} @ ${fmt(trade.price)}`;
+    });
+  });
+}
+
+function setCanTrade(allowed) {
+  state.canTrade = allowed;
+  $("#trade-submit").disabled = !allowed;
+  $("#trade-submit").title = allowed ? "" : "This token has no trade scope";
+}
+
+// ---------- socket ----------
+
+function send(type, payload, id) {
+  const message = { type, payload };
+  if (id !== undefined) message.id = id;
+  if (state.socket?.readyState === WebSocket.OPEN) state.socket.send(JSON.stringify(message));
+}
+
+function request(type, payload, onReply) {
+  const id = `r${state.nextId++}`;
+  state.pending.set(id, onReply);
+  if (state.socket?.readyState !== WebSocket.OPEN) {
+    state.pending.delete(id);
+    onReply({ type: "error", code: "disconnected", error: "not connected; retrying soon" });
+    return;
+  }
+  send(type, payload, id);
+}
+
+function handle(message) {
+  if (message.id !== undefined && state.pending.has(message.id)) {
+    const callback = state.pending.get(message.id);
+    state.pending.delete(message.id);
+    callback(message);
+  }
+  switch (message.type) {
+    case "ticker_update": showTicker(message.payload); break;
+    case "portfolio_update": showPortfolio(message.payload); break;
+    case "trade_notification": showTrade(message.payload); break;
+    case "signal": showSignal(message.payload); break;
+    case "alert": toast(message.payload); break;
+    case "welcome": case "hello":
+      if (Array.isArray(message.scopes ?? message.payload?.scopes)) setCanTrade((message.scopes ?? message.payload.scopes).includes("trade"));
+      break;
+    case "error": if (message.id === undefined) console.warn("server error frame", message); break;
+    default: break;
+  }
+}
+
+function wsUrl() {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  return `${scheme}://${location.host}/api/v1/ws`;
+}
+
+async function refill() {
+  // What the socket may have missed while it was down: recent trades and the current portfolio.
+  try {
+    const [trades, portfolio] = await Promise.all([getJson("/api/v1/trades?limit=50"), getJson("/api/v1/portfolio")]);
+    trades.slice().reverse().forEach((trade) => showTrade(trade));
+    showPortfolio(portfolio);
+  } catch (err) {
+    console.warn("refill failed", err.message);
+  }
+}
+
+function connect() {
+  setStatus("connecting", "connecting…");
+  const protocols = state.token ? ["cryptobot.v1", `bearer.${state.token}`] : undefined;
+  const socket = protocols ? new WebSocket(wsUrl(), protocols) : new WebSocket(wsUrl());
+  state.socket = socket;
+  socket.addEventListener("open", () => {
+    state.backoffMs = BACKOFF_MIN_MS;
+    setStatus("connected", "live");
+    const channels = [...state.subscribed].map((s) => `ticker:${s}`);
+    if (channels.length) send("subscribe", { channels: [...channels, "signals"] });
+    else send("subscribe", { channels: ["signals"] });
+    refill();
+  });
+  socket.addEventListener("message", (event) => {
+    try { handle(JSON.parse(event.data)); } catch (err) { console.warn("bad frame", err); }
+  });
+  socket.addEventListener("close", (event) => {
+    for (const callback of state.pending.values()) callback({ type: "error", code: "disconnected", error: "connection lost" });
+    state.pending.clear();
+    if (event.code === 4401 || event.code === 4001) askForToken();
+    const delay = state.backoffMs * (0.75 + Math.random() * 0.5);
+    state.backoffMs = Math.min(state.backoffMs * 2, BACKOFF_MAX_MS);
+    setStatus("disconnected", `reconnecting in ${(delay / 1000).toFixed(1)} s`);
+    setTimeout(connect, delay);
+  });
+}
+
+function askForToken() {
+  const dialog = $("#token-dialog");
+  if (dialog.open) return;
+  dialog.showModal();
+}
+
+async function start() {
+  $("#token-form").addEventListener("submit", () => {
+    state.token = $("#token-input").value.trim();
+    sessionStorage.setItem("cryptobot.token", state.token);
+    state.socket?.close();
+  });
+  setupTradeForm();
+  try {
+    const tickers = await getJson("/api/v1/tickers");
+    state.symbols = tickers.map((t) => t.symbol);
+    tickers.forEach(showTicker);
+  } catch (err) {
+    console.warn("could not load tickers", err.message);
+  }
+  state.symbols.forEach((s) => state.subscribed.add(s));
+  $("#trade-symbol").replaceChildren(...state.symbols.map((s) => new Option(s, s)));
+  connect();
+}
+
+start();

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs a command against a freshly started cryptobot binary on 127.0.0.1 (a free port, a throw-away
+# database), then stops the server. The command gets the base URLs in HTTP_URL and WS_URL.
+#   scripts/with-server.sh <command> [args...]
+set -euo pipefail
+
+bin="${CRYPTOBOT_BIN:-${CARGO_TARGET_DIR:-target}/debug/cryptobot}"
+work="$(mktemp -d)"
+log="$work/server.log"
+cleanup() {
+  if [ -n "${pid:-}" ]; then kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+CRYPTOBOT__SERVER__PORT=0 CRYPTOBOT__STORAGE__PATH="$work/cryptobot.db" \
+  CRYPTOBOT__MARKET__TICKS_PER_SECOND="${TICKS_PER_SECOND:-5}" RUST_LOG="${RUST_LOG:-info}" \
+  "$bin" >"$log" 2>&1 &
+pid=$!
+
+addr=""
+for _ in $(seq 1 200); do
+  addr="$(grep -o 'listening on http://[0-9.:]*' "$log" | head -1 | sed 's|listening on http://||' || true)"
+  [ -n "$addr" ] && break
+  kill -0 "$pid" 2>/dev/null || { echo "server exited early:"; cat "$log"; exit 1; }
+  sleep 0.1
+done
+[ -n "$addr" ] || { echo "server did not report its address:"; cat "$log"; exit 1; }
+
+export HTTP_URL="http://$addr" WS_URL="ws://$addr/api/v1/ws"
+"$@"

@@ -1,0 +1,190 @@
+// End-to-end tests of the dashboard: the real cryptobot binary on 127.0.0.1, Debian's Chromium
+// driven by playwright-core. Screenshots go to artifacts/ (kept by CI).
+//
+//   CRYPTOBOT_BIN=target/debug/cryptobot node --test dashboard.test.mjs
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdtempSync, mkdirSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const BIN = process.env.CRYPTOBOT_BIN ?? join(here, "../../target/debug/cryptobot");
+const ARTIFACTS = join(here, "artifacts");
+const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
+const CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+  "--disable-component-update", "--no-first-run"];
+const WAIT = { timeout: 15000 };
+
+let server, browser, page, port, dbPath;
+const consoleErrors = [];
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once("error", reject);
+    probe.listen(0, "127.0.0.1", () => {
+      const { port: p } = probe.address();
+      probe.close(() => resolve(p));
+    });
+  });
+}
+
+function startServer() {
+  return new Promise((resolve, reject) => {
+    const child = spawn(BIN, [], {
+      env: {
+        ...process.env,
+        CRYPTOBOT__SERVER__PORT: String(port),
+        CRYPTOBOT__SERVER__WORKERS: "1",
+        CRYPTOBOT__STORAGE__PATH: dbPath,
+        CRYPTOBOT__MARKET__TICKS_PER_SECOND: "5",
+        RUST_LOG: "info",
+      },
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    let log = "";
+    const timer = setTimeout(() => reject(new Error(`server did not start:\n${log}`)), 20000);
+    child.stderr.on("data", (chunk) => {
+      log += chunk;
+      if (log.includes("listening on http://")) {
+        clearTimeout(timer);
+        resolve(child);
+      }
+    });
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`server exited with ${code}:\n${log}`));
+    });
+  });
+}
+
+function stopServer(child) {
+  return new Promise((resolve) => {
+    child.removeAllListeners("exit");
+    child.once("exit", resolve);
+    child.kill("SIGTERM");
+  });
+}
+
+async function screenshot(name) {
+  await page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true });
+}
+
+before(async () => {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  port = await freePort();
+  dbPath = join(mkdtempSync(join(tmpdir(), "cryptobot-browser-")), "cryptobot.db");
+  server = await startServer();
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_FLAGS });
+  page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  page.on("console", (message) => { if (message.type() === "error") consoleErrors.push(message.text()); });
+  page.on("pageerror", (error) => consoleErrors.push(String(error)));
+  await page.goto(`http://127.0.0.1:${port}/`);
+});
+
+after(async () => {
+  await browser?.close();
+  if (server) await stopServer(server);
+});
+
+test("the page loads, connects and logs no console errors", async () => {
+  await page.locator("#status", { hasText: "live" }).waitFor(WAIT);
+  await page.locator("#ticker-BTCUSDT").waitFor(WAIT);
+  assert.equal(await page.locator("#tickers tbody tr").count(), 5);
+  assert.equal(await page.title(), "cryptobot dashboard");
+  await screenshot("01-loaded");
+  assert.deepEqual(consoleErrors, []);
+});
+
+test("prices update live", async () => {
+  const price = page.locator("#ticker-BTCUSDT .price");
+  const first = await price.textContent();
+  await page.waitForFunction(
+    (before) => document.querySelector("#ticker-BTCUSDT .price").textContent !== before, first, WAIT);
+  const points = await page.locator("#ticker-BTCUSDT .spark polyline").getAttribute("points");
+  assert.ok(points.split(" ").length >= 2, "the sparkline has points");
+});
+
+test("unsubscribing stops a symbol's updates", async () => {
+  const row = page.locator("#ticker-ETHUSDT");
+  await row.locator("button.toggle").click();
+  assert.equal(await row.locator("button.toggle").getAttribute("aria-pressed"), "false");
+  const frozen = await row.locator(".price").textContent();
+  // Give the 5/s feed time to have sent several updates; none may arrive for ETHUSDT.
+  await page.locator("#ticker-BTCUSDT .price").evaluate((el) => new Promise((resolve) => {
+    let changes = 0;
+    new MutationObserver(() => { if (++changes >= 5) resolve(); }).observe(el, { childList: true, characterData: true, subtree: true });
+  }));
+  assert.equal(await row.locator(".price").textContent(), frozen);
+  await row.locator("button.toggle").click();
+  assert.equal(await row.locator("button.toggle").getAttribute("aria-pressed"), "true");
+});
+
+test("a manual buy appears in the trade feed and the portfolio", async () => {
+  await page.selectOption("#trade-symbol", "BTCUSDT");
+  await page.check("input[name=side][value=buy]");
+  await page.check("input[name=size_kind][value=amount]");
+  await page.fill("#trade-size", "250");
+  await page.click("#trade-submit");
+  await page.locator("#trade-result.ok", { hasText: "Executed" }).waitFor(WAIT);
+  await page.locator("#trade-feed li", { hasText: "BTCUSDT" }).first().waitFor(WAIT);
+  await page.locator("#positions tbody tr[data-symbol=BTCUSDT]").waitFor(WAIT);
+  assert.notEqual(await page.locator("#cash").textContent(), "10,000.00");
+  await screenshot("02-after-buy");
+});
+
+test("an oversized order shows the error and raises an alert toast", async () => {
+  await page.fill("#trade-size", "99999999");
+  await page.click("#trade-submit");
+  const result = page.locator("#trade-result.error");
+  await result.waitFor(WAIT);
+  assert.match(await result.textContent(), /insufficient_funds/);
+  const toast = page.locator(".toast", { hasText: "trade_rejected" }).first();
+  await toast.waitFor(WAIT);
+  await screenshot("03-rejected-order");
+  await toast.getByRole("button", { name: "Dismiss alert" }).click();
+  await toast.waitFor({ state: "detached", ...WAIT });
+});
+
+test("stop-loss and take-profit can be set on a position", async () => {
+  const row = page.locator("#positions tbody tr[data-symbol=BTCUSDT]");
+  await row.locator("input[name=stop_loss]").fill("1000");
+  await row.locator("input[name=take_profit]").fill("1000000");
+  await row.getByRole("button", { name: "Set" }).click();
+  await page.locator(".toast", { hasText: "levels saved" }).first().waitFor(WAIT);
+  await page.waitForFunction(() => {
+    const input = document.querySelector("#positions tr[data-symbol=BTCUSDT] input[name=stop_loss]");
+    return input && input.value === "1000";
+  }, null, WAIT);
+});
+
+test("after a server restart the page reconnects by itself, without duplicate rows", async () => {
+  const tradesBefore = await page.locator("#trade-feed li").count();
+  await stopServer(server);
+  server = undefined;
+  await page.locator("#status.status-disconnected").waitFor(WAIT);
+  await screenshot("04-disconnected");
+  server = await startServer();
+  await page.locator("#status", { hasText: "live" }).waitFor({ timeout: 30000 });
+  // Prices flow again on the new connection.
+  const first = await page.locator("#ticker-SOLUSDT .price").textContent();
+  await page.waitForFunction(
+    (before) => document.querySelector("#ticker-SOLUSDT .price").textContent !== before, first, WAIT);
+  const ids = await page.locator("#trade-feed li").evaluateAll((items) => items.map((li) => li.dataset.tradeId));
+  assert.equal(ids.length, tradesBefore, "no trade row lost or duplicated");
+  assert.equal(new Set(ids).size, ids.length);
+  await screenshot("05-reconnected");
+});
+
+test("the layout works at phone width", async () => {
+  await page.setViewportSize({ width: 375, height: 800 });
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 0, `page scrolls sideways by ${overflow}px`);
+  await screenshot("06-phone");
+});
