@@ -5,6 +5,13 @@ use cryptobot_domain::{Symbol, Ticker};
 
 use crate::ServiceError;
 
+/// The pure seeded random walk behind the simulated market.
+pub mod price_model;
+/// The simulated market: feed actor and handle.
+pub mod simulated;
+
+pub use simulated::{SimulatedFeed, SimulatedMarket, SimulatedMarketConfig};
+
 /// Latest prices of the configured symbols.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]

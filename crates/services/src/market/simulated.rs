@@ -1,0 +1,453 @@
+//! The simulated market: a feed actor walking seeded prices and a cloneable handle serving them.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cryptobot_domain::{Event, Symbol, Ticker};
+use rust_decimal::Decimal;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use super::MarketService;
+use super::price_model::{PriceModel, default_initial_price};
+use crate::{Clock, EventBus, ServiceError, ServiceMetrics};
+
+/// Lowest accepted `ticks_per_second`.
+pub const MIN_TICKS_PER_SECOND: f64 = 0.01;
+/// Highest accepted `ticks_per_second`.
+pub const MAX_TICKS_PER_SECOND: f64 = 100_000.0;
+/// Highest accepted `volatility_bps` (a move of up to 100 % per tick).
+pub const MAX_VOLATILITY_BPS: u32 = 10_000;
+
+/// The feed never wakes more often than this; faster rates emit several ticks per wake.
+const MIN_WAKE_PERIOD: Duration = Duration::from_millis(1);
+/// During a long catch-up burst the feed yields to the runtime after this many rounds.
+const ROUNDS_PER_YIELD: u64 = 64;
+
+/// Settings of the simulated market.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimulatedMarketConfig {
+    /// Symbols to simulate, in the order the market lists them.
+    pub symbols: Vec<Symbol>,
+    /// Ticker updates per second, per symbol; 0.01 to 100 000.
+    pub ticks_per_second: f64,
+    /// Seed of the random walk: the same seed gives the same prices.
+    pub seed: u64,
+    /// Largest move per tick, in basis points; at most 10 000.
+    pub volatility_bps: u32,
+    /// Starting prices overriding the built-in table
+    /// ([`default_initial_price`](super::price_model::default_initial_price)).
+    pub initial_prices: BTreeMap<Symbol, Decimal>,
+}
+
+impl Default for SimulatedMarketConfig {
+    fn default() -> Self {
+        let symbols = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT"]
+            .into_iter()
+            .filter_map(|name| Symbol::parse(name).ok())
+            .collect();
+        Self {
+            symbols,
+            ticks_per_second: 1.0,
+            seed: 42,
+            volatility_bps: 10,
+            initial_prices: BTreeMap::new(),
+        }
+    }
+}
+
+impl SimulatedMarketConfig {
+    /// Checks the settings.
+    ///
+    /// # Errors
+    /// A message naming the problem: no symbols, a symbol listed twice, a rate outside
+    /// 0.01..=100000 (or not a number), a volatility above 10 000 bps, or an initial price that is
+    /// not positive or names a symbol that is not simulated.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.symbols.is_empty() {
+            return Err("symbols: at least one symbol is required".to_owned());
+        }
+        let mut seen = HashSet::with_capacity(self.symbols.len());
+        if let Some(duplicate) = self.symbols.iter().find(|s| !seen.insert(*s)) {
+            return Err(format!("symbols: {duplicate} is listed twice"));
+        }
+        if !(MIN_TICKS_PER_SECOND..=MAX_TICKS_PER_SECOND).contains(&self.ticks_per_second) {
+            return Err(format!(
+                "ticks_per_second must be between {MIN_TICKS_PER_SECOND} and {MAX_TICKS_PER_SECOND}, got {}",
+                self.ticks_per_second
+            ));
+        }
+        if self.volatility_bps > MAX_VOLATILITY_BPS {
+            return Err(format!(
+                "volatility_bps must be at most {MAX_VOLATILITY_BPS}, got {}",
+                self.volatility_bps
+            ));
+        }
+        for (symbol, price) in &self.initial_prices {
+            if !self.symbols.contains(symbol) {
+                return Err(format!("initial_prices: {symbol} is not in symbols"));
+            }
+            if *price <= Decimal::ZERO {
+                return Err(format!(
+                    "initial_prices: {symbol} must be greater than zero, got {price}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Latest tickers, shared by the feed (writer) and every handle (readers). The lock is only held
+/// to copy tickers in or out, never across an await.
+type LatestTickers = Arc<RwLock<HashMap<Symbol, Ticker>>>;
+
+/// Cloneable handle of the simulated market: serves the latest ticker of each symbol.
+#[derive(Debug, Clone)]
+pub struct SimulatedMarket {
+    symbols: Arc<[Symbol]>,
+    latest: LatestTickers,
+}
+
+impl SimulatedMarket {
+    /// Builds the handle (latest tickers populated immediately with the initial prices, so trading
+    /// works from the first instant) and the feed actor that drives it.
+    ///
+    /// The configuration should have passed [`SimulatedMarketConfig::validate`]; if not, an
+    /// out-of-range rate is clamped into range (a rate that is not a number becomes 1/s) and a
+    /// symbol listed twice is simulated once, rather than panicking.
+    #[must_use]
+    pub fn new(
+        config: SimulatedMarketConfig,
+        bus: Arc<dyn EventBus>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<ServiceMetrics>,
+    ) -> (Self, SimulatedFeed) {
+        let mut symbols: Vec<Symbol> = Vec::with_capacity(config.symbols.len());
+        for symbol in config.symbols {
+            if !symbols.contains(&symbol) {
+                symbols.push(symbol);
+            }
+        }
+        let models: Vec<PriceModel> = symbols
+            .iter()
+            .map(|symbol| {
+                let price = config
+                    .initial_prices
+                    .get(symbol)
+                    .copied()
+                    .unwrap_or_else(|| default_initial_price(symbol));
+                PriceModel::new(symbol.clone(), price, config.seed, config.volatility_bps)
+            })
+            .collect();
+        let now = clock.now();
+        let initial: HashMap<Symbol, Ticker> = models
+            .iter()
+            .map(|model| (model.symbol().clone(), model.ticker(now)))
+            .collect();
+        let latest: LatestTickers = Arc::new(RwLock::new(initial));
+        let rate = sanitize_rate(config.ticks_per_second);
+        let market = Self {
+            symbols: symbols.into(),
+            latest: Arc::clone(&latest),
+        };
+        let feed = SimulatedFeed {
+            models,
+            latest,
+            pacer: Pacer::new(rate),
+            bus,
+            clock,
+            metrics,
+        };
+        (market, feed)
+    }
+}
+
+#[async_trait]
+impl MarketService for SimulatedMarket {
+    fn symbols(&self) -> Vec<Symbol> {
+        self.symbols.to_vec()
+    }
+
+    async fn ticker(&self, symbol: &Symbol) -> Result<Ticker, ServiceError> {
+        if !self.symbols.contains(symbol) {
+            return Err(ServiceError::UnknownSymbol(symbol.clone()));
+        }
+        let latest = self.latest.read().unwrap_or_else(PoisonError::into_inner);
+        latest
+            .get(symbol)
+            .cloned()
+            .ok_or_else(|| ServiceError::NoPrice(symbol.clone()))
+    }
+
+    async fn tickers(&self) -> Vec<Ticker> {
+        let latest = self.latest.read().unwrap_or_else(PoisonError::into_inner);
+        self.symbols
+            .iter()
+            .filter_map(|symbol| latest.get(symbol).cloned())
+            .collect()
+    }
+}
+
+/// The feed actor: walks every symbol's price, writes the latest tickers into the
+/// [`SimulatedMarket`] handles and publishes [`Event::Ticker`] on the bus.
+#[derive(Debug)]
+pub struct SimulatedFeed {
+    models: Vec<PriceModel>,
+    latest: LatestTickers,
+    pacer: Pacer,
+    bus: Arc<dyn EventBus>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<ServiceMetrics>,
+}
+
+impl SimulatedFeed {
+    /// Publishes the initial tickers at once, then `ticks_per_second` ticks of every symbol per
+    /// second until `shutdown` is cancelled.
+    ///
+    /// The feed wakes at most once a millisecond and emits as many ticks as are due by the elapsed
+    /// (tokio) time, so high rates keep their average without sub-millisecond timers. After a stall
+    /// it emits at most one second's worth at once and drops the rest of the backlog.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        self.publish_current();
+        let start = Instant::now();
+        let mut interval = tokio::time::interval(self.pacer.period());
+        interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                _ = interval.tick() => {}
+            }
+            let rounds = self.pacer.take_due(start.elapsed());
+            for round in 1..=rounds {
+                if shutdown.is_cancelled() {
+                    return;
+                }
+                self.step_all();
+                // Keeps a one-second catch-up burst at a high rate from starving other tasks.
+                if round % ROUNDS_PER_YIELD == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        }
+        tracing::debug!("simulated feed stopped");
+    }
+
+    /// Publishes every symbol's current ticker without moving the walk.
+    fn publish_current(&self) {
+        let now = self.clock.now();
+        let tickers: Vec<Ticker> = self.models.iter().map(|m| m.ticker(now)).collect();
+        self.publish(tickers);
+    }
+
+    /// Moves every symbol one step and publishes the results.
+    fn step_all(&mut self) {
+        let now = self.clock.now();
+        let tickers: Vec<Ticker> = self.models.iter_mut().map(|m| m.step(now)).collect();
+        self.publish(tickers);
+    }
+
+    /// Stores the tickers as the latest (first, so a subscriber reacting to the event already
+    /// reads this price from the handle), then publishes them.
+    fn publish(&self, tickers: Vec<Ticker>) {
+        {
+            let mut latest = self.latest.write().unwrap_or_else(PoisonError::into_inner);
+            for ticker in &tickers {
+                latest.insert(ticker.symbol.clone(), ticker.clone());
+            }
+        }
+        for ticker in tickers {
+            self.bus.publish(Event::Ticker(ticker));
+            ServiceMetrics::incr(&self.metrics.ticks_published);
+        }
+    }
+}
+
+/// Brings a rate into the accepted range instead of panicking on it later.
+fn sanitize_rate(rate: f64) -> f64 {
+    let sane = if rate.is_nan() {
+        1.0
+    } else {
+        rate.clamp(MIN_TICKS_PER_SECOND, MAX_TICKS_PER_SECOND)
+    };
+    if sane.to_bits() != rate.to_bits() {
+        tracing::warn!(rate, used = sane, "ticks_per_second out of range; clamped");
+    }
+    sane
+}
+
+/// Pure bookkeeping of how many tick rounds are due: `elapsed * rate` in total, minus those
+/// already emitted, at most one second's worth at once.
+#[derive(Debug, Clone, PartialEq)]
+struct Pacer {
+    rate: f64,
+    emitted: u64,
+    max_burst: u64,
+}
+
+impl Pacer {
+    fn new(rate: f64) -> Self {
+        // `as` saturates; the rate is at most 100 000 so this is exact.
+        let max_burst = (rate.ceil() as u64).max(1);
+        Self {
+            rate,
+            emitted: 0,
+            max_burst,
+        }
+    }
+
+    /// Time between wakes: one tick's worth, but never below [`MIN_WAKE_PERIOD`].
+    fn period(&self) -> Duration {
+        Duration::try_from_secs_f64(1.0 / self.rate)
+            .unwrap_or(MIN_WAKE_PERIOD)
+            .max(MIN_WAKE_PERIOD)
+    }
+
+    /// Returns how many rounds to emit now and counts them as emitted; a backlog beyond
+    /// `max_burst` is dropped.
+    fn take_due(&mut self, elapsed: Duration) -> u64 {
+        let due = (elapsed.as_secs_f64() * self.rate).floor() as u64;
+        let deficit = due.saturating_sub(self.emitted);
+        self.emitted = self.emitted.max(due);
+        deficit.min(self.max_burst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pacer_emits_the_deficit_and_caps_bursts() {
+        let mut pacer = Pacer::new(3.0);
+        // TC0: nothing is due at the start
+        assert_eq!(pacer.take_due(Duration::ZERO), 0);
+        // TC1: a third of a second gives one tick, repeated wakes give nothing more
+        assert_eq!(pacer.take_due(Duration::from_millis(334)), 1);
+        assert_eq!(pacer.take_due(Duration::from_millis(400)), 0);
+        // TC2: 10 s in total is 30 ticks, but one burst is at most 3 (one second's worth)
+        assert_eq!(pacer.take_due(Duration::from_secs(10)), 3);
+        // TC3: the dropped backlog is not emitted later
+        assert_eq!(pacer.take_due(Duration::from_millis(10_100)), 0);
+        assert_eq!(pacer.take_due(Duration::from_millis(10_334)), 1);
+    }
+
+    #[test]
+    fn pacer_period_never_goes_below_a_millisecond() {
+        let cases = [
+            // TC0: slow rates wake once per tick
+            (0.01, Duration::from_secs(100)),
+            (2.0, Duration::from_millis(500)),
+            // TC1: fast rates wake every millisecond
+            (1_000.0, Duration::from_millis(1)),
+            (100_000.0, Duration::from_millis(1)),
+        ];
+        for (rate, period) in cases {
+            assert_eq!(Pacer::new(rate).period(), period, "rate {rate}");
+        }
+        // TC2: a high rate bursts at most one second's worth
+        assert_eq!(
+            Pacer::new(100_000.0).take_due(Duration::from_secs(5)),
+            100_000
+        );
+        assert_eq!(Pacer::new(0.01).max_burst, 1);
+    }
+
+    #[test]
+    fn rates_are_sanitized() {
+        assert!((sanitize_rate(f64::NAN) - 1.0).abs() < f64::EPSILON);
+        assert!((sanitize_rate(0.0) - MIN_TICKS_PER_SECOND).abs() < f64::EPSILON);
+        assert!((sanitize_rate(f64::INFINITY) - MAX_TICKS_PER_SECOND).abs() < f64::EPSILON);
+        assert!((sanitize_rate(5.0) - 5.0).abs() < f64::EPSILON);
+    }
+
+    #[test]
+    fn validation_names_the_problem() {
+        let ok = SimulatedMarketConfig::default();
+        assert_eq!(ok.validate(), Ok(()));
+        let btc = ok.symbols[0].clone();
+        let cases: Vec<(SimulatedMarketConfig, &str)> = vec![
+            // TC0: no symbols
+            (
+                SimulatedMarketConfig {
+                    symbols: vec![],
+                    ..ok.clone()
+                },
+                "at least one symbol",
+            ),
+            // TC1: duplicate symbol
+            (
+                SimulatedMarketConfig {
+                    symbols: vec![btc.clone(), btc.clone()],
+                    ..ok.clone()
+                },
+                "listed twice",
+            ),
+            // TC2: rates out of range, and NaN
+            (
+                SimulatedMarketConfig {
+                    ticks_per_second: 0.001,
+                    ..ok.clone()
+                },
+                "ticks_per_second",
+            ),
+            (
+                SimulatedMarketConfig {
+                    ticks_per_second: 100_001.0,
+                    ..ok.clone()
+                },
+                "ticks_per_second",
+            ),
+            (
+                SimulatedMarketConfig {
+                    ticks_per_second: f64::NAN,
+                    ..ok.clone()
+                },
+                "ticks_per_second",
+            ),
+            // TC3: volatility too large
+            (
+                SimulatedMarketConfig {
+                    volatility_bps: 10_001,
+                    ..ok.clone()
+                },
+                "volatility_bps",
+            ),
+            // TC4: initial price not positive, or for a symbol not simulated
+            (
+                SimulatedMarketConfig {
+                    initial_prices: BTreeMap::from([(btc, Decimal::ZERO)]),
+                    ..ok.clone()
+                },
+                "greater than zero",
+            ),
+            (
+                SimulatedMarketConfig {
+                    initial_prices: BTreeMap::from([(
+                        Symbol::parse("DOGEUSDT").unwrap(),
+                        Decimal::ONE,
+                    )]),
+                    ..ok.clone()
+                },
+                "not in symbols",
+            ),
+        ];
+        for (config, expected) in cases {
+            let err = config.validate().unwrap_err();
+            assert!(
+                err.contains(expected),
+                "{err:?} should mention {expected:?}"
+            );
+        }
+        // TC5: the bounds themselves are accepted
+        for rate in [MIN_TICKS_PER_SECOND, MAX_TICKS_PER_SECOND] {
+            let config = SimulatedMarketConfig {
+                ticks_per_second: rate,
+                ..ok.clone()
+            };
+            assert_eq!(config.validate(), Ok(()));
+        }
+    }
+}
