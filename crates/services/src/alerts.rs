@@ -1,1 +1,0 @@
-//! Alert monitor (to be written).

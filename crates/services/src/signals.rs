@@ -1,1 +1,0 @@
-//! Signals (to be written).
