@@ -29,7 +29,7 @@ const MAX_CHECK_PERIOD: Duration = Duration::from_secs(1);
 const MIN_CHECK_PERIOD: Duration = Duration::from_millis(100);
 
 /// Settings of the alert monitor (`[alerts]`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AlertConfig {
     /// A move of at least this many percent within the window raises `price_move`. Default 5.
     pub price_move_pct: Decimal,
@@ -158,14 +158,14 @@ mod tests {
             (
                 AlertConfig {
                     price_move_pct: Decimal::ZERO,
-                    ..ok.clone()
+                    ..ok
                 },
                 "price_move_pct",
             ),
             (
                 AlertConfig {
                     price_move_pct: Decimal::from(1001),
-                    ..ok.clone()
+                    ..ok
                 },
                 "price_move_pct",
             ),
@@ -173,14 +173,14 @@ mod tests {
             (
                 AlertConfig {
                     price_move_window_secs: 0,
-                    ..ok.clone()
+                    ..ok
                 },
                 "price_move_window_secs",
             ),
             (
                 AlertConfig {
                     feed_stall_secs: 86_401,
-                    ..ok.clone()
+                    ..ok
                 },
                 "feed_stall_secs",
             ),

@@ -38,7 +38,7 @@ pub struct SimulatedMarketConfig {
     /// Largest move per tick, in basis points; at most 10 000.
     pub volatility_bps: u32,
     /// Starting prices overriding the built-in table
-    /// ([`default_initial_price`](super::price_model::default_initial_price)).
+    /// ([`default_initial_price`]).
     pub initial_prices: BTreeMap<Symbol, Decimal>,
 }
 

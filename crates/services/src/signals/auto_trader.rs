@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{EventBus, PortfolioService, ServiceError, TradeService};
 
 /// Settings of the auto-trader (`trading.auto_trade`, `trading.auto_trade_amount`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AutoTraderConfig {
     /// Trade on signals at all. Default false.
     pub enabled: bool,
@@ -48,6 +48,8 @@ pub fn spawn_auto_trader(
         return tokio::spawn(async move { shutdown.cancelled().await });
     }
     let mut events = bus.subscribe();
+    // The subscription is all the auto-trader needs from the bus.
+    drop(bus);
     tokio::spawn(async move {
         loop {
             let envelope = tokio::select! {

@@ -22,7 +22,7 @@ use sma::{STRATEGY_NAME, SmaCrossover};
 pub const MAX_WINDOW: usize = 10_000;
 
 /// Settings of the signal engine (`[signals]`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SignalConfig {
     /// Run the strategy at all. Default true.
     pub enabled: bool,
