@@ -301,6 +301,11 @@ mod auto_trader {
         })
     }
 
+    /// The client order id the auto-trader gives the `seq`-th signal built by [`signal`].
+    fn auto_id(symbol: &str, seq: u64) -> String {
+        format!("auto-{symbol}-{}-{seq}", instant().timestamp_micros())
+    }
+
     fn holding(name: &str, quantity: &str) -> PortfolioSummary {
         let position = Position {
             symbol: symbol(name),
@@ -395,12 +400,12 @@ mod auto_trader {
         // TC0: the first buy is rejected by the mock ...
         assert_eq!(
             next_request(&mut requests).await,
-            request("BTCUSDT", Side::Buy, amount, "auto-BTCUSDT-1")
+            request("BTCUSDT", Side::Buy, amount, &auto_id("BTCUSDT", 1))
         );
         // TC1: ... and the loop carries on with the next one
         assert_eq!(
             next_request(&mut requests).await,
-            request("BTCUSDT", Side::Buy, amount, "auto-BTCUSDT-2")
+            request("BTCUSDT", Side::Buy, amount, &auto_id("BTCUSDT", 2))
         );
         // TC2: a sell sells the whole position
         assert_eq!(
@@ -409,14 +414,14 @@ mod auto_trader {
                 "BTCUSDT",
                 Side::Sell,
                 OrderSize::Quantity(dec("0.5")),
-                "auto-BTCUSDT-3"
+                &auto_id("BTCUSDT", 3)
             )
         );
         // TC3: no ETH position, so the ETH sell (4) and the hold (5) trade nothing; the next
         // request is the ETH buy (6)
         assert_eq!(
             next_request(&mut requests).await,
-            request("ETHUSDT", Side::Buy, amount, "auto-ETHUSDT-6")
+            request("ETHUSDT", Side::Buy, amount, &auto_id("ETHUSDT", 6))
         );
 
         w.stop(task).await;

@@ -32,8 +32,9 @@ impl Default for AutoTraderConfig {
 
 /// Spawns the auto-trader: on a buy signal it buys `config.amount` worth of the symbol, on a sell
 /// signal it sells the whole position if there is one. Orders carry origin
-/// [`TradeOrigin::Auto`] and client order id `auto-<SYMBOL>-<seq>`, `seq` being the signal's
-/// sequence number on the `signals` channel.
+/// [`TradeOrigin::Auto`] and client order id `auto-<SYMBOL>-<generated_at µs>-<seq>`, `seq` being
+/// the signal's sequence number on the `signals` channel. The timestamp keeps ids unique across
+/// restarts (sequence numbers start again at 1), so a new signal is never mistaken for a retry.
 ///
 /// Rejections are logged and the loop carries on (the trading engine raises `trade_rejected`
 /// alerts itself). When disabled the task only waits for `shutdown`.
@@ -95,7 +96,9 @@ async fn follow(
         },
         SignalAction::Hold => return,
     };
-    let client_order_id = match ClientOrderId::parse(&format!("auto-{symbol}-{seq}")) {
+    let generated_us = signal.generated_at.timestamp_micros();
+    let client_order_id = match ClientOrderId::parse(&format!("auto-{symbol}-{generated_us}-{seq}"))
+    {
         Ok(id) => id,
         Err(err) => {
             tracing::error!(%symbol, seq, %err, "auto-trade skipped: could not build a client order id");
