@@ -3,7 +3,7 @@ CARGO ?= cargo
 export CARGO_TARGET_DIR ?= $(CURDIR)/target
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint fmt fmt-check clippy doc ci seed-client
+.PHONY: help run test lint fmt fmt-check clippy doc ci bin seed-client browser-test
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -28,4 +28,15 @@ lint: fmt-check clippy ## fmt check + clippy
 doc: ## Build the docs, warnings are errors
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --locked
 
-ci: lint test doc ## What CI runs
+bin: ## Build the debug cryptobot binary used by the Node-driven tests
+	$(CARGO) build --locked -p cryptobot-server --bin cryptobot
+
+seed-client: bin ## The seed's JavaScript client, unchanged, against the real binary (needs Node)
+	cd tests/seed-client && npm ci --no-audit --no-fund
+	CRYPTOBOT_BIN=$(CARGO_TARGET_DIR)/debug/cryptobot scripts/with-server.sh node tests/seed-client/run.mjs
+
+browser-test: bin ## Dashboard tests in headless Chromium (needs Node and /usr/bin/chromium)
+	cd tests/browser && npm ci --no-audit --no-fund
+	cd tests/browser && CRYPTOBOT_BIN=$(CARGO_TARGET_DIR)/debug/cryptobot npm test
+
+ci: lint test doc seed-client browser-test ## What CI runs
