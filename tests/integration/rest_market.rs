@@ -71,3 +71,20 @@ async fn metrics_are_prometheus_text() {
     .await;
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_and_its_assets_are_served_from_the_binary() {
+    let app = TestApp::spawn(&[]).await;
+    let page = app.get("/").await;
+    assert_eq!(page.status, 200);
+    assert!(page.header("content-type").unwrap().starts_with("text/html"));
+    assert!(page.header("content-security-policy").unwrap().contains("default-src 'self'"));
+    assert!(page.body.contains("<script type=\"module\" src=\"/assets/app.js\">"));
+    for (path, kind) in [("/assets/app.js", "text/javascript"), ("/assets/style.css", "text/css")] {
+        let asset = app.get(path).await;
+        assert_eq!(asset.status, 200, "{path}");
+        assert!(asset.header("content-type").unwrap().starts_with(kind), "{path}");
+        assert!(!asset.body.is_empty(), "{path}");
+    }
+    app.stop().await;
+}
