@@ -1,1 +1,464 @@
-//! placeholder
+//! WebSocket gateway of cryptobot: streams the services' events to clients and takes their
+//! commands, speaking the seed-compatible protocol of docs/protocol.md.
+//!
+//! One hub task reads the event bus and serializes each event once; one actor per connection owns
+//! its session, subscriptions and policies (heartbeat, send timeout, size and rate limits, slow
+//! consumer closes, graceful shutdown). The public API is small: [`GatewayConfig`], [`Gateway::new`]
+//! with the [`GatewayServices`], [`Gateway::configure`] to mount `GET {path}` on an actix-web app,
+//! [`Gateway::on_connect`] for socket tuning, [`Gateway::render_metrics`] and [`Gateway::closed`].
+//!
+//! May depend on: the domain and services crates (traits only), actix-web, actix-ws, tokio.
+//! Must not depend on: the server crate or any concrete service implementation.
+
+/// `[ws]` settings.
+pub mod config;
+/// The per-connection actor.
+pub mod connection;
+/// Request handling without a socket.
+pub mod dispatch;
+/// The fan-out hub.
+mod hub;
+/// Gateway counters.
+pub mod metrics;
+/// Wire messages and error codes.
+pub mod protocol;
+
+use std::any::Any;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use actix_web::dev::Extensions;
+use actix_web::http::header;
+use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
+use cryptobot_services::{
+    Clock, EventBus, MarketService, PortfolioService, SystemClock, TradeService,
+};
+use futures_util::stream::FuturesUnordered;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+pub use config::GatewayConfig;
+pub use connection::End;
+pub use metrics::GatewayMetrics;
+pub use protocol::{ClientMessage, ClientRequest, ServerMessage};
+
+use connection::{ActiveGuard, Behaviour, Connection, GuardedPayload, InboundBudget};
+use dispatch::{Dispatcher, Subscriptions};
+use hub::HubShared;
+
+/// Sub-protocol the gateway accepts (offer it when you also offer `bearer.<token>`).
+pub const SUBPROTOCOL: &str = "cryptobot.v1";
+/// Bytes the inbound guard allows beyond `max_message_bytes` (frame headers and read-ahead of
+/// small pipelined messages).
+const INBOUND_SLACK: usize = 64 * 1024;
+
+/// The services the gateway calls; trait objects only.
+#[derive(Clone)]
+pub struct GatewayServices {
+    /// Symbols and ticker snapshots.
+    pub market: Arc<dyn MarketService>,
+    /// `manual_trade`.
+    pub trade: Arc<dyn TradeService>,
+    /// `update_position` and the periodic portfolio summary.
+    pub portfolio: Arc<dyn PortfolioService>,
+    /// Every event pushed to clients.
+    pub bus: Arc<dyn EventBus>,
+}
+
+impl std::fmt::Debug for GatewayServices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayServices")
+            .field("bus", &self.bus)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The gateway: cheap to clone (one shared state), mountable on any number of actix workers.
+#[derive(Clone, Debug)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: Arc<GatewayConfig>,
+    behaviour: Behaviour,
+    metrics: Arc<GatewayMetrics>,
+    /// Running connection actors plus the hub.
+    active: Arc<watch::Sender<usize>>,
+    shutdown: CancellationToken,
+    next_id: AtomicU64,
+}
+
+impl Gateway {
+    /// Creates the gateway and spawns its fan-out hub (subscribed to the bus before this returns).
+    ///
+    /// Must be called inside a tokio runtime (it spawns the hub with `tokio::spawn`). The hub and
+    /// every connection end when `shutdown` is cancelled; connections then get a 1001 close.
+    #[must_use]
+    pub fn new(
+        config: GatewayConfig,
+        services: GatewayServices,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self::with_clock(config, services, Arc::new(SystemClock), shutdown)
+    }
+
+    /// Like [`Gateway::new`] with an injected clock (timestamps of pongs and snapshots).
+    #[must_use]
+    pub fn with_clock(
+        config: GatewayConfig,
+        services: GatewayServices,
+        clock: Arc<dyn Clock>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let metrics = Arc::new(GatewayMetrics::default());
+        let hub = Arc::new(HubShared::new(config.event_buffer));
+        let active = Arc::new(watch::Sender::new(0_usize));
+        let interval = (config.portfolio_interval_secs > 0)
+            .then(|| Duration::from_secs(config.portfolio_interval_secs));
+        let hub_guard = ActiveGuardHub::new(Arc::clone(&active));
+        let task = hub::spawn(
+            Arc::clone(&hub),
+            services.bus.as_ref(),
+            Arc::clone(&services.portfolio),
+            interval,
+            Arc::clone(&clock),
+            Arc::clone(&metrics),
+            shutdown.clone(),
+        );
+        // Count the hub as running until its task ends, so `closed()` also waits for it.
+        tokio::spawn(async move {
+            let _ = task.await;
+            drop(hub_guard);
+        });
+        let behaviour = Behaviour::Services {
+            dispatcher: Dispatcher {
+                market: services.market,
+                trade: services.trade,
+                portfolio: services.portfolio,
+                clock,
+            },
+            hub,
+        };
+        Self::build(config, behaviour, metrics, active, shutdown)
+    }
+
+    /// A gateway whose connections echo every text and binary message back, with all the
+    /// connection policies of the real one (for WebSocket conformance suites, see
+    /// `examples/echo.rs`). Needs no runtime.
+    #[must_use]
+    pub fn echo(config: GatewayConfig, shutdown: CancellationToken) -> Self {
+        Self::build(
+            config,
+            Behaviour::Echo,
+            Arc::new(GatewayMetrics::default()),
+            Arc::new(watch::Sender::new(0)),
+            shutdown,
+        )
+    }
+
+    fn build(
+        config: GatewayConfig,
+        behaviour: Behaviour,
+        metrics: Arc<GatewayMetrics>,
+        active: Arc<watch::Sender<usize>>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                config: Arc::new(config),
+                behaviour,
+                metrics,
+                active,
+                shutdown,
+                next_id: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// The configuration in use.
+    #[must_use]
+    pub fn config(&self) -> &GatewayConfig {
+        &self.inner.config
+    }
+
+    /// The gateway's counters.
+    #[must_use]
+    pub fn metrics(&self) -> &GatewayMetrics {
+        &self.inner.metrics
+    }
+
+    /// Mounts `GET {config.path}` on an actix-web app.
+    pub fn configure(&self, cfg: &mut web::ServiceConfig) {
+        let gateway = self.clone();
+        cfg.route(
+            &self.inner.config.path,
+            web::get().to(move |req: HttpRequest, body: web::Payload| {
+                let gateway = gateway.clone();
+                async move { gateway.upgrade(req, body).await }
+            }),
+        );
+    }
+
+    /// Socket tuning for `HttpServer::on_connect` (`SO_SNDBUF`, `TCP_USER_TIMEOUT`, `TCP_NODELAY`),
+    /// so a client that stops reading cannot hold its socket and kernel memory for long.
+    pub fn on_connect(&self) -> impl Fn(&dyn Any, &mut Extensions) + Send + Sync + 'static {
+        let send_buffer = self.inner.config.tcp_send_buffer_bytes;
+        let user_timeout = self.inner.config.tcp_user_timeout_secs;
+        let nodelay = self.inner.config.tcp_nodelay;
+        move |conn: &dyn Any, _: &mut Extensions| {
+            let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() else {
+                return;
+            };
+            let socket = socket2::SockRef::from(tcp);
+            if send_buffer > 0
+                && let Err(err) = socket.set_send_buffer_size(send_buffer)
+            {
+                tracing::debug!(%err, "SO_SNDBUF not set");
+            }
+            #[cfg(any(target_os = "linux", target_os = "android", target_os = "fuchsia"))]
+            if user_timeout > 0
+                && let Err(err) =
+                    socket.set_tcp_user_timeout(Some(Duration::from_secs(user_timeout)))
+            {
+                tracing::debug!(%err, "TCP_USER_TIMEOUT not set");
+            }
+            #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "fuchsia")))]
+            let _ = user_timeout;
+            if nodelay && let Err(err) = socket.set_tcp_nodelay(true) {
+                tracing::debug!(%err, "TCP_NODELAY not set");
+            }
+        }
+    }
+
+    /// Appends the gateway metrics in Prometheus text format.
+    pub fn render_metrics(&self, out: &mut String) {
+        self.inner.metrics.render(out);
+    }
+
+    /// Number of connection actors running now.
+    #[must_use]
+    pub fn open_connections(&self) -> u64 {
+        self.inner.metrics.connections_open.load(Ordering::Relaxed)
+    }
+
+    /// Resolves when every connection actor and the hub have ended.
+    ///
+    /// Meant for shutdown ordering: cancel the token first (actors then close with 1001 and end
+    /// within `close_timeout_ms`). Without a cancelled token it waits while connections are open.
+    pub async fn closed(&self) {
+        let mut receiver = self.inner.active.subscribe();
+        let _ = receiver.wait_for(|running| *running == 0).await;
+    }
+
+    /// Checks the request, upgrades it and spawns the connection actor.
+    async fn upgrade(
+        &self,
+        req: HttpRequest,
+        body: web::Payload,
+    ) -> Result<HttpResponse, actix_web::Error> {
+        let inner = &self.inner;
+        if let Some(refusal) = self.refuse(&req) {
+            GatewayMetrics::incr(&inner.metrics.upgrades_rejected);
+            return Ok(refusal);
+        }
+        let budget = Rc::new(InboundBudget::default());
+        let guarded = GuardedPayload {
+            inner: body.into_inner(),
+            budget: Rc::clone(&budget),
+            limit: inner.config.max_message_bytes.saturating_add(INBOUND_SLACK),
+        };
+        let boxed: std::pin::Pin<
+            Box<
+                dyn futures_util::Stream<Item = Result<web::Bytes, actix_web::error::PayloadError>>,
+            >,
+        > = Box::pin(guarded);
+        let mut payload = actix_web::dev::Payload::from(boxed);
+        let body = web::Payload::from_request(&req, &mut payload).await?;
+        let (response, session, stream) =
+            actix_ws::handle_with_protocols(&req, body, &[SUBPROTOCOL])?;
+        let inbound = stream
+            .max_frame_size(inner.config.max_message_bytes)
+            .aggregate_continuations()
+            .max_continuation_size(inner.config.max_message_bytes);
+        let (events, behaviour) = match &inner.behaviour {
+            Behaviour::Services { hub, .. } => {
+                (Some(hub.event_receiver()), inner.behaviour.clone())
+            }
+            Behaviour::Echo => (None, Behaviour::Echo),
+        };
+        let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let connection = Connection {
+            id,
+            session,
+            inbound,
+            budget,
+            config: Arc::clone(&inner.config),
+            behaviour,
+            subs: Subscriptions::new(inner.config.max_subscriptions),
+            events,
+            tickers: FuturesUnordered::new(),
+            watching: std::collections::HashMap::new(),
+            delivered_seq: std::collections::HashMap::new(),
+            last_seen: Instant::now(),
+            metrics: Arc::clone(&inner.metrics),
+            shutdown: inner.shutdown.clone(),
+            _active: ActiveGuard::new(Arc::clone(&inner.active), Arc::clone(&inner.metrics)),
+        };
+        let span = tracing::info_span!("ws", conn = id, peer = ?req.peer_addr());
+        tracing::info!(parent: &span, "websocket connection opened");
+        // MessageStream is !Send: the actor stays on this worker's LocalSet.
+        actix_web::rt::spawn(connection.run().instrument(span));
+        Ok(response)
+    }
+
+    /// Returns the response refusing the upgrade, if it must be refused.
+    fn refuse(&self, req: &HttpRequest) -> Option<HttpResponse> {
+        let config = &self.inner.config;
+        if self.open_connections() >= config.max_connections as u64 {
+            return Some(
+                HttpResponse::ServiceUnavailable()
+                    .insert_header((header::RETRY_AFTER, "5"))
+                    .body("too many connections"),
+            );
+        }
+        if !origin_allowed(req, &config.allowed_origins) {
+            return Some(HttpResponse::Forbidden().body("origin not allowed"));
+        }
+        if !config.auth_token.is_empty() && !token_matches(req, &config.auth_token) {
+            return Some(
+                HttpResponse::Unauthorized()
+                    .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
+                    .body("missing or invalid token"),
+            );
+        }
+        None
+    }
+}
+
+/// Decrements the running count when the hub task ends.
+struct ActiveGuardHub(Arc<watch::Sender<usize>>);
+
+impl ActiveGuardHub {
+    fn new(active: Arc<watch::Sender<usize>>) -> Self {
+        active.send_modify(|n| *n += 1);
+        Self(active)
+    }
+}
+
+impl Drop for ActiveGuardHub {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// Browsers always send `Origin`; other clients usually do not. Cross-site WebSocket hijacking is
+/// prevented by accepting only the listed origins, or the page's own origin when none is listed.
+fn origin_allowed(req: &HttpRequest, allowed: &[String]) -> bool {
+    let Some(origin) = req.headers().get(header::ORIGIN) else {
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    if allowed.is_empty() {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default();
+        let origin_host = origin.split_once("://").map_or("", |(_, rest)| rest);
+        return !host.is_empty() && origin_host.eq_ignore_ascii_case(host);
+    }
+    allowed
+        .iter()
+        .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
+}
+
+/// Looks for the token in `Authorization: Bearer`, the `bearer.<token>` sub-protocol or `?token=`.
+fn token_matches(req: &HttpRequest, expected: &str) -> bool {
+    let from_header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let from_protocol = req
+        .headers()
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .find_map(|p| p.strip_prefix("bearer."));
+    let from_query = req
+        .query_string()
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("token="));
+    [from_header, from_protocol, from_query]
+        .into_iter()
+        .flatten()
+        .any(|candidate| constant_time_eq(candidate.as_bytes(), expected.as_bytes()))
+}
+
+/// Compares without an early exit, so timing does not reveal the matching prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0_u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::test::TestRequest;
+
+    use super::*;
+
+    #[test]
+    fn origin_policy() {
+        let same = TestRequest::default()
+            .insert_header((header::HOST, "bot.example:8080"))
+            .insert_header((header::ORIGIN, "http://bot.example:8080"))
+            .to_http_request();
+        let cross = TestRequest::default()
+            .insert_header((header::HOST, "bot.example:8080"))
+            .insert_header((header::ORIGIN, "https://evil.example"))
+            .to_http_request();
+        let none = TestRequest::default().to_http_request();
+        // TC0: default: same origin and non-browser clients only
+        assert!(origin_allowed(&same, &[]));
+        assert!(!origin_allowed(&cross, &[]));
+        assert!(origin_allowed(&none, &[]));
+        // TC1: allow-list
+        let list = ["https://evil.example".to_owned()];
+        assert!(origin_allowed(&cross, &list));
+        assert!(!origin_allowed(&same, &list));
+        // TC2: wildcard
+        assert!(origin_allowed(&cross, &["*".to_owned()]));
+    }
+
+    #[test]
+    fn token_sources() {
+        let header = TestRequest::default()
+            .insert_header((header::AUTHORIZATION, "Bearer s3cret"))
+            .to_http_request();
+        let protocol = TestRequest::default()
+            .insert_header((
+                header::SEC_WEBSOCKET_PROTOCOL,
+                "cryptobot.v1, bearer.s3cret",
+            ))
+            .to_http_request();
+        let query = TestRequest::with_uri("/ws?x=1&token=s3cret").to_http_request();
+        let wrong = TestRequest::with_uri("/ws?token=s3cre").to_http_request();
+        assert!(token_matches(&header, "s3cret"));
+        assert!(token_matches(&protocol, "s3cret"));
+        assert!(token_matches(&query, "s3cret"));
+        assert!(!token_matches(&wrong, "s3cret"));
+        assert!(!token_matches(
+            &TestRequest::default().to_http_request(),
+            "s3cret"
+        ));
+    }
+}

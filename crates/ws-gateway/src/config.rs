@@ -1,0 +1,240 @@
+//! `[ws]` settings: every policy of the gateway, with the defaults documented in docs/protocol.md.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Every policy knob of the gateway (the `[ws]` section of the server's settings).
+///
+/// Durations are integers with their unit in the name. Each key and its default is documented in
+/// docs/protocol.md ("Configuration"); [`GatewayConfig::validate`] rejects values that cannot work.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Route of the WebSocket endpoint.
+    pub path: String,
+    /// Seconds between periodic `portfolio_update` pushes; 0 disables them (changes are still pushed).
+    pub portfolio_interval_secs: u64,
+    /// Seconds between server pings.
+    pub heartbeat_interval_secs: u64,
+    /// A peer that sent nothing (not even a pong) for this many seconds is closed.
+    pub client_timeout_secs: u64,
+    /// Longest wait for one frame to enter the connection's outbound queue; a client slower than that
+    /// is closed as a slow consumer.
+    pub send_timeout_ms: u64,
+    /// Longest wait for the close frame to be queued when the server ends a connection.
+    pub close_timeout_ms: u64,
+    /// Largest inbound message (after reassembling fragments), in bytes.
+    pub max_message_bytes: usize,
+    /// Most channels one connection may be subscribed to at once (default channels included).
+    pub max_subscriptions: usize,
+    /// Most inbound messages per second per connection (a burst of the same size is allowed);
+    /// 0 disables the limit.
+    pub max_messages_per_sec: u32,
+    /// Most concurrently open connections of this gateway; further upgrades get HTTP 503.
+    pub max_connections: usize,
+    /// Never-dropped events (trades, portfolio, signals, alerts) a connection may fall behind before
+    /// it is closed as a slow consumer.
+    pub event_buffer: usize,
+    /// Browser origins allowed to connect (exact `scheme://host[:port]`), `"*"` for any. Empty: only
+    /// requests without `Origin` (non-browser clients) or whose `Origin` host equals the `Host` header.
+    pub allowed_origins: Vec<String>,
+    /// Shared secret clients must present (`?token=`, `Authorization: Bearer`, or the
+    /// `bearer.<token>` sub-protocol); empty disables authentication.
+    pub auth_token: String,
+    /// `SO_SNDBUF` of accepted sockets, in bytes; 0 keeps the OS default.
+    pub tcp_send_buffer_bytes: usize,
+    /// `TCP_USER_TIMEOUT` of accepted sockets (Linux): unacknowledged data for this long drops the
+    /// connection; 0 keeps the OS default.
+    pub tcp_user_timeout_secs: u64,
+    /// Sets `TCP_NODELAY` on accepted sockets.
+    pub tcp_nodelay: bool,
+    /// Close code sent at server shutdown.
+    pub close_code_shutdown: u16,
+    /// Close code for a client that falls too far behind or blocks a send.
+    pub close_code_slow_consumer: u16,
+    /// Close code for a client silent for `client_timeout_secs`.
+    pub close_code_idle: u16,
+    /// Close code for an inbound message above `max_message_bytes`.
+    pub close_code_too_big: u16,
+    /// Close code for a binary frame.
+    pub close_code_binary: u16,
+    /// Close code for a WebSocket protocol violation.
+    pub close_code_protocol: u16,
+    /// Close code for exceeding `max_messages_per_sec`.
+    pub close_code_rate_limited: u16,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            path: "/api/v1/ws".to_owned(),
+            portfolio_interval_secs: 5,
+            heartbeat_interval_secs: 15,
+            client_timeout_secs: 45,
+            send_timeout_ms: 5_000,
+            close_timeout_ms: 500,
+            max_message_bytes: 64 * 1024,
+            max_subscriptions: 64,
+            max_messages_per_sec: 50,
+            max_connections: 10_000,
+            event_buffer: 1_024,
+            allowed_origins: Vec::new(),
+            auth_token: String::new(),
+            tcp_send_buffer_bytes: 64 * 1024,
+            tcp_user_timeout_secs: 30,
+            tcp_nodelay: true,
+            close_code_shutdown: 1001,
+            close_code_slow_consumer: 1008,
+            close_code_idle: 4000,
+            close_code_too_big: 1009,
+            close_code_binary: 1003,
+            close_code_protocol: 1002,
+            close_code_rate_limited: 4029,
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// Checks that every value can work.
+    ///
+    /// # Errors
+    /// A message naming the first offending key.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.path.starts_with('/') {
+            return Err(format!("path must start with '/', got {:?}", self.path));
+        }
+        if self.heartbeat_interval_secs == 0 {
+            return Err("heartbeat_interval_secs must be at least 1".to_owned());
+        }
+        if self.client_timeout_secs < self.heartbeat_interval_secs {
+            return Err(format!(
+                "client_timeout_secs ({}) must be at least heartbeat_interval_secs ({})",
+                self.client_timeout_secs, self.heartbeat_interval_secs
+            ));
+        }
+        let positive = [
+            ("send_timeout_ms", self.send_timeout_ms),
+            ("close_timeout_ms", self.close_timeout_ms),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(format!("{key} must be at least 1"));
+            }
+        }
+        if self.close_timeout_ms > 1_000 {
+            return Err(format!(
+                "close_timeout_ms must be at most 1000 (shutdown promises a close within a second), got {}",
+                self.close_timeout_ms
+            ));
+        }
+        if !(128..=64 * 1024 * 1024).contains(&self.max_message_bytes) {
+            return Err(format!(
+                "max_message_bytes must be between 128 and 67108864, got {}",
+                self.max_message_bytes
+            ));
+        }
+        let counts = [
+            ("max_subscriptions", self.max_subscriptions, 3, 10_000),
+            ("max_connections", self.max_connections, 1, 10_000_000),
+            ("event_buffer", self.event_buffer, 16, 1 << 20),
+        ];
+        for (key, value, min, max) in counts {
+            if !(min..=max).contains(&value) {
+                return Err(format!(
+                    "{key} must be between {min} and {max}, got {value}"
+                ));
+            }
+        }
+        let codes = [
+            ("close_code_shutdown", self.close_code_shutdown),
+            ("close_code_slow_consumer", self.close_code_slow_consumer),
+            ("close_code_idle", self.close_code_idle),
+            ("close_code_too_big", self.close_code_too_big),
+            ("close_code_binary", self.close_code_binary),
+            ("close_code_protocol", self.close_code_protocol),
+            ("close_code_rate_limited", self.close_code_rate_limited),
+        ];
+        for (key, code) in codes {
+            if !is_sendable_close_code(code) {
+                return Err(format!(
+                    "{key} must be 1000-1003, 1007-1014 or 3000-4999, got {code}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Heartbeat period.
+    pub(crate) fn heartbeat_interval(&self) -> Duration {
+        Duration::from_secs(self.heartbeat_interval_secs)
+    }
+
+    /// Silence after which a peer is closed.
+    pub(crate) fn client_timeout(&self) -> Duration {
+        Duration::from_secs(self.client_timeout_secs)
+    }
+
+    /// Longest wait to queue one outbound frame.
+    pub(crate) fn send_timeout(&self) -> Duration {
+        Duration::from_millis(self.send_timeout_ms)
+    }
+
+    /// Longest wait to queue the close frame.
+    pub(crate) fn close_timeout(&self) -> Duration {
+        Duration::from_millis(self.close_timeout_ms)
+    }
+}
+
+/// True for codes an endpoint may put in a close frame (RFC 6455 §7.4).
+const fn is_sendable_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_match_the_documented_values() {
+        let config = GatewayConfig::default();
+        assert_eq!(config.validate(), Ok(()));
+        assert_eq!(config.path, "/api/v1/ws");
+        assert_eq!(config.portfolio_interval_secs, 5);
+    }
+
+    #[test]
+    fn rejects_values_that_cannot_work() {
+        let cases: [(&str, fn(&mut GatewayConfig)); 7] = [
+            // TC0: relative path
+            ("path", |c| c.path = "ws".to_owned()),
+            // TC1: no heartbeat
+            ("heartbeat_interval_secs", |c| c.heartbeat_interval_secs = 0),
+            // TC2: timeout shorter than the heartbeat would close healthy peers
+            ("client_timeout_secs", |c| c.client_timeout_secs = 1),
+            // TC3: a close slower than the shutdown promise
+            ("close_timeout_ms", |c| c.close_timeout_ms = 5_000),
+            // TC4: reserved close code
+            ("close_code_idle", |c| c.close_code_idle = 1006),
+            // TC5: no room for the default channels
+            ("max_subscriptions", |c| c.max_subscriptions = 2),
+            // TC6: tiny messages
+            ("max_message_bytes", |c| c.max_message_bytes = 10),
+        ];
+        for (key, mutate) in cases {
+            let mut config = GatewayConfig::default();
+            mutate(&mut config);
+            let err = config.validate().unwrap_err();
+            assert!(err.contains(key), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn deserializes_partial_sections_and_rejects_unknown_keys() {
+        let config: GatewayConfig =
+            serde_json::from_str(r#"{"portfolio_interval_secs": 10}"#).unwrap();
+        assert_eq!(config.portfolio_interval_secs, 10);
+        assert_eq!(config.heartbeat_interval_secs, 15);
+        assert!(serde_json::from_str::<GatewayConfig>(r#"{"heartbeat": 1}"#).is_err());
+    }
+}

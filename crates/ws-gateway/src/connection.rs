@@ -1,0 +1,482 @@
+//! The per-connection actor: owns the session, the subscriptions and the policies of one client.
+//!
+//! One `select!` loop over the inbound frames, the never-dropped events, the watched tickers, the
+//! heartbeat timer and the shutdown token. Every send is bounded by `send_timeout_ms`, so a client
+//! that stops reading is closed instead of stalling anything; other clients never wait for it
+//! because they have their own actors and the hub never awaits a client.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use actix_web::error::PayloadError;
+use actix_web::web::Bytes;
+use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Message};
+use cryptobot_domain::Symbol;
+use futures_util::SinkExt;
+use futures_util::future::{AbortHandle, Abortable, Aborted, BoxFuture};
+use futures_util::stream::{FuturesUnordered, Stream, StreamExt};
+use tokio::sync::{broadcast, watch};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::GatewayConfig;
+use crate::dispatch::{Action, Dispatcher, Subscriptions};
+use crate::hub::{EventFrame, HubShared, TickerFrame};
+use crate::metrics::GatewayMetrics;
+use crate::protocol::{ClientMessage, ServerMessage};
+
+/// Why a connection ended; decides the close frame and the log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    /// The client sent a close frame (echoed back with the same code).
+    ClientClosed(Option<CloseReason>),
+    /// The TCP connection went away without a close handshake, or the session was closed.
+    Gone,
+    /// The server is shutting down (`close_code_shutdown`, default 1001).
+    Shutdown,
+    /// The client fell too far behind or blocked a send (`close_code_slow_consumer`, default 1008).
+    SlowConsumer(&'static str),
+    /// The client sent nothing for `client_timeout_secs` (`close_code_idle`, default 4000).
+    Idle,
+    /// An inbound message exceeded `max_message_bytes` (`close_code_too_big`, default 1009).
+    TooBig,
+    /// A binary frame (`close_code_binary`, default 1003).
+    Binary,
+    /// A WebSocket protocol violation (`close_code_protocol`, default 1002).
+    Protocol(String),
+    /// More than `max_messages_per_sec` (`close_code_rate_limited`, default 4029).
+    RateLimited,
+}
+
+impl End {
+    /// The close frame to send, if any.
+    pub(crate) fn close_reason(&self, config: &GatewayConfig) -> Option<CloseReason> {
+        let (code, text) = match self {
+            Self::ClientClosed(reason) => return reason.clone(),
+            Self::Gone => return None,
+            Self::Shutdown => (config.close_code_shutdown, "server shutting down"),
+            Self::SlowConsumer(_) => (config.close_code_slow_consumer, "slow consumer"),
+            Self::Idle => (config.close_code_idle, "heartbeat timeout"),
+            Self::TooBig => (config.close_code_too_big, "message too big"),
+            Self::Binary => (config.close_code_binary, "binary frames are not supported"),
+            Self::Protocol(_) => (config.close_code_protocol, "protocol error"),
+            Self::RateLimited => (config.close_code_rate_limited, "rate limit exceeded"),
+        };
+        Some(CloseReason {
+            code: CloseCode::from(code),
+            description: Some(text.to_owned()),
+        })
+    }
+}
+
+/// Shared between the inbound byte guard and the actor (same worker thread, hence `Rc`/`Cell`).
+#[derive(Debug, Default)]
+pub(crate) struct InboundBudget {
+    /// Bytes read from the socket since the last message was handed to the actor.
+    pending: Cell<usize>,
+    /// Set when the guard cut the stream for exceeding the budget.
+    overflowed: Cell<bool>,
+}
+
+/// Wraps the request payload and fails it once more than `limit` bytes arrive without a complete
+/// message, so an oversized frame is never buffered whole (actix-ws checks sizes only afterwards).
+pub(crate) struct GuardedPayload {
+    /// The raw request body.
+    pub(crate) inner: actix_web::dev::Payload,
+    /// Counter shared with the actor.
+    pub(crate) budget: Rc<InboundBudget>,
+    /// Largest number of pending bytes.
+    pub(crate) limit: usize,
+}
+
+impl Stream for GuardedPayload {
+    type Item = Result<Bytes, PayloadError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.budget.overflowed.get() {
+            return Poll::Ready(None);
+        }
+        let polled = Pin::new(&mut self.inner).poll_next(cx);
+        if let Poll::Ready(Some(Ok(chunk))) = &polled {
+            let pending = self.budget.pending.get().saturating_add(chunk.len());
+            self.budget.pending.set(pending);
+            if pending > self.limit {
+                self.budget.overflowed.set(true);
+                return Poll::Ready(Some(Err(PayloadError::Overflow)));
+            }
+        }
+        polled
+    }
+}
+
+/// What the connection does with requests.
+#[derive(Debug, Clone)]
+pub(crate) enum Behaviour {
+    /// The product: services and the hub.
+    Services {
+        /// Request handling.
+        dispatcher: Dispatcher,
+        /// Event fan-out.
+        hub: Arc<HubShared>,
+    },
+    /// Conformance testing: every text or binary message is echoed back unchanged.
+    Echo,
+}
+
+/// A watched symbol's next change, abortable on unsubscribe.
+type TickerWait =
+    Abortable<BoxFuture<'static, (Symbol, watch::Receiver<Option<TickerFrame>>, bool)>>;
+
+/// A token bucket: `rate` messages per second with a burst of `rate`.
+#[derive(Debug)]
+struct RateLimit {
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl RateLimit {
+    fn new(per_sec: u32) -> Option<Self> {
+        (per_sec > 0).then(|| Self {
+            rate: f64::from(per_sec),
+            tokens: f64::from(per_sec),
+            last: Instant::now(),
+        })
+    }
+
+    fn allow(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Keeps the count of running actors right even if the task is dropped mid-flight.
+#[derive(Debug)]
+pub(crate) struct ActiveGuard {
+    /// Number of running actors (the gateway's `closed()` waits for it to reach zero).
+    pub(crate) active: Arc<watch::Sender<usize>>,
+    /// Counters.
+    pub(crate) metrics: Arc<GatewayMetrics>,
+}
+
+impl ActiveGuard {
+    /// Counts one more running actor.
+    pub(crate) fn new(active: Arc<watch::Sender<usize>>, metrics: Arc<GatewayMetrics>) -> Self {
+        active.send_modify(|n| *n += 1);
+        GatewayMetrics::incr(&metrics.connections_open);
+        GatewayMetrics::incr(&metrics.connections_total);
+        Self { active, metrics }
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.active.send_modify(|n| *n = n.saturating_sub(1));
+        self.metrics
+            .connections_open
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// One client connection.
+pub(crate) struct Connection {
+    /// Process-unique id, in every log line of this connection.
+    pub(crate) id: u64,
+    /// Outbound half: frames go through actix-ws's bounded queue (32 frames) to the socket.
+    pub(crate) session: actix_ws::Session,
+    /// Inbound half, with fragments reassembled (`max_message_bytes` per message).
+    pub(crate) inbound: AggregatedMessageStream,
+    /// Byte budget of the inbound guard; reset after every message.
+    pub(crate) budget: Rc<InboundBudget>,
+    /// Policies.
+    pub(crate) config: Arc<GatewayConfig>,
+    /// Services or echo.
+    pub(crate) behaviour: Behaviour,
+    /// Channels this client receives.
+    pub(crate) subs: Subscriptions,
+    /// Never-dropped events (`None` in echo mode).
+    pub(crate) events: Option<broadcast::Receiver<Arc<EventFrame>>>,
+    /// Pending waits for the next ticker of each watched symbol.
+    pub(crate) tickers: FuturesUnordered<TickerWait>,
+    /// Abort handles of those waits, by symbol.
+    pub(crate) watching: HashMap<Symbol, AbortHandle>,
+    /// Last ticker `seq` delivered per symbol, to count conflated updates.
+    pub(crate) delivered_seq: HashMap<Symbol, u64>,
+    /// When the client last sent anything.
+    pub(crate) last_seen: Instant,
+    /// Counters.
+    pub(crate) metrics: Arc<GatewayMetrics>,
+    /// Cancelled at server shutdown.
+    pub(crate) shutdown: CancellationToken,
+    /// Decrements the running-actor count when the actor ends.
+    pub(crate) _active: ActiveGuard,
+}
+
+impl Connection {
+    /// Runs the connection to its end, sends the close frame and returns why it ended.
+    pub(crate) async fn run(mut self) -> End {
+        let period = self.config.heartbeat_interval();
+        let mut heartbeat = tokio::time::interval_at(Instant::now() + period, period);
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut rate = RateLimit::new(self.config.max_messages_per_sec);
+        let end = loop {
+            let step = tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => Err(End::Shutdown),
+                inbound = self.inbound.recv() => self.on_inbound(inbound, rate.as_mut()).await,
+                event = recv_event(self.events.as_mut()) => self.on_event(event).await,
+                Some(changed) = self.tickers.next() => self.on_ticker(changed).await,
+                _ = heartbeat.tick() => self.on_heartbeat().await,
+            };
+            if let Err(end) = step {
+                break end;
+            }
+        };
+        self.finish(end).await
+    }
+
+    async fn on_inbound(
+        &mut self,
+        inbound: Option<Result<AggregatedMessage, actix_ws::ProtocolError>>,
+        rate: Option<&mut RateLimit>,
+    ) -> Result<(), End> {
+        let message = match inbound {
+            None => return Err(End::Gone),
+            Some(Err(err)) => return Err(self.classify(&err)),
+            Some(Ok(message)) => message,
+        };
+        self.budget.pending.set(0);
+        self.last_seen = Instant::now();
+        GatewayMetrics::incr(&self.metrics.messages_received);
+        if let Some(rate) = rate
+            && !rate.allow(self.last_seen)
+        {
+            return Err(End::RateLimited);
+        }
+        match message {
+            AggregatedMessage::Text(text) => match &self.behaviour {
+                Behaviour::Echo => self.send(Message::Text(text)).await,
+                Behaviour::Services { .. } => self.on_text(&text).await,
+            },
+            AggregatedMessage::Binary(bytes) => match self.behaviour {
+                Behaviour::Echo => self.send(Message::Binary(bytes)).await,
+                Behaviour::Services { .. } => Err(End::Binary),
+            },
+            AggregatedMessage::Ping(bytes) => self.send(Message::Pong(bytes)).await,
+            AggregatedMessage::Pong(_) => Ok(()),
+            AggregatedMessage::Close(reason) => Err(End::ClientClosed(reason)),
+        }
+    }
+
+    /// Maps an inbound error to the end it causes; every error is fatal (see actix-ws notes).
+    fn classify(&self, err: &actix_ws::ProtocolError) -> End {
+        let text = err.to_string();
+        if self.budget.overflowed.get()
+            || matches!(err, actix_ws::ProtocolError::Overflow)
+            || text.contains("continuation size")
+        {
+            End::TooBig
+        } else {
+            End::Protocol(text)
+        }
+    }
+
+    async fn on_text(&mut self, text: &str) -> Result<(), End> {
+        let Behaviour::Services { dispatcher, .. } = &self.behaviour else {
+            return Ok(());
+        };
+        let actions = match ClientMessage::parse(text) {
+            Ok(message) => dispatcher.clone().handle(message, &mut self.subs).await,
+            Err(err) => vec![Action::Send(err.into_message())],
+        };
+        for action in actions {
+            match action {
+                Action::Send(message) => self.send_message(&message).await?,
+                Action::Watch(symbol) => self.watch(symbol).await?,
+                Action::Unwatch(symbol) => {
+                    if let Some(handle) = self.watching.remove(&symbol) {
+                        handle.abort();
+                    }
+                    self.delivered_seq.remove(&symbol);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts delivering a symbol's tickers and sends the latest one at once.
+    async fn watch(&mut self, symbol: Symbol) -> Result<(), End> {
+        let Behaviour::Services { dispatcher, hub } = &self.behaviour else {
+            return Ok(());
+        };
+        let (dispatcher, hub) = (dispatcher.clone(), Arc::clone(hub));
+        let mut receiver = hub.ticker_receiver(&symbol);
+        let latest = receiver.borrow_and_update().clone();
+        if let Some(old) = self.watching.remove(&symbol) {
+            old.abort();
+        }
+        self.wait_for_ticker(symbol.clone(), receiver);
+        match latest {
+            Some(frame) => {
+                self.delivered_seq.insert(symbol, frame.seq);
+                self.send_bytes(frame.bytes).await
+            }
+            None => match dispatcher.ticker_snapshot(&symbol).await {
+                Some(message) => self.send_message(&message).await,
+                None => Ok(()),
+            },
+        }
+    }
+
+    fn wait_for_ticker(
+        &mut self,
+        symbol: Symbol,
+        mut receiver: watch::Receiver<Option<TickerFrame>>,
+    ) {
+        let (handle, registration) = AbortHandle::new_pair();
+        if let Some(old) = self.watching.insert(symbol.clone(), handle) {
+            old.abort();
+        }
+        let wait: BoxFuture<'static, _> = Box::pin(async move {
+            let alive = receiver.changed().await.is_ok();
+            (symbol, receiver, alive)
+        });
+        self.tickers.push(Abortable::new(wait, registration));
+    }
+
+    async fn on_ticker(
+        &mut self,
+        changed: Result<(Symbol, watch::Receiver<Option<TickerFrame>>, bool), Aborted>,
+    ) -> Result<(), End> {
+        // Aborted: unsubscribed (or replaced); the receiver is already dropped.
+        let Ok((symbol, mut receiver, alive)) = changed else {
+            return Ok(());
+        };
+        if !alive {
+            self.watching.remove(&symbol);
+            return Ok(());
+        }
+        let frame = receiver.borrow_and_update().clone();
+        self.wait_for_ticker(symbol.clone(), receiver);
+        let Some(frame) = frame else {
+            return Ok(());
+        };
+        let previous = self.delivered_seq.insert(symbol, frame.seq);
+        if let Some(previous) = previous
+            && frame.seq > previous + 1
+        {
+            GatewayMetrics::add(&self.metrics.tickers_conflated, frame.seq - previous - 1);
+        }
+        self.send_bytes(frame.bytes).await
+    }
+
+    async fn on_event(
+        &mut self,
+        event: Result<Arc<EventFrame>, broadcast::error::RecvError>,
+    ) -> Result<(), End> {
+        match event {
+            Ok(frame) => {
+                if self.subs.contains(&frame.channel) {
+                    self.send_bytes(frame.bytes.clone()).await
+                } else {
+                    Ok(())
+                }
+            }
+            // Never drop trades, portfolio, signals or alerts silently: close, the client resyncs.
+            Err(broadcast::error::RecvError::Lagged(_)) => Err(End::SlowConsumer("lagged")),
+            Err(broadcast::error::RecvError::Closed) => {
+                // The hub stopped (shutdown); nothing more will come.
+                self.events = None;
+                Ok(())
+            }
+        }
+    }
+
+    async fn on_heartbeat(&mut self) -> Result<(), End> {
+        if self.last_seen.elapsed() >= self.config.client_timeout() {
+            return Err(End::Idle);
+        }
+        self.send(Message::Ping(Bytes::from_static(b"hb"))).await
+    }
+
+    async fn send_message(&mut self, message: &ServerMessage) -> Result<(), End> {
+        if matches!(message, ServerMessage::Error { .. }) {
+            GatewayMetrics::incr(&self.metrics.error_frames);
+        }
+        self.send_bytes(Bytes::from(message.to_json())).await
+    }
+
+    /// Sends shared JSON bytes as a text frame (no copy: the bytes are reference-counted).
+    async fn send_bytes(&mut self, bytes: Bytes) -> Result<(), End> {
+        match bytes.try_into() {
+            Ok(text) => self.send(Message::Text(text)).await,
+            // Our own JSON is always UTF-8; skipping is the only sane reaction if it ever was not.
+            Err(err) => {
+                tracing::error!(conn = self.id, %err, "outbound frame is not UTF-8");
+                Ok(())
+            }
+        }
+    }
+
+    /// Queues one frame, waiting at most `send_timeout_ms`.
+    async fn send(&mut self, message: Message) -> Result<(), End> {
+        match tokio::time::timeout(self.config.send_timeout(), self.session.send(message)).await {
+            Ok(Ok(())) => {
+                GatewayMetrics::incr(&self.metrics.frames_sent);
+                Ok(())
+            }
+            Ok(Err(_closed)) => Err(End::Gone),
+            Err(_elapsed) => Err(End::SlowConsumer("send timed out")),
+        }
+    }
+
+    /// Sends the close frame (bounded by `close_timeout_ms`), logs and counts the end.
+    async fn finish(self, end: End) -> End {
+        let counter = match &end {
+            End::SlowConsumer(_) => Some(&self.metrics.slow_consumer_closes),
+            End::Idle => Some(&self.metrics.idle_closes),
+            End::TooBig => Some(&self.metrics.oversized_closes),
+            End::Binary | End::Protocol(_) | End::RateLimited => {
+                Some(&self.metrics.protocol_closes)
+            }
+            End::ClientClosed(_) | End::Gone | End::Shutdown => None,
+        };
+        if let Some(counter) = counter {
+            GatewayMetrics::incr(counter);
+        }
+        for handle in self.watching.values() {
+            handle.abort();
+        }
+        if let Some(reason) = end.close_reason(&self.config) {
+            // close() waits for queue space too; a stuck client must not hold the actor.
+            let _ = tokio::time::timeout(
+                self.config.close_timeout(),
+                self.session.close(Some(reason)),
+            )
+            .await;
+        }
+        tracing::info!(conn = self.id, reason = ?end, "websocket connection ended");
+        end
+    }
+}
+
+/// Receives the next never-dropped event, or waits forever without a receiver.
+async fn recv_event(
+    receiver: Option<&mut broadcast::Receiver<Arc<EventFrame>>>,
+) -> Result<Arc<EventFrame>, broadcast::error::RecvError> {
+    match receiver {
+        Some(receiver) => receiver.recv().await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,505 @@
+//! What one client request does: subscription bookkeeping and service calls, with no socket.
+//!
+//! The connection actor turns the returned [`Action`]s into frames and watch subscriptions, so the
+//! whole request/reply logic is unit-tested here with mocked services.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use cryptobot_domain::{Channel, Symbol, TradeOrigin, TradeRequest};
+use cryptobot_services::{Clock, MarketService, PortfolioService, ServiceError, TradeService};
+use serde_json::Value;
+
+use crate::protocol::{
+    ClientMessage, ClientRequest, EventMeta, ManualTrade, ServerMessage, TradeExecuted, codes,
+};
+
+/// Note attached to `trade_executed` when the command had no `client_order_id`.
+pub const NOT_IDEMPOTENT_NOTE: &str =
+    "no client_order_id was given: this command is not idempotent, a retry may trade again";
+
+/// Channels a new connection receives without subscribing (as the seed).
+pub const DEFAULT_CHANNELS: [Channel; 3] = [Channel::Trades, Channel::Portfolio, Channel::Alerts];
+
+/// The channels one connection is subscribed to, bounded by `max_subscriptions`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Subscriptions {
+    channels: BTreeSet<Channel>,
+    max: usize,
+}
+
+impl Subscriptions {
+    /// The default set of a new connection.
+    pub(crate) fn new(max: usize) -> Self {
+        Self {
+            channels: DEFAULT_CHANNELS.into_iter().collect(),
+            max,
+        }
+    }
+
+    /// True when events of `channel` are delivered.
+    pub(crate) fn contains(&self, channel: &Channel) -> bool {
+        self.channels.contains(channel)
+    }
+
+    /// Adds channels, all or nothing; fails when the set would exceed the maximum.
+    fn add(&mut self, channels: &[Channel]) -> Result<(), usize> {
+        let new = channels
+            .iter()
+            .filter(|c| !self.channels.contains(*c))
+            .collect::<BTreeSet<_>>();
+        if self.channels.len() + new.len() > self.max {
+            return Err(self.max);
+        }
+        self.channels.extend(new.into_iter().cloned());
+        Ok(())
+    }
+
+    /// Removes channels; returns the ticker symbols that were removed.
+    fn remove(&mut self, channels: &[Channel]) -> Vec<Symbol> {
+        channels
+            .iter()
+            .filter(|c| self.channels.remove(*c))
+            .filter_map(|c| match c {
+                Channel::Ticker(symbol) => Some(symbol.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The active set, sorted.
+    pub(crate) fn list(&self) -> Vec<Channel> {
+        self.channels.iter().cloned().collect()
+    }
+}
+
+/// One effect of a request, in the order the actor must apply them.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Action {
+    /// Send this frame.
+    Send(ServerMessage),
+    /// Start delivering the symbol's tickers (if not yet) and send its latest ticker as a snapshot.
+    Watch(Symbol),
+    /// Stop delivering the symbol's tickers.
+    Unwatch(Symbol),
+}
+
+/// The services a request may call.
+#[derive(Clone)]
+pub(crate) struct Dispatcher {
+    /// Symbols and tickers.
+    pub(crate) market: Arc<dyn MarketService>,
+    /// Manual trades.
+    pub(crate) trade: Arc<dyn TradeService>,
+    /// Position levels.
+    pub(crate) portfolio: Arc<dyn PortfolioService>,
+    /// Time of pongs and fetched snapshots.
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatcher").finish_non_exhaustive()
+    }
+}
+
+impl Dispatcher {
+    /// Handles one parsed request.
+    pub(crate) async fn handle(&self, msg: ClientMessage, subs: &mut Subscriptions) -> Vec<Action> {
+        let id = msg.id;
+        match msg.request {
+            ClientRequest::SubscribeTicker(symbol) => {
+                let channel = Channel::Ticker(symbol.clone());
+                match self.add(subs, std::slice::from_ref(&channel), id.clone()) {
+                    Err(error) => vec![Action::Send(error)],
+                    Ok(()) => vec![
+                        Action::Send(ServerMessage::SubscriptionSuccess {
+                            message: format!("Subscribed to {symbol}"),
+                            channels: subs.list(),
+                            id,
+                        }),
+                        Action::Watch(symbol),
+                    ],
+                }
+            }
+            ClientRequest::UnsubscribeTicker(symbol) => {
+                let removed = subs.remove(&[Channel::Ticker(symbol.clone())]);
+                let mut actions = vec![Action::Send(ServerMessage::UnsubscriptionSuccess {
+                    message: format!("Unsubscribed from {symbol}"),
+                    channels: subs.list(),
+                    id,
+                })];
+                actions.extend(removed.into_iter().map(Action::Unwatch));
+                actions
+            }
+            ClientRequest::Subscribe(channels) => match self.add(subs, &channels, id.clone()) {
+                Err(error) => vec![Action::Send(error)],
+                Ok(()) => {
+                    let mut actions = vec![Action::Send(ServerMessage::Subscribed {
+                        channels: subs.list(),
+                        id,
+                    })];
+                    actions.extend(channels.into_iter().filter_map(|c| match c {
+                        Channel::Ticker(symbol) => Some(Action::Watch(symbol)),
+                        _ => None,
+                    }));
+                    dedup_watches(&mut actions);
+                    actions
+                }
+            },
+            ClientRequest::Unsubscribe(channels) => {
+                let removed = subs.remove(&channels);
+                let mut actions = vec![Action::Send(ServerMessage::Unsubscribed {
+                    channels: subs.list(),
+                    id,
+                })];
+                actions.extend(removed.into_iter().map(Action::Unwatch));
+                actions
+            }
+            ClientRequest::ManualTrade(trade) => vec![Action::Send(self.trade(trade, id).await)],
+            ClientRequest::UpdatePosition { symbol, update } => {
+                let reply = match self.portfolio.update_position(symbol, update).await {
+                    Ok(position) => ServerMessage::PositionUpdated {
+                        payload: position,
+                        id,
+                    },
+                    Err(err) => service_error(id, &err),
+                };
+                vec![Action::Send(reply)]
+            }
+            ClientRequest::Ping => {
+                let ts_us = self.clock.now_us();
+                vec![Action::Send(ServerMessage::Pong {
+                    timestamp: ts_us.div_euclid(1_000_000),
+                    ts_us,
+                    id,
+                })]
+            }
+        }
+    }
+
+    /// Validates the symbols of ticker channels and adds the channels, all or nothing.
+    fn add(
+        &self,
+        subs: &mut Subscriptions,
+        channels: &[Channel],
+        id: Option<Value>,
+    ) -> Result<(), ServerMessage> {
+        let known = self.market.symbols();
+        for channel in channels {
+            if let Channel::Ticker(symbol) = channel
+                && !known.contains(symbol)
+            {
+                return Err(ServerMessage::error(
+                    id,
+                    codes::UNKNOWN_SYMBOL,
+                    format!("unknown symbol {symbol}"),
+                ));
+            }
+        }
+        subs.add(channels).map_err(|max| {
+            ServerMessage::error(
+                id,
+                codes::TOO_MANY_SUBSCRIPTIONS,
+                format!("at most {max} channels per connection"),
+            )
+        })
+    }
+
+    async fn trade(&self, trade: ManualTrade, id: Option<Value>) -> ServerMessage {
+        let note = trade
+            .client_order_id
+            .is_none()
+            .then(|| NOT_IDEMPOTENT_NOTE.to_owned());
+        let request = match TradeRequest::new(
+            trade.symbol,
+            trade.side,
+            trade.size,
+            trade.client_order_id,
+            TradeOrigin::Manual,
+        ) {
+            Ok(request) => request,
+            Err(err) => return service_error(id, &ServiceError::Domain(err)),
+        };
+        match self.trade.execute(request).await {
+            Ok(execution) => ServerMessage::TradeExecuted {
+                payload: Box::new(TradeExecuted {
+                    trade: execution.trade,
+                    replayed: execution.replayed,
+                    note,
+                }),
+                id,
+            },
+            Err(err) => service_error(id, &err),
+        }
+    }
+
+    /// Fetches the latest ticker for a snapshot when the hub has not seen one yet.
+    pub(crate) async fn ticker_snapshot(&self, symbol: &Symbol) -> Option<ServerMessage> {
+        match self.market.ticker(symbol).await {
+            Ok(ticker) => Some(ServerMessage::TickerUpdate {
+                payload: ticker,
+                meta: EventMeta::new(
+                    Channel::Ticker(symbol.clone()),
+                    0,
+                    self.clock.now_us(),
+                    true,
+                ),
+            }),
+            // No price yet: the first live update will follow; nothing else to tell.
+            Err(err) => {
+                tracing::debug!(%err, %symbol, "no ticker snapshot");
+                None
+            }
+        }
+    }
+}
+
+/// Keeps the first `Watch` of each symbol.
+fn dedup_watches(actions: &mut Vec<Action>) {
+    let mut seen = BTreeSet::new();
+    actions.retain(|action| match action {
+        Action::Watch(symbol) => seen.insert(symbol.clone()),
+        _ => true,
+    });
+}
+
+/// The `error` frame of a service error: its stable code and message.
+fn service_error(id: Option<Value>, err: &ServiceError) -> ServerMessage {
+    if !err.is_client_error() {
+        tracing::warn!(%err, "service call failed");
+    }
+    ServerMessage::error(id, err.code(), err.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use cryptobot_domain::{LevelChange, OrderSize, PositionUpdate, Side, fixtures};
+    use cryptobot_services::market::MockMarketService;
+    use cryptobot_services::trading::{MockPortfolioService, MockTradeService};
+    use cryptobot_services::{Execution, SystemClock};
+    use serde_json::json;
+
+    use super::*;
+
+    fn dispatcher(trade: MockTradeService, portfolio: MockPortfolioService) -> Dispatcher {
+        let mut market = MockMarketService::new();
+        market
+            .expect_symbols()
+            .returning(|| vec![fixtures::symbol("BTCUSDT"), fixtures::symbol("ETHUSDT")]);
+        Dispatcher {
+            market: Arc::new(market),
+            trade: Arc::new(trade),
+            portfolio: Arc::new(portfolio),
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    fn plain() -> Dispatcher {
+        dispatcher(MockTradeService::new(), MockPortfolioService::new())
+    }
+
+    fn msg(id: i64, request: ClientRequest) -> ClientMessage {
+        ClientMessage {
+            id: Some(json!(id)),
+            request,
+        }
+    }
+
+    fn error_code(actions: &[Action]) -> Option<String> {
+        match actions {
+            [Action::Send(ServerMessage::Error { code, id, .. })] => {
+                assert!(id.is_some(), "errors echo the id");
+                Some(code.clone())
+            }
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn subscribe_ticker_acks_then_watches() {
+        let mut subs = Subscriptions::new(8);
+        let btc = fixtures::symbol("BTCUSDT");
+        let actions = plain()
+            .handle(
+                msg(1, ClientRequest::SubscribeTicker(btc.clone())),
+                &mut subs,
+            )
+            .await;
+        let [
+            Action::Send(ServerMessage::SubscriptionSuccess {
+                message,
+                channels,
+                id,
+            }),
+            Action::Watch(watched),
+        ] = actions.as_slice()
+        else {
+            panic!("unexpected {actions:?}")
+        };
+        assert_eq!(message, "Subscribed to BTCUSDT");
+        assert_eq!(id, &Some(json!(1)));
+        assert_eq!(watched, &btc);
+        assert!(channels.contains(&Channel::Ticker(btc)));
+        assert!(channels.contains(&Channel::Trades), "defaults stay");
+    }
+
+    #[tokio::test]
+    async fn subscription_errors() {
+        let d = plain();
+        // TC0: unknown symbol
+        let mut subs = Subscriptions::new(8);
+        let actions = d
+            .handle(
+                msg(
+                    1,
+                    ClientRequest::SubscribeTicker(fixtures::symbol("DOGEUSDT")),
+                ),
+                &mut subs,
+            )
+            .await;
+        assert_eq!(error_code(&actions).as_deref(), Some("unknown_symbol"));
+        assert_eq!(subs, Subscriptions::new(8), "nothing changed");
+        // TC1: over the limit (3 defaults + 1 allowed)
+        let mut subs = Subscriptions::new(4);
+        let request = ClientRequest::Subscribe(vec![
+            Channel::Ticker(fixtures::symbol("BTCUSDT")),
+            Channel::Signals,
+        ]);
+        let actions = d.handle(msg(2, request), &mut subs).await;
+        assert_eq!(
+            error_code(&actions).as_deref(),
+            Some("too_many_subscriptions")
+        );
+        assert_eq!(subs, Subscriptions::new(4), "all or nothing");
+    }
+
+    #[tokio::test]
+    async fn unsubscribe_reports_the_remaining_set_and_unwatches() {
+        let d = plain();
+        let mut subs = Subscriptions::new(8);
+        let btc = Channel::Ticker(fixtures::symbol("BTCUSDT"));
+        d.handle(
+            msg(
+                1,
+                ClientRequest::Subscribe(vec![btc.clone(), Channel::Signals]),
+            ),
+            &mut subs,
+        )
+        .await;
+        let actions = d
+            .handle(
+                msg(2, ClientRequest::Unsubscribe(vec![btc, Channel::Trades])),
+                &mut subs,
+            )
+            .await;
+        assert_eq!(
+            actions,
+            vec![
+                Action::Send(ServerMessage::Unsubscribed {
+                    channels: vec![Channel::Portfolio, Channel::Signals, Channel::Alerts],
+                    id: Some(json!(2)),
+                }),
+                Action::Unwatch(fixtures::symbol("BTCUSDT")),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn manual_trade_success_replay_and_error_codes() {
+        let mut trade = MockTradeService::new();
+        trade
+            .expect_execute()
+            .withf(|r| r.origin == TradeOrigin::Manual && r.symbol.as_str() == "BTCUSDT")
+            .times(1)
+            .returning(|_| {
+                Ok(Execution {
+                    trade: fixtures::trade(5, "BTCUSDT", "100", "1"),
+                    replayed: false,
+                })
+            });
+        trade
+            .expect_execute()
+            .withf(|r| r.symbol.as_str() == "ETHUSDT")
+            .returning(|_| {
+                Err(ServiceError::InsufficientFunds {
+                    needed: fixtures::dec("10"),
+                    available: fixtures::dec("1"),
+                })
+            });
+        let d = dispatcher(trade, MockPortfolioService::new());
+        let mut subs = Subscriptions::new(8);
+        let order = |symbol: &str, size: &str| {
+            ClientRequest::ManualTrade(ManualTrade {
+                symbol: fixtures::symbol(symbol),
+                side: Side::Buy,
+                size: OrderSize::Quantity(fixtures::dec(size)),
+                client_order_id: None,
+            })
+        };
+        // TC0: executed, with the not-idempotent note
+        let actions = d.handle(msg(1, order("BTCUSDT", "1")), &mut subs).await;
+        let [Action::Send(ServerMessage::TradeExecuted { payload, id })] = actions.as_slice()
+        else {
+            panic!("unexpected {actions:?}")
+        };
+        assert_eq!((payload.trade.id, payload.replayed), (5, false));
+        assert_eq!(payload.note.as_deref(), Some(NOT_IDEMPOTENT_NOTE));
+        assert_eq!(id, &Some(json!(1)));
+        // TC1: the service's code is forwarded
+        let actions = d.handle(msg(2, order("ETHUSDT", "1")), &mut subs).await;
+        assert_eq!(error_code(&actions).as_deref(), Some("insufficient_funds"));
+        // TC2: the domain rejects a zero size before the service is called
+        let actions = d.handle(msg(3, order("BTCUSDT", "0")), &mut subs).await;
+        assert_eq!(error_code(&actions).as_deref(), Some("invalid_size"));
+    }
+
+    #[tokio::test]
+    async fn update_position_replies_with_the_position_or_the_code() {
+        let mut portfolio = MockPortfolioService::new();
+        portfolio
+            .expect_update_position()
+            .returning(|symbol, update| {
+                if symbol.as_str() == "BTCUSDT" {
+                    Ok(cryptobot_domain::Position {
+                        symbol,
+                        quantity: fixtures::dec("1"),
+                        avg_entry_price: fixtures::dec("100"),
+                        cost_basis: fixtures::dec("100"),
+                        stop_loss: update.stop_loss.apply(None),
+                        take_profit: None,
+                    })
+                } else {
+                    Err(ServiceError::NoPosition(symbol))
+                }
+            });
+        let d = dispatcher(MockTradeService::new(), portfolio);
+        let mut subs = Subscriptions::new(8);
+        let update = |symbol: &str| ClientRequest::UpdatePosition {
+            symbol: fixtures::symbol(symbol),
+            update: PositionUpdate {
+                stop_loss: LevelChange::Set(fixtures::dec("90")),
+                take_profit: LevelChange::Keep,
+            },
+        };
+        let actions = d.handle(msg(1, update("BTCUSDT")), &mut subs).await;
+        let [Action::Send(ServerMessage::PositionUpdated { payload, .. })] = actions.as_slice()
+        else {
+            panic!("unexpected {actions:?}")
+        };
+        assert_eq!(payload.stop_loss, Some(fixtures::dec("90")));
+        let actions = d.handle(msg(2, update("ETHUSDT")), &mut subs).await;
+        assert_eq!(error_code(&actions).as_deref(), Some("no_position"));
+    }
+
+    #[tokio::test]
+    async fn ping_answers_pong_with_the_id() {
+        let actions = plain()
+            .handle(msg(9, ClientRequest::Ping), &mut Subscriptions::new(8))
+            .await;
+        assert!(matches!(
+            actions.as_slice(),
+            [Action::Send(ServerMessage::Pong { id: Some(_), ts_us, .. })] if *ts_us > 0
+        ));
+    }
+}
