@@ -5,6 +5,23 @@ use cryptobot_domain::{PortfolioSummary, Position, PositionUpdate, Symbol, Trade
 
 use crate::ServiceError;
 
+/// The paper trading engine actor and its configuration.
+pub mod engine;
+/// The cloneable handle implementing [`TradeService`] and [`PortfolioService`].
+pub mod handle;
+/// The pure books: cash, positions with cost basis, realized profit.
+pub mod ledger;
+/// Pure order matching: request and ticker to fill or rejection.
+pub mod matching;
+/// SQLite storage of trades, positions and the account.
+pub mod storage;
+
+pub use engine::PaperTradingConfig;
+pub use handle::PaperTrading;
+pub use ledger::{Account, Ledger};
+pub use matching::Fill;
+pub use storage::{Storage, StoredTrade};
+
 /// The result of a trade command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Execution {

@@ -1,0 +1,693 @@
+//! Durable storage of the paper account in SQLite: the trade log, the open positions and the
+//! account row, each trade written in one transaction together with the books it produces.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use cryptobot_domain::{ClientOrderId, OrderSize, Position, Side, Symbol, Trade, TradeOrigin};
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use rust_decimal::Decimal;
+
+use super::ledger::Account;
+use crate::ServiceError;
+
+/// Version of the schema below, kept in `PRAGMA user_version`.
+const SCHEMA_VERSION: i64 = 1;
+
+/// How long a statement waits for a lock held by another connection before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Decimals are TEXT so they come back exactly as written; the trade row also keeps the size
+/// the order asked for, which idempotent repeats are compared against.
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS trades (
+    id                 INTEGER PRIMARY KEY,
+    symbol             TEXT NOT NULL,
+    side               TEXT NOT NULL CHECK (side IN ('buy', 'sell')),
+    price              TEXT NOT NULL,
+    quantity           TEXT NOT NULL,
+    fee                TEXT NOT NULL,
+    notional           TEXT NOT NULL,
+    realized_pnl       TEXT NOT NULL,
+    executed_at        TEXT NOT NULL,
+    client_order_id    TEXT UNIQUE,
+    origin             TEXT NOT NULL,
+    request_size_kind  TEXT NOT NULL CHECK (request_size_kind IN ('quantity', 'amount')),
+    request_size_value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS positions (
+    symbol          TEXT PRIMARY KEY,
+    quantity        TEXT NOT NULL,
+    avg_entry_price TEXT NOT NULL,
+    cost_basis      TEXT NOT NULL,
+    stop_loss       TEXT,
+    take_profit     TEXT
+);
+CREATE TABLE IF NOT EXISTS account (
+    id           INTEGER PRIMARY KEY CHECK (id = 1),
+    initial_cash TEXT NOT NULL,
+    cash         TEXT NOT NULL,
+    realized_pnl TEXT NOT NULL,
+    fees_paid    TEXT NOT NULL,
+    trade_count  INTEGER NOT NULL
+);
+";
+
+const TRADE_COLUMNS: &str = "id, symbol, side, price, quantity, fee, notional, realized_pnl, \
+     executed_at, client_order_id, origin, request_size_kind, request_size_value";
+
+/// A trade as recorded, with the size its order asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredTrade {
+    /// The trade.
+    pub trade: Trade,
+    /// The size of the request that produced it.
+    pub size: OrderSize,
+}
+
+/// The SQLite database of the paper account. Cloning shares the one connection.
+///
+/// Every method blocks on disk I/O: async callers run them in `tokio::task::spawn_blocking`.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl Storage {
+    /// Opens (creating parent directories and the schema if needed) the SQLite file at `path`;
+    /// `":memory:"` opens a private in-memory database.
+    ///
+    /// The database runs in WAL mode with `synchronous=FULL`, so a committed trade survives a
+    /// crash or power loss.
+    ///
+    /// # Errors
+    /// [`ServiceError::Storage`] when the directory or file cannot be created or opened, or the
+    /// file holds a newer schema.
+    pub fn open(path: &str) -> Result<Self, ServiceError> {
+        let conn = if path == ":memory:" {
+            Connection::open_in_memory()?
+        } else {
+            if let Some(parent) = Path::new(path).parent()
+                && !parent.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(parent).map_err(|err| {
+                    ServiceError::Storage(format!("cannot create {}: {err}", parent.display()))
+                })?;
+            }
+            Connection::open(path)?
+        };
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        // In-memory databases answer "memory"; there is no file to protect then.
+        let _mode: String =
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(ServiceError::Storage(format!(
+                "database schema version {version} is newer than this program's {SCHEMA_VERSION}"
+            )));
+        }
+        conn.execute_batch(SCHEMA)?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock rolled its transaction back when the guard dropped, so
+        // the connection is still consistent.
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Returns the account row, `None` for a new database.
+    ///
+    /// # Errors
+    /// [`ServiceError::Storage`] on a database error or an unreadable value.
+    pub fn load_account(&self) -> Result<Option<Account>, ServiceError> {
+        self.lock()
+            .query_row(
+                "SELECT initial_cash, cash, realized_pnl, fees_paid, trade_count FROM account \
+                 WHERE id = 1",
+                [],
+                |row| {
+                    Ok(Account {
+                        initial_cash: decimal(row, 0)?,
+                        cash: decimal(row, 1)?,
+                        realized_pnl: decimal(row, 2)?,
+                        fees_paid: decimal(row, 3)?,
+                        trade_count: count(row, 4)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(ServiceError::from)
+    }
+
+    /// Writes the account row of a new account.
+    ///
+    /// # Errors
+    /// [`ServiceError::Storage`] on a database error, or when an account exists already.
+    pub fn init_account(&self, account: &Account) -> Result<(), ServiceError> {
+        self.lock().execute(
+            "INSERT INTO account (id, initial_cash, cash, realized_pnl, fees_paid, trade_count) \
+             VALUES (1, ?1, ?2, ?3, ?4, ?5)",
+            params![
+                account.initial_cash.to_string(),
+                account.cash.to_string(),
+                account.realized_pnl.to_string(),
+                account.fees_paid.to_string(),
+                to_i64(account.trade_count)?,
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Returns the open positions, sorted by symbol.
+    ///
+    /// # Errors
+    /// [`ServiceError::Storage`] on a database error or an unreadable value.
+    pub fn load_positions(&self) -> Result<Vec<Position>, ServiceError> {
+        let conn = self.lock();
+        let mut statement = conn.prepare(
+            "SELECT symbol, quantity, avg_entry_price, cost_basis, stop_loss, take_profit \
+             FROM positions ORDER BY symbol",
+        )?;
+        let rows = statement.query_map([], |row| {
+            Ok(Position {
+                symbol: parse_symbol(row, 0)?,
+                quantity: decimal(row, 1)?,
+                avg_entry_price: decimal(row, 2)?,
+                cost_basis: decimal(row, 3)?,
+                stop_loss: optional_decimal(row, 4)?,
+                take_profit: optional_decimal(row, 5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// Returns every trade in execution order (for replaying the books).
+    ///
+    /// # Errors
+    /// [`ServiceError::Storage`] on a database error or an unreadable value.
+    pub fn load_trades(&self) -> Result<Vec<Trade>, ServiceError> {
+        self.query_trades(
+            &format!("SELECT {TRADE_COLUMNS} FROM trades ORDER BY id"),
+            [],
+        )
+        .map(|trades| trades.into_iter().map(|stored| stored.trade).collect())
+    }
+
+    /// Returns up to `limit` of the newest trades, newest first.
+    ///
+    /// # Errors
+    /// [`ServiceError::Storage`] on a database error or an unreadable value.
+    pub fn recent_trades(&self, limit: usize) -> Result<Vec<Trade>, ServiceError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.query_trades(
+            &format!("SELECT {TRADE_COLUMNS} FROM trades ORDER BY id DESC LIMIT ?1"),
+            [limit],
+        )
+        .map(|trades| trades.into_iter().map(|stored| stored.trade).collect())
+    }
+
+    /// Returns the trade executed under `client_order_id`, if any.
+    ///
+    /// # Errors
+    /// [`ServiceError::Storage`] on a database error or an unreadable value.
+    pub fn find_by_client_order_id(
+        &self,
+        client_order_id: &ClientOrderId,
+    ) -> Result<Option<StoredTrade>, ServiceError> {
+        self.query_trades(
+            &format!("SELECT {TRADE_COLUMNS} FROM trades WHERE client_order_id = ?1"),
+            [client_order_id.as_str()],
+        )
+        .map(|trades| trades.into_iter().next())
+    }
+
+    /// Records a trade and the books it leads to in one transaction: the trade row, the new
+    /// state of its symbol's position (`None` deletes the closed position) and the account row.
+    /// Either all of it is durable when this returns `Ok`, or none of it is written.
+    ///
+    /// # Errors
+    /// [`ServiceError::Storage`] when anything fails (including a duplicate trade id or
+    /// client order id); nothing was written then.
+    pub fn commit_trade(
+        &self,
+        trade: &Trade,
+        size: OrderSize,
+        position: Option<&Position>,
+        account: &Account,
+    ) -> Result<(), ServiceError> {
+        let (size_kind, size_value) = match size {
+            OrderSize::Quantity(value) => ("quantity", value),
+            OrderSize::Amount(value) => ("amount", value),
+        };
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            &format!(
+                "INSERT INTO trades ({TRADE_COLUMNS}) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+            ),
+            params![
+                to_i64(trade.id)?,
+                trade.symbol.as_str(),
+                trade.side.as_str(),
+                trade.price.to_string(),
+                trade.quantity.to_string(),
+                trade.fee.to_string(),
+                trade.notional.to_string(),
+                trade.realized_pnl.to_string(),
+                trade
+                    .executed_at
+                    .to_rfc3339_opts(SecondsFormat::AutoSi, true),
+                trade.client_order_id.as_ref().map(ClientOrderId::as_str),
+                trade.origin.as_str(),
+                size_kind,
+                size_value.to_string(),
+            ],
+        )?;
+        match position {
+            Some(position) => {
+                tx.execute(
+                    "INSERT INTO positions \
+                     (symbol, quantity, avg_entry_price, cost_basis, stop_loss, take_profit) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                     ON CONFLICT (symbol) DO UPDATE SET quantity = excluded.quantity, \
+                     avg_entry_price = excluded.avg_entry_price, \
+                     cost_basis = excluded.cost_basis, stop_loss = excluded.stop_loss, \
+                     take_profit = excluded.take_profit",
+                    params![
+                        position.symbol.as_str(),
+                        position.quantity.to_string(),
+                        position.avg_entry_price.to_string(),
+                        position.cost_basis.to_string(),
+                        position.stop_loss.map(|level| level.to_string()),
+                        position.take_profit.map(|level| level.to_string()),
+                    ],
+                )?;
+            }
+            None => {
+                tx.execute(
+                    "DELETE FROM positions WHERE symbol = ?1",
+                    [trade.symbol.as_str()],
+                )?;
+            }
+        }
+        let updated = tx.execute(
+            "UPDATE account SET cash = ?1, realized_pnl = ?2, fees_paid = ?3, trade_count = ?4 \
+             WHERE id = 1",
+            params![
+                account.cash.to_string(),
+                account.realized_pnl.to_string(),
+                account.fees_paid.to_string(),
+                to_i64(account.trade_count)?,
+            ],
+        )?;
+        if updated != 1 {
+            // Dropping the transaction rolls the trade back.
+            return Err(ServiceError::Storage("account row is missing".to_owned()));
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Stores a position's stop-loss and take-profit levels.
+    ///
+    /// # Errors
+    /// [`ServiceError::Storage`] on a database error or when the position is not stored.
+    pub fn save_levels(&self, position: &Position) -> Result<(), ServiceError> {
+        let updated = self.lock().execute(
+            "UPDATE positions SET stop_loss = ?2, take_profit = ?3 WHERE symbol = ?1",
+            params![
+                position.symbol.as_str(),
+                position.stop_loss.map(|level| level.to_string()),
+                position.take_profit.map(|level| level.to_string()),
+            ],
+        )?;
+        if updated == 1 {
+            Ok(())
+        } else {
+            Err(ServiceError::Storage(format!(
+                "position {} is not stored",
+                position.symbol
+            )))
+        }
+    }
+
+    fn query_trades<P: rusqlite::Params>(
+        &self,
+        sql: &str,
+        params: P,
+    ) -> Result<Vec<StoredTrade>, ServiceError> {
+        let conn = self.lock();
+        let mut statement = conn.prepare(sql)?;
+        let rows = statement.query_map(params, read_trade)?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+}
+
+/// Reads one row selected with [`TRADE_COLUMNS`].
+fn read_trade(row: &Row<'_>) -> rusqlite::Result<StoredTrade> {
+    let side = match row.get_ref(2)?.as_str()? {
+        "buy" => Side::Buy,
+        "sell" => Side::Sell,
+        other => return Err(bad_value(2, &format!("side {other:?}"))),
+    };
+    let executed_at = DateTime::parse_from_rfc3339(row.get_ref(8)?.as_str()?)
+        .map_err(|err| bad_value(8, &format!("executed_at: {err}")))?
+        .with_timezone(&Utc);
+    let client_order_id = row
+        .get_ref(9)?
+        .as_str_or_null()?
+        .map(ClientOrderId::parse)
+        .transpose()
+        .map_err(|err| bad_value(9, &err.to_string()))?;
+    let origin_name = row.get_ref(10)?.as_str()?;
+    let origin = TradeOrigin::from_name(origin_name)
+        .ok_or_else(|| bad_value(10, &format!("origin {origin_name:?}")))?;
+    let size_value = decimal(row, 12)?;
+    let size = match row.get_ref(11)?.as_str()? {
+        "quantity" => OrderSize::Quantity(size_value),
+        "amount" => OrderSize::Amount(size_value),
+        other => return Err(bad_value(11, &format!("request_size_kind {other:?}"))),
+    };
+    let id: i64 = row.get(0)?;
+    let trade = Trade {
+        id: u64::try_from(id).map_err(|_| bad_value(0, &format!("trade id {id}")))?,
+        symbol: parse_symbol(row, 1)?,
+        side,
+        price: decimal(row, 3)?,
+        quantity: decimal(row, 4)?,
+        fee: decimal(row, 5)?,
+        notional: decimal(row, 6)?,
+        realized_pnl: decimal(row, 7)?,
+        executed_at,
+        client_order_id,
+        origin,
+    };
+    Ok(StoredTrade { trade, size })
+}
+
+fn bad_value(column: usize, what: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        column,
+        rusqlite::types::Type::Text,
+        format!("unreadable stored value: {what}").into(),
+    )
+}
+
+fn decimal(row: &Row<'_>, column: usize) -> rusqlite::Result<Decimal> {
+    let text = row.get_ref(column)?.as_str()?;
+    Decimal::from_str(text).map_err(|err| bad_value(column, &format!("decimal {text:?}: {err}")))
+}
+
+fn optional_decimal(row: &Row<'_>, column: usize) -> rusqlite::Result<Option<Decimal>> {
+    row.get_ref(column)?
+        .as_str_or_null()?
+        .map(|text| {
+            Decimal::from_str(text)
+                .map_err(|err| bad_value(column, &format!("decimal {text:?}: {err}")))
+        })
+        .transpose()
+}
+
+fn count(row: &Row<'_>, column: usize) -> rusqlite::Result<u64> {
+    let value: i64 = row.get(column)?;
+    u64::try_from(value).map_err(|_| bad_value(column, &format!("count {value}")))
+}
+
+fn parse_symbol(row: &Row<'_>, column: usize) -> rusqlite::Result<Symbol> {
+    Symbol::parse(row.get_ref(column)?.as_str()?).map_err(|err| bad_value(column, &err.to_string()))
+}
+
+fn to_i64(value: u64) -> Result<i64, ServiceError> {
+    i64::try_from(value).map_err(|_| ServiceError::Storage(format!("{value} does not fit SQLite")))
+}
+
+#[cfg(test)]
+mod tests {
+    use cryptobot_domain::fixtures::{dec, instant, symbol, trade};
+
+    use super::*;
+
+    /// A unique path under the temp directory; the files are removed by [`TempDb`]'s drop.
+    struct TempDb(std::path::PathBuf);
+
+    impl TempDb {
+        fn new(name: &str) -> Self {
+            let unique = format!(
+                "cryptobot-storage-{name}-{}-{}",
+                std::process::id(),
+                Utc::now().timestamp_nanos_opt().unwrap_or_default()
+            );
+            Self(std::env::temp_dir().join(unique).join("paper.db"))
+        }
+
+        fn path(&self) -> &str {
+            self.0.to_str().unwrap()
+        }
+    }
+
+    impl Drop for TempDb {
+        fn drop(&mut self) {
+            if let Some(dir) = self.0.parent() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
+
+    fn full_trade() -> Trade {
+        Trade {
+            id: 7,
+            symbol: symbol("ETHUSDT"),
+            side: Side::Sell,
+            price: dec("2345.67890123"),
+            quantity: dec("0.12345678"),
+            fee: dec("0.28958998"),
+            notional: dec("289.58997775"),
+            realized_pnl: dec("-1.00000001"),
+            executed_at: instant() + chrono::TimeDelta::nanoseconds(123_456_789),
+            client_order_id: Some(ClientOrderId::parse("web-1:a_b.c").unwrap()),
+            origin: TradeOrigin::TakeProfit,
+        }
+    }
+
+    fn position(name: &str) -> Position {
+        Position {
+            symbol: symbol(name),
+            quantity: dec("1.50"),
+            avg_entry_price: dec("100"),
+            cost_basis: dec("150.00000001"),
+            stop_loss: Some(dec("90.5")),
+            take_profit: None,
+        }
+    }
+
+    fn account() -> Account {
+        Account {
+            initial_cash: dec("10000"),
+            cash: dec("9849.99999999"),
+            realized_pnl: dec("-0.15"),
+            fees_paid: dec("0.15"),
+            trade_count: 1,
+        }
+    }
+
+    #[test]
+    fn new_database_has_no_account() {
+        let storage = Storage::open(":memory:").unwrap();
+        assert_eq!(storage.load_account().unwrap(), None);
+        assert!(storage.load_positions().unwrap().is_empty());
+        assert!(storage.load_trades().unwrap().is_empty());
+    }
+
+    #[test]
+    fn trade_position_and_account_round_trip_exactly() {
+        let storage = Storage::open(":memory:").unwrap();
+        storage.init_account(&Account::new(dec("10000"))).unwrap();
+        let t = full_trade();
+        let size = OrderSize::Amount(dec("289.60"));
+        storage
+            .commit_trade(&t, size, Some(&position("ETHUSDT")), &account())
+            .unwrap();
+        assert_eq!(storage.load_trades().unwrap(), std::slice::from_ref(&t));
+        assert_eq!(storage.load_positions().unwrap(), [position("ETHUSDT")]);
+        assert_eq!(storage.load_account().unwrap(), Some(account()));
+        let found = storage
+            .find_by_client_order_id(t.client_order_id.as_ref().unwrap())
+            .unwrap()
+            .unwrap();
+        assert_eq!(found, StoredTrade { trade: t, size });
+        // Scale survives too, not only the value.
+        assert_eq!(found.size, OrderSize::Amount(dec("289.6")));
+        let OrderSize::Amount(kept) = found.size else {
+            panic!()
+        };
+        assert_eq!(kept.to_string(), "289.60");
+    }
+
+    #[test]
+    fn closing_trade_deletes_the_position() {
+        let storage = Storage::open(":memory:").unwrap();
+        storage.init_account(&Account::new(dec("10000"))).unwrap();
+        let buy = trade(1, "BTCUSDT", "10", "1");
+        storage
+            .commit_trade(
+                &buy,
+                OrderSize::Quantity(dec("1")),
+                Some(&position("BTCUSDT")),
+                &account(),
+            )
+            .unwrap();
+        let sell = Trade {
+            side: Side::Sell,
+            ..trade(2, "BTCUSDT", "10", "1")
+        };
+        storage
+            .commit_trade(&sell, OrderSize::Quantity(dec("1")), None, &account())
+            .unwrap();
+        assert!(storage.load_positions().unwrap().is_empty());
+        let recent: Vec<u64> = storage
+            .recent_trades(10)
+            .unwrap()
+            .iter()
+            .map(|t| t.id)
+            .collect();
+        assert_eq!(recent, [2, 1]);
+        assert_eq!(storage.recent_trades(1).unwrap()[0].id, 2);
+    }
+
+    #[test]
+    fn failed_commit_writes_nothing() {
+        let storage = Storage::open(":memory:").unwrap();
+        storage.init_account(&Account::new(dec("10000"))).unwrap();
+        let t = full_trade();
+        let size = OrderSize::Quantity(dec("1"));
+        storage
+            .commit_trade(&t, size, Some(&position("ETHUSDT")), &account())
+            .unwrap();
+        // TC0: same client order id again, with a new id: the UNIQUE constraint refuses it
+        let again = Trade {
+            id: 8,
+            ..full_trade()
+        };
+        let mut changed = account();
+        changed.cash = dec("1");
+        let err = storage
+            .commit_trade(&again, size, None, &changed)
+            .unwrap_err();
+        assert!(matches!(err, ServiceError::Storage(_)));
+        assert_eq!(storage.load_trades().unwrap().len(), 1);
+        assert_eq!(storage.load_positions().unwrap(), [position("ETHUSDT")]);
+        assert_eq!(storage.load_account().unwrap(), Some(account()));
+    }
+
+    #[test]
+    fn commit_without_an_account_row_rolls_back() {
+        let storage = Storage::open(":memory:").unwrap();
+        let err = storage
+            .commit_trade(
+                &full_trade(),
+                OrderSize::Quantity(dec("1")),
+                None,
+                &account(),
+            )
+            .unwrap_err();
+        assert_eq!(err, ServiceError::Storage("account row is missing".into()));
+        assert!(storage.load_trades().unwrap().is_empty());
+    }
+
+    #[test]
+    fn reopening_a_file_keeps_everything() {
+        let db = TempDb::new("reopen");
+        {
+            let storage = Storage::open(db.path()).unwrap();
+            storage.init_account(&Account::new(dec("10000"))).unwrap();
+            storage
+                .commit_trade(
+                    &full_trade(),
+                    OrderSize::Quantity(dec("0.12345678")),
+                    Some(&position("ETHUSDT")),
+                    &account(),
+                )
+                .unwrap();
+            let mut levels = position("ETHUSDT");
+            levels.stop_loss = None;
+            levels.take_profit = Some(dec("3000"));
+            storage.save_levels(&levels).unwrap();
+        }
+        let storage = Storage::open(db.path()).unwrap();
+        assert_eq!(storage.load_account().unwrap(), Some(account()));
+        assert_eq!(storage.load_trades().unwrap(), [full_trade()]);
+        let stored = storage.load_positions().unwrap();
+        assert_eq!(
+            (stored[0].stop_loss, stored[0].take_profit),
+            (None, Some(dec("3000")))
+        );
+        let mode: String = storage
+            .lock()
+            .pragma_query_value(None, "journal_mode", |row| row.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn idempotency_lookup_misses_unknown_ids() {
+        let storage = Storage::open(":memory:").unwrap();
+        storage.init_account(&Account::new(dec("10000"))).unwrap();
+        storage
+            .commit_trade(
+                &full_trade(),
+                OrderSize::Quantity(dec("1")),
+                None,
+                &account(),
+            )
+            .unwrap();
+        let other = ClientOrderId::parse("web-2").unwrap();
+        assert_eq!(storage.find_by_client_order_id(&other).unwrap(), None);
+    }
+
+    #[test]
+    fn save_levels_needs_a_stored_position() {
+        let storage = Storage::open(":memory:").unwrap();
+        let err = storage.save_levels(&position("BTCUSDT")).unwrap_err();
+        assert!(matches!(err, ServiceError::Storage(_)));
+    }
+
+    #[test]
+    fn unreadable_values_are_storage_errors() {
+        let storage = Storage::open(":memory:").unwrap();
+        storage
+            .lock()
+            .execute_batch(
+                "INSERT INTO account VALUES (1, '10000', 'lots', '0', '0', 0);
+                 INSERT INTO positions VALUES ('btc', '1', '1', '1', NULL, NULL);",
+            )
+            .unwrap();
+        assert!(matches!(
+            storage.load_account(),
+            Err(ServiceError::Storage(_))
+        ));
+        assert!(matches!(
+            storage.load_positions(),
+            Err(ServiceError::Storage(_))
+        ));
+    }
+
+    #[test]
+    fn refuses_a_newer_schema() {
+        let db = TempDb::new("schema");
+        drop(Storage::open(db.path()).unwrap());
+        let conn = Connection::open(db.path()).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        let err = Storage::open(db.path()).unwrap_err();
+        assert!(err.to_string().contains("schema version 99"), "{err}");
+    }
+}
