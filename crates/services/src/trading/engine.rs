@@ -1,0 +1,616 @@
+//! The paper trading engine: an actor owning the books, executing commands one at a time and
+//! selling positions whose stop-loss or take-profit the market crosses.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use cryptobot_domain::{
+    Alert, AlertType, Event, OrderSize, PortfolioSummary, Position, PositionUpdate,
+    PositionValuation, Severity, Side, Symbol, Ticker, Trade, TradeOrigin, TradeRequest,
+};
+use rust_decimal::Decimal;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::Execution;
+use super::ledger::{Account, Ledger};
+use super::matching;
+use super::storage::Storage;
+use crate::{Clock, Envelope, EventBus, MarketService, ServiceError, ServiceMetrics};
+
+/// Settings of the paper account (`[trading]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaperTradingConfig {
+    /// Cash of a new account. Default 10 000. Ignored (with a warning) once the storage holds an
+    /// account.
+    pub initial_cash: Decimal,
+    /// Fee charged on every trade's notional; `0 <= fee_rate < 1`. Default 0.001 (0.1 %).
+    pub fee_rate: Decimal,
+    /// Smallest order notional in the quote asset; smaller orders are `order_too_small`.
+    /// Default 1.
+    pub min_notional: Decimal,
+    /// Commands that may wait for the engine before callers wait to send. Default 256.
+    pub command_capacity: usize,
+}
+
+impl Default for PaperTradingConfig {
+    fn default() -> Self {
+        Self {
+            initial_cash: Decimal::from(10_000),
+            fee_rate: Decimal::new(1, 3),
+            min_notional: Decimal::ONE,
+            command_capacity: 256,
+        }
+    }
+}
+
+impl PaperTradingConfig {
+    /// Checks the ranges: `initial_cash >= 0`, `0 <= fee_rate < 1`, `min_notional >= 0`.
+    ///
+    /// # Errors
+    /// A message naming the first setting out of range.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.initial_cash < Decimal::ZERO {
+            return Err(format!(
+                "initial_cash must not be negative, got {}",
+                self.initial_cash
+            ));
+        }
+        if !(Decimal::ZERO..Decimal::ONE).contains(&self.fee_rate) {
+            return Err(format!(
+                "fee_rate must be at least 0 and below 1, got {}",
+                self.fee_rate
+            ));
+        }
+        if self.min_notional < Decimal::ZERO {
+            return Err(format!(
+                "min_notional must not be negative, got {}",
+                self.min_notional
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A request to the engine, with the channel its answer goes back on.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// Execute (or replay) a market order.
+    Execute {
+        request: TradeRequest,
+        reply: oneshot::Sender<Result<Execution, ServiceError>>,
+    },
+    /// Read the newest trades.
+    RecentTrades {
+        limit: usize,
+        reply: oneshot::Sender<Result<Vec<Trade>, ServiceError>>,
+    },
+    /// Value the account.
+    Summary {
+        reply: oneshot::Sender<PortfolioSummary>,
+    },
+    /// Change a position's stop-loss / take-profit.
+    UpdatePosition {
+        symbol: Symbol,
+        update: PositionUpdate,
+        reply: oneshot::Sender<Result<Position, ServiceError>>,
+    },
+}
+
+/// What woke the engine up.
+enum Wake {
+    Stop,
+    Command(Command),
+    Envelope(Arc<Envelope>),
+}
+
+/// The actor: owns the books and is the only writer of the storage.
+///
+/// Commands run one at a time to completion (a shutdown never interrupts a trade between its
+/// commit and its reply), which is also what makes idempotency checks race-free.
+pub(crate) struct PaperEngine {
+    /// The books, equal to what the storage holds.
+    ledger: Ledger,
+    /// Id of the next trade: the trade log's last id plus one.
+    next_trade_id: u64,
+    storage: Storage,
+    market: Arc<dyn MarketService>,
+    bus: Arc<dyn EventBus>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<ServiceMetrics>,
+    config: PaperTradingConfig,
+    commands: mpsc::Receiver<Command>,
+    /// Every bus envelope; only tickers matter (for stop-loss / take-profit).
+    ticks: broadcast::Receiver<Arc<Envelope>>,
+}
+
+impl std::fmt::Debug for PaperEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The market trait is not Debug; the books are what matters when debugging.
+        f.debug_struct("PaperEngine")
+            .field("ledger", &self.ledger)
+            .field("next_trade_id", &self.next_trade_id)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PaperEngine {
+    /// Loads the books from storage (initializing a new account), checks them against the
+    /// trade log and subscribes to the bus. Blocks on the storage.
+    ///
+    /// # Errors
+    /// [`ServiceError::Unavailable`] for a configuration out of range; [`ServiceError::Storage`]
+    /// when the storage cannot be read or its books do not balance.
+    pub(crate) fn load(
+        config: PaperTradingConfig,
+        storage: Storage,
+        market: Arc<dyn MarketService>,
+        bus: Arc<dyn EventBus>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<ServiceMetrics>,
+        commands: mpsc::Receiver<Command>,
+    ) -> Result<Self, ServiceError> {
+        config.validate().map_err(|why| {
+            ServiceError::Unavailable(format!("invalid paper trading config: {why}"))
+        })?;
+        let (ledger, next_trade_id) = load_books(&storage, &config)?;
+        Ok(Self {
+            ledger,
+            next_trade_id,
+            storage,
+            market,
+            ticks: bus.subscribe(),
+            bus,
+            clock,
+            metrics,
+            config,
+            commands,
+        })
+    }
+
+    /// Serves commands and watches tickers until `shutdown` is cancelled or every handle is
+    /// dropped.
+    pub(crate) async fn run(mut self, shutdown: CancellationToken) {
+        let mut bus_open = true;
+        loop {
+            let wake = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => Wake::Stop,
+                command = self.commands.recv() => command.map_or(Wake::Stop, Wake::Command),
+                received = self.ticks.recv(), if bus_open => match received {
+                    Ok(envelope) => Wake::Envelope(envelope),
+                    Err(RecvError::Lagged(missed)) => {
+                        // Tickers are latest-wins and execution prices come from the market, so
+                        // skipped tickers only delay a stop-loss to the next one.
+                        self.metrics.bus_lagged_events.fetch_add(missed, Ordering::Relaxed);
+                        tracing::warn!(missed, "paper trading engine lagged behind the bus");
+                        continue;
+                    }
+                    Err(RecvError::Closed) => {
+                        bus_open = false;
+                        continue;
+                    }
+                },
+            };
+            match wake {
+                Wake::Stop => break,
+                Wake::Command(command) => self.handle(command).await,
+                Wake::Envelope(envelope) => {
+                    if let Event::Ticker(ticker) = &envelope.event {
+                        self.on_ticker(ticker).await;
+                    }
+                }
+            }
+        }
+        tracing::debug!("paper trading engine stopped");
+    }
+
+    async fn handle(&mut self, command: Command) {
+        // A caller that gave up waiting dropped its receiver; the outcome stands regardless.
+        match command {
+            Command::Execute { request, reply } => {
+                let result = self.execute(&request).await;
+                if let Err(err) = &result {
+                    self.rejected(&request, err);
+                }
+                let _ = reply.send(result);
+            }
+            Command::RecentTrades { limit, reply } => {
+                let storage = self.storage.clone();
+                let limit = limit.clamp(1, 1000);
+                let _ = reply.send(blocking(move || storage.recent_trades(limit)).await);
+            }
+            Command::Summary { reply } => {
+                let _ = reply.send(self.summary().await);
+            }
+            Command::UpdatePosition {
+                symbol,
+                update,
+                reply,
+            } => {
+                let _ = reply.send(self.update_position(&symbol, update).await);
+            }
+        }
+    }
+
+    /// Executes an order, or answers a repeated `client_order_id` with the original trade.
+    async fn execute(&mut self, request: &TradeRequest) -> Result<Execution, ServiceError> {
+        if let Some(id) = request.client_order_id.clone() {
+            let storage = self.storage.clone();
+            let lookup = id.clone();
+            if let Some(stored) = blocking(move || storage.find_by_client_order_id(&lookup)).await?
+            {
+                let same = stored.trade.symbol == request.symbol
+                    && stored.trade.side == request.side
+                    && stored.size == request.size;
+                if !same {
+                    return Err(ServiceError::DuplicateClientOrderId(id));
+                }
+                ServiceMetrics::incr(&self.metrics.trades_replayed);
+                return Ok(Execution {
+                    trade: stored.trade,
+                    replayed: true,
+                });
+            }
+        }
+        let trade = self.trade(request).await?;
+        Ok(Execution {
+            trade,
+            replayed: false,
+        })
+    }
+
+    /// Fills, commits, applies and publishes one trade. The books in memory change only after
+    /// the storage committed; on any error nothing changed.
+    async fn trade(&mut self, request: &TradeRequest) -> Result<Trade, ServiceError> {
+        if !self.market.symbols().contains(&request.symbol) {
+            return Err(ServiceError::UnknownSymbol(request.symbol.clone()));
+        }
+        let ticker = self.market.ticker(&request.symbol).await?;
+        let fill = matching::match_order(request, &ticker, &self.ledger, &self.config)?;
+        let trade = Trade {
+            id: self.next_trade_id,
+            symbol: request.symbol.clone(),
+            side: request.side,
+            price: fill.price,
+            quantity: fill.quantity,
+            fee: fill.fee,
+            notional: fill.notional,
+            realized_pnl: fill.realized_pnl,
+            executed_at: self.clock.now(),
+            client_order_id: request.client_order_id.clone(),
+            origin: request.origin,
+        };
+        let mut books = self.ledger.clone();
+        books.apply(&trade)?;
+
+        let storage = self.storage.clone();
+        let record = trade.clone();
+        let size = request.size;
+        let position = books.position(&trade.symbol).cloned();
+        let account: Account = books.account().clone();
+        blocking(move || storage.commit_trade(&record, size, position.as_ref(), &account)).await?;
+
+        self.ledger = books;
+        self.next_trade_id = self.next_trade_id.saturating_add(1);
+        ServiceMetrics::incr(&self.metrics.trades_executed);
+        tracing::info!(
+            trade_id = trade.id,
+            symbol = %trade.symbol,
+            side = trade.side.as_str(),
+            quantity = %trade.quantity,
+            price = %trade.price,
+            origin = trade.origin.as_str(),
+            "trade executed"
+        );
+        self.bus.publish(Event::TradeExecuted(trade.clone()));
+        self.publish_portfolio().await;
+        Ok(trade)
+    }
+
+    /// Counts a rejected order and raises a `trade_rejected` alert.
+    fn rejected(&self, request: &TradeRequest, err: &ServiceError) {
+        if matches!(err, ServiceError::Unavailable(_)) {
+            return;
+        }
+        ServiceMetrics::incr(&self.metrics.trades_rejected);
+        tracing::info!(symbol = %request.symbol, side = request.side.as_str(), code = err.code(), %err, "trade rejected");
+        self.alert(
+            AlertType::TradeRejected,
+            Severity::Warning,
+            format!(
+                "{} {} rejected: {err}",
+                request.side.as_str(),
+                request.symbol
+            ),
+            &request.symbol,
+        );
+    }
+
+    fn alert(&self, alert_type: AlertType, severity: Severity, message: String, symbol: &Symbol) {
+        self.bus.publish(Event::Alert(Alert {
+            alert_type,
+            severity,
+            message,
+            symbol: Some(symbol.clone()),
+            raised_at: self.clock.now(),
+        }));
+        ServiceMetrics::incr(&self.metrics.alerts_raised);
+    }
+
+    /// Sells the whole position when the ticker crosses its stop-loss or take-profit.
+    async fn on_ticker(&mut self, ticker: &Ticker) {
+        let Some(position) = self.ledger.position(&ticker.symbol) else {
+            return;
+        };
+        let Some(origin) = position.triggered_level(ticker.price) else {
+            return;
+        };
+        let position = position.clone();
+        let (name, alert_type, level) = match origin {
+            TradeOrigin::StopLoss => (
+                "stop-loss",
+                AlertType::StopLossTriggered,
+                position.stop_loss,
+            ),
+            _ => (
+                "take-profit",
+                AlertType::TakeProfitTriggered,
+                position.take_profit,
+            ),
+        };
+        let level = level.map_or_else(String::new, |level| level.to_string());
+        let request = TradeRequest {
+            symbol: position.symbol.clone(),
+            side: Side::Sell,
+            size: OrderSize::Quantity(position.quantity),
+            client_order_id: None,
+            origin,
+        };
+        match self.trade(&request).await {
+            Ok(trade) => self.alert(
+                alert_type,
+                Severity::Warning,
+                format!(
+                    "{name} {level} of {} crossed at price {}: sold {} at {}",
+                    position.symbol, ticker.price, trade.quantity, trade.price
+                ),
+                &position.symbol,
+            ),
+            Err(err) => {
+                ServiceMetrics::incr(&self.metrics.trades_rejected);
+                tracing::error!(symbol = %position.symbol, %err, "{name} sell failed; level cleared");
+                self.alert(
+                    alert_type,
+                    Severity::Critical,
+                    format!(
+                        "{name} {level} of {} crossed at price {} but selling {} failed: {err}; \
+                         the level is cleared",
+                        position.symbol, ticker.price, position.quantity
+                    ),
+                    &position.symbol,
+                );
+                self.clear_level(position, origin).await;
+            }
+        }
+    }
+
+    /// Removes a level whose sell failed, so it is not retried on every ticker.
+    async fn clear_level(&mut self, mut position: Position, origin: TradeOrigin) {
+        match origin {
+            TradeOrigin::StopLoss => position.stop_loss = None,
+            _ => position.take_profit = None,
+        }
+        let storage = self.storage.clone();
+        let record = position.clone();
+        if let Err(err) = blocking(move || storage.save_levels(&record)).await {
+            // Memory is cleared anyway: retrying every tick is worse than a level that may come
+            // back after a restart.
+            tracing::error!(symbol = %position.symbol, %err, "could not store the cleared level");
+        }
+        if self.ledger.set_levels(&position).is_ok() {
+            self.publish_portfolio().await;
+        }
+    }
+
+    async fn update_position(
+        &mut self,
+        symbol: &Symbol,
+        update: PositionUpdate,
+    ) -> Result<Position, ServiceError> {
+        let current = self
+            .ledger
+            .position(symbol)
+            .ok_or_else(|| ServiceError::NoPosition(symbol.clone()))?;
+        let updated = update.apply_to(current)?;
+        let storage = self.storage.clone();
+        let record = updated.clone();
+        blocking(move || storage.save_levels(&record)).await?;
+        let position = self.ledger.set_levels(&updated)?.clone();
+        self.publish_portfolio().await;
+        Ok(position)
+    }
+
+    async fn publish_portfolio(&self) {
+        let summary = self.summary().await;
+        self.bus.publish(Event::PortfolioChanged(summary));
+    }
+
+    /// Values every position at the market's latest price, or at its entry price when the
+    /// market has none.
+    async fn summary(&self) -> PortfolioSummary {
+        let mut valuations = Vec::with_capacity(self.ledger.positions().len());
+        for position in self.ledger.positions().values() {
+            let price = match self.market.ticker(&position.symbol).await {
+                Ok(ticker) if ticker.price > Decimal::ZERO => ticker.price,
+                _ => position.avg_entry_price,
+            };
+            valuations.push(PositionValuation::new(position.clone(), price));
+        }
+        let account = self.ledger.account();
+        PortfolioSummary::new(
+            account.cash,
+            valuations,
+            account.realized_pnl,
+            account.fees_paid,
+            account.trade_count,
+            self.clock.now(),
+        )
+    }
+}
+
+/// Reads the books and checks them against the trade log; returns them with the next trade id.
+fn load_books(
+    storage: &Storage,
+    config: &PaperTradingConfig,
+) -> Result<(Ledger, u64), ServiceError> {
+    let trades = storage.load_trades()?;
+    let positions = storage.load_positions()?;
+    let account = match storage.load_account()? {
+        Some(account) => account,
+        None if trades.is_empty() && positions.is_empty() => {
+            let account = Account::new(config.initial_cash);
+            storage.init_account(&account)?;
+            tracing::info!(initial_cash = %account.initial_cash, "new paper account");
+            account
+        }
+        None => {
+            return Err(ServiceError::Storage(
+                "books do not balance: trades or positions are stored without an account".into(),
+            ));
+        }
+    };
+    if account.initial_cash != config.initial_cash {
+        tracing::warn!(
+            stored = %account.initial_cash,
+            configured = %config.initial_cash,
+            "trading.initial_cash differs from the stored account's; keeping the stored one"
+        );
+    }
+    let replayed = Ledger::replay(account.initial_cash, &trades)?;
+    let stored = Ledger::from_parts(account, positions);
+    stored
+        .check_matches(&replayed)
+        .map_err(|why| ServiceError::Storage(format!("books do not balance: {why}")))?;
+    let next_trade_id = trades
+        .last()
+        .map_or(Some(1), |last| last.id.checked_add(1))
+        .ok_or_else(|| ServiceError::Storage("trade ids exhausted".into()))?;
+    tracing::info!(
+        trades = trades.len(),
+        positions = stored.positions().len(),
+        cash = %stored.cash(),
+        "paper account loaded"
+    );
+    Ok((stored, next_trade_id))
+}
+
+/// Runs a storage call on the blocking pool, so disk I/O never stalls the runtime.
+async fn blocking<T: Send + 'static>(
+    call: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
+) -> Result<T, ServiceError> {
+    tokio::task::spawn_blocking(call)
+        .await
+        .map_err(|err| ServiceError::Storage(format!("storage task failed: {err}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use cryptobot_domain::fixtures::{dec, trade};
+
+    use super::*;
+
+    #[test]
+    fn default_config_is_valid_and_matches_the_documented_values() {
+        let config = PaperTradingConfig::default();
+        assert_eq!(config.initial_cash, dec("10000"));
+        assert_eq!(config.fee_rate, dec("0.001"));
+        assert_eq!(config.min_notional, dec("1"));
+        assert_eq!(config.command_capacity, 256);
+        assert_eq!(config.validate(), Ok(()));
+    }
+
+    #[test]
+    fn config_out_of_range_is_refused() {
+        let base = PaperTradingConfig::default();
+        let cases = [
+            // TC0: negative cash
+            PaperTradingConfig {
+                initial_cash: dec("-1"),
+                ..base.clone()
+            },
+            // TC1: fee of 100 %
+            PaperTradingConfig {
+                fee_rate: Decimal::ONE,
+                ..base.clone()
+            },
+            // TC2: negative fee
+            PaperTradingConfig {
+                fee_rate: dec("-0.001"),
+                ..base.clone()
+            },
+            // TC3: negative minimum
+            PaperTradingConfig {
+                min_notional: dec("-1"),
+                ..base
+            },
+        ];
+        for config in cases {
+            assert!(config.validate().is_err(), "{config:?}");
+        }
+    }
+
+    #[test]
+    fn new_storage_gets_an_account_with_the_configured_cash() {
+        let storage = Storage::open(":memory:").unwrap();
+        let (ledger, next) = load_books(&storage, &PaperTradingConfig::default()).unwrap();
+        assert_eq!(ledger, Ledger::new(dec("10000")));
+        assert_eq!(next, 1);
+        assert_eq!(
+            storage.load_account().unwrap(),
+            Some(Account::new(dec("10000")))
+        );
+    }
+
+    #[test]
+    fn stored_books_that_disagree_with_the_trade_log_are_refused() {
+        let storage = Storage::open(":memory:").unwrap();
+        load_books(&storage, &PaperTradingConfig::default()).unwrap();
+        let buy = trade(1, "BTCUSDT", "10", "1");
+        let mut books = Ledger::new(dec("10000"));
+        books.apply(&buy).unwrap();
+        // The position is committed, but the account row claims the cash was never spent.
+        storage
+            .commit_trade(
+                &buy,
+                OrderSize::Quantity(dec("1")),
+                books.positions().values().next(),
+                &Account {
+                    trade_count: 1,
+                    ..Account::new(dec("10000"))
+                },
+            )
+            .unwrap();
+        let err = load_books(&storage, &PaperTradingConfig::default()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("books do not balance: stored cash"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn stored_initial_cash_wins_over_the_configured_one() {
+        let storage = Storage::open(":memory:").unwrap();
+        load_books(&storage, &PaperTradingConfig::default()).unwrap();
+        let config = PaperTradingConfig {
+            initial_cash: dec("5"),
+            ..PaperTradingConfig::default()
+        };
+        let (ledger, _) = load_books(&storage, &config).unwrap();
+        assert_eq!(ledger.account().initial_cash, dec("10000"));
+        assert_eq!(ledger.cash(), dec("10000"));
+    }
+}

@@ -1,0 +1,102 @@
+//! The cloneable handle of the paper trading engine, implementing the trade and portfolio
+//! services by sending commands to the engine actor.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use cryptobot_domain::{PortfolioSummary, Position, PositionUpdate, Symbol, Trade, TradeRequest};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::engine::{Command, PaperEngine, PaperTradingConfig};
+use super::storage::Storage;
+use super::{Execution, PortfolioService, TradeService};
+use crate::{Clock, EventBus, MarketService, ServiceError, ServiceMetrics};
+
+/// Handle to the paper trading engine; clones share the one engine.
+///
+/// The engine stops when the shutdown token is cancelled or when every handle is dropped; calls
+/// after that fail with [`ServiceError::Unavailable`].
+#[derive(Debug, Clone)]
+pub struct PaperTrading {
+    commands: mpsc::Sender<Command>,
+}
+
+impl PaperTrading {
+    /// Loads the account from storage (initializing it with `initial_cash` on first start),
+    /// checks that the books balance, and spawns the engine actor with `tokio::spawn`.
+    ///
+    /// Reads the storage synchronously: call it at startup, inside a tokio runtime. The engine
+    /// subscribes to the bus before this returns, so it sees every ticker published afterwards.
+    ///
+    /// # Errors
+    /// [`ServiceError::Unavailable`] when the configuration is out of range (see
+    /// [`PaperTradingConfig::validate`]); [`ServiceError::Storage`] when the storage cannot be
+    /// read or its books do not agree with its trade log (`books do not balance: ...`).
+    pub fn spawn(
+        config: PaperTradingConfig,
+        storage: Storage,
+        market: Arc<dyn MarketService>,
+        bus: Arc<dyn EventBus>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<ServiceMetrics>,
+        shutdown: CancellationToken,
+    ) -> Result<(Self, JoinHandle<()>), ServiceError> {
+        // A zero capacity would panic in tokio; one slot still works, just with more waiting.
+        let (commands, receiver) = mpsc::channel(config.command_capacity.max(1));
+        let engine = PaperEngine::load(config, storage, market, bus, clock, metrics, receiver)?;
+        let task = tokio::spawn(engine.run(shutdown));
+        Ok((Self { commands }, task))
+    }
+
+    /// Sends a command and waits for its answer.
+    async fn ask<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, ServiceError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(command(reply))
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())
+    }
+}
+
+fn stopped() -> ServiceError {
+    ServiceError::Unavailable("paper trading engine stopped".to_owned())
+}
+
+#[async_trait]
+impl TradeService for PaperTrading {
+    async fn execute(&self, request: TradeRequest) -> Result<Execution, ServiceError> {
+        self.ask(|reply| Command::Execute { request, reply })
+            .await?
+    }
+
+    async fn recent_trades(&self, limit: usize) -> Result<Vec<Trade>, ServiceError> {
+        self.ask(|reply| Command::RecentTrades { limit, reply })
+            .await?
+    }
+}
+
+#[async_trait]
+impl PortfolioService for PaperTrading {
+    async fn summary(&self) -> Result<PortfolioSummary, ServiceError> {
+        self.ask(|reply| Command::Summary { reply }).await
+    }
+
+    async fn update_position(
+        &self,
+        symbol: Symbol,
+        update: PositionUpdate,
+    ) -> Result<Position, ServiceError> {
+        self.ask(|reply| Command::UpdatePosition {
+            symbol,
+            update,
+            reply,
+        })
+        .await?
+    }
+}
