@@ -6,14 +6,21 @@ use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
 fn dec(value: &Value) -> Decimal {
-    value.as_str().unwrap_or_else(|| panic!("not a decimal string: {value}")).parse().unwrap()
+    value
+        .as_str()
+        .unwrap_or_else(|| panic!("not a decimal string: {value}"))
+        .parse()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_buy_shows_in_trades_and_portfolio() {
     let app = TestApp::spawn(&[]).await;
     let response = app
-        .post_json("/api/v1/trades", &json!({"symbol": "ETHUSDT", "side": "buy", "amount": "500"}))
+        .post_json(
+            "/api/v1/trades",
+            &json!({"symbol": "ETHUSDT", "side": "buy", "amount": "500"}),
+        )
         .await;
     assert_eq!(response.status, 201, "{}", response.body);
     let body = response.json();
@@ -23,7 +30,10 @@ async fn a_buy_shows_in_trades_and_portfolio() {
     assert_eq!(trade["symbol"], "ETHUSDT");
     assert_eq!(trade["side"], "buy");
     let spent = dec(&trade["notional"]) + dec(&trade["fee"]);
-    assert!(spent <= Decimal::from(500) && spent > Decimal::from(499), "spent {spent}");
+    assert!(
+        spent <= Decimal::from(500) && spent > Decimal::from(499),
+        "spent {spent}"
+    );
 
     let trades = app.get("/api/v1/trades?limit=10").await.json();
     assert_eq!(trades.as_array().unwrap().len(), 1);
@@ -32,17 +42,24 @@ async fn a_buy_shows_in_trades_and_portfolio() {
     let portfolio = app.get("/api/v1/portfolio").await.json();
     assert_eq!(dec(&portfolio["cash"]), Decimal::from(10_000) - spent);
     assert_eq!(portfolio["positions"][0]["symbol"], "ETHUSDT");
-    assert_eq!(dec(&portfolio["positions"][0]["quantity"]), dec(&trade["quantity"]));
+    assert_eq!(
+        dec(&portfolio["positions"][0]["quantity"]),
+        dec(&trade["quantity"])
+    );
     // The books balance: cash + cost basis = initial cash + realized PnL.
     let cost = dec(&portfolio["positions"][0]["cost_basis"]);
-    assert_eq!(dec(&portfolio["cash"]) + cost, Decimal::from(10_000) + dec(&portfolio["realized_pnl"]));
+    assert_eq!(
+        dec(&portfolio["cash"]) + cost,
+        Decimal::from(10_000) + dec(&portfolio["realized_pnl"])
+    );
     app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_order_id_makes_a_trade_idempotent() {
     let app = TestApp::spawn(&[]).await;
-    let order = json!({"symbol": "BTCUSDT", "side": "buy", "quantity": "0.01", "client_order_id": "it-1"});
+    let order =
+        json!({"symbol": "BTCUSDT", "side": "buy", "quantity": "0.01", "client_order_id": "it-1"});
     let first = app.post_json("/api/v1/trades", &order).await;
     assert_eq!(first.status, 201, "{}", first.body);
     let again = app.post_json("/api/v1/trades", &order).await;
@@ -50,35 +67,103 @@ async fn client_order_id_makes_a_trade_idempotent() {
     assert_eq!(again.json()["replayed"], true);
     assert_eq!(again.json()["trade"], first.json()["trade"]);
     // TC1: the same key for a different order is a conflict, and nothing trades
-    let other = json!({"symbol": "BTCUSDT", "side": "buy", "quantity": "0.02", "client_order_id": "it-1"});
+    let other =
+        json!({"symbol": "BTCUSDT", "side": "buy", "quantity": "0.02", "client_order_id": "it-1"});
     let conflict = app.post_json("/api/v1/trades", &other).await;
-    assert_eq!((conflict.status, conflict.json()["code"].as_str()), (409, Some("duplicate_client_order_id")));
-    assert_eq!(app.get("/api/v1/trades").await.json().as_array().unwrap().len(), 1);
+    assert_eq!(
+        (conflict.status, conflict.json()["code"].as_str()),
+        (409, Some("duplicate_client_order_id"))
+    );
+    assert_eq!(
+        app.get("/api/v1/trades")
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_trade_requests_get_json_errors_and_execute_nothing() {
     let app = TestApp::spawn(&[]).await;
-    let cases: [(&str, &[u8], Option<&str>, u16, &str); 9] = [
+    // (case, body, content type, expected status, expected code)
+    type Case<'a> = (&'a str, &'a [u8], Option<&'a str>, u16, &'a str);
+    let cases: [Case; 9] = [
         // TC0: not JSON
-        ("not json", b"{nope", Some("application/json"), 400, "invalid_json"),
+        (
+            "not json",
+            b"{nope",
+            Some("application/json"),
+            400,
+            "invalid_json",
+        ),
         // TC1: wrong type for a field
-        ("float quantity", br#"{"symbol":"BTCUSDT","side":"buy","quantity":0.1}"#, Some("application/json"), 400, "invalid_payload"),
+        (
+            "float quantity",
+            br#"{"symbol":"BTCUSDT","side":"buy","quantity":0.1}"#,
+            Some("application/json"),
+            400,
+            "invalid_payload",
+        ),
         // TC2: neither size
-        ("no size", br#"{"symbol":"BTCUSDT","side":"buy"}"#, Some("application/json"), 400, "invalid_payload"),
+        (
+            "no size",
+            br#"{"symbol":"BTCUSDT","side":"buy"}"#,
+            Some("application/json"),
+            400,
+            "invalid_payload",
+        ),
         // TC3: bad symbol
-        ("bad symbol", br#"{"symbol":"btc","side":"buy","amount":"10"}"#, Some("application/json"), 400, "invalid_symbol"),
+        (
+            "bad symbol",
+            br#"{"symbol":"btc","side":"buy","amount":"10"}"#,
+            Some("application/json"),
+            400,
+            "invalid_symbol",
+        ),
         // TC4: unknown symbol
-        ("unknown symbol", br#"{"symbol":"DOGEUSDT","side":"buy","amount":"10"}"#, Some("application/json"), 404, "unknown_symbol"),
+        (
+            "unknown symbol",
+            br#"{"symbol":"DOGEUSDT","side":"buy","amount":"10"}"#,
+            Some("application/json"),
+            404,
+            "unknown_symbol",
+        ),
         // TC5: more than the cash
-        ("too expensive", br#"{"symbol":"BTCUSDT","side":"buy","amount":"1000000"}"#, Some("application/json"), 422, "insufficient_funds"),
+        (
+            "too expensive",
+            br#"{"symbol":"BTCUSDT","side":"buy","amount":"1000000"}"#,
+            Some("application/json"),
+            422,
+            "insufficient_funds",
+        ),
         // TC6: selling what is not held
-        ("no position", br#"{"symbol":"BTCUSDT","side":"sell","quantity":"1"}"#, Some("application/json"), 422, "insufficient_position"),
+        (
+            "no position",
+            br#"{"symbol":"BTCUSDT","side":"sell","quantity":"1"}"#,
+            Some("application/json"),
+            422,
+            "insufficient_position",
+        ),
         // TC7: negative size
-        ("negative", br#"{"symbol":"BTCUSDT","side":"buy","quantity":"-1"}"#, Some("application/json"), 422, "invalid_size"),
+        (
+            "negative",
+            br#"{"symbol":"BTCUSDT","side":"buy","quantity":"-1"}"#,
+            Some("application/json"),
+            422,
+            "invalid_size",
+        ),
         // TC8: not JSON content type
-        ("text body", br#"{"symbol":"BTCUSDT","side":"buy","amount":"10"}"#, Some("text/plain"), 415, "unsupported_media_type"),
+        (
+            "text body",
+            br#"{"symbol":"BTCUSDT","side":"buy","amount":"10"}"#,
+            Some("text/plain"),
+            415,
+            "unsupported_media_type",
+        ),
     ];
     for (name, body, content_type, status, code) in cases {
         let response = http::request(app.addr, "POST", "/api/v1/trades", content_type, body).await;
@@ -88,14 +173,32 @@ async fn bad_trade_requests_get_json_errors_and_execute_nothing() {
     }
     // TC9: a body over the limit is refused without being parsed
     let huge = vec![b' '; 64 * 1024];
-    let response = http::request(app.addr, "POST", "/api/v1/trades", Some("application/json"), &huge).await;
-    assert_eq!((response.status, response.json()["code"].as_str()), (413, Some("payload_too_large")));
+    let response = http::request(
+        app.addr,
+        "POST",
+        "/api/v1/trades",
+        Some("application/json"),
+        &huge,
+    )
+    .await;
+    assert_eq!(
+        (response.status, response.json()["code"].as_str()),
+        (413, Some("payload_too_large"))
+    );
     // TC10: bad limits
     for query in ["limit=0", "limit=1001", "limit=abc"] {
         let response = app.get(&format!("/api/v1/trades?{query}")).await;
         assert_eq!(response.status, 400, "{query}");
     }
-    assert_eq!(app.get("/api/v1/trades").await.json().as_array().unwrap().len(), 0);
+    assert_eq!(
+        app.get("/api/v1/trades")
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
     let portfolio = app.get("/api/v1/portfolio").await.json();
     assert_eq!(portfolio["cash"], "10000");
     app.stop().await;
@@ -104,11 +207,19 @@ async fn bad_trade_requests_get_json_errors_and_execute_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_loss_and_take_profit_are_set_and_cleared() {
     let app = TestApp::spawn(&[("CRYPTOBOT__MARKET__VOLATILITY_BPS", "1")]).await;
-    let missing = app.patch_json("/api/v1/positions/SOLUSDT", &json!({"stop_loss": "1"})).await;
-    assert_eq!((missing.status, missing.json()["code"].as_str()), (404, Some("no_position")));
+    let missing = app
+        .patch_json("/api/v1/positions/SOLUSDT", &json!({"stop_loss": "1"}))
+        .await;
+    assert_eq!(
+        (missing.status, missing.json()["code"].as_str()),
+        (404, Some("no_position"))
+    );
 
     let buy = app
-        .post_json("/api/v1/trades", &json!({"symbol": "SOLUSDT", "side": "buy", "amount": "100"}))
+        .post_json(
+            "/api/v1/trades",
+            &json!({"symbol": "SOLUSDT", "side": "buy", "amount": "100"}),
+        )
         .await;
     assert_eq!(buy.status, 201, "{}", buy.body);
     let price = dec(&buy.json()["trade"]["price"]);
@@ -124,14 +235,22 @@ async fn stop_loss_and_take_profit_are_set_and_cleared() {
     assert_eq!(dec(&set.json()["stop_loss"]), stop);
     assert_eq!(dec(&set.json()["take_profit"]), take);
 
-    let cleared = app.patch_json("/api/v1/positions/SOLUSDT", &json!({"stop_loss": null})).await;
+    let cleared = app
+        .patch_json("/api/v1/positions/SOLUSDT", &json!({"stop_loss": null}))
+        .await;
     assert_eq!(cleared.status, 200);
     assert!(cleared.json()["stop_loss"].is_null());
     assert_eq!(dec(&cleared.json()["take_profit"]), take);
 
     let inverted = app
-        .patch_json("/api/v1/positions/SOLUSDT", &json!({"stop_loss": (take + Decimal::ONE).to_string()}))
+        .patch_json(
+            "/api/v1/positions/SOLUSDT",
+            &json!({"stop_loss": (take + Decimal::ONE).to_string()}),
+        )
         .await;
-    assert_eq!((inverted.status, inverted.json()["code"].as_str()), (422, Some("invalid_levels")));
+    assert_eq!(
+        (inverted.status, inverted.json()["code"].as_str()),
+        (422, Some("invalid_levels"))
+    );
     app.stop().await;
 }

@@ -7,7 +7,8 @@ use serde_json::json;
 async fn trades_cash_and_positions_survive_a_restart() {
     let app = TestApp::spawn(&[]).await;
     for (id, amount) in [("restart-1", "300"), ("restart-2", "200")] {
-        let order = json!({"symbol": "BNBUSDT", "side": "buy", "amount": amount, "client_order_id": id});
+        let order =
+            json!({"symbol": "BNBUSDT", "side": "buy", "amount": amount, "client_order_id": id});
         assert_eq!(app.post_json("/api/v1/trades", &order).await.status, 201);
     }
     let before = app.get("/api/v1/portfolio").await.json();
@@ -19,8 +20,14 @@ async fn trades_cash_and_positions_survive_a_restart() {
     assert_eq!(after["cash"], before["cash"]);
     assert_eq!(after["realized_pnl"], before["realized_pnl"]);
     assert_eq!(after["trade_count"], before["trade_count"]);
-    assert_eq!(after["positions"][0]["quantity"], before["positions"][0]["quantity"]);
-    assert_eq!(after["positions"][0]["cost_basis"], before["positions"][0]["cost_basis"]);
+    assert_eq!(
+        after["positions"][0]["quantity"],
+        before["positions"][0]["quantity"]
+    );
+    assert_eq!(
+        after["positions"][0]["cost_basis"],
+        before["positions"][0]["cost_basis"]
+    );
     assert_eq!(app.get("/api/v1/trades").await.json(), trades_before);
     // The idempotency record survives too: a retried command is answered, not executed again.
     let retry = app

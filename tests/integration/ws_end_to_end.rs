@@ -7,7 +7,8 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Reads frames until one has `type == kind`, failing after 10 s (a hang guard).
 async fn next_of_type(socket: &mut Socket, kind: &str) -> Value {
@@ -30,9 +31,13 @@ async fn next_of_type(socket: &mut Socket, kind: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_tickers_and_trades_from_the_real_services() {
     let app = TestApp::spawn(&[]).await;
-    let (mut socket, _) = tokio_tungstenite::connect_async(app.ws_url()).await.expect("upgrade");
+    let (mut socket, _) = tokio_tungstenite::connect_async(app.ws_url())
+        .await
+        .expect("upgrade");
     socket
-        .send(Message::text(json!({"type": "subscribe_ticker", "payload": {"symbol": "BTCUSDT"}}).to_string()))
+        .send(Message::text(
+            json!({"type": "subscribe_ticker", "payload": {"symbol": "BTCUSDT"}}).to_string(),
+        ))
         .await
         .unwrap();
     let ack = next_of_type(&mut socket, "subscription_success").await;
@@ -43,7 +48,10 @@ async fn streams_tickers_and_trades_from_the_real_services() {
     assert!(live["seq"].as_u64().unwrap() > snapshot["seq"].as_u64().unwrap_or(0));
 
     let buy = app
-        .post_json("/api/v1/trades", &json!({"symbol": "BTCUSDT", "side": "buy", "quantity": "0.01"}))
+        .post_json(
+            "/api/v1/trades",
+            &json!({"symbol": "BTCUSDT", "side": "buy", "quantity": "0.01"}),
+        )
         .await;
     assert_eq!(buy.status, 201, "{}", buy.body);
     let note = next_of_type(&mut socket, "trade_notification").await;
@@ -61,7 +69,9 @@ async fn streams_tickers_and_trades_from_the_real_services() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_closes_websockets_with_going_away() {
     let app = TestApp::spawn(&[]).await;
-    let (mut socket, _) = tokio_tungstenite::connect_async(app.ws_url()).await.expect("upgrade");
+    let (mut socket, _) = tokio_tungstenite::connect_async(app.ws_url())
+        .await
+        .expect("upgrade");
     let stopping = tokio::spawn(app.stop());
     let close = tokio::time::timeout(Duration::from_secs(5), async {
         while let Some(frame) = socket.next().await {
@@ -73,6 +83,9 @@ async fn shutdown_closes_websockets_with_going_away() {
     })
     .await
     .expect("close frame within 5 s");
-    assert_eq!(u16::from(close.expect("a close frame with a code").code), 1001);
+    assert_eq!(
+        u16::from(close.expect("a close frame with a code").code),
+        1001
+    );
     stopping.await.unwrap();
 }

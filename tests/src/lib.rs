@@ -59,7 +59,11 @@ pub fn test_settings(storage_path: &Path, extra: &[(&str, &str)]) -> Settings {
         "CRYPTOBOT__STORAGE__PATH".into(),
         storage_path.to_string_lossy().into_owned(),
     ));
-    env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    env.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
     Settings::load_with_env(None, env).expect("test settings load")
 }
 
@@ -76,7 +80,9 @@ impl TestApp {
     pub async fn spawn_on(storage_path: PathBuf, extra: &[(&str, &str)]) -> Self {
         cryptobot_server::telemetry::init("warn");
         let settings = test_settings(&storage_path, extra);
-        let app = Application::build(settings).await.expect("application starts");
+        let app = Application::build(settings)
+            .await
+            .expect("application starts");
         let addr = app.local_addr();
         let shutdown = app.shutdown_token();
         let running = tokio::spawn(app.run_until_stopped());
@@ -95,12 +101,26 @@ impl TestApp {
 
     /// `POST path` with a JSON body.
     pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> Response {
-        http::request(self.addr, "POST", path, Some("application/json"), body.to_string().as_bytes()).await
+        http::request(
+            self.addr,
+            "POST",
+            path,
+            Some("application/json"),
+            body.to_string().as_bytes(),
+        )
+        .await
     }
 
     /// `PATCH path` with a JSON body.
     pub async fn patch_json(&self, path: &str, body: &serde_json::Value) -> Response {
-        http::request(self.addr, "PATCH", path, Some("application/json"), body.to_string().as_bytes()).await
+        http::request(
+            self.addr,
+            "PATCH",
+            path,
+            Some("application/json"),
+            body.to_string().as_bytes(),
+        )
+        .await
     }
 
     /// The WebSocket URL of this server.
@@ -139,7 +159,10 @@ where
         if let Some(value) = probe().await {
             return value;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

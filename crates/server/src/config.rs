@@ -161,13 +161,25 @@ pub struct DecimalString(pub Decimal);
 
 impl<'de> Deserialize<'de> for DecimalString {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer).map_err(|_| {
-            serde::de::Error::custom("expected a decimal written as a string, e.g. \"0.001\"")
-        })?;
-        text.trim()
-            .parse::<Decimal>()
-            .map(Self)
-            .map_err(|_| serde::de::Error::custom(format!("invalid decimal {text:?}")))
+        // `deserialize_any` keeps the source's own type: a TOML float must not sneak in as text.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Integer(i64),
+            Float(#[allow(dead_code, reason = "only the variant matters: floats are refused")] f64),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Text(text) => text
+                .trim()
+                .parse::<Decimal>()
+                .map(Self)
+                .map_err(|_| serde::de::Error::custom(format!("invalid decimal {text:?}"))),
+            Raw::Integer(whole) => Ok(Self(Decimal::from(whole))),
+            Raw::Float(_) => Err(serde::de::Error::custom(
+                "expected a decimal written as a string, e.g. \"0.001\", not a float",
+            )),
+        }
     }
 }
 
@@ -223,8 +235,7 @@ impl Settings {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let mut builder =
-            Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
+        let mut builder = Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
         if let Some(path) = file {
             builder = builder.add_source(File::from(path).format(FileFormat::Toml).required(true));
         }
@@ -244,26 +255,39 @@ impl Settings {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key: &'static str| move |message: String| ConfigError::Invalid { key, message };
+        let invalid =
+            |key: &'static str| move |message: String| ConfigError::Invalid { key, message };
         self.market_config().map(drop).map_err(invalid("market"))?;
-        self.signal_config().validate().map_err(invalid("signals"))?;
+        self.signal_config()
+            .validate()
+            .map_err(invalid("signals"))?;
         self.alert_config().validate().map_err(invalid("alerts"))?;
         self.ws.validate().map_err(invalid("ws"))?;
         let trading = self.trading_config();
         if trading.initial_cash < Decimal::ZERO {
-            return Err(invalid("trading.initial_cash")("must not be negative".into()));
+            return Err(invalid("trading.initial_cash")(
+                "must not be negative".into(),
+            ));
         }
         if !(Decimal::ZERO..Decimal::ONE).contains(&trading.fee_rate) {
-            return Err(invalid("trading.fee_rate")("must be at least 0 and below 1".into()));
+            return Err(invalid("trading.fee_rate")(
+                "must be at least 0 and below 1".into(),
+            ));
         }
         if trading.min_notional < Decimal::ZERO {
-            return Err(invalid("trading.min_notional")("must not be negative".into()));
+            return Err(invalid("trading.min_notional")(
+                "must not be negative".into(),
+            ));
         }
         if self.trading.auto_trade_amount.0 <= Decimal::ZERO {
-            return Err(invalid("trading.auto_trade_amount")("must be greater than zero".into()));
+            return Err(invalid("trading.auto_trade_amount")(
+                "must be greater than zero".into(),
+            ));
         }
         if self.bus.capacity == 0 || self.bus.capacity > 1 << 24 {
-            return Err(invalid("bus.capacity")("must be between 1 and 16777216".into()));
+            return Err(invalid("bus.capacity")(
+                "must be between 1 and 16777216".into(),
+            ));
         }
         if self.storage.path.trim().is_empty() {
             return Err(invalid("storage.path")("must not be empty".into()));
@@ -284,11 +308,18 @@ impl Settings {
                 return Err(format!("initial_prices: {symbol} is not in market.symbols"));
             }
             if price.0 <= Decimal::ZERO {
-                return Err(format!("initial_prices: {symbol} must be greater than zero"));
+                return Err(format!(
+                    "initial_prices: {symbol} must be greater than zero"
+                ));
             }
             initial_prices.insert(symbol, price.0);
         }
-        let quotes: Vec<&str> = self.market.quote_assets.iter().map(String::as_str).collect();
+        let quotes: Vec<&str> = self
+            .market
+            .quote_assets
+            .iter()
+            .map(String::as_str)
+            .collect();
         if let Some(symbol) = symbols.iter().find(|s| s.split(&quotes).is_none()) {
             return Err(format!(
                 "symbols: {symbol} does not end in one of the quote assets {quotes:?} (market.quote_assets)"
@@ -365,7 +396,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     fn temp_toml(contents: &str) -> std::path::PathBuf {
@@ -386,7 +420,10 @@ mod tests {
         assert_eq!(s.server.port, 8080);
         assert_eq!(s.server.workers, 0);
         assert_eq!(s.market.source, MarketSource::Simulated);
-        assert_eq!(s.market.symbols, ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT"]);
+        assert_eq!(
+            s.market.symbols,
+            ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT"]
+        );
         assert!((s.market.ticks_per_second - 1.0).abs() < f64::EPSILON);
         assert_eq!(s.trading.initial_cash.0, Decimal::from(10_000));
         assert_eq!(s.trading.fee_rate.0.to_string(), "0.001");
@@ -415,7 +452,9 @@ mod tests {
     #[test]
     fn unknown_keys_in_a_file_name_the_key() {
         let file = temp_toml("[server]\nprot = 1\n");
-        let err = Settings::load_with_env(Some(&file), env(&[])).unwrap_err().to_string();
+        let err = Settings::load_with_env(Some(&file), env(&[]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("prot"), "{err}");
     }
 
@@ -423,7 +462,9 @@ mod tests {
     fn rejects_bad_values_with_the_key() {
         // TC0: money as a float
         let file = temp_toml("[trading]\ninitial_cash = 10.5\n");
-        let err = Settings::load_with_env(Some(&file), env(&[])).unwrap_err().to_string();
+        let err = Settings::load_with_env(Some(&file), env(&[]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("decimal written as a string"), "{err}");
         // TC1: invalid symbol
         let err = Settings::load_with_env(None, env(&[("CRYPTOBOT__MARKET__SYMBOLS", "btc")]))

@@ -114,7 +114,10 @@ mod tests {
     fn maps_service_errors_to_statuses() {
         let cases = [
             // TC0: malformed input
-            (ServiceError::Domain(DomainError::InvalidSymbol("x".into())), 400),
+            (
+                ServiceError::Domain(DomainError::InvalidSymbol("x".into())),
+                400,
+            ),
             // TC1: business rule
             (
                 ServiceError::InsufficientFunds {
@@ -123,7 +126,10 @@ mod tests {
                 },
                 422,
             ),
-            (ServiceError::UnknownSymbol(fixtures::symbol("DOGEUSDT")), 404),
+            (
+                ServiceError::UnknownSymbol(fixtures::symbol("DOGEUSDT")),
+                404,
+            ),
             (
                 ServiceError::DuplicateClientOrderId(
                     cryptobot_domain::ClientOrderId::parse("a").unwrap(),
@@ -140,18 +146,23 @@ mod tests {
 
     #[test]
     fn storage_details_are_not_sent_to_clients() {
-        let response = ApiError::from(ServiceError::Storage("/secret/path: disk I/O".into()))
-            .error_response();
+        let response =
+            ApiError::from(ServiceError::Storage("/secret/path: disk I/O".into())).error_response();
         let body = actix_web::body::to_bytes(response.into_body());
         let body = futures_executor_block(body);
         assert!(!body.contains("/secret/path"), "{body}");
         assert!(body.contains("storage_error"), "{body}");
     }
 
-    fn futures_executor_block<F: std::future::Future<Output = Result<actix_web::web::Bytes, E>>, E>(
+    fn futures_executor_block<
+        F: std::future::Future<Output = Result<actix_web::web::Bytes, E>>,
+        E,
+    >(
         fut: F,
     ) -> String {
-        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         let bytes = runtime.block_on(fut).ok().unwrap();
         String::from_utf8(bytes.to_vec()).unwrap()
     }

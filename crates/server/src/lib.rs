@@ -13,10 +13,10 @@ pub mod config;
 pub mod error;
 /// REST routes.
 pub mod routes;
-/// Shared handler state.
-pub mod state;
 /// Building, running and stopping the application.
 pub mod startup;
+/// Shared handler state.
+pub mod state;
 /// Logging setup.
 pub mod telemetry;
 

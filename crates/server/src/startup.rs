@@ -59,13 +59,21 @@ pub enum StartupError {
 }
 
 /// A built, listening server with its background tasks.
-#[derive(Debug)]
 pub struct Application {
     addr: SocketAddr,
     server: Server,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     gateway: Gateway,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("addr", &self.addr)
+            .field("tasks", &self.tasks.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Application {
@@ -84,7 +92,8 @@ impl Application {
 
         let addr = SocketAddr::new(settings.server.host, settings.server.port);
         // Bind before starting anything, so a port in use fails fast and leaves nothing running.
-        let listener = TcpListener::bind(addr).map_err(|source| StartupError::Bind { addr, source })?;
+        let listener =
+            TcpListener::bind(addr).map_err(|source| StartupError::Bind { addr, source })?;
         let addr = listener
             .local_addr()
             .map_err(|source| StartupError::Bind { addr, source })?;
@@ -92,8 +101,12 @@ impl Application {
         let MarketSource::Simulated = settings.market.source;
         let market_config = settings.market_config().map_err(StartupError::Config)?;
         let symbols = market_config.symbols.clone();
-        let (market, feed) =
-            SimulatedMarket::new(market_config, Arc::clone(&bus), Arc::clone(&clock), Arc::clone(&metrics));
+        let (market, feed) = SimulatedMarket::new(
+            market_config,
+            Arc::clone(&bus),
+            Arc::clone(&clock),
+            Arc::clone(&metrics),
+        );
         let market: Arc<dyn MarketService> = Arc::new(market);
 
         let storage_path = settings.storage.path.clone();
@@ -171,8 +184,10 @@ impl Application {
             let gateway = app_gateway.clone();
             App::new()
                 .app_data(state.clone())
-                .configure(routes::configure)
+                // Before the REST scope: a matched `/api/v1` scope does not fall through to
+                // services registered after it, so the WebSocket route must come first.
                 .configure(move |cfg| gateway.configure(cfg))
+                .configure(routes::configure)
                 .default_service(web::to(routes::not_found))
         })
         .on_connect(gateway.on_connect())

@@ -2,7 +2,11 @@
 //! SIGTERM, and `kill -9` in the middle of a stream of trades.
 
 #[path = "../../../tests/src/http.rs"]
-#[allow(dead_code, unreachable_pub, reason = "shared with the end-to-end suite, which uses all of it")]
+#[allow(
+    dead_code,
+    unreachable_pub,
+    reason = "shared with the end-to-end suite, which uses all of it"
+)]
 mod http;
 
 use std::collections::HashSet;
@@ -52,7 +56,11 @@ impl Server {
             let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if !sent && let Some(rest) = line.split("listening on http://").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap_or_default().to_owned();
+                    let addr = rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
                     let _ = tx.send(addr);
                     sent = true;
                 }
@@ -74,12 +82,16 @@ impl Server {
 
 fn run_to_exit(args: &[&str], envs: &[(&str, &str)]) -> (i32, String) {
     let mut command = Command::new(BIN);
-    command.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    command
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     for (key, value) in envs {
         command.env(key, value);
     }
     let output = command.output().expect("binary runs");
-    let text = String::from_utf8_lossy(&output.stderr).into_owned() + &String::from_utf8_lossy(&output.stdout);
+    let text = String::from_utf8_lossy(&output.stderr).into_owned()
+        + &String::from_utf8_lossy(&output.stdout);
     (output.status.code().unwrap_or(-1), text)
 }
 
@@ -119,7 +131,10 @@ fn port_in_use_exits_with_a_clear_error() {
     let db = temp_dir("portinuse").join("db.sqlite");
     let (code, out) = run_to_exit(
         &[],
-        &[("CRYPTOBOT__SERVER__PORT", &port), ("CRYPTOBOT__STORAGE__PATH", db.to_str().unwrap())],
+        &[
+            ("CRYPTOBOT__SERVER__PORT", &port),
+            ("CRYPTOBOT__STORAGE__PATH", db.to_str().unwrap()),
+        ],
     );
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("cannot listen on 127.0.0.1:"), "{out}");
@@ -139,7 +154,10 @@ fn sigterm_stops_the_server_gracefully() {
         if let Some(exit) = server.child.try_wait().unwrap() {
             break exit;
         }
-        assert!(Instant::now() < deadline, "server did not stop after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "server did not stop after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(exit.success(), "{exit:?}");
@@ -196,7 +214,11 @@ async fn try_request(addr: SocketAddr, body: String) -> Option<u16> {
 #[test]
 fn kill_9_never_loses_an_acknowledged_trade() {
     let db = temp_dir("crash").join("db.sqlite");
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let acked = Arc::new(Mutex::new(HashSet::new()));
     // A cheap deterministic spread of kill points: 150 ms, 400 ms, 250 ms after the first ack.
     for (round, delay_ms) in [(0u32, 150u64), (1, 400), (2, 250)] {
@@ -204,7 +226,11 @@ fn kill_9_never_loses_an_acknowledged_trade() {
         let addr = server.addr;
         let sender = runtime.spawn(hammer(addr, round, Arc::clone(&acked)));
         let started = Instant::now();
-        while acked.lock().unwrap().iter().all(|id| !id.starts_with(&format!("crash-{round}-")))
+        while acked
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|id| !id.starts_with(&format!("crash-{round}-")))
             && started.elapsed() < Duration::from_secs(10)
         {
             std::thread::sleep(Duration::from_millis(5));
@@ -218,15 +244,26 @@ fn kill_9_never_loses_an_acknowledged_trade() {
     let server = Server::start(&db);
     let addr = server.addr;
     let (trades, portfolio) = runtime.block_on(async {
-        let trades = http::request(addr, "GET", "/api/v1/trades?limit=1000", None, b"").await.json();
-        let portfolio = http::request(addr, "GET", "/api/v1/portfolio", None, b"").await.json();
+        let trades = http::request(addr, "GET", "/api/v1/trades?limit=1000", None, b"")
+            .await
+            .json();
+        let portfolio = http::request(addr, "GET", "/api/v1/portfolio", None, b"")
+            .await
+            .json();
         (trades, portfolio)
     });
     server.kill9();
     let trades = trades.as_array().unwrap();
     let acked = acked.lock().unwrap();
-    assert!(acked.len() >= 3, "each round acknowledged trades (got {})", acked.len());
-    assert!(trades.len() < 1000, "the check needs every trade in one page");
+    assert!(
+        acked.len() >= 3,
+        "each round acknowledged trades (got {})",
+        acked.len()
+    );
+    assert!(
+        trades.len() < 1000,
+        "the check needs every trade in one page"
+    );
     let stored: HashSet<String> = trades
         .iter()
         .filter_map(|t| t["client_order_id"].as_str().map(str::to_owned))
@@ -234,8 +271,14 @@ fn kill_9_never_loses_an_acknowledged_trade() {
     let lost: Vec<&String> = acked.iter().filter(|id| !stored.contains(*id)).collect();
     assert!(lost.is_empty(), "acknowledged trades lost: {lost:?}");
     // The books agree with the trade log.
-    assert_eq!(portfolio["trade_count"].as_u64().unwrap() as usize, trades.len());
-    let spent: Decimal = trades.iter().map(|t| dec(&t["notional"]) + dec(&t["fee"])).sum();
+    assert_eq!(
+        portfolio["trade_count"].as_u64().unwrap() as usize,
+        trades.len()
+    );
+    let spent: Decimal = trades
+        .iter()
+        .map(|t| dec(&t["notional"]) + dec(&t["fee"]))
+        .sum();
     assert_eq!(dec(&portfolio["cash"]), Decimal::from(10_000) - spent);
     let quantity: Decimal = trades.iter().map(|t| dec(&t["quantity"])).sum();
     assert_eq!(dec(&portfolio["positions"][0]["quantity"]), quantity);

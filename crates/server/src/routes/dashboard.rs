@@ -15,8 +15,14 @@ const CSP: &str = "default-src 'self'; connect-src 'self' ws: wss:; img-src 'sel
 /// Mounts `/` and `/assets/*`.
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(index))
-        .route("/assets/app.js", web::get().to(|| asset(APP_JS, "text/javascript; charset=utf-8")))
-        .route("/assets/style.css", web::get().to(|| asset(STYLE_CSS, "text/css; charset=utf-8")));
+        .route(
+            "/assets/app.js",
+            web::get().to(|| asset(APP_JS, "text/javascript; charset=utf-8")),
+        )
+        .route(
+            "/assets/style.css",
+            web::get().to(|| asset(STYLE_CSS, "text/css; charset=utf-8")),
+        );
 }
 
 async fn index() -> HttpResponse {

@@ -41,12 +41,27 @@ pub(super) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     );
     if let Ok(summary) = state.portfolio.summary().await {
         let gauges = [
-            ("cryptobot_portfolio_cash", "Free cash of the paper account.", summary.cash),
-            ("cryptobot_portfolio_total_value", "Cash plus positions at market value.", summary.total_value),
-            ("cryptobot_portfolio_realized_pnl", "Realized profit, fees included.", summary.realized_pnl),
+            (
+                "cryptobot_portfolio_cash",
+                "Free cash of the paper account.",
+                summary.cash,
+            ),
+            (
+                "cryptobot_portfolio_total_value",
+                "Cash plus positions at market value.",
+                summary.total_value,
+            ),
+            (
+                "cryptobot_portfolio_realized_pnl",
+                "Realized profit, fees included.",
+                summary.realized_pnl,
+            ),
         ];
         for (name, help, value) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
         }
     }
     state.metrics.render(&mut out);

@@ -30,13 +30,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         .route(web::get().to(trading::recent_trades))
                         .route(web::post().to(trading::create_trade)),
                 )
-                .route("/positions/{symbol}", web::patch().to(trading::update_position)),
+                .route(
+                    "/positions/{symbol}",
+                    web::patch().to(trading::update_position),
+                ),
         );
 }
 
 /// The answer for every path no route matches.
-pub async fn not_found() -> ApiError {
-    ApiError::NotFound
+pub async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::NotFound)
 }
 
 fn json_config() -> web::JsonConfig {
