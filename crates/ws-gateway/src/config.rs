@@ -17,7 +17,8 @@ pub struct GatewayConfig {
     pub portfolio_interval_secs: u64,
     /// Seconds between server pings.
     pub heartbeat_interval_secs: u64,
-    /// A peer that sent nothing (not even a pong) for this many seconds is closed.
+    /// A peer that sent nothing (not even a pong) for this many seconds is closed (must exceed
+    /// `heartbeat_interval_secs`).
     pub client_timeout_secs: u64,
     /// Longest wait for one frame to enter the connection's outbound queue; a client slower than that
     /// is closed as a slow consumer.
@@ -107,9 +108,10 @@ impl GatewayConfig {
         if self.heartbeat_interval_secs == 0 {
             return Err("heartbeat_interval_secs must be at least 1".to_owned());
         }
-        if self.client_timeout_secs < self.heartbeat_interval_secs {
+        // Equal values would race the pong of the previous ping against the next check.
+        if self.client_timeout_secs <= self.heartbeat_interval_secs {
             return Err(format!(
-                "client_timeout_secs ({}) must be at least heartbeat_interval_secs ({})",
+                "client_timeout_secs ({}) must be greater than heartbeat_interval_secs ({})",
                 self.client_timeout_secs, self.heartbeat_interval_secs
             ));
         }
@@ -205,7 +207,8 @@ mod tests {
 
     #[test]
     fn rejects_values_that_cannot_work() {
-        let cases: [(&str, fn(&mut GatewayConfig)); 7] = [
+        type Mutation = fn(&mut GatewayConfig);
+        let cases: [(&str, Mutation); 7] = [
             // TC0: relative path
             ("path", |c| c.path = "ws".to_owned()),
             // TC1: no heartbeat

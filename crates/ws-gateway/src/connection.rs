@@ -234,9 +234,10 @@ impl Connection {
             let step = tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => Err(End::Shutdown),
-                inbound = self.inbound.recv() => self.on_inbound(inbound, rate.as_mut()).await,
+                // Pushes before requests: what happened before a request is delivered before its reply.
                 event = recv_event(self.events.as_mut()) => self.on_event(event).await,
                 Some(changed) = self.tickers.next() => self.on_ticker(changed).await,
+                inbound = self.inbound.recv() => self.on_inbound(inbound, rate.as_mut()).await,
                 _ = heartbeat.tick() => self.on_heartbeat().await,
             };
             if let Err(end) = step {

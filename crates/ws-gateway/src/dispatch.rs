@@ -111,7 +111,7 @@ impl Dispatcher {
             ClientRequest::SubscribeTicker(symbol) => {
                 let channel = Channel::Ticker(symbol.clone());
                 match self.add(subs, std::slice::from_ref(&channel), id.clone()) {
-                    Err(error) => vec![Action::Send(error)],
+                    Err(error) => vec![Action::Send(*error)],
                     Ok(()) => vec![
                         Action::Send(ServerMessage::SubscriptionSuccess {
                             message: format!("Subscribed to {symbol}"),
@@ -133,7 +133,7 @@ impl Dispatcher {
                 actions
             }
             ClientRequest::Subscribe(channels) => match self.add(subs, &channels, id.clone()) {
-                Err(error) => vec![Action::Send(error)],
+                Err(error) => vec![Action::Send(*error)],
                 Ok(()) => {
                     let mut actions = vec![Action::Send(ServerMessage::Subscribed {
                         channels: subs.list(),
@@ -184,25 +184,25 @@ impl Dispatcher {
         subs: &mut Subscriptions,
         channels: &[Channel],
         id: Option<Value>,
-    ) -> Result<(), ServerMessage> {
+    ) -> Result<(), Box<ServerMessage>> {
         let known = self.market.symbols();
         for channel in channels {
             if let Channel::Ticker(symbol) = channel
                 && !known.contains(symbol)
             {
-                return Err(ServerMessage::error(
+                return Err(Box::new(ServerMessage::error(
                     id,
                     codes::UNKNOWN_SYMBOL,
                     format!("unknown symbol {symbol}"),
-                ));
+                )));
             }
         }
         subs.add(channels).map_err(|max| {
-            ServerMessage::error(
+            Box::new(ServerMessage::error(
                 id,
                 codes::TOO_MANY_SUBSCRIPTIONS,
                 format!("at most {max} channels per connection"),
-            )
+            ))
         })
     }
 

@@ -725,7 +725,7 @@ mod tests {
             },
             ServerMessage::TradeNotification {
                 payload: Box::new(trade.clone().into()),
-                meta: meta.clone(),
+                meta,
             },
             ServerMessage::TradeExecuted {
                 payload: Box::new(TradeExecuted {
