@@ -29,6 +29,7 @@ function setStatus(kind, text) {
   el.textContent = text;
 }
 
+// Prices below 1 (e.g. XRP) need more digits than money does.
 function fmt(value, digits = 2) {
   if (value === null || value === undefined || value === "") return "–";
   const n = Number(value);
@@ -36,6 +37,14 @@ function fmt(value, digits = 2) {
   const abs = Math.abs(n);
   const d = abs !== 0 && abs < 1 ? 6 : digits;
   return n.toLocaleString("en-US", { minimumFractionDigits: d, maximumFractionDigits: d });
+}
+
+// Money and percentages: always two decimals.
+function fmtFixed(value) {
+  if (value === null || value === undefined || value === "") return "–";
+  const n = Number(value);
+  if (!Number.isFinite(n)) return String(value);
+  return n.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
 }
 
 function signClass(value) {
@@ -75,8 +84,8 @@ function tickerRow(symbol) {
   row.id = `ticker-${symbol}`;
   row.dataset.symbol = symbol;
   row.innerHTML = `<th scope="row">${symbol}</th><td class="price">–</td><td class="change">–</td>
-    <td><svg class="spark" viewBox="0 0 80 20" preserveAspectRatio="none" aria-hidden="true"><polyline points=""/></svg></td>
-    <td><button type="button" class="small ghost toggle" aria-pressed="true">Unsubscribe</button></td>`;
+    <td><svg class="spark" viewBox="0 0 60 20" preserveAspectRatio="none" aria-hidden="true"><polyline points=""/></svg></td>
+    <td><button type="button" class="small ghost toggle" aria-pressed="true" aria-label="Live updates for ${symbol}">Live</button></td>`;
   row.querySelector(".toggle").addEventListener("click", () => toggleSymbol(symbol));
   $("#tickers tbody").append(row);
   return row;
@@ -86,13 +95,13 @@ function showTicker(ticker) {
   const row = tickerRow(ticker.symbol);
   row.querySelector(".price").textContent = fmt(ticker.price);
   const change = row.querySelector(".change");
-  change.textContent = `${fmt(ticker.change_24h_pct)} %`;
+  change.textContent = `${fmtFixed(ticker.change_24h_pct)} %`;
   change.className = `change ${signClass(ticker.change_24h_pct)}`;
   const history = state.prices.get(ticker.symbol) || [];
   history.push(Number(ticker.price));
   if (history.length > SPARK_POINTS) history.shift();
   state.prices.set(ticker.symbol, history);
-  row.querySelector(".spark polyline").setAttribute("points", polyline(history, 80, 20));
+  row.querySelector(".spark polyline").setAttribute("points", polyline(history, 60, 20));
 }
 
 function toggleSymbol(symbol) {
@@ -102,13 +111,13 @@ function toggleSymbol(symbol) {
   if (state.subscribed.has(symbol)) {
     state.subscribed.delete(symbol);
     send("unsubscribe", { channels: [channel] });
-    button.textContent = "Subscribe";
+    button.textContent = "Paused";
     button.setAttribute("aria-pressed", "false");
     row.classList.add("muted");
   } else {
     state.subscribed.add(symbol);
     send("subscribe", { channels: [channel] });
-    button.textContent = "Unsubscribe";
+    button.textContent = "Live";
     button.setAttribute("aria-pressed", "true");
     row.classList.remove("muted");
   }
@@ -117,13 +126,13 @@ function toggleSymbol(symbol) {
 // ---------- portfolio ----------
 
 function showPortfolio(summary) {
-  $("#cash").textContent = fmt(summary.cash);
-  $("#total-value").textContent = fmt(summary.total_value);
+  $("#cash").textContent = fmtFixed(summary.cash);
+  $("#total-value").textContent = fmtFixed(summary.total_value);
   const realized = $("#realized-pnl");
-  realized.textContent = fmt(summary.realized_pnl);
+  realized.textContent = fmtFixed(summary.realized_pnl);
   realized.className = signClass(summary.realized_pnl);
   const unrealized = $("#unrealized-pnl");
-  unrealized.textContent = fmt(summary.unrealized_pnl);
+  unrealized.textContent = fmtFixed(summary.unrealized_pnl);
   unrealized.className = signClass(summary.unrealized_pnl);
   state.values.push(Number(summary.total_value));
   if (state.values.length > VALUE_POINTS) state.values.shift();
@@ -140,7 +149,7 @@ function positionRow(p) {
   const row = document.createElement("tr");
   row.dataset.symbol = p.symbol;
   row.innerHTML = `<th scope="row">${p.symbol}</th><td>${p.quantity}</td><td>${fmt(p.avg_entry_price)}</td>
-    <td>${fmt(p.market_value)}</td><td class="${signClass(p.unrealized_pnl)}">${fmt(p.unrealized_pnl)}</td>
+    <td>${fmtFixed(p.market_value)}</td><td class="${signClass(p.unrealized_pnl)}">${fmtFixed(p.unrealized_pnl)}</td>
     <td><form class="levels">
       <label class="sr-only" for="sl-${p.symbol}">Stop-loss for ${p.symbol}</label>
       <input id="sl-${p.symbol}" name="stop_loss" inputmode="decimal" placeholder="stop" value="${p.stop_loss ?? ""}">
