@@ -1,7 +1,7 @@
 //! The composition root: builds the services, the gateway and the HTTP server from settings, and
 //! owns their shutdown.
 //!
-//! Shutdown order (one [`CancellationToken`] fans out to everything):
+//! Shutdown order (one [`CancellationToken`](tokio_util::sync::CancellationToken) fans out to everything):
 //! 1. SIGTERM / Ctrl-C (or [`Application::shutdown_token`]) cancels the token.
 //! 2. Every WebSocket actor sends Close 1001 and ends; the HTTP server stops accepting and waits up
 //!    to `server.shutdown_timeout_secs` for requests in flight.
