@@ -263,22 +263,9 @@ impl Settings {
             .map_err(invalid("signals"))?;
         self.alert_config().validate().map_err(invalid("alerts"))?;
         self.ws.validate().map_err(invalid("ws"))?;
-        let trading = self.trading_config();
-        if trading.initial_cash < Decimal::ZERO {
-            return Err(invalid("trading.initial_cash")(
-                "must not be negative".into(),
-            ));
-        }
-        if !(Decimal::ZERO..Decimal::ONE).contains(&trading.fee_rate) {
-            return Err(invalid("trading.fee_rate")(
-                "must be at least 0 and below 1".into(),
-            ));
-        }
-        if trading.min_notional < Decimal::ZERO {
-            return Err(invalid("trading.min_notional")(
-                "must not be negative".into(),
-            ));
-        }
+        self.trading_config()
+            .validate()
+            .map_err(invalid("trading"))?;
         if self.trading.auto_trade_amount.0 <= Decimal::ZERO {
             return Err(invalid("trading.auto_trade_amount")(
                 "must be greater than zero".into(),
@@ -475,7 +462,7 @@ mod tests {
         let err = Settings::load_with_env(None, env(&[("CRYPTOBOT__TRADING__FEE_RATE", "1.5")]))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("trading.fee_rate"), "{err}");
+        assert!(err.starts_with("trading: fee_rate"), "{err}");
         // TC3: port not a number
         let err = Settings::load_with_env(None, env(&[("CRYPTOBOT__SERVER__PORT", "lots")]))
             .unwrap_err()
