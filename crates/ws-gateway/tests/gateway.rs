@@ -774,3 +774,55 @@ async fn a_bus_subscriber_exists_before_new_returns() {
     assert_eq!(next_json(&mut ws).await["payload"]["message"], "first");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_gateway_echoes_text_and_binary_with_the_same_policies() {
+    use actix_web::{App, HttpServer};
+    use cryptobot_ws_gateway::Gateway;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let gateway = Gateway::echo(
+        GatewayConfig {
+            path: "/".to_owned(),
+            ..GatewayConfig::default()
+        },
+        shutdown.clone(),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app_gateway = gateway.clone();
+    let server = HttpServer::new(move || {
+        let gateway = app_gateway.clone();
+        App::new().configure(move |cfg| gateway.configure(cfg))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_signal(shutdown.clone().cancelled_owned())
+    .listen(listener)
+    .unwrap()
+    .run();
+    tokio::spawn(server);
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/"))
+        .await
+        .unwrap();
+    ws.send(Message::text("héllo")).await.unwrap();
+    ws.send(Message::binary(vec![0_u8, 159, 255]))
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        match futures_util::StreamExt::next(&mut ws).await {
+            Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => got.push(m),
+            Some(Ok(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(got[0], Message::text("héllo"));
+    assert_eq!(got[1], Message::binary(vec![0_u8, 159, 255]));
+    // Limits still apply: a message above max_message_bytes closes with 1009.
+    let _ = ws.send(Message::text("x".repeat(70 * 1024))).await;
+    assert_eq!(close_code(&mut ws).await, 1009);
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(2), gateway.closed())
+        .await
+        .unwrap();
+}
