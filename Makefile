@@ -33,7 +33,7 @@ bin: ## Build the debug cryptobot binary used by the Node-driven tests
 
 seed-client: bin ## The seed's JavaScript client, unchanged, against the real binary (needs Node)
 	cd tests/seed-client && npm ci --no-audit --no-fund
-	CRYPTOBOT_BIN=$(CARGO_TARGET_DIR)/debug/cryptobot scripts/with-server.sh node tests/seed-client/run.mjs
+	CRYPTOBOT_BIN=$(CARGO_TARGET_DIR)/debug/cryptobot scripts/with-server.sh sh -c 'node tests/seed-client/run.js "$$WS_URL"'
 
 browser-test: bin ## Dashboard tests in headless Chromium (needs Node and /usr/bin/chromium)
 	cd tests/browser && npm ci --no-audit --no-fund
