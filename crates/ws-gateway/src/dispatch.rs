@@ -1,6 +1,6 @@
 //! What one client request does: subscription bookkeeping and service calls, with no socket.
 //!
-//! The connection actor turns the returned [`Action`]s into frames and watch subscriptions, so the
+//! The connection actor turns the returned `Action`s into frames and watch subscriptions, so the
 //! whole request/reply logic is unit-tested here with mocked services.
 
 use std::collections::BTreeSet;

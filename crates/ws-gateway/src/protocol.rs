@@ -392,7 +392,7 @@ pub struct TradeExecuted {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
-    /// Reply to `subscribe_ticker` (seed shape: `message` is "Subscribed to <SYMBOL>").
+    /// Reply to `subscribe_ticker` (seed shape: `message` is "Subscribed to `<SYMBOL>`").
     SubscriptionSuccess {
         /// "Subscribed to BTCUSDT".
         message: String,
