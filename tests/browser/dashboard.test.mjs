@@ -35,14 +35,15 @@ function freePort() {
   });
 }
 
-function startServer() {
+function startServer(extraEnv = {}, onPort = port, onDb = dbPath) {
   return new Promise((resolve, reject) => {
     const child = spawn(BIN, [], {
       env: {
         ...process.env,
-        CRYPTOBOT__SERVER__PORT: String(port),
+        ...extraEnv,
+        CRYPTOBOT__SERVER__PORT: String(onPort),
         CRYPTOBOT__SERVER__WORKERS: "1",
-        CRYPTOBOT__STORAGE__PATH: dbPath,
+        CRYPTOBOT__STORAGE__PATH: onDb,
         CRYPTOBOT__MARKET__TICKS_PER_SECOND: "5",
         RUST_LOG: "info",
       },
@@ -187,4 +188,26 @@ test("the layout works at phone width", async () => {
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   assert.ok(overflow <= 0, `page scrolls sideways by ${overflow}px`);
   await screenshot("06-phone");
+});
+
+test("a server that requires a token gets one from the user, never in the URL", async () => {
+  const securePort = await freePort();
+  const secureDb = join(mkdtempSync(join(tmpdir(), "cryptobot-browser-auth-")), "cryptobot.db");
+  const secure = await startServer({ CRYPTOBOT__WS__AUTH_TOKEN: "s3cret-token" }, securePort, secureDb);
+  const authPage = await browser.newPage();
+  const urls = [];
+  authPage.on("websocket", (ws) => urls.push(ws.url()));
+  try {
+    await authPage.goto(`http://127.0.0.1:${securePort}/`);
+    await authPage.locator("#token-dialog[open]").waitFor(WAIT);
+    await authPage.fill("#token-input", "s3cret-token");
+    await authPage.getByRole("button", { name: "Connect" }).click();
+    await authPage.locator("#status", { hasText: "live" }).waitFor({ timeout: 30000 });
+    await authPage.screenshot({ path: join(ARTIFACTS, "07-token.png"), fullPage: true });
+    assert.ok(urls.length > 0);
+    assert.ok(urls.every((url) => !url.includes("s3cret")), `token leaked into a URL: ${urls}`);
+  } finally {
+    await authPage.close();
+    await stopServer(secure);
+  }
 });

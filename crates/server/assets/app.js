@@ -20,6 +20,7 @@ const state = {
   values: [],                  // total value history for the chart
   tradeIds: new Set(),         // trade ids already shown, so a reconnect never duplicates rows
   canTrade: true,
+  refusedUpgrades: 0,          // failed upgrades in a row while the server answered HTTP
   token: sessionStorage.getItem("cryptobot.token") || "",
 };
 
@@ -316,7 +317,10 @@ function connect() {
   const protocols = state.token ? ["cryptobot.v1", `bearer.${state.token}`] : undefined;
   const socket = protocols ? new WebSocket(wsUrl(), protocols) : new WebSocket(wsUrl());
   state.socket = socket;
+  let opened = false;
   socket.addEventListener("open", () => {
+    opened = true;
+    state.refusedUpgrades = 0;
     state.backoffMs = BACKOFF_MIN_MS;
     setStatus("connected", "live");
     const channels = [...state.subscribed].map((s) => `ticker:${s}`);
@@ -330,12 +334,27 @@ function connect() {
   socket.addEventListener("close", (event) => {
     for (const callback of state.pending.values()) callback({ type: "error", code: "disconnected", error: "connection lost" });
     state.pending.clear();
-    if (event.code === 4401 || event.code === 4001) askForToken();
+    if (!opened) suspectRefusedUpgrade();
     const delay = state.backoffMs * (0.75 + Math.random() * 0.5);
     state.backoffMs = Math.min(state.backoffMs * 2, BACKOFF_MAX_MS);
     setStatus("disconnected", `reconnecting in ${(delay / 1000).toFixed(1)} s`);
     setTimeout(connect, delay);
   });
+}
+
+// A browser cannot see why an upgrade failed. When the server answers HTTP but refused the socket
+// twice in a row, the likely reason is a missing or wrong token (401), so ask for one. (Once is not
+// enough: during a restart an attempt can fail just before the server is back.)
+async function suspectRefusedUpgrade() {
+  try {
+    const response = await fetch("/api/v1/health", { headers: authHeaders() });
+    if (response.status === 401 || response.ok) {
+      state.refusedUpgrades += 1;
+      if (state.refusedUpgrades >= 2) askForToken();
+    }
+  } catch {
+    // The server is down: keep retrying quietly.
+  }
 }
 
 function askForToken() {
