@@ -1,11 +1,11 @@
 // Measures manual-trade throughput and latency over REST against a running server: every trade is
 // committed to SQLite (WAL, synchronous=FULL) before it is acknowledged, so this is the durable
 // path. Bounded in time and count; loopback only.
-//   CLIENTS=4 SECONDS=5 node scripts/bench-trades.mjs [http://127.0.0.1:8080]
+//   CLIENTS=4 DURATION_SECS=5 node scripts/bench-trades.mjs [http://127.0.0.1:8080]
 // (under scripts/with-server.sh the URL comes from HTTP_URL)
 const base = process.argv[2] || process.env.HTTP_URL || "http://127.0.0.1:8080";
 const clients = Number(process.env.CLIENTS || 4);
-const seconds = Number(process.env.SECONDS || 5);
+const seconds = Number(process.env.DURATION_SECS || 5);
 const maxTrades = 20000;
 
 const latencies = [];
