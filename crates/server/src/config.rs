@@ -8,7 +8,7 @@ use std::path::Path;
 use config::{Config, Environment, File, FileFormat};
 use cryptobot_domain::Symbol;
 use cryptobot_services::alerts::AlertConfig;
-use cryptobot_services::market::SimulatedMarketConfig;
+use cryptobot_services::market::{BinanceConfig, BinanceStream, SimulatedMarketConfig};
 use cryptobot_services::signals::{AutoTraderConfig, SignalConfig};
 use cryptobot_services::trading::PaperTradingConfig;
 use cryptobot_ws_gateway::GatewayConfig;
@@ -65,6 +65,19 @@ pub struct ServerSettings {
 pub enum MarketSource {
     /// The embedded random-walk simulator.
     Simulated,
+    /// Binance spot's public market streams (`[market.binance]`).
+    Binance,
+}
+
+impl MarketSource {
+    /// The name used in the configuration and reported by `/api/v1/health`.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Simulated => "simulated",
+            Self::Binance => "binance",
+        }
+    }
 }
 
 /// `[market]`.
@@ -88,6 +101,34 @@ pub struct MarketSettings {
     /// Optional starting prices, e.g. `{ BTCUSDT = "65000" }`.
     #[serde(default)]
     pub initial_prices: BTreeMap<String, DecimalString>,
+    /// `[market.binance]`: the live exchange connector, used when `source = "binance"`.
+    pub binance: BinanceSettings,
+}
+
+/// `[market.binance]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BinanceSettings {
+    /// Base WebSocket URL; the connector opens `<ws_url>/stream`.
+    pub ws_url: String,
+    /// `ticker` (24 h statistics, once a second) or `bookTicker` (best bid/ask, real time).
+    pub stream: BinanceStream,
+    /// First reconnect delay, in milliseconds.
+    pub reconnect_min_ms: u64,
+    /// Largest reconnect delay, in milliseconds.
+    pub reconnect_max_ms: u64,
+    /// Silence after which `feed_stalled` is raised, in seconds.
+    pub stale_after_secs: u64,
+    /// Silence (not even a ping) after which the connection is dropped as dead, in seconds.
+    pub idle_timeout_secs: u64,
+    /// Age after which the connection is renewed (Binance closes it at 24 h), in seconds.
+    pub max_connection_age_secs: u64,
+    /// Subscribe requests per second at most (Binance allows 5 incoming messages per second).
+    pub subscribe_rate_per_sec: u32,
+    /// Streams per subscribe request.
+    pub streams_per_subscribe: usize,
+    /// Longest wait for a connection, in seconds.
+    pub connect_timeout_secs: u64,
 }
 
 /// `[trading]`.
@@ -258,6 +299,11 @@ impl Settings {
         let invalid =
             |key: &'static str| move |message: String| ConfigError::Invalid { key, message };
         self.market_config().map(drop).map_err(invalid("market"))?;
+        if self.market.source == MarketSource::Binance {
+            self.binance_config()
+                .map(drop)
+                .map_err(invalid("market.binance"))?;
+        }
         self.signal_config()
             .validate()
             .map_err(invalid("signals"))?;
@@ -318,6 +364,37 @@ impl Settings {
             seed: self.market.seed,
             volatility_bps: self.market.volatility_bps,
             initial_prices,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The Binance connector's configuration: the symbols of `[market]`, the settings of
+    /// `[market.binance]` and a jitter seed that differs between runs, so several bots do not
+    /// reconnect in lockstep.
+    ///
+    /// # Errors
+    /// A message naming the invalid symbol or value.
+    pub fn binance_config(&self) -> Result<BinanceConfig, String> {
+        let symbols = self.market_config()?.symbols;
+        let b = &self.market.binance;
+        let jitter_seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            ^ u64::from(std::process::id());
+        let config = BinanceConfig {
+            symbols,
+            ws_url: b.ws_url.trim().to_owned(),
+            stream: b.stream,
+            reconnect_min_ms: b.reconnect_min_ms,
+            reconnect_max_ms: b.reconnect_max_ms,
+            jitter_seed,
+            stale_after_secs: b.stale_after_secs,
+            idle_timeout_secs: b.idle_timeout_secs,
+            max_connection_age_secs: b.max_connection_age_secs,
+            subscribe_rate_per_sec: b.subscribe_rate_per_sec,
+            streams_per_subscribe: b.streams_per_subscribe,
+            connect_timeout_secs: b.connect_timeout_secs,
         };
         config.validate()?;
         Ok(config)
@@ -417,6 +494,57 @@ mod tests {
         assert!(!s.trading.auto_trade);
         assert_eq!(s.storage.path, "data/cryptobot.db");
         assert_eq!(s.ws, GatewayConfig::default());
+        // The Binance defaults are the connector's own.
+        let binance = s.binance_config().unwrap();
+        assert_eq!(
+            BinanceConfig {
+                jitter_seed: 0,
+                symbols: vec![],
+                ..binance
+            },
+            BinanceConfig::default()
+        );
+    }
+
+    #[test]
+    fn the_binance_source_is_configured_from_the_environment() {
+        let s = Settings::load_with_env(
+            None,
+            env(&[
+                ("CRYPTOBOT__MARKET__SOURCE", "binance"),
+                ("CRYPTOBOT__MARKET__SYMBOLS", "BTCUSDT,ETHUSDT"),
+                ("CRYPTOBOT__MARKET__BINANCE__WS_URL", "ws://127.0.0.1:9999"),
+                ("CRYPTOBOT__MARKET__BINANCE__STREAM", "bookTicker"),
+                ("CRYPTOBOT__MARKET__BINANCE__STALE_AFTER_SECS", "3"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.market.source, MarketSource::Binance);
+        let binance = s.binance_config().unwrap();
+        assert_eq!(binance.ws_url, "ws://127.0.0.1:9999");
+        assert_eq!(binance.stream, BinanceStream::BookTicker);
+        assert_eq!(binance.stale_after_secs, 3);
+        assert_eq!(binance.symbols.len(), 2);
+        // TC1: a bad value is reported under market.binance, only when Binance is the source
+        let bad = [
+            ("CRYPTOBOT__MARKET__SOURCE", "binance"),
+            ("CRYPTOBOT__MARKET__BINANCE__WS_URL", "http://example.com"),
+        ];
+        let err = Settings::load_with_env(None, env(&bad))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("market.binance: ws_url"), "{err}");
+        assert!(Settings::load_with_env(None, env(&bad[1..])).is_ok());
+        // TC2: an unknown source or stream is refused
+        for (key, value) in [
+            ("CRYPTOBOT__MARKET__SOURCE", "kraken"),
+            ("CRYPTOBOT__MARKET__BINANCE__STREAM", "trades"),
+        ] {
+            assert!(
+                Settings::load_with_env(None, env(&[(key, value)])).is_err(),
+                "{value}"
+            );
+        }
     }
 
     #[test]

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
 use cryptobot_services::alerts::spawn_alert_monitor;
-use cryptobot_services::market::SimulatedMarket;
+use cryptobot_services::market::{
+    BinanceFeed, BinanceMarket, FeedState, SimulatedFeed, SimulatedMarket,
+};
 use cryptobot_services::signals::{spawn_auto_trader, spawn_signal_engine};
 use cryptobot_services::trading::{PaperTrading, Storage};
 use cryptobot_services::{
@@ -56,6 +58,12 @@ pub enum StartupError {
     /// The HTTP server failed while running.
     #[error("server: {0}")]
     Server(std::io::Error),
+}
+
+/// The market feed actor of the configured source, spawned once every subscriber is in place.
+enum MarketFeed {
+    Simulated(SimulatedFeed),
+    Binance(Box<BinanceFeed>),
 }
 
 /// A built, listening server with its background tasks.
@@ -98,16 +106,33 @@ impl Application {
             .local_addr()
             .map_err(|source| StartupError::Bind { addr, source })?;
 
-        let MarketSource::Simulated = settings.market.source;
         let market_config = settings.market_config().map_err(StartupError::Config)?;
         let symbols = market_config.symbols.clone();
-        let (market, feed) = SimulatedMarket::new(
-            market_config,
-            Arc::clone(&bus),
-            Arc::clone(&clock),
-            Arc::clone(&metrics),
-        );
-        let market: Arc<dyn MarketService> = Arc::new(market);
+        let (market, feed_state, feed): (Arc<dyn MarketService>, FeedState, MarketFeed) =
+            match settings.market.source {
+                MarketSource::Simulated => {
+                    let (market, feed) = SimulatedMarket::new(
+                        market_config,
+                        Arc::clone(&bus),
+                        Arc::clone(&clock),
+                        Arc::clone(&metrics),
+                    );
+                    let state = FeedState::always_connected("simulated", Arc::clone(&clock));
+                    (Arc::new(market), state, MarketFeed::Simulated(feed))
+                }
+                MarketSource::Binance => {
+                    let config = settings.binance_config().map_err(StartupError::Config)?;
+                    tracing::info!(ws_url = %config.ws_url, stream = config.stream.suffix(), "market data from Binance");
+                    let (market, feed) = BinanceMarket::new(
+                        config,
+                        Arc::clone(&bus),
+                        Arc::clone(&clock),
+                        Arc::clone(&metrics),
+                    );
+                    let state = market.feed_state();
+                    (Arc::new(market), state, MarketFeed::Binance(Box::new(feed)))
+                }
+            };
 
         let storage_path = settings.storage.path.clone();
         let storage = tokio::task::spawn_blocking(move || Storage::open(&storage_path))
@@ -168,7 +193,10 @@ impl Application {
             shutdown.clone(),
         );
         // The feed starts last, so every subscriber above sees the first tickers.
-        tasks.push(tokio::spawn(feed.run(shutdown.clone())));
+        tasks.push(match feed {
+            MarketFeed::Simulated(feed) => tokio::spawn(feed.run(shutdown.clone())),
+            MarketFeed::Binance(feed) => tokio::spawn(feed.run(shutdown.clone())),
+        });
 
         let state = web::Data::new(AppState {
             market,
@@ -177,7 +205,8 @@ impl Application {
             metrics,
             gateway: gateway.clone(),
             started_at: Instant::now(),
-            market_source: "simulated",
+            market_source: settings.market.source.as_str(),
+            feed: feed_state,
         });
         let app_gateway = gateway.clone();
         let mut server = HttpServer::new(move || {

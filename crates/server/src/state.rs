@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use cryptobot_services::market::FeedState;
 use cryptobot_services::{MarketService, PortfolioService, ServiceMetrics, TradeService};
 use cryptobot_ws_gateway::Gateway;
 
@@ -23,6 +24,8 @@ pub struct AppState {
     pub started_at: Instant,
     /// `market.source`, reported by `/health`.
     pub market_source: &'static str,
+    /// State of the market feed (connection, last update, reconnects), for `/health` and `/metrics`.
+    pub feed: FeedState,
 }
 
 impl std::fmt::Debug for AppState {

@@ -21,6 +21,7 @@ pub(super) async fn health(state: web::Data<AppState>) -> HttpResponse {
             "source": state.market_source,
             "symbols": symbols,
             "priced_symbols": priced,
+            "feed": state.feed.status(),
         },
         "trading_engine": if engine_ok { "ok" } else { "unavailable" },
     });
@@ -65,6 +66,7 @@ pub(super) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         }
     }
     state.metrics.render(&mut out);
+    state.feed.render(&mut out);
     state.gateway.render_metrics(&mut out);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")

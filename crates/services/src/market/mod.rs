@@ -1,15 +1,21 @@
-//! Market data: the [`MarketService`] trait and the simulated market.
+//! Market data: the [`MarketService`] trait, the simulated market and the Binance connector.
 
 use async_trait::async_trait;
 use cryptobot_domain::{Symbol, Ticker};
 
 use crate::ServiceError;
 
+/// The Binance market: a live exchange connector and its handle.
+pub mod binance;
+/// Observable health of a market feed.
+pub mod feed_state;
 /// The pure seeded random walk behind the simulated market.
 pub mod price_model;
 /// The simulated market: feed actor and handle.
 pub mod simulated;
 
+pub use binance::{BinanceConfig, BinanceFeed, BinanceMarket, BinanceStream};
+pub use feed_state::{FeedState, FeedStatus};
 pub use simulated::{SimulatedFeed, SimulatedMarket, SimulatedMarketConfig};
 
 /// Latest prices of the configured symbols.
