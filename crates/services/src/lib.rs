@@ -5,8 +5,9 @@
 //! simulated market feed, the paper trading engine with its SQLite storage, the signal strategy,
 //! the auto-trader and the alert monitor. Every state change is published on the event bus.
 //!
-//! May depend on: the domain crate, tokio, rusqlite, serde. Must not depend on: actix or anything
-//! HTTP/WebSocket; the gateway and the server sit above this layer. Mocks of the traits are
+//! May depend on: the domain crate, tokio, rusqlite, serde, and tokio-tungstenite with rustls only
+//! as the *client* of an exchange's market data stream. Must not depend on: actix or any HTTP or
+//! WebSocket *serving*; the gateway and the server sit above this layer. Mocks of the traits are
 //! generated with mockall behind the `mocks` feature.
 
 /// Alert monitor: price moves and stalled feeds.
