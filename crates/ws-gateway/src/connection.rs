@@ -448,7 +448,17 @@ impl Connection {
             if recovered.get(&channel.to_string()) == Some(&true) {
                 continue;
             }
-            // Not resumed (or not recoverable): the latest ticker, as a plain subscribe sends it.
+            // Not resumed (or not recoverable): the latest ticker, as a plain subscribe sends it;
+            // the bus's own last envelope first, as the hub's copy may still trail it.
+            let last = dispatcher.bus.last_seq(&channel);
+            if let Replay::Complete(newest) =
+                dispatcher.bus.replay(&channel, last.saturating_sub(1))
+                && let Some(envelope) = newest.last()
+            {
+                self.delivered_seq.insert(symbol, envelope.seq);
+                self.send_bytes(frame_bytes(envelope)).await?;
+                continue;
+            }
             match latest {
                 Some(frame) => {
                     self.delivered_seq.insert(symbol, frame.seq);
