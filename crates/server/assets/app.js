@@ -19,6 +19,8 @@ const state = {
   prices: new Map(),           // symbol -> recent prices for the sparkline
   values: [],                  // total value history for the chart
   tradeIds: new Set(),         // trade ids already shown, so a reconnect never duplicates rows
+  epoch: null,                 // server run the seq values below belong to
+  lastSeq: new Map(),          // channel -> highest seq received, sent in `resume` on reconnect
   canTrade: true,
   refusedUpgrades: 0,          // failed upgrades in a row while the server answered HTTP
   token: sessionStorage.getItem("cryptobot.token") || "",
@@ -277,6 +279,20 @@ function request(type, payload, onReply) {
 }
 
 function handle(message) {
+  if (message.type === "welcome" && message.epoch !== undefined && message.epoch !== state.epoch) {
+    // Another server run: old seq values mean nothing.
+    state.epoch = message.epoch;
+    state.lastSeq.clear();
+  }
+  if (typeof message.channel === "string" && Number.isInteger(message.seq) && message.seq > (state.lastSeq.get(message.channel) ?? 0)) {
+    state.lastSeq.set(message.channel, message.seq);
+  }
+  if (message.type === "subscribed") {
+    if (message.epoch !== undefined) state.epoch = message.epoch;
+    // Resumed channels got exactly what was missed; anything else is refilled over REST.
+    const recovered = message.recovered ? Object.values(message.recovered) : [];
+    if (recovered.length === 0 || recovered.includes(false)) refill();
+  }
   if (message.id !== undefined && state.pending.has(message.id)) {
     const callback = state.pending.get(message.id);
     state.pending.delete(message.id);
@@ -298,7 +314,8 @@ function handle(message) {
 
 function wsUrl() {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  return `${scheme}://${location.host}/api/v1/ws`;
+  // welcome=1: the epoch comes first and pushes wait for our subscribe/resume (docs/protocol.md).
+  return `${scheme}://${location.host}/api/v1/ws?welcome=1`;
 }
 
 async function refill() {
@@ -323,10 +340,12 @@ function connect() {
     state.refusedUpgrades = 0;
     state.backoffMs = BACKOFF_MIN_MS;
     setStatus("connected", "live");
-    const channels = [...state.subscribed].map((s) => `ticker:${s}`);
-    if (channels.length) send("subscribe", { channels: [...channels, "signals"] });
-    else send("subscribe", { channels: ["signals"] });
-    refill();
+    const channels = [...[...state.subscribed].map((s) => `ticker:${s}`), "signals"];
+    const payload = { channels };
+    if (state.epoch !== null && state.lastSeq.size > 0) {
+      payload.resume = { epoch: state.epoch, last_seq: Object.fromEntries(state.lastSeq) };
+    }
+    send("subscribe", payload);
   });
   socket.addEventListener("message", (event) => {
     try { handle(JSON.parse(event.data)); } catch (err) { console.warn("bad frame", err); }

@@ -185,6 +185,10 @@ pub struct StorageSettings {
 pub struct BusSettings {
     /// Events retained for slow subscribers of the in-process bus.
     pub capacity: usize,
+    /// Events kept per channel for clients that resume after a reconnect (0 to 1048576).
+    pub history_size: usize,
+    /// Oldest event replayed to a resuming client, in seconds (1 to 86400).
+    pub history_max_age_secs: u64,
 }
 
 /// `[log]`.
@@ -320,6 +324,16 @@ impl Settings {
         if self.bus.capacity == 0 || self.bus.capacity > 1 << 24 {
             return Err(invalid("bus.capacity")(
                 "must be between 1 and 16777216".into(),
+            ));
+        }
+        if self.bus.history_size > 1 << 20 {
+            return Err(invalid("bus.history_size")(
+                "must be between 0 and 1048576".into(),
+            ));
+        }
+        if !(1..=86_400).contains(&self.bus.history_max_age_secs) {
+            return Err(invalid("bus.history_max_age_secs")(
+                "must be between 1 and 86400".into(),
             ));
         }
         if self.storage.path.trim().is_empty() {

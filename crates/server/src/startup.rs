@@ -22,8 +22,8 @@ use cryptobot_services::market::{
 use cryptobot_services::signals::{spawn_auto_trader, spawn_signal_engine};
 use cryptobot_services::trading::{PaperTrading, Storage};
 use cryptobot_services::{
-    Clock, EventBus, InMemoryBus, MarketService, PortfolioService, ServiceError, ServiceMetrics,
-    SystemClock, TradeService,
+    Clock, EventBus, HistoryLimits, InMemoryBus, MarketService, PortfolioService, ServiceError,
+    ServiceMetrics, SystemClock, TradeService,
 };
 use cryptobot_ws_gateway::{Gateway, GatewayServices};
 use tokio::task::JoinHandle;
@@ -95,8 +95,16 @@ impl Application {
         let shutdown = CancellationToken::new();
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let metrics = Arc::new(ServiceMetrics::default());
-        let bus: Arc<dyn EventBus> =
-            Arc::new(InMemoryBus::new(settings.bus.capacity, Arc::clone(&clock)));
+        let bus: Arc<dyn EventBus> = Arc::new(InMemoryBus::with_history(
+            settings.bus.capacity,
+            HistoryLimits {
+                size: settings.bus.history_size,
+                max_age_us: i64::try_from(settings.bus.history_max_age_secs)
+                    .unwrap_or(86_400)
+                    .saturating_mul(1_000_000),
+            },
+            Arc::clone(&clock),
+        ));
 
         let addr = SocketAddr::new(settings.server.host, settings.server.port);
         // Bind before starting anything, so a port in use fails fast and leaves nothing running.

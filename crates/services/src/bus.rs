@@ -1,4 +1,7 @@
-use std::collections::HashMap;
+//! The event bus: publish/subscribe of stamped domain events, with a bounded replay history per
+//! channel so a reconnecting client can get exactly what it missed.
+
+use std::collections::{HashMap, VecDeque};
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -33,30 +36,109 @@ pub trait EventBus: Send + Sync + Debug {
 
     /// Subscribes to every event published from now on.
     fn subscribe(&self) -> broadcast::Receiver<Arc<Envelope>>;
+
+    /// Identifies this bus instance (one server run): sequence numbers are unique per channel
+    /// within an epoch only, so a client's `seq` from another epoch means nothing here.
+    fn epoch(&self) -> u64;
+
+    /// The `seq` of the last envelope published on `channel` (0 before the first).
+    fn last_seq(&self, channel: &Channel) -> u64;
+
+    /// Every retained envelope of `channel` with `seq > after_seq`, in order, or
+    /// [`Replay::Gap`] when the history no longer reaches back that far (or `after_seq` is
+    /// ahead of the channel). Never a partial list.
+    fn replay(&self, channel: &Channel, after_seq: u64) -> Replay;
 }
 
-/// The in-process event bus: one tokio broadcast channel, with sequence numbers counted per
-/// channel under a short lock (never held across an await).
+/// Answer of [`EventBus::replay`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replay {
+    /// Exactly the envelopes after the requested `seq`, in order (empty when nothing was missed).
+    Complete(Vec<Arc<Envelope>>),
+    /// The missed envelopes are no longer all retained: the caller must resynchronize.
+    Gap {
+        /// The `seq` of the last envelope published on the channel.
+        latest: u64,
+    },
+}
+
+/// Bounds of the per-channel replay history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryLimits {
+    /// Envelopes retained per channel; 0 keeps none (every replay that misses something is a gap).
+    pub size: usize,
+    /// Envelopes older than this many microseconds are not replayed (and are pruned on publish).
+    pub max_age_us: i64,
+}
+
+impl Default for HistoryLimits {
+    fn default() -> Self {
+        Self {
+            size: 1000,
+            max_age_us: 300 * 1_000_000,
+        }
+    }
+}
+
+/// Sequence counter and history of one channel.
+#[derive(Debug, Default)]
+struct ChannelLog {
+    seq: u64,
+    history: VecDeque<Arc<Envelope>>,
+}
+
+/// The in-process event bus: one tokio broadcast channel, with sequence numbers and a bounded
+/// history counted per channel under a short lock (never held across an await).
+///
+/// The history holds the same `Arc<Envelope>` the subscribers get, so publishing copies no event;
+/// memory is bounded by `history.size` envelopes per channel (channels are bounded by the symbols).
 #[derive(Debug)]
 pub struct InMemoryBus {
     sender: broadcast::Sender<Arc<Envelope>>,
-    sequences: Mutex<HashMap<Channel, u64>>,
+    channels: Mutex<HashMap<Channel, ChannelLog>>,
     clock: Arc<dyn Clock>,
+    limits: HistoryLimits,
+    epoch: u64,
 }
 
 impl InMemoryBus {
     /// Default number of envelopes retained for slow subscribers.
     pub const DEFAULT_CAPACITY: usize = 65_536;
 
-    /// Creates a bus keeping up to `capacity` envelopes for slow subscribers.
+    /// Creates a bus keeping up to `capacity` envelopes for slow subscribers, with the default
+    /// [`HistoryLimits`]; its epoch is the creation time in microseconds.
     #[must_use]
     pub fn new(capacity: usize, clock: Arc<dyn Clock>) -> Self {
+        Self::with_history(capacity, HistoryLimits::default(), clock)
+    }
+
+    /// Like [`InMemoryBus::new`] with explicit history bounds.
+    #[must_use]
+    pub fn with_history(capacity: usize, limits: HistoryLimits, clock: Arc<dyn Clock>) -> Self {
         let (sender, _) = broadcast::channel(capacity.max(1));
+        // The start time in µs differs between runs of a server and stays below 2^53, so
+        // JavaScript clients hold it exactly.
+        let epoch = u64::try_from(clock.now_us()).unwrap_or(1).max(1);
         Self {
             sender,
-            sequences: Mutex::new(HashMap::new()),
+            channels: Mutex::new(HashMap::new()),
             clock,
+            limits,
+            epoch,
         }
+    }
+
+    /// Replaces the epoch (tests, or a caller that derives epochs itself).
+    #[must_use]
+    pub const fn with_epoch(mut self, epoch: u64) -> Self {
+        self.epoch = epoch;
+        self
+    }
+
+    /// The history bounds in use.
+    #[must_use]
+    pub const fn limits(&self) -> HistoryLimits {
+        self.limits
     }
 }
 
@@ -64,18 +146,26 @@ impl EventBus for InMemoryBus {
     fn publish(&self, event: Event) -> Arc<Envelope> {
         let channel = event.channel();
         // The lock also orders the send, so subscribers see each channel's seq strictly increasing.
-        let mut sequences = self
-            .sequences
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let seq = sequences.entry(channel.clone()).or_insert(0);
-        *seq += 1;
+        let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        let log = channels.entry(channel.clone()).or_default();
+        log.seq += 1;
+        let ts_us = self.clock.now_us();
         let envelope = Arc::new(Envelope {
             channel,
-            seq: *seq,
-            ts_us: self.clock.now_us(),
+            seq: log.seq,
+            ts_us,
             event,
         });
+        if self.limits.size > 0 {
+            if log.history.len() >= self.limits.size {
+                log.history.pop_front();
+            }
+            log.history.push_back(Arc::clone(&envelope));
+        }
+        let oldest_kept = ts_us.saturating_sub(self.limits.max_age_us);
+        while log.history.front().is_some_and(|e| e.ts_us < oldest_kept) {
+            log.history.pop_front();
+        }
         // An error only means nobody is subscribed right now, which is fine for a broadcast.
         let _ = self.sender.send(Arc::clone(&envelope));
         envelope
@@ -84,14 +174,63 @@ impl EventBus for InMemoryBus {
     fn subscribe(&self) -> broadcast::Receiver<Arc<Envelope>> {
         self.sender.subscribe()
     }
+
+    fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    fn last_seq(&self, channel: &Channel) -> u64 {
+        self.channels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(channel)
+            .map_or(0, |log| log.seq)
+    }
+
+    fn replay(&self, channel: &Channel, after_seq: u64) -> Replay {
+        let oldest_kept = self.clock.now_us().saturating_sub(self.limits.max_age_us);
+        let channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(log) = channels.get(channel) else {
+            // Nothing was ever published here: only "nothing seen" is consistent.
+            return if after_seq == 0 {
+                Replay::Complete(Vec::new())
+            } else {
+                Replay::Gap { latest: 0 }
+            };
+        };
+        if after_seq == log.seq {
+            return Replay::Complete(Vec::new());
+        }
+        if after_seq > log.seq {
+            return Replay::Gap { latest: log.seq };
+        }
+        // The first missed envelope (seq after_seq + 1) must still be retained and young enough;
+        // the history is contiguous, so then every later one is too.
+        let Some(first) = log.history.front() else {
+            return Replay::Gap { latest: log.seq };
+        };
+        if first.seq > after_seq + 1 {
+            return Replay::Gap { latest: log.seq };
+        }
+        let skip = usize::try_from(after_seq + 1 - first.seq).unwrap_or(usize::MAX);
+        let missed: Vec<Arc<Envelope>> = log.history.iter().skip(skip).cloned().collect();
+        match missed.first() {
+            Some(first) if first.seq == after_seq + 1 && first.ts_us >= oldest_kept => {
+                Replay::Complete(missed)
+            }
+            _ => Replay::Gap { latest: log.seq },
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use cryptobot_domain::fixtures;
 
+    use chrono::TimeDelta;
+
     use super::*;
-    use crate::SystemClock;
+    use crate::{ManualClock, SystemClock};
 
     #[tokio::test]
     async fn numbers_events_per_channel_and_delivers_in_order() {
@@ -131,6 +270,121 @@ mod tests {
                 .seq,
             2
         );
+    }
+
+    fn seqs(replay: &Replay) -> Option<Vec<u64>> {
+        match replay {
+            Replay::Complete(envelopes) => Some(envelopes.iter().map(|e| e.seq).collect()),
+            Replay::Gap { .. } => None,
+        }
+    }
+
+    fn manual_bus(size: usize, max_age_secs: i64) -> (InMemoryBus, Arc<ManualClock>) {
+        let clock = Arc::new(ManualClock::new(fixtures::instant()));
+        let limits = HistoryLimits {
+            size,
+            max_age_us: max_age_secs * 1_000_000,
+        };
+        let bus = InMemoryBus::with_history(16, limits, Arc::clone(&clock) as Arc<dyn Clock>);
+        (bus, clock)
+    }
+
+    fn tick(bus: &InMemoryBus, symbol: &str) -> u64 {
+        bus.publish(Event::Ticker(fixtures::ticker(symbol, "1")))
+            .seq
+    }
+
+    #[test]
+    fn replay_edge_cases() {
+        let (bus, _) = manual_bus(3, 300);
+        let btc = Channel::Ticker(fixtures::symbol("BTCUSDT"));
+        // TC0: nothing published: only "nothing seen" is consistent
+        assert_eq!(seqs(&bus.replay(&btc, 0)), Some(vec![]));
+        assert_eq!(bus.replay(&btc, 1), Replay::Gap { latest: 0 });
+        for _ in 0..5 {
+            tick(&bus, "BTCUSDT");
+        }
+        tick(&bus, "ETHUSDT");
+        // TC1: up to date
+        assert_eq!(seqs(&bus.replay(&btc, 5)), Some(vec![]));
+        // TC2: within the history, per channel
+        assert_eq!(seqs(&bus.replay(&btc, 2)), Some(vec![3, 4, 5]));
+        assert_eq!(seqs(&bus.replay(&btc, 4)), Some(vec![5]));
+        // TC3: beyond the history (size 3 keeps 3..=5): a gap, never a partial list
+        assert_eq!(bus.replay(&btc, 1), Replay::Gap { latest: 5 });
+        assert_eq!(bus.replay(&btc, 0), Replay::Gap { latest: 5 });
+        // TC4: ahead of the channel (a seq from another run)
+        assert_eq!(bus.replay(&btc, 9), Replay::Gap { latest: 5 });
+        // TC5: other channels are independent
+        let eth = Channel::Ticker(fixtures::symbol("ETHUSDT"));
+        assert_eq!(seqs(&bus.replay(&eth, 0)), Some(vec![1]));
+        assert_eq!(bus.last_seq(&btc), 5);
+        assert_eq!(bus.last_seq(&Channel::Trades), 0);
+    }
+
+    #[test]
+    fn history_is_bounded_by_size() {
+        let (bus, _) = manual_bus(4, 300);
+        for _ in 0..1000 {
+            tick(&bus, "BTCUSDT");
+        }
+        let btc = Channel::Ticker(fixtures::symbol("BTCUSDT"));
+        assert_eq!(
+            seqs(&bus.replay(&btc, 996)),
+            Some(vec![997, 998, 999, 1000])
+        );
+        assert_eq!(bus.replay(&btc, 995), Replay::Gap { latest: 1000 });
+        let channels = bus.channels.lock().unwrap();
+        assert_eq!(channels[&btc].history.len(), 4);
+    }
+
+    #[test]
+    fn history_is_bounded_by_age() {
+        let (bus, clock) = manual_bus(100, 10);
+        let btc = Channel::Ticker(fixtures::symbol("BTCUSDT"));
+        tick(&bus, "BTCUSDT");
+        clock.advance(TimeDelta::seconds(6));
+        tick(&bus, "BTCUSDT");
+        // TC0: both young enough
+        assert_eq!(seqs(&bus.replay(&btc, 0)), Some(vec![1, 2]));
+        // TC1: the first is now too old to replay, even before a publish prunes it
+        clock.advance(TimeDelta::seconds(5));
+        assert_eq!(bus.replay(&btc, 0), Replay::Gap { latest: 2 });
+        assert_eq!(seqs(&bus.replay(&btc, 1)), Some(vec![2]));
+        // TC2: a publish prunes what is too old
+        clock.advance(TimeDelta::seconds(20));
+        tick(&bus, "BTCUSDT");
+        assert_eq!(bus.replay(&btc, 1), Replay::Gap { latest: 3 });
+        assert_eq!(seqs(&bus.replay(&btc, 2)), Some(vec![3]));
+        assert_eq!(bus.channels.lock().unwrap()[&btc].history.len(), 1);
+    }
+
+    #[test]
+    fn zero_history_replays_only_nothing_missed() {
+        let (bus, _) = manual_bus(0, 300);
+        tick(&bus, "BTCUSDT");
+        let btc = Channel::Ticker(fixtures::symbol("BTCUSDT"));
+        assert_eq!(seqs(&bus.replay(&btc, 1)), Some(vec![]));
+        assert_eq!(bus.replay(&btc, 0), Replay::Gap { latest: 1 });
+    }
+
+    #[test]
+    fn history_shares_the_published_envelope_and_epochs_differ_by_clock() {
+        let (bus, clock) = manual_bus(8, 300);
+        let published = bus.publish(Event::TradeExecuted(fixtures::trade(
+            1, "BTCUSDT", "2", "1",
+        )));
+        let Replay::Complete(replayed) = bus.replay(&Channel::Trades, 0) else {
+            panic!("history expected")
+        };
+        assert!(
+            Arc::ptr_eq(&published, &replayed[0]),
+            "no copy of the event"
+        );
+        clock.advance(TimeDelta::seconds(1));
+        let later = InMemoryBus::new(4, Arc::clone(&clock) as Arc<dyn Clock>);
+        assert_ne!(bus.epoch(), later.epoch());
+        assert_eq!(later.with_epoch(7).epoch(), 7);
     }
 
     #[tokio::test]

@@ -27,7 +27,7 @@ pub mod signals;
 /// Trade and portfolio traits, the paper trading engine and its storage.
 pub mod trading;
 
-pub use bus::{Envelope, EventBus, InMemoryBus};
+pub use bus::{Envelope, EventBus, HistoryLimits, InMemoryBus, Replay};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::ServiceError;
 pub use market::MarketService;

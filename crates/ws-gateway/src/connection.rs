@@ -6,7 +6,7 @@
 //! because they have their own actors and the hub never awaits a client.
 
 use std::cell::Cell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -15,19 +15,24 @@ use std::task::{Context, Poll};
 use actix_web::error::PayloadError;
 use actix_web::web::Bytes;
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Message};
-use cryptobot_domain::Symbol;
+use cryptobot_domain::{Channel, Symbol};
+use cryptobot_services::{Envelope, Replay};
 use futures_util::SinkExt;
 use futures_util::future::{AbortHandle, Abortable, Aborted, BoxFuture};
 use futures_util::stream::{FuturesUnordered, Stream, StreamExt};
+use serde_json::Value;
 use tokio::sync::{broadcast, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::GatewayConfig;
 use crate::dispatch::{Action, Dispatcher, Subscriptions};
-use crate::hub::{EventFrame, HubShared, TickerFrame};
+use crate::hub::{EventFrame, HubShared, TickerFrame, frame_bytes};
 use crate::metrics::GatewayMetrics;
-use crate::protocol::{ClientMessage, ServerMessage};
+use crate::protocol::{ClientMessage, EventMeta, ResumeRequest, ServerMessage};
+
+/// Longest wait for the portfolio summary sent as a snapshot after a failed resume.
+const SNAPSHOT_FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Why a connection ended; decides the close frame and the log line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,8 +216,13 @@ pub(crate) struct Connection {
     pub(crate) tickers: FuturesUnordered<TickerWait>,
     /// Abort handles of those waits, by symbol.
     pub(crate) watching: HashMap<Symbol, AbortHandle>,
-    /// Last ticker `seq` delivered per symbol, to count conflated updates.
+    /// Last ticker `seq` delivered per symbol, to count conflated updates and drop repeats.
     pub(crate) delivered_seq: HashMap<Symbol, u64>,
+    /// Last `seq` delivered per never-dropped channel: a live event at or below it was already
+    /// sent (by a replay) and is dropped, so a resume never duplicates.
+    pub(crate) event_seq: HashMap<Channel, u64>,
+    /// Pushes wait until the client's first message (`?welcome=1`).
+    pub(crate) held: bool,
     /// When the client last sent anything.
     pub(crate) last_seen: Instant,
     /// Counters.
@@ -230,12 +240,18 @@ impl Connection {
         let mut heartbeat = tokio::time::interval_at(Instant::now() + period, period);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut rate = RateLimit::new(self.config.max_messages_per_sec);
+        if self.held
+            && let Err(end) = self.welcome().await
+        {
+            return self.finish(end).await;
+        }
         let end = loop {
+            let held = self.held;
             let step = tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => Err(End::Shutdown),
                 // Pushes before requests: what happened before a request is delivered before its reply.
-                event = recv_event(self.events.as_mut()) => self.on_event(event).await,
+                event = recv_event(self.events.as_mut()), if !held => self.on_event(event).await,
                 Some(changed) = self.tickers.next() => self.on_ticker(changed).await,
                 inbound = self.inbound.recv() => self.on_inbound(inbound, rate.as_mut()).await,
                 _ = heartbeat.tick() => self.on_heartbeat().await,
@@ -297,6 +313,7 @@ impl Connection {
         let Behaviour::Services { dispatcher, .. } = &self.behaviour else {
             return Ok(());
         };
+        self.held = false;
         let actions = match ClientMessage::parse(text) {
             Ok(message) => dispatcher.clone().handle(message, &mut self.subs).await,
             Err(err) => vec![Action::Send(err.into_message())],
@@ -311,9 +328,183 @@ impl Connection {
                     }
                     self.delivered_seq.remove(&symbol);
                 }
+                Action::Resume {
+                    request,
+                    channels,
+                    id,
+                } => self.resume(request, channels, id).await?,
             }
         }
         Ok(())
+    }
+
+    /// Sends the `welcome` frame (epoch, version, channels).
+    async fn welcome(&mut self) -> Result<(), End> {
+        let Behaviour::Services { dispatcher, .. } = &self.behaviour else {
+            return Ok(());
+        };
+        let message = ServerMessage::Welcome {
+            epoch: dispatcher.bus.epoch(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            channels: self.subs.list(),
+        };
+        self.send_message(&message).await
+    }
+
+    /// The last `seq` delivered on a channel, if any.
+    fn delivered(&self, channel: &Channel) -> Option<u64> {
+        match channel {
+            Channel::Ticker(symbol) => self.delivered_seq.get(symbol).copied(),
+            other => self.event_seq.get(other).copied(),
+        }
+    }
+
+    fn set_delivered(&mut self, channel: &Channel, seq: u64) {
+        match channel {
+            Channel::Ticker(symbol) => self.delivered_seq.insert(symbol.clone(), seq),
+            other => self.event_seq.insert(other.clone(), seq),
+        };
+    }
+
+    /// Acknowledges a resume, replays exactly the missed events of each resumed channel (or sends
+    /// a snapshot when that is impossible), then lets live delivery continue without a gap or a
+    /// repeat: live sources are taken before the history is read, and live events at or below
+    /// what was replayed are dropped.
+    async fn resume(
+        &mut self,
+        request: ResumeRequest,
+        channels: Vec<Channel>,
+        id: Option<Value>,
+    ) -> Result<(), End> {
+        let Behaviour::Services { dispatcher, hub } = &self.behaviour else {
+            return Ok(());
+        };
+        let (dispatcher, hub) = (dispatcher.clone(), Arc::clone(hub));
+        let epoch = dispatcher.bus.epoch();
+        // Live first: the event receiver exists since the connection opened; ticker watches are
+        // taken now, before the history is read.
+        let mut watches = Vec::new();
+        for channel in &request.channels {
+            if let Channel::Ticker(symbol) = channel {
+                let mut receiver = hub.ticker_receiver(symbol);
+                let latest = receiver.borrow_and_update().clone();
+                watches.push((symbol.clone(), receiver, latest));
+            }
+        }
+        let mut recovered = BTreeMap::new();
+        let mut replays: Vec<(Channel, Option<Vec<Arc<Envelope>>>)> = Vec::new();
+        for (channel, &last) in &request.last_seq {
+            let delivered = self.delivered(channel);
+            // Live events past the client's seq already went out on this connection: a replay now
+            // would arrive out of order, so this channel is resynchronized instead.
+            let replay = if request.epoch != epoch || delivered.is_some_and(|d| d > last) {
+                None
+            } else {
+                match dispatcher.bus.replay(channel, last) {
+                    Replay::Complete(envelopes) => Some(envelopes),
+                    Replay::Gap { .. } => None,
+                }
+            };
+            recovered.insert(channel.to_string(), replay.is_some());
+            replays.push((channel.clone(), replay));
+        }
+        let ack = if request.standalone {
+            ServerMessage::Resumed {
+                channels,
+                epoch,
+                recovered: recovered.clone(),
+                id,
+            }
+        } else {
+            ServerMessage::Subscribed {
+                channels,
+                epoch: Some(epoch),
+                recovered: Some(recovered.clone()),
+                id,
+            }
+        };
+        self.send_message(&ack).await?;
+        for (channel, replay) in replays {
+            match replay {
+                Some(envelopes) => {
+                    for envelope in envelopes {
+                        if self.delivered(&channel).is_none_or(|d| envelope.seq > d) {
+                            self.set_delivered(&channel, envelope.seq);
+                            self.send_bytes(frame_bytes(&envelope)).await?;
+                        }
+                    }
+                    if self.delivered(&channel).is_none() {
+                        self.set_delivered(&channel, request.last_seq[&channel]);
+                    }
+                }
+                // Tickers get their snapshot below, with their watch.
+                None if matches!(channel, Channel::Ticker(_)) => {}
+                None => self.resync(&channel, &dispatcher).await?,
+            }
+        }
+        for (symbol, receiver, latest) in watches {
+            self.wait_for_ticker(symbol.clone(), receiver);
+            let channel = Channel::Ticker(symbol.clone());
+            if recovered.get(&channel.to_string()) == Some(&true) {
+                continue;
+            }
+            // Not resumed (or not recoverable): the latest ticker, as a plain subscribe sends it;
+            // the bus's own last envelope first, as the hub's copy may still trail it.
+            let last = dispatcher.bus.last_seq(&channel);
+            if let Replay::Complete(newest) =
+                dispatcher.bus.replay(&channel, last.saturating_sub(1))
+                && let Some(envelope) = newest.last()
+            {
+                self.delivered_seq.insert(symbol, envelope.seq);
+                self.send_bytes(frame_bytes(envelope)).await?;
+                continue;
+            }
+            match latest {
+                Some(frame) => {
+                    self.delivered_seq.insert(symbol, frame.seq);
+                    self.send_bytes(frame.bytes).await?;
+                }
+                None => {
+                    if let Some(message) = dispatcher.ticker_snapshot(&symbol).await {
+                        self.send_message(&message).await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// After an unrecoverable resume of a never-dropped channel: the portfolio gets a fresh
+    /// snapshot; trades, signals and alerts continue live after the channel's current `seq`
+    /// (the client refills trades over REST, see docs/protocol.md).
+    async fn resync(
+        &mut self,
+        channel: &Channel,
+        dispatcher: &crate::dispatch::Dispatcher,
+    ) -> Result<(), End> {
+        // Read the seq before the state, so the snapshot reflects at least that seq.
+        let seq = dispatcher.bus.last_seq(channel);
+        self.set_delivered(channel, seq);
+        if *channel != Channel::Portfolio {
+            return Ok(());
+        }
+        match tokio::time::timeout(SNAPSHOT_FETCH_TIMEOUT, dispatcher.portfolio.summary()).await {
+            Ok(Ok(summary)) => {
+                let message = ServerMessage::PortfolioUpdate {
+                    payload: Box::new(summary),
+                    meta: EventMeta::new(Channel::Portfolio, seq, dispatcher.clock.now_us(), true),
+                };
+                self.send_message(&message).await
+            }
+            Ok(Err(err)) => {
+                tracing::warn!(conn = self.id, %err, "portfolio snapshot failed");
+                Ok(())
+            }
+            Err(_) => {
+                tracing::warn!(conn = self.id, "portfolio snapshot timed out");
+                Ok(())
+            }
+        }
     }
 
     /// Starts delivering a symbol's tickers and sends the latest one at once.
@@ -373,7 +564,12 @@ impl Connection {
         let Some(frame) = frame else {
             return Ok(());
         };
-        let previous = self.delivered_seq.insert(symbol, frame.seq);
+        let previous = self.delivered_seq.get(&symbol).copied();
+        if previous.is_some_and(|previous| frame.seq <= previous) {
+            // Already sent by a replay.
+            return Ok(());
+        }
+        self.delivered_seq.insert(symbol, frame.seq);
         if let Some(previous) = previous
             && frame.seq > previous + 1
         {
@@ -388,11 +584,18 @@ impl Connection {
     ) -> Result<(), End> {
         match event {
             Ok(frame) => {
-                if self.subs.contains(&frame.channel) {
-                    self.send_bytes(frame.bytes.clone()).await
-                } else {
-                    Ok(())
+                if !self.subs.contains(&frame.channel) {
+                    return Ok(());
                 }
+                if !frame.snapshot {
+                    let last = self.event_seq.entry(frame.channel.clone()).or_insert(0);
+                    if frame.seq <= *last {
+                        // Already sent by a replay.
+                        return Ok(());
+                    }
+                    *last = frame.seq;
+                }
+                self.send_bytes(frame.bytes.clone()).await
             }
             // Never drop trades, portfolio, signals or alerts silently: close, the client resyncs.
             Err(broadcast::error::RecvError::Lagged(_)) => Err(End::SlowConsumer("lagged")),
@@ -460,12 +663,20 @@ impl Connection {
             handle.abort();
         }
         if let Some(reason) = end.close_reason(&self.config) {
-            // close() waits for queue space too; a stuck client must not hold the actor.
-            let _ = tokio::time::timeout(
-                self.config.close_timeout(),
-                self.session.close(Some(reason)),
-            )
-            .await;
+            // Both waits share one deadline (close_timeout_ms <= 1 s), so a stuck client cannot
+            // hold the actor and a planned shutdown closes within a second.
+            let deadline = Instant::now() + self.config.close_timeout();
+            if end == End::Shutdown
+                && let Behaviour::Services { dispatcher, .. } = &self.behaviour
+            {
+                let notice = ServerMessage::ServerShutdown {
+                    reason: "server shutting down".to_owned(),
+                    epoch: dispatcher.bus.epoch(),
+                };
+                let mut session = self.session.clone();
+                let _ = tokio::time::timeout_at(deadline, session.text(notice.to_json())).await;
+            }
+            let _ = tokio::time::timeout_at(deadline, self.session.close(Some(reason))).await;
         }
         tracing::info!(conn = self.id, reason = ?end, "websocket connection ended");
         end

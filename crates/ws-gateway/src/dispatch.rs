@@ -7,11 +7,14 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use cryptobot_domain::{Channel, Symbol, TradeOrigin, TradeRequest};
-use cryptobot_services::{Clock, MarketService, PortfolioService, ServiceError, TradeService};
+use cryptobot_services::{
+    Clock, EventBus, MarketService, PortfolioService, ServiceError, TradeService,
+};
 use serde_json::Value;
 
 use crate::protocol::{
-    ClientMessage, ClientRequest, EventMeta, ManualTrade, ServerMessage, TradeExecuted, codes,
+    ClientMessage, ClientRequest, EventMeta, ManualTrade, ResumeRequest, ServerMessage,
+    TradeExecuted, codes,
 };
 
 /// Note attached to `trade_executed` when the command had no `client_order_id`.
@@ -82,6 +85,16 @@ pub(crate) enum Action {
     Watch(Symbol),
     /// Stop delivering the symbol's tickers.
     Unwatch(Symbol),
+    /// The channels are subscribed: acknowledge, then replay what was missed (or send snapshots)
+    /// and continue live.
+    Resume {
+        /// The request, validated.
+        request: ResumeRequest,
+        /// The active channel set after the change (for the ack).
+        channels: Vec<Channel>,
+        /// Echo of the request id.
+        id: Option<Value>,
+    },
 }
 
 /// The services a request may call.
@@ -95,6 +108,8 @@ pub(crate) struct Dispatcher {
     pub(crate) portfolio: Arc<dyn PortfolioService>,
     /// Time of pongs and fetched snapshots.
     pub(crate) clock: Arc<dyn Clock>,
+    /// The event bus: epoch, last `seq` and replay history of every channel.
+    pub(crate) bus: Arc<dyn EventBus>,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -116,6 +131,7 @@ impl Dispatcher {
                         Action::Send(ServerMessage::SubscriptionSuccess {
                             message: format!("Subscribed to {symbol}"),
                             channels: subs.list(),
+                            epoch: Some(self.bus.epoch()),
                             id,
                         }),
                         Action::Watch(symbol),
@@ -137,6 +153,8 @@ impl Dispatcher {
                 Ok(()) => {
                     let mut actions = vec![Action::Send(ServerMessage::Subscribed {
                         channels: subs.list(),
+                        epoch: Some(self.bus.epoch()),
+                        recovered: None,
                         id,
                     })];
                     actions.extend(channels.into_iter().filter_map(|c| match c {
@@ -146,6 +164,14 @@ impl Dispatcher {
                     dedup_watches(&mut actions);
                     actions
                 }
+            },
+            ClientRequest::Resume(request) => match self.add(subs, &request.channels, id.clone()) {
+                Err(error) => vec![Action::Send(*error)],
+                Ok(()) => vec![Action::Resume {
+                    request,
+                    channels: subs.list(),
+                    id,
+                }],
             },
             ClientRequest::Unsubscribe(channels) => {
                 let removed = subs.remove(&channels);
@@ -277,7 +303,7 @@ mod tests {
     use cryptobot_domain::{LevelChange, OrderSize, PositionUpdate, Side, fixtures};
     use cryptobot_services::market::MockMarketService;
     use cryptobot_services::trading::{MockPortfolioService, MockTradeService};
-    use cryptobot_services::{Execution, SystemClock};
+    use cryptobot_services::{Execution, InMemoryBus, SystemClock};
     use serde_json::json;
 
     use super::*;
@@ -292,6 +318,7 @@ mod tests {
             trade: Arc::new(trade),
             portfolio: Arc::new(portfolio),
             clock: Arc::new(SystemClock),
+            bus: Arc::new(InMemoryBus::new(16, Arc::new(SystemClock)).with_epoch(7)),
         }
     }
 
@@ -330,6 +357,7 @@ mod tests {
             Action::Send(ServerMessage::SubscriptionSuccess {
                 message,
                 channels,
+                epoch,
                 id,
             }),
             Action::Watch(watched),
@@ -338,6 +366,7 @@ mod tests {
             panic!("unexpected {actions:?}")
         };
         assert_eq!(message, "Subscribed to BTCUSDT");
+        assert_eq!(epoch, &Some(7), "the ack announces the epoch");
         assert_eq!(id, &Some(json!(1)));
         assert_eq!(watched, &btc);
         assert!(channels.contains(&Channel::Ticker(btc)));

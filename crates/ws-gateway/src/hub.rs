@@ -37,6 +37,10 @@ pub(crate) struct TickerFrame {
 pub(crate) struct EventFrame {
     /// `trades`, `portfolio`, `signals` or `alerts`.
     pub(crate) channel: Channel,
+    /// Sequence number on the channel (a snapshot repeats the last one).
+    pub(crate) seq: u64,
+    /// True for the periodic portfolio snapshot, which is never a duplicate of a live event.
+    pub(crate) snapshot: bool,
     /// The JSON text, shared by every connection.
     pub(crate) bytes: Bytes,
 }
@@ -151,38 +155,10 @@ impl Hub {
 
     /// Serializes one envelope once and publishes it to the right channel.
     pub(crate) fn publish(&mut self, envelope: &Envelope) {
-        let meta = EventMeta::new(
-            envelope.channel.clone(),
-            envelope.seq,
-            envelope.ts_us,
-            false,
-        );
-        let message = match &envelope.event {
-            Event::Ticker(ticker) => ServerMessage::TickerUpdate {
-                payload: ticker.clone(),
-                meta,
-            },
-            Event::TradeExecuted(trade) => ServerMessage::TradeNotification {
-                payload: Box::new(TradeNotification::from(trade.clone())),
-                meta,
-            },
-            Event::PortfolioChanged(summary) => {
-                self.portfolio_seq = envelope.seq;
-                ServerMessage::PortfolioUpdate {
-                    payload: Box::new(summary.clone()),
-                    meta,
-                }
-            }
-            Event::Signal(signal) => ServerMessage::Signal {
-                payload: signal.clone(),
-                meta,
-            },
-            Event::Alert(alert) => ServerMessage::Alert {
-                payload: alert.clone(),
-                meta,
-            },
-        };
-        let bytes = Bytes::from(message.to_json());
+        if matches!(envelope.event, Event::PortfolioChanged(_)) {
+            self.portfolio_seq = envelope.seq;
+        }
+        let bytes = frame_bytes(envelope);
         if let Event::Ticker(ticker) = &envelope.event {
             self.shared
                 .ticker_sender(&ticker.symbol)
@@ -194,6 +170,8 @@ impl Hub {
             // An error only means no connection is open.
             let _ = self.shared.events.send(Arc::new(EventFrame {
                 channel: envelope.channel.clone(),
+                seq: envelope.seq,
+                snapshot: false,
                 bytes,
             }));
         }
@@ -229,9 +207,44 @@ impl Hub {
         };
         let _ = self.shared.events.send(Arc::new(EventFrame {
             channel: Channel::Portfolio,
+            seq: self.portfolio_seq,
+            snapshot: true,
             bytes: Bytes::from(message.to_json()),
         }));
     }
+}
+
+/// The JSON frame of a published envelope (live, or replayed to a resuming client).
+pub(crate) fn frame_bytes(envelope: &Envelope) -> Bytes {
+    let meta = EventMeta::new(
+        envelope.channel.clone(),
+        envelope.seq,
+        envelope.ts_us,
+        false,
+    );
+    let message = match &envelope.event {
+        Event::Ticker(ticker) => ServerMessage::TickerUpdate {
+            payload: ticker.clone(),
+            meta,
+        },
+        Event::TradeExecuted(trade) => ServerMessage::TradeNotification {
+            payload: Box::new(TradeNotification::from(trade.clone())),
+            meta,
+        },
+        Event::PortfolioChanged(summary) => ServerMessage::PortfolioUpdate {
+            payload: Box::new(summary.clone()),
+            meta,
+        },
+        Event::Signal(signal) => ServerMessage::Signal {
+            payload: signal.clone(),
+            meta,
+        },
+        Event::Alert(alert) => ServerMessage::Alert {
+            payload: alert.clone(),
+            meta,
+        },
+    };
+    Bytes::from(message.to_json())
 }
 
 /// Waits for the next tick, or forever when the timer is disabled.

@@ -142,6 +142,7 @@ impl Gateway {
                 trade: services.trade,
                 portfolio: services.portfolio,
                 clock,
+                bus: services.bus,
             },
             hub,
         };
@@ -293,6 +294,11 @@ impl Gateway {
             Behaviour::Echo => (None, Behaviour::Echo),
         };
         let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let welcome = matches!(inner.behaviour, Behaviour::Services { .. })
+            && req
+                .query_string()
+                .split('&')
+                .any(|pair| pair == "welcome=1" || pair == "welcome=true");
         let connection = Connection {
             id,
             session,
@@ -305,6 +311,10 @@ impl Gateway {
             tickers: FuturesUnordered::new(),
             watching: std::collections::HashMap::new(),
             delivered_seq: std::collections::HashMap::new(),
+            event_seq: std::collections::HashMap::new(),
+            // `?welcome=1`: announce the epoch first and hold pushes until the first message, so
+            // a resume takes effect before any live event of the default channels.
+            held: welcome,
             last_seen: Instant::now(),
             metrics: Arc::clone(&inner.metrics),
             shutdown: inner.shutdown.clone(),

@@ -3,6 +3,8 @@
 //! Pure and synchronous, so every shape is unit-tested without a socket. The seed's messages keep
 //! their exact field names; everything added is additional fields or new message types.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use cryptobot_domain::{
     Alert, Channel, ClientOrderId, OrderSize, PortfolioSummary, Position, PositionUpdate, Side,
@@ -65,6 +67,22 @@ pub enum ClientRequest {
     },
     /// `ping`.
     Ping,
+    /// `subscribe {channels, resume}` or `resume {epoch, last_seq}`: subscribe and replay what was
+    /// missed since the given `seq` of each channel.
+    Resume(ResumeRequest),
+}
+
+/// A subscription that continues where a previous connection stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumeRequest {
+    /// Channels to subscribe, the resumed ones included.
+    pub channels: Vec<Channel>,
+    /// The epoch the client's `seq` values belong to.
+    pub epoch: u64,
+    /// The last `seq` the client saw, per channel.
+    pub last_seq: BTreeMap<Channel, u64>,
+    /// True for a `resume` message (reply `resumed`), false for `subscribe` (reply `subscribed`).
+    pub standalone: bool,
 }
 
 /// Payload of `manual_trade`; decimals are strings.
@@ -123,6 +141,21 @@ struct ChannelsPayload {
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct SubscribePayload {
+    channels: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    resume: Option<ResumePayload>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResumePayload {
+    epoch: u64,
+    last_seq: BTreeMap<String, u64>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ManualTradePayload {
     symbol: Symbol,
     side: Side,
@@ -176,7 +209,34 @@ impl ClientMessage {
                     ClientRequest::UnsubscribeTicker(symbol)
                 }
             }
-            "subscribe" | "unsubscribe" => {
+            "subscribe" => {
+                let payload = serde_json::from_value::<SubscribePayload>(raw.payload)
+                    .map_err(|err| invalid(&raw.kind, &err))?;
+                let unknown = |message| RequestError {
+                    id: id.clone(),
+                    code: codes::UNKNOWN_CHANNEL,
+                    message,
+                };
+                let channels = parse_channels(&payload.channels).map_err(unknown)?;
+                match payload.resume {
+                    None => ClientRequest::Subscribe(channels),
+                    Some(resume) => ClientRequest::Resume(
+                        resume_request(channels, resume, false).map_err(unknown)?,
+                    ),
+                }
+            }
+            "resume" => {
+                let payload = serde_json::from_value::<ResumePayload>(raw.payload)
+                    .map_err(|err| invalid(&raw.kind, &err))?;
+                ClientRequest::Resume(resume_request(Vec::new(), payload, true).map_err(
+                    |message| RequestError {
+                        id: id.clone(),
+                        code: codes::UNKNOWN_CHANNEL,
+                        message,
+                    },
+                )?)
+            }
+            "unsubscribe" => {
                 let names = serde_json::from_value::<ChannelsPayload>(raw.payload)
                     .map_err(|err| invalid(&raw.kind, &err))?
                     .channels;
@@ -185,11 +245,7 @@ impl ClientMessage {
                     code: codes::UNKNOWN_CHANNEL,
                     message,
                 })?;
-                if raw.kind == "subscribe" {
-                    ClientRequest::Subscribe(channels)
-                } else {
-                    ClientRequest::Unsubscribe(channels)
-                }
+                ClientRequest::Unsubscribe(channels)
             }
             "manual_trade" => {
                 let p = serde_json::from_value::<ManualTradePayload>(raw.payload)
@@ -291,6 +347,22 @@ impl ClientMessage {
                 ("update_position", Value::Object(fields))
             }
             ClientRequest::Ping => ("ping", Value::Null),
+            ClientRequest::Resume(resume) => {
+                let last_seq: serde_json::Map<String, Value> = resume
+                    .last_seq
+                    .iter()
+                    .map(|(channel, seq)| (channel.to_string(), Value::from(*seq)))
+                    .collect();
+                let resume_value = serde_json::json!({"epoch": resume.epoch, "last_seq": last_seq});
+                if resume.standalone {
+                    ("resume", resume_value)
+                } else {
+                    (
+                        "subscribe",
+                        serde_json::json!({"channels": resume.channels, "resume": resume_value}),
+                    )
+                }
+            }
         };
         let raw = RawEnvelope {
             kind: kind.to_owned(),
@@ -299,6 +371,31 @@ impl ClientMessage {
         };
         serde_json::to_string(&raw).unwrap_or_default()
     }
+}
+
+/// Builds a [`ResumeRequest`]: the resumed channels are subscribed too (after `channels`).
+fn resume_request(
+    mut channels: Vec<Channel>,
+    payload: ResumePayload,
+    standalone: bool,
+) -> Result<ResumeRequest, String> {
+    let names: Vec<String> = payload.last_seq.keys().cloned().collect();
+    let resumed = parse_channels(&names)?;
+    let last_seq: BTreeMap<Channel, u64> = resumed
+        .into_iter()
+        .zip(payload.last_seq.into_values())
+        .collect();
+    for channel in last_seq.keys() {
+        if !channels.contains(channel) {
+            channels.push(channel.clone());
+        }
+    }
+    Ok(ResumeRequest {
+        channels,
+        epoch: payload.epoch,
+        last_seq,
+        standalone,
+    })
 }
 
 /// Parses channel names, all or nothing.
@@ -398,6 +495,9 @@ pub enum ServerMessage {
         message: String,
         /// The active channel set after the change.
         channels: Vec<Channel>,
+        /// The server's epoch: the `seq` values this connection sees belong to it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<u64>,
         /// Echo of the request id.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<Value>,
@@ -416,6 +516,13 @@ pub enum ServerMessage {
     Subscribed {
         /// The active channel set after the change.
         channels: Vec<Channel>,
+        /// The server's epoch: the `seq` values this connection sees belong to it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<u64>,
+        /// With `resume`: per resumed channel, true when exactly the missed events follow, false
+        /// when a snapshot (or nothing, see docs/protocol.md) follows instead.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        recovered: Option<BTreeMap<String, bool>>,
         /// Echo of the request id.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<Value>,
@@ -483,6 +590,35 @@ pub enum ServerMessage {
         /// Echo of the request id.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<Value>,
+    },
+    /// Reply to `resume`.
+    Resumed {
+        /// The active channel set after the change.
+        channels: Vec<Channel>,
+        /// The server's epoch.
+        epoch: u64,
+        /// Per resumed channel: true when exactly the missed events follow, false when a snapshot
+        /// (or nothing, see docs/protocol.md) follows instead.
+        recovered: BTreeMap<String, bool>,
+        /// Echo of the request id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<Value>,
+    },
+    /// First frame of a connection opened with `?welcome=1`.
+    Welcome {
+        /// The server's epoch (one per server run).
+        epoch: u64,
+        /// The server's version.
+        version: String,
+        /// The channels the connection is subscribed to.
+        channels: Vec<Channel>,
+    },
+    /// Sent right before the 1001 close of a planned shutdown.
+    ServerShutdown {
+        /// Human-readable reason.
+        reason: String,
+        /// The epoch ending with this run.
+        epoch: u64,
     },
     /// Reply to `ping`.
     Pong {
@@ -717,6 +853,7 @@ mod tests {
             ServerMessage::SubscriptionSuccess {
                 message: "Subscribed to BTCUSDT".to_owned(),
                 channels: vec![Channel::Trades],
+                epoch: Some(3),
                 id: Some(json!("a")),
             },
             ServerMessage::TickerUpdate {
@@ -771,6 +908,7 @@ mod tests {
         let ok = ServerMessage::SubscriptionSuccess {
             message: "Subscribed to BTCUSDT".to_owned(),
             channels: vec![],
+            epoch: None,
             id: None,
         };
         let value: Value = serde_json::from_str(&ok.to_json()).unwrap();
