@@ -14,6 +14,7 @@ cleanup() {
 trap cleanup EXIT
 
 CRYPTOBOT__SERVER__PORT=0 CRYPTOBOT__STORAGE__PATH="$work/cryptobot.db" \
+  CRYPTOBOT__TRADING__AUTO_TRADE="${AUTO_TRADE:-false}" \
   CRYPTOBOT__MARKET__TICKS_PER_SECOND="${TICKS_PER_SECOND:-5}" RUST_LOG="${RUST_LOG:-info},cryptobot_server::startup=info" \
   "$bin" >"$log" 2>&1 &
 pid=$!

@@ -40,12 +40,13 @@ function startServer(extraEnv = {}, onPort = port, onDb = dbPath) {
     const child = spawn(BIN, [], {
       env: {
         ...process.env,
-        ...extraEnv,
         CRYPTOBOT__SERVER__PORT: String(onPort),
         CRYPTOBOT__SERVER__WORKERS: "1",
         CRYPTOBOT__STORAGE__PATH: onDb,
         CRYPTOBOT__MARKET__TICKS_PER_SECOND: "5",
+        CRYPTOBOT__TRADING__AUTO_TRADE: "false",
         RUST_LOG: "info",
+        ...extraEnv,
       },
       stdio: ["ignore", "ignore", "pipe"],
     });
@@ -209,5 +210,29 @@ test("a server that requires a token gets one from the user, never in the URL", 
   } finally {
     await authPage.close();
     await stopServer(secure);
+  }
+});
+
+test("with auto-trading on, the bot's own trades appear by themselves", async () => {
+  const botPort = await freePort();
+  const botDb = join(mkdtempSync(join(tmpdir(), "cryptobot-browser-bot-")), "cryptobot.db");
+  // Fast ticks, short averages and big moves so the strategy crosses within seconds.
+  const bot = await startServer({
+    CRYPTOBOT__TRADING__AUTO_TRADE: "true",
+    CRYPTOBOT__MARKET__TICKS_PER_SECOND: "50",
+    CRYPTOBOT__MARKET__VOLATILITY_BPS: "50",
+    CRYPTOBOT__SIGNALS__SHORT_WINDOW: "2",
+    CRYPTOBOT__SIGNALS__LONG_WINDOW: "4",
+  }, botPort, botDb);
+  const botPage = await browser.newPage();
+  try {
+    await botPage.goto(`http://127.0.0.1:${botPort}/`);
+    await botPage.locator("#signal-feed li").first().waitFor(WAIT);
+    const autoTrade = botPage.locator("#trade-feed li", { hasText: "(auto)" }).first();
+    await autoTrade.waitFor({ timeout: 30000 });
+    await botPage.screenshot({ path: join(ARTIFACTS, "08-bot-trading.png"), fullPage: true });
+  } finally {
+    await botPage.close();
+    await stopServer(bot);
   }
 });

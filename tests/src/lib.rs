@@ -38,7 +38,8 @@ pub fn temp_db_path() -> PathBuf {
     ))
 }
 
-/// Settings for tests: port 0, one worker, fast ticks, quiet logs, the given SQLite file, plus
+/// Settings for tests: port 0, one worker, fast ticks, no auto-trading, quiet logs, the given
+/// SQLite file, plus
 /// `extra` environment-style overrides such as `("CRYPTOBOT__TRADING__FEE_RATE", "0")`.
 ///
 /// # Panics
@@ -51,6 +52,8 @@ pub fn test_settings(storage_path: &Path, extra: &[(&str, &str)]) -> Settings {
         ("CRYPTOBOT__SERVER__SHUTDOWN_TIMEOUT_SECS", "1"),
         ("CRYPTOBOT__MARKET__TICKS_PER_SECOND", "20"),
         ("CRYPTOBOT__LOG__LEVEL", "warn"),
+        // The bot's own trades would race the tests' expectations about cash and trade counts.
+        ("CRYPTOBOT__TRADING__AUTO_TRADE", "false"),
     ]
     .iter()
     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))

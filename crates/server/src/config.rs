@@ -505,7 +505,7 @@ mod tests {
         assert!((s.market.ticks_per_second - 1.0).abs() < f64::EPSILON);
         assert_eq!(s.trading.initial_cash.0, Decimal::from(10_000));
         assert_eq!(s.trading.fee_rate.0.to_string(), "0.001");
-        assert!(!s.trading.auto_trade);
+        assert!(s.trading.auto_trade);
         assert_eq!(s.storage.path, "data/cryptobot.db");
         assert_eq!(s.ws, GatewayConfig::default());
         // The Binance defaults are the connector's own.

@@ -45,6 +45,7 @@ impl Server {
             .env("CRYPTOBOT__SERVER__WORKERS", "1")
             .env("CRYPTOBOT__STORAGE__PATH", db)
             .env("CRYPTOBOT__MARKET__TICKS_PER_SECOND", "20")
+            .env("CRYPTOBOT__TRADING__AUTO_TRADE", "false")
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
