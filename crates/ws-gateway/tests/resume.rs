@@ -320,3 +320,67 @@ async fn planned_shutdown_sends_a_notice_then_1001() {
     }
     server.stop().await;
 }
+
+/// A client closed for being too slow resumes on a new connection and gets exactly what it missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_resumes_after_its_close_and_misses_nothing() {
+    let server = start(cryptobot_ws_gateway::GatewayConfig {
+        event_buffer: 64,
+        send_timeout_ms: 500,
+        ..test_config()
+    })
+    .await;
+    let (_watcher, epoch) = connect_welcome(&server).await;
+    // Subscribed to `alerts` by default; it never reads until it has been closed.
+    let mut slow = server.connect_small_buffer().await;
+    let slow_closes = || {
+        server
+            .gateway
+            .metrics()
+            .slow_consumer_closes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let mut published = 0_u64;
+    while slow_closes() == 0 {
+        assert!(
+            published < 900,
+            "the slow client should have been closed by now"
+        );
+        // Large alerts fill the socket buffers within a few hundred events, well inside the
+        // history the resume needs (1000 per channel by default).
+        for _ in 0..30 {
+            published += 1;
+            server.publish(Event::Alert(Alert {
+                alert_type: AlertType::PriceMove,
+                severity: Severity::Info,
+                message: format!("alert {published} {}", "x".repeat(4000)),
+                symbol: None,
+                raised_at: fixtures::instant(),
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // What the slow client did get: a gap-free prefix, then the end of the connection.
+    let mut last_seen = 0;
+    while let Seen::Json(frame) = next_seen(&mut slow).await {
+        if frame["channel"] == "alerts" {
+            assert_eq!(frame["seq"], last_seen + 1, "no silent gap");
+            last_seen += 1;
+        }
+    }
+    assert!(last_seen < published, "it cannot have kept up");
+
+    let (mut ws, same_epoch) = connect_welcome(&server).await;
+    assert_eq!(same_epoch, epoch);
+    send_json(
+        &mut ws,
+        json!({"type": "resume", "payload": {"epoch": epoch, "last_seq": {"alerts": last_seen}}}),
+    )
+    .await;
+    let ack = ack_of(&mut ws, "resumed", "alerts").await;
+    assert_eq!(ack["recovered"]["alerts"], true, "{ack}");
+    for expected in last_seen + 1..=published {
+        assert_eq!(next_live_seq(&mut ws, "alerts").await, expected);
+    }
+    server.stop().await;
+}
