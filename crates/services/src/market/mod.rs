@@ -9,6 +9,8 @@ use crate::ServiceError;
 pub mod binance;
 /// Observable health of a market feed.
 pub mod feed_state;
+/// The latest-ticker map both market sources serve from.
+pub mod latest;
 /// The pure seeded random walk behind the simulated market.
 pub mod price_model;
 /// The simulated market: feed actor and handle.
@@ -16,6 +18,7 @@ pub mod simulated;
 
 pub use binance::{BinanceConfig, BinanceFeed, BinanceMarket, BinanceStream};
 pub use feed_state::{FeedState, FeedStatus};
+pub use latest::LatestTickers;
 pub use simulated::{SimulatedFeed, SimulatedMarket, SimulatedMarketConfig};
 
 /// Latest prices of the configured symbols.

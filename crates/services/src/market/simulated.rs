@@ -1,7 +1,7 @@
 //! The simulated market: a feed actor walking seeded prices and a cloneable handle serving them.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -10,8 +10,8 @@ use rust_decimal::Decimal;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use super::MarketService;
 use super::price_model::{PriceModel, default_initial_price};
+use super::{LatestTickers, MarketService};
 use crate::{Clock, EventBus, ServiceError, ServiceMetrics};
 
 /// Lowest accepted `ticks_per_second`.
@@ -99,14 +99,9 @@ impl SimulatedMarketConfig {
     }
 }
 
-/// Latest tickers, shared by the feed (writer) and every handle (readers). The lock is only held
-/// to copy tickers in or out, never across an await.
-type LatestTickers = Arc<RwLock<HashMap<Symbol, Ticker>>>;
-
 /// Cloneable handle of the simulated market: serves the latest ticker of each symbol.
 #[derive(Debug, Clone)]
 pub struct SimulatedMarket {
-    symbols: Arc<[Symbol]>,
     latest: LatestTickers,
 }
 
@@ -124,12 +119,9 @@ impl SimulatedMarket {
         clock: Arc<dyn Clock>,
         metrics: Arc<ServiceMetrics>,
     ) -> (Self, SimulatedFeed) {
-        let mut symbols: Vec<Symbol> = Vec::with_capacity(config.symbols.len());
-        for symbol in config.symbols {
-            if !symbols.contains(&symbol) {
-                symbols.push(symbol);
-            }
-        }
+        let now = clock.now();
+        let latest = LatestTickers::new(config.symbols, []);
+        let symbols = latest.symbols().to_vec();
         let models: Vec<PriceModel> = symbols
             .iter()
             .map(|symbol| {
@@ -141,16 +133,15 @@ impl SimulatedMarket {
                 PriceModel::new(symbol.clone(), price, config.seed, config.volatility_bps)
             })
             .collect();
-        let now = clock.now();
-        let initial: HashMap<Symbol, Ticker> = models
-            .iter()
-            .map(|model| (model.symbol().clone(), model.ticker(now)))
-            .collect();
-        let latest: LatestTickers = Arc::new(RwLock::new(initial));
+        {
+            let mut initial = latest.write();
+            for model in &models {
+                initial.insert(model.symbol().clone(), model.ticker(now));
+            }
+        }
         let rate = sanitize_rate(config.ticks_per_second);
         let market = Self {
-            symbols: symbols.into(),
-            latest: Arc::clone(&latest),
+            latest: latest.clone(),
         };
         let feed = SimulatedFeed {
             models,
@@ -167,26 +158,15 @@ impl SimulatedMarket {
 #[async_trait]
 impl MarketService for SimulatedMarket {
     fn symbols(&self) -> Vec<Symbol> {
-        self.symbols.to_vec()
+        self.latest.symbols().to_vec()
     }
 
     async fn ticker(&self, symbol: &Symbol) -> Result<Ticker, ServiceError> {
-        if !self.symbols.contains(symbol) {
-            return Err(ServiceError::UnknownSymbol(symbol.clone()));
-        }
-        let latest = self.latest.read().unwrap_or_else(PoisonError::into_inner);
-        latest
-            .get(symbol)
-            .cloned()
-            .ok_or_else(|| ServiceError::NoPrice(symbol.clone()))
+        self.latest.ticker(symbol)
     }
 
     async fn tickers(&self) -> Vec<Ticker> {
-        let latest = self.latest.read().unwrap_or_else(PoisonError::into_inner);
-        self.symbols
-            .iter()
-            .filter_map(|symbol| latest.get(symbol).cloned())
-            .collect()
+        self.latest.tickers()
     }
 }
 
@@ -253,7 +233,7 @@ impl SimulatedFeed {
     /// reads this price from the handle), then publishes them.
     fn publish(&self, tickers: Vec<Ticker>) {
         {
-            let mut latest = self.latest.write().unwrap_or_else(PoisonError::into_inner);
+            let mut latest = self.latest.write();
             for ticker in &tickers {
                 latest.insert(ticker.symbol.clone(), ticker.clone());
             }

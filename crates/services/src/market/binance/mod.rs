@@ -7,8 +7,8 @@
 //! own before the 24-hour connection limit, and raises `feed_stalled` / `feed_resumed` alerts when
 //! no update arrives for `stale_after_secs` and when updates flow again.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,8 +21,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
-use super::MarketService;
 use super::feed_state::FeedState;
+use super::{LatestTickers, MarketService};
 use crate::{Clock, EventBus, ServiceError, ServiceMetrics};
 
 /// Exponential backoff with jitter.
@@ -192,14 +192,9 @@ impl BinanceConfig {
     }
 }
 
-/// Latest tickers, shared by the connector (writer) and every handle (readers). The lock is only
-/// held to copy tickers in or out, never across an await.
-type LatestTickers = Arc<RwLock<HashMap<Symbol, Ticker>>>;
-
 /// Cloneable handle of the Binance market: serves the latest ticker of each symbol.
 #[derive(Debug, Clone)]
 pub struct BinanceMarket {
-    symbols: Arc<[Symbol]>,
     latest: LatestTickers,
     state: FeedState,
 }
@@ -216,18 +211,11 @@ impl BinanceMarket {
         metrics: Arc<ServiceMetrics>,
     ) -> (Self, BinanceFeed) {
         let mut config = config;
-        let mut symbols: Vec<Symbol> = Vec::with_capacity(config.symbols.len());
-        for symbol in std::mem::take(&mut config.symbols) {
-            if !symbols.contains(&symbol) {
-                symbols.push(symbol);
-            }
-        }
-        config.symbols.clone_from(&symbols);
-        let latest: LatestTickers = Arc::new(RwLock::new(HashMap::new()));
+        let latest = LatestTickers::new(std::mem::take(&mut config.symbols), []);
+        config.symbols = latest.symbols().to_vec();
         let state = FeedState::new("binance", Arc::clone(&clock));
         let market = Self {
-            symbols: symbols.into(),
-            latest: Arc::clone(&latest),
+            latest: latest.clone(),
             state: state.clone(),
         };
         let backoff = Backoff::new(
@@ -236,7 +224,7 @@ impl BinanceMarket {
             config.jitter_seed,
         );
         let feed = BinanceFeed {
-            known: market.symbols.iter().cloned().collect(),
+            known: latest.symbols().iter().cloned().collect(),
             tls: tls_config(),
             latest,
             state,
@@ -263,26 +251,15 @@ impl BinanceMarket {
 #[async_trait]
 impl MarketService for BinanceMarket {
     fn symbols(&self) -> Vec<Symbol> {
-        self.symbols.to_vec()
+        self.latest.symbols().to_vec()
     }
 
     async fn ticker(&self, symbol: &Symbol) -> Result<Ticker, ServiceError> {
-        if !self.symbols.contains(symbol) {
-            return Err(ServiceError::UnknownSymbol(symbol.clone()));
-        }
-        let latest = self.latest.read().unwrap_or_else(PoisonError::into_inner);
-        latest
-            .get(symbol)
-            .cloned()
-            .ok_or_else(|| ServiceError::NoPrice(symbol.clone()))
+        self.latest.ticker(symbol)
     }
 
     async fn tickers(&self) -> Vec<Ticker> {
-        let latest = self.latest.read().unwrap_or_else(PoisonError::into_inner);
-        self.symbols
-            .iter()
-            .filter_map(|symbol| latest.get(symbol).cloned())
-            .collect()
+        self.latest.tickers()
     }
 }
 
@@ -507,7 +484,7 @@ impl BinanceFeed {
                 };
                 let now = self.clock.now();
                 let ticker = {
-                    let mut latest = self.latest.write().unwrap_or_else(PoisonError::into_inner);
+                    let mut latest = self.latest.write();
                     let previous = latest.get(&symbol);
                     let Some(ticker) = update.into_ticker(symbol.clone(), previous, now) else {
                         return false;
