@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::auth::Authenticator;
+
 /// Every policy knob of the gateway (the `[ws]` section of the server's settings).
 ///
 /// Durations are integers with their unit in the name. Each key and its default is documented in
@@ -40,9 +42,10 @@ pub struct GatewayConfig {
     /// Browser origins allowed to connect (exact `scheme://host[:port]`), `"*"` for any. Empty: only
     /// requests without `Origin` (non-browser clients) or whose `Origin` host equals the `Host` header.
     pub allowed_origins: Vec<String>,
-    /// Shared secret clients must present (`?token=`, `Authorization: Bearer`, or the
-    /// `bearer.<token>` sub-protocol); empty disables authentication.
-    pub auth_token: String,
+    /// Who may connect and with which scopes. Not a `[ws]` key: the server builds it from its
+    /// `[auth]` section (docs/security.md). Default: no authentication.
+    #[serde(skip)]
+    pub auth: Authenticator,
     /// `SO_SNDBUF` of accepted sockets, in bytes; 0 keeps the OS default.
     pub tcp_send_buffer_bytes: usize,
     /// `TCP_USER_TIMEOUT` of accepted sockets (Linux): unacknowledged data for this long drops the
@@ -81,7 +84,7 @@ impl Default for GatewayConfig {
             max_connections: 10_000,
             event_buffer: 1_024,
             allowed_origins: Vec::new(),
-            auth_token: String::new(),
+            auth: Authenticator::None,
             tcp_send_buffer_bytes: 64 * 1024,
             tcp_user_timeout_secs: 30,
             tcp_nodelay: true,

@@ -29,7 +29,7 @@ use crate::config::GatewayConfig;
 use crate::dispatch::{Action, Dispatcher, Subscriptions};
 use crate::hub::{EventFrame, HubShared, TickerFrame, frame_bytes};
 use crate::metrics::GatewayMetrics;
-use crate::protocol::{ClientMessage, EventMeta, ResumeRequest, ServerMessage};
+use crate::protocol::{ClientMessage, ClientRequest, EventMeta, ResumeRequest, ServerMessage};
 
 /// Longest wait for the portfolio summary sent as a snapshot after a failed resume.
 const SNAPSHOT_FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -223,6 +223,8 @@ pub(crate) struct Connection {
     pub(crate) event_seq: HashMap<Channel, u64>,
     /// Pushes wait until the client's first message (`?welcome=1`).
     pub(crate) held: bool,
+    /// Who opened the connection; its scopes gate `manual_trade` and `update_position`.
+    pub(crate) principal: crate::auth::Principal,
     /// When the client last sent anything.
     pub(crate) last_seen: Instant,
     /// Counters.
@@ -315,6 +317,14 @@ impl Connection {
         };
         self.held = false;
         let actions = match ClientMessage::parse(text) {
+            Ok(message) if needs_trade(&message.request) && !self.principal.can_trade() => {
+                tracing::info!(principal = %self.principal.name, "command refused: no trade scope");
+                vec![Action::Send(ServerMessage::error(
+                    message.id,
+                    "forbidden",
+                    "this token lacks the trade scope",
+                ))]
+            }
             Ok(message) => dispatcher.clone().handle(message, &mut self.subs).await,
             Err(err) => vec![Action::Send(err.into_message())],
         };
@@ -347,6 +357,7 @@ impl Connection {
             epoch: dispatcher.bus.epoch(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             channels: self.subs.list(),
+            scopes: self.principal.scopes.clone(),
         };
         self.send_message(&message).await
     }
@@ -691,4 +702,12 @@ async fn recv_event(
         Some(receiver) => receiver.recv().await,
         None => std::future::pending().await,
     }
+}
+
+/// Requests that change the account and so need the `trade` scope.
+const fn needs_trade(request: &ClientRequest) -> bool {
+    matches!(
+        request,
+        ClientRequest::ManualTrade(_) | ClientRequest::UpdatePosition { .. }
+    )
 }

@@ -10,6 +10,8 @@
 //! May depend on: the domain and services crates (traits only), actix-web, actix-ws, tokio.
 //! Must not depend on: the server crate or any concrete service implementation.
 
+/// Bearer-token authentication shared with the REST API.
+pub mod auth;
 /// `[ws]` settings.
 pub mod config;
 /// The per-connection actor.
@@ -41,6 +43,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+pub use auth::{AuthError, Authenticator, Principal, StaticToken};
 pub use config::GatewayConfig;
 pub use connection::End;
 pub use metrics::GatewayMetrics;
@@ -264,10 +267,13 @@ impl Gateway {
         body: web::Payload,
     ) -> Result<HttpResponse, actix_web::Error> {
         let inner = &self.inner;
-        if let Some(refusal) = self.refuse(&req) {
-            GatewayMetrics::incr(&inner.metrics.upgrades_rejected);
-            return Ok(refusal);
-        }
+        let principal = match self.refuse(&req) {
+            Ok(principal) => principal,
+            Err(refusal) => {
+                GatewayMetrics::incr(&inner.metrics.upgrades_rejected);
+                return Ok(*refusal);
+            }
+        };
         let budget = Rc::new(InboundBudget::default());
         let guarded = GuardedPayload {
             inner: body.into_inner(),
@@ -315,39 +321,48 @@ impl Gateway {
             // `?welcome=1`: announce the epoch first and hold pushes until the first message, so
             // a resume takes effect before any live event of the default channels.
             held: welcome,
+            principal,
             last_seen: Instant::now(),
             metrics: Arc::clone(&inner.metrics),
             shutdown: inner.shutdown.clone(),
             _active: ActiveGuard::new(Arc::clone(&inner.active), Arc::clone(&inner.metrics)),
         };
-        let span = tracing::info_span!("ws", conn = id, peer = ?req.peer_addr());
+        let span = tracing::info_span!("ws", conn = id, peer = ?req.peer_addr(), principal = %connection.principal.name);
         tracing::info!(parent: &span, "websocket connection opened");
         // MessageStream is !Send: the actor stays on this worker's LocalSet.
         actix_web::rt::spawn(connection.run().instrument(span));
         Ok(response)
     }
 
-    /// Returns the response refusing the upgrade, if it must be refused.
-    fn refuse(&self, req: &HttpRequest) -> Option<HttpResponse> {
+    /// Returns the caller, or the response refusing the upgrade.
+    fn refuse(&self, req: &HttpRequest) -> Result<Principal, Box<HttpResponse>> {
         let config = &self.inner.config;
         if self.open_connections() >= config.max_connections as u64 {
-            return Some(
+            return Err(Box::new(
                 HttpResponse::ServiceUnavailable()
                     .insert_header((header::RETRY_AFTER, "5"))
                     .body("too many connections"),
-            );
+            ));
         }
         if !origin_allowed(req, &config.allowed_origins) {
-            return Some(HttpResponse::Forbidden().body("origin not allowed"));
+            return Err(Box::new(
+                HttpResponse::Forbidden().body("origin not allowed"),
+            ));
         }
-        if !config.auth_token.is_empty() && !token_matches(req, &config.auth_token) {
-            return Some(
+        let principal = config.auth.authenticate(req).map_err(|err| {
+            tracing::info!(peer = ?req.peer_addr(), %err, "websocket upgrade refused");
+            Box::new(
                 HttpResponse::Unauthorized()
                     .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
-                    .body("missing or invalid token"),
-            );
+                    .body(err.to_string()),
+            )
+        })?;
+        if !principal.can_read() {
+            return Err(Box::new(
+                HttpResponse::Forbidden().body("token lacks the read scope"),
+            ));
         }
-        None
+        Ok(principal)
     }
 }
 
@@ -390,36 +405,6 @@ fn origin_allowed(req: &HttpRequest, allowed: &[String]) -> bool {
         .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
 }
 
-/// Looks for the token in `Authorization: Bearer`, the `bearer.<token>` sub-protocol or `?token=`.
-fn token_matches(req: &HttpRequest, expected: &str) -> bool {
-    let from_header = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let from_protocol = req
-        .headers()
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .find_map(|p| p.strip_prefix("bearer."));
-    let from_query = req
-        .query_string()
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("token="));
-    [from_header, from_protocol, from_query]
-        .into_iter()
-        .flatten()
-        .any(|candidate| constant_time_eq(candidate.as_bytes(), expected.as_bytes()))
-}
-
-/// Compares without an early exit, so timing does not reveal the matching prefix.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0_u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 #[cfg(test)]
 mod tests {
     use actix_web::test::TestRequest;
@@ -447,28 +432,5 @@ mod tests {
         assert!(!origin_allowed(&same, &list));
         // TC2: wildcard
         assert!(origin_allowed(&cross, &["*".to_owned()]));
-    }
-
-    #[test]
-    fn token_sources() {
-        let header = TestRequest::default()
-            .insert_header((header::AUTHORIZATION, "Bearer s3cret"))
-            .to_http_request();
-        let protocol = TestRequest::default()
-            .insert_header((
-                header::SEC_WEBSOCKET_PROTOCOL,
-                "cryptobot.v1, bearer.s3cret",
-            ))
-            .to_http_request();
-        let query = TestRequest::with_uri("/ws?x=1&token=s3cret").to_http_request();
-        let wrong = TestRequest::with_uri("/ws?token=s3cre").to_http_request();
-        assert!(token_matches(&header, "s3cret"));
-        assert!(token_matches(&protocol, "s3cret"));
-        assert!(token_matches(&query, "s3cret"));
-        assert!(!token_matches(&wrong, "s3cret"));
-        assert!(!token_matches(
-            &TestRequest::default().to_http_request(),
-            "s3cret"
-        ));
     }
 }

@@ -658,7 +658,13 @@ async fn rate_limit_closes_a_flooding_client() {
 async fn cross_origin_and_unauthenticated_upgrades_are_refused() {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let server = start(GatewayConfig {
-        auth_token: "s3cret".to_owned(),
+        auth: cryptobot_ws_gateway::Authenticator::Tokens(vec![
+            cryptobot_ws_gateway::StaticToken {
+                name: "test".to_owned(),
+                token: "s3cret".to_owned(),
+                scopes: vec!["read".to_owned(), "trade".to_owned()],
+            },
+        ]),
         ..test_config()
     })
     .await;
