@@ -282,3 +282,115 @@ async fn websocket_authenticates_before_the_upgrade_and_gates_commands_on_the_tr
     assert_eq!(trade_count(&app).await, 1);
     app.stop().await;
 }
+
+const JWT_SECRET: &str = "integration-test-hs256-secret-0123456789";
+
+fn jwt(claims: &Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .expect("encodes")
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwts_are_checked_and_close_the_socket_when_they_expire() {
+    let app = TestApp::spawn(&[
+        ("CRYPTOBOT__AUTH__MODE", "jwt"),
+        ("CRYPTOBOT__AUTH__JWT_SECRET", JWT_SECRET),
+    ])
+    .await;
+    let now = unix_now();
+    let reader = jwt(&json!({"sub": "grafana", "exp": now + 600, "scope": "read"}));
+    let trader = jwt(&json!({"sub": "alice", "exp": now + 600, "scopes": ["read", "trade"]}));
+    let expired = jwt(&json!({"exp": now - 1, "scope": "read trade"}));
+    let early = jwt(&json!({"exp": now + 600, "nbf": now + 300, "scope": "read trade"}));
+    let order = json!({"symbol": "BTCUSDT", "side": "buy", "amount": "100"});
+    let cases: [Case<'_>; 5] = [
+        // TC0: expired, and not valid yet: 401
+        (
+            "GET",
+            "/api/v1/portfolio",
+            Some(&expired),
+            &Value::Null,
+            401,
+            Some("unauthorized"),
+        ),
+        (
+            "GET",
+            "/api/v1/portfolio",
+            Some(&early),
+            &Value::Null,
+            401,
+            Some("unauthorized"),
+        ),
+        // TC1: scope claim without trade: reads, may not trade
+        (
+            "GET",
+            "/api/v1/portfolio",
+            Some(&reader),
+            &Value::Null,
+            200,
+            None,
+        ),
+        (
+            "POST",
+            "/api/v1/trades",
+            Some(&reader),
+            &order,
+            403,
+            Some("forbidden"),
+        ),
+        // TC2: scopes array with trade
+        ("POST", "/api/v1/trades", Some(&trader), &order, 201, None),
+    ];
+    for (method, path, token, body, status, code) in cases {
+        let response = call(&app, method, path, token, body).await;
+        assert_eq!(
+            response.status, status,
+            "{method} {path}: {}",
+            response.body
+        );
+        if let Some(code) = code {
+            assert_eq!(response.json()["code"], code);
+        }
+    }
+    let expired_ws = format!("{}?token={expired}", app.ws_url());
+    assert_eq!(
+        upgrade_status(tokio_tungstenite::connect_async(expired_ws).await),
+        401
+    );
+
+    // TC3: a JWT expiring during the connection closes it with 4401
+    let short = jwt(&json!({"exp": unix_now() + 2, "scope": "read"}));
+    let url = format!("{}?token={short}", app.ws_url());
+    let (mut socket, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("upgrade");
+    let close = tokio::time::timeout(Duration::from_secs(15), async {
+        while let Some(frame) = socket.next().await {
+            if let Ok(Message::Close(frame)) = frame {
+                return frame.map(|f| (u16::from(f.code), f.reason.to_string()));
+            }
+        }
+        None
+    })
+    .await
+    .expect("closed within 15 s (hang guard)");
+    assert_eq!(close, Some((4401, "token expired".to_owned())));
+    assert_eq!(trade_count_jwt(&app, &trader).await, 1);
+    app.stop().await;
+}
+
+async fn trade_count_jwt(app: &TestApp, token: &str) -> usize {
+    let trades = call(app, "GET", "/api/v1/trades", Some(token), &Value::Null).await;
+    assert_eq!(trades.status, 200, "{}", trades.body);
+    trades.json().as_array().map_or(0, Vec::len)
+}

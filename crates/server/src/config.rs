@@ -11,6 +11,7 @@ use cryptobot_services::alerts::AlertConfig;
 use cryptobot_services::market::{BinanceConfig, BinanceStream, SimulatedMarketConfig};
 use cryptobot_services::signals::{AutoTraderConfig, SignalConfig};
 use cryptobot_services::trading::PaperTradingConfig;
+use cryptobot_ws_gateway::auth::JwtSecret;
 use cryptobot_ws_gateway::auth::{SCOPE_READ, SCOPE_TRADE};
 use cryptobot_ws_gateway::{Authenticator, GatewayConfig, StaticToken};
 use rust_decimal::Decimal;
@@ -59,7 +60,7 @@ pub enum AuthMode {
     None,
     /// Static bearer tokens from `auth.tokens`.
     Token,
-    /// HS256 JSON Web Tokens signed with `auth.jwt_secret` (not implemented yet: refused).
+    /// HS256 JSON Web Tokens signed with `auth.jwt_secret`.
     Jwt,
 }
 
@@ -96,7 +97,7 @@ pub struct AuthSettings {
     /// same as a JSON string.
     #[serde(deserialize_with = "tokens_list_or_json")]
     pub tokens: Vec<TokenSettings>,
-    /// HS256 secret of `mode = "jwt"`.
+    /// HS256 secret of `mode = "jwt"`, at least 32 bytes.
     pub jwt_secret: String,
     /// Allows `mode = "none"` on a non-loopback `server.host`. Only for a trusted network.
     pub allow_insecure: bool,
@@ -115,6 +116,8 @@ impl std::fmt::Debug for AuthSettings {
 
 /// Shortest accepted static token, so a token cannot be guessed by brute force.
 const MIN_TOKEN_LEN: usize = 16;
+/// Shortest accepted HS256 secret (RFC 7518 §3.2: at least the hash size, 256 bits).
+const MIN_JWT_SECRET_LEN: usize = 32;
 
 impl AuthSettings {
     /// The authenticator of these settings.
@@ -125,7 +128,14 @@ impl AuthSettings {
         match self.mode {
             AuthMode::None => Ok(Authenticator::None),
             AuthMode::Jwt => {
-                Err("mode: \"jwt\" is not implemented yet; use \"token\" with auth.tokens".into())
+                if self.jwt_secret.len() < MIN_JWT_SECRET_LEN {
+                    return Err(format!(
+                        "jwt_secret: mode \"jwt\" needs a secret of at least {MIN_JWT_SECRET_LEN} bytes"
+                    ));
+                }
+                Ok(Authenticator::Jwt(JwtSecret(
+                    self.jwt_secret.as_bytes().to_vec(),
+                )))
             }
             AuthMode::Token => {
                 if self.tokens.is_empty() {
@@ -863,10 +873,26 @@ mod tests {
             .to_string();
             assert!(err.contains(expected), "{tokens}: {err}");
         }
-        // TC5: jwt is not implemented yet and says so
+        // TC5: jwt needs a secret of at least 32 bytes
         let err = Settings::load_with_env(None, env(&[("CRYPTOBOT__AUTH__MODE", "jwt")]))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("not implemented"), "{err}");
+        assert!(err.starts_with("auth: jwt_secret"), "{err}");
+        let jwt = [
+            ("CRYPTOBOT__AUTH__MODE", "jwt"),
+            (
+                "CRYPTOBOT__AUTH__JWT_SECRET",
+                "0123456789abcdef0123456789abcdef",
+            ),
+        ];
+        let s = Settings::load_with_env(None, env(&jwt)).unwrap();
+        assert!(matches!(
+            s.gateway_config().unwrap().auth,
+            Authenticator::Jwt(_)
+        ));
+        assert!(
+            !format!("{s:?}").contains("0123456789abcdef"),
+            "secret is redacted"
+        );
     }
 }

@@ -5,6 +5,8 @@ use std::fmt;
 
 use actix_web::HttpRequest;
 use actix_web::http::header;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
 
 /// Scope that allows reading market data, the portfolio and trades.
 pub const SCOPE_READ: &str = "read";
@@ -41,15 +43,48 @@ pub enum Authenticator {
     None,
     /// Static tokens, compared in constant time.
     Tokens(Vec<StaticToken>),
+    /// HS256 JSON Web Tokens signed with this secret; `exp` is required, `nbf` checked when
+    /// present, no leeway; scopes in `scope` (space separated) or `scopes` (array).
+    Jwt(JwtSecret),
+}
+
+/// The HS256 secret of [`Authenticator::Jwt`]; never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct JwtSecret(pub Vec<u8>);
+
+impl fmt::Debug for JwtSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("JwtSecret(<redacted>)")
+    }
+}
+
+/// The claims cryptobot reads from a JWT.
+#[derive(Debug, Deserialize)]
+struct Claims {
+    /// Subject: the principal's name.
+    #[serde(default)]
+    sub: Option<String>,
+    /// Expiry, seconds since the Unix epoch.
+    exp: i64,
+    /// Space-separated scopes (OAuth 2 style).
+    #[serde(default)]
+    scope: Option<String>,
+    /// Scopes as an array.
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
 }
 
 /// An authenticated caller.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Principal {
-    /// The token's name (`anonymous` without authentication); safe to log.
+    /// The token's name (`anonymous` without authentication, the `sub` claim of a JWT); safe to
+    /// log.
     pub name: String,
     /// Granted scopes.
     pub scopes: Vec<String>,
+    /// When the credential expires (a JWT's `exp`, seconds since the Unix epoch); a WebSocket
+    /// connection is closed then with 4401 `token expired`.
+    pub expires_at: Option<i64>,
 }
 
 impl Principal {
@@ -59,6 +94,7 @@ impl Principal {
         Self {
             name: "anonymous".to_owned(),
             scopes: vec![SCOPE_READ.to_owned(), SCOPE_TRADE.to_owned()],
+            expires_at: None,
         }
     }
 
@@ -115,6 +151,16 @@ impl Authenticator {
                     .find_map(|candidate| Self::match_token(tokens, candidate))
                     .ok_or(AuthError::Invalid)
             }
+            Self::Jwt(secret) => {
+                let candidates = candidate_tokens(req);
+                if candidates.is_empty() {
+                    return Err(AuthError::Missing);
+                }
+                candidates
+                    .iter()
+                    .find_map(|candidate| decode_jwt(&secret.0, candidate).ok())
+                    .ok_or(AuthError::Invalid)
+            }
         }
     }
 
@@ -127,11 +173,41 @@ impl Authenticator {
                 found = Some(Principal {
                     name: entry.name.clone(),
                     scopes: entry.scopes.clone(),
+                    expires_at: None,
                 });
             }
         }
         found
     }
+}
+
+/// Verifies an HS256 JWT: signature, `exp` (required) and `nbf` (when present), without leeway.
+///
+/// # Errors
+/// The reason from `jsonwebtoken` (bad signature, expired, not yet valid, malformed).
+pub fn decode_jwt(secret: &[u8], token: &str) -> Result<Principal, jsonwebtoken::errors::Error> {
+    let mut validation = Validation::new(Algorithm::HS256);
+    // The default 60 s leeway would accept expired tokens for a minute.
+    validation.leeway = 0;
+    validation.validate_exp = true;
+    validation.validate_nbf = true;
+    validation.set_required_spec_claims(&["exp"]);
+    let data =
+        jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(secret), &validation)?;
+    let claims = data.claims;
+    let mut scopes: Vec<String> = claims
+        .scope
+        .as_deref()
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    scopes.extend(claims.scopes.unwrap_or_default());
+    Ok(Principal {
+        name: claims.sub.unwrap_or_else(|| "jwt".to_owned()),
+        scopes,
+        expires_at: Some(claims.exp),
+    })
 }
 
 /// Every token the request carries: `Authorization: Bearer`, `bearer.<token>` sub-protocol,
@@ -309,5 +385,90 @@ mod tests {
             !format!("{auth:?}").contains("s3cret"),
             "tokens are redacted"
         );
+    }
+
+    fn jwt(secret: &[u8], claims: &serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(Algorithm::HS256),
+            claims,
+            &jsonwebtoken::EncodingKey::from_secret(secret),
+        )
+        .unwrap()
+    }
+
+    fn now() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    }
+
+    #[test]
+    fn jwts_are_checked_for_signature_expiry_and_not_before() {
+        let secret = b"an-hs256-secret-of-32-bytes-long";
+        let t = now();
+        let cases = [
+            // TC0: valid, space-separated scopes
+            (
+                jwt(
+                    secret,
+                    &serde_json::json!({"sub":"alice","exp":t+60,"scope":"read trade"}),
+                ),
+                Ok(vec!["read", "trade"]),
+            ),
+            // TC1: scopes as an array, nbf in the past
+            (
+                jwt(
+                    secret,
+                    &serde_json::json!({"exp":t+60,"nbf":t-5,"scopes":["read"]}),
+                ),
+                Ok(vec!["read"]),
+            ),
+            // TC2: expired a second ago (no leeway)
+            (
+                jwt(secret, &serde_json::json!({"exp":t-1,"scope":"read"})),
+                Err(()),
+            ),
+            // TC3: not valid yet
+            (
+                jwt(
+                    secret,
+                    &serde_json::json!({"exp":t+60,"nbf":t+30,"scope":"read"}),
+                ),
+                Err(()),
+            ),
+            // TC4: no exp
+            (jwt(secret, &serde_json::json!({"scope":"read"})), Err(())),
+            // TC5: another secret
+            (
+                jwt(
+                    b"another-secret-another-secret-xx",
+                    &serde_json::json!({"exp":t+60,"scope":"read"}),
+                ),
+                Err(()),
+            ),
+            // TC6: not a JWT
+            ("not.a.jwt".to_owned(), Err(())),
+        ];
+        for (index, (token, expected)) in cases.into_iter().enumerate() {
+            let got = decode_jwt(secret, &token).map(|p| p.scopes).map_err(drop);
+            let expected = expected.map(|s| s.into_iter().map(str::to_owned).collect::<Vec<_>>());
+            assert_eq!(got, expected, "TC{index}");
+        }
+        // The principal carries the expiry and the subject.
+        let token = jwt(
+            secret,
+            &serde_json::json!({"sub":"alice","exp":t+60,"scope":"read"}),
+        );
+        let auth = Authenticator::Jwt(JwtSecret(secret.to_vec()));
+        let req = TestRequest::default()
+            .insert_header((header::AUTHORIZATION, format!("Bearer {token}")))
+            .to_http_request();
+        let principal = auth.authenticate(&req).unwrap();
+        assert_eq!(
+            (principal.name.as_str(), principal.expires_at),
+            ("alice", Some(t + 60))
+        );
+        assert!(!format!("{auth:?}").contains("hs256"), "secret is redacted");
     }
 }

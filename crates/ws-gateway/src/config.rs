@@ -67,6 +67,8 @@ pub struct GatewayConfig {
     pub close_code_protocol: u16,
     /// Close code for exceeding `max_messages_per_sec`.
     pub close_code_rate_limited: u16,
+    /// Close code when the connection's JWT expires.
+    pub close_code_token_expired: u16,
 }
 
 impl Default for GatewayConfig {
@@ -95,6 +97,7 @@ impl Default for GatewayConfig {
             close_code_binary: 1003,
             close_code_protocol: 1002,
             close_code_rate_limited: 4029,
+            close_code_token_expired: 4401,
         }
     }
 }
@@ -159,6 +162,7 @@ impl GatewayConfig {
             ("close_code_binary", self.close_code_binary),
             ("close_code_protocol", self.close_code_protocol),
             ("close_code_rate_limited", self.close_code_rate_limited),
+            ("close_code_token_expired", self.close_code_token_expired),
         ];
         for (key, code) in codes {
             if !is_sendable_close_code(code) {

@@ -55,6 +55,8 @@ pub enum End {
     Protocol(String),
     /// More than `max_messages_per_sec` (`close_code_rate_limited`, default 4029).
     RateLimited,
+    /// The connection's JWT expired (`close_code_token_expired`, default 4401).
+    TokenExpired,
 }
 
 impl End {
@@ -70,6 +72,7 @@ impl End {
             Self::Binary => (config.close_code_binary, "binary frames are not supported"),
             Self::Protocol(_) => (config.close_code_protocol, "protocol error"),
             Self::RateLimited => (config.close_code_rate_limited, "rate limit exceeded"),
+            Self::TokenExpired => (config.close_code_token_expired, "token expired"),
         };
         Some(CloseReason {
             code: CloseCode::from(code),
@@ -247,11 +250,22 @@ impl Connection {
         {
             return self.finish(end).await;
         }
+        // A JWT's expiry ends the connection; other credentials do not expire.
+        let expiry = self.principal.expires_at.map(|exp| {
+            let now = chrono::Utc::now().timestamp();
+            let left = u64::try_from(exp.saturating_sub(now)).unwrap_or(0);
+            Instant::now() + std::time::Duration::from_secs(left)
+        });
+        let expired = tokio::time::sleep_until(
+            expiry.unwrap_or_else(|| Instant::now() + std::time::Duration::from_secs(86_400 * 365)),
+        );
+        tokio::pin!(expired);
         let end = loop {
             let held = self.held;
             let step = tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => Err(End::Shutdown),
+                () = &mut expired, if expiry.is_some() => Err(End::TokenExpired),
                 // Pushes before requests: what happened before a request is delivered before its reply.
                 event = recv_event(self.events.as_mut()), if !held => self.on_event(event).await,
                 Some(changed) = self.tickers.next() => self.on_ticker(changed).await,
@@ -665,7 +679,7 @@ impl Connection {
             End::Binary | End::Protocol(_) | End::RateLimited => {
                 Some(&self.metrics.protocol_closes)
             }
-            End::ClientClosed(_) | End::Gone | End::Shutdown => None,
+            End::ClientClosed(_) | End::Gone | End::Shutdown | End::TokenExpired => None,
         };
         if let Some(counter) = counter {
             GatewayMetrics::incr(counter);
