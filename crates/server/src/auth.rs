@@ -1,5 +1,6 @@
 //! REST authentication: a middleware that authenticates every request it wraps with the same
-//! [`Authenticator`] as the WebSocket upgrade and checks the scope the method needs.
+//! [`Authenticator`](cryptobot_ws_gateway::Authenticator) as the WebSocket upgrade and checks the
+//! scope the method needs.
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
