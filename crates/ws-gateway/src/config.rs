@@ -34,6 +34,10 @@ pub struct GatewayConfig {
     /// Most inbound messages per second per connection (a burst of the same size is allowed);
     /// 0 disables the limit.
     pub max_messages_per_sec: u32,
+    /// `rate_limited` error frames (each for a dropped message) a client over
+    /// `max_messages_per_sec` gets before it is closed with `close_code_rate_limited`; the count
+    /// restarts once the client has stayed under the rate for a whole burst.
+    pub rate_limit_warnings: u32,
     /// Most concurrently open connections of this gateway; further upgrades get HTTP 503.
     pub max_connections: usize,
     /// Never-dropped events (trades, portfolio, signals, alerts) a connection may fall behind before
@@ -65,7 +69,7 @@ pub struct GatewayConfig {
     pub close_code_binary: u16,
     /// Close code for a WebSocket protocol violation.
     pub close_code_protocol: u16,
-    /// Close code for exceeding `max_messages_per_sec`.
+    /// Close code for staying over `max_messages_per_sec` after `rate_limit_warnings` warnings.
     pub close_code_rate_limited: u16,
     /// Close code when the connection's JWT expires.
     pub close_code_token_expired: u16,
@@ -83,6 +87,7 @@ impl Default for GatewayConfig {
             max_message_bytes: 64 * 1024,
             max_subscriptions: 64,
             max_messages_per_sec: 50,
+            rate_limit_warnings: 10,
             max_connections: 10_000,
             event_buffer: 1_024,
             allowed_origins: Vec::new(),
@@ -96,7 +101,7 @@ impl Default for GatewayConfig {
             close_code_too_big: 1009,
             close_code_binary: 1003,
             close_code_protocol: 1002,
-            close_code_rate_limited: 4029,
+            close_code_rate_limited: 1008,
             close_code_token_expired: 4401,
         }
     }
@@ -153,6 +158,12 @@ impl GatewayConfig {
                     "{key} must be between {min} and {max}, got {value}"
                 ));
             }
+        }
+        if self.rate_limit_warnings > 1_000 {
+            return Err(format!(
+                "rate_limit_warnings must be at most 1000, got {}",
+                self.rate_limit_warnings
+            ));
         }
         let codes = [
             ("close_code_shutdown", self.close_code_shutdown),

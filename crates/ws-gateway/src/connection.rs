@@ -53,7 +53,7 @@ pub enum End {
     Binary,
     /// A WebSocket protocol violation (`close_code_protocol`, default 1002).
     Protocol(String),
-    /// More than `max_messages_per_sec` (`close_code_rate_limited`, default 4029).
+    /// Over `max_messages_per_sec` after every warning (`close_code_rate_limited`, default 1008).
     RateLimited,
     /// The connection's JWT expired (`close_code_token_expired`, default 4401).
     TokenExpired,
@@ -139,32 +139,57 @@ pub(crate) enum Behaviour {
 type TickerWait =
     Abortable<BoxFuture<'static, (Symbol, watch::Receiver<Option<TickerFrame>>, bool)>>;
 
-/// A token bucket: `rate` messages per second with a burst of `rate`.
+/// What the rate limit says about one inbound message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Within the rate: handle it.
+    Allow,
+    /// Over the rate: drop it and answer with a `rate_limited` error.
+    Warn,
+    /// Over the rate after every warning: close.
+    Close,
+}
+
+/// A token bucket: `rate` messages per second with a burst of `rate`, plus the number of
+/// `rate_limited` warnings a client gets before it is closed.
 #[derive(Debug)]
 struct RateLimit {
     rate: f64,
     tokens: f64,
     last: Instant,
+    /// Messages dropped since the bucket was last full.
+    strikes: u32,
+    /// Warnings allowed before the close.
+    warnings: u32,
 }
 
 impl RateLimit {
-    fn new(per_sec: u32) -> Option<Self> {
+    fn new(per_sec: u32, warnings: u32) -> Option<Self> {
         (per_sec > 0).then(|| Self {
             rate: f64::from(per_sec),
             tokens: f64::from(per_sec),
             last: Instant::now(),
+            strikes: 0,
+            warnings,
         })
     }
 
-    fn allow(&mut self, now: Instant) -> bool {
+    fn check(&mut self, now: Instant) -> Verdict {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
         self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
+        // A client that slowed down long enough to refill the whole burst starts afresh.
+        if self.tokens >= self.rate {
+            self.strikes = 0;
+        }
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
-            true
+            Verdict::Allow
+        } else if self.strikes < self.warnings {
+            self.strikes += 1;
+            Verdict::Warn
         } else {
-            false
+            Verdict::Close
         }
     }
 }
@@ -244,7 +269,10 @@ impl Connection {
         let period = self.config.heartbeat_interval();
         let mut heartbeat = tokio::time::interval_at(Instant::now() + period, period);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut rate = RateLimit::new(self.config.max_messages_per_sec);
+        let mut rate = RateLimit::new(
+            self.config.max_messages_per_sec,
+            self.config.rate_limit_warnings,
+        );
         if self.held
             && let Err(end) = self.welcome().await
         {
@@ -292,10 +320,21 @@ impl Connection {
         self.budget.pending.set(0);
         self.last_seen = Instant::now();
         GatewayMetrics::incr(&self.metrics.messages_received);
-        if let Some(rate) = rate
-            && !rate.allow(self.last_seen)
-        {
-            return Err(End::RateLimited);
+        match rate.map_or(Verdict::Allow, |rate| rate.check(self.last_seen)) {
+            Verdict::Allow => {}
+            Verdict::Warn => {
+                // The message is dropped unread; the client learns why and may slow down.
+                let warning = ServerMessage::error(
+                    None,
+                    "rate_limited",
+                    format!(
+                        "more than {} messages per second: message dropped",
+                        self.config.max_messages_per_sec
+                    ),
+                );
+                return self.send_message(&warning).await;
+            }
+            Verdict::Close => return Err(End::RateLimited),
         }
         match message {
             AggregatedMessage::Text(text) => match &self.behaviour {
@@ -724,4 +763,48 @@ const fn needs_trade(request: &ClientRequest) -> bool {
         request,
         ClientRequest::ManualTrade(_) | ClientRequest::UpdatePosition { .. }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn rate_limit_warns_then_closes_and_forgives_a_client_that_slowed_down() {
+        let start = Instant::now();
+        let mut rate = RateLimit::new(2, 2).unwrap();
+        // TC0: the burst passes, the next two are warnings, then the close
+        let verdicts: Vec<Verdict> = (0..5).map(|_| rate.check(start)).collect();
+        assert_eq!(
+            verdicts,
+            [
+                Verdict::Allow,
+                Verdict::Allow,
+                Verdict::Warn,
+                Verdict::Warn,
+                Verdict::Close
+            ]
+        );
+        // TC1: after a full refill the warnings start over
+        let mut rate = RateLimit::new(2, 1).unwrap();
+        assert_eq!(
+            [rate.check(start), rate.check(start), rate.check(start)],
+            [Verdict::Allow, Verdict::Allow, Verdict::Warn]
+        );
+        let later = start + Duration::from_secs(2);
+        assert_eq!(
+            [rate.check(later), rate.check(later), rate.check(later)],
+            [Verdict::Allow, Verdict::Allow, Verdict::Warn]
+        );
+        // TC2: no warnings configured: the first excess message closes
+        let mut rate = RateLimit::new(1, 0).unwrap();
+        assert_eq!(
+            [rate.check(start), rate.check(start)],
+            [Verdict::Allow, Verdict::Close]
+        );
+        // TC3: 0 disables the limit
+        assert!(RateLimit::new(0, 10).is_none());
+    }
 }
