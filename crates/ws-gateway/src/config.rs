@@ -40,6 +40,13 @@ pub struct GatewayConfig {
     pub rate_limit_warnings: u32,
     /// Most concurrently open connections of this gateway; further upgrades get HTTP 503.
     pub max_connections: usize,
+    /// Most concurrently open connections from one client IP address; further upgrades from it get
+    /// HTTP 429. 0 disables the limit.
+    pub max_connections_per_ip: usize,
+    /// Reverse proxies whose `X-Forwarded-For` is trusted for the client's IP address (the last
+    /// address of the header is used when the peer is one of these). Empty: the TCP peer is the
+    /// client.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Never-dropped events (trades, portfolio, signals, alerts) a connection may fall behind before
     /// it is closed as a slow consumer.
     pub event_buffer: usize,
@@ -89,6 +96,8 @@ impl Default for GatewayConfig {
             max_messages_per_sec: 50,
             rate_limit_warnings: 10,
             max_connections: 10_000,
+            max_connections_per_ip: 100,
+            trusted_proxies: Vec::new(),
             event_buffer: 1_024,
             allowed_origins: Vec::new(),
             auth: Authenticator::None,

@@ -253,6 +253,8 @@ pub(crate) struct Connection {
     pub(crate) held: bool,
     /// Who opened the connection; its scopes gate `manual_trade` and `update_position`.
     pub(crate) principal: crate::auth::Principal,
+    /// Counts this connection against its client IP until the actor ends.
+    pub(crate) _ip_slot: Option<crate::IpSlot>,
     /// When the client last sent anything.
     pub(crate) last_seen: Instant,
     /// Counters.

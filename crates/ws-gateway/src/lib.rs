@@ -26,9 +26,11 @@ pub mod metrics;
 pub mod protocol;
 
 use std::any::Any;
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::dev::Extensions;
@@ -95,6 +97,8 @@ struct Inner {
     active: Arc<watch::Sender<usize>>,
     shutdown: CancellationToken,
     next_id: AtomicU64,
+    /// Open connections per client IP address (entries at zero are removed).
+    per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
 }
 
 impl Gateway {
@@ -181,6 +185,7 @@ impl Gateway {
                 active,
                 shutdown,
                 next_id: AtomicU64::new(1),
+                per_ip: Arc::new(Mutex::new(HashMap::new())),
             }),
         }
     }
@@ -267,8 +272,8 @@ impl Gateway {
         body: web::Payload,
     ) -> Result<HttpResponse, actix_web::Error> {
         let inner = &self.inner;
-        let principal = match self.refuse(&req) {
-            Ok(principal) => principal,
+        let (principal, ip_slot) = match self.refuse(&req) {
+            Ok(admitted) => admitted,
             Err(refusal) => {
                 GatewayMetrics::incr(&inner.metrics.upgrades_rejected);
                 return Ok(*refusal);
@@ -322,6 +327,7 @@ impl Gateway {
             // a resume takes effect before any live event of the default channels.
             held: welcome,
             principal,
+            _ip_slot: ip_slot,
             last_seen: Instant::now(),
             metrics: Arc::clone(&inner.metrics),
             shutdown: inner.shutdown.clone(),
@@ -335,7 +341,7 @@ impl Gateway {
     }
 
     /// Returns the caller, or the response refusing the upgrade.
-    fn refuse(&self, req: &HttpRequest) -> Result<Principal, Box<HttpResponse>> {
+    fn refuse(&self, req: &HttpRequest) -> Result<(Principal, Option<IpSlot>), Box<HttpResponse>> {
         let config = &self.inner.config;
         if self.open_connections() >= config.max_connections as u64 {
             return Err(Box::new(
@@ -362,7 +368,79 @@ impl Gateway {
                 HttpResponse::Forbidden().body("token lacks the read scope"),
             ));
         }
-        Ok(principal)
+        let slot = match client_ip(req, &config.trusted_proxies) {
+            Some(ip) if config.max_connections_per_ip > 0 => Some(
+                IpSlot::acquire(&self.inner.per_ip, ip, config.max_connections_per_ip).ok_or_else(
+                    || {
+                        Box::new(
+                            HttpResponse::TooManyRequests()
+                                .insert_header((header::RETRY_AFTER, "5"))
+                                .body("too many connections from this address"),
+                        )
+                    },
+                )?,
+            ),
+            _ => None,
+        };
+        Ok((principal, slot))
+    }
+}
+
+/// The client's IP address: the TCP peer, or the last `X-Forwarded-For` entry when the peer is a
+/// trusted proxy (earlier entries could be forged by the client).
+fn client_ip(req: &HttpRequest, trusted: &[IpAddr]) -> Option<IpAddr> {
+    let peer = req.peer_addr()?.ip();
+    if !trusted.contains(&peer) {
+        return Some(peer);
+    }
+    let forwarded = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .last()
+        .and_then(|last| last.trim().parse().ok());
+    Some(forwarded.unwrap_or(peer))
+}
+
+/// One connection counted against its client IP address; released on drop.
+#[derive(Debug)]
+pub(crate) struct IpSlot {
+    map: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl IpSlot {
+    /// Counts one more connection from `ip`, or `None` when it already has `limit`.
+    fn acquire(map: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr, limit: usize) -> Option<Self> {
+        // A poisoned lock only means another thread panicked mid-update; the counts stay usable.
+        let mut counts = map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = counts.entry(ip).or_insert(0);
+        if *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(Self {
+            map: Arc::clone(map),
+            ip,
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut counts = self
+            .map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = counts.get_mut(&self.ip) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -432,5 +510,51 @@ mod tests {
         assert!(!origin_allowed(&same, &list));
         // TC2: wildcard
         assert!(origin_allowed(&cross, &["*".to_owned()]));
+    }
+
+    #[test]
+    fn client_ip_trusts_forwarded_for_only_from_trusted_proxies() {
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let request = |peer: &str| {
+            TestRequest::default()
+                .peer_addr(format!("{peer}:40000").parse().unwrap())
+                .insert_header(("X-Forwarded-For", "6.6.6.6, 203.0.113.7"))
+                .to_http_request()
+        };
+        // TC0: an untrusted peer is the client, whatever it claims
+        assert_eq!(
+            client_ip(&request("198.51.100.2"), &[proxy]),
+            "198.51.100.2".parse().ok()
+        );
+        // TC1: a trusted proxy: the last forwarded address (the one the proxy saw)
+        assert_eq!(
+            client_ip(&request("10.0.0.1"), &[proxy]),
+            "203.0.113.7".parse().ok()
+        );
+        // TC2: no trusted proxies configured
+        assert_eq!(
+            client_ip(&request("10.0.0.1"), &[]),
+            "10.0.0.1".parse().ok()
+        );
+    }
+
+    #[test]
+    fn ip_slots_count_and_release() {
+        let map = Arc::new(Mutex::new(HashMap::new()));
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let first = IpSlot::acquire(&map, ip, 2).unwrap();
+        let second = IpSlot::acquire(&map, ip, 2).unwrap();
+        assert!(
+            IpSlot::acquire(&map, ip, 2).is_none(),
+            "third over the limit"
+        );
+        assert!(
+            IpSlot::acquire(&map, "192.0.2.2".parse().unwrap(), 2).is_some(),
+            "other IPs unaffected"
+        );
+        drop(first);
+        let third = IpSlot::acquire(&map, ip, 2).unwrap();
+        drop((second, third));
+        assert!(map.lock().unwrap().is_empty(), "no entry left behind");
     }
 }

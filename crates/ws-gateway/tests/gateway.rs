@@ -669,6 +669,41 @@ async fn rate_limit_closes_a_flooding_client() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_per_ip_are_limited_without_affecting_open_ones() {
+    let server = start(GatewayConfig {
+        max_connections_per_ip: 2,
+        ..test_config()
+    })
+    .await;
+    let mut first = server.connect().await;
+    let _second = server.connect().await;
+    // TC0: the third from the same address is refused with 429 before the upgrade
+    match tokio_tungstenite::connect_async(server.url()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status().as_u16(), 429);
+        }
+        Ok(_) => panic!("third connection accepted"),
+        Err(other) => panic!("{other}"),
+    }
+    // TC1: the open ones keep working
+    send_json(&mut first, json!({"type":"ping"})).await;
+    assert_eq!(next_json(&mut first).await["type"], "pong");
+    // TC2: closing one frees its slot (once its actor has ended)
+    first.close(None).await.unwrap();
+    drop(first);
+    let mut accepted = false;
+    for _ in 0..100 {
+        if tokio_tungstenite::connect_async(server.url()).await.is_ok() {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(accepted, "a slot was freed");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cross_origin_and_unauthenticated_upgrades_are_refused() {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let server = start(GatewayConfig {
