@@ -194,14 +194,15 @@ test("the layout works at phone width", async () => {
 test("a server that requires a token gets one from the user, never in the URL", async () => {
   const securePort = await freePort();
   const secureDb = join(mkdtempSync(join(tmpdir(), "cryptobot-browser-auth-")), "cryptobot.db");
-  const secure = await startServer({ CRYPTOBOT__WS__AUTH_TOKEN: "s3cret-token" }, securePort, secureDb);
+  const tokens = JSON.stringify([{ name: "browser", token: "s3cret-token-0123456789", scopes: ["read", "trade"] }]);
+  const secure = await startServer({ CRYPTOBOT__AUTH__MODE: "token", CRYPTOBOT__AUTH__TOKENS: tokens }, securePort, secureDb);
   const authPage = await browser.newPage();
   const urls = [];
   authPage.on("websocket", (ws) => urls.push(ws.url()));
   try {
     await authPage.goto(`http://127.0.0.1:${securePort}/`);
     await authPage.locator("#token-dialog[open]").waitFor(WAIT);
-    await authPage.fill("#token-input", "s3cret-token");
+    await authPage.fill("#token-input", "s3cret-token-0123456789");
     await authPage.getByRole("button", { name: "Connect" }).click();
     await authPage.locator("#status", { hasText: "live" }).waitFor({ timeout: 30000 });
     await authPage.screenshot({ path: join(ARTIFACTS, "07-token.png"), fullPage: true });

@@ -52,6 +52,21 @@ pub async fn request(
     content_type: Option<&str>,
     body: &[u8],
 ) -> Response {
+    request_with_headers(addr, method, path, &[], content_type, body).await
+}
+
+/// Like [`request`], with extra request headers (e.g. `Authorization`).
+///
+/// # Panics
+/// On I/O errors, a timeout or an unparsable response: each is a failed test.
+pub async fn request_with_headers(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Response {
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await?;
         let mut head = format!(
@@ -60,6 +75,9 @@ pub async fn request(
         );
         if let Some(content_type) = content_type {
             head.push_str(&format!("Content-Type: {content_type}\r\n"));
+        }
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
         }
         head.push_str("\r\n");
         stream.write_all(head.as_bytes()).await?;

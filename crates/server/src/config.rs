@@ -11,7 +11,9 @@ use cryptobot_services::alerts::AlertConfig;
 use cryptobot_services::market::{BinanceConfig, BinanceStream, SimulatedMarketConfig};
 use cryptobot_services::signals::{AutoTraderConfig, SignalConfig};
 use cryptobot_services::trading::PaperTradingConfig;
-use cryptobot_ws_gateway::GatewayConfig;
+use cryptobot_ws_gateway::auth::JwtSecret;
+use cryptobot_ws_gateway::auth::{SCOPE_READ, SCOPE_TRADE};
+use cryptobot_ws_gateway::{Authenticator, GatewayConfig, StaticToken};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer};
 
@@ -43,6 +45,160 @@ pub struct Settings {
     /// `[ws]`: the WebSocket gateway's policies (documented in docs/protocol.md).
     #[serde(default)]
     pub ws: GatewayConfig,
+    /// `[auth]`: who may use the REST API and the WebSocket (docs/security.md).
+    #[serde(default)]
+    pub auth: AuthSettings,
+}
+
+/// How callers authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// Everyone has every scope; allowed only on a loopback `server.host` (or with
+    /// `auth.allow_insecure`).
+    #[default]
+    None,
+    /// Static bearer tokens from `auth.tokens`.
+    Token,
+    /// HS256 JSON Web Tokens signed with `auth.jwt_secret`.
+    Jwt,
+}
+
+/// One entry of `auth.tokens`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSettings {
+    /// The secret clients present; at least 16 characters.
+    pub token: String,
+    /// Granted scopes: `read`, `trade` (which implies `read`).
+    pub scopes: Vec<String>,
+    /// Name shown in logs instead of the token.
+    #[serde(default)]
+    pub name: String,
+}
+
+impl std::fmt::Debug for TokenSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenSettings")
+            .field("name", &self.name)
+            .field("token", &"<redacted>")
+            .field("scopes", &self.scopes)
+            .finish()
+    }
+}
+
+/// `[auth]`.
+#[derive(Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// `none`, `token` or `jwt`.
+    pub mode: AuthMode,
+    /// Static tokens of `mode = "token"`: a TOML array of tables, or (from the environment) the
+    /// same as a JSON string.
+    #[serde(deserialize_with = "tokens_list_or_json")]
+    pub tokens: Vec<TokenSettings>,
+    /// HS256 secret of `mode = "jwt"`, at least 32 bytes.
+    pub jwt_secret: String,
+    /// Allows `mode = "none"` on a non-loopback `server.host`. Only for a trusted network.
+    pub allow_insecure: bool,
+}
+
+impl std::fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthSettings")
+            .field("mode", &self.mode)
+            .field("tokens", &self.tokens)
+            .field("jwt_secret", &"<redacted>")
+            .field("allow_insecure", &self.allow_insecure)
+            .finish()
+    }
+}
+
+/// Shortest accepted static token, so a token cannot be guessed by brute force.
+const MIN_TOKEN_LEN: usize = 16;
+/// Shortest accepted HS256 secret (RFC 7518 §3.2: at least the hash size, 256 bits).
+const MIN_JWT_SECRET_LEN: usize = 32;
+
+impl AuthSettings {
+    /// The authenticator of these settings.
+    ///
+    /// # Errors
+    /// A message naming the offending key: an unusable token list, or `jwt` (not implemented).
+    pub fn authenticator(&self) -> Result<Authenticator, String> {
+        match self.mode {
+            AuthMode::None => Ok(Authenticator::None),
+            AuthMode::Jwt => {
+                if self.jwt_secret.len() < MIN_JWT_SECRET_LEN {
+                    return Err(format!(
+                        "jwt_secret: mode \"jwt\" needs a secret of at least {MIN_JWT_SECRET_LEN} bytes"
+                    ));
+                }
+                Ok(Authenticator::Jwt(JwtSecret(
+                    self.jwt_secret.as_bytes().to_vec(),
+                )))
+            }
+            AuthMode::Token => {
+                if self.tokens.is_empty() {
+                    return Err("tokens: mode \"token\" needs at least one token".into());
+                }
+                let mut tokens = Vec::with_capacity(self.tokens.len());
+                for (index, entry) in self.tokens.iter().enumerate() {
+                    let name = if entry.name.is_empty() {
+                        format!("token-{index}")
+                    } else {
+                        entry.name.clone()
+                    };
+                    if entry.token.chars().count() < MIN_TOKEN_LEN {
+                        return Err(format!(
+                            "tokens: token {name:?} must be at least {MIN_TOKEN_LEN} characters"
+                        ));
+                    }
+                    if entry.token.chars().any(|c| c.is_whitespace() || c == ',') {
+                        return Err(format!(
+                            "tokens: token {name:?} must not contain whitespace or commas"
+                        ));
+                    }
+                    if entry.scopes.is_empty() {
+                        return Err(format!("tokens: token {name:?} has no scopes"));
+                    }
+                    if let Some(bad) = entry
+                        .scopes
+                        .iter()
+                        .find(|s| *s != SCOPE_READ && *s != SCOPE_TRADE)
+                    {
+                        return Err(format!(
+                            "tokens: token {name:?} has unknown scope {bad:?} (read, trade)"
+                        ));
+                    }
+                    tokens.push(StaticToken {
+                        name,
+                        token: entry.token.clone(),
+                        scopes: entry.scopes.clone(),
+                    });
+                }
+                Ok(Authenticator::Tokens(tokens))
+            }
+        }
+    }
+}
+
+/// Accepts a list of token tables, or the same list as a JSON string (from the environment).
+fn tokens_list_or_json<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<TokenSettings>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrJson {
+        List(Vec<TokenSettings>),
+        Json(String),
+    }
+    match ListOrJson::deserialize(deserializer)? {
+        ListOrJson::List(items) => Ok(items),
+        ListOrJson::Json(text) if text.trim().is_empty() => Ok(Vec::new()),
+        ListOrJson::Json(text) => serde_json::from_str(&text).map_err(|e| {
+            serde::de::Error::custom(format!("auth.tokens: not a JSON list of tokens: {e}"))
+        }),
+    }
 }
 
 /// `[server]`.
@@ -313,6 +469,16 @@ impl Settings {
             .map_err(invalid("signals"))?;
         self.alert_config().validate().map_err(invalid("alerts"))?;
         self.ws.validate().map_err(invalid("ws"))?;
+        self.auth.authenticator().map_err(invalid("auth"))?;
+        if self.auth.mode == AuthMode::None
+            && !self.server.host.is_loopback()
+            && !self.auth.allow_insecure
+        {
+            return Err(invalid("auth.mode")(format!(
+                "refusing to listen on {} without authentication: set auth.mode = \"token\" (with auth.tokens), or auth.allow_insecure = true on a trusted network",
+                self.server.host
+            )));
+        }
         self.trading_config()
             .validate()
             .map_err(invalid("trading"))?;
@@ -412,6 +578,17 @@ impl Settings {
         };
         config.validate()?;
         Ok(config)
+    }
+
+    /// The WebSocket gateway's configuration, with the authenticator of `[auth]`.
+    ///
+    /// # Errors
+    /// A message naming the offending `[auth]` key.
+    pub fn gateway_config(&self) -> Result<GatewayConfig, String> {
+        Ok(GatewayConfig {
+            auth: self.auth.authenticator()?,
+            ..self.ws.clone()
+        })
     }
 
     /// The paper trading engine's configuration.
@@ -615,5 +792,107 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("nonexistent"), "{err}");
+    }
+
+    #[test]
+    fn auth_defaults_to_none_and_refuses_none_off_loopback() {
+        let s = Settings::load_with_env(None, env(&[])).unwrap();
+        assert_eq!(s.auth.mode, AuthMode::None);
+        assert!(!s.auth.allow_insecure);
+        assert_eq!(s.gateway_config().unwrap().auth, Authenticator::None);
+        // TC0: a public address without authentication is refused, naming both keys
+        let err = Settings::load_with_env(None, env(&[("CRYPTOBOT__SERVER__HOST", "0.0.0.0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("auth.mode:"), "{err}");
+        assert!(err.contains("auth.allow_insecure"), "{err}");
+        assert!(!err.contains('\n'), "one line: {err}");
+        // TC1: unless explicitly allowed
+        let insecure = [
+            ("CRYPTOBOT__SERVER__HOST", "0.0.0.0"),
+            ("CRYPTOBOT__AUTH__ALLOW_INSECURE", "true"),
+        ];
+        assert!(Settings::load_with_env(None, env(&insecure)).is_ok());
+        // TC2: IPv6 loopback is fine
+        assert!(Settings::load_with_env(None, env(&[("CRYPTOBOT__SERVER__HOST", "::1")])).is_ok());
+        // TC3: a public address with tokens is fine
+        let tokens = [
+            ("CRYPTOBOT__SERVER__HOST", "0.0.0.0"),
+            ("CRYPTOBOT__AUTH__MODE", "token"),
+            (
+                "CRYPTOBOT__AUTH__TOKENS",
+                r#"[{"name":"ops","token":"0123456789abcdef","scopes":["read","trade"]}]"#,
+            ),
+        ];
+        let s = Settings::load_with_env(None, env(&tokens)).unwrap();
+        let Authenticator::Tokens(list) = s.gateway_config().unwrap().auth else {
+            panic!("token mode");
+        };
+        assert_eq!(list[0].name, "ops");
+        assert_eq!(list[0].scopes, ["read", "trade"]);
+        assert!(
+            !format!("{s:?}").contains("0123456789abcdef"),
+            "tokens are redacted"
+        );
+    }
+
+    #[test]
+    fn auth_tokens_from_a_file_and_bad_token_lists() {
+        let file = temp_toml(
+            "[auth]\nmode = \"token\"\ntokens = [{ token = \"fedcba9876543210\", scopes = [\"read\"] }]\n",
+        );
+        let s = Settings::load_with_env(Some(&file), env(&[])).unwrap();
+        let Authenticator::Tokens(list) = s.gateway_config().unwrap().auth else {
+            panic!("token mode");
+        };
+        assert_eq!(list[0].name, "token-0");
+        let bad = [
+            // TC0: token mode without tokens
+            ("[]", "needs at least one token"),
+            // TC1: short token
+            (r#"[{"token":"short","scopes":["read"]}]"#, "at least 16"),
+            // TC2: unknown scope
+            (
+                r#"[{"token":"0123456789abcdef","scopes":["admin"]}]"#,
+                "unknown scope",
+            ),
+            // TC3: no scopes
+            (r#"[{"token":"0123456789abcdef","scopes":[]}]"#, "no scopes"),
+            // TC4: not JSON
+            ("tok", "not a JSON list"),
+        ];
+        for (tokens, expected) in bad {
+            let err = Settings::load_with_env(
+                None,
+                env(&[
+                    ("CRYPTOBOT__AUTH__MODE", "token"),
+                    ("CRYPTOBOT__AUTH__TOKENS", tokens),
+                ]),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(expected), "{tokens}: {err}");
+        }
+        // TC5: jwt needs a secret of at least 32 bytes
+        let err = Settings::load_with_env(None, env(&[("CRYPTOBOT__AUTH__MODE", "jwt")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("auth: jwt_secret"), "{err}");
+        let jwt = [
+            ("CRYPTOBOT__AUTH__MODE", "jwt"),
+            (
+                "CRYPTOBOT__AUTH__JWT_SECRET",
+                "0123456789abcdef0123456789abcdef",
+            ),
+        ];
+        let s = Settings::load_with_env(None, env(&jwt)).unwrap();
+        assert!(matches!(
+            s.gateway_config().unwrap().auth,
+            Authenticator::Jwt(_)
+        ));
+        assert!(
+            !format!("{s:?}").contains("0123456789abcdef"),
+            "secret is redacted"
+        );
     }
 }

@@ -32,6 +32,15 @@ pub enum ApiError {
     /// No route matches.
     #[error("no such resource")]
     NotFound,
+    /// Authentication is on and the request carries no valid token.
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    /// The token is valid but lacks the scope the request needs.
+    #[error("this token lacks the {scope} scope")]
+    Forbidden {
+        /// The missing scope, e.g. `trade`.
+        scope: &'static str,
+    },
 }
 
 impl From<DomainError> for ApiError {
@@ -56,6 +65,8 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::NotFound => "not_found",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden { .. } => "forbidden",
         }
     }
 }
@@ -84,6 +95,8 @@ impl ResponseError for ApiError {
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden { .. } => StatusCode::FORBIDDEN,
         }
     }
 
@@ -96,7 +109,11 @@ impl ResponseError for ApiError {
             }
             other => other.to_string(),
         };
-        HttpResponse::build(self.status_code()).json(ErrorBody {
+        let mut response = HttpResponse::build(self.status_code());
+        if matches!(self, Self::Unauthorized) {
+            response.insert_header((actix_web::http::header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        response.json(ErrorBody {
             error: message,
             code: self.code(),
         })

@@ -7,6 +7,8 @@
 //! May depend on: every other cryptobot crate, actix-web, config, tracing-subscriber. Nothing
 //! depends on it except the binary and the tests.
 
+/// Bearer-token authentication of the REST API.
+pub mod auth;
 /// Settings from embedded defaults, a file and the environment.
 pub mod config;
 /// The REST API's error type.

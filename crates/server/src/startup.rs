@@ -190,8 +190,10 @@ impl Application {
             shutdown.clone(),
         ));
 
+        let gateway_config = settings.gateway_config().map_err(StartupError::Config)?;
+        let authenticator = Arc::new(gateway_config.auth.clone());
         let gateway = Gateway::new(
-            settings.ws.clone(),
+            gateway_config,
             GatewayServices {
                 market: Arc::clone(&market),
                 trade: Arc::clone(&trade),
@@ -221,6 +223,7 @@ impl Application {
             let gateway = app_gateway.clone();
             App::new()
                 .app_data(state.clone())
+                .app_data(web::Data::from(Arc::clone(&authenticator)))
                 // Before the REST scope: a matched `/api/v1` scope does not fall through to
                 // services registered after it, so the WebSocket route must come first.
                 .configure(move |cfg| gateway.configure(cfg))

@@ -126,6 +126,24 @@ fn bad_configuration_exits_with_a_one_line_error() {
 }
 
 #[test]
+fn a_public_address_without_authentication_refuses_to_start() {
+    let (code, out) = run_to_exit(
+        &[],
+        &[
+            ("CRYPTOBOT__SERVER__HOST", "0.0.0.0"),
+            ("CRYPTOBOT__SERVER__PORT", "0"),
+        ],
+    );
+    assert_eq!(code, 2, "{out}");
+    assert_eq!(out.trim_end().lines().count(), 1, "{out}");
+    assert!(
+        out.starts_with("error: invalid configuration: auth.mode:"),
+        "{out}"
+    );
+    assert!(out.contains("auth.allow_insecure"), "{out}");
+}
+
+#[test]
 fn port_in_use_exits_with_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();

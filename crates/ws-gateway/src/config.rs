@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::auth::Authenticator;
+
 /// Every policy knob of the gateway (the `[ws]` section of the server's settings).
 ///
 /// Durations are integers with their unit in the name. Each key and its default is documented in
@@ -32,17 +34,29 @@ pub struct GatewayConfig {
     /// Most inbound messages per second per connection (a burst of the same size is allowed);
     /// 0 disables the limit.
     pub max_messages_per_sec: u32,
+    /// `rate_limited` error frames (each for a dropped message) a client over
+    /// `max_messages_per_sec` gets before it is closed with `close_code_rate_limited`; the count
+    /// restarts once the client has stayed under the rate for a whole burst.
+    pub rate_limit_warnings: u32,
     /// Most concurrently open connections of this gateway; further upgrades get HTTP 503.
     pub max_connections: usize,
+    /// Most concurrently open connections from one client IP address; further upgrades from it get
+    /// HTTP 429. 0 disables the limit.
+    pub max_connections_per_ip: usize,
+    /// Reverse proxies whose `X-Forwarded-For` is trusted for the client's IP address (the last
+    /// address of the header is used when the peer is one of these). Empty: the TCP peer is the
+    /// client.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Never-dropped events (trades, portfolio, signals, alerts) a connection may fall behind before
     /// it is closed as a slow consumer.
     pub event_buffer: usize,
     /// Browser origins allowed to connect (exact `scheme://host[:port]`), `"*"` for any. Empty: only
     /// requests without `Origin` (non-browser clients) or whose `Origin` host equals the `Host` header.
     pub allowed_origins: Vec<String>,
-    /// Shared secret clients must present (`?token=`, `Authorization: Bearer`, or the
-    /// `bearer.<token>` sub-protocol); empty disables authentication.
-    pub auth_token: String,
+    /// Who may connect and with which scopes. Not a `[ws]` key: the server builds it from its
+    /// `[auth]` section (docs/security.md). Default: no authentication.
+    #[serde(skip)]
+    pub auth: Authenticator,
     /// `SO_SNDBUF` of accepted sockets, in bytes; 0 keeps the OS default.
     pub tcp_send_buffer_bytes: usize,
     /// `TCP_USER_TIMEOUT` of accepted sockets (Linux): unacknowledged data for this long drops the
@@ -62,8 +76,10 @@ pub struct GatewayConfig {
     pub close_code_binary: u16,
     /// Close code for a WebSocket protocol violation.
     pub close_code_protocol: u16,
-    /// Close code for exceeding `max_messages_per_sec`.
+    /// Close code for staying over `max_messages_per_sec` after `rate_limit_warnings` warnings.
     pub close_code_rate_limited: u16,
+    /// Close code when the connection's JWT expires.
+    pub close_code_token_expired: u16,
 }
 
 impl Default for GatewayConfig {
@@ -78,10 +94,13 @@ impl Default for GatewayConfig {
             max_message_bytes: 64 * 1024,
             max_subscriptions: 64,
             max_messages_per_sec: 50,
+            rate_limit_warnings: 10,
             max_connections: 10_000,
+            max_connections_per_ip: 100,
+            trusted_proxies: Vec::new(),
             event_buffer: 1_024,
             allowed_origins: Vec::new(),
-            auth_token: String::new(),
+            auth: Authenticator::None,
             tcp_send_buffer_bytes: 64 * 1024,
             tcp_user_timeout_secs: 30,
             tcp_nodelay: true,
@@ -91,7 +110,8 @@ impl Default for GatewayConfig {
             close_code_too_big: 1009,
             close_code_binary: 1003,
             close_code_protocol: 1002,
-            close_code_rate_limited: 4029,
+            close_code_rate_limited: 1008,
+            close_code_token_expired: 4401,
         }
     }
 }
@@ -148,6 +168,12 @@ impl GatewayConfig {
                 ));
             }
         }
+        if self.rate_limit_warnings > 1_000 {
+            return Err(format!(
+                "rate_limit_warnings must be at most 1000, got {}",
+                self.rate_limit_warnings
+            ));
+        }
         let codes = [
             ("close_code_shutdown", self.close_code_shutdown),
             ("close_code_slow_consumer", self.close_code_slow_consumer),
@@ -156,6 +182,7 @@ impl GatewayConfig {
             ("close_code_binary", self.close_code_binary),
             ("close_code_protocol", self.close_code_protocol),
             ("close_code_rate_limited", self.close_code_rate_limited),
+            ("close_code_token_expired", self.close_code_token_expired),
         ];
         for (key, code) in codes {
             if !is_sendable_close_code(code) {

@@ -29,7 +29,7 @@ use crate::config::GatewayConfig;
 use crate::dispatch::{Action, Dispatcher, Subscriptions};
 use crate::hub::{EventFrame, HubShared, TickerFrame, frame_bytes};
 use crate::metrics::GatewayMetrics;
-use crate::protocol::{ClientMessage, EventMeta, ResumeRequest, ServerMessage};
+use crate::protocol::{ClientMessage, ClientRequest, EventMeta, ResumeRequest, ServerMessage};
 
 /// Longest wait for the portfolio summary sent as a snapshot after a failed resume.
 const SNAPSHOT_FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -53,8 +53,10 @@ pub enum End {
     Binary,
     /// A WebSocket protocol violation (`close_code_protocol`, default 1002).
     Protocol(String),
-    /// More than `max_messages_per_sec` (`close_code_rate_limited`, default 4029).
+    /// Over `max_messages_per_sec` after every warning (`close_code_rate_limited`, default 1008).
     RateLimited,
+    /// The connection's JWT expired (`close_code_token_expired`, default 4401).
+    TokenExpired,
 }
 
 impl End {
@@ -70,6 +72,7 @@ impl End {
             Self::Binary => (config.close_code_binary, "binary frames are not supported"),
             Self::Protocol(_) => (config.close_code_protocol, "protocol error"),
             Self::RateLimited => (config.close_code_rate_limited, "rate limit exceeded"),
+            Self::TokenExpired => (config.close_code_token_expired, "token expired"),
         };
         Some(CloseReason {
             code: CloseCode::from(code),
@@ -136,32 +139,57 @@ pub(crate) enum Behaviour {
 type TickerWait =
     Abortable<BoxFuture<'static, (Symbol, watch::Receiver<Option<TickerFrame>>, bool)>>;
 
-/// A token bucket: `rate` messages per second with a burst of `rate`.
+/// What the rate limit says about one inbound message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Within the rate: handle it.
+    Allow,
+    /// Over the rate: drop it and answer with a `rate_limited` error.
+    Warn,
+    /// Over the rate after every warning: close.
+    Close,
+}
+
+/// A token bucket: `rate` messages per second with a burst of `rate`, plus the number of
+/// `rate_limited` warnings a client gets before it is closed.
 #[derive(Debug)]
 struct RateLimit {
     rate: f64,
     tokens: f64,
     last: Instant,
+    /// Messages dropped since the bucket was last full.
+    strikes: u32,
+    /// Warnings allowed before the close.
+    warnings: u32,
 }
 
 impl RateLimit {
-    fn new(per_sec: u32) -> Option<Self> {
+    fn new(per_sec: u32, warnings: u32) -> Option<Self> {
         (per_sec > 0).then(|| Self {
             rate: f64::from(per_sec),
             tokens: f64::from(per_sec),
             last: Instant::now(),
+            strikes: 0,
+            warnings,
         })
     }
 
-    fn allow(&mut self, now: Instant) -> bool {
+    fn check(&mut self, now: Instant) -> Verdict {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
         self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
+        // A client that slowed down long enough to refill the whole burst starts afresh.
+        if self.tokens >= self.rate {
+            self.strikes = 0;
+        }
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
-            true
+            Verdict::Allow
+        } else if self.strikes < self.warnings {
+            self.strikes += 1;
+            Verdict::Warn
         } else {
-            false
+            Verdict::Close
         }
     }
 }
@@ -223,6 +251,10 @@ pub(crate) struct Connection {
     pub(crate) event_seq: HashMap<Channel, u64>,
     /// Pushes wait until the client's first message (`?welcome=1`).
     pub(crate) held: bool,
+    /// Who opened the connection; its scopes gate `manual_trade` and `update_position`.
+    pub(crate) principal: crate::auth::Principal,
+    /// Counts this connection against its client IP until the actor ends.
+    pub(crate) _ip_slot: Option<crate::IpSlot>,
     /// When the client last sent anything.
     pub(crate) last_seen: Instant,
     /// Counters.
@@ -239,17 +271,31 @@ impl Connection {
         let period = self.config.heartbeat_interval();
         let mut heartbeat = tokio::time::interval_at(Instant::now() + period, period);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut rate = RateLimit::new(self.config.max_messages_per_sec);
+        let mut rate = RateLimit::new(
+            self.config.max_messages_per_sec,
+            self.config.rate_limit_warnings,
+        );
         if self.held
             && let Err(end) = self.welcome().await
         {
             return self.finish(end).await;
         }
+        // A JWT's expiry ends the connection; other credentials do not expire.
+        let expiry = self.principal.expires_at.map(|exp| {
+            let now = chrono::Utc::now().timestamp();
+            let left = u64::try_from(exp.saturating_sub(now)).unwrap_or(0);
+            Instant::now() + std::time::Duration::from_secs(left)
+        });
+        let expired = tokio::time::sleep_until(
+            expiry.unwrap_or_else(|| Instant::now() + std::time::Duration::from_secs(86_400 * 365)),
+        );
+        tokio::pin!(expired);
         let end = loop {
             let held = self.held;
             let step = tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => Err(End::Shutdown),
+                () = &mut expired, if expiry.is_some() => Err(End::TokenExpired),
                 // Pushes before requests: what happened before a request is delivered before its reply.
                 event = recv_event(self.events.as_mut()), if !held => self.on_event(event).await,
                 Some(changed) = self.tickers.next() => self.on_ticker(changed).await,
@@ -276,10 +322,21 @@ impl Connection {
         self.budget.pending.set(0);
         self.last_seen = Instant::now();
         GatewayMetrics::incr(&self.metrics.messages_received);
-        if let Some(rate) = rate
-            && !rate.allow(self.last_seen)
-        {
-            return Err(End::RateLimited);
+        match rate.map_or(Verdict::Allow, |rate| rate.check(self.last_seen)) {
+            Verdict::Allow => {}
+            Verdict::Warn => {
+                // The message is dropped unread; the client learns why and may slow down.
+                let warning = ServerMessage::error(
+                    None,
+                    "rate_limited",
+                    format!(
+                        "more than {} messages per second: message dropped",
+                        self.config.max_messages_per_sec
+                    ),
+                );
+                return self.send_message(&warning).await;
+            }
+            Verdict::Close => return Err(End::RateLimited),
         }
         match message {
             AggregatedMessage::Text(text) => match &self.behaviour {
@@ -315,6 +372,14 @@ impl Connection {
         };
         self.held = false;
         let actions = match ClientMessage::parse(text) {
+            Ok(message) if needs_trade(&message.request) && !self.principal.can_trade() => {
+                tracing::info!(principal = %self.principal.name, "command refused: no trade scope");
+                vec![Action::Send(ServerMessage::error(
+                    message.id,
+                    "forbidden",
+                    "this token lacks the trade scope",
+                ))]
+            }
             Ok(message) => dispatcher.clone().handle(message, &mut self.subs).await,
             Err(err) => vec![Action::Send(err.into_message())],
         };
@@ -347,6 +412,7 @@ impl Connection {
             epoch: dispatcher.bus.epoch(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             channels: self.subs.list(),
+            scopes: self.principal.scopes.clone(),
         };
         self.send_message(&message).await
     }
@@ -654,7 +720,7 @@ impl Connection {
             End::Binary | End::Protocol(_) | End::RateLimited => {
                 Some(&self.metrics.protocol_closes)
             }
-            End::ClientClosed(_) | End::Gone | End::Shutdown => None,
+            End::ClientClosed(_) | End::Gone | End::Shutdown | End::TokenExpired => None,
         };
         if let Some(counter) = counter {
             GatewayMetrics::incr(counter);
@@ -690,5 +756,57 @@ async fn recv_event(
     match receiver {
         Some(receiver) => receiver.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+/// Requests that change the account and so need the `trade` scope.
+const fn needs_trade(request: &ClientRequest) -> bool {
+    matches!(
+        request,
+        ClientRequest::ManualTrade(_) | ClientRequest::UpdatePosition { .. }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn rate_limit_warns_then_closes_and_forgives_a_client_that_slowed_down() {
+        let start = Instant::now();
+        let mut rate = RateLimit::new(2, 2).unwrap();
+        // TC0: the burst passes, the next two are warnings, then the close
+        let verdicts: Vec<Verdict> = (0..5).map(|_| rate.check(start)).collect();
+        assert_eq!(
+            verdicts,
+            [
+                Verdict::Allow,
+                Verdict::Allow,
+                Verdict::Warn,
+                Verdict::Warn,
+                Verdict::Close
+            ]
+        );
+        // TC1: after a full refill the warnings start over
+        let mut rate = RateLimit::new(2, 1).unwrap();
+        assert_eq!(
+            [rate.check(start), rate.check(start), rate.check(start)],
+            [Verdict::Allow, Verdict::Allow, Verdict::Warn]
+        );
+        let later = start + Duration::from_secs(2);
+        assert_eq!(
+            [rate.check(later), rate.check(later), rate.check(later)],
+            [Verdict::Allow, Verdict::Allow, Verdict::Warn]
+        );
+        // TC2: no warnings configured: the first excess message closes
+        let mut rate = RateLimit::new(1, 0).unwrap();
+        assert_eq!(
+            [rate.check(start), rate.check(start)],
+            [Verdict::Allow, Verdict::Close]
+        );
+        // TC3: 0 disables the limit
+        assert!(RateLimit::new(0, 10).is_none());
     }
 }

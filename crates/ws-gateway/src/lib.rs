@@ -10,6 +10,8 @@
 //! May depend on: the domain and services crates (traits only), actix-web, actix-ws, tokio.
 //! Must not depend on: the server crate or any concrete service implementation.
 
+/// Bearer-token authentication shared with the REST API.
+pub mod auth;
 /// `[ws]` settings.
 pub mod config;
 /// The per-connection actor.
@@ -24,9 +26,11 @@ pub mod metrics;
 pub mod protocol;
 
 use std::any::Any;
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::dev::Extensions;
@@ -41,6 +45,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+pub use auth::{AuthError, Authenticator, Principal, StaticToken};
 pub use config::GatewayConfig;
 pub use connection::End;
 pub use metrics::GatewayMetrics;
@@ -92,6 +97,8 @@ struct Inner {
     active: Arc<watch::Sender<usize>>,
     shutdown: CancellationToken,
     next_id: AtomicU64,
+    /// Open connections per client IP address (entries at zero are removed).
+    per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
 }
 
 impl Gateway {
@@ -178,6 +185,7 @@ impl Gateway {
                 active,
                 shutdown,
                 next_id: AtomicU64::new(1),
+                per_ip: Arc::new(Mutex::new(HashMap::new())),
             }),
         }
     }
@@ -264,10 +272,13 @@ impl Gateway {
         body: web::Payload,
     ) -> Result<HttpResponse, actix_web::Error> {
         let inner = &self.inner;
-        if let Some(refusal) = self.refuse(&req) {
-            GatewayMetrics::incr(&inner.metrics.upgrades_rejected);
-            return Ok(refusal);
-        }
+        let (principal, ip_slot) = match self.refuse(&req) {
+            Ok(admitted) => admitted,
+            Err(refusal) => {
+                GatewayMetrics::incr(&inner.metrics.upgrades_rejected);
+                return Ok(*refusal);
+            }
+        };
         let budget = Rc::new(InboundBudget::default());
         let guarded = GuardedPayload {
             inner: body.into_inner(),
@@ -315,39 +326,121 @@ impl Gateway {
             // `?welcome=1`: announce the epoch first and hold pushes until the first message, so
             // a resume takes effect before any live event of the default channels.
             held: welcome,
+            principal,
+            _ip_slot: ip_slot,
             last_seen: Instant::now(),
             metrics: Arc::clone(&inner.metrics),
             shutdown: inner.shutdown.clone(),
             _active: ActiveGuard::new(Arc::clone(&inner.active), Arc::clone(&inner.metrics)),
         };
-        let span = tracing::info_span!("ws", conn = id, peer = ?req.peer_addr());
+        let span = tracing::info_span!("ws", conn = id, peer = ?req.peer_addr(), principal = %connection.principal.name);
         tracing::info!(parent: &span, "websocket connection opened");
         // MessageStream is !Send: the actor stays on this worker's LocalSet.
         actix_web::rt::spawn(connection.run().instrument(span));
         Ok(response)
     }
 
-    /// Returns the response refusing the upgrade, if it must be refused.
-    fn refuse(&self, req: &HttpRequest) -> Option<HttpResponse> {
+    /// Returns the caller, or the response refusing the upgrade.
+    fn refuse(&self, req: &HttpRequest) -> Result<(Principal, Option<IpSlot>), Box<HttpResponse>> {
         let config = &self.inner.config;
         if self.open_connections() >= config.max_connections as u64 {
-            return Some(
+            return Err(Box::new(
                 HttpResponse::ServiceUnavailable()
                     .insert_header((header::RETRY_AFTER, "5"))
                     .body("too many connections"),
-            );
+            ));
         }
         if !origin_allowed(req, &config.allowed_origins) {
-            return Some(HttpResponse::Forbidden().body("origin not allowed"));
+            return Err(Box::new(
+                HttpResponse::Forbidden().body("origin not allowed"),
+            ));
         }
-        if !config.auth_token.is_empty() && !token_matches(req, &config.auth_token) {
-            return Some(
+        let principal = config.auth.authenticate(req).map_err(|err| {
+            tracing::info!(peer = ?req.peer_addr(), %err, "websocket upgrade refused");
+            Box::new(
                 HttpResponse::Unauthorized()
                     .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
-                    .body("missing or invalid token"),
-            );
+                    .body(err.to_string()),
+            )
+        })?;
+        if !principal.can_read() {
+            return Err(Box::new(
+                HttpResponse::Forbidden().body("token lacks the read scope"),
+            ));
         }
-        None
+        let slot = match client_ip(req, &config.trusted_proxies) {
+            Some(ip) if config.max_connections_per_ip > 0 => Some(
+                IpSlot::acquire(&self.inner.per_ip, ip, config.max_connections_per_ip).ok_or_else(
+                    || {
+                        Box::new(
+                            HttpResponse::TooManyRequests()
+                                .insert_header((header::RETRY_AFTER, "5"))
+                                .body("too many connections from this address"),
+                        )
+                    },
+                )?,
+            ),
+            _ => None,
+        };
+        Ok((principal, slot))
+    }
+}
+
+/// The client's IP address: the TCP peer, or the last `X-Forwarded-For` entry when the peer is a
+/// trusted proxy (earlier entries could be forged by the client).
+fn client_ip(req: &HttpRequest, trusted: &[IpAddr]) -> Option<IpAddr> {
+    let peer = req.peer_addr()?.ip();
+    if !trusted.contains(&peer) {
+        return Some(peer);
+    }
+    let forwarded = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .last()
+        .and_then(|last| last.trim().parse().ok());
+    Some(forwarded.unwrap_or(peer))
+}
+
+/// One connection counted against its client IP address; released on drop.
+#[derive(Debug)]
+pub(crate) struct IpSlot {
+    map: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl IpSlot {
+    /// Counts one more connection from `ip`, or `None` when it already has `limit`.
+    fn acquire(map: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr, limit: usize) -> Option<Self> {
+        // A poisoned lock only means another thread panicked mid-update; the counts stay usable.
+        let mut counts = map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = counts.entry(ip).or_insert(0);
+        if *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(Self {
+            map: Arc::clone(map),
+            ip,
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut counts = self
+            .map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = counts.get_mut(&self.ip) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -390,36 +483,6 @@ fn origin_allowed(req: &HttpRequest, allowed: &[String]) -> bool {
         .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
 }
 
-/// Looks for the token in `Authorization: Bearer`, the `bearer.<token>` sub-protocol or `?token=`.
-fn token_matches(req: &HttpRequest, expected: &str) -> bool {
-    let from_header = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let from_protocol = req
-        .headers()
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .find_map(|p| p.strip_prefix("bearer."));
-    let from_query = req
-        .query_string()
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("token="));
-    [from_header, from_protocol, from_query]
-        .into_iter()
-        .flatten()
-        .any(|candidate| constant_time_eq(candidate.as_bytes(), expected.as_bytes()))
-}
-
-/// Compares without an early exit, so timing does not reveal the matching prefix.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0_u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 #[cfg(test)]
 mod tests {
     use actix_web::test::TestRequest;
@@ -450,25 +513,48 @@ mod tests {
     }
 
     #[test]
-    fn token_sources() {
-        let header = TestRequest::default()
-            .insert_header((header::AUTHORIZATION, "Bearer s3cret"))
-            .to_http_request();
-        let protocol = TestRequest::default()
-            .insert_header((
-                header::SEC_WEBSOCKET_PROTOCOL,
-                "cryptobot.v1, bearer.s3cret",
-            ))
-            .to_http_request();
-        let query = TestRequest::with_uri("/ws?x=1&token=s3cret").to_http_request();
-        let wrong = TestRequest::with_uri("/ws?token=s3cre").to_http_request();
-        assert!(token_matches(&header, "s3cret"));
-        assert!(token_matches(&protocol, "s3cret"));
-        assert!(token_matches(&query, "s3cret"));
-        assert!(!token_matches(&wrong, "s3cret"));
-        assert!(!token_matches(
-            &TestRequest::default().to_http_request(),
-            "s3cret"
-        ));
+    fn client_ip_trusts_forwarded_for_only_from_trusted_proxies() {
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let request = |peer: &str| {
+            TestRequest::default()
+                .peer_addr(format!("{peer}:40000").parse().unwrap())
+                .insert_header(("X-Forwarded-For", "6.6.6.6, 203.0.113.7"))
+                .to_http_request()
+        };
+        // TC0: an untrusted peer is the client, whatever it claims
+        assert_eq!(
+            client_ip(&request("198.51.100.2"), &[proxy]),
+            "198.51.100.2".parse().ok()
+        );
+        // TC1: a trusted proxy: the last forwarded address (the one the proxy saw)
+        assert_eq!(
+            client_ip(&request("10.0.0.1"), &[proxy]),
+            "203.0.113.7".parse().ok()
+        );
+        // TC2: no trusted proxies configured
+        assert_eq!(
+            client_ip(&request("10.0.0.1"), &[]),
+            "10.0.0.1".parse().ok()
+        );
+    }
+
+    #[test]
+    fn ip_slots_count_and_release() {
+        let map = Arc::new(Mutex::new(HashMap::new()));
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let first = IpSlot::acquire(&map, ip, 2).unwrap();
+        let second = IpSlot::acquire(&map, ip, 2).unwrap();
+        assert!(
+            IpSlot::acquire(&map, ip, 2).is_none(),
+            "third over the limit"
+        );
+        assert!(
+            IpSlot::acquire(&map, "192.0.2.2".parse().unwrap(), 2).is_some(),
+            "other IPs unaffected"
+        );
+        drop(first);
+        let third = IpSlot::acquire(&map, ip, 2).unwrap();
+        drop((second, third));
+        assert!(map.lock().unwrap().is_empty(), "no entry left behind");
     }
 }

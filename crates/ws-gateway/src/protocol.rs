@@ -612,6 +612,9 @@ pub enum ServerMessage {
         version: String,
         /// The channels the connection is subscribed to.
         channels: Vec<Channel>,
+        /// Scopes of the connection's token (`read`, `trade`); a client without `trade` should
+        /// not offer trading.
+        scopes: Vec<String>,
     },
     /// Sent right before the 1001 close of a planned shutdown.
     ServerShutdown {

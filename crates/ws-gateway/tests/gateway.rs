@@ -645,12 +645,61 @@ async fn rate_limit_closes_a_flooding_client() {
     })
     .await;
     let mut ws = server.connect().await;
-    for _ in 0..20 {
+    for _ in 0..40 {
         if ws.send(Message::text(r#"{"type":"ping"}"#)).await.is_err() {
             break;
         }
     }
-    assert_eq!(close_code(&mut ws).await, 4029);
+    // The burst is answered, the excess gets `rate_limited` errors, then the close comes.
+    let mut pongs = 0;
+    let mut warnings = 0;
+    let code = loop {
+        match support::next_seen(&mut ws).await {
+            support::Seen::Json(frame) if frame["type"] == "pong" => pongs += 1,
+            support::Seen::Json(frame) if frame["code"] == "rate_limited" => warnings += 1,
+            support::Seen::Json(other) => panic!("unexpected {other}"),
+            support::Seen::Close(frame) => break frame.map(|f| u16::from(f.code)),
+            support::Seen::Ended => panic!("ended without a close frame"),
+        }
+    };
+    assert_eq!(code, Some(1008));
+    assert!(pongs >= 5, "{pongs} pongs");
+    assert_eq!(warnings, 10);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_per_ip_are_limited_without_affecting_open_ones() {
+    let server = start(GatewayConfig {
+        max_connections_per_ip: 2,
+        ..test_config()
+    })
+    .await;
+    let mut first = server.connect().await;
+    let _second = server.connect().await;
+    // TC0: the third from the same address is refused with 429 before the upgrade
+    match tokio_tungstenite::connect_async(server.url()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status().as_u16(), 429);
+        }
+        Ok(_) => panic!("third connection accepted"),
+        Err(other) => panic!("{other}"),
+    }
+    // TC1: the open ones keep working
+    send_json(&mut first, json!({"type":"ping"})).await;
+    assert_eq!(next_json(&mut first).await["type"], "pong");
+    // TC2: closing one frees its slot (once its actor has ended)
+    first.close(None).await.unwrap();
+    drop(first);
+    let mut accepted = false;
+    for _ in 0..100 {
+        if tokio_tungstenite::connect_async(server.url()).await.is_ok() {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(accepted, "a slot was freed");
     server.stop().await;
 }
 
@@ -658,7 +707,13 @@ async fn rate_limit_closes_a_flooding_client() {
 async fn cross_origin_and_unauthenticated_upgrades_are_refused() {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let server = start(GatewayConfig {
-        auth_token: "s3cret".to_owned(),
+        auth: cryptobot_ws_gateway::Authenticator::Tokens(vec![
+            cryptobot_ws_gateway::StaticToken {
+                name: "test".to_owned(),
+                token: "s3cret".to_owned(),
+                scopes: vec!["read".to_owned(), "trade".to_owned()],
+            },
+        ]),
         ..test_config()
     })
     .await;

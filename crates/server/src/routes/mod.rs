@@ -1,6 +1,9 @@
 //! REST routes under `/api/v1`, mounted by one function so `main` and tests share the wiring.
 
+use actix_web::middleware::from_fn;
 use actix_web::web;
+
+use crate::auth::require_auth;
 
 use crate::error::ApiError;
 
@@ -18,10 +21,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .app_data(query_config())
         .app_data(path_config())
         .configure(dashboard::configure)
-        .route("/metrics", web::get().to(health::metrics))
+        // Public: liveness probes carry no token. Everything else below needs one when
+        // `auth.mode` is not `none` (docs/security.md).
+        .route("/api/v1/health", web::get().to(health::health))
+        .service(
+            web::resource("/metrics")
+                .wrap(from_fn(require_auth))
+                .route(web::get().to(health::metrics)),
+        )
         .service(
             web::scope("/api/v1")
-                .route("/health", web::get().to(health::health))
+                .wrap(from_fn(require_auth))
                 .route("/tickers", web::get().to(market::tickers))
                 .route("/tickers/{symbol}", web::get().to(market::ticker))
                 .route("/portfolio", web::get().to(trading::portfolio))
