@@ -194,7 +194,10 @@ test("the layout works at phone width", async () => {
 test("a server that requires a token gets one from the user, never in the URL", async () => {
   const securePort = await freePort();
   const secureDb = join(mkdtempSync(join(tmpdir(), "cryptobot-browser-auth-")), "cryptobot.db");
-  const tokens = JSON.stringify([{ name: "browser", token: "s3cret-token-0123456789", scopes: ["read", "trade"] }]);
+  const tokens = JSON.stringify([
+    { name: "browser", token: "s3cret-token-0123456789", scopes: ["read", "trade"] },
+    { name: "viewer", token: "viewer-token-0123456789", scopes: ["read"] },
+  ]);
   const secure = await startServer({ CRYPTOBOT__AUTH__MODE: "token", CRYPTOBOT__AUTH__TOKENS: tokens }, securePort, secureDb);
   const authPage = await browser.newPage();
   const urls = [];
@@ -205,12 +208,36 @@ test("a server that requires a token gets one from the user, never in the URL", 
     await authPage.fill("#token-input", "s3cret-token-0123456789");
     await authPage.getByRole("button", { name: "Connect" }).click();
     await authPage.locator("#status", { hasText: "live" }).waitFor({ timeout: 30000 });
+    await authPage.locator("#ticker-BTCUSDT").waitFor(WAIT);
+    assert.equal(await authPage.locator("#trade-submit").isDisabled(), false, "a trade token may trade");
     await authPage.screenshot({ path: join(ARTIFACTS, "07-token.png"), fullPage: true });
     assert.ok(urls.length > 0);
     assert.ok(urls.every((url) => !url.includes("s3cret")), `token leaked into a URL: ${urls}`);
   } finally {
     await authPage.close();
     await stopServer(secure);
+  }
+});
+
+test("with a read-only token the trade form disables itself", async () => {
+  const viewPort = await freePort();
+  const viewDb = join(mkdtempSync(join(tmpdir(), "cryptobot-browser-viewer-")), "cryptobot.db");
+  const tokens = JSON.stringify([{ name: "viewer", token: "viewer-token-0123456789", scopes: ["read"] }]);
+  const server = await startServer({ CRYPTOBOT__AUTH__MODE: "token", CRYPTOBOT__AUTH__TOKENS: tokens }, viewPort, viewDb);
+  const viewer = await browser.newPage();
+  try {
+    await viewer.goto(`http://127.0.0.1:${viewPort}/`);
+    await viewer.locator("#token-dialog[open]").waitFor(WAIT);
+    await viewer.fill("#token-input", "viewer-token-0123456789");
+    await viewer.getByRole("button", { name: "Connect" }).click();
+    await viewer.locator("#status", { hasText: "live" }).waitFor({ timeout: 30000 });
+    await viewer.locator("#ticker-BTCUSDT .price").waitFor(WAIT);
+    await viewer.waitForFunction(() => document.querySelector("#trade-submit").disabled, null, WAIT);
+    assert.match(await viewer.locator("#trade-submit").getAttribute("title"), /no trade scope/);
+    await viewer.screenshot({ path: join(ARTIFACTS, "09-read-only.png"), fullPage: true });
+  } finally {
+    await viewer.close();
+    await stopServer(server);
   }
 });
 

@@ -382,22 +382,33 @@ function askForToken() {
   dialog.showModal();
 }
 
-async function start() {
-  $("#token-form").addEventListener("submit", () => {
-    state.token = $("#token-input").value.trim();
-    sessionStorage.setItem("cryptobot.token", state.token);
-    state.socket?.close();
-  });
-  setupTradeForm();
+// Loads the symbol list once; retried after a token is entered when the first try was refused.
+async function loadSymbols() {
+  if (state.symbols.length) return;
   try {
     const tickers = await getJson("/api/v1/tickers");
     state.symbols = tickers.map((t) => t.symbol);
     tickers.forEach(showTicker);
   } catch (err) {
     console.warn("could not load tickers", err.message);
+    return;
   }
   state.symbols.forEach((s) => state.subscribed.add(s));
   $("#trade-symbol").replaceChildren(...state.symbols.map((s) => new Option(s, s)));
+  if (state.socket?.readyState === WebSocket.OPEN) {
+    send("subscribe", { channels: state.symbols.map((s) => `ticker:${s}`) });
+  }
+}
+
+async function start() {
+  $("#token-form").addEventListener("submit", () => {
+    state.token = $("#token-input").value.trim();
+    sessionStorage.setItem("cryptobot.token", state.token);
+    state.socket?.close();
+    loadSymbols();
+  });
+  setupTradeForm();
+  await loadSymbols();
   connect();
 }
 
