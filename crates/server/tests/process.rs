@@ -193,11 +193,25 @@ async fn hammer(addr: SocketAddr, round: u32, acked: Arc<Mutex<HashSet<String>>>
     for client in 0..4 {
         let acked = Arc::clone(&acked);
         clients.push(tokio::spawn(async move {
+            // Buys and sells alternate, so cash never runs out and every kill lands in the middle
+            // of a stream of commits. Each client stops after 50 trades a round, so all rounds fit
+            // the single 1000-row page the check reads (4 rounds x 4 clients x 50 = 800).
+            let mut executed = 0;
             for n in 0.. {
+                if executed == 50 {
+                    // Keep the process busy with reads until it is killed.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    if try_request_path(addr, "/api/v1/health").await.is_none() {
+                        return;
+                    }
+                    continue;
+                }
                 let id = format!("crash-{round}-{client}-{n}");
-                // 25 a trade: the 10 000 of cash run out after at most 400 trades, so every trade
-                // fits the single 1000-row page the check reads.
-                let body = json!({"symbol": "BTCUSDT", "side": "buy", "amount": "25", "client_order_id": id});
+                let body = if n % 2 == 0 {
+                    json!({"symbol": "BTCUSDT", "side": "buy", "amount": "25", "client_order_id": id})
+                } else {
+                    json!({"symbol": "BTCUSDT", "side": "sell", "quantity": "0.0001", "client_order_id": id})
+                };
                 let attempt = tokio::time::timeout(
                     Duration::from_secs(5),
                     try_request(addr, body.to_string()),
@@ -205,6 +219,7 @@ async fn hammer(addr: SocketAddr, round: u32, acked: Arc<Mutex<HashSet<String>>>
                 .await;
                 match attempt {
                     Ok(Some(201)) => {
+                        executed += 1;
                         acked.lock().unwrap().insert(id);
                     }
                     Ok(Some(_)) => {}
@@ -216,6 +231,17 @@ async fn hammer(addr: SocketAddr, round: u32, acked: Arc<Mutex<HashSet<String>>>
     for client in clients {
         let _ = client.await;
     }
+}
+
+/// `GET path`, `None` once the server is gone.
+async fn try_request_path(addr: SocketAddr, path: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.ok()?;
+    std::str::from_utf8(raw.get(9..12)?).ok()?.parse().ok()
 }
 
 /// Like `http::request` but returns `None` instead of panicking when the server dies mid-way.
@@ -311,11 +337,31 @@ fn kill_9_never_loses_an_acknowledged_trade() {
         portfolio["trade_count"].as_u64().unwrap() as usize,
         trades.len()
     );
+    let is_buy = |t: &&Value| t["side"] == "buy";
     let spent: Decimal = trades
         .iter()
+        .filter(is_buy)
         .map(|t| dec(&t["notional"]) + dec(&t["fee"]))
         .sum();
-    assert_eq!(dec(&portfolio["cash"]), Decimal::from(10_000) - spent);
-    let quantity: Decimal = trades.iter().map(|t| dec(&t["quantity"])).sum();
-    assert_eq!(dec(&portfolio["positions"][0]["quantity"]), quantity);
+    let received: Decimal = trades
+        .iter()
+        .filter(|t| !is_buy(t))
+        .map(|t| dec(&t["notional"]) - dec(&t["fee"]))
+        .sum();
+    assert_eq!(
+        dec(&portfolio["cash"]),
+        Decimal::from(10_000) - spent + received
+    );
+    let bought: Decimal = trades
+        .iter()
+        .filter(is_buy)
+        .map(|t| dec(&t["quantity"]))
+        .sum();
+    let sold: Decimal = trades
+        .iter()
+        .filter(|t| !is_buy(t))
+        .map(|t| dec(&t["quantity"]))
+        .sum();
+    assert_eq!(dec(&portfolio["positions"][0]["quantity"]), bought - sold);
+    assert!(sold > Decimal::ZERO, "sells were part of the stream");
 }
