@@ -8,6 +8,8 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -302,7 +304,13 @@ async fn oversized_binary_and_flooding_connections_are_closed_with_their_codes()
         .unwrap();
     assert_eq!(close_code(&mut binary).await, Some(1003), "binary");
 
-    // TC2: a flood beyond max_messages_per_sec: rate_limited errors, then 1008.
+    // TC2: a text frame whose payload is not UTF-8, sent raw (tungstenite's Text is always UTF-8).
+    let mut not_utf8 = connect(&app).await;
+    let frame = Frame::message(vec![b'{', 0xff, 0xfe, b'}'], OpCode::Data(Data::Text), true);
+    not_utf8.send(Message::Frame(frame)).await.unwrap();
+    assert_eq!(close_code(&mut not_utf8).await, Some(1007), "invalid UTF-8");
+
+    // TC3: a flood beyond max_messages_per_sec: rate_limited errors, then 1008.
     let mut flood = connect(&app).await;
     for _ in 0..40 {
         if flood

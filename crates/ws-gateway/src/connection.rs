@@ -53,11 +53,16 @@ pub enum End {
     Binary,
     /// A WebSocket protocol violation (`close_code_protocol`, default 1002).
     Protocol(String),
+    /// A text message that is not valid UTF-8 (1007, fixed by RFC 6455 §7.4.1).
+    InvalidUtf8,
     /// Over `max_messages_per_sec` after every warning (`close_code_rate_limited`, default 1008).
     RateLimited,
     /// The connection's JWT expired (`close_code_token_expired`, default 4401).
     TokenExpired,
 }
+
+/// Close code for a text message that is not valid UTF-8 (RFC 6455 §7.4.1).
+const INVALID_UTF8_CLOSE_CODE: u16 = 1007;
 
 impl End {
     /// The close frame to send, if any.
@@ -71,6 +76,7 @@ impl End {
             Self::TooBig => (config.close_code_too_big, "message too big"),
             Self::Binary => (config.close_code_binary, "binary frames are not supported"),
             Self::Protocol(_) => (config.close_code_protocol, "protocol error"),
+            Self::InvalidUtf8 => (INVALID_UTF8_CLOSE_CODE, "invalid UTF-8 in a text message"),
             Self::RateLimited => (config.close_code_rate_limited, "rate limit exceeded"),
             Self::TokenExpired => (config.close_code_token_expired, "token expired"),
         };
@@ -361,6 +367,10 @@ impl Connection {
             || text.contains("continuation size")
         {
             End::TooBig
+        } else if matches!(err, actix_ws::ProtocolError::Io(io) if io.kind() == std::io::ErrorKind::InvalidData)
+        {
+            // actix-ws reports a text frame (or reassembled message) that is not UTF-8 this way.
+            End::InvalidUtf8
         } else {
             End::Protocol(text)
         }
@@ -717,7 +727,7 @@ impl Connection {
             End::SlowConsumer(_) => Some(&self.metrics.slow_consumer_closes),
             End::Idle => Some(&self.metrics.idle_closes),
             End::TooBig => Some(&self.metrics.oversized_closes),
-            End::Binary | End::Protocol(_) | End::RateLimited => {
+            End::Binary | End::Protocol(_) | End::InvalidUtf8 | End::RateLimited => {
                 Some(&self.metrics.protocol_closes)
             }
             End::ClientClosed(_) | End::Gone | End::Shutdown | End::TokenExpired => None,
