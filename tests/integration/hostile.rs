@@ -4,15 +4,13 @@
 use std::time::Duration;
 
 use cryptobot_integration_tests::TestApp;
+use cryptobot_integration_tests::ws::{Socket, next_of_type};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Hang guard for every read.
 const GUARD: Duration = Duration::from_secs(10);
@@ -22,24 +20,6 @@ async fn connect(app: &TestApp) -> Socket {
         .await
         .expect("upgrade")
         .0
-}
-
-/// Reads frames until one has `type == kind`, failing after [`GUARD`].
-async fn next_of_type(socket: &mut Socket, kind: &str) -> Value {
-    let wait = async {
-        while let Some(frame) = socket.next().await {
-            if let Message::Text(text) = frame.expect("frame") {
-                let value: Value = serde_json::from_str(&text).expect("frames are JSON");
-                if value["type"] == kind {
-                    return value;
-                }
-            }
-        }
-        panic!("socket closed before a {kind} frame");
-    };
-    tokio::time::timeout(GUARD, wait)
-        .await
-        .unwrap_or_else(|_| panic!("no {kind} frame within {GUARD:?}"))
 }
 
 /// Reads until the server's close frame (or the end of the stream) and returns its code.

@@ -4,46 +4,16 @@
 use std::time::Duration;
 
 use cryptobot_integration_tests::TestApp;
+use cryptobot_integration_tests::ws::{Socket, next_of_type};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect(url: &str) -> Socket {
     tokio_tungstenite::connect_async(url)
         .await
         .expect("upgrade")
         .0
-}
-
-/// The next JSON frame, or `None` on a close frame; fails after 10 s (a hang guard).
-async fn next_frame(socket: &mut Socket) -> Option<Value> {
-    let wait = async {
-        while let Some(frame) = socket.next().await {
-            match frame.expect("frame") {
-                Message::Text(text) => return Some(serde_json::from_str(&text).expect("JSON")),
-                Message::Close(_) => return None,
-                _ => {}
-            }
-        }
-        None
-    };
-    tokio::time::timeout(Duration::from_secs(10), wait)
-        .await
-        .expect("a frame within 10 s")
-}
-
-async fn next_of_type(socket: &mut Socket, kind: &str) -> Value {
-    loop {
-        let frame = next_frame(socket)
-            .await
-            .unwrap_or_else(|| panic!("closed before a {kind} frame"));
-        if frame["type"] == kind {
-            return frame;
-        }
-    }
 }
 
 async fn send(socket: &mut Socket, value: Value) {

@@ -3,30 +3,10 @@
 use std::time::Duration;
 
 use cryptobot_integration_tests::TestApp;
+use cryptobot_integration_tests::ws::next_of_type;
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// Reads frames until one has `type == kind`, failing after 10 s (a hang guard).
-async fn next_of_type(socket: &mut Socket, kind: &str) -> Value {
-    let wait = async {
-        while let Some(frame) = socket.next().await {
-            if let Message::Text(text) = frame.expect("frame") {
-                let value: Value = serde_json::from_str(&text).expect("frames are JSON");
-                if value["type"] == kind {
-                    return value;
-                }
-            }
-        }
-        panic!("socket closed before a {kind} frame");
-    };
-    tokio::time::timeout(Duration::from_secs(10), wait)
-        .await
-        .unwrap_or_else(|_| panic!("no {kind} frame within 10 s"))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_tickers_and_trades_from_the_real_services() {

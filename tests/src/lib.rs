@@ -169,3 +169,41 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// WebSocket helpers shared by the end-to-end tests.
+pub mod ws {
+    use std::time::Duration;
+
+    use futures_util::StreamExt;
+    use serde_json::Value;
+    use tokio_tungstenite::tungstenite::Message;
+
+    /// A client connection to the server under test.
+    pub type Socket = tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >;
+
+    /// Longest a test waits for an expected frame (a hang guard, not a performance assertion).
+    pub const FRAME_GUARD: Duration = Duration::from_secs(10);
+
+    /// Reads frames until one has `type == kind`.
+    ///
+    /// # Panics
+    /// When the socket ends first or no such frame arrives within [`FRAME_GUARD`].
+    pub async fn next_of_type(socket: &mut Socket, kind: &str) -> Value {
+        let wait = async {
+            while let Some(frame) = socket.next().await {
+                if let Message::Text(text) = frame.expect("frame") {
+                    let value: Value = serde_json::from_str(&text).expect("frames are JSON");
+                    if value["type"] == kind {
+                        return value;
+                    }
+                }
+            }
+            panic!("socket closed before a {kind} frame");
+        };
+        tokio::time::timeout(FRAME_GUARD, wait)
+            .await
+            .unwrap_or_else(|_| panic!("no {kind} frame within {FRAME_GUARD:?}"))
+    }
+}
