@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::GatewayConfig;
 use crate::dispatch::{Action, Dispatcher, Subscriptions};
 use crate::hub::{EventFrame, HubShared, TickerFrame, frame_bytes};
+use crate::inbound::InboundBudget;
 use crate::metrics::GatewayMetrics;
 use crate::protocol::{ClientMessage, ClientRequest, EventMeta, ResumeRequest, ServerMessage};
 
@@ -84,46 +85,6 @@ impl End {
             code: CloseCode::from(code),
             description: Some(text.to_owned()),
         })
-    }
-}
-
-/// Shared between the inbound byte guard and the actor (same worker thread, hence `Rc`/`Cell`).
-#[derive(Debug, Default)]
-pub(crate) struct InboundBudget {
-    /// Bytes read from the socket since the last message was handed to the actor.
-    pending: Cell<usize>,
-    /// Set when the guard cut the stream for exceeding the budget.
-    overflowed: Cell<bool>,
-}
-
-/// Wraps the request payload and fails it once more than `limit` bytes arrive without a complete
-/// message, so an oversized frame is never buffered whole (actix-ws checks sizes only afterwards).
-pub(crate) struct GuardedPayload {
-    /// The raw request body.
-    pub(crate) inner: actix_web::dev::Payload,
-    /// Counter shared with the actor.
-    pub(crate) budget: Rc<InboundBudget>,
-    /// Largest number of pending bytes.
-    pub(crate) limit: usize,
-}
-
-impl Stream for GuardedPayload {
-    type Item = Result<Bytes, PayloadError>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.budget.overflowed.get() {
-            return Poll::Ready(None);
-        }
-        let polled = Pin::new(&mut self.inner).poll_next(cx);
-        if let Poll::Ready(Some(Ok(chunk))) = &polled {
-            let pending = self.budget.pending.get().saturating_add(chunk.len());
-            self.budget.pending.set(pending);
-            if pending > self.limit {
-                self.budget.overflowed.set(true);
-                return Poll::Ready(Some(Err(PayloadError::Overflow)));
-            }
-        }
-        polled
     }
 }
 
@@ -236,7 +197,7 @@ pub(crate) struct Connection {
     pub(crate) session: actix_ws::Session,
     /// Inbound half, with fragments reassembled (`max_message_bytes` per message).
     pub(crate) inbound: AggregatedMessageStream,
-    /// Byte budget of the inbound guard; reset after every message.
+    /// Set by the inbound size guard when it cut the stream.
     pub(crate) budget: Rc<InboundBudget>,
     /// Policies.
     pub(crate) config: Arc<GatewayConfig>,
@@ -325,7 +286,6 @@ impl Connection {
             Some(Err(err)) => return Err(self.classify(&err)),
             Some(Ok(message)) => message,
         };
-        self.budget.pending.set(0);
         self.last_seen = Instant::now();
         GatewayMetrics::incr(&self.metrics.messages_received);
         match rate.map_or(Verdict::Allow, |rate| rate.check(self.last_seen)) {
@@ -362,7 +322,7 @@ impl Connection {
     /// Maps an inbound error to the end it causes; every error is fatal (see actix-ws notes).
     fn classify(&self, err: &actix_ws::ProtocolError) -> End {
         let text = err.to_string();
-        if self.budget.overflowed.get()
+        if self.budget.overflowed()
             || matches!(err, actix_ws::ProtocolError::Overflow)
             || text.contains("continuation size")
         {

@@ -20,6 +20,8 @@ pub mod connection;
 pub mod dispatch;
 /// The fan-out hub.
 mod hub;
+/// The inbound size guard: frame headers read off the raw stream.
+mod inbound;
 /// Gateway counters.
 pub mod metrics;
 /// Wire messages and error codes.
@@ -51,15 +53,13 @@ pub use connection::End;
 pub use metrics::GatewayMetrics;
 pub use protocol::{ClientMessage, ClientRequest, ServerMessage};
 
-use connection::{ActiveGuard, Behaviour, Connection, GuardedPayload, InboundBudget};
+use connection::{ActiveGuard, Behaviour, Connection};
 use dispatch::{Dispatcher, Subscriptions};
 use hub::HubShared;
+use inbound::{GuardedPayload, InboundBudget};
 
 /// Sub-protocol the gateway accepts (offer it when you also offer `bearer.<token>`).
 pub const SUBPROTOCOL: &str = "cryptobot.v1";
-/// Bytes the inbound guard allows beyond `max_message_bytes` (frame headers and read-ahead of
-/// small pipelined messages).
-const INBOUND_SLACK: usize = 64 * 1024;
 
 /// The services the gateway calls; trait objects only.
 #[derive(Clone)]
@@ -280,11 +280,11 @@ impl Gateway {
             }
         };
         let budget = Rc::new(InboundBudget::default());
-        let guarded = GuardedPayload {
-            inner: body.into_inner(),
-            budget: Rc::clone(&budget),
-            limit: inner.config.max_message_bytes.saturating_add(INBOUND_SLACK),
-        };
+        let guarded = GuardedPayload::new(
+            body.into_inner(),
+            Rc::clone(&budget),
+            inner.config.max_message_bytes,
+        );
         let boxed: std::pin::Pin<
             Box<
                 dyn futures_util::Stream<Item = Result<web::Bytes, actix_web::error::PayloadError>>,
