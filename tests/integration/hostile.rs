@@ -360,7 +360,11 @@ async fn memory_stays_bounded_under_large_and_oversized_messages() {
         let frame = Frame::message(piece.clone(), opcode, last);
         fragmented.send(Message::Frame(frame)).await.unwrap();
     }
-    assert_eq!(close_code(&mut fragmented).await, Some(1009), "fragments over the limit");
+    assert_eq!(
+        close_code(&mut fragmented).await,
+        Some(1009),
+        "fragments over the limit"
+    );
     // A few oversized ones, each on its own connection (the first closes it).
     for _ in 0..5 {
         let mut big = connect(&app).await;

@@ -5,21 +5,17 @@
 //! that stops reading is closed instead of stalling anything; other clients never wait for it
 //! because they have their own actors and the hub never awaits a client.
 
-use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
-use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use actix_web::error::PayloadError;
 use actix_web::web::Bytes;
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Message};
 use cryptobot_domain::{Channel, Symbol};
 use cryptobot_services::{Envelope, Replay};
 use futures_util::SinkExt;
 use futures_util::future::{AbortHandle, Abortable, Aborted, BoxFuture};
-use futures_util::stream::{FuturesUnordered, Stream, StreamExt};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde_json::Value;
 use tokio::sync::{broadcast, watch};
 use tokio::time::{Instant, MissedTickBehavior};
