@@ -2,6 +2,7 @@
 
 mod auth;
 mod hostile;
+mod limits;
 mod market_binance;
 mod nothing_lost;
 mod rest_market;

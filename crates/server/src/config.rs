@@ -213,6 +213,16 @@ pub struct ServerSettings {
     pub workers: usize,
     /// Longest wait for open requests at shutdown, in seconds.
     pub shutdown_timeout_secs: u64,
+    /// REST requests (`/api/v1/*` and `/metrics`) per second per client IP address (IPv6: per /64);
+    /// over it HTTP 429 `rate_limited` with `Retry-After`. 0 = unlimited.
+    pub rest_rate_per_ip: u32,
+    /// Burst of REST requests allowed above `rest_rate_per_ip`.
+    pub rest_burst_per_ip: u32,
+    /// Longest wait for a request head (WebSocket upgrades included) on a new connection, in
+    /// milliseconds; a slower client gets 408 and is disconnected. 0 disables the timeout.
+    pub request_head_timeout_ms: u64,
+    /// Longest an idle keep-alive HTTP connection stays open, in seconds. 0 = no keep-alive.
+    pub keep_alive_secs: u64,
 }
 
 /// Source of market data.

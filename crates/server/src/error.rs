@@ -41,6 +41,9 @@ pub enum ApiError {
         /// The missing scope, e.g. `trade`.
         scope: &'static str,
     },
+    /// The client's address sent more than `server.rest_rate_per_ip` requests per second.
+    #[error("too many requests from this address; retry after the Retry-After delay")]
+    RateLimited,
 }
 
 impl From<DomainError> for ApiError {
@@ -67,6 +70,7 @@ impl ApiError {
             Self::NotFound => "not_found",
             Self::Unauthorized => "unauthorized",
             Self::Forbidden { .. } => "forbidden",
+            Self::RateLimited => "rate_limited",
         }
     }
 }
@@ -97,6 +101,7 @@ impl ResponseError for ApiError {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 

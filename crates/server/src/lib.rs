@@ -13,6 +13,8 @@ pub mod auth;
 pub mod config;
 /// The REST API's error type.
 pub mod error;
+/// Per-address rate of REST requests.
+pub mod rate_limit;
 /// REST routes.
 pub mod routes;
 /// Building, running and stopping the application.

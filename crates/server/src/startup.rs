@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::dev::Server;
+use actix_web::http::KeepAlive;
 use actix_web::{App, HttpServer, web};
 use cryptobot_services::alerts::spawn_alert_monitor;
 use cryptobot_services::market::{
@@ -30,6 +31,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{MarketSource, Settings};
+use crate::rate_limit::RestRateLimit;
 use crate::routes;
 use crate::state::AppState;
 
@@ -218,11 +220,17 @@ impl Application {
             market_source: settings.market.source.as_str(),
             feed: feed_state,
         });
+        let rest_rate = web::Data::new(RestRateLimit::new(
+            settings.server.rest_rate_per_ip,
+            settings.server.rest_burst_per_ip,
+            settings.ws.trusted_proxies.clone(),
+        ));
         let app_gateway = gateway.clone();
         let mut server = HttpServer::new(move || {
             let gateway = app_gateway.clone();
             App::new()
                 .app_data(state.clone())
+                .app_data(rest_rate.clone())
                 .app_data(web::Data::from(Arc::clone(&authenticator)))
                 // Before the REST scope: a matched `/api/v1` scope does not fall through to
                 // services registered after it, so the WebSocket route must come first.
@@ -231,6 +239,13 @@ impl Application {
                 .default_service(web::to(routes::not_found))
         })
         .on_connect(gateway.on_connect())
+        .client_request_timeout(Duration::from_millis(
+            settings.server.request_head_timeout_ms,
+        ))
+        .keep_alive(match settings.server.keep_alive_secs {
+            0 => KeepAlive::Disabled,
+            secs => KeepAlive::Timeout(Duration::from_secs(secs)),
+        })
         .disable_signals()
         .shutdown_signal(shutdown.clone().cancelled_owned())
         .shutdown_timeout(settings.server.shutdown_timeout_secs);

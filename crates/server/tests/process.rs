@@ -46,6 +46,8 @@ impl Server {
             .env("CRYPTOBOT__STORAGE__PATH", db)
             .env("CRYPTOBOT__MARKET__TICKS_PER_SECOND", "20")
             .env("CRYPTOBOT__TRADING__AUTO_TRADE", "false")
+            // A durability stress test: as many trades as the server takes, not the per-IP rate.
+            .env("CRYPTOBOT__SERVER__REST_RATE_PER_IP", "0")
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -43,6 +43,11 @@ pub struct GatewayConfig {
     /// Most concurrently open connections from one client IP address; further upgrades from it get
     /// HTTP 429. 0 disables the limit.
     pub max_connections_per_ip: usize,
+    /// Connection attempts (upgrade requests, accepted or not) per second per client IP address
+    /// (IPv6: per /64); over it HTTP 429 with `Retry-After`. 0 = unlimited.
+    pub connect_rate_per_ip: u32,
+    /// Burst of connection attempts allowed above `connect_rate_per_ip`.
+    pub connect_burst_per_ip: u32,
     /// Reverse proxies whose `X-Forwarded-For` is trusted for the client's IP address (the last
     /// address of the header is used when the peer is one of these). Empty: the TCP peer is the
     /// client.
@@ -50,9 +55,13 @@ pub struct GatewayConfig {
     /// Never-dropped events (trades, portfolio, signals, alerts) a connection may fall behind before
     /// it is closed as a slow consumer.
     pub event_buffer: usize,
-    /// Browser origins allowed to connect (exact `scheme://host[:port]`), `"*"` for any. Empty: only
-    /// requests without `Origin` (non-browser clients) or whose `Origin` host equals the `Host` header.
+    /// Browser origins allowed to connect besides the server's own (exact `scheme://host[:port]`),
+    /// `"*"` for any. Requests without `Origin` (non-browser clients) and requests whose `Origin`
+    /// host equals the `Host` header are always allowed.
     pub allowed_origins: Vec<String>,
+    /// Also allow browser pages served from `localhost`, `127.0.0.0/8` or `[::1]` on any port (a
+    /// developer's own machine). Turn off on a public deployment.
+    pub allow_localhost_origins: bool,
     /// Who may connect and with which scopes. Not a `[ws]` key: the server builds it from its
     /// `[auth]` section (docs/security.md). Default: no authentication.
     #[serde(skip)]
@@ -97,9 +106,12 @@ impl Default for GatewayConfig {
             rate_limit_warnings: 10,
             max_connections: 10_000,
             max_connections_per_ip: 100,
+            connect_rate_per_ip: 10,
+            connect_burst_per_ip: 30,
             trusted_proxies: Vec::new(),
             event_buffer: 1_024,
             allowed_origins: Vec::new(),
+            allow_localhost_origins: true,
             auth: Authenticator::None,
             tcp_send_buffer_bytes: 64 * 1024,
             tcp_user_timeout_secs: 30,

@@ -22,6 +22,8 @@ pub mod dispatch;
 mod hub;
 /// The inbound size guard: frame headers read off the raw stream.
 mod inbound;
+/// Per-address request rates (connection attempts here, REST requests in the server).
+pub mod limits;
 /// Gateway counters.
 pub mod metrics;
 /// Wire messages and error codes.
@@ -57,6 +59,7 @@ use connection::{ActiveGuard, Behaviour, Connection};
 use dispatch::{Dispatcher, Subscriptions};
 use hub::HubShared;
 use inbound::{GuardedPayload, InboundBudget};
+use limits::{IpRateLimiter, retry_after_secs};
 
 /// Sub-protocol the gateway accepts (offer it when you also offer `bearer.<token>`).
 pub const SUBPROTOCOL: &str = "cryptobot.v1";
@@ -99,6 +102,8 @@ struct Inner {
     next_id: AtomicU64,
     /// Open connections per client IP address (entries at zero are removed).
     per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    /// Upgrade attempts per client address; `None` when unlimited.
+    attempts: Option<IpRateLimiter>,
 }
 
 impl Gateway {
@@ -177,8 +182,10 @@ impl Gateway {
         active: Arc<watch::Sender<usize>>,
         shutdown: CancellationToken,
     ) -> Self {
+        let attempts = IpRateLimiter::new(config.connect_rate_per_ip, config.connect_burst_per_ip);
         Self {
             inner: Arc::new(Inner {
+                attempts,
                 config: Arc::new(config),
                 behaviour,
                 metrics,
@@ -340,42 +347,63 @@ impl Gateway {
         Ok(response)
     }
 
-    /// Returns the caller, or the response refusing the upgrade.
+    /// Returns the caller, or the response refusing the upgrade. Checks run cheapest first; the
+    /// attempt rate comes before authentication so that guessing tokens is rate limited too.
     fn refuse(&self, req: &HttpRequest) -> Result<(Principal, Option<IpSlot>), Box<HttpResponse>> {
         let config = &self.inner.config;
-        if self.open_connections() >= config.max_connections as u64 {
-            return Err(Box::new(
-                HttpResponse::ServiceUnavailable()
-                    .insert_header((header::RETRY_AFTER, "5"))
-                    .body("too many connections"),
+        let ip = client_ip(req, &config.trusted_proxies);
+        let over_rate = self
+            .inner
+            .attempts
+            .as_ref()
+            .zip(ip)
+            .and_then(|(limiter, ip)| limiter.check(ip).err());
+        if let Some(wait) = over_rate {
+            return Err(refusal(
+                HttpResponse::TooManyRequests()
+                    .insert_header((header::RETRY_AFTER, retry_after_secs(wait).to_string())),
+                "rate_limited",
+                "too many connection attempts from this address",
             ));
         }
-        if !origin_allowed(req, &config.allowed_origins) {
-            return Err(Box::new(
-                HttpResponse::Forbidden().body("origin not allowed"),
+        if self.open_connections() >= config.max_connections as u64 {
+            return Err(refusal(
+                HttpResponse::ServiceUnavailable().insert_header((header::RETRY_AFTER, "5")),
+                "too_many_connections",
+                "too many connections",
+            ));
+        }
+        if !origin_allowed(req, config) {
+            return Err(refusal(
+                &mut HttpResponse::Forbidden(),
+                "origin_not_allowed",
+                "origin not allowed",
             ));
         }
         let principal = config.auth.authenticate(req).map_err(|err| {
             tracing::info!(peer = ?req.peer_addr(), %err, "websocket upgrade refused");
-            Box::new(
-                HttpResponse::Unauthorized()
-                    .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
-                    .body(err.to_string()),
+            refusal(
+                HttpResponse::Unauthorized().insert_header((header::WWW_AUTHENTICATE, "Bearer")),
+                "unauthorized",
+                &err.to_string(),
             )
         })?;
         if !principal.can_read() {
-            return Err(Box::new(
-                HttpResponse::Forbidden().body("token lacks the read scope"),
+            return Err(refusal(
+                &mut HttpResponse::Forbidden(),
+                "forbidden",
+                "token lacks the read scope",
             ));
         }
-        let slot = match client_ip(req, &config.trusted_proxies) {
+        let slot = match ip {
             Some(ip) if config.max_connections_per_ip > 0 => Some(
                 IpSlot::acquire(&self.inner.per_ip, ip, config.max_connections_per_ip).ok_or_else(
                     || {
-                        Box::new(
+                        refusal(
                             HttpResponse::TooManyRequests()
-                                .insert_header((header::RETRY_AFTER, "5"))
-                                .body("too many connections from this address"),
+                                .insert_header((header::RETRY_AFTER, "5")),
+                            "too_many_connections_from_address",
+                            "too many connections from this address",
                         )
                     },
                 )?,
@@ -386,9 +414,20 @@ impl Gateway {
     }
 }
 
+/// A refused upgrade: the REST API's error body, `{"error": "..", "code": ".."}`.
+fn refusal(
+    response: &mut actix_web::HttpResponseBuilder,
+    code: &str,
+    message: &str,
+) -> Box<HttpResponse> {
+    Box::new(response.json(serde_json::json!({ "error": message, "code": code })))
+}
+
 /// The client's IP address: the TCP peer, or the last `X-Forwarded-For` entry when the peer is a
-/// trusted proxy (earlier entries could be forged by the client).
-fn client_ip(req: &HttpRequest, trusted: &[IpAddr]) -> Option<IpAddr> {
+/// trusted proxy (earlier entries could be forged by the client). Shared with the REST API's
+/// per-address limits.
+#[must_use]
+pub fn client_ip(req: &HttpRequest, trusted: &[IpAddr]) -> Option<IpAddr> {
     let peer = req.peer_addr()?.ip();
     if !trusted.contains(&peer) {
         return Some(peer);
@@ -462,25 +501,38 @@ impl Drop for ActiveGuardHub {
 
 /// Browsers always send `Origin`; other clients usually do not. Cross-site WebSocket hijacking is
 /// prevented by accepting only the listed origins, or the page's own origin when none is listed.
-fn origin_allowed(req: &HttpRequest, allowed: &[String]) -> bool {
+fn origin_allowed(req: &HttpRequest, config: &GatewayConfig) -> bool {
     let Some(origin) = req.headers().get(header::ORIGIN) else {
         return true;
     };
     let Ok(origin) = origin.to_str() else {
         return false;
     };
-    if allowed.is_empty() {
-        let host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or_default();
-        let origin_host = origin.split_once("://").map_or("", |(_, rest)| rest);
-        return !host.is_empty() && origin_host.eq_ignore_ascii_case(host);
-    }
-    allowed
-        .iter()
-        .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
+    let origin_host = origin.split_once("://").map_or("", |(_, rest)| rest);
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    (!host.is_empty() && origin_host.eq_ignore_ascii_case(host))
+        || (config.allow_localhost_origins && is_localhost(origin_host))
+        || config
+            .allowed_origins
+            .iter()
+            .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
+}
+
+/// Whether `host[:port]` names the local machine: `localhost`, `127.0.0.0/8` or `[::1]`.
+fn is_localhost(host_port: &str) -> bool {
+    let host = if let Some(rest) = host_port.strip_prefix('[') {
+        rest.split_once(']').map_or("", |(inside, _)| inside)
+    } else {
+        host_port
+            .split_once(':')
+            .map_or(host_port, |(host, _)| host)
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]
@@ -491,25 +543,97 @@ mod tests {
 
     #[test]
     fn origin_policy() {
-        let same = TestRequest::default()
-            .insert_header((header::HOST, "bot.example:8080"))
-            .insert_header((header::ORIGIN, "http://bot.example:8080"))
-            .to_http_request();
-        let cross = TestRequest::default()
-            .insert_header((header::HOST, "bot.example:8080"))
-            .insert_header((header::ORIGIN, "https://evil.example"))
-            .to_http_request();
-        let none = TestRequest::default().to_http_request();
-        // TC0: default: same origin and non-browser clients only
-        assert!(origin_allowed(&same, &[]));
-        assert!(!origin_allowed(&cross, &[]));
-        assert!(origin_allowed(&none, &[]));
-        // TC1: allow-list
-        let list = ["https://evil.example".to_owned()];
-        assert!(origin_allowed(&cross, &list));
-        assert!(!origin_allowed(&same, &list));
-        // TC2: wildcard
-        assert!(origin_allowed(&cross, &["*".to_owned()]));
+        let request = |origin: Option<&str>| {
+            let mut req = TestRequest::default().insert_header((header::HOST, "bot.example:8080"));
+            if let Some(origin) = origin {
+                req = req.insert_header((header::ORIGIN, origin));
+            }
+            req.to_http_request()
+        };
+        let config = |list: &[&str], localhost: bool| GatewayConfig {
+            allowed_origins: list.iter().map(|o| (*o).to_owned()).collect(),
+            allow_localhost_origins: localhost,
+            ..GatewayConfig::default()
+        };
+        let defaults = GatewayConfig::default();
+        let cases: [(&str, Option<&str>, GatewayConfig, bool); 14] = [
+            // TC0: defaults: own origin, localhost pages and non-browser clients only
+            (
+                "same",
+                Some("http://bot.example:8080"),
+                defaults.clone(),
+                true,
+            ),
+            (
+                "same, other case",
+                Some("http://BOT.example:8080"),
+                defaults.clone(),
+                true,
+            ),
+            (
+                "cross",
+                Some("https://evil.example"),
+                defaults.clone(),
+                false,
+            ),
+            (
+                "same host, other port",
+                Some("http://bot.example:9999"),
+                defaults.clone(),
+                false,
+            ),
+            ("no origin", None, defaults.clone(), true),
+            (
+                "localhost",
+                Some("http://localhost:3000"),
+                defaults.clone(),
+                true,
+            ),
+            (
+                "127.0.0.1",
+                Some("http://127.0.0.1:5173"),
+                defaults.clone(),
+                true,
+            ),
+            ("[::1]", Some("http://[::1]:8000"), defaults.clone(), true),
+            (
+                "localhost lookalike",
+                Some("http://localhost.evil.example"),
+                defaults.clone(),
+                false,
+            ),
+            ("null origin", Some("null"), defaults, false),
+            // TC1: localhost off
+            (
+                "localhost off",
+                Some("http://localhost:3000"),
+                config(&[], false),
+                false,
+            ),
+            // TC2: allow-list adds to the own origin
+            (
+                "listed",
+                Some("https://evil.example"),
+                config(&["https://evil.example"], false),
+                true,
+            ),
+            (
+                "same with a list",
+                Some("http://bot.example:8080"),
+                config(&["https://x.example"], false),
+                true,
+            ),
+            // TC3: wildcard
+            (
+                "wildcard",
+                Some("https://evil.example"),
+                config(&["*"], false),
+                true,
+            ),
+        ];
+        for (name, origin, config, allowed) in cases {
+            assert_eq!(origin_allowed(&request(origin), &config), allowed, "{name}");
+        }
     }
 
     #[test]

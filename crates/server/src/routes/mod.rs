@@ -4,6 +4,7 @@ use actix_web::middleware::from_fn;
 use actix_web::web;
 
 use crate::auth::require_auth;
+use crate::rate_limit::limit_rest_rate;
 
 use crate::error::ApiError;
 
@@ -23,15 +24,23 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(dashboard::configure)
         // Public: liveness probes carry no token. Everything else below needs one when
         // `auth.mode` is not `none` (docs/security.md).
-        .route("/api/v1/health", web::get().to(health::health))
+        // The rate limit wraps authentication (the last `wrap` runs first), so guessing tokens
+        // is limited too; health probes are limited like everything else.
+        .service(
+            web::resource("/api/v1/health")
+                .wrap(from_fn(limit_rest_rate))
+                .route(web::get().to(health::health)),
+        )
         .service(
             web::resource("/metrics")
                 .wrap(from_fn(require_auth))
+                .wrap(from_fn(limit_rest_rate))
                 .route(web::get().to(health::metrics)),
         )
         .service(
             web::scope("/api/v1")
                 .wrap(from_fn(require_auth))
+                .wrap(from_fn(limit_rest_rate))
                 .route("/tickers", web::get().to(market::tickers))
                 .route("/tickers/{symbol}", web::get().to(market::ticker))
                 .route("/portfolio", web::get().to(trading::portfolio))

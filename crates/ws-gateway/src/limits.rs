@@ -1,0 +1,217 @@
+//! Per-client-address request rates: connection attempts at the upgrade and REST requests.
+//!
+//! A generic cell rate algorithm (GCRA): per address only the theoretical arrival time of the next
+//! request is kept, so a key is one `Instant` and an idle key can be forgotten. IPv6 addresses are
+//! keyed by their /64 prefix, the block one subscriber usually holds, so one host cannot spread its
+//! attempts over addresses. The table is bounded; see [`IpRateLimiter::check_at`].
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Addresses tracked at most; beyond this, new addresses are refused until idle ones expire.
+pub const MAX_TRACKED_ADDRESSES: usize = 100_000;
+
+/// How often a full table is swept for expired entries, at most.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Limits the rate of requests per client address: `rate` per second with bursts of `burst`.
+#[derive(Debug)]
+pub struct IpRateLimiter {
+    /// Time between two requests at the sustained rate.
+    interval: Duration,
+    /// How far ahead of `now` the theoretical arrival time may run: `(burst - 1) * interval`.
+    tolerance: Duration,
+    state: Mutex<Table>,
+    capacity: usize,
+}
+
+#[derive(Debug)]
+struct Table {
+    /// Theoretical arrival time of the next request, per key.
+    next: HashMap<IpKey, Instant>,
+    last_sweep: Option<Instant>,
+}
+
+/// An IPv4 address, or the /64 prefix of an IPv6 address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum IpKey {
+    V4(u32),
+    V6Prefix(u64),
+}
+
+impl From<IpAddr> for IpKey {
+    fn from(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(v4) => Self::V4(u32::from(v4)),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => Self::V4(u32::from(v4)),
+                None => Self::V6Prefix((u128::from(v6) >> 64) as u64),
+            },
+        }
+    }
+}
+
+impl IpRateLimiter {
+    /// A limiter allowing `per_sec` requests per second per address with bursts of `burst`
+    /// (at least 1); `None` when `per_sec` is 0, which means unlimited.
+    pub fn new(per_sec: u32, burst: u32) -> Option<Self> {
+        Self::with_capacity(per_sec, burst, MAX_TRACKED_ADDRESSES)
+    }
+
+    fn with_capacity(per_sec: u32, burst: u32, capacity: usize) -> Option<Self> {
+        if per_sec == 0 {
+            return None;
+        }
+        let interval = Duration::from_secs(1) / per_sec;
+        Some(Self {
+            interval,
+            tolerance: interval * burst.max(1).saturating_sub(1),
+            state: Mutex::new(Table {
+                next: HashMap::new(),
+                last_sweep: None,
+            }),
+            capacity,
+        })
+    }
+
+    /// Counts one request from `ip` now; `Err(retry_after)` when it is over the rate.
+    ///
+    /// # Errors
+    /// The time after which a request from this address would be allowed again.
+    pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
+        self.check_at(ip, Instant::now())
+    }
+
+    /// Counts one request from `ip` at `now`. A refused request does not count, so a client that
+    /// keeps retrying too fast is let in again as soon as it honours `Retry-After`. When the table
+    /// holds [`MAX_TRACKED_ADDRESSES`] addresses that are all still limited, a new address is
+    /// refused for a second rather than letting memory grow: an attacker with that many addresses
+    /// can delay newcomers, never evict a known client's state.
+    ///
+    /// # Errors
+    /// The time after which a request from this address would be allowed again.
+    pub fn check_at(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+        let key = IpKey::from(ip);
+        // A poisoned lock only means another thread panicked mid-update; the table stays usable.
+        let mut table = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !table.next.contains_key(&key) && table.next.len() >= self.capacity {
+            let due = table
+                .last_sweep
+                .is_none_or(|last| now.saturating_duration_since(last) >= SWEEP_EVERY);
+            if due {
+                // An entry whose arrival time has passed is as good as absent.
+                table.next.retain(|_, next| *next > now);
+                table.last_sweep = Some(now);
+            }
+            if table.next.len() >= self.capacity {
+                return Err(SWEEP_EVERY);
+            }
+        }
+        let next = table.next.get(&key).map_or(now, |next| (*next).max(now));
+        let ahead = next.saturating_duration_since(now);
+        if ahead > self.tolerance {
+            return Err(ahead - self.tolerance);
+        }
+        table.next.insert(key, next + self.interval);
+        Ok(())
+    }
+
+    /// Addresses currently tracked.
+    pub fn tracked(&self) -> usize {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .next
+            .len()
+    }
+}
+
+/// `Retry-After` header value in whole seconds, at least 1.
+pub fn retry_after_secs(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn allows_the_burst_then_the_rate_and_tells_how_long_to_wait() {
+        let limiter = IpRateLimiter::new(2, 3).unwrap();
+        let start = Instant::now();
+        let a = ip("10.0.0.1");
+        // TC0: a burst of 3 passes, the 4th waits half a second (one interval at 2/s)
+        for n in 0..3 {
+            assert_eq!(limiter.check_at(a, start), Ok(()), "request {n}");
+        }
+        assert_eq!(limiter.check_at(a, start), Err(Duration::from_millis(500)));
+        // TC1: another address has its own budget
+        assert_eq!(limiter.check_at(ip("10.0.0.2"), start), Ok(()));
+        // TC2: refused requests do not count: after the wait, one more passes
+        let later = start + Duration::from_millis(500);
+        assert_eq!(limiter.check_at(a, later), Ok(()));
+        assert!(limiter.check_at(a, later).is_err());
+        // TC3: after a long pause the whole burst is back
+        let much_later = start + Duration::from_secs(10);
+        for _ in 0..3 {
+            assert_eq!(limiter.check_at(a, much_later), Ok(()));
+        }
+        assert!(limiter.check_at(a, much_later).is_err());
+    }
+
+    #[test]
+    fn keys_ipv6_by_its_64_prefix_and_mapped_ipv4_as_ipv4() {
+        let limiter = IpRateLimiter::new(1, 1).unwrap();
+        let now = Instant::now();
+        // TC0: two addresses in one /64 share a budget
+        assert_eq!(limiter.check_at(ip("2001:db8::1"), now), Ok(()));
+        assert!(limiter.check_at(ip("2001:db8::ffff:2"), now).is_err());
+        // TC1: another /64 does not
+        assert_eq!(limiter.check_at(ip("2001:db8:0:1::1"), now), Ok(()));
+        // TC2: ::ffff:a.b.c.d is a.b.c.d
+        assert_eq!(limiter.check_at(ip("192.0.2.7"), now), Ok(()));
+        assert!(limiter.check_at(ip("::ffff:192.0.2.7"), now).is_err());
+    }
+
+    #[test]
+    fn a_full_table_refuses_newcomers_until_entries_expire() {
+        let limiter = IpRateLimiter::with_capacity(1, 1, 2).unwrap();
+        let now = Instant::now();
+        assert_eq!(limiter.check_at(ip("10.0.0.1"), now), Ok(()));
+        assert_eq!(limiter.check_at(ip("10.0.0.2"), now), Ok(()));
+        // TC0: full, nothing expired
+        assert_eq!(
+            limiter.check_at(ip("10.0.0.3"), now),
+            Err(Duration::from_secs(1))
+        );
+        // TC1: a known address is still served
+        assert_eq!(
+            limiter.check_at(ip("10.0.0.1"), now + Duration::from_millis(999)),
+            Err(Duration::from_millis(1))
+        );
+        // TC2: once entries expire the sweep frees room; the table never exceeds its capacity
+        let later = now + Duration::from_secs(2);
+        assert_eq!(limiter.check_at(ip("10.0.0.3"), later), Ok(()));
+        assert!(limiter.tracked() <= 2);
+    }
+
+    #[test]
+    fn zero_rate_means_unlimited_and_retry_after_rounds_up() {
+        assert!(IpRateLimiter::new(0, 10).is_none());
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_secs(Duration::from_secs(2)), 2);
+        assert_eq!(retry_after_secs(Duration::from_millis(2_001)), 3);
+    }
+}
