@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use cryptobot_integration_tests::TestApp;
-use cryptobot_integration_tests::ws::{Socket, next_of_type};
+use cryptobot_integration_tests::ws::{Socket, next_of_type, subscribed_to_ticker};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -58,13 +58,7 @@ fn manual_trade(payload: &Value) -> String {
 #[allow(clippy::too_many_lines)] // one table, as the suite asks
 async fn hostile_messages_get_exact_error_codes_while_a_good_client_keeps_streaming() {
     let app = TestApp::spawn(&[("CRYPTOBOT__WS__MAX_MESSAGES_PER_SEC", "0")]).await;
-    let mut good = connect(&app).await;
-    good.send(Message::text(
-        json!({"type": "subscribe_ticker", "payload": {"symbol": "BTCUSDT"}}).to_string(),
-    ))
-    .await
-    .unwrap();
-    next_of_type(&mut good, "subscription_success").await;
+    let mut good = subscribed_to_ticker(&app.ws_url(), "BTCUSDT").await;
     next_of_type(&mut good, "ticker_update").await;
 
     let long = "A".repeat(10 * 1024);
@@ -261,13 +255,7 @@ async fn oversized_binary_and_flooding_connections_are_closed_with_their_codes()
         ("CRYPTOBOT__WS__RATE_LIMIT_WARNINGS", "3"),
     ])
     .await;
-    let mut good = connect(&app).await;
-    good.send(Message::text(
-        json!({"type": "subscribe_ticker", "payload": {"symbol": "BTCUSDT"}}).to_string(),
-    ))
-    .await
-    .unwrap();
-    next_of_type(&mut good, "subscription_success").await;
+    let mut good = subscribed_to_ticker(&app.ws_url(), "BTCUSDT").await;
 
     // TC0: one byte over the default 64 KiB limit.
     let mut big = connect(&app).await;

@@ -5,11 +5,10 @@
 use std::time::Duration;
 
 use cryptobot_integration_tests::TestApp;
-use cryptobot_integration_tests::ws::{Socket, next_of_type};
-use futures_util::SinkExt;
+use cryptobot_integration_tests::ws::{next_of_type, subscribed_to_ticker};
 use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 /// Status, `Retry-After` and JSON body of a refused upgrade (101 and nulls when it succeeded).
 async fn upgrade(app: &TestApp, origin: Option<&str>) -> (u16, Option<String>, Value) {
@@ -38,20 +37,6 @@ async fn upgrade(app: &TestApp, origin: Option<&str>) -> (u16, Option<String>, V
     }
 }
 
-async fn subscribed_socket(app: &TestApp) -> Socket {
-    let (mut socket, _) = tokio_tungstenite::connect_async(app.ws_url())
-        .await
-        .expect("upgrade");
-    socket
-        .send(Message::text(
-            json!({"type": "subscribe_ticker", "payload": {"symbol": "BTCUSDT"}}).to_string(),
-        ))
-        .await
-        .expect("send");
-    next_of_type(&mut socket, "subscription_success").await;
-    socket
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_attempts_over_the_per_address_rate_get_429_and_open_sockets_keep_streaming() {
     let app = TestApp::spawn(&[
@@ -60,7 +45,7 @@ async fn connection_attempts_over_the_per_address_rate_get_429_and_open_sockets_
     ])
     .await;
     // TC0: the burst is admitted (one of them stays open and subscribed)
-    let mut good = subscribed_socket(&app).await;
+    let mut good = subscribed_to_ticker(&app.ws_url(), "BTCUSDT").await;
     assert_eq!(upgrade(&app, None).await.0, 101);
     assert_eq!(upgrade(&app, None).await.0, 101);
     // TC1: the next attempt is refused before any upgrade
@@ -160,7 +145,7 @@ async fn default_origins_are_the_servers_own_and_localhost_and_can_be_narrowed()
 async fn a_handshake_that_never_completes_is_timed_out_and_closed() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let app = TestApp::spawn(&[("CRYPTOBOT__SERVER__REQUEST_HEAD_TIMEOUT_MS", "300")]).await;
-    let mut good = subscribed_socket(&app).await;
+    let mut good = subscribed_to_ticker(&app.ws_url(), "BTCUSDT").await;
     // TC0: half a request head, then silence (a slowloris upgrade)
     let mut slow = tokio::net::TcpStream::connect(app.addr)
         .await

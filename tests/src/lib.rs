@@ -206,4 +206,24 @@ pub mod ws {
             .await
             .unwrap_or_else(|_| panic!("no {kind} frame within {FRAME_GUARD:?}"))
     }
+
+    /// Connects to `url` and subscribes to `symbol`'s tickers; returns once the subscription is
+    /// acknowledged.
+    ///
+    /// # Panics
+    /// When the upgrade or the subscription fails: a failed test.
+    pub async fn subscribed_to_ticker(url: &str, symbol: &str) -> Socket {
+        use futures_util::SinkExt;
+        let (mut socket, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("upgrade");
+        let request =
+            serde_json::json!({"type": "subscribe_ticker", "payload": {"symbol": symbol}});
+        socket
+            .send(Message::text(request.to_string()))
+            .await
+            .expect("send");
+        next_of_type(&mut socket, "subscription_success").await;
+        socket
+    }
 }
