@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs a command against a freshly started cryptobot binary on 127.0.0.1 (a free port, a throw-away
-# database), then stops the server. The command gets the base URLs in HTTP_URL and WS_URL.
+# database), then stops the server. The command gets the base URLs in HTTP_URL and WS_URL and the
+# server's process id in SERVER_PID. CRYPTOBOT_ARGS adds arguments to the server's command line
+# (e.g. "--config crates/server/config/bench.toml").
 #   scripts/with-server.sh <command> [args...]
 set -euo pipefail
 
@@ -16,7 +18,7 @@ trap cleanup EXIT
 CRYPTOBOT__SERVER__PORT=0 CRYPTOBOT__STORAGE__PATH="$work/cryptobot.db" \
   CRYPTOBOT__TRADING__AUTO_TRADE="${AUTO_TRADE:-false}" \
   CRYPTOBOT__MARKET__TICKS_PER_SECOND="${TICKS_PER_SECOND:-5}" RUST_LOG="${RUST_LOG:-info},cryptobot_server::startup=info" \
-  "$bin" >"$log" 2>&1 &
+  "$bin" ${CRYPTOBOT_ARGS:-} >"$log" 2>&1 &
 pid=$!
 
 addr=""
@@ -28,5 +30,5 @@ for _ in $(seq 1 200); do
 done
 [ -n "$addr" ] || { echo "server did not report its address:"; cat "$log"; exit 1; }
 
-export HTTP_URL="http://$addr" WS_URL="ws://$addr/api/v1/ws"
+export HTTP_URL="http://$addr" WS_URL="ws://$addr/api/v1/ws" SERVER_PID="$pid"
 "$@"

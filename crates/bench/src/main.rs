@@ -1,0 +1,329 @@
+//! `cryptobot-load`: a load generator for the cryptobot WebSocket gateway, on loopback only.
+//!
+//! Opens N connections (ramped, with a bounded number of handshakes in flight, spread over
+//! 127.0.0.x source addresses), subscribes connection `i` to `ticker:<symbol i mod K>` plus any
+//! extra channels, counts frames for a fixed window and records delivery latency (arrival time
+//! minus the frame's `ts_us`) in an HDR histogram. Prints one JSON line and exits by itself.
+//!
+//! Cheap on purpose, since it shares the machine with the server: one thread, frames are scanned
+//! for `ts_us` and `seq` without a JSON parse, and tungstenite reads many frames per syscall.
+//! May depend on: tokio, tokio-tungstenite, hdrhistogram, serde_json. Not on any cryptobot crate:
+//! it speaks only the wire protocol (docs/protocol.md), like any client.
+
+use std::cell::{Cell, RefCell};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use serde_json::json;
+use tokio::net::TcpSocket;
+use tokio::sync::Semaphore;
+use tokio_tungstenite::tungstenite::Message;
+
+mod options;
+mod procfs;
+mod scan;
+
+use options::Options;
+
+/// What every connection task adds to; one thread, so `Cell`s.
+#[derive(Debug)]
+struct Stats {
+    /// Latency in microseconds of every ticker frame received in the window.
+    latency_us: RefCell<Histogram<u64>>,
+    /// Frames of any kind received in the window.
+    messages: Cell<u64>,
+    /// Ticker updates skipped between two received ones (conflated by the server) in the window.
+    skipped: Cell<u64>,
+    /// Whether the measuring window is open.
+    measuring: Cell<bool>,
+    /// Connections upgraded and subscribed.
+    subscribed: Cell<usize>,
+    /// Connections that failed to upgrade or subscribe.
+    failed: Cell<usize>,
+    /// Connections that ended during the window (closed by the server, say).
+    dropped: Cell<usize>,
+    /// The first error message, to say why connections failed.
+    first_error: RefCell<Option<String>>,
+}
+
+impl Stats {
+    fn new() -> Self {
+        Self {
+            // expect: 1 µs to 60 s with 3 significant digits are valid bounds.
+            latency_us: RefCell::new(
+                Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"),
+            ),
+            messages: Cell::new(0),
+            skipped: Cell::new(0),
+            measuring: Cell::new(false),
+            subscribed: Cell::new(0),
+            failed: Cell::new(0),
+            dropped: Cell::new(0),
+            first_error: RefCell::new(None),
+        }
+    }
+
+    fn fail(&self, error: String) {
+        self.failed.set(self.failed.get() + 1);
+        self.first_error.borrow_mut().get_or_insert(error);
+    }
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+fn main() -> ExitCode {
+    let options = match Options::parse(std::env::args().skip(1)) {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("cryptobot-load: {message}\n\n{}", options::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("cryptobot-load: cannot start the runtime: {err}");
+            return ExitCode::from(1);
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    let report = local.block_on(&runtime, run(options.clone()));
+    println!("{report}");
+    let messages = report["messages"].as_u64().unwrap_or(0);
+    let failed = report["connections_failed"].as_u64().unwrap_or(0);
+    if options.min_messages > 0 && (messages < options.min_messages || failed > 0) {
+        eprintln!(
+            "cryptobot-load: expected at least {} messages and no failed connections, got {messages} and {failed} failed",
+            options.min_messages
+        );
+        return ExitCode::from(1);
+    }
+    // Skips closing thousands of sockets one by one; the OS does it.
+    ExitCode::SUCCESS
+}
+
+async fn run(options: Options) -> serde_json::Value {
+    let stats = Rc::new(Stats::new());
+    let server = options.server_pid.map(procfs::Process::new);
+    let rss_before_kib = server.as_ref().and_then(procfs::Process::rss_kib);
+    let in_flight = Rc::new(Semaphore::new(options.connect_concurrency));
+    let started = Instant::now();
+    let deadline = started + options.connect_timeout;
+    let total = options.connections + options.stall;
+    for index in 0..total {
+        let task = Connection {
+            index,
+            options: options.clone(),
+            stats: Rc::clone(&stats),
+            in_flight: Rc::clone(&in_flight),
+            reader: index < options.connections,
+        };
+        tokio::task::spawn_local(task.run());
+    }
+    // The storm: until every connection is subscribed or failed, or the connect deadline.
+    while stats.subscribed.get() + stats.failed.get() < total && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let connect_secs = started.elapsed().as_secs_f64();
+    let rss_connected_kib = server.as_ref().and_then(procfs::Process::rss_kib);
+    tokio::time::sleep(options.warmup).await;
+
+    let server_cpu_start = server.as_ref().and_then(procfs::Process::cpu_us);
+    let own_cpu_start = procfs::Process::current().cpu_us();
+    let window_start = Instant::now();
+    stats.measuring.set(true);
+    tokio::time::sleep(options.duration).await;
+    stats.measuring.set(false);
+    let window = window_start.elapsed().as_secs_f64();
+    let server_cpu_us = server
+        .as_ref()
+        .and_then(procfs::Process::cpu_us)
+        .zip(server_cpu_start)
+        .map(|(end, start)| end.saturating_sub(start));
+    let own_cpu_us = procfs::Process::current()
+        .cpu_us()
+        .zip(own_cpu_start)
+        .map(|(end, start)| end.saturating_sub(start));
+    let rss_after_kib = server.as_ref().and_then(procfs::Process::rss_kib);
+
+    let messages = stats.messages.get();
+    let histogram = stats.latency_us.borrow();
+    let ms = |quantile: f64| histogram.value_at_quantile(quantile) as f64 / 1000.0;
+    let subscribed = stats.subscribed.get();
+    #[allow(clippy::cast_precision_loss, reason = "reporting ratios")]
+    let per_connection_kib = rss_before_kib
+        .zip(rss_connected_kib)
+        .filter(|_| subscribed > 0)
+        .map(|(before, after)| after.saturating_sub(before) as f64 / subscribed as f64);
+    #[allow(clippy::cast_precision_loss, reason = "reporting ratios")]
+    let cpu_us_per_message = server_cpu_us
+        .filter(|_| messages > 0)
+        .map(|cpu| cpu as f64 / messages as f64);
+    #[allow(clippy::cast_precision_loss, reason = "reporting ratios")]
+    let rate = messages as f64 / window;
+    json!({
+        "label": options.label,
+        "connections": options.connections,
+        "stalled_connections": options.stall,
+        "connections_ok": subscribed,
+        "connections_failed": stats.failed.get(),
+        "connections_dropped_in_window": stats.dropped.get(),
+        "first_error": *stats.first_error.borrow(),
+        "connect_secs": round(connect_secs, 3),
+        "window_secs": round(window, 3),
+        "messages": messages,
+        "messages_per_sec": round(rate, 0),
+        "ticker_updates_skipped": stats.skipped.get(),
+        "latency_ms": {
+            "p50": ms(0.5),
+            "p99": ms(0.99),
+            "p999": ms(0.999),
+            "max": histogram.max() as f64 / 1000.0,
+            "samples": histogram.len(),
+        },
+        "server": {
+            "pid": options.server_pid,
+            "cpu_ms": server_cpu_us.map(|us| us / 1000),
+            "cpu_us_per_message": cpu_us_per_message.map(|v| round(v, 3)),
+            "rss_kib_before_connect": rss_before_kib,
+            "rss_kib_connected": rss_connected_kib,
+            "rss_kib_after": rss_after_kib,
+            "rss_kib_per_connection": per_connection_kib.map(|v| round(v, 2)),
+        },
+        "load_generator_cpu_ms": own_cpu_us.map(|us| us / 1000),
+        "loadavg": std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|text| text.split_whitespace().next().map(str::to_owned)),
+    })
+}
+
+fn round(value: f64, decimals: i32) -> f64 {
+    let scale = 10_f64.powi(decimals);
+    (value * scale).round() / scale
+}
+
+/// One client: connect, subscribe, then read (or, for a stalled client, never read).
+struct Connection {
+    index: usize,
+    options: Options,
+    stats: Rc<Stats>,
+    in_flight: Rc<Semaphore>,
+    /// False for the `--stall` connections.
+    reader: bool,
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+impl Connection {
+    async fn run(self) {
+        let connected = {
+            // expect: the semaphore is never closed.
+            let _permit = self.in_flight.acquire().await.expect("semaphore open");
+            tokio::time::timeout(self.options.connect_timeout, self.connect()).await
+        };
+        let mut socket = match connected {
+            Ok(Ok(socket)) => socket,
+            Ok(Err(err)) => return self.stats.fail(err),
+            Err(_) => return self.stats.fail("connect timeout".to_owned()),
+        };
+        self.stats.subscribed.set(self.stats.subscribed.get() + 1);
+        if !self.reader {
+            // Holds the socket open and never reads: the server's send buffer fills up.
+            std::future::pending::<()>().await;
+        }
+        let mut last_seq: Option<u64> = None;
+        while let Some(frame) = socket.next().await {
+            let Ok(Message::Text(text)) = frame else {
+                if frame.is_err() {
+                    break;
+                }
+                continue;
+            };
+            if !self.stats.measuring.get() {
+                last_seq = None;
+                continue;
+            }
+            let arrived = now_us();
+            let bytes = text.as_bytes();
+            self.stats.messages.set(self.stats.messages.get() + 1);
+            if !scan::contains(bytes, b"\"ticker_update\"") {
+                continue;
+            }
+            if let Some(ts_us) = scan::number_after(bytes, b"\"ts_us\":") {
+                let _ = self
+                    .stats
+                    .latency_us
+                    .borrow_mut()
+                    .record(arrived.saturating_sub(ts_us).max(1));
+            }
+            if let Some(seq) = scan::number_after(bytes, b"\"seq\":") {
+                if let Some(last) = last_seq {
+                    let skipped = seq.saturating_sub(last).saturating_sub(1);
+                    self.stats.skipped.set(self.stats.skipped.get() + skipped);
+                }
+                last_seq = Some(seq);
+            }
+        }
+        if self.stats.measuring.get() {
+            self.stats.dropped.set(self.stats.dropped.get() + 1);
+        }
+    }
+
+    async fn connect(&self) -> Result<Socket, String> {
+        let target = self.options.target;
+        let source = self.options.source_address(self.index);
+        let socket = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
+        socket
+            .bind(SocketAddr::new(IpAddr::V4(source), 0))
+            .map_err(|e| format!("bind {source}: {e}"))?;
+        let stream = socket
+            .connect(target)
+            .await
+            .map_err(|e| format!("connect {target} from {source}: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        let (mut ws, _) = tokio_tungstenite::client_async(self.options.url.as_str(), stream)
+            .await
+            .map_err(|e| format!("upgrade: {e}"))?;
+        let mut channels = vec![format!(
+            "ticker:{}",
+            self.options.symbols[self.index % self.options.symbols.len()]
+        )];
+        channels.extend(self.options.channels.iter().cloned());
+        let subscribe = json!({"type": "subscribe", "payload": {"channels": channels}, "id": 1});
+        ws.send(Message::text(subscribe.to_string()))
+            .await
+            .map_err(|e| format!("subscribe: {e}"))?;
+        while let Some(frame) = ws.next().await {
+            match frame.map_err(|e| format!("subscribe reply: {e}"))? {
+                Message::Text(text) if scan::contains(text.as_bytes(), b"\"subscribed\"") => {
+                    return Ok(ws);
+                }
+                Message::Text(text) if scan::contains(text.as_bytes(), b"\"error\"") => {
+                    return Err(format!("subscribe refused: {text}"));
+                }
+                Message::Close(frame) => {
+                    return Err(format!("closed while subscribing: {frame:?}"));
+                }
+                _ => {}
+            }
+        }
+        Err("connection ended while subscribing".to_owned())
+    }
+}
+
+/// Loopback source addresses 127.0.0.1 to 127.0.0.`count`.
+fn loopback_source(index: usize, count: usize) -> Ipv4Addr {
+    let host = u8::try_from(1 + index % count.clamp(1, 254)).unwrap_or(1);
+    Ipv4Addr::new(127, 0, 0, host)
+}
