@@ -214,8 +214,10 @@ impl Hub {
     }
 }
 
-/// The JSON frame of a published envelope (live, or replayed to a resuming client).
-pub(crate) fn frame_bytes(envelope: &Envelope) -> Bytes {
+/// The JSON frame of a published envelope (live, or replayed to a resuming client), exactly as
+/// clients receive it. The hub calls it once per event; every connection shares the bytes.
+#[must_use]
+pub fn frame_bytes(envelope: &Envelope) -> Bytes {
     let meta = EventMeta::new(
         envelope.channel.clone(),
         envelope.seq,

@@ -52,6 +52,7 @@ use tracing::Instrument;
 pub use auth::{AuthError, Authenticator, Principal, StaticToken};
 pub use config::GatewayConfig;
 pub use connection::End;
+pub use hub::frame_bytes;
 pub use metrics::GatewayMetrics;
 pub use protocol::{ClientMessage, ClientRequest, ServerMessage};
 
