@@ -42,7 +42,7 @@ if [ "${1:-}" = smoke ]; then
   exit 0
 fi
 
-wanted="${BENCH_SCENARIOS:-fanout_1k fanout_1k_200 fanout_1k_400 fanout_10k conn_19k idle_storm_10k stall}"
+wanted="${BENCH_SCENARIOS:-fanout_1k fanout_1k_200 fanout_1k_400 fanout_10k conn_19k idle_storm_10k stall scale_100 scale_1k scale_5k}"
 for name in $wanted; do
   case "$name" in
     # 1,000 connections over 10 symbols, 100 ticks/s each: 100,000 messages/s offered.
@@ -58,6 +58,10 @@ for name in $wanted; do
     idle_storm_10k) scenario idle_storm_10k 0.01 --connections 10000 --source-ips 4 --connect-concurrency 1000 ;;
     # fanout_1k plus 50 clients that subscribe and never read.
     stall) scenario stall 100 --connections 1000 --stall 50 ;;
+    # Scaling at 10 messages/s per connection (fanout_10k is the 10,000 point of this series).
+    scale_100) scenario scale_100 10 --connections 100 ;;
+    scale_1k) scenario scale_1k 10 --connections 1000 ;;
+    scale_5k) scenario scale_5k 10 --connections 5000 --source-ips 2 ;;
     *) echo "unknown scenario $name" >&2; exit 2 ;;
   esac
 done
