@@ -14,8 +14,6 @@ use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReaso
 use cryptobot_domain::{Channel, Symbol};
 use cryptobot_services::{Envelope, Replay};
 use futures_util::SinkExt;
-use futures_util::future::{AbortHandle, Abortable, Aborted, BoxFuture};
-use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde_json::Value;
 use tokio::sync::{broadcast, watch};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -27,6 +25,7 @@ use crate::hub::{EventFrame, HubShared, TickerFrame, frame_bytes};
 use crate::inbound::InboundBudget;
 use crate::metrics::GatewayMetrics;
 use crate::protocol::{ClientMessage, ClientRequest, EventMeta, ResumeRequest, ServerMessage};
+use crate::tickers::TickerStreams;
 
 /// Longest wait for the portfolio summary sent as a snapshot after a failed resume.
 const SNAPSHOT_FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -97,10 +96,6 @@ pub(crate) enum Behaviour {
     /// Conformance testing: every text or binary message is echoed back unchanged.
     Echo,
 }
-
-/// A watched symbol's next change, abortable on unsubscribe.
-type TickerWait =
-    Abortable<BoxFuture<'static, (Symbol, watch::Receiver<Option<TickerFrame>>, bool)>>;
 
 /// What the rate limit says about one inbound message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,10 +198,8 @@ pub(crate) struct Connection {
     pub(crate) subs: Subscriptions,
     /// Never-dropped events (`None` in echo mode).
     pub(crate) events: Option<broadcast::Receiver<Arc<EventFrame>>>,
-    /// Pending waits for the next ticker of each watched symbol.
-    pub(crate) tickers: FuturesUnordered<TickerWait>,
-    /// Abort handles of those waits, by symbol.
-    pub(crate) watching: HashMap<Symbol, AbortHandle>,
+    /// The next ticker of each watched symbol.
+    pub(crate) tickers: TickerStreams,
     /// Last ticker `seq` delivered per symbol, to count conflated updates and drop repeats.
     pub(crate) delivered_seq: HashMap<Symbol, u64>,
     /// Last `seq` delivered per never-dropped channel: a live event at or below it was already
@@ -253,15 +246,18 @@ impl Connection {
             expiry.unwrap_or_else(|| Instant::now() + std::time::Duration::from_secs(86_400 * 365)),
         );
         tokio::pin!(expired);
+        // One registration for the whole life of the connection, not one per wake-up.
+        let cancelled = self.shutdown.clone().cancelled_owned();
+        tokio::pin!(cancelled);
         let end = loop {
             let held = self.held;
             let step = tokio::select! {
                 biased;
-                () = self.shutdown.cancelled() => Err(End::Shutdown),
+                () = &mut cancelled => Err(End::Shutdown),
                 () = &mut expired, if expiry.is_some() => Err(End::TokenExpired),
                 // Pushes before requests: what happened before a request is delivered before its reply.
                 event = recv_event(self.events.as_mut()), if !held => self.on_event(event).await,
-                Some(changed) = self.tickers.next() => self.on_ticker(changed).await,
+                (symbol, frame) = self.tickers.next() => self.on_ticker(symbol, frame).await,
                 inbound = self.inbound.recv() => self.on_inbound(inbound, rate.as_mut()).await,
                 _ = heartbeat.tick() => self.on_heartbeat().await,
             };
@@ -354,9 +350,7 @@ impl Connection {
                 Action::Send(message) => self.send_message(&message).await?,
                 Action::Watch(symbol) => self.watch(symbol).await?,
                 Action::Unwatch(symbol) => {
-                    if let Some(handle) = self.watching.remove(&symbol) {
-                        handle.abort();
-                    }
+                    self.tickers.unwatch(&symbol);
                     self.delivered_seq.remove(&symbol);
                 }
                 Action::Resume {
@@ -475,7 +469,7 @@ impl Connection {
             }
         }
         for (symbol, receiver, latest) in watches {
-            self.wait_for_ticker(symbol.clone(), receiver);
+            self.tickers.watch(symbol.clone(), receiver);
             let channel = Channel::Ticker(symbol.clone());
             if recovered.get(&channel.to_string()) == Some(&true) {
                 continue;
@@ -547,10 +541,7 @@ impl Connection {
         let (dispatcher, hub) = (dispatcher.clone(), Arc::clone(hub));
         let mut receiver = hub.ticker_receiver(&symbol);
         let latest = receiver.borrow_and_update().clone();
-        if let Some(old) = self.watching.remove(&symbol) {
-            old.abort();
-        }
-        self.wait_for_ticker(symbol.clone(), receiver);
+        self.tickers.watch(symbol.clone(), receiver);
         match latest {
             Some(frame) => {
                 self.delivered_seq.insert(symbol, frame.seq);
@@ -563,39 +554,7 @@ impl Connection {
         }
     }
 
-    fn wait_for_ticker(
-        &mut self,
-        symbol: Symbol,
-        mut receiver: watch::Receiver<Option<TickerFrame>>,
-    ) {
-        let (handle, registration) = AbortHandle::new_pair();
-        if let Some(old) = self.watching.insert(symbol.clone(), handle) {
-            old.abort();
-        }
-        let wait: BoxFuture<'static, _> = Box::pin(async move {
-            let alive = receiver.changed().await.is_ok();
-            (symbol, receiver, alive)
-        });
-        self.tickers.push(Abortable::new(wait, registration));
-    }
-
-    async fn on_ticker(
-        &mut self,
-        changed: Result<(Symbol, watch::Receiver<Option<TickerFrame>>, bool), Aborted>,
-    ) -> Result<(), End> {
-        // Aborted: unsubscribed (or replaced); the receiver is already dropped.
-        let Ok((symbol, mut receiver, alive)) = changed else {
-            return Ok(());
-        };
-        if !alive {
-            self.watching.remove(&symbol);
-            return Ok(());
-        }
-        let frame = receiver.borrow_and_update().clone();
-        self.wait_for_ticker(symbol.clone(), receiver);
-        let Some(frame) = frame else {
-            return Ok(());
-        };
+    async fn on_ticker(&mut self, symbol: Symbol, frame: TickerFrame) -> Result<(), End> {
         let previous = self.delivered_seq.get(&symbol).copied();
         if previous.is_some_and(|previous| frame.seq <= previous) {
             // Already sent by a replay.
@@ -690,9 +649,6 @@ impl Connection {
         };
         if let Some(counter) = counter {
             GatewayMetrics::incr(counter);
-        }
-        for handle in self.watching.values() {
-            handle.abort();
         }
         if let Some(reason) = end.close_reason(&self.config) {
             // Both waits share one deadline (close_timeout_ms <= 1 s), so a stuck client cannot

@@ -28,6 +28,8 @@ pub mod limits;
 pub mod metrics;
 /// Wire messages and error codes.
 pub mod protocol;
+/// The tickers one connection watches.
+mod tickers;
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -43,7 +45,6 @@ use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use cryptobot_services::{
     Clock, EventBus, MarketService, PortfolioService, SystemClock, TradeService,
 };
-use futures_util::stream::FuturesUnordered;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -327,8 +328,7 @@ impl Gateway {
             behaviour,
             subs: Subscriptions::new(inner.config.max_subscriptions),
             events,
-            tickers: FuturesUnordered::new(),
-            watching: std::collections::HashMap::new(),
+            tickers: tickers::TickerStreams::new(),
             delivered_seq: std::collections::HashMap::new(),
             event_seq: std::collections::HashMap::new(),
             // `?welcome=1`: announce the epoch first and hold pushes until the first message, so
