@@ -284,6 +284,13 @@ impl Connection {
         let target = self.options.target;
         let source = self.options.source_address(self.index);
         let socket = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
+        if !self.reader {
+            // A small receive window makes a client that never reads block the server's sends
+            // within a second instead of after megabytes of buffering.
+            socket
+                .set_recv_buffer_size(4096)
+                .map_err(|e| format!("SO_RCVBUF: {e}"))?;
+        }
         socket
             .bind(SocketAddr::new(IpAddr::V4(source), 0))
             .map_err(|e| format!("bind {source}: {e}"))?;
