@@ -1,0 +1,275 @@
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use cryptobot_domain::{Alert, AlertType, Channel, Event, Severity};
+use tokio::sync::{Notify, broadcast, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::{BrokerHealth, BrokerMetrics, RedisSettings, link};
+use crate::{Clock, Envelope, EventBus, InMemoryBus, Replay};
+
+/// Envelopes written per round trip while catching up.
+const BATCH: usize = 256;
+
+/// The engine's bus: numbers and serves events exactly like [`InMemoryBus`] (it is the single
+/// source of `seq`), and also queues every envelope for an ordered writer to the Redis Streams.
+///
+/// While Redis is unreachable the queue keeps up to `publish_buffer` envelopes, flushed in order
+/// on reconnection; beyond that the oldest are dropped, counted, and an alert says so (followers
+/// see the `seq` jump and answer resumes across it with `recovered: false`).
+#[derive(Debug)]
+pub struct RedisPublishingBus {
+    local: InMemoryBus,
+    queue: Mutex<Queue>,
+    wake: Notify,
+    limit: usize,
+    health: watch::Sender<BrokerHealth>,
+    metrics: Arc<BrokerMetrics>,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    pending: VecDeque<Arc<Envelope>>,
+    /// Dropped since the last overflow alert.
+    dropped: u64,
+}
+
+impl RedisPublishingBus {
+    /// Wraps the engine's local bus; spawn [`RedisPublishingBus::run_writer`] to write to Redis.
+    #[must_use]
+    pub fn new(local: InMemoryBus, publish_buffer: usize, metrics: Arc<BrokerMetrics>) -> Self {
+        Self {
+            local,
+            queue: Mutex::new(Queue::default()),
+            wake: Notify::new(),
+            limit: publish_buffer.max(1),
+            health: watch::channel(BrokerHealth::Connecting).0,
+            metrics,
+        }
+    }
+
+    fn set_health(&self, health: BrokerHealth) {
+        self.health.send_if_modified(|current| {
+            let changed = *current != health;
+            *current = health;
+            changed
+        });
+        self.metrics
+            .connected
+            .store(u64::from(health == BrokerHealth::Up), Relaxed);
+    }
+
+    /// Writes queued envelopes to Redis in order until `shutdown`, reconnecting with backoff.
+    ///
+    /// On its first connection it replaces the previous run's streams (a new epoch starts at
+    /// `seq` 1); after a reconnection it only restores the epoch key (Redis may have restarted
+    /// empty) and flushes the backlog.
+    pub async fn run_writer(
+        self: Arc<Self>,
+        settings: RedisSettings,
+        clock: Arc<dyn Clock>,
+        shutdown: CancellationToken,
+    ) {
+        let client = match redis::Client::open(settings.url.as_str()) {
+            Ok(client) => client,
+            Err(err) => {
+                tracing::error!(%err, "invalid bus.redis_url; events stay local");
+                return;
+            }
+        };
+        let mut first = true;
+        let mut ever_up = false;
+        'connect: loop {
+            let Some(mut conn) = link::connect(&client, Duration::from_secs(5), &shutdown).await
+            else {
+                return;
+            };
+            if let Err(err) = self.prepare(&mut conn, &settings, first).await {
+                tracing::warn!(%err, "redis: cannot prepare streams");
+                self.down();
+                if !link::pause(&shutdown).await {
+                    return;
+                }
+                continue;
+            }
+            first = false;
+            if ever_up {
+                self.metrics.reconnects.fetch_add(1, Relaxed);
+            }
+            ever_up = true;
+            self.set_health(BrokerHealth::Up);
+            tracing::info!("redis: engine publishing");
+            loop {
+                self.report_overflow(&clock);
+                let batch: Vec<Arc<Envelope>> = {
+                    let queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+                    queue.pending.iter().take(BATCH).cloned().collect()
+                };
+                if batch.is_empty() {
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = self.wake.notified() => continue,
+                    }
+                }
+                if let Err(err) =
+                    write_batch(&mut conn, &settings, self.local.epoch(), &batch).await
+                {
+                    tracing::warn!(%err, backlog = self.backlog(), "redis: publish failed; buffering");
+                    self.down();
+                    if !link::pause(&shutdown).await {
+                        return;
+                    }
+                    continue 'connect;
+                }
+                let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+                // Only what was written leaves the queue; an overflow may have dropped some of
+                // the batch's envelopes meanwhile, so remove by seq, not by count.
+                for written in &batch {
+                    if queue
+                        .pending
+                        .front()
+                        .is_some_and(|front| Arc::ptr_eq(front, written))
+                    {
+                        queue.pending.pop_front();
+                    }
+                }
+                self.metrics
+                    .publish_backlog
+                    .store(queue.pending.len() as u64, Relaxed);
+                self.metrics
+                    .envelopes
+                    .fetch_add(batch.len() as u64, Relaxed);
+            }
+        }
+    }
+
+    fn backlog(&self) -> usize {
+        self.queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pending
+            .len()
+    }
+
+    /// Marks the link down; the gateway hub of every node tells its clients (unsequenced alert).
+    fn down(&self) {
+        self.set_health(BrokerHealth::Down);
+    }
+
+    /// Publishes one alert per overflow episode, counting what was lost.
+    fn report_overflow(&self, clock: &Arc<dyn Clock>) {
+        let dropped = std::mem::take(
+            &mut self
+                .queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .dropped,
+        );
+        if dropped > 0 {
+            tracing::error!(dropped, "redis publish buffer overflowed; events were lost");
+            self.publish(Event::Alert(Alert {
+                alert_type: AlertType::FeedStalled,
+                severity: Severity::Critical,
+                message: format!(
+                    "event broker outage outlasted the publish buffer: {dropped} events were not \
+                     delivered to other nodes; resuming across them reports recovered=false"
+                ),
+                symbol: None,
+                raised_at: chrono::DateTime::from_timestamp_micros(clock.now_us())
+                    .unwrap_or_default(),
+            }));
+        }
+    }
+
+    async fn prepare(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+        settings: &RedisSettings,
+        fresh: bool,
+    ) -> redis::RedisResult<()> {
+        let mut pipe = redis::pipe();
+        if fresh {
+            for channel in &settings.channels {
+                pipe.del(settings.stream_key(channel)).ignore();
+            }
+        }
+        pipe.set(settings.epoch_key(), self.local.epoch()).ignore();
+        pipe.query_async::<()>(conn).await
+    }
+}
+
+/// Appends the batch; an entry whose ID is already in the stream (written before a lost reply)
+/// is skipped by Redis with an error we treat as success.
+async fn write_batch(
+    conn: &mut redis::aio::MultiplexedConnection,
+    settings: &RedisSettings,
+    epoch: u64,
+    batch: &[Arc<Envelope>],
+) -> redis::RedisResult<()> {
+    for envelope in batch {
+        let event = serde_json::to_string(&envelope.event).map_err(|err| {
+            redis::RedisError::from((redis::ErrorKind::Client, "serialize", err.to_string()))
+        })?;
+        let result: redis::RedisResult<redis::Value> = redis::cmd("XADD")
+            .arg(settings.stream_key(&envelope.channel))
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(settings.stream_len.max(1))
+            .arg(format!("{}-0", envelope.seq))
+            .arg("epoch")
+            .arg(epoch)
+            .arg("ts")
+            .arg(envelope.ts_us)
+            .arg("event")
+            .arg(event)
+            .query_async(conn)
+            .await;
+        match result {
+            Ok(_) => {}
+            Err(err) if err.to_string().contains("equal or smaller") => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
+}
+
+impl EventBus for RedisPublishingBus {
+    fn publish(&self, event: Event) -> Arc<Envelope> {
+        let envelope = self.local.publish(event);
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        if queue.pending.len() >= self.limit {
+            queue.pending.pop_front();
+            queue.dropped += 1;
+            self.metrics.publish_dropped.fetch_add(1, Relaxed);
+        }
+        queue.pending.push_back(Arc::clone(&envelope));
+        self.metrics
+            .publish_backlog
+            .store(queue.pending.len() as u64, Relaxed);
+        drop(queue);
+        self.wake.notify_one();
+        envelope
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Arc<Envelope>> {
+        self.local.subscribe()
+    }
+
+    fn epoch(&self) -> u64 {
+        self.local.epoch()
+    }
+
+    fn last_seq(&self, channel: &Channel) -> u64 {
+        self.local.last_seq(channel)
+    }
+
+    fn replay(&self, channel: &Channel, after_seq: u64) -> Replay {
+        self.local.replay(channel, after_seq)
+    }
+
+    fn health(&self) -> Option<watch::Receiver<BrokerHealth>> {
+        Some(self.health.subscribe())
+    }
+}
