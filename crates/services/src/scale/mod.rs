@@ -125,3 +125,14 @@ impl BrokerMetrics {
         out
     }
 }
+
+/// Why a Redis URL cannot be used (TLS is not built in), if it cannot.
+#[must_use]
+pub fn url_problem(url: &str) -> Option<String> {
+    if !url.starts_with("redis://") {
+        return Some("must start with redis:// (rediss:// is not supported)".into());
+    }
+    redis::Client::open(url)
+        .err()
+        .map(|err| format!("cannot be parsed: {err}"))
+}
