@@ -79,7 +79,7 @@ impl ServiceError {
             Self::DuplicateClientOrderId(_) => "duplicate_client_order_id",
             Self::Storage(_) => "storage_error",
             Self::Unavailable(_) => "unavailable",
-            Self::Remote { code, .. } => *code,
+            Self::Remote { code, .. } => code,
         }
     }
 

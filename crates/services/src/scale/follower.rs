@@ -174,7 +174,8 @@ impl RedisFollowerBus {
                 match decode(channel, &entry) {
                     Ok((entry_epoch, envelope)) => self.apply(entry_epoch, envelope),
                     Err(err) => {
-                        tracing::error!(%err, id = entry.id, "redis: bad stream entry skipped")
+                        tracing::error!(%err, id = entry.id, "redis: unreadable stream entry skipped (a hole)");
+                        self.skip(channel, &entry.id);
                     }
                 }
             }
@@ -195,6 +196,21 @@ impl RedisFollowerBus {
             }
             mirror.epoch = epoch;
             mirror.channels.clear();
+        }
+    }
+
+    /// Moves past an entry that cannot be read, as a hole: resumes across it answer
+    /// `recovered: false` instead of reading it again forever.
+    fn skip(&self, channel: &Channel, id: &str) {
+        let Some(seq) = id.split('-').next().and_then(|seq| seq.parse::<u64>().ok()) else {
+            return;
+        };
+        let mut mirror = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let log = mirror.channels.entry(channel.clone()).or_default();
+        if seq > log.seq {
+            log.seq = seq;
+            log.history.clear();
+            self.metrics.gaps.fetch_add(1, Relaxed);
         }
     }
 

@@ -121,7 +121,7 @@ impl From<&ServiceError> for WireError {
 impl From<WireError> for ServiceError {
     fn from(err: WireError) -> Self {
         Self::Remote {
-            code: ServiceError::known_code(&err.code),
+            code: Self::known_code(&err.code),
             message: err.message,
             client_error: err.client_error,
         }
