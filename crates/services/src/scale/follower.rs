@@ -349,3 +349,131 @@ impl EventBus for RedisFollowerBus {
         Some(self.health.subscribe())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use cryptobot_domain::fixtures;
+
+    use super::*;
+    use crate::SystemClock;
+
+    fn follower(size: usize) -> RedisFollowerBus {
+        let limits = HistoryLimits {
+            size,
+            max_age_us: 300 * 1_000_000,
+        };
+        RedisFollowerBus::new(
+            16,
+            limits,
+            Arc::new(SystemClock),
+            Arc::new(BrokerMetrics::default()),
+        )
+    }
+
+    fn trade(seq: u64) -> Envelope {
+        Envelope {
+            channel: Channel::Trades,
+            seq,
+            ts_us: SystemClock.now_us(),
+            event: Event::TradeExecuted(fixtures::trade(seq, "BTCUSDT", "2", "1")),
+        }
+    }
+
+    fn seqs(replay: &Replay) -> Option<Vec<u64>> {
+        match replay {
+            Replay::Complete(envelopes) => Some(envelopes.iter().map(|e| e.seq).collect()),
+            Replay::Gap { .. } => None,
+        }
+    }
+
+    #[test]
+    fn mirrors_in_order_and_replays_like_the_engine() {
+        let bus = follower(3);
+        bus.adopt_epoch(7);
+        let mut rx = bus.subscribe();
+        for seq in 1..=5 {
+            bus.apply(7, trade(seq));
+        }
+        // TC0: a duplicate (re-read after a reconnect) and another epoch's entry are ignored
+        bus.apply(7, trade(4));
+        bus.apply(8, trade(6));
+        let got: Vec<u64> = (0..5).map(|_| rx.try_recv().unwrap().seq).collect();
+        assert_eq!(got, [1, 2, 3, 4, 5]);
+        assert!(rx.try_recv().is_err());
+        assert_eq!(bus.epoch(), 7);
+        assert_eq!(bus.last_seq(&Channel::Trades), 5);
+        // TC1: replay within, at the end of, and beyond the history
+        assert_eq!(seqs(&bus.replay(&Channel::Trades, 3)), Some(vec![4, 5]));
+        assert_eq!(seqs(&bus.replay(&Channel::Trades, 5)), Some(vec![]));
+        assert_eq!(bus.replay(&Channel::Trades, 1), Replay::Gap { latest: 5 });
+        assert_eq!(bus.replay(&Channel::Trades, 9), Replay::Gap { latest: 5 });
+        assert_eq!(seqs(&bus.replay(&Channel::Signals, 0)), Some(vec![]));
+    }
+
+    #[test]
+    fn a_hole_makes_replays_across_it_a_gap() {
+        let bus = follower(10);
+        bus.adopt_epoch(7);
+        bus.apply(7, trade(1));
+        bus.apply(7, trade(2));
+        // The engine's buffer overflowed: 3 and 4 never reached Redis.
+        bus.apply(7, trade(5));
+        bus.apply(7, trade(6));
+        assert_eq!(bus.replay(&Channel::Trades, 2), Replay::Gap { latest: 6 });
+        assert_eq!(bus.replay(&Channel::Trades, 1), Replay::Gap { latest: 6 });
+        assert_eq!(seqs(&bus.replay(&Channel::Trades, 5)), Some(vec![6]));
+        assert_eq!(bus.metrics.gaps.load(Relaxed), 1);
+        // TC1: an unreadable entry is a hole too, never read again
+        bus.skip(&Channel::Trades, "7-0");
+        assert_eq!(bus.last_seq(&Channel::Trades), 7);
+        assert_eq!(bus.replay(&Channel::Trades, 6), Replay::Gap { latest: 7 });
+    }
+
+    #[test]
+    fn a_new_epoch_forgets_the_old_run() {
+        let bus = follower(10);
+        bus.adopt_epoch(7);
+        bus.apply(7, trade(1));
+        bus.adopt_epoch(9);
+        assert_eq!(bus.epoch(), 9);
+        assert_eq!(bus.last_seq(&Channel::Trades), 0);
+        bus.apply(9, trade(1));
+        assert_eq!(seqs(&bus.replay(&Channel::Trades, 0)), Some(vec![1]));
+    }
+
+    #[test]
+    fn a_follower_never_publishes() {
+        let bus = follower(10);
+        let mut rx = bus.subscribe();
+        let envelope = bus.publish(trade(1).event);
+        assert_eq!(envelope.seq, 0);
+        assert!(rx.try_recv().is_err());
+        assert_eq!(bus.last_seq(&Channel::Trades), 0);
+    }
+
+    #[test]
+    fn decodes_entries_and_rejects_bad_ones() {
+        let event = serde_json::to_string(&trade(3).event).unwrap();
+        let entry = |id: &str, event: &str| redis::streams::StreamId {
+            id: id.to_owned(),
+            map: [
+                ("epoch", "7".to_owned()),
+                ("ts", "12".to_owned()),
+                ("event", event.to_owned()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), redis::Value::BulkString(v.into_bytes())))
+            .collect(),
+            milliseconds_elapsed_from_delivery: None,
+            delivered_count: None,
+        };
+        let (epoch, envelope) = decode(&Channel::Trades, &entry("3-0", &event)).unwrap();
+        assert_eq!((epoch, envelope.seq, envelope.ts_us), (7, 3, 12));
+        assert!(decode(&Channel::Trades, &entry("3-1", &event)).is_err());
+        assert!(decode(&Channel::Trades, &entry("3-0", "{}")).is_err());
+        assert!(
+            decode(&Channel::Alerts, &entry("3-0", &event)).is_err(),
+            "wrong stream"
+        );
+    }
+}

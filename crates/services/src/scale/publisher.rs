@@ -273,3 +273,43 @@ impl EventBus for RedisPublishingBus {
         Some(self.health.subscribe())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use cryptobot_domain::fixtures;
+
+    use super::*;
+    use crate::SystemClock;
+
+    #[test]
+    fn the_buffer_is_bounded_and_counts_what_it_drops() {
+        let metrics = Arc::new(BrokerMetrics::default());
+        let local = InMemoryBus::new(16, Arc::new(SystemClock));
+        let bus = RedisPublishingBus::new(local, 3, Arc::clone(&metrics));
+        for price in ["1", "2", "3", "4", "5"] {
+            bus.publish(Event::Ticker(fixtures::ticker("BTCUSDT", price)));
+        }
+        let queue = bus.queue.lock().unwrap();
+        let queued: Vec<u64> = queue.pending.iter().map(|e| e.seq).collect();
+        assert_eq!(queued, [3, 4, 5], "the oldest go first");
+        assert_eq!(queue.dropped, 2);
+        drop(queue);
+        assert_eq!(metrics.publish_dropped.load(Relaxed), 2);
+        assert_eq!(metrics.publish_backlog.load(Relaxed), 3);
+        // Numbering and local delivery are the engine's own, unaffected by the broker.
+        let btc = Channel::Ticker(fixtures::symbol("BTCUSDT"));
+        assert_eq!(bus.last_seq(&btc), 5);
+        // TC1: the next writer round reports the loss as a sequenced alert, queued in order
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        bus.report_overflow(&clock);
+        assert_eq!(bus.last_seq(&Channel::Alerts), 1);
+        let queue = bus.queue.lock().unwrap();
+        let last = queue.pending.back().unwrap();
+        let Event::Alert(alert) = &last.event else {
+            panic!("alert expected")
+        };
+        assert!(alert.message.contains("2 events"), "{}", alert.message);
+        // The buffer was still full, so the alert itself pushed one more out: counted, not hidden.
+        assert_eq!(queue.dropped, 1);
+    }
+}

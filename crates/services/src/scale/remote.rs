@@ -526,3 +526,95 @@ impl MarketService for RemoteMarket {
         self.latest.tickers()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use cryptobot_domain::fixtures;
+
+    use super::*;
+    use crate::SystemClock;
+
+    #[test]
+    fn errors_keep_their_code_message_and_kind_across_nodes() {
+        let original = ServiceError::InsufficientFunds {
+            needed: fixtures::dec("10"),
+            available: fixtures::dec("1"),
+        };
+        let wire: WireError =
+            serde_json::from_str(&serde_json::to_string(&WireError::from(&original)).unwrap())
+                .unwrap();
+        let remote = ServiceError::from(wire);
+        assert_eq!(remote.code(), "insufficient_funds");
+        assert_eq!(remote.to_string(), original.to_string());
+        assert!(remote.is_client_error());
+        let unknown = ServiceError::from(WireError {
+            code: "from_a_newer_engine".into(),
+            message: "x".into(),
+            client_error: false,
+        });
+        assert_eq!(unknown.code(), "internal");
+    }
+
+    #[test]
+    fn position_updates_survive_the_trip() {
+        for change in [
+            LevelChange::Keep,
+            LevelChange::Clear,
+            LevelChange::Set(fixtures::dec("1.5")),
+        ] {
+            let json = serde_json::to_string(&Level::from(change)).unwrap();
+            let back: Level = serde_json::from_str(&json).unwrap();
+            assert_eq!(LevelChange::from(back), change);
+        }
+    }
+
+    /// Needs a real Redis (`REDIS_URL`); no engine listens, so the command must time out cleanly.
+    #[tokio::test]
+    async fn without_an_engine_a_command_answers_unavailable() {
+        let Ok(url) = std::env::var("REDIS_URL") else {
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "without_an_engine_a_command_answers_unavailable: skipped: REDIS_URL not set"
+            );
+            return;
+        };
+        let prefix = format!(
+            "cbtest-remote-{}-{}",
+            std::process::id(),
+            SystemClock.now_us()
+        );
+        let settings = RedisSettings {
+            url: url.clone(),
+            prefix: prefix.clone(),
+            stream_len: 10,
+            publish_buffer: 10,
+            command_timeout: Duration::from_millis(300),
+            channels: vec![],
+        };
+        let shutdown = CancellationToken::new();
+        let metrics = Arc::new(BrokerMetrics::default());
+        let (trading, task) = RemoteTrading::spawn(
+            settings,
+            "n1".into(),
+            Arc::new(SystemClock),
+            Arc::clone(&metrics),
+            shutdown.clone(),
+        )
+        .unwrap();
+        let err = trading.summary().await.unwrap_err();
+        assert_eq!(err.code(), "unavailable");
+        assert!(!err.is_client_error());
+        assert_eq!(metrics.command_timeouts.load(Relaxed), 1);
+        shutdown.cancel();
+        task.await.unwrap();
+        // The expired request stays queued for no one: clean it up.
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let _: () = redis::cmd("DEL")
+            .arg(format!("{prefix}:rpc:requests"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+}
