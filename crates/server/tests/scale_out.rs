@@ -416,9 +416,14 @@ async fn redis_restarted_mid_stream() {
 
     // TC0: Redis goes away: clients of the gateway are told on `alerts`.
     redis.stop();
-    let alert = next_of_type(&mut watcher, "alert").await;
-    assert_eq!(alert["payload"]["alert_type"], "feed_stalled", "{alert}");
+    let alert = loop {
+        let alert = next_of_type(&mut watcher, "alert").await;
+        if alert["payload"]["alert_type"] == "feed_stalled" {
+            break alert;
+        }
+    };
     assert_eq!(alert["snapshot"], true, "{alert}");
+    assert_eq!(alert["payload"]["severity"], "critical", "{alert}");
 
     // TC1: trades go on at the engine meanwhile; nothing is lost.
     for n in 0..3 {
@@ -465,4 +470,48 @@ async fn redis_restarted_mid_stream() {
     let rest = trades(&mut back, 3).await;
     let union: Vec<(u64, u64)> = leaver_seen.into_iter().chain(rest).collect();
     assert_eq!(union, seen);
+}
+
+#[test]
+fn roles_and_redis_settings_are_checked_before_start() {
+    let run = |args: &[&str], envs: &[(&str, &str)]| {
+        let mut command = Command::new(BIN);
+        command
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (key, value) in envs {
+            command.env(key, value);
+        }
+        let output = command.output().expect("binary runs");
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    // TC0: a gateway needs the Redis backend (the flag wins over the environment)
+    let (code, out) = run(
+        &["--role", "gateway"],
+        &[("CRYPTOBOT__SERVER__ROLE", "all")],
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("server.role"), "{out}");
+    // TC1: an unknown role
+    let (code, out) = run(&["--role=leader"], &[]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("leader"), "{out}");
+    // TC2: TLS URLs are refused with a reason
+    let (code, out) = run(
+        &["--role", "engine"],
+        &[
+            ("CRYPTOBOT__BUS__BACKEND", "redis"),
+            ("CRYPTOBOT__BUS__REDIS_URL", "rediss://example:6380"),
+        ],
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("bus.redis_url"), "{out}");
+    // TC3: a missing value
+    let (code, out) = run(&["--role"], &[]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("--role needs"), "{out}");
 }

@@ -94,7 +94,9 @@ impl RedisFollowerBus {
             };
             loop {
                 match self.poll(&mut conn, &settings).await {
-                    Ok(()) => {
+                    // Connected, but no engine has announced an epoch yet: not in sync.
+                    Ok(false) => {}
+                    Ok(true) => {
                         if *self.health.borrow() != BrokerHealth::Up {
                             if ever_up {
                                 self.metrics.reconnects.fetch_add(1, Relaxed);
@@ -121,11 +123,12 @@ impl RedisFollowerBus {
     }
 
     /// One round: checks the epoch, then reads what follows the last entry of every channel.
+    /// `Ok(false)` while no engine has announced its epoch.
     async fn poll(
         &self,
         conn: &mut MultiplexedConnection,
         settings: &RedisSettings,
-    ) -> Result<(), String> {
+    ) -> Result<bool, String> {
         let epoch: Option<u64> = redis::cmd("GET")
             .arg(settings.epoch_key())
             .query_async(conn)
@@ -134,7 +137,7 @@ impl RedisFollowerBus {
         let Some(epoch) = epoch else {
             // The engine has not (re)announced itself yet.
             tokio::time::sleep(Duration::from_millis(200)).await;
-            return Ok(());
+            return Ok(false);
         };
         self.adopt_epoch(epoch);
         let (keys, ids): (Vec<String>, Vec<String>) = {
@@ -160,7 +163,7 @@ impl RedisFollowerBus {
             .await
             .map_err(|err| err.to_string())?;
         let Some(reply) = reply else {
-            return Ok(());
+            return Ok(true);
         };
         for stream in reply.keys {
             let Some(channel) = settings
@@ -180,7 +183,7 @@ impl RedisFollowerBus {
                 }
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// A new engine run: everything mirrored belongs to the old epoch and is forgotten.
