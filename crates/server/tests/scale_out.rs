@@ -86,6 +86,10 @@ struct Node {
 
 impl Node {
     fn start(role: &str, url: &str, prefix: &str) -> Self {
+        Self::start_with(role, url, prefix, &[])
+    }
+
+    fn start_with(role: &str, url: &str, prefix: &str, extra: &[(&str, &str)]) -> Self {
         let dir = std::env::temp_dir().join(unique(role));
         std::fs::create_dir_all(&dir).unwrap();
         let mut child = Command::new(BIN)
@@ -99,6 +103,7 @@ impl Node {
             .env("CRYPTOBOT__MARKET__TICKS_PER_SECOND", "10")
             .env("CRYPTOBOT__TRADING__AUTO_TRADE", "false")
             .env("RUST_LOG", "info")
+            .envs(extra.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -439,7 +444,7 @@ async fn redis_restarted_mid_stream() {
         prefix: prefix.clone(),
     };
     let mut resumed_alert = false;
-    while seen.len() < 6 {
+    while seen.len() < 6 || !resumed_alert {
         let frame = next_frame(&mut watcher).await;
         match frame["type"].as_str() {
             Some("alert") if frame["payload"]["alert_type"] == "feed_resumed" => {
@@ -514,4 +519,100 @@ fn roles_and_redis_settings_are_checked_before_start() {
     let (code, out) = run(&["--role"], &[]);
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("--role needs"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_longer_than_the_buffer_is_reported_not_hidden() {
+    if redis_url("an_outage_longer_than_the_buffer_is_reported_not_hidden").is_none() {
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .unwrap();
+    let Some(mut redis) = OwnRedis::start(port) else {
+        skipped(
+            "an_outage_longer_than_the_buffer_is_reported_not_hidden",
+            "redis-server not on PATH",
+        );
+        return;
+    };
+    let url = format!("redis://127.0.0.1:{port}");
+    let prefix = unique("overflow");
+    // A buffer of 5 envelopes: the tickers alone (5 symbols x 10/s) overflow it within a second.
+    let engine = Node::start_with(
+        "engine",
+        &url,
+        &prefix,
+        &[("CRYPTOBOT__BUS__PUBLISH_BUFFER", "5")],
+    );
+    let gateway = Node::start("gateway", &url, &prefix);
+    let (_, epoch) = engine.connect().await;
+    gateway.synced(epoch).await;
+    let (mut watcher, _) = gateway.connect().await;
+    let (status, body) = engine.post_trade(&format!("{prefix}-before")).await;
+    assert_eq!(status, 201, "{body}");
+    let before = trades(&mut watcher, 1).await;
+
+    redis.stop();
+    loop {
+        let alert = next_of_type(&mut watcher, "alert").await;
+        if alert["payload"]["alert_type"] == "feed_stalled" {
+            break;
+        }
+    }
+    for n in 0..2 {
+        let (status, body) = engine.post_trade(&format!("{prefix}-lost-{n}")).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    // Long enough for the tickers to push the two trades out of the 5-envelope buffer.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let _redis = OwnRedis::start(port).expect("redis-server restarts");
+    let _keys = Keys {
+        url: url.clone(),
+        prefix: prefix.clone(),
+    };
+
+    // TC0: the engine says how many events other nodes did not get.
+    let lost = loop {
+        let alert = next_of_type(&mut watcher, "alert").await;
+        if alert["payload"]["message"]
+            .as_str()
+            .is_some_and(|text| text.contains("were not delivered"))
+        {
+            break alert;
+        }
+    };
+    assert_eq!(lost["payload"]["severity"], "critical", "{lost}");
+    assert_ne!(lost["snapshot"], true, "a sequenced engine event: {lost}");
+
+    // TC1: a resume across the hole says recovered: false, even with no later trade.
+    let eventually = Instant::now() + GUARD;
+    loop {
+        let (mut back, _) = gateway.connect_held().await;
+        send(
+            &mut back,
+            &json!({"type": "resume", "id": 1, "payload": {"epoch": epoch, "last_seq": {"trades": before[0].0}}}),
+        )
+        .await;
+        let resumed = next_of_type(&mut back, "resumed").await;
+        if resumed["recovered"]["trades"] == false {
+            break;
+        }
+        // Before the gateway has read the marker, the resume is (still) honestly complete.
+        assert!(
+            Instant::now() < eventually,
+            "the hole was never reported: {resumed}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let metrics = http::request(gateway.addr, "GET", "/metrics", None, b"").await;
+    // One hole per channel that lost events (tickers too), so at least the one of `trades`.
+    let gaps: u64 = metrics
+        .body
+        .lines()
+        .find_map(|line| line.strip_prefix("cryptobot_broker_stream_gaps_total "))
+        .and_then(|value| value.parse().ok())
+        .expect("the counter is exported");
+    assert!(gaps >= 1, "{}", metrics.body);
 }

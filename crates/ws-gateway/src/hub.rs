@@ -142,6 +142,11 @@ impl Hub {
             tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => break,
+                // Before the bus: "broker back" goes out before the events it delivers.
+                health = health_change(self.health.as_mut()) => match health {
+                    Some(health) => self.announce(health),
+                    None => self.health = None,
+                },
                 received = self.bus.recv() => match received {
                     Ok(envelope) => self.publish(&envelope),
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
@@ -155,10 +160,6 @@ impl Hub {
                     }
                 },
                 () = tick(periodic.as_mut()) => self.push_portfolio().await,
-                health = health_change(self.health.as_mut()) => match health {
-                    Some(health) => self.announce(health),
-                    None => self.health = None,
-                },
             }
         }
     }

@@ -93,19 +93,8 @@ impl RedisFollowerBus {
                 return;
             };
             loop {
-                match self.poll(&mut conn, &settings).await {
-                    // Connected, but no engine has announced an epoch yet: not in sync.
-                    Ok(false) => {}
-                    Ok(true) => {
-                        if *self.health.borrow() != BrokerHealth::Up {
-                            if ever_up {
-                                self.metrics.reconnects.fetch_add(1, Relaxed);
-                            }
-                            ever_up = true;
-                            self.set_health(BrokerHealth::Up);
-                            tracing::info!("redis: gateway following the engine");
-                        }
-                    }
+                match self.poll(&mut conn, &settings, &mut ever_up).await {
+                    Ok(()) => {}
                     Err(err) => {
                         tracing::warn!(%err, "redis: follow failed; reconnecting");
                         self.set_health(BrokerHealth::Down);
@@ -123,12 +112,14 @@ impl RedisFollowerBus {
     }
 
     /// One round: checks the epoch, then reads what follows the last entry of every channel.
-    /// `Ok(false)` while no engine has announced its epoch.
+    /// The node counts as up once an engine has announced its epoch, and says so before it
+    /// delivers what it reads.
     async fn poll(
         &self,
         conn: &mut MultiplexedConnection,
         settings: &RedisSettings,
-    ) -> Result<bool, String> {
+        ever_up: &mut bool,
+    ) -> Result<(), String> {
         let epoch: Option<u64> = redis::cmd("GET")
             .arg(settings.epoch_key())
             .query_async(conn)
@@ -137,9 +128,17 @@ impl RedisFollowerBus {
         let Some(epoch) = epoch else {
             // The engine has not (re)announced itself yet.
             tokio::time::sleep(Duration::from_millis(200)).await;
-            return Ok(false);
+            return Ok(());
         };
         self.adopt_epoch(epoch);
+        if *self.health.borrow() != BrokerHealth::Up {
+            if *ever_up {
+                self.metrics.reconnects.fetch_add(1, Relaxed);
+            }
+            *ever_up = true;
+            self.set_health(BrokerHealth::Up);
+            tracing::info!("redis: gateway following the engine");
+        }
         let (keys, ids): (Vec<String>, Vec<String>) = {
             let mirror = self.state.lock().unwrap_or_else(PoisonError::into_inner);
             settings
@@ -163,7 +162,7 @@ impl RedisFollowerBus {
             .await
             .map_err(|err| err.to_string())?;
         let Some(reply) = reply else {
-            return Ok(true);
+            return Ok(());
         };
         for stream in reply.keys {
             let Some(channel) = settings
@@ -174,6 +173,11 @@ impl RedisFollowerBus {
                 continue;
             };
             for entry in stream.ids {
+                if entry.map.contains_key("hole") {
+                    tracing::warn!(%channel, id = entry.id, "the engine lost events while Redis was away");
+                    self.skip(channel, &entry.id);
+                    continue;
+                }
                 match decode(channel, &entry) {
                     Ok((entry_epoch, envelope)) => self.apply(entry_epoch, envelope),
                     Err(err) => {
@@ -183,7 +187,7 @@ impl RedisFollowerBus {
                 }
             }
         }
-        Ok(true)
+        Ok(())
     }
 
     /// A new engine run: everything mirrored belongs to the old epoch and is forgotten.

@@ -1,4 +1,4 @@
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -34,6 +34,9 @@ struct Queue {
     pending: VecDeque<Arc<Envelope>>,
     /// Dropped since the last overflow alert.
     dropped: u64,
+    /// Highest dropped `seq` per channel, not yet marked in its stream: a hole marker is written
+    /// there so followers learn of the hole even when no later event of that channel follows.
+    holes: HashMap<Channel, u64>,
 }
 
 impl RedisPublishingBus {
@@ -107,11 +110,41 @@ impl RedisPublishingBus {
                     let queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
                     queue.pending.iter().take(BATCH).cloned().collect()
                 };
-                if batch.is_empty() {
+                let no_holes = self
+                    .queue
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .holes
+                    .is_empty();
+                if batch.is_empty() && no_holes {
                     tokio::select! {
                         () = shutdown.cancelled() => return,
                         () = self.wake.notified() => continue,
                     }
+                }
+                let holes = std::mem::take(
+                    &mut self
+                        .queue
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .holes,
+                );
+                if let Err(err) =
+                    write_holes(&mut conn, &settings, self.local.epoch(), &holes).await
+                {
+                    tracing::warn!(%err, "redis: hole markers not written; retrying");
+                    {
+                        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+                        for (channel, seq) in holes {
+                            let hole = queue.holes.entry(channel).or_default();
+                            *hole = (*hole).max(seq);
+                        }
+                    }
+                    self.down();
+                    if !link::pause(&shutdown).await {
+                        return;
+                    }
+                    continue 'connect;
                 }
                 if let Err(err) =
                     write_batch(&mut conn, &settings, self.local.epoch(), &batch).await
@@ -200,6 +233,37 @@ impl RedisPublishingBus {
     }
 }
 
+/// Marks each lost `seq` in its channel's stream (entry `<seq>-0` with field `hole`), before the
+/// queued envelopes that follow it. A marker at or below the stream's last entry is not needed
+/// (that envelope was written after all) and Redis refuses it, which is fine.
+async fn write_holes(
+    conn: &mut redis::aio::MultiplexedConnection,
+    settings: &RedisSettings,
+    epoch: u64,
+    holes: &HashMap<Channel, u64>,
+) -> redis::RedisResult<()> {
+    for (channel, seq) in holes {
+        let result: redis::RedisResult<redis::Value> = redis::cmd("XADD")
+            .arg(settings.stream_key(channel))
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(settings.stream_len.max(1))
+            .arg(format!("{seq}-0"))
+            .arg("epoch")
+            .arg(epoch)
+            .arg("hole")
+            .arg(1)
+            .query_async(conn)
+            .await;
+        match result {
+            Ok(_) => {}
+            Err(err) if err.to_string().contains("equal or smaller") => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
+}
+
 /// Appends the batch; an entry whose ID is already in the stream (written before a lost reply)
 /// is skipped by Redis with an error we treat as success.
 async fn write_batch(
@@ -239,8 +303,11 @@ impl EventBus for RedisPublishingBus {
     fn publish(&self, event: Event) -> Arc<Envelope> {
         let envelope = self.local.publish(event);
         let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        if queue.pending.len() >= self.limit {
-            queue.pending.pop_front();
+        if queue.pending.len() >= self.limit
+            && let Some(lost) = queue.pending.pop_front()
+        {
+            let hole = queue.holes.entry(lost.channel.clone()).or_default();
+            *hole = (*hole).max(lost.seq);
             queue.dropped += 1;
             self.metrics.publish_dropped.fetch_add(1, Relaxed);
         }
@@ -311,5 +378,9 @@ mod tests {
         assert!(alert.message.contains("2 events"), "{}", alert.message);
         // The buffer was still full, so the alert itself pushed one more out: counted, not hidden.
         assert_eq!(queue.dropped, 1);
+        assert_eq!(
+            queue.holes[&btc], 3,
+            "the highest lost seq is marked for the followers"
+        );
     }
 }
