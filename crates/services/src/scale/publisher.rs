@@ -264,19 +264,22 @@ async fn write_holes(
     Ok(())
 }
 
-/// Appends the batch; an entry whose ID is already in the stream (written before a lost reply)
-/// is skipped by Redis with an error we treat as success.
+/// Appends the batch in one pipelined round trip, in order. An entry whose ID is already in the
+/// stream (written before a lost reply) is refused by Redis with an error we treat as success;
+/// any other failure fails the batch, which is retried whole after reconnecting.
 async fn write_batch(
     conn: &mut redis::aio::MultiplexedConnection,
     settings: &RedisSettings,
     epoch: u64,
     batch: &[Arc<Envelope>],
 ) -> redis::RedisResult<()> {
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
     for envelope in batch {
         let event = serde_json::to_string(&envelope.event).map_err(|err| {
             redis::RedisError::from((redis::ErrorKind::Client, "serialize", err.to_string()))
         })?;
-        let result: redis::RedisResult<redis::Value> = redis::cmd("XADD")
+        pipe.cmd("XADD")
             .arg(settings.stream_key(&envelope.channel))
             .arg("MAXLEN")
             .arg("~")
@@ -287,9 +290,10 @@ async fn write_batch(
             .arg("ts")
             .arg(envelope.ts_us)
             .arg("event")
-            .arg(event)
-            .query_async(conn)
-            .await;
+            .arg(event);
+    }
+    let results: Vec<redis::RedisResult<redis::Value>> = pipe.query_async(conn).await?;
+    for result in results {
         match result {
             Ok(_) => {}
             Err(err) if err.to_string().contains("equal or smaller") => {}
@@ -382,5 +386,89 @@ mod tests {
             queue.holes[&btc], 3,
             "the highest lost seq is marked for the followers"
         );
+    }
+
+    /// Needs a real Redis (`REDIS_URL`): the writer and a follower agree on every envelope, and
+    /// writing a batch again (a lost reply) changes nothing.
+    #[tokio::test]
+    async fn a_follower_mirrors_what_the_writer_wrote() {
+        let Ok(url) = std::env::var("REDIS_URL") else {
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "a_follower_mirrors_what_the_writer_wrote: skipped: REDIS_URL not set"
+            );
+            return;
+        };
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let prefix = format!("cbtest-pub-{}-{}", std::process::id(), clock.now_us());
+        let settings = RedisSettings {
+            url: url.clone(),
+            prefix: prefix.clone(),
+            stream_len: 100,
+            publish_buffer: 100,
+            command_timeout: Duration::from_secs(1),
+            channels: vec![Channel::Trades, Channel::Alerts],
+        };
+        let shutdown = CancellationToken::new();
+        let local = InMemoryBus::new(16, Arc::clone(&clock));
+        let engine = Arc::new(RedisPublishingBus::new(
+            local,
+            100,
+            Arc::new(BrokerMetrics::default()),
+        ));
+        let writer = tokio::spawn(Arc::clone(&engine).run_writer(
+            settings.clone(),
+            Arc::clone(&clock),
+            shutdown.clone(),
+        ));
+        let follower = Arc::new(super::super::RedisFollowerBus::new(
+            16,
+            crate::HistoryLimits::default(),
+            Arc::clone(&clock),
+            Arc::new(BrokerMetrics::default()),
+        ));
+        let mut rx = follower.subscribe();
+        let reader = tokio::spawn(Arc::clone(&follower).run(settings.clone(), shutdown.clone()));
+        let mut published = Vec::new();
+        for id in 1..=5 {
+            published.push(engine.publish(Event::TradeExecuted(fixtures::trade(
+                id, "BTCUSDT", "2", "1",
+            ))));
+        }
+        let mut mirrored = Vec::new();
+        while mirrored.len() < 5 {
+            let envelope = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .expect("the follower delivers in time")
+                .unwrap();
+            mirrored.push(envelope);
+        }
+        for (ours, theirs) in published.iter().zip(&mirrored) {
+            assert_eq!(**ours, **theirs);
+        }
+        assert_eq!(follower.epoch(), engine.epoch());
+        // TC1: the same batch again is accepted as already written
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        write_batch(&mut conn, &settings, engine.epoch(), &published)
+            .await
+            .unwrap();
+        let len: usize = redis::cmd("XLEN")
+            .arg(settings.stream_key(&Channel::Trades))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(len, 5);
+        shutdown.cancel();
+        writer.await.unwrap();
+        reader.await.unwrap();
+        let _: () = redis::cmd("DEL")
+            .arg(settings.epoch_key())
+            .arg(settings.stream_key(&Channel::Trades))
+            .arg(settings.stream_key(&Channel::Alerts))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
     }
 }
