@@ -110,9 +110,16 @@ struct WireError {
 
 impl From<&ServiceError> for WireError {
     fn from(err: &ServiceError) -> Self {
+        let message = if let ServiceError::Storage(detail) = err {
+            // Storage details (paths, SQL) stay in the engine's log, as the REST API does.
+            tracing::error!(%detail, "storage failure while serving a forwarded command");
+            "storage failure; the command was not executed".to_owned()
+        } else {
+            err.to_string()
+        };
         Self {
             code: err.code().to_owned(),
-            message: err.to_string(),
+            message,
             client_error: err.is_client_error(),
         }
     }
@@ -553,6 +560,10 @@ mod tests {
             client_error: false,
         });
         assert_eq!(unknown.code(), "internal");
+        // TC1: storage details never leave the engine
+        let wire = WireError::from(&ServiceError::Storage("/secret/db: disk I/O".into()));
+        assert_eq!(wire.code, "storage_error");
+        assert!(!wire.message.contains("secret"), "{}", wire.message);
     }
 
     #[test]
