@@ -334,9 +334,31 @@ async fn two_gateways_serve_as_one() {
     let union: Vec<(u64, u64)> = seen_by_mover.into_iter().chain(rest).collect();
     assert_eq!(union, seen_a, "nothing missed, nothing twice");
 
-    // TC4: the forwarded reads answer on a gateway node.
+    // TC4: forwarded reads and position updates answer on a gateway node, errors with the
+    // engine's code and status.
     let portfolio = http::request(a.addr, "GET", "/api/v1/portfolio", None, b"").await;
     assert_eq!(portfolio.status, 200);
+    let held = portfolio.json()["positions"][0]["quantity"].clone();
+    assert!(held.is_string(), "{}", portfolio.body);
+    let patch = |symbol: &'static str| {
+        http::request(
+            b.addr,
+            "PATCH",
+            if symbol == "BTCUSDT" {
+                "/api/v1/positions/BTCUSDT"
+            } else {
+                "/api/v1/positions/ETHUSDT"
+            },
+            Some("application/json"),
+            br#"{"stop_loss":"1"}"#,
+        )
+    };
+    let updated = patch("BTCUSDT").await;
+    assert_eq!(updated.status, 200, "{}", updated.body);
+    assert_eq!(updated.json()["stop_loss"], "1", "{}", updated.body);
+    let missing = patch("ETHUSDT").await;
+    assert_eq!(missing.status, 404, "{}", missing.body);
+    assert_eq!(missing.json()["code"], "no_position", "{}", missing.body);
     let metrics = http::request(a.addr, "GET", "/metrics", None, b"").await;
     let text = &metrics.body;
     assert!(text.contains("cryptobot_broker_connected 1"), "{text}");
