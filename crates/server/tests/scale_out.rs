@@ -340,23 +340,19 @@ async fn two_gateways_serve_as_one() {
     assert_eq!(portfolio.status, 200);
     let held = portfolio.json()["positions"][0]["quantity"].clone();
     assert!(held.is_string(), "{}", portfolio.body);
-    let patch = |symbol: &'static str| {
+    let patch = |path: &'static str| {
         http::request(
             b.addr,
             "PATCH",
-            if symbol == "BTCUSDT" {
-                "/api/v1/positions/BTCUSDT"
-            } else {
-                "/api/v1/positions/ETHUSDT"
-            },
+            path,
             Some("application/json"),
             br#"{"stop_loss":"1"}"#,
         )
     };
-    let updated = patch("BTCUSDT").await;
+    let updated = patch("/api/v1/positions/BTCUSDT").await;
     assert_eq!(updated.status, 200, "{}", updated.body);
     assert_eq!(updated.json()["stop_loss"], "1", "{}", updated.body);
-    let missing = patch("ETHUSDT").await;
+    let missing = patch("/api/v1/positions/ETHUSDT").await;
     assert_eq!(missing.status, 404, "{}", missing.body);
     assert_eq!(missing.json()["code"], "no_position", "{}", missing.body);
     let metrics = http::request(a.addr, "GET", "/metrics", None, b"").await;
