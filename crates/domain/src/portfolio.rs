@@ -21,11 +21,27 @@ pub struct Position {
     #[serde(with = "rust_decimal::serde::str")]
     pub cost_basis: Decimal,
     /// Sell everything when the price falls to or below this level.
-    #[serde(with = "rust_decimal::serde::str_option")]
+    #[serde(
+        serialize_with = "rust_decimal::serde::str_option::serialize",
+        deserialize_with = "optional_decimal"
+    )]
     pub stop_loss: Option<Decimal>,
     /// Sell everything when the price rises to or above this level.
-    #[serde(with = "rust_decimal::serde::str_option")]
+    #[serde(
+        serialize_with = "rust_decimal::serde::str_option::serialize",
+        deserialize_with = "optional_decimal"
+    )]
     pub take_profit: Option<Decimal>,
+}
+
+/// Reads an optional decimal string (`null` or `"1.5"`). Unlike `str_option` it also works inside
+/// `#[serde(flatten)]` ([`PositionValuation`]), where `null` arrives as a unit value.
+fn optional_decimal<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Decimal>, D::Error> {
+    let text: Option<String> = Option::deserialize(deserializer)?;
+    text.map(|text| text.parse::<Decimal>().map_err(serde::de::Error::custom))
+        .transpose()
 }
 
 impl Position {

@@ -223,6 +223,30 @@ pub struct ServerSettings {
     pub request_head_timeout_ms: u64,
     /// Longest an idle keep-alive HTTP connection stays open, in seconds. 0 = no keep-alive.
     pub keep_alive_secs: u64,
+    /// What this node runs (docs/operations.md).
+    pub role: Role,
+}
+
+/// What one `cryptobot` process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Everything in one process (with `bus.backend = "redis"` it also publishes like `engine`).
+    All,
+    /// Market feed, trading engine, signals and alerts, publishing to Redis; it serves clients too.
+    Engine,
+    /// Clients only: follows the engine's events through Redis and forwards commands to it.
+    Gateway,
+}
+
+/// Where events travel between the services and the gateways.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BusBackend {
+    /// In this process only.
+    Memory,
+    /// Through Redis Streams (`bus.redis_url`), so several nodes serve as one.
+    Redis,
 }
 
 /// Source of market data.
@@ -355,6 +379,16 @@ pub struct BusSettings {
     pub history_size: usize,
     /// Oldest event replayed to a resuming client, in seconds (1 to 86400).
     pub history_max_age_secs: u64,
+    /// `memory` or `redis`.
+    pub backend: BusBackend,
+    /// Redis to use with `backend = "redis"`: `redis://host:port[/db]`.
+    pub redis_url: String,
+    /// Prefix of every Redis key (one per deployment).
+    pub redis_prefix: String,
+    /// Events the engine buffers while Redis is unreachable (1 to 16777216).
+    pub publish_buffer: usize,
+    /// How long a gateway node waits for the engine's answer to a forwarded command (100 to 60000).
+    pub command_timeout_ms: u64,
 }
 
 /// `[log]`.
@@ -512,10 +546,70 @@ impl Settings {
                 "must be between 1 and 86400".into(),
             ));
         }
+        if self.bus.publish_buffer == 0 || self.bus.publish_buffer > 1 << 24 {
+            return Err(invalid("bus.publish_buffer")(
+                "must be between 1 and 16777216".into(),
+            ));
+        }
+        if !(100..=60_000).contains(&self.bus.command_timeout_ms) {
+            return Err(invalid("bus.command_timeout_ms")(
+                "must be between 100 and 60000".into(),
+            ));
+        }
+        if self.bus.redis_prefix.is_empty()
+            || !self
+                .bus
+                .redis_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+        {
+            return Err(invalid("bus.redis_prefix")(
+                "must be non-empty ASCII letters, digits, '-', '_', '.' or ':'".into(),
+            ));
+        }
+        if self.bus.backend == BusBackend::Redis
+            && cryptobot_services::scale::url_problem(&self.bus.redis_url).is_some()
+        {
+            return Err(invalid("bus.redis_url")(
+                cryptobot_services::scale::url_problem(&self.bus.redis_url).unwrap_or_default(),
+            ));
+        }
+        if self.server.role != Role::All && self.bus.backend != BusBackend::Redis {
+            return Err(invalid("server.role")(
+                "engine and gateway need bus.backend = \"redis\"".into(),
+            ));
+        }
         if self.storage.path.trim().is_empty() {
             return Err(invalid("storage.path")("must not be empty".into()));
         }
         Ok(())
+    }
+
+    /// The Redis settings of `[bus]`, with the channels the engine publishes (tickers of the
+    /// configured symbols, then `trades`, `portfolio`, `signals`, `alerts`).
+    #[must_use]
+    pub fn redis_settings(&self) -> cryptobot_services::scale::RedisSettings {
+        let mut channels: Vec<cryptobot_domain::Channel> = self
+            .market
+            .symbols
+            .iter()
+            .filter_map(|symbol| cryptobot_domain::Symbol::parse(symbol).ok())
+            .map(cryptobot_domain::Channel::Ticker)
+            .collect();
+        channels.extend([
+            cryptobot_domain::Channel::Trades,
+            cryptobot_domain::Channel::Portfolio,
+            cryptobot_domain::Channel::Signals,
+            cryptobot_domain::Channel::Alerts,
+        ]);
+        cryptobot_services::scale::RedisSettings {
+            url: self.bus.redis_url.clone(),
+            prefix: self.bus.redis_prefix.clone(),
+            stream_len: self.bus.history_size.max(1),
+            publish_buffer: self.bus.publish_buffer,
+            command_timeout: std::time::Duration::from_millis(self.bus.command_timeout_ms),
+            channels,
+        }
     }
 
     /// The simulator's configuration, with symbols validated.

@@ -94,6 +94,7 @@ impl ResponseError for ApiError {
                     StatusCode::SERVICE_UNAVAILABLE
                 }
                 ServiceError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                ServiceError::Remote { code, .. } => remote_status(code),
             },
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -122,6 +123,23 @@ impl ResponseError for ApiError {
             error: message,
             code: self.code(),
         })
+    }
+}
+
+/// The status of an error the engine returned for a command forwarded by a gateway node: the
+/// same as the engine itself would answer for that code.
+fn remote_status(code: &str) -> StatusCode {
+    match code {
+        "invalid_symbol" | "invalid_client_order_id" => StatusCode::BAD_REQUEST,
+        "invalid_size"
+        | "invalid_levels"
+        | "order_too_small"
+        | "insufficient_funds"
+        | "insufficient_position" => StatusCode::UNPROCESSABLE_ENTITY,
+        "unknown_symbol" | "no_position" => StatusCode::NOT_FOUND,
+        "duplicate_client_order_id" => StatusCode::CONFLICT,
+        "no_price" | "unavailable" => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

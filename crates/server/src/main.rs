@@ -1,14 +1,15 @@
-//! The `cryptobot` binary: `cryptobot [--config FILE]`.
+//! The `cryptobot` binary: `cryptobot [--config FILE] [--role all|engine|gateway]`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use cryptobot_server::{Application, Settings, telemetry};
 
-const USAGE: &str = "usage: cryptobot [--config FILE]
+const USAGE: &str = "usage: cryptobot [--config FILE] [--role all|engine|gateway]
 
 Runs the cryptobot server. Settings come from the embedded defaults, then FILE (TOML), then
 environment variables CRYPTOBOT__SECTION__KEY (e.g. CRYPTOBOT__SERVER__PORT=9000).
+--role sets server.role (over the environment); see docs/operations.md.
 Every key is documented in docs/configuration.md. RUST_LOG overrides log.level.";
 
 /// Exit code for a bad command line or configuration.
@@ -17,21 +18,24 @@ const EXIT_CONFIG: u8 = 2;
 const EXIT_RUNTIME: u8 = 1;
 
 fn main() -> ExitCode {
-    let config_file = match parse_args(std::env::args().skip(1)) {
-        Ok(Some(file)) => file,
+    let (config_file, role) = match parse_args(std::env::args().skip(1)) {
+        Ok(Some(args)) => args,
         Ok(None) => return ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("error: {message}\n\n{USAGE}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let settings = match Settings::load(config_file.as_deref()) {
-        Ok(settings) => settings,
-        Err(err) => {
-            eprintln!("error: invalid configuration: {err}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
+    // `--role` is one more override, applied after the environment's.
+    let role = role.map(|role| ("CRYPTOBOT__SERVER__ROLE".to_owned(), role));
+    let settings =
+        match Settings::load_with_env(config_file.as_deref(), std::env::vars().chain(role)) {
+            Ok(settings) => settings,
+            Err(err) => {
+                eprintln!("error: invalid configuration: {err}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        };
     telemetry::init(&settings.log.level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -117,9 +121,13 @@ impl ShutdownSignals {
     }
 }
 
-/// Returns `Ok(None)` when the arguments asked for help or the version (already printed).
-fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Option<PathBuf>>, String> {
+type Args = (Option<PathBuf>, Option<String>);
+
+/// Returns the config file and the role; `Ok(None)` when the arguments asked for help or the
+/// version (already printed).
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
     let mut config = None;
+    let mut role = None;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "-h" | "--help" => {
@@ -134,11 +142,17 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Option<Pa
                 let file = args.next().ok_or("--config needs a FILE")?;
                 config = Some(PathBuf::from(file));
             }
-            other => match other.strip_prefix("--config=") {
-                Some(file) => config = Some(PathBuf::from(file)),
-                None => return Err(format!("unknown argument {other:?}")),
-            },
+            "--role" => role = Some(args.next().ok_or("--role needs all, engine or gateway")?),
+            other => {
+                if let Some(file) = other.strip_prefix("--config=") {
+                    config = Some(PathBuf::from(file));
+                } else if let Some(value) = other.strip_prefix("--role=") {
+                    role = Some(value.to_owned());
+                } else {
+                    return Err(format!("unknown argument {other:?}"));
+                }
+            }
         }
     }
-    Ok(Some(config))
+    Ok(Some((config, role)))
 }

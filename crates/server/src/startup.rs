@@ -20,6 +20,10 @@ use cryptobot_services::alerts::spawn_alert_monitor;
 use cryptobot_services::market::{
     BinanceFeed, BinanceMarket, FeedState, SimulatedFeed, SimulatedMarket,
 };
+use cryptobot_services::scale::{
+    BrokerMetrics, RedisFollowerBus, RedisPublishingBus, RemoteMarket, RemoteTrading,
+    spawn_command_server,
+};
 use cryptobot_services::signals::{spawn_auto_trader, spawn_signal_engine};
 use cryptobot_services::trading::{PaperTrading, Storage};
 use cryptobot_services::{
@@ -30,7 +34,7 @@ use cryptobot_ws_gateway::{Gateway, GatewayServices};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{MarketSource, Settings};
+use crate::config::{BusBackend, MarketSource, Role, Settings};
 use crate::rate_limit::RestRateLimit;
 use crate::routes;
 use crate::state::AppState;
@@ -68,6 +72,18 @@ enum MarketFeed {
     Binance(Box<BinanceFeed>),
 }
 
+/// What a node runs below the gateway, by role.
+struct Core {
+    bus: Arc<dyn EventBus>,
+    market: Arc<dyn MarketService>,
+    trade: Arc<dyn TradeService>,
+    portfolio: Arc<dyn PortfolioService>,
+    feed_state: FeedState,
+    feed: Option<MarketFeed>,
+    tasks: Vec<JoinHandle<()>>,
+    broker: Option<Arc<BrokerMetrics>>,
+}
+
 /// A built, listening server with its background tasks.
 pub struct Application {
     addr: SocketAddr,
@@ -97,16 +113,12 @@ impl Application {
         let shutdown = CancellationToken::new();
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let metrics = Arc::new(ServiceMetrics::default());
-        let bus: Arc<dyn EventBus> = Arc::new(InMemoryBus::with_history(
-            settings.bus.capacity,
-            HistoryLimits {
-                size: settings.bus.history_size,
-                max_age_us: i64::try_from(settings.bus.history_max_age_secs)
-                    .unwrap_or(86_400)
-                    .saturating_mul(1_000_000),
-            },
-            Arc::clone(&clock),
-        ));
+        let history = HistoryLimits {
+            size: settings.bus.history_size,
+            max_age_us: i64::try_from(settings.bus.history_max_age_secs)
+                .unwrap_or(86_400)
+                .saturating_mul(1_000_000),
+        };
 
         let addr = SocketAddr::new(settings.server.host, settings.server.port);
         // Bind before starting anything, so a port in use fails fast and leaves nothing running.
@@ -116,81 +128,21 @@ impl Application {
             .local_addr()
             .map_err(|source| StartupError::Bind { addr, source })?;
 
-        let market_config = settings.market_config().map_err(StartupError::Config)?;
-        let symbols = market_config.symbols.clone();
-        let (market, feed_state, feed): (Arc<dyn MarketService>, FeedState, MarketFeed) =
-            match settings.market.source {
-                MarketSource::Simulated => {
-                    let (market, feed) = SimulatedMarket::new(
-                        market_config,
-                        Arc::clone(&bus),
-                        Arc::clone(&clock),
-                        Arc::clone(&metrics),
-                    );
-                    let state = FeedState::always_connected("simulated", Arc::clone(&clock));
-                    (Arc::new(market), state, MarketFeed::Simulated(feed))
-                }
-                MarketSource::Binance => {
-                    let config = settings.binance_config().map_err(StartupError::Config)?;
-                    tracing::info!(ws_url = %config.ws_url, stream = config.stream.suffix(), "market data from Binance");
-                    let (market, feed) = BinanceMarket::new(
-                        config,
-                        Arc::clone(&bus),
-                        Arc::clone(&clock),
-                        Arc::clone(&metrics),
-                    );
-                    let state = market.feed_state();
-                    (Arc::new(market), state, MarketFeed::Binance(Box::new(feed)))
-                }
-            };
-
-        let storage_path = settings.storage.path.clone();
-        let storage = tokio::task::spawn_blocking(move || Storage::open(&storage_path))
-            .await
-            .map_err(|join| StartupError::Config(format!("storage open panicked: {join}")))?
-            .map_err(|source| StartupError::Storage {
-                path: settings.storage.path.clone(),
-                source,
-            })?;
-        let (trading, engine_task) = PaperTrading::spawn(
-            settings.trading_config(),
-            storage,
-            Arc::clone(&market),
-            Arc::clone(&bus),
-            Arc::clone(&clock),
-            Arc::clone(&metrics),
-            shutdown.clone(),
-        )
-        .map_err(|source| StartupError::Storage {
-            path: settings.storage.path.clone(),
-            source,
-        })?;
-        let trade: Arc<dyn TradeService> = Arc::new(trading.clone());
-        let portfolio: Arc<dyn PortfolioService> = Arc::new(trading);
-
-        let mut tasks = vec![engine_task];
-        tasks.push(spawn_signal_engine(
-            settings.signal_config(),
-            Arc::clone(&bus),
-            Arc::clone(&clock),
-            Arc::clone(&metrics),
-            shutdown.clone(),
-        ));
-        tasks.push(spawn_auto_trader(
-            settings.auto_trader_config(),
-            Arc::clone(&bus),
-            Arc::clone(&trade),
-            Arc::clone(&portfolio),
-            shutdown.clone(),
-        ));
-        tasks.push(spawn_alert_monitor(
-            settings.alert_config(),
-            symbols,
-            Arc::clone(&bus),
-            Arc::clone(&clock),
-            Arc::clone(&metrics),
-            shutdown.clone(),
-        ));
+        let core = if settings.server.role == Role::Gateway {
+            Self::gateway_node(&settings, history, &clock, &shutdown)?
+        } else {
+            Self::engine_node(&settings, history, &clock, &metrics, &shutdown).await?
+        };
+        let Core {
+            bus,
+            market,
+            trade,
+            portfolio,
+            feed_state,
+            feed,
+            mut tasks,
+            broker,
+        } = core;
 
         let gateway_config = settings.gateway_config().map_err(StartupError::Config)?;
         let authenticator = Arc::new(gateway_config.auth.clone());
@@ -205,10 +157,13 @@ impl Application {
             shutdown.clone(),
         );
         // The feed starts last, so every subscriber above sees the first tickers.
-        tasks.push(match feed {
-            MarketFeed::Simulated(feed) => tokio::spawn(feed.run(shutdown.clone())),
-            MarketFeed::Binance(feed) => tokio::spawn(feed.run(shutdown.clone())),
-        });
+        match feed {
+            Some(MarketFeed::Simulated(feed)) => {
+                tasks.push(tokio::spawn(feed.run(shutdown.clone())))
+            }
+            Some(MarketFeed::Binance(feed)) => tasks.push(tokio::spawn(feed.run(shutdown.clone()))),
+            None => {}
+        }
 
         let state = web::Data::new(AppState {
             market,
@@ -219,6 +174,7 @@ impl Application {
             started_at: Instant::now(),
             market_source: settings.market.source.as_str(),
             feed: feed_state,
+            broker,
         });
         let rest_rate = web::Data::new(RestRateLimit::new(
             settings.server.rest_rate_per_ip,
@@ -263,6 +219,180 @@ impl Application {
             shutdown,
             tasks,
             gateway,
+        })
+    }
+
+    /// The services of a node that runs the engine (`all` or `engine`), with the bus of
+    /// `bus.backend`.
+    async fn engine_node(
+        settings: &Settings,
+        history: HistoryLimits,
+        clock: &Arc<dyn Clock>,
+        metrics: &Arc<ServiceMetrics>,
+        shutdown: &CancellationToken,
+    ) -> Result<Core, StartupError> {
+        let local = InMemoryBus::with_history(settings.bus.capacity, history, Arc::clone(clock));
+        let mut tasks = Vec::new();
+        let (bus, broker): (Arc<dyn EventBus>, _) = match settings.bus.backend {
+            BusBackend::Memory => (Arc::new(local), None),
+            BusBackend::Redis => {
+                let broker = Arc::new(BrokerMetrics::default());
+                let bus = Arc::new(RedisPublishingBus::new(
+                    local,
+                    settings.bus.publish_buffer,
+                    Arc::clone(&broker),
+                ));
+                tasks.push(tokio::spawn(Arc::clone(&bus).run_writer(
+                    settings.redis_settings(),
+                    Arc::clone(clock),
+                    shutdown.clone(),
+                )));
+                (bus as Arc<dyn EventBus>, Some(broker))
+            }
+        };
+
+        let market_config = settings.market_config().map_err(StartupError::Config)?;
+        let symbols = market_config.symbols.clone();
+        let (market, feed_state, feed): (Arc<dyn MarketService>, FeedState, MarketFeed) =
+            match settings.market.source {
+                MarketSource::Simulated => {
+                    let (market, feed) = SimulatedMarket::new(
+                        market_config,
+                        Arc::clone(&bus),
+                        Arc::clone(clock),
+                        Arc::clone(metrics),
+                    );
+                    let state = FeedState::always_connected("simulated", Arc::clone(clock));
+                    (Arc::new(market), state, MarketFeed::Simulated(feed))
+                }
+                MarketSource::Binance => {
+                    let config = settings.binance_config().map_err(StartupError::Config)?;
+                    tracing::info!(ws_url = %config.ws_url, stream = config.stream.suffix(), "market data from Binance");
+                    let (market, feed) = BinanceMarket::new(
+                        config,
+                        Arc::clone(&bus),
+                        Arc::clone(clock),
+                        Arc::clone(metrics),
+                    );
+                    let state = market.feed_state();
+                    (Arc::new(market), state, MarketFeed::Binance(Box::new(feed)))
+                }
+            };
+
+        let storage_path = settings.storage.path.clone();
+        let storage = tokio::task::spawn_blocking(move || Storage::open(&storage_path))
+            .await
+            .map_err(|join| StartupError::Config(format!("storage open panicked: {join}")))?
+            .map_err(|source| StartupError::Storage {
+                path: settings.storage.path.clone(),
+                source,
+            })?;
+        let (trading, engine_task) = PaperTrading::spawn(
+            settings.trading_config(),
+            storage,
+            Arc::clone(&market),
+            Arc::clone(&bus),
+            Arc::clone(clock),
+            Arc::clone(metrics),
+            shutdown.clone(),
+        )
+        .map_err(|source| StartupError::Storage {
+            path: settings.storage.path.clone(),
+            source,
+        })?;
+        let trade: Arc<dyn TradeService> = Arc::new(trading.clone());
+        let portfolio: Arc<dyn PortfolioService> = Arc::new(trading);
+
+        tasks.push(engine_task);
+        if let Some(broker) = &broker {
+            tasks.push(spawn_command_server(
+                settings.redis_settings(),
+                Arc::clone(&trade),
+                Arc::clone(&portfolio),
+                Arc::clone(clock),
+                Arc::clone(broker),
+                shutdown.clone(),
+            ));
+        }
+        tasks.push(spawn_signal_engine(
+            settings.signal_config(),
+            Arc::clone(&bus),
+            Arc::clone(clock),
+            Arc::clone(metrics),
+            shutdown.clone(),
+        ));
+        tasks.push(spawn_auto_trader(
+            settings.auto_trader_config(),
+            Arc::clone(&bus),
+            Arc::clone(&trade),
+            Arc::clone(&portfolio),
+            shutdown.clone(),
+        ));
+        tasks.push(spawn_alert_monitor(
+            settings.alert_config(),
+            symbols,
+            Arc::clone(&bus),
+            Arc::clone(clock),
+            Arc::clone(metrics),
+            shutdown.clone(),
+        ));
+        Ok(Core {
+            bus,
+            market,
+            trade,
+            portfolio,
+            feed_state,
+            feed: Some(feed),
+            tasks,
+            broker,
+        })
+    }
+
+    /// The services of a gateway node: a bus following the engine through Redis, market data
+    /// from it, and trading commands forwarded to it. No storage, feed or strategy runs here.
+    fn gateway_node(
+        settings: &Settings,
+        history: HistoryLimits,
+        clock: &Arc<dyn Clock>,
+        shutdown: &CancellationToken,
+    ) -> Result<Core, StartupError> {
+        let redis = settings.redis_settings();
+        let symbols = settings
+            .market_config()
+            .map_err(StartupError::Config)?
+            .symbols;
+        let broker = Arc::new(BrokerMetrics::default());
+        let bus = Arc::new(RedisFollowerBus::new(
+            settings.bus.capacity,
+            history,
+            Arc::clone(clock),
+            Arc::clone(&broker),
+        ));
+        // Subscribed before the follower starts, so the stream tails reach the latest tickers.
+        let (market, market_task) = RemoteMarket::spawn(symbols, &*bus, shutdown.clone());
+        let node = format!("{}-{}", std::process::id(), clock.now_us());
+        let (trading, replies_task) = RemoteTrading::spawn(
+            redis.clone(),
+            node,
+            Arc::clone(clock),
+            Arc::clone(&broker),
+            shutdown.clone(),
+        )
+        .map_err(|err| StartupError::Config(err.to_string()))?;
+        let tasks = vec![
+            market_task,
+            replies_task,
+            tokio::spawn(Arc::clone(&bus).run(redis, shutdown.clone())),
+        ];
+        Ok(Core {
+            bus,
+            market: Arc::new(market),
+            trade: Arc::new(trading.clone()),
+            portfolio: Arc::new(trading),
+            feed_state: FeedState::always_connected("redis", Arc::clone(clock)),
+            feed: None,
+            tasks,
+            broker: Some(broker),
         })
     }
 

@@ -26,6 +26,8 @@ pub struct AppState {
     pub market_source: &'static str,
     /// State of the market feed (connection, last update, reconnects), for `/health` and `/metrics`.
     pub feed: FeedState,
+    /// Counters of the link to Redis (`bus.backend = "redis"` only), for `/metrics`.
+    pub broker: Option<Arc<cryptobot_services::scale::BrokerMetrics>>,
 }
 
 impl std::fmt::Debug for AppState {

@@ -6,9 +6,10 @@ use std::fmt::Debug;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use cryptobot_domain::{Channel, Event};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use crate::Clock;
+use crate::scale::BrokerHealth;
 
 /// An event as published: stamped with its channel, its sequence number on that channel and the
 /// time it was published.
@@ -48,6 +49,12 @@ pub trait EventBus: Send + Sync + Debug {
     /// [`Replay::Gap`] when the history no longer reaches back that far (or `after_seq` is
     /// ahead of the channel). Never a partial list.
     fn replay(&self, channel: &Channel, after_seq: u64) -> Replay;
+
+    /// The state of the link to an external broker, for buses that have one (`None`: in-process,
+    /// always healthy).
+    fn health(&self) -> Option<watch::Receiver<BrokerHealth>> {
+        None
+    }
 }
 
 /// Answer of [`EventBus::replay`].

@@ -51,6 +51,17 @@ pub enum ServiceError {
     /// The service is stopped or stopping.
     #[error("service unavailable: {0}")]
     Unavailable(String),
+    /// An error the trading engine returned to a gateway node for a forwarded command: the
+    /// engine's code and message, unchanged.
+    #[error("{message}")]
+    Remote {
+        /// The engine's [`ServiceError::code`] (`internal` if this node does not know it).
+        code: &'static str,
+        /// The engine's message.
+        message: String,
+        /// The engine's [`ServiceError::is_client_error`].
+        client_error: bool,
+    },
 }
 
 impl ServiceError {
@@ -68,17 +79,49 @@ impl ServiceError {
             Self::DuplicateClientOrderId(_) => "duplicate_client_order_id",
             Self::Storage(_) => "storage_error",
             Self::Unavailable(_) => "unavailable",
+            Self::Remote { code, .. } => code,
         }
+    }
+
+    /// Every code [`ServiceError::code`] can return, domain codes included.
+    pub const CODES: [&'static str; 14] = [
+        "invalid_symbol",
+        "invalid_client_order_id",
+        "invalid_size",
+        "invalid_levels",
+        "unknown_symbol",
+        "no_price",
+        "order_too_small",
+        "insufficient_funds",
+        "insufficient_position",
+        "no_position",
+        "duplicate_client_order_id",
+        "storage_error",
+        "unavailable",
+        "internal",
+    ];
+
+    /// The static form of a code received from another node (`internal` when unknown).
+    #[must_use]
+    pub fn known_code(code: &str) -> &'static str {
+        Self::CODES
+            .iter()
+            .find(|known| **known == code)
+            .copied()
+            .unwrap_or("internal")
     }
 
     /// Returns true when the request itself was wrong (the client should not retry unchanged),
     /// false for failures of the service (retrying later may succeed).
     #[must_use]
     pub const fn is_client_error(&self) -> bool {
-        !matches!(
-            self,
-            Self::Storage(_) | Self::Unavailable(_) | Self::NoPrice(_)
-        )
+        match self {
+            Self::Remote { client_error, .. } => *client_error,
+            _ => !matches!(
+                self,
+                Self::Storage(_) | Self::Unavailable(_) | Self::NoPrice(_)
+            ),
+        }
     }
 }
 

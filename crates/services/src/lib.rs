@@ -6,7 +6,8 @@
 //! the auto-trader and the alert monitor. Every state change is published on the event bus.
 //!
 //! May depend on: the domain crate, tokio, rusqlite, serde, and tokio-tungstenite with rustls only
-//! as the *client* of an exchange's market data stream. Must not depend on: actix or any HTTP or
+//! as the *client* of an exchange's market data stream, and the `redis` crate as the client of the
+//! event broker. Must not depend on: actix or any HTTP or
 //! WebSocket *serving*; the gateway and the server sit above this layer. Mocks of the traits are
 //! generated with mockall behind the `mocks` feature.
 
@@ -22,6 +23,8 @@ pub mod error;
 pub mod market;
 /// Counters exported at `/metrics`.
 pub mod metrics;
+/// Scale-out through Redis: stream publisher, follower bus, forwarded commands.
+pub mod scale;
 /// Signal strategies and the auto-trader.
 pub mod signals;
 /// Trade and portfolio traits, the paper trading engine and its storage.

@@ -11,7 +11,9 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use actix_web::web::Bytes;
+use cryptobot_domain::{Alert, AlertType, Severity};
 use cryptobot_domain::{Channel, Event, Symbol};
+use cryptobot_services::scale::BrokerHealth;
 use cryptobot_services::{Clock, Envelope, EventBus, PortfolioService};
 use tokio::sync::{broadcast, watch};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -113,6 +115,10 @@ pub(crate) struct Hub {
     pub(crate) shutdown: CancellationToken,
     /// Last `seq` seen on the `portfolio` channel; periodic snapshots repeat it.
     pub(crate) portfolio_seq: u64,
+    /// The bus's broker link, when it has one: its changes are announced on `alerts`.
+    pub(crate) health: Option<watch::Receiver<BrokerHealth>>,
+    /// Last `seq` seen on the `alerts` channel; broker announcements repeat it.
+    pub(crate) alerts_seq: u64,
 }
 
 impl std::fmt::Debug for Hub {
@@ -136,6 +142,11 @@ impl Hub {
             tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => break,
+                // Before the bus: "broker back" goes out before the events it delivers.
+                health = health_change(self.health.as_mut()) => match health {
+                    Some(health) => self.announce(health),
+                    None => self.health = None,
+                },
                 received = self.bus.recv() => match received {
                     Ok(envelope) => self.publish(&envelope),
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
@@ -155,8 +166,10 @@ impl Hub {
 
     /// Serializes one envelope once and publishes it to the right channel.
     pub(crate) fn publish(&mut self, envelope: &Envelope) {
-        if matches!(envelope.event, Event::PortfolioChanged(_)) {
-            self.portfolio_seq = envelope.seq;
+        match envelope.event {
+            Event::PortfolioChanged(_) => self.portfolio_seq = envelope.seq,
+            Event::Alert(_) => self.alerts_seq = envelope.seq,
+            _ => {}
         }
         let bytes = frame_bytes(envelope);
         if let Event::Ticker(ticker) = &envelope.event {
@@ -211,6 +224,58 @@ impl Hub {
             snapshot: true,
             bytes: Bytes::from(message.to_json()),
         }));
+    }
+}
+
+impl Hub {
+    /// Tells every client on `alerts` that the event broker went away or came back, as an
+    /// unsequenced alert (`meta.snapshot: true`, `seq` repeating the channel's last): it is this
+    /// node's observation, not an event of the engine, so it is neither numbered nor replayed.
+    fn announce(&self, health: BrokerHealth) {
+        let (alert_type, severity, message) = match health {
+            BrokerHealth::Down => (
+                AlertType::FeedStalled,
+                Severity::Critical,
+                "event broker unreachable: live events pause; resume after it is back to get what you missed",
+            ),
+            BrokerHealth::Up => (
+                AlertType::FeedResumed,
+                Severity::Info,
+                "event broker connected: live events flow",
+            ),
+            BrokerHealth::Connecting => return,
+        };
+        tracing::info!(?health, "announcing the event broker state to clients");
+        let now = self.clock.now_us();
+        let alert = Alert {
+            alert_type,
+            severity,
+            message: message.to_owned(),
+            symbol: None,
+            raised_at: chrono::DateTime::from_timestamp_micros(now).unwrap_or_default(),
+        };
+        let message = ServerMessage::Alert {
+            payload: alert,
+            meta: EventMeta::new(Channel::Alerts, self.alerts_seq, now, true),
+        };
+        let _ = self.shared.events.send(Arc::new(EventFrame {
+            channel: Channel::Alerts,
+            seq: self.alerts_seq,
+            snapshot: true,
+            bytes: Bytes::from(message.to_json()),
+        }));
+    }
+}
+
+/// Waits for the next change of the broker state; `None` once its sender is gone, forever when
+/// the bus has no broker.
+async fn health_change(health: Option<&mut watch::Receiver<BrokerHealth>>) -> Option<BrokerHealth> {
+    match health {
+        Some(health) => match health.changed().await {
+            Ok(()) => Some(*health.borrow_and_update()),
+            Err(_) => None,
+        },
+        None => std::future::pending().await,
     }
 }
 
@@ -278,6 +343,8 @@ pub(crate) fn spawn(
         metrics,
         shutdown,
         portfolio_seq: 0,
+        health: bus.health(),
+        alerts_seq: 0,
     };
     tokio::spawn(hub.run())
 }
@@ -300,6 +367,8 @@ mod tests {
             metrics: Arc::new(GatewayMetrics::default()),
             shutdown: CancellationToken::new(),
             portfolio_seq: 0,
+            health: None,
+            alerts_seq: 0,
         }
     }
 

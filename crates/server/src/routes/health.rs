@@ -68,6 +68,9 @@ pub(super) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     state.metrics.render(&mut out);
     state.feed.render(&mut out);
     state.gateway.render_metrics(&mut out);
+    if let Some(broker) = &state.broker {
+        out.push_str(&broker.render());
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(out)

@@ -1,0 +1,138 @@
+//! Scale-out through Redis: one engine node publishes every envelope to Redis Streams, any number
+//! of gateway nodes follow them, and gateway nodes forward trading commands to the engine.
+//!
+//! Keys (all under `bus.redis_prefix`): `{prefix}:epoch` (the engine's epoch),
+//! `{prefix}:stream:{channel}` (one stream per channel, entry ID `<seq>-0`, fields `epoch`, `ts`,
+//! `event`), `{prefix}:rpc:requests` (list of forwarded commands) and `{prefix}:rpc:reply:{node}`
+//! (one reply list per gateway node).
+
+/// The gateway side: a bus that follows the engine's streams.
+pub mod follower;
+/// The Redis connection helper with reconnect backoff.
+mod link;
+/// The engine side: local bus plus an ordered, bounded writer to Redis Streams.
+pub mod publisher;
+/// Forwarded commands: the engine's server and the gateway's proxies.
+pub mod remote;
+
+use std::time::Duration;
+
+use cryptobot_domain::Channel;
+
+pub use follower::RedisFollowerBus;
+pub use publisher::RedisPublishingBus;
+pub use remote::{RemoteMarket, RemoteTrading, spawn_command_server};
+
+/// Connection state of a node to the broker, as watched by the gateway hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerHealth {
+    /// Not connected yet (startup).
+    Connecting,
+    /// Connected and in sync.
+    Up,
+    /// The broker is unreachable; the node retries with backoff.
+    Down,
+}
+
+/// Settings shared by every Redis piece of a node.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// `redis://host:port[/db]`.
+    pub url: String,
+    /// Prefix of every key (several deployments or test runs can share one Redis).
+    pub prefix: String,
+    /// Envelopes kept per channel stream (`XADD MAXLEN ~`).
+    pub stream_len: usize,
+    /// Envelopes the engine buffers while Redis is unreachable; beyond it the oldest are dropped
+    /// and reported (followers then answer resumes across the hole with `recovered: false`).
+    pub publish_buffer: usize,
+    /// How long a gateway waits for the engine's answer to a forwarded command.
+    pub command_timeout: Duration,
+    /// Channels the engine publishes (tickers of the configured symbols and the fixed channels).
+    pub channels: Vec<Channel>,
+}
+
+impl RedisSettings {
+    pub(crate) fn epoch_key(&self) -> String {
+        format!("{}:epoch", self.prefix)
+    }
+
+    pub(crate) fn stream_key(&self, channel: &Channel) -> String {
+        format!("{}:stream:{channel}", self.prefix)
+    }
+
+    pub(crate) fn requests_key(&self) -> String {
+        format!("{}:rpc:requests", self.prefix)
+    }
+
+    pub(crate) fn reply_key(&self, node: &str) -> String {
+        format!("{}:rpc:reply:{node}", self.prefix)
+    }
+}
+
+/// Counters of one node's broker link, exported at `/metrics`.
+#[derive(Debug, Default)]
+pub struct BrokerMetrics {
+    /// 1 while connected, 0 otherwise.
+    pub connected: std::sync::atomic::AtomicU64,
+    /// Envelopes waiting to be written to Redis (engine).
+    pub publish_backlog: std::sync::atomic::AtomicU64,
+    /// Envelopes dropped because the publish buffer was full (engine).
+    pub publish_dropped: std::sync::atomic::AtomicU64,
+    /// Envelopes written to Redis (engine) or read from it (gateway).
+    pub envelopes: std::sync::atomic::AtomicU64,
+    /// Successful reconnections after a failure.
+    pub reconnects: std::sync::atomic::AtomicU64,
+    /// Holes in a followed stream (a `seq` jump): resumes across them answer `recovered: false`.
+    pub gaps: std::sync::atomic::AtomicU64,
+    /// Commands forwarded to the engine (gateway) or served for a gateway (engine).
+    pub commands: std::sync::atomic::AtomicU64,
+    /// Forwarded commands that got no answer in time.
+    pub command_timeouts: std::sync::atomic::AtomicU64,
+}
+
+impl BrokerMetrics {
+    /// Renders the counters in the Prometheus text format.
+    #[must_use]
+    pub fn render(&self) -> String {
+        use std::fmt::Write as _;
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut out = String::new();
+        for (name, kind, value) in [
+            ("broker_connected", "gauge", &self.connected),
+            ("broker_publish_backlog", "gauge", &self.publish_backlog),
+            (
+                "broker_publish_dropped_total",
+                "counter",
+                &self.publish_dropped,
+            ),
+            ("broker_envelopes_total", "counter", &self.envelopes),
+            ("broker_reconnects_total", "counter", &self.reconnects),
+            ("broker_stream_gaps_total", "counter", &self.gaps),
+            ("broker_commands_total", "counter", &self.commands),
+            (
+                "broker_command_timeouts_total",
+                "counter",
+                &self.command_timeouts,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# TYPE cryptobot_{name} {kind}\ncryptobot_{name} {}",
+                value.load(Relaxed)
+            );
+        }
+        out
+    }
+}
+
+/// Why a Redis URL cannot be used (TLS is not built in), if it cannot.
+#[must_use]
+pub fn url_problem(url: &str) -> Option<String> {
+    if !url.starts_with("redis://") {
+        return Some("must start with redis:// (rediss:// is not supported)".into());
+    }
+    redis::Client::open(url)
+        .err()
+        .map(|err| format!("cannot be parsed: {err}"))
+}

@@ -1,0 +1,631 @@
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cryptobot_domain::{
+    Event, LevelChange, PortfolioSummary, Position, PositionUpdate, Symbol, Ticker, Trade,
+    TradeRequest,
+};
+use redis::aio::MultiplexedConnection;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Semaphore, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::{BrokerMetrics, RedisSettings, link};
+use crate::market::LatestTickers;
+use crate::{
+    Clock, EventBus, Execution, MarketService, PortfolioService, ServiceError, TradeService,
+};
+
+/// Seconds a `BLPOP` waits (also how fast shutdown is seen by the listeners).
+const BLPOP_SECS: u64 = 1;
+/// Forwarded commands the engine executes at once.
+const SERVER_CONCURRENCY: usize = 64;
+/// Longest the request list may grow while no engine consumes it.
+const MAX_QUEUED_REQUESTS: isize = 10_000;
+/// Seconds an unread reply is kept.
+const REPLY_TTL_SECS: i64 = 60;
+
+/// A command forwarded from a gateway to the engine.
+#[derive(Debug, Serialize, Deserialize)]
+struct Request {
+    id: u64,
+    reply_to: String,
+    /// Wall-clock deadline (µs): the engine does not start a command past it, since the gateway
+    /// has already answered `unavailable`.
+    deadline_us: i64,
+    call: Call,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum Call {
+    Execute {
+        request: TradeRequest,
+    },
+    RecentTrades {
+        limit: usize,
+    },
+    Summary,
+    UpdatePosition {
+        symbol: Symbol,
+        stop_loss: Level,
+        take_profit: Level,
+    },
+}
+
+/// [`LevelChange`] on the wire (the domain type only deserializes its client form).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Level {
+    Keep,
+    Clear,
+    Set(#[serde(with = "rust_decimal::serde::str")] Decimal),
+}
+
+impl From<LevelChange> for Level {
+    fn from(change: LevelChange) -> Self {
+        match change {
+            LevelChange::Keep => Self::Keep,
+            LevelChange::Clear => Self::Clear,
+            LevelChange::Set(level) => Self::Set(level),
+        }
+    }
+}
+
+impl From<Level> for LevelChange {
+    fn from(level: Level) -> Self {
+        match level {
+            Level::Keep => Self::Keep,
+            Level::Clear => Self::Clear,
+            Level::Set(level) => Self::Set(level),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Reply {
+    id: u64,
+    result: Result<Answer, WireError>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Answer {
+    Execution { trade: Trade, replayed: bool },
+    Trades(Vec<Trade>),
+    Summary(Box<PortfolioSummary>),
+    Position(Position),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct WireError {
+    code: String,
+    message: String,
+    client_error: bool,
+}
+
+impl From<&ServiceError> for WireError {
+    fn from(err: &ServiceError) -> Self {
+        let message = if let ServiceError::Storage(detail) = err {
+            // Storage details (paths, SQL) stay in the engine's log, as the REST API does.
+            tracing::error!(%detail, "storage failure while serving a forwarded command");
+            "storage failure; the command was not executed".to_owned()
+        } else {
+            err.to_string()
+        };
+        Self {
+            code: err.code().to_owned(),
+            message,
+            client_error: err.is_client_error(),
+        }
+    }
+}
+
+impl From<WireError> for ServiceError {
+    fn from(err: WireError) -> Self {
+        Self::Remote {
+            code: Self::known_code(&err.code),
+            message: err.message,
+            client_error: err.client_error,
+        }
+    }
+}
+
+/// The engine side: executes forwarded commands on the local services and replies to the
+/// gateway that sent them. Idempotency is the engine's own (`client_order_id`).
+pub fn spawn_command_server(
+    settings: RedisSettings,
+    trade: Arc<dyn TradeService>,
+    portfolio: Arc<dyn PortfolioService>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<BrokerMetrics>,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let Ok(client) = redis::Client::open(settings.url.as_str()) else {
+            tracing::error!("invalid bus.redis_url; forwarded commands are not served");
+            return;
+        };
+        let limit = Arc::new(Semaphore::new(SERVER_CONCURRENCY));
+        let timeout = Duration::from_secs(BLPOP_SECS + 3);
+        'connect: loop {
+            let Some(mut conn) = link::connect(&client, timeout, &shutdown).await else {
+                return;
+            };
+            // Replies go out on their own connection: the listening one blocks in BLPOP.
+            let Some(replies) = link::connect(&client, timeout, &shutdown).await else {
+                return;
+            };
+            loop {
+                if shutdown.is_cancelled() {
+                    return;
+                }
+                let popped: redis::RedisResult<Option<(String, String)>> = redis::cmd("BLPOP")
+                    .arg(settings.requests_key())
+                    .arg(BLPOP_SECS)
+                    .query_async(&mut conn)
+                    .await;
+                let raw = match popped {
+                    Ok(Some((_, raw))) => raw,
+                    Ok(None) => continue,
+                    Err(err) => {
+                        tracing::warn!(%err, "redis: command listener failed; reconnecting");
+                        if !link::pause(&shutdown).await {
+                            return;
+                        }
+                        continue 'connect;
+                    }
+                };
+                let request: Request = match serde_json::from_str(&raw) {
+                    Ok(request) => request,
+                    Err(err) => {
+                        tracing::error!(%err, "redis: unreadable forwarded command skipped");
+                        continue;
+                    }
+                };
+                if clock.now_us() > request.deadline_us {
+                    tracing::warn!(
+                        id = request.id,
+                        "forwarded command expired before it was read; not executed"
+                    );
+                    continue;
+                }
+                let Ok(permit) = Arc::clone(&limit).acquire_owned().await else {
+                    return;
+                };
+                metrics.commands.fetch_add(1, Relaxed);
+                let (trade, portfolio, mut replies) =
+                    (Arc::clone(&trade), Arc::clone(&portfolio), replies.clone());
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let result = serve(request.call, &*trade, &*portfolio).await;
+                    let reply = Reply {
+                        id: request.id,
+                        result: result.map_err(|err| WireError::from(&err)),
+                    };
+                    let Ok(json) = serde_json::to_string(&reply) else {
+                        return;
+                    };
+                    let sent: redis::RedisResult<()> = redis::pipe()
+                        .rpush(&request.reply_to, json)
+                        .ignore()
+                        .expire(&request.reply_to, REPLY_TTL_SECS)
+                        .ignore()
+                        .query_async(&mut replies)
+                        .await;
+                    if let Err(err) = sent {
+                        tracing::warn!(%err, id = request.id, "redis: reply lost (the gateway answers unavailable; a retry with the same client_order_id is idempotent)");
+                    }
+                });
+            }
+        }
+    })
+}
+
+async fn serve(
+    call: Call,
+    trade: &dyn TradeService,
+    portfolio: &dyn PortfolioService,
+) -> Result<Answer, ServiceError> {
+    Ok(match call {
+        Call::Execute { request } => {
+            let execution = trade.execute(request).await?;
+            Answer::Execution {
+                trade: execution.trade,
+                replayed: execution.replayed,
+            }
+        }
+        Call::RecentTrades { limit } => Answer::Trades(trade.recent_trades(limit).await?),
+        Call::Summary => Answer::Summary(Box::new(portfolio.summary().await?)),
+        Call::UpdatePosition {
+            symbol,
+            stop_loss,
+            take_profit,
+        } => Answer::Position(
+            portfolio
+                .update_position(
+                    symbol,
+                    PositionUpdate {
+                        stop_loss: stop_loss.into(),
+                        take_profit: take_profit.into(),
+                    },
+                )
+                .await?,
+        ),
+    })
+}
+
+/// The gateway side of trading: forwards each command to the engine and waits for its answer up
+/// to `bus.command_timeout_ms`, then answers [`ServiceError::Unavailable`].
+#[derive(Debug, Clone)]
+pub struct RemoteTrading {
+    inner: Arc<Client>,
+}
+
+#[derive(Debug)]
+struct Client {
+    settings: RedisSettings,
+    client: redis::Client,
+    node: String,
+    next_id: AtomicU64,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Result<Answer, WireError>>>>,
+    conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<BrokerMetrics>,
+}
+
+impl RemoteTrading {
+    /// Creates the proxy and spawns its reply listener; `node` names this gateway's reply list.
+    ///
+    /// # Errors
+    /// [`ServiceError::Unavailable`] for a URL the client cannot parse.
+    pub fn spawn(
+        settings: RedisSettings,
+        node: String,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<BrokerMetrics>,
+        shutdown: CancellationToken,
+    ) -> Result<(Self, tokio::task::JoinHandle<()>), ServiceError> {
+        let client = redis::Client::open(settings.url.as_str())
+            .map_err(|err| ServiceError::Unavailable(format!("bus.redis_url: {err}")))?;
+        let inner = Arc::new(Client {
+            settings,
+            client,
+            node,
+            next_id: AtomicU64::new(1),
+            pending: Mutex::new(HashMap::new()),
+            conn: tokio::sync::Mutex::new(None),
+            clock,
+            metrics,
+        });
+        let listener = tokio::spawn(Arc::clone(&inner).listen(shutdown));
+        Ok((Self { inner }, listener))
+    }
+
+    async fn call(&self, call: Call) -> Result<Answer, ServiceError> {
+        let inner = &self.inner;
+        let timeout = inner.settings.command_timeout;
+        let id = inner.next_id.fetch_add(1, Relaxed);
+        let deadline_us = inner
+            .clock
+            .now_us()
+            .saturating_add(i64::try_from(timeout.as_micros()).unwrap_or(i64::MAX));
+        let request = Request {
+            id,
+            reply_to: inner.settings.reply_key(&inner.node),
+            deadline_us,
+            call,
+        };
+        let json = serde_json::to_string(&request)
+            .map_err(|err| ServiceError::Unavailable(format!("encode command: {err}")))?;
+        let (tx, rx) = oneshot::channel();
+        inner
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, tx);
+        inner.metrics.commands.fetch_add(1, Relaxed);
+        let outcome = tokio::time::timeout(timeout, async {
+            inner.push(json).await?;
+            rx.await
+                .map_err(|_| ServiceError::Unavailable("gateway stopping".into()))
+        })
+        .await;
+        inner
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+        match outcome {
+            Ok(Ok(answer)) => answer.map_err(ServiceError::from),
+            Ok(Err(err)) => Err(err),
+            Err(_) => {
+                inner.metrics.command_timeouts.fetch_add(1, Relaxed);
+                Err(ServiceError::Unavailable(format!(
+                    "the trading engine did not answer within {} ms",
+                    timeout.as_millis()
+                )))
+            }
+        }
+    }
+}
+
+impl Client {
+    async fn push(&self, json: String) -> Result<(), ServiceError> {
+        let mut guard = self.conn.lock().await;
+        if guard.is_none() {
+            let config = redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(1)))
+                .set_response_timeout(Some(Duration::from_secs(2)));
+            let conn = self
+                .client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+                .map_err(|err| ServiceError::Unavailable(format!("event broker: {err}")))?;
+            *guard = Some(conn);
+        }
+        let Some(conn) = guard.as_mut() else {
+            return Err(ServiceError::Unavailable("event broker".into()));
+        };
+        let sent: redis::RedisResult<()> = redis::pipe()
+            .rpush(self.settings.requests_key(), json)
+            .ignore()
+            .ltrim(self.settings.requests_key(), -MAX_QUEUED_REQUESTS, -1)
+            .ignore()
+            .query_async(conn)
+            .await;
+        if let Err(err) = sent {
+            *guard = None;
+            return Err(ServiceError::Unavailable(format!("event broker: {err}")));
+        }
+        Ok(())
+    }
+
+    /// Reads this node's reply list and completes the waiting calls.
+    async fn listen(self: Arc<Self>, shutdown: CancellationToken) {
+        let key = self.settings.reply_key(&self.node);
+        let timeout = Duration::from_secs(BLPOP_SECS + 3);
+        'connect: loop {
+            let Some(mut conn) = link::connect(&self.client, timeout, &shutdown).await else {
+                return;
+            };
+            loop {
+                if shutdown.is_cancelled() {
+                    return;
+                }
+                let popped: redis::RedisResult<Option<(String, String)>> = redis::cmd("BLPOP")
+                    .arg(&key)
+                    .arg(BLPOP_SECS)
+                    .query_async(&mut conn)
+                    .await;
+                match popped {
+                    Ok(Some((_, raw))) => match serde_json::from_str::<Reply>(&raw) {
+                        Ok(reply) => {
+                            let waiting = self
+                                .pending
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .remove(&reply.id);
+                            // None: the caller already timed out and answered `unavailable`.
+                            if let Some(waiting) = waiting {
+                                let _ = waiting.send(reply.result);
+                            }
+                        }
+                        Err(err) => tracing::error!(%err, "redis: unreadable reply skipped"),
+                    },
+                    Ok(None) => {}
+                    Err(err) => {
+                        tracing::warn!(%err, "redis: reply listener failed; reconnecting");
+                        if !link::pause(&shutdown).await {
+                            return;
+                        }
+                        continue 'connect;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn unexpected() -> ServiceError {
+    ServiceError::Unavailable("the trading engine sent an unexpected answer".into())
+}
+
+#[async_trait]
+impl TradeService for RemoteTrading {
+    async fn execute(&self, request: TradeRequest) -> Result<Execution, ServiceError> {
+        match self.call(Call::Execute { request }).await? {
+            Answer::Execution { trade, replayed } => Ok(Execution { trade, replayed }),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn recent_trades(&self, limit: usize) -> Result<Vec<Trade>, ServiceError> {
+        match self.call(Call::RecentTrades { limit }).await? {
+            Answer::Trades(trades) => Ok(trades),
+            _ => Err(unexpected()),
+        }
+    }
+}
+
+#[async_trait]
+impl PortfolioService for RemoteTrading {
+    async fn summary(&self) -> Result<PortfolioSummary, ServiceError> {
+        match self.call(Call::Summary).await? {
+            Answer::Summary(summary) => Ok(*summary),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn update_position(
+        &self,
+        symbol: Symbol,
+        update: PositionUpdate,
+    ) -> Result<Position, ServiceError> {
+        let call = Call::UpdatePosition {
+            symbol,
+            stop_loss: update.stop_loss.into(),
+            take_profit: update.take_profit.into(),
+        };
+        match self.call(call).await? {
+            Answer::Position(position) => Ok(position),
+            _ => Err(unexpected()),
+        }
+    }
+}
+
+/// The gateway side of market data: the latest ticker of each symbol as followed from the
+/// engine's streams (the stream tails on startup, then every update).
+#[derive(Debug, Clone)]
+pub struct RemoteMarket {
+    latest: LatestTickers,
+}
+
+impl RemoteMarket {
+    /// Subscribes to `bus` (before it starts following) and keeps the latest tickers.
+    #[must_use]
+    pub fn spawn(
+        symbols: Vec<Symbol>,
+        bus: &dyn EventBus,
+        shutdown: CancellationToken,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let latest = LatestTickers::new(symbols, []);
+        let mut events = bus.subscribe();
+        let writer = latest.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    received = events.recv() => match received {
+                        Ok(envelope) => {
+                            if let Event::Ticker(ticker) = &envelope.event
+                                && writer.symbols().contains(&ticker.symbol)
+                            {
+                                writer.write().insert(ticker.symbol.clone(), ticker.clone());
+                            }
+                        }
+                        // Tickers are latest-wins: the next one repairs a lag.
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    },
+                }
+            }
+        });
+        (Self { latest }, task)
+    }
+}
+
+#[async_trait]
+impl MarketService for RemoteMarket {
+    fn symbols(&self) -> Vec<Symbol> {
+        self.latest.symbols().to_vec()
+    }
+
+    async fn ticker(&self, symbol: &Symbol) -> Result<Ticker, ServiceError> {
+        self.latest.ticker(symbol)
+    }
+
+    async fn tickers(&self) -> Vec<Ticker> {
+        self.latest.tickers()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cryptobot_domain::fixtures;
+
+    use super::*;
+    use crate::SystemClock;
+
+    #[test]
+    fn errors_keep_their_code_message_and_kind_across_nodes() {
+        let original = ServiceError::InsufficientFunds {
+            needed: fixtures::dec("10"),
+            available: fixtures::dec("1"),
+        };
+        let wire: WireError =
+            serde_json::from_str(&serde_json::to_string(&WireError::from(&original)).unwrap())
+                .unwrap();
+        let remote = ServiceError::from(wire);
+        assert_eq!(remote.code(), "insufficient_funds");
+        assert_eq!(remote.to_string(), original.to_string());
+        assert!(remote.is_client_error());
+        let unknown = ServiceError::from(WireError {
+            code: "from_a_newer_engine".into(),
+            message: "x".into(),
+            client_error: false,
+        });
+        assert_eq!(unknown.code(), "internal");
+        // TC1: storage details never leave the engine
+        let wire = WireError::from(&ServiceError::Storage("/secret/db: disk I/O".into()));
+        assert_eq!(wire.code, "storage_error");
+        assert!(!wire.message.contains("secret"), "{}", wire.message);
+    }
+
+    #[test]
+    fn position_updates_survive_the_trip() {
+        for change in [
+            LevelChange::Keep,
+            LevelChange::Clear,
+            LevelChange::Set(fixtures::dec("1.5")),
+        ] {
+            let json = serde_json::to_string(&Level::from(change)).unwrap();
+            let back: Level = serde_json::from_str(&json).unwrap();
+            assert_eq!(LevelChange::from(back), change);
+        }
+    }
+
+    /// Needs a real Redis (`REDIS_URL`); no engine listens, so the command must time out cleanly.
+    #[tokio::test]
+    async fn without_an_engine_a_command_answers_unavailable() {
+        let Ok(url) = std::env::var("REDIS_URL") else {
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "without_an_engine_a_command_answers_unavailable: skipped: REDIS_URL not set"
+            );
+            return;
+        };
+        let prefix = format!(
+            "cbtest-remote-{}-{}",
+            std::process::id(),
+            SystemClock.now_us()
+        );
+        let settings = RedisSettings {
+            url: url.clone(),
+            prefix: prefix.clone(),
+            stream_len: 10,
+            publish_buffer: 10,
+            command_timeout: Duration::from_millis(300),
+            channels: vec![],
+        };
+        let shutdown = CancellationToken::new();
+        let metrics = Arc::new(BrokerMetrics::default());
+        let (trading, task) = RemoteTrading::spawn(
+            settings,
+            "n1".into(),
+            Arc::new(SystemClock),
+            Arc::clone(&metrics),
+            shutdown.clone(),
+        )
+        .unwrap();
+        let err = trading.summary().await.unwrap_err();
+        assert_eq!(err.code(), "unavailable");
+        assert!(!err.is_client_error());
+        assert_eq!(metrics.command_timeouts.load(Relaxed), 1);
+        shutdown.cancel();
+        task.await.unwrap();
+        // The expired request stays queued for no one: clean it up.
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let _: () = redis::cmd("DEL")
+            .arg(format!("{prefix}:rpc:requests"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+}
