@@ -239,6 +239,18 @@ pub enum Role {
     Gateway,
 }
 
+impl Role {
+    /// The name used in the configuration and reported by `/api/v1/health`.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::Engine => "engine",
+            Self::Gateway => "gateway",
+        }
+    }
+}
+
 /// Where events travel between the services and the gateways.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]

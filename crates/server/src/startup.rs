@@ -175,6 +175,7 @@ impl Application {
             market_source: settings.market.source.as_str(),
             feed: feed_state,
             broker,
+            role: settings.server.role,
         });
         let rest_rate = web::Data::new(RestRateLimit::new(
             settings.server.rest_rate_per_ip,

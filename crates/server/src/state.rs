@@ -26,8 +26,10 @@ pub struct AppState {
     pub market_source: &'static str,
     /// State of the market feed (connection, last update, reconnects), for `/health` and `/metrics`.
     pub feed: FeedState,
-    /// Counters of the link to Redis (`bus.backend = "redis"` only), for `/metrics`.
+    /// Counters of the link to Redis (`bus.backend = "redis"` only), for `/metrics` and `/health`.
     pub broker: Option<Arc<cryptobot_services::scale::BrokerMetrics>>,
+    /// What this node runs; a gateway without its broker cannot trade or stream.
+    pub role: crate::config::Role,
 }
 
 impl std::fmt::Debug for AppState {

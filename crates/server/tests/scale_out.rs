@@ -358,6 +358,14 @@ async fn two_gateways_serve_as_one() {
     let metrics = http::request(a.addr, "GET", "/metrics", None, b"").await;
     let text = &metrics.body;
     assert!(text.contains("cryptobot_broker_connected 1"), "{text}");
+    let health = http::request(a.addr, "GET", "/api/v1/health", None, b"").await;
+    assert_eq!(health.status, 200, "{}", health.body);
+    assert_eq!(
+        health.json()["broker"]["connected"],
+        true,
+        "{}",
+        health.body
+    );
 }
 
 /// A private `redis-server` on a fixed port, so it can be stopped and started again.
@@ -447,6 +455,16 @@ async fn redis_restarted_mid_stream() {
     };
     assert_eq!(alert["snapshot"], true, "{alert}");
     assert_eq!(alert["payload"]["severity"], "critical", "{alert}");
+    // The gateway's health says so too, at once (no wait for the engine's timeout).
+    let health = http::request(gateway.addr, "GET", "/api/v1/health", None, b"").await;
+    assert_eq!(health.status, 503, "{}", health.body);
+    assert_eq!(
+        health.json()["broker"]["connected"],
+        false,
+        "{}",
+        health.body
+    );
+    assert_eq!(health.json()["role"], "gateway", "{}", health.body);
 
     // TC1: trades go on at the engine meanwhile; nothing is lost.
     for n in 0..3 {

@@ -1,22 +1,32 @@
 //! `GET /api/v1/health` and `GET /metrics`.
 
 use std::fmt::Write;
+use std::sync::atomic::Ordering;
 
 use actix_web::{HttpResponse, web};
 use serde_json::json;
 
+use crate::config::Role;
 use crate::state::AppState;
 
-/// Reports liveness and the state of the market feed and the trading engine; 503 when degraded.
+/// Reports liveness and the state of the market feed, the trading engine and (with Redis) the
+/// broker link; 503 when degraded. A gateway node whose broker is down is degraded at once: it can
+/// neither stream nor reach the engine, and asking the engine would only wait for the timeout.
 pub(super) async fn health(state: web::Data<AppState>) -> HttpResponse {
+    let broker_connected = state
+        .broker
+        .as_ref()
+        .map(|broker| broker.connected.load(Ordering::Relaxed) == 1);
+    let cut_off = state.role == Role::Gateway && broker_connected == Some(false);
     let symbols = state.market.symbols();
     let priced = state.market.tickers().await.len();
-    let engine_ok = state.portfolio.summary().await.is_ok();
+    let engine_ok = !cut_off && state.portfolio.summary().await.is_ok();
     let status = if engine_ok { "ok" } else { "degraded" };
-    let body = json!({
+    let mut body = json!({
         "status": status,
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_secs": state.started_at.elapsed().as_secs(),
+        "role": state.role.as_str(),
         "market": {
             "source": state.market_source,
             "symbols": symbols,
@@ -25,6 +35,9 @@ pub(super) async fn health(state: web::Data<AppState>) -> HttpResponse {
         },
         "trading_engine": if engine_ok { "ok" } else { "unavailable" },
     });
+    if let Some(connected) = broker_connected {
+        body["broker"] = json!({ "connected": connected });
+    }
     if engine_ok {
         HttpResponse::Ok().json(body)
     } else {
