@@ -21,8 +21,8 @@ use cryptobot_services::market::{
     BinanceFeed, BinanceMarket, FeedState, SimulatedFeed, SimulatedMarket,
 };
 use cryptobot_services::scale::{
-    BrokerMetrics, RedisFollowerBus, RedisPublishingBus, RemoteMarket, RemoteTrading,
-    spawn_command_server,
+    BrokerMetrics, ENGINE_LEASE, LeaseOutcome, RedisFollowerBus, RedisPublishingBus, RemoteMarket,
+    RemoteTrading, acquire_engine_lease, keep_engine_lease, spawn_command_server,
 };
 use cryptobot_services::signals::{spawn_auto_trader, spawn_signal_engine};
 use cryptobot_services::trading::{PaperTrading, Storage};
@@ -64,6 +64,14 @@ pub enum StartupError {
     /// The HTTP server failed while running.
     #[error("server: {0}")]
     Server(std::io::Error),
+    /// Another engine keeps the lease on the same Redis key prefix.
+    #[error(
+        "another engine is running on bus.redis_prefix = \"{prefix}\" (it kept renewing its lease {prefix}:engine); stop it or use another prefix"
+    )]
+    EngineRunning {
+        /// `bus.redis_prefix`.
+        prefix: String,
+    },
 }
 
 /// The market feed actor of the configured source, spawned once every subscriber is in place.
@@ -237,6 +245,26 @@ impl Application {
         let (bus, broker): (Arc<dyn EventBus>, _) = match settings.bus.backend {
             BusBackend::Memory => (Arc::new(local), None),
             BusBackend::Redis => {
+                // One engine per prefix: a second one would replace the first one's streams.
+                let token = local.epoch();
+                let redis = settings.redis_settings();
+                match acquire_engine_lease(&redis, token, ENGINE_LEASE + ENGINE_LEASE / 2).await {
+                    LeaseOutcome::Held => {}
+                    LeaseOutcome::Unreachable(why) => tracing::warn!(
+                        %why,
+                        "redis unreachable at start: publishing is buffered and the engine lease is taken when it is back"
+                    ),
+                    LeaseOutcome::TakenByAnother => {
+                        return Err(StartupError::EngineRunning {
+                            prefix: redis.prefix,
+                        });
+                    }
+                }
+                tasks.push(tokio::spawn(keep_engine_lease(
+                    redis,
+                    token,
+                    shutdown.clone(),
+                )));
                 let broker = Arc::new(BrokerMetrics::default());
                 let bus = Arc::new(RedisPublishingBus::new(
                     local,

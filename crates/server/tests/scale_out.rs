@@ -513,6 +513,55 @@ async fn redis_restarted_mid_stream() {
     assert_eq!(union, seen);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_engine_on_the_same_prefix_is_refused_and_a_successor_starts() {
+    let Some(url) =
+        redis_url("a_second_engine_on_the_same_prefix_is_refused_and_a_successor_starts")
+    else {
+        return;
+    };
+    let prefix = unique("lease");
+    let _keys = Keys {
+        url: url.clone(),
+        prefix: prefix.clone(),
+    };
+    let mut first = Node::start("engine", &url, &prefix);
+    // TC0: a second engine waits for the lease, sees it renewed, and exits with a clear error.
+    let dir = std::env::temp_dir().join(unique("second-engine"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let second = Command::new(BIN)
+        .env("CRYPTOBOT__SERVER__PORT", "0")
+        .env("CRYPTOBOT__SERVER__ROLE", "engine")
+        .env("CRYPTOBOT__BUS__BACKEND", "redis")
+        .env("CRYPTOBOT__BUS__REDIS_URL", &url)
+        .env("CRYPTOBOT__BUS__REDIS_PREFIX", &prefix)
+        .env("CRYPTOBOT__STORAGE__PATH", dir.join("db.sqlite"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("binary runs");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("another engine is running"), "{stderr}");
+    assert!(stderr.contains(&prefix), "{stderr}");
+    // The first engine was not disturbed.
+    let (status, body) = first.post_trade(&format!("{prefix}-after")).await;
+    assert_eq!(status, 201, "{body}");
+    // TC1: a graceful stop releases the lease, so a successor starts at once.
+    let pid = first.child.id().to_string();
+    let stopped = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(stopped.success());
+    let exit = first.child.wait().expect("first engine exits");
+    assert!(exit.success(), "graceful stop: {exit:?}");
+    drop(first);
+    let successor = Node::start("engine", &url, &prefix);
+    let (_, epoch) = successor.connect().await;
+    assert!(epoch > 0);
+}
+
 #[test]
 fn roles_and_redis_settings_are_checked_before_start() {
     let run = |args: &[&str], envs: &[(&str, &str)]| {

@@ -2,12 +2,14 @@
 //! of gateway nodes follow them, and gateway nodes forward trading commands to the engine.
 //!
 //! Keys (all under `bus.redis_prefix`): `{prefix}:epoch` (the engine's epoch),
-//! `{prefix}:stream:{channel}` (one stream per channel, entry ID `<seq>-0`, fields `epoch`, `ts`,
+//! `{prefix}:engine` (the running engine's lease), `{prefix}:stream:{channel}` (one stream per channel, entry ID `<seq>-0`, fields `epoch`, `ts`,
 //! `event`), `{prefix}:rpc:requests` (list of forwarded commands) and `{prefix}:rpc:reply:{node}`
 //! (one reply list per gateway node).
 
 /// The gateway side: a bus that follows the engine's streams.
 pub mod follower;
+/// The engine's lease on its key prefix.
+pub mod lease;
 /// The Redis connection helper with reconnect backoff.
 mod link;
 /// The engine side: local bus plus an ordered, bounded writer to Redis Streams.
@@ -20,6 +22,7 @@ use std::time::Duration;
 use cryptobot_domain::Channel;
 
 pub use follower::RedisFollowerBus;
+pub use lease::{ENGINE_LEASE, LeaseOutcome, acquire_engine_lease, keep_engine_lease};
 pub use publisher::RedisPublishingBus;
 pub use remote::{RemoteMarket, RemoteTrading, spawn_command_server};
 
