@@ -210,3 +210,29 @@ async fn same_seed_replays_the_same_prices() {
     assert_eq!(runs[0], runs[1], "same seed, same walk");
     assert_ne!(runs[0], runs[2], "another seed, another walk");
 }
+
+#[tokio::test(start_paused = true)]
+async fn symbols_take_turns_instead_of_ticking_together() {
+    let names = ["BTCUSDT", "ETHUSDT", "SOLUSDT"];
+    let harness = start(config(&names, 10.0));
+    // 30 steps/s: one symbol every 33 ms, not all three together every 100 ms. At 50 ms only
+    // the first has moved.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        harness.metrics.ticks_published.load(Ordering::Relaxed),
+        3 + 1
+    );
+    tokio::time::sleep(Duration::from_millis(1_950)).await;
+    let (tickers, _) = harness.stop().await;
+    // The initial tickers, then the symbols in turn, in configuration order.
+    let order: Vec<&str> = tickers[3..].iter().map(|t| t.symbol.as_str()).collect();
+    assert!(order.len() >= 57, "{} steps in 2 s", order.len());
+    for (i, name) in order.iter().enumerate() {
+        assert_eq!(*name, names[i % 3], "step {i}");
+    }
+    // Each symbol still ticks at its own rate: 20 (+-1) in 2 s.
+    for name in names {
+        let n = count(&tickers[3..], name);
+        assert!((19..=21).contains(&n), "{name}: {n} tickers");
+    }
+}

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::GatewayConfig;
 use crate::dispatch::{Action, Dispatcher, Subscriptions};
+use crate::events::EventStream;
 use crate::hub::{EventFrame, HubShared, TickerFrame, frame_bytes};
 use crate::inbound::InboundBudget;
 use crate::metrics::GatewayMetrics;
@@ -196,7 +197,7 @@ pub(crate) struct Connection {
     pub(crate) behaviour: Behaviour,
     /// Channels this client receives.
     pub(crate) subs: Subscriptions,
-    /// Never-dropped events (`None` in echo mode).
+    /// Never-dropped events (`None` in echo mode); `run` takes it into an `EventStream`.
     pub(crate) events: Option<broadcast::Receiver<Arc<EventFrame>>>,
     /// The next ticker of each watched symbol.
     pub(crate) tickers: TickerStreams,
@@ -249,6 +250,8 @@ impl Connection {
         // One registration for the whole life of the connection, not one per wake-up.
         let cancelled = self.shutdown.clone().cancelled_owned();
         tokio::pin!(cancelled);
+        // One long-lived event wait too: see `events.rs`.
+        let mut events = EventStream::new(self.events.take());
         let end = loop {
             let held = self.held;
             let step = tokio::select! {
@@ -256,7 +259,12 @@ impl Connection {
                 () = &mut cancelled => Err(End::Shutdown),
                 () = &mut expired, if expiry.is_some() => Err(End::TokenExpired),
                 // Pushes before requests: what happened before a request is delivered before its reply.
-                event = recv_event(self.events.as_mut()), if !held => self.on_event(event).await,
+                event = events.next(), if !held => {
+                    if matches!(event, Err(broadcast::error::RecvError::Closed)) {
+                        events.close();
+                    }
+                    self.on_event(event).await
+                }
                 (symbol, frame) = self.tickers.next() => self.on_ticker(symbol, frame).await,
                 inbound = self.inbound.recv() => self.on_inbound(inbound, rate.as_mut()).await,
                 _ = heartbeat.tick() => self.on_heartbeat().await,
@@ -590,11 +598,8 @@ impl Connection {
             }
             // Never drop trades, portfolio, signals or alerts silently: close, the client resyncs.
             Err(broadcast::error::RecvError::Lagged(_)) => Err(End::SlowConsumer("lagged")),
-            Err(broadcast::error::RecvError::Closed) => {
-                // The hub stopped (shutdown); nothing more will come.
-                self.events = None;
-                Ok(())
-            }
+            // The hub stopped (shutdown); nothing more will come (`run` closed the stream).
+            Err(broadcast::error::RecvError::Closed) => Ok(()),
         }
     }
 
@@ -668,16 +673,6 @@ impl Connection {
         }
         tracing::info!(conn = self.id, reason = ?end, "websocket connection ended");
         end
-    }
-}
-
-/// Receives the next never-dropped event, or waits forever without a receiver.
-async fn recv_event(
-    receiver: Option<&mut broadcast::Receiver<Arc<EventFrame>>>,
-) -> Result<Arc<EventFrame>, broadcast::error::RecvError> {
-    match receiver {
-        Some(receiver) => receiver.recv().await,
-        None => std::future::pending().await,
     }
 }
 

@@ -18,6 +18,8 @@ pub mod config;
 pub mod connection;
 /// Request handling without a socket.
 pub mod dispatch;
+/// The long-lived event stream of a connection.
+mod events;
 /// The fan-out hub.
 mod hub;
 /// The inbound size guard: frame headers read off the raw stream.

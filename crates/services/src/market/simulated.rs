@@ -23,8 +23,8 @@ pub const MAX_VOLATILITY_BPS: u32 = 10_000;
 
 /// The feed never wakes more often than this; faster rates emit several ticks per wake.
 const MIN_WAKE_PERIOD: Duration = Duration::from_millis(1);
-/// During a long catch-up burst the feed yields to the runtime after this many rounds.
-const ROUNDS_PER_YIELD: u64 = 64;
+/// During a long catch-up burst the feed yields to the runtime after this many steps.
+const STEPS_PER_YIELD: u64 = 64;
 
 /// Settings of the simulated market.
 #[derive(Debug, Clone, PartialEq)]
@@ -140,13 +140,17 @@ impl SimulatedMarket {
             }
         }
         let rate = sanitize_rate(config.ticks_per_second);
+        // The pacer counts single-symbol steps: `rate` per symbol, spread evenly over the period.
+        #[allow(clippy::cast_precision_loss, reason = "a handful of symbols")]
+        let steps_per_second = rate * models.len().max(1) as f64;
         let market = Self {
             latest: latest.clone(),
         };
         let feed = SimulatedFeed {
             models,
             latest,
-            pacer: Pacer::new(rate),
+            pacer: Pacer::new(steps_per_second),
+            next: 0,
             bus,
             clock,
             metrics,
@@ -177,6 +181,8 @@ pub struct SimulatedFeed {
     models: Vec<PriceModel>,
     latest: LatestTickers,
     pacer: Pacer,
+    /// The model the next step moves: symbols take turns.
+    next: usize,
     bus: Arc<dyn EventBus>,
     clock: Arc<dyn Clock>,
     metrics: Arc<ServiceMetrics>,
@@ -185,6 +191,11 @@ pub struct SimulatedFeed {
 impl SimulatedFeed {
     /// Publishes the initial tickers at once, then `ticks_per_second` ticks of every symbol per
     /// second until `shutdown` is cancelled.
+    ///
+    /// The symbols take turns, evenly spaced: with ten symbols at 100 ticks/s each, one symbol
+    /// moves every 0.1 ms rather than all ten in the same instant every 10 ms. A real exchange
+    /// feed is spread out the same way, and subscribers of different symbols are not served in
+    /// one burst.
     ///
     /// The feed wakes at most once a millisecond and emits as many ticks as are due by the elapsed
     /// (tokio) time, so high rates keep their average without sub-millisecond timers. After a stall
@@ -200,14 +211,14 @@ impl SimulatedFeed {
                 () = shutdown.cancelled() => break,
                 _ = interval.tick() => {}
             }
-            let rounds = self.pacer.take_due(start.elapsed());
-            for round in 1..=rounds {
+            let steps = self.pacer.take_due(start.elapsed());
+            for step in 1..=steps {
                 if shutdown.is_cancelled() {
                     return;
                 }
-                self.step_all();
+                self.step_next();
                 // Keeps a one-second catch-up burst at a high rate from starving other tasks.
-                if round % ROUNDS_PER_YIELD == 0 {
+                if step % STEPS_PER_YIELD == 0 {
                     tokio::task::yield_now().await;
                 }
             }
@@ -222,11 +233,15 @@ impl SimulatedFeed {
         self.publish(tickers);
     }
 
-    /// Moves every symbol one step and publishes the results.
-    fn step_all(&mut self) {
+    /// Moves the next symbol in turn one step and publishes it.
+    fn step_next(&mut self) {
         let now = self.clock.now();
-        let tickers: Vec<Ticker> = self.models.iter_mut().map(|m| m.step(now)).collect();
-        self.publish(tickers);
+        let Some(model) = self.models.get_mut(self.next) else {
+            return;
+        };
+        let ticker = model.step(now);
+        self.next = (self.next + 1) % self.models.len();
+        self.publish(vec![ticker]);
     }
 
     /// Stores the tickers as the latest (first, so a subscriber reacting to the event already
