@@ -87,11 +87,50 @@ impl Default for HistoryLimits {
     }
 }
 
-/// Sequence counter and history of one channel.
+/// Sequence counter and history of one channel (also the Redis follower's mirror of one).
 #[derive(Debug, Default)]
-struct ChannelLog {
-    seq: u64,
-    history: VecDeque<Arc<Envelope>>,
+pub(crate) struct ChannelLog {
+    /// The last `seq` published on the channel.
+    pub(crate) seq: u64,
+    /// Contiguous envelopes ending at `seq`, oldest first.
+    pub(crate) history: VecDeque<Arc<Envelope>>,
+}
+
+impl ChannelLog {
+    /// What a client that saw the channel up to `after_seq` missed, given the channel's log
+    /// (`None`: nothing was ever published) and the oldest publication time still replayed.
+    pub(crate) fn replay(log: Option<&Self>, after_seq: u64, oldest_kept: i64) -> Replay {
+        let Some(log) = log else {
+            // Nothing was ever published here: only "nothing seen" is consistent.
+            return if after_seq == 0 {
+                Replay::Complete(Vec::new())
+            } else {
+                Replay::Gap { latest: 0 }
+            };
+        };
+        if after_seq == log.seq {
+            return Replay::Complete(Vec::new());
+        }
+        if after_seq > log.seq {
+            return Replay::Gap { latest: log.seq };
+        }
+        // The first missed envelope (seq after_seq + 1) must still be retained and young enough;
+        // the history is contiguous, so then every later one is too.
+        let Some(first) = log.history.front() else {
+            return Replay::Gap { latest: log.seq };
+        };
+        if first.seq > after_seq + 1 {
+            return Replay::Gap { latest: log.seq };
+        }
+        let skip = usize::try_from(after_seq + 1 - first.seq).unwrap_or(usize::MAX);
+        let missed: Vec<Arc<Envelope>> = log.history.iter().skip(skip).cloned().collect();
+        match missed.first() {
+            Some(first) if first.seq == after_seq + 1 && first.ts_us >= oldest_kept => {
+                Replay::Complete(missed)
+            }
+            _ => Replay::Gap { latest: log.seq },
+        }
+    }
 }
 
 /// The in-process event bus: one tokio broadcast channel, with sequence numbers and a bounded
@@ -197,36 +236,7 @@ impl EventBus for InMemoryBus {
     fn replay(&self, channel: &Channel, after_seq: u64) -> Replay {
         let oldest_kept = self.clock.now_us().saturating_sub(self.limits.max_age_us);
         let channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(log) = channels.get(channel) else {
-            // Nothing was ever published here: only "nothing seen" is consistent.
-            return if after_seq == 0 {
-                Replay::Complete(Vec::new())
-            } else {
-                Replay::Gap { latest: 0 }
-            };
-        };
-        if after_seq == log.seq {
-            return Replay::Complete(Vec::new());
-        }
-        if after_seq > log.seq {
-            return Replay::Gap { latest: log.seq };
-        }
-        // The first missed envelope (seq after_seq + 1) must still be retained and young enough;
-        // the history is contiguous, so then every later one is too.
-        let Some(first) = log.history.front() else {
-            return Replay::Gap { latest: log.seq };
-        };
-        if first.seq > after_seq + 1 {
-            return Replay::Gap { latest: log.seq };
-        }
-        let skip = usize::try_from(after_seq + 1 - first.seq).unwrap_or(usize::MAX);
-        let missed: Vec<Arc<Envelope>> = log.history.iter().skip(skip).cloned().collect();
-        match missed.first() {
-            Some(first) if first.seq == after_seq + 1 && first.ts_us >= oldest_kept => {
-                Replay::Complete(missed)
-            }
-            _ => Replay::Gap { latest: log.seq },
-        }
+        ChannelLog::replay(channels.get(channel), after_seq, oldest_kept)
     }
 }
 

@@ -1,4 +1,4 @@
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -9,7 +9,8 @@ use redis::streams::StreamReadReply;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::{BrokerHealth, BrokerMetrics, RedisSettings, link};
+use super::{BrokerHealth, BrokerMetrics, RedisSettings, link, report_health};
+use crate::bus::ChannelLog;
 use crate::{Clock, Envelope, EventBus, HistoryLimits, Replay};
 
 /// How long one `XREAD` waits for new entries (also how fast shutdown and epoch changes are seen).
@@ -36,14 +37,8 @@ pub struct RedisFollowerBus {
 struct Mirror {
     /// The engine's epoch; 0 until the first connection.
     epoch: u64,
-    channels: HashMap<Channel, Log>,
-}
-
-#[derive(Debug, Default)]
-struct Log {
-    seq: u64,
-    /// Contiguous envelopes ending at `seq` (cleared at a hole).
-    history: VecDeque<Arc<Envelope>>,
+    /// Per channel: the last `seq` and the contiguous history ending at it (cleared at a hole).
+    channels: HashMap<Channel, ChannelLog>,
 }
 
 impl RedisFollowerBus {
@@ -66,14 +61,7 @@ impl RedisFollowerBus {
     }
 
     fn set_health(&self, health: BrokerHealth) {
-        self.health.send_if_modified(|current| {
-            let changed = *current != health;
-            *current = health;
-            changed
-        });
-        self.metrics
-            .connected
-            .store(u64::from(health == BrokerHealth::Up), Relaxed);
+        report_health(&self.health, &self.metrics, health);
     }
 
     /// Follows the streams until `shutdown`, reconnecting with backoff; after a reconnection it
@@ -327,29 +315,7 @@ impl EventBus for RedisFollowerBus {
     fn replay(&self, channel: &Channel, after_seq: u64) -> Replay {
         let oldest_kept = self.clock.now_us().saturating_sub(self.limits.max_age_us);
         let mirror = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(log) = mirror.channels.get(channel) else {
-            return if after_seq == 0 {
-                Replay::Complete(Vec::new())
-            } else {
-                Replay::Gap { latest: 0 }
-            };
-        };
-        if after_seq == log.seq {
-            return Replay::Complete(Vec::new());
-        }
-        let first_needed = after_seq + 1;
-        match log.history.front() {
-            Some(first) if after_seq < log.seq && first.seq <= first_needed => {
-                let skip = usize::try_from(first_needed - first.seq).unwrap_or(usize::MAX);
-                let missed: Vec<Arc<Envelope>> = log.history.iter().skip(skip).cloned().collect();
-                if missed.first().is_some_and(|e| e.ts_us >= oldest_kept) {
-                    Replay::Complete(missed)
-                } else {
-                    Replay::Gap { latest: log.seq }
-                }
-            }
-            _ => Replay::Gap { latest: log.seq },
-        }
+        ChannelLog::replay(mirror.channels.get(channel), after_seq, oldest_kept)
     }
 
     fn health(&self) -> Option<watch::Receiver<BrokerHealth>> {

@@ -37,6 +37,24 @@ pub enum BrokerHealth {
     Down,
 }
 
+/// Tells a node's watchers (the gateway hub) about a change of its broker state, and keeps the
+/// `connected` gauge in step; watchers are woken only on a real change.
+fn report_health(
+    sender: &tokio::sync::watch::Sender<BrokerHealth>,
+    metrics: &BrokerMetrics,
+    health: BrokerHealth,
+) {
+    sender.send_if_modified(|current| {
+        let changed = *current != health;
+        *current = health;
+        changed
+    });
+    metrics.connected.store(
+        u64::from(health == BrokerHealth::Up),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
+
 /// Settings shared by every Redis piece of a node.
 #[derive(Debug, Clone)]
 pub struct RedisSettings {

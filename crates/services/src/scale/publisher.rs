@@ -7,7 +7,7 @@ use cryptobot_domain::{Alert, AlertType, Channel, Event, Severity};
 use tokio::sync::{Notify, broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::{BrokerHealth, BrokerMetrics, RedisSettings, link};
+use super::{BrokerHealth, BrokerMetrics, RedisSettings, link, report_health};
 use crate::{Clock, Envelope, EventBus, InMemoryBus, Replay};
 
 /// Envelopes written per round trip while catching up.
@@ -54,14 +54,7 @@ impl RedisPublishingBus {
     }
 
     fn set_health(&self, health: BrokerHealth) {
-        self.health.send_if_modified(|current| {
-            let changed = *current != health;
-            *current = health;
-            changed
-        });
-        self.metrics
-            .connected
-            .store(u64::from(health == BrokerHealth::Up), Relaxed);
+        report_health(&self.health, &self.metrics, health);
     }
 
     /// Writes queued envelopes to Redis in order until `shutdown`, reconnecting with backoff.
