@@ -180,12 +180,11 @@ impl Stream for GuardedPayload {
             return Poll::Ready(None);
         }
         let polled = Pin::new(&mut self.inner).poll_next(cx);
-        if let Poll::Ready(Some(Ok(chunk))) = &polled {
-            let chunk = chunk.clone();
-            if !self.meter.feed(&chunk) {
-                self.budget.overflowed.set(true);
-                return Poll::Ready(Some(Err(PayloadError::Overflow)));
-            }
+        if let Poll::Ready(Some(Ok(chunk))) = &polled
+            && !self.meter.feed(chunk)
+        {
+            self.budget.overflowed.set(true);
+            return Poll::Ready(Some(Err(PayloadError::Overflow)));
         }
         polled
     }

@@ -167,12 +167,9 @@ mod tests {
     /// at shutdown so a successor starts at once.
     #[tokio::test]
     async fn one_engine_holds_a_prefix_and_releases_it_at_shutdown() {
-        let Ok(url) = std::env::var("REDIS_URL") else {
-            use std::io::Write as _;
-            let _ = writeln!(
-                std::io::stderr(),
-                "one_engine_holds_a_prefix_and_releases_it_at_shutdown: skipped: REDIS_URL not set"
-            );
+        let Some(url) = crate::scale::redis_url_or_skip(
+            "one_engine_holds_a_prefix_and_releases_it_at_shutdown",
+        ) else {
             return;
         };
         let nanos = std::time::SystemTime::now()

@@ -55,6 +55,18 @@ fn report_health(
     );
 }
 
+/// `REDIS_URL` for a test that needs a real Redis, or `None` after saying on the real stderr that
+/// `test` is skipped (the harness captures `eprintln!`, and a skip must never be silent).
+#[cfg(test)]
+fn redis_url_or_skip(test: &str) -> Option<String> {
+    let url = std::env::var("REDIS_URL").ok();
+    if url.is_none() {
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "{test}: skipped: REDIS_URL not set");
+    }
+    url
+}
+
 /// Settings shared by every Redis piece of a node.
 #[derive(Debug, Clone)]
 pub struct RedisSettings {

@@ -385,12 +385,8 @@ mod tests {
     /// writing a batch again (a lost reply) changes nothing.
     #[tokio::test]
     async fn a_follower_mirrors_what_the_writer_wrote() {
-        let Ok(url) = std::env::var("REDIS_URL") else {
-            use std::io::Write as _;
-            let _ = writeln!(
-                std::io::stderr(),
-                "a_follower_mirrors_what_the_writer_wrote: skipped: REDIS_URL not set"
-            );
+        let Some(url) = crate::scale::redis_url_or_skip("a_follower_mirrors_what_the_writer_wrote")
+        else {
             return;
         };
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);

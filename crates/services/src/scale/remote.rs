@@ -582,12 +582,9 @@ mod tests {
     /// Needs a real Redis (`REDIS_URL`); no engine listens, so the command must time out cleanly.
     #[tokio::test]
     async fn without_an_engine_a_command_answers_unavailable() {
-        let Ok(url) = std::env::var("REDIS_URL") else {
-            use std::io::Write as _;
-            let _ = writeln!(
-                std::io::stderr(),
-                "without_an_engine_a_command_answers_unavailable: skipped: REDIS_URL not set"
-            );
+        let Some(url) =
+            crate::scale::redis_url_or_skip("without_an_engine_a_command_answers_unavailable")
+        else {
             return;
         };
         let prefix = format!(
