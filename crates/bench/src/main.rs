@@ -99,7 +99,8 @@ fn main() -> ExitCode {
         }
     };
     let local = tokio::task::LocalSet::new();
-    let report = local.block_on(&runtime, run(options.clone()));
+    let options = Rc::new(options);
+    let report = local.block_on(&runtime, run(Rc::clone(&options)));
     println!("{report}");
     let messages = report["messages"].as_u64().unwrap_or(0);
     let failed = report["connections_failed"].as_u64().unwrap_or(0);
@@ -114,7 +115,7 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn run(options: Options) -> serde_json::Value {
+async fn run(options: Rc<Options>) -> serde_json::Value {
     let stats = Rc::new(Stats::new());
     let server = options.server_pid.map(procfs::Process::new);
     let rss_before_kib = server.as_ref().and_then(procfs::Process::rss_kib);
@@ -125,7 +126,7 @@ async fn run(options: Options) -> serde_json::Value {
     for index in 0..total {
         let task = Connection {
             index,
-            options: options.clone(),
+            options: Rc::clone(&options),
             stats: Rc::clone(&stats),
             in_flight: Rc::clone(&in_flight),
             reader: index < options.connections,
@@ -218,7 +219,8 @@ fn round(value: f64, decimals: i32) -> f64 {
 /// One client: connect, subscribe, then read (or, for a stalled client, never read).
 struct Connection {
     index: usize,
-    options: Options,
+    /// Shared by every connection (one copy, not one per connection).
+    options: Rc<Options>,
     stats: Rc<Stats>,
     in_flight: Rc<Semaphore>,
     /// False for the `--stall` connections.
