@@ -1,32 +1,34 @@
-//! The per-connection actor: owns the session, the subscriptions and the policies of one client.
+//! The per-connection actor: owns the subscriptions, the policies and the inbound side of one
+//! client.
 //!
-//! One `select!` loop over the inbound frames, the never-dropped events, the watched tickers, the
-//! heartbeat timer and the shutdown token. Every send is bounded by `send_timeout_ms`, so a client
-//! that stops reading is closed instead of stalling anything; other clients never wait for it
-//! because they have their own actors and the hub never awaits a client.
+//! One `select!` loop over the inbound frames, the outbound port, the heartbeat timer and the
+//! shutdown token. Live events do not pass through this task: the worker's fan-out puts them into
+//! the connection's outbox and writes them (see `fanout.rs`); the task is woken only when the
+//! session is full (then `send_timeout_ms` bounds how long it may stay full), closed or overflowed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::future::poll_fn;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::Poll;
 
 use actix_web::web::Bytes;
-use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Message};
+use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason};
 use cryptobot_domain::{Channel, Symbol};
 use cryptobot_services::{Envelope, Replay};
-use futures_util::SinkExt;
 use serde_json::Value;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::GatewayConfig;
 use crate::dispatch::{Action, Dispatcher, Subscriptions};
-use crate::events::EventStream;
-use crate::hub::{EventFrame, HubShared, TickerFrame, frame_bytes};
+use crate::fanout::{Flush, Port, PortFailure, WorkerFanout};
+use crate::hub::{HubShared, frame_bytes};
 use crate::inbound::InboundBudget;
 use crate::metrics::GatewayMetrics;
+use crate::outbox::Frame;
 use crate::protocol::{ClientMessage, ClientRequest, EventMeta, ResumeRequest, ServerMessage};
-use crate::tickers::TickerStreams;
 
 /// Longest wait for the portfolio summary sent as a snapshot after a failed resume.
 const SNAPSHOT_FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -181,12 +183,25 @@ impl Drop for ActiveGuard {
     }
 }
 
+/// What the outbound port tells the actor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outbound {
+    /// The session is full: the send deadline starts.
+    Blocked,
+    /// Everything waiting was handed over again: the deadline is off.
+    Drained,
+    /// The fan-out gave the connection up.
+    Failed(PortFailure),
+}
+
 /// One client connection.
 pub(crate) struct Connection {
     /// Process-unique id, in every log line of this connection.
     pub(crate) id: u64,
-    /// Outbound half: frames go through actix-ws's bounded queue (32 frames) to the socket.
-    pub(crate) session: actix_ws::Session,
+    /// Outbound half: the outbox and the session, shared with the worker's fan-out.
+    pub(crate) port: Rc<Port>,
+    /// This worker's fan-out (`None` in echo mode).
+    pub(crate) fanout: Option<Rc<WorkerFanout>>,
     /// Inbound half, with fragments reassembled (`max_message_bytes` per message).
     pub(crate) inbound: AggregatedMessageStream,
     /// Set by the inbound size guard when it cut the stream.
@@ -195,23 +210,12 @@ pub(crate) struct Connection {
     pub(crate) config: Arc<GatewayConfig>,
     /// Services or echo.
     pub(crate) behaviour: Behaviour,
-    /// Channels this client receives.
+    /// Channels this client receives (the outbox gets a copy of the never-dropped ones).
     pub(crate) subs: Subscriptions,
-    /// Never-dropped events (`None` in echo mode); `run` takes it into an `EventStream`.
-    pub(crate) events: Option<broadcast::Receiver<Arc<EventFrame>>>,
-    /// The next ticker of each watched symbol.
-    pub(crate) tickers: TickerStreams,
-    /// Last ticker `seq` delivered per symbol, to count conflated updates and drop repeats.
-    pub(crate) delivered_seq: HashMap<Symbol, u64>,
-    /// Last `seq` delivered per never-dropped channel: a live event at or below it was already
-    /// sent (by a replay) and is dropped, so a resume never duplicates.
-    pub(crate) event_seq: HashMap<Channel, u64>,
-    /// Pushes wait until the client's first message (`?welcome=1`).
-    pub(crate) held: bool,
     /// Who opened the connection; its scopes gate `manual_trade` and `update_position`.
     pub(crate) principal: crate::auth::Principal,
     /// Counts this connection against its client IP until the actor ends.
-    pub(crate) _ip_slot: Option<crate::IpSlot>,
+    pub(crate) _ip_slot: Option<crate::handshake::IpSlot>,
     /// When the client last sent anything.
     pub(crate) last_seen: Instant,
     /// Counters.
@@ -232,7 +236,7 @@ impl Connection {
             self.config.max_messages_per_sec,
             self.config.rate_limit_warnings,
         );
-        if self.held
+        if self.port.outbox.borrow().is_held()
             && let Err(end) = self.welcome().await
         {
             return self.finish(end).await;
@@ -243,31 +247,37 @@ impl Connection {
             let left = u64::try_from(exp.saturating_sub(now)).unwrap_or(0);
             Instant::now() + std::time::Duration::from_secs(left)
         });
-        let expired = tokio::time::sleep_until(
-            expiry.unwrap_or_else(|| Instant::now() + std::time::Duration::from_secs(86_400 * 365)),
-        );
+        let far = Instant::now() + std::time::Duration::from_secs(86_400 * 365);
+        let expired = tokio::time::sleep_until(expiry.unwrap_or(far));
         tokio::pin!(expired);
         // One registration for the whole life of the connection, not one per wake-up.
         let cancelled = self.shutdown.clone().cancelled_owned();
         tokio::pin!(cancelled);
-        // One long-lived event wait too: see `events.rs`.
-        let mut events = EventStream::new(self.events.take());
+        // Armed only while the session is full: one timer per stall, none per frame.
+        let send_deadline = tokio::time::sleep_until(far);
+        tokio::pin!(send_deadline);
+        let mut blocked = false;
         let end = loop {
-            let held = self.held;
             let step = tokio::select! {
                 biased;
                 () = &mut cancelled => Err(End::Shutdown),
                 () = &mut expired, if expiry.is_some() => Err(End::TokenExpired),
-                // Pushes before requests: what happened before a request is delivered before its reply.
-                event = events.next(), if !held => {
-                    if matches!(event, Err(broadcast::error::RecvError::Closed)) {
-                        events.close();
+                outbound = outbound(&self.port, &self.metrics, blocked) => match outbound {
+                    Outbound::Blocked => {
+                        blocked = true;
+                        send_deadline.as_mut().reset(Instant::now() + self.config.send_timeout());
+                        Ok(())
                     }
-                    self.on_event(event).await
-                }
-                (symbol, frame) = self.tickers.next() => self.on_ticker(symbol, frame).await,
+                    Outbound::Drained => {
+                        blocked = false;
+                        Ok(())
+                    }
+                    Outbound::Failed(PortFailure::Gone) => Err(End::Gone),
+                    Outbound::Failed(PortFailure::Lagged) => Err(End::SlowConsumer("lagged")),
+                },
+                () = &mut send_deadline, if blocked => Err(End::SlowConsumer("send timed out")),
                 inbound = self.inbound.recv() => self.on_inbound(inbound, rate.as_mut()).await,
-                _ = heartbeat.tick() => self.on_heartbeat().await,
+                _ = heartbeat.tick() => self.on_heartbeat(),
             };
             if let Err(end) = step {
                 break end;
@@ -306,14 +316,14 @@ impl Connection {
         }
         match message {
             AggregatedMessage::Text(text) => match &self.behaviour {
-                Behaviour::Echo => self.send(Message::Text(text)).await,
+                Behaviour::Echo => self.send(Frame::Text(text.into_bytes())).await,
                 Behaviour::Services { .. } => self.on_text(&text).await,
             },
             AggregatedMessage::Binary(bytes) => match self.behaviour {
-                Behaviour::Echo => self.send(Message::Binary(bytes)).await,
+                Behaviour::Echo => self.send(Frame::Binary(bytes)).await,
                 Behaviour::Services { .. } => Err(End::Binary),
             },
-            AggregatedMessage::Ping(bytes) => self.send(Message::Pong(bytes)).await,
+            AggregatedMessage::Ping(bytes) => self.send(Frame::Pong(bytes)).await,
             AggregatedMessage::Pong(_) => Ok(()),
             AggregatedMessage::Close(reason) => Err(End::ClientClosed(reason)),
         }
@@ -340,10 +350,9 @@ impl Connection {
         let Behaviour::Services { dispatcher, .. } = &self.behaviour else {
             return Ok(());
         };
-        self.held = false;
         let actions = match ClientMessage::parse(text) {
             Ok(message) if needs_trade(&message.request) && !self.principal.can_trade() => {
-                tracing::info!(principal = %self.principal.name, "command refused: no trade scope");
+                tracing::info!(conn = self.id, principal = %self.principal.name, "command refused: no trade scope");
                 vec![Action::Send(ServerMessage::error(
                     message.id,
                     "forbidden",
@@ -353,14 +362,15 @@ impl Connection {
             Ok(message) => dispatcher.clone().handle(message, &mut self.subs).await,
             Err(err) => vec![Action::Send(err.into_message())],
         };
+        self.port
+            .outbox
+            .borrow_mut()
+            .set_channels(&self.subs.list());
         for action in actions {
             match action {
                 Action::Send(message) => self.send_message(&message).await?,
                 Action::Watch(symbol) => self.watch(symbol).await?,
-                Action::Unwatch(symbol) => {
-                    self.tickers.unwatch(&symbol);
-                    self.delivered_seq.remove(&symbol);
-                }
+                Action::Unwatch(symbol) => self.unwatch(&symbol),
                 Action::Resume {
                     request,
                     channels,
@@ -368,7 +378,12 @@ impl Connection {
                 } => self.resume(request, channels, id).await?,
             }
         }
-        Ok(())
+        // The first message ends the hold (`?welcome=1`): live events follow what it queued.
+        let released = self.port.outbox.borrow_mut().release();
+        if released.is_err() {
+            return Err(End::SlowConsumer("lagged"));
+        }
+        self.flush().await
     }
 
     /// Sends the `welcome` frame (epoch, version, channels).
@@ -385,25 +400,10 @@ impl Connection {
         self.send_message(&message).await
     }
 
-    /// The last `seq` delivered on a channel, if any.
-    fn delivered(&self, channel: &Channel) -> Option<u64> {
-        match channel {
-            Channel::Ticker(symbol) => self.delivered_seq.get(symbol).copied(),
-            other => self.event_seq.get(other).copied(),
-        }
-    }
-
-    fn set_delivered(&mut self, channel: &Channel, seq: u64) {
-        match channel {
-            Channel::Ticker(symbol) => self.delivered_seq.insert(symbol.clone(), seq),
-            other => self.event_seq.insert(other.clone(), seq),
-        };
-    }
-
     /// Acknowledges a resume, replays exactly the missed events of each resumed channel (or sends
     /// a snapshot when that is impossible), then lets live delivery continue without a gap or a
-    /// repeat: live sources are taken before the history is read, and live events at or below
-    /// what was replayed are dropped.
+    /// repeat: live sources are watched before the history is read, and live events at or below
+    /// what was replayed are dropped by the outbox.
     async fn resume(
         &mut self,
         request: ResumeRequest,
@@ -415,20 +415,19 @@ impl Connection {
         };
         let (dispatcher, hub) = (dispatcher.clone(), Arc::clone(hub));
         let epoch = dispatcher.bus.epoch();
-        // Live first: the event receiver exists since the connection opened; ticker watches are
-        // taken now, before the history is read.
-        let mut watches = Vec::new();
+        // Live first: never-dropped channels flow since the connection opened; ticker slots start now,
+        // before the history is read.
+        let mut symbols = Vec::new();
         for channel in &request.channels {
             if let Channel::Ticker(symbol) = channel {
-                let mut receiver = hub.ticker_receiver(symbol);
-                let latest = receiver.borrow_and_update().clone();
-                watches.push((symbol.clone(), receiver, latest));
+                self.start_watch(symbol);
+                symbols.push(symbol.clone());
             }
         }
         let mut recovered = BTreeMap::new();
         let mut replays: Vec<(Channel, Option<Vec<Arc<Envelope>>>)> = Vec::new();
         for (channel, &last) in &request.last_seq {
-            let delivered = self.delivered(channel);
+            let delivered = self.port.outbox.borrow().delivered(channel);
             // Live events past the client's seq already went out on this connection: a replay now
             // would arrive out of order, so this channel is resynchronized instead.
             let replay = if request.epoch != epoch || delivered.is_some_and(|d| d > last) {
@@ -459,25 +458,40 @@ impl Connection {
         };
         self.send_message(&ack).await?;
         for (channel, replay) in replays {
-            match replay {
-                Some(envelopes) => {
-                    for envelope in envelopes {
-                        if self.delivered(&channel).is_none_or(|d| envelope.seq > d) {
-                            self.set_delivered(&channel, envelope.seq);
-                            self.send_bytes(frame_bytes(&envelope)).await?;
-                        }
-                    }
-                    if self.delivered(&channel).is_none() {
-                        self.set_delivered(&channel, request.last_seq[&channel]);
+            match (replay, &channel) {
+                // Tickers are conflated by contract: the newest missed one is all a client needs.
+                (Some(envelopes), Channel::Ticker(symbol)) => {
+                    if let Some(envelope) = envelopes.last() {
+                        self.port.outbox.borrow_mut().ticker(
+                            symbol,
+                            envelope.seq,
+                            frame_bytes(envelope),
+                        );
                     }
                 }
-                // Tickers get their snapshot below, with their watch.
-                None if matches!(channel, Channel::Ticker(_)) => {}
-                None => self.resync(&channel, &dispatcher).await?,
+                (Some(envelopes), _) => {
+                    for envelope in envelopes {
+                        self.make_room().await?;
+                        let offered = self.port.outbox.borrow_mut().replayed(
+                            &channel,
+                            envelope.seq,
+                            frame_bytes(&envelope),
+                        );
+                        if offered.is_err() {
+                            return Err(End::SlowConsumer("lagged"));
+                        }
+                    }
+                    let mut outbox = self.port.outbox.borrow_mut();
+                    if outbox.delivered(&channel).is_none() {
+                        outbox.set_delivered(&channel, request.last_seq[&channel]);
+                    }
+                }
+                // Tickers get their snapshot below.
+                (None, Channel::Ticker(_)) => {}
+                (None, _) => self.resync(&channel, &dispatcher).await?,
             }
         }
-        for (symbol, receiver, latest) in watches {
-            self.tickers.watch(symbol.clone(), receiver);
+        for symbol in symbols {
             let channel = Channel::Ticker(symbol.clone());
             if recovered.get(&channel.to_string()) == Some(&true) {
                 continue;
@@ -489,23 +503,15 @@ impl Connection {
                 dispatcher.bus.replay(&channel, last.saturating_sub(1))
                 && let Some(envelope) = newest.last()
             {
-                self.delivered_seq.insert(symbol, envelope.seq);
-                self.send_bytes(frame_bytes(envelope)).await?;
+                self.port
+                    .outbox
+                    .borrow_mut()
+                    .ticker(&symbol, envelope.seq, frame_bytes(envelope));
                 continue;
             }
-            match latest {
-                Some(frame) => {
-                    self.delivered_seq.insert(symbol, frame.seq);
-                    self.send_bytes(frame.bytes).await?;
-                }
-                None => {
-                    if let Some(message) = dispatcher.ticker_snapshot(&symbol).await {
-                        self.send_message(&message).await?;
-                    }
-                }
-            }
+            self.ticker_snapshot(&symbol, &hub, &dispatcher).await;
         }
-        Ok(())
+        self.flush().await
     }
 
     /// After an unrecoverable resume of a never-dropped channel: the portfolio gets a fresh
@@ -518,7 +524,7 @@ impl Connection {
     ) -> Result<(), End> {
         // Read the seq before the state, so the snapshot reflects at least that seq.
         let seq = dispatcher.bus.last_seq(channel);
-        self.set_delivered(channel, seq);
+        self.port.outbox.borrow_mut().set_delivered(channel, seq);
         if *channel != Channel::Portfolio {
             return Ok(());
         }
@@ -541,108 +547,128 @@ impl Connection {
         }
     }
 
+    /// Starts the symbol's ticker slot and registers it with the worker's fan-out.
+    fn start_watch(&self, symbol: &Symbol) {
+        self.port.outbox.borrow_mut().watch(symbol);
+        if let Some(fanout) = &self.fanout {
+            fanout.watch(symbol, &self.port);
+        }
+    }
+
+    fn unwatch(&self, symbol: &Symbol) {
+        self.port.outbox.borrow_mut().unwatch(symbol);
+        if let Some(fanout) = &self.fanout {
+            fanout.unwatch(symbol, self.id);
+        }
+    }
+
     /// Starts delivering a symbol's tickers and sends the latest one at once.
     async fn watch(&mut self, symbol: Symbol) -> Result<(), End> {
         let Behaviour::Services { dispatcher, hub } = &self.behaviour else {
             return Ok(());
         };
         let (dispatcher, hub) = (dispatcher.clone(), Arc::clone(hub));
-        let mut receiver = hub.ticker_receiver(&symbol);
-        let latest = receiver.borrow_and_update().clone();
-        self.tickers.watch(symbol.clone(), receiver);
-        match latest {
-            Some(frame) => {
-                self.delivered_seq.insert(symbol, frame.seq);
-                self.send_bytes(frame.bytes).await
-            }
-            None => match dispatcher.ticker_snapshot(&symbol).await {
-                Some(message) => self.send_message(&message).await,
-                None => Ok(()),
-            },
+        self.start_watch(&symbol);
+        self.ticker_snapshot(&symbol, &hub, &dispatcher).await;
+        self.flush().await
+    }
+
+    /// Puts the newest known ticker of the symbol into its slot: the hub's copy, or the market's
+    /// price when the hub has seen none yet (`seq` 0: any live update replaces it).
+    async fn ticker_snapshot(&self, symbol: &Symbol, hub: &HubShared, dispatcher: &Dispatcher) {
+        if let Some(frame) = hub.latest_ticker(symbol) {
+            self.port
+                .outbox
+                .borrow_mut()
+                .ticker(symbol, frame.seq, frame.bytes);
+            return;
+        }
+        if let Some(message) = dispatcher.ticker_snapshot(symbol).await {
+            self.port
+                .outbox
+                .borrow_mut()
+                .ticker(symbol, 0, Bytes::from(message.to_json()));
         }
     }
 
-    async fn on_ticker(&mut self, symbol: Symbol, frame: TickerFrame) -> Result<(), End> {
-        let previous = self.delivered_seq.get(&symbol).copied();
-        if previous.is_some_and(|previous| frame.seq <= previous) {
-            // Already sent by a replay.
-            return Ok(());
-        }
-        self.delivered_seq.insert(symbol, frame.seq);
-        if let Some(previous) = previous
-            && frame.seq > previous + 1
-        {
-            GatewayMetrics::add(&self.metrics.tickers_conflated, frame.seq - previous - 1);
-        }
-        self.send_bytes(frame.bytes).await
-    }
-
-    async fn on_event(
-        &mut self,
-        event: Result<Arc<EventFrame>, broadcast::error::RecvError>,
-    ) -> Result<(), End> {
-        match event {
-            Ok(frame) => {
-                if !self.subs.contains(&frame.channel) {
-                    return Ok(());
-                }
-                if !frame.snapshot {
-                    let last = self.event_seq.entry(frame.channel.clone()).or_insert(0);
-                    if frame.seq <= *last {
-                        // Already sent by a replay.
-                        return Ok(());
-                    }
-                    *last = frame.seq;
-                }
-                self.send_bytes(frame.bytes.clone()).await
-            }
-            // Never drop trades, portfolio, signals or alerts silently: close, the client resyncs.
-            Err(broadcast::error::RecvError::Lagged(_)) => Err(End::SlowConsumer("lagged")),
-            // The hub stopped (shutdown); nothing more will come (`run` closed the stream).
-            Err(broadcast::error::RecvError::Closed) => Ok(()),
-        }
-    }
-
-    async fn on_heartbeat(&mut self) -> Result<(), End> {
+    fn on_heartbeat(&mut self) -> Result<(), End> {
         if self.last_seen.elapsed() >= self.config.client_timeout() {
             return Err(End::Idle);
         }
-        self.send(Message::Ping(Bytes::from_static(b"hb"))).await
+        self.queue(Frame::Ping(Bytes::from_static(b"hb")))?;
+        self.try_flush()
     }
 
     async fn send_message(&mut self, message: &ServerMessage) -> Result<(), End> {
         if matches!(message, ServerMessage::Error { .. }) {
             GatewayMetrics::incr(&self.metrics.error_frames);
         }
-        self.send_bytes(Bytes::from(message.to_json())).await
+        self.send(Frame::Text(Bytes::from(message.to_json()))).await
     }
 
-    /// Sends shared JSON bytes as a text frame (no copy: the bytes are reference-counted).
-    async fn send_bytes(&mut self, bytes: Bytes) -> Result<(), End> {
-        match bytes.try_into() {
-            Ok(text) => self.send(Message::Text(text)).await,
-            // Our own JSON is always UTF-8; skipping is the only sane reaction if it ever was not.
-            Err(err) => {
-                tracing::error!(conn = self.id, %err, "outbound frame is not UTF-8");
-                Ok(())
-            }
+    /// Queues one frame (waiting at most `send_timeout_ms` for room) and writes what it can.
+    async fn send(&mut self, frame: Frame) -> Result<(), End> {
+        self.make_room().await?;
+        self.queue(frame)?;
+        self.try_flush()
+    }
+
+    fn queue(&self, frame: Frame) -> Result<(), End> {
+        self.port
+            .outbox
+            .borrow_mut()
+            .reply(frame)
+            .map_err(|_| End::SlowConsumer("lagged"))
+    }
+
+    /// Writes what the session takes now; a full session is the outbound branch's business.
+    fn try_flush(&self) -> Result<(), End> {
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        // The task's own waker is registered by the outbound branch on its next turn; a noop here
+        // only means this attempt does not register it twice.
+        match self.port.flush(&mut cx, &self.metrics) {
+            Flush::Closed => Err(End::Gone),
+            Flush::Done | Flush::Blocked => Ok(()),
         }
     }
 
-    /// Queues one frame, waiting at most `send_timeout_ms`.
-    async fn send(&mut self, message: Message) -> Result<(), End> {
-        match tokio::time::timeout(self.config.send_timeout(), self.session.send(message)).await {
-            Ok(Ok(())) => {
-                GatewayMetrics::incr(&self.metrics.frames_sent);
-                Ok(())
-            }
-            Ok(Err(_closed)) => Err(End::Gone),
-            Err(_elapsed) => Err(End::SlowConsumer("send timed out")),
+    /// Writes what the session takes now, registering this task's waker if it is full.
+    async fn flush(&self) -> Result<(), End> {
+        match poll_fn(|cx| Poll::Ready(self.port.flush(cx, &self.metrics))).await {
+            Flush::Closed => Err(End::Gone),
+            Flush::Done | Flush::Blocked => Ok(()),
+        }
+    }
+
+    /// Waits (at most `send_timeout_ms`) until the FIFO has room for one more frame.
+    async fn make_room(&self) -> Result<(), End> {
+        if self.port.outbox.borrow().has_room() {
+            return Ok(());
+        }
+        let drained = tokio::time::timeout(
+            self.config.send_timeout(),
+            poll_fn(|cx| match self.port.flush(cx, &self.metrics) {
+                Flush::Done => Poll::Ready(Ok(())),
+                Flush::Closed => Poll::Ready(Err(End::Gone)),
+                Flush::Blocked => Poll::Pending,
+            }),
+        )
+        .await
+        .map_err(|_| End::SlowConsumer("send timed out"))?;
+        drained?;
+        if self.port.outbox.borrow().has_room() {
+            Ok(())
+        } else {
+            Err(End::SlowConsumer("lagged"))
         }
     }
 
     /// Sends the close frame (bounded by `close_timeout_ms`), logs and counts the end.
     async fn finish(self, end: End) -> End {
+        if let Some(fanout) = &self.fanout {
+            fanout.remove(&self.port);
+        }
         let counter = match &end {
             End::SlowConsumer(_) => Some(&self.metrics.slow_consumer_closes),
             End::Idle => Some(&self.metrics.idle_closes),
@@ -666,14 +692,44 @@ impl Connection {
                     reason: "server shutting down".to_owned(),
                     epoch: dispatcher.bus.epoch(),
                 };
-                let mut session = self.session.clone();
-                let _ = tokio::time::timeout_at(deadline, session.text(notice.to_json())).await;
+                let _ = self
+                    .port
+                    .outbox
+                    .borrow_mut()
+                    .reply(Frame::Text(Bytes::from(notice.to_json())));
+                let _ = tokio::time::timeout_at(
+                    deadline,
+                    poll_fn(|cx| match self.port.flush(cx, &self.metrics) {
+                        Flush::Blocked => Poll::Pending,
+                        Flush::Done | Flush::Closed => Poll::Ready(()),
+                    }),
+                )
+                .await;
             }
-            let _ = tokio::time::timeout_at(deadline, self.session.close(Some(reason))).await;
+            let _ =
+                tokio::time::timeout_at(deadline, self.port.session().close(Some(reason))).await;
         }
         tracing::info!(conn = self.id, reason = ?end, "websocket connection ended");
         end
     }
+}
+
+/// Waits for news from the outbound port: a full session (`blocked` false), a drained one
+/// (`blocked` true), or a failure; writes whatever waits in passing.
+async fn outbound(port: &Port, metrics: &GatewayMetrics, blocked: bool) -> Outbound {
+    poll_fn(|cx| {
+        port.register(cx.waker());
+        if let Some(failure) = port.failure() {
+            return Poll::Ready(Outbound::Failed(failure));
+        }
+        match port.flush(cx, metrics) {
+            Flush::Closed => Poll::Ready(Outbound::Failed(PortFailure::Gone)),
+            Flush::Blocked if !blocked => Poll::Ready(Outbound::Blocked),
+            Flush::Done if blocked => Poll::Ready(Outbound::Drained),
+            Flush::Blocked | Flush::Done => Poll::Pending,
+        }
+    })
+    .await
 }
 
 /// Requests that change the account and so need the `trade` scope.

@@ -40,11 +40,6 @@ impl Subscriptions {
         }
     }
 
-    /// True when events of `channel` are delivered.
-    pub(crate) fn contains(&self, channel: &Channel) -> bool {
-        self.channels.contains(channel)
-    }
-
     /// Adds channels, all or nothing; fails when the set would exceed the maximum.
     fn add(&mut self, channels: &[Channel]) -> Result<(), usize> {
         let new = channels

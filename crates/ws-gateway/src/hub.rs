@@ -1,10 +1,9 @@
 //! The fan-out hub: one task that reads the event bus once, serializes each event once and hands the
 //! same bytes to every connection.
 //!
-//! Tickers go through one `watch` per symbol (latest value wins, so a slow reader is conflated by
-//! construction); trades, portfolio, signals and alerts through one `broadcast` whose capacity is the
-//! per-connection budget (`event_buffer`): a connection that falls further behind sees `Lagged` and is
-//! closed as a slow consumer. The hub never awaits a client.
+//! Every frame goes through one `broadcast` with one receiver per worker thread (see `fanout.rs`),
+//! so each event crosses threads once per worker, not once per connection. The hub never awaits a
+//! client.
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -25,75 +24,86 @@ use crate::protocol::{EventMeta, ServerMessage, TradeNotification};
 /// Longest wait for the periodic portfolio summary before that round is skipped.
 const PORTFOLIO_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A serialized `ticker_update` with its sequence number (to count conflated updates).
-#[derive(Debug, Clone)]
-pub(crate) struct TickerFrame {
-    /// Sequence number of the event on its `ticker:<SYMBOL>` channel.
-    pub(crate) seq: u64,
-    /// The JSON text, shared by every connection.
-    pub(crate) bytes: Bytes,
-}
-
-/// A serialized never-dropped event and the channel it belongs to (for per-connection filtering).
+/// A serialized event as the hub hands it to the workers: the same bytes for every connection.
 #[derive(Debug)]
-pub(crate) struct EventFrame {
-    /// `trades`, `portfolio`, `signals` or `alerts`.
+pub(crate) struct HubFrame {
+    /// The event's channel (`ticker:<SYMBOL>`, `trades`, ...).
     pub(crate) channel: Channel,
     /// Sequence number on the channel (a snapshot repeats the last one).
     pub(crate) seq: u64,
-    /// True for the periodic portfolio snapshot, which is never a duplicate of a live event.
+    /// True for the periodic portfolio snapshot and broker announcements: never a duplicate.
     pub(crate) snapshot: bool,
-    /// The JSON text, shared by every connection.
+    /// The JSON text.
     pub(crate) bytes: Bytes,
 }
 
-/// What connections subscribe to; shared between the hub task and the connection actors.
+/// The newest ticker frame of a symbol, for the snapshot a new subscriber gets.
+#[derive(Debug, Clone)]
+pub(crate) struct TickerFrame {
+    /// Sequence number on the symbol's channel.
+    pub(crate) seq: u64,
+    /// The JSON text.
+    pub(crate) bytes: Bytes,
+}
+
+/// What the hub shares with the workers' fan-outs and the connections.
 #[derive(Debug)]
 pub(crate) struct HubShared {
-    /// Latest ticker frame per symbol. The lock is only held to look up or insert a sender, never
-    /// across an await.
-    tickers: RwLock<HashMap<Symbol, watch::Sender<Option<TickerFrame>>>>,
-    /// Never-dropped events.
-    events: broadcast::Sender<Arc<EventFrame>>,
+    /// Every frame, once per worker (each worker's fan-out holds one receiver).
+    frames: broadcast::Sender<Arc<HubFrame>>,
+    /// Newest ticker per symbol; written once per ticker event, read when a client subscribes.
+    latest: RwLock<HashMap<Symbol, TickerFrame>>,
 }
 
 impl HubShared {
-    /// Creates the channels; `event_buffer` is how far one connection may fall behind.
-    pub(crate) fn new(event_buffer: usize) -> Self {
-        let (events, _) = broadcast::channel(event_buffer.max(1));
+    /// Frames a worker may fall behind the hub before it must give up its connections' events.
+    pub(crate) const CAPACITY: usize = 65_536;
+
+    /// Creates the channel.
+    pub(crate) fn new() -> Self {
+        let (frames, _) = broadcast::channel(Self::CAPACITY);
         Self {
-            tickers: RwLock::new(HashMap::new()),
-            events,
+            frames,
+            latest: RwLock::new(HashMap::new()),
         }
     }
 
-    /// Returns a receiver of the symbol's ticker frames; its current value (if any) is the latest.
-    pub(crate) fn ticker_receiver(&self, symbol: &Symbol) -> watch::Receiver<Option<TickerFrame>> {
-        self.ticker_sender(symbol).subscribe()
+    /// A receiver of every frame published from now on (one per worker).
+    pub(crate) fn frame_receiver(&self) -> broadcast::Receiver<Arc<HubFrame>> {
+        self.frames.subscribe()
     }
 
-    /// Returns a receiver of every never-dropped event published from now on.
-    pub(crate) fn event_receiver(&self) -> broadcast::Receiver<Arc<EventFrame>> {
-        self.events.subscribe()
-    }
-
-    fn ticker_sender(&self, symbol: &Symbol) -> watch::Sender<Option<TickerFrame>> {
-        if let Some(sender) = self
-            .tickers
+    /// The newest ticker frame of a symbol, if one was published.
+    pub(crate) fn latest_ticker(&self, symbol: &Symbol) -> Option<TickerFrame> {
+        self.latest
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(symbol)
-        {
-            return sender.clone();
+            .cloned()
+    }
+
+    /// Hands a frame to every worker (an error only means no worker listens yet).
+    fn send(&self, frame: HubFrame) {
+        if let Channel::Ticker(symbol) = &frame.channel {
+            let mut latest = self.latest.write().unwrap_or_else(PoisonError::into_inner);
+            // The map is bounded by the symbols the bus publishes (the configured ones).
+            match latest.get_mut(symbol) {
+                Some(entry) => {
+                    entry.seq = frame.seq;
+                    entry.bytes = frame.bytes.clone();
+                }
+                None => {
+                    latest.insert(
+                        symbol.clone(),
+                        TickerFrame {
+                            seq: frame.seq,
+                            bytes: frame.bytes.clone(),
+                        },
+                    );
+                }
+            }
         }
-        // Callers only pass symbols the market knows (validated) or the bus published, so the map
-        // is bounded by the configured symbols.
-        self.tickers
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(symbol.clone())
-            .or_insert_with(|| watch::channel(None).0)
-            .clone()
+        let _ = self.frames.send(Arc::new(frame));
     }
 }
 
@@ -164,35 +174,29 @@ impl Hub {
         }
     }
 
-    /// Serializes one envelope once and publishes it to the right channel.
+    /// Serializes one envelope once and hands it to every worker.
     pub(crate) fn publish(&mut self, envelope: &Envelope) {
         match envelope.event {
             Event::PortfolioChanged(_) => self.portfolio_seq = envelope.seq,
             Event::Alert(_) => self.alerts_seq = envelope.seq,
             _ => {}
         }
-        let bytes = frame_bytes(envelope);
-        if let Event::Ticker(ticker) = &envelope.event {
-            self.shared
-                .ticker_sender(&ticker.symbol)
-                .send_replace(Some(TickerFrame {
-                    seq: envelope.seq,
-                    bytes,
-                }));
-        } else {
-            // An error only means no connection is open.
-            let _ = self.shared.events.send(Arc::new(EventFrame {
-                channel: envelope.channel.clone(),
-                seq: envelope.seq,
-                snapshot: false,
-                bytes,
-            }));
-        }
+        self.shared.send(HubFrame {
+            channel: envelope.channel.clone(),
+            seq: envelope.seq,
+            snapshot: false,
+            bytes: frame_bytes(envelope),
+        });
     }
 
     /// Fetches the summary once and broadcasts it to every connection (not one call per client).
     async fn push_portfolio(&mut self) {
-        if self.shared.events.receiver_count() == 0 {
+        if self
+            .metrics
+            .connections_open
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 0
+        {
             return;
         }
         let summary =
@@ -218,12 +222,12 @@ impl Hub {
                 true,
             ),
         };
-        let _ = self.shared.events.send(Arc::new(EventFrame {
+        self.shared.send(HubFrame {
             channel: Channel::Portfolio,
             seq: self.portfolio_seq,
             snapshot: true,
             bytes: Bytes::from(message.to_json()),
-        }));
+        });
     }
 }
 
@@ -258,12 +262,12 @@ impl Hub {
             payload: alert,
             meta: EventMeta::new(Channel::Alerts, self.alerts_seq, now, true),
         };
-        let _ = self.shared.events.send(Arc::new(EventFrame {
+        self.shared.send(HubFrame {
             channel: Channel::Alerts,
             seq: self.alerts_seq,
             snapshot: true,
             bytes: Bytes::from(message.to_json()),
-        }));
+        });
     }
 }
 
@@ -373,36 +377,36 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn tickers_conflate_to_the_newest_frame() {
+    async fn the_newest_ticker_is_kept_for_new_subscribers() {
         let bus = InMemoryBus::new(64, Arc::new(SystemClock));
-        let shared = Arc::new(HubShared::new(16));
+        let shared = Arc::new(HubShared::new());
         let mut hub = hub(&bus, Arc::clone(&shared));
         let symbol = fixtures::symbol("BTCUSDT");
-        let mut rx = shared.ticker_receiver(&symbol);
+        assert!(shared.latest_ticker(&symbol).is_none());
         for price in ["1", "2", "3"] {
             let envelope = bus.publish(Event::Ticker(fixtures::ticker("BTCUSDT", price)));
             hub.publish(&envelope);
         }
-        assert!(rx.has_changed().unwrap());
-        let frame = rx.borrow_and_update().clone().unwrap();
+        let frame = shared.latest_ticker(&symbol).unwrap();
         assert_eq!(frame.seq, 3);
         let value: serde_json::Value = serde_json::from_slice(&frame.bytes).unwrap();
         assert_eq!(value["payload"]["price"], "3");
-        assert!(!rx.has_changed().unwrap());
     }
 
     #[tokio::test]
-    async fn events_are_serialized_once_and_shared() {
+    async fn each_event_is_serialized_once_and_shared_by_every_worker() {
         let bus = InMemoryBus::new(64, Arc::new(SystemClock));
-        let shared = Arc::new(HubShared::new(16));
+        let shared = Arc::new(HubShared::new());
         let mut hub = hub(&bus, Arc::clone(&shared));
-        let (mut a, mut b) = (shared.event_receiver(), shared.event_receiver());
+        let (mut a, mut b) = (shared.frame_receiver(), shared.frame_receiver());
         let envelope = bus.publish(Event::TradeExecuted(fixtures::trade(
             1, "BTCUSDT", "2", "1",
         )));
         hub.publish(&envelope);
         let (fa, fb) = (a.try_recv().unwrap(), b.try_recv().unwrap());
-        assert!(Arc::ptr_eq(&fa, &fb), "one frame for every connection");
+        assert!(Arc::ptr_eq(&fa, &fb), "one frame for every worker");
         assert_eq!(fa.channel, Channel::Trades);
+        assert_eq!(fa.seq, 1);
+        assert!(!fa.snapshot);
     }
 }

@@ -330,7 +330,9 @@ async fn a_slow_consumer_resumes_after_its_close_and_misses_nothing() {
         ..test_config()
     })
     .await;
-    let (_watcher, epoch) = connect_welcome(&server).await;
+    // Only for the epoch: a held connection that never speaks is a slow consumer too.
+    let (watcher, epoch) = connect_welcome(&server).await;
+    drop(watcher);
     // Subscribed to `alerts` by default; it never reads until it has been closed.
     let mut slow = server.connect_small_buffer().await;
     let slow_closes = || {

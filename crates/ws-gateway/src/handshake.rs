@@ -1,0 +1,426 @@
+//! The upgrade handshake: the checks before a connection is admitted (attempt rate, connection
+//! limits, origin, authentication, scopes), the upgrade itself and the start of the actor.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use actix_web::http::header;
+use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
+use tokio::time::Instant;
+
+use crate::auth::Principal;
+use crate::config::GatewayConfig;
+use crate::connection::{ActiveGuard, Behaviour, Connection};
+use crate::dispatch::Subscriptions;
+use crate::fanout::{Port, WorkerFanout};
+use crate::inbound::{GuardedPayload, InboundBudget};
+use crate::limits::retry_after_secs;
+use crate::metrics::GatewayMetrics;
+use crate::outbox::Outbox;
+use crate::{Gateway, SUBPROTOCOL};
+
+impl Gateway {
+    /// Checks the request, upgrades it and spawns the connection actor.
+    pub(crate) async fn upgrade(
+        &self,
+        req: HttpRequest,
+        body: web::Payload,
+    ) -> Result<HttpResponse, actix_web::Error> {
+        let inner = &self.inner;
+        let (principal, ip_slot) = match self.refuse(&req) {
+            Ok(admitted) => admitted,
+            Err(refusal) => {
+                GatewayMetrics::incr(&inner.metrics.upgrades_rejected);
+                return Ok(*refusal);
+            }
+        };
+        let budget = Rc::new(InboundBudget::default());
+        let guarded = GuardedPayload::new(
+            body.into_inner(),
+            Rc::clone(&budget),
+            inner.config.max_message_bytes,
+        );
+        let boxed: std::pin::Pin<
+            Box<
+                dyn futures_util::Stream<Item = Result<web::Bytes, actix_web::error::PayloadError>>,
+            >,
+        > = Box::pin(guarded);
+        let mut payload = actix_web::dev::Payload::from(boxed);
+        let body = web::Payload::from_request(&req, &mut payload).await?;
+        let (response, session, stream) =
+            actix_ws::handle_with_protocols(&req, body, &[SUBPROTOCOL])?;
+        let inbound = stream
+            .max_frame_size(inner.config.max_message_bytes)
+            .aggregate_continuations()
+            .max_continuation_size(inner.config.max_message_bytes);
+        let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let services = matches!(inner.behaviour, Behaviour::Services { .. });
+        // `?welcome=1`: announce the epoch first and hold pushes until the first message, so
+        // a resume takes effect before any live event of the default channels.
+        let welcome = services
+            && req
+                .query_string()
+                .split('&')
+                .any(|pair| pair == "welcome=1" || pair == "welcome=true");
+        let subs = Subscriptions::new(inner.config.max_subscriptions);
+        let outbox = Outbox::new(inner.config.event_buffer, &subs.list(), welcome);
+        let port = Port::new(id, session, outbox);
+        let fanout = match &inner.behaviour {
+            Behaviour::Services { hub, .. } => Some(WorkerFanout::for_this_worker(
+                inner.id,
+                hub,
+                &inner.metrics,
+                &inner.shutdown,
+            )),
+            Behaviour::Echo => None,
+        };
+        // Before the response goes out: an event published once the client sees the upgrade
+        // already reaches it.
+        if let Some(fanout) = &fanout {
+            fanout.add(&port);
+        }
+        let connection = Connection {
+            id,
+            port,
+            fanout,
+            inbound,
+            budget,
+            config: Arc::clone(&inner.config),
+            behaviour: inner.behaviour.clone(),
+            subs,
+            principal,
+            _ip_slot: ip_slot,
+            last_seen: Instant::now(),
+            metrics: Arc::clone(&inner.metrics),
+            shutdown: inner.shutdown.clone(),
+            _active: ActiveGuard::new(Arc::clone(&inner.active), Arc::clone(&inner.metrics)),
+        };
+        // No span around the actor: it would be entered on every poll; log lines carry `conn`.
+        tracing::info!(conn = id, peer = ?req.peer_addr(), principal = %connection.principal.name, "websocket connection opened");
+        // MessageStream is !Send: the actor stays on this worker's LocalSet.
+        actix_web::rt::spawn(connection.run());
+        Ok(response)
+    }
+
+    /// Returns the caller, or the response refusing the upgrade. Checks run cheapest first; the
+    /// attempt rate comes before authentication so that guessing tokens is rate limited too.
+    fn refuse(&self, req: &HttpRequest) -> Result<(Principal, Option<IpSlot>), Box<HttpResponse>> {
+        let config = &self.inner.config;
+        let ip = client_ip(req, &config.trusted_proxies);
+        let over_rate = self
+            .inner
+            .attempts
+            .as_ref()
+            .zip(ip)
+            .and_then(|(limiter, ip)| limiter.check(ip).err());
+        if let Some(wait) = over_rate {
+            return Err(refusal(
+                HttpResponse::TooManyRequests()
+                    .insert_header((header::RETRY_AFTER, retry_after_secs(wait).to_string())),
+                "rate_limited",
+                "too many connection attempts from this address",
+            ));
+        }
+        if self.open_connections() >= config.max_connections as u64 {
+            return Err(refusal(
+                HttpResponse::ServiceUnavailable().insert_header((header::RETRY_AFTER, "5")),
+                "too_many_connections",
+                "too many connections",
+            ));
+        }
+        if !origin_allowed(req, config) {
+            return Err(refusal(
+                &mut HttpResponse::Forbidden(),
+                "origin_not_allowed",
+                "origin not allowed",
+            ));
+        }
+        let principal = config.auth.authenticate(req).map_err(|err| {
+            tracing::info!(peer = ?req.peer_addr(), %err, "websocket upgrade refused");
+            refusal(
+                HttpResponse::Unauthorized().insert_header((header::WWW_AUTHENTICATE, "Bearer")),
+                "unauthorized",
+                &err.to_string(),
+            )
+        })?;
+        if !principal.can_read() {
+            return Err(refusal(
+                &mut HttpResponse::Forbidden(),
+                "forbidden",
+                "token lacks the read scope",
+            ));
+        }
+        let slot = match ip {
+            Some(ip) if config.max_connections_per_ip > 0 => Some(
+                IpSlot::acquire(&self.inner.per_ip, ip, config.max_connections_per_ip).ok_or_else(
+                    || {
+                        refusal(
+                            HttpResponse::TooManyRequests()
+                                .insert_header((header::RETRY_AFTER, "5")),
+                            "too_many_connections_from_address",
+                            "too many connections from this address",
+                        )
+                    },
+                )?,
+            ),
+            _ => None,
+        };
+        Ok((principal, slot))
+    }
+}
+
+/// A refused upgrade: the REST API's error body, `{"error": "..", "code": ".."}`.
+fn refusal(
+    response: &mut actix_web::HttpResponseBuilder,
+    code: &str,
+    message: &str,
+) -> Box<HttpResponse> {
+    Box::new(response.json(serde_json::json!({ "error": message, "code": code })))
+}
+
+/// The client's IP address: the TCP peer, or the last `X-Forwarded-For` entry when the peer is a
+/// trusted proxy (earlier entries could be forged by the client). Shared with the REST API's
+/// per-address limits.
+#[must_use]
+pub fn client_ip(req: &HttpRequest, trusted: &[IpAddr]) -> Option<IpAddr> {
+    let peer = req.peer_addr()?.ip();
+    if !trusted.contains(&peer) {
+        return Some(peer);
+    }
+    let forwarded = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .last()
+        .and_then(|last| last.trim().parse().ok());
+    Some(forwarded.unwrap_or(peer))
+}
+
+/// One connection counted against its client IP address; released on drop.
+#[derive(Debug)]
+pub(crate) struct IpSlot {
+    map: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl IpSlot {
+    /// Counts one more connection from `ip`, or `None` when it already has `limit`.
+    fn acquire(map: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr, limit: usize) -> Option<Self> {
+        // A poisoned lock only means another thread panicked mid-update; the counts stay usable.
+        let mut counts = map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = counts.entry(ip).or_insert(0);
+        if *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(Self {
+            map: Arc::clone(map),
+            ip,
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut counts = self
+            .map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = counts.get_mut(&self.ip) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Browsers always send `Origin`; other clients usually do not. Cross-site WebSocket hijacking is
+/// prevented by accepting only the listed origins, or the page's own origin when none is listed.
+fn origin_allowed(req: &HttpRequest, config: &GatewayConfig) -> bool {
+    let Some(origin) = req.headers().get(header::ORIGIN) else {
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    let origin_host = origin.split_once("://").map_or("", |(_, rest)| rest);
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    (!host.is_empty() && origin_host.eq_ignore_ascii_case(host))
+        || (config.allow_localhost_origins && is_localhost(origin_host))
+        || config
+            .allowed_origins
+            .iter()
+            .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
+}
+
+/// Whether `host[:port]` names the local machine: `localhost`, `127.0.0.0/8` or `[::1]`.
+fn is_localhost(host_port: &str) -> bool {
+    let host = if let Some(rest) = host_port.strip_prefix('[') {
+        rest.split_once(']').map_or("", |(inside, _)| inside)
+    } else {
+        host_port
+            .split_once(':')
+            .map_or(host_port, |(host, _)| host)
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::test::TestRequest;
+
+    use super::*;
+
+    #[test]
+    fn origin_policy() {
+        let request = |origin: Option<&str>| {
+            let mut req = TestRequest::default().insert_header((header::HOST, "bot.example:8080"));
+            if let Some(origin) = origin {
+                req = req.insert_header((header::ORIGIN, origin));
+            }
+            req.to_http_request()
+        };
+        let config = |list: &[&str], localhost: bool| GatewayConfig {
+            allowed_origins: list.iter().map(|o| (*o).to_owned()).collect(),
+            allow_localhost_origins: localhost,
+            ..GatewayConfig::default()
+        };
+        let defaults = GatewayConfig::default();
+        let cases: [(&str, Option<&str>, GatewayConfig, bool); 14] = [
+            // TC0: defaults: own origin, localhost pages and non-browser clients only
+            (
+                "same",
+                Some("http://bot.example:8080"),
+                defaults.clone(),
+                true,
+            ),
+            (
+                "same, other case",
+                Some("http://BOT.example:8080"),
+                defaults.clone(),
+                true,
+            ),
+            (
+                "cross",
+                Some("https://evil.example"),
+                defaults.clone(),
+                false,
+            ),
+            (
+                "same host, other port",
+                Some("http://bot.example:9999"),
+                defaults.clone(),
+                false,
+            ),
+            ("no origin", None, defaults.clone(), true),
+            (
+                "localhost",
+                Some("http://localhost:3000"),
+                defaults.clone(),
+                true,
+            ),
+            (
+                "127.0.0.1",
+                Some("http://127.0.0.1:5173"),
+                defaults.clone(),
+                true,
+            ),
+            ("[::1]", Some("http://[::1]:8000"), defaults.clone(), true),
+            (
+                "localhost lookalike",
+                Some("http://localhost.evil.example"),
+                defaults.clone(),
+                false,
+            ),
+            ("null origin", Some("null"), defaults, false),
+            // TC1: localhost off
+            (
+                "localhost off",
+                Some("http://localhost:3000"),
+                config(&[], false),
+                false,
+            ),
+            // TC2: allow-list adds to the own origin
+            (
+                "listed",
+                Some("https://evil.example"),
+                config(&["https://evil.example"], false),
+                true,
+            ),
+            (
+                "same with a list",
+                Some("http://bot.example:8080"),
+                config(&["https://x.example"], false),
+                true,
+            ),
+            // TC3: wildcard
+            (
+                "wildcard",
+                Some("https://evil.example"),
+                config(&["*"], false),
+                true,
+            ),
+        ];
+        for (name, origin, config, allowed) in cases {
+            assert_eq!(origin_allowed(&request(origin), &config), allowed, "{name}");
+        }
+    }
+
+    #[test]
+    fn client_ip_trusts_forwarded_for_only_from_trusted_proxies() {
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let request = |peer: &str| {
+            TestRequest::default()
+                .peer_addr(format!("{peer}:40000").parse().unwrap())
+                .insert_header(("X-Forwarded-For", "6.6.6.6, 203.0.113.7"))
+                .to_http_request()
+        };
+        // TC0: an untrusted peer is the client, whatever it claims
+        assert_eq!(
+            client_ip(&request("198.51.100.2"), &[proxy]),
+            "198.51.100.2".parse().ok()
+        );
+        // TC1: a trusted proxy: the last forwarded address (the one the proxy saw)
+        assert_eq!(
+            client_ip(&request("10.0.0.1"), &[proxy]),
+            "203.0.113.7".parse().ok()
+        );
+        // TC2: no trusted proxies configured
+        assert_eq!(
+            client_ip(&request("10.0.0.1"), &[]),
+            "10.0.0.1".parse().ok()
+        );
+    }
+
+    #[test]
+    fn ip_slots_count_and_release() {
+        let map = Arc::new(Mutex::new(HashMap::new()));
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let first = IpSlot::acquire(&map, ip, 2).unwrap();
+        let second = IpSlot::acquire(&map, ip, 2).unwrap();
+        assert!(
+            IpSlot::acquire(&map, ip, 2).is_none(),
+            "third over the limit"
+        );
+        assert!(
+            IpSlot::acquire(&map, "192.0.2.2".parse().unwrap(), 2).is_some(),
+            "other IPs unaffected"
+        );
+        drop(first);
+        let third = IpSlot::acquire(&map, ip, 2).unwrap();
+        drop((second, third));
+        assert!(map.lock().unwrap().is_empty(), "no entry left behind");
+    }
+}
