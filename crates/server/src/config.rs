@@ -401,6 +401,10 @@ pub struct BusSettings {
     pub publish_buffer: usize,
     /// How long a gateway node waits for the engine's answer to a forwarded command (100 to 60000).
     pub command_timeout_ms: u64,
+    /// Time-to-live of the engine's lease on `redis_prefix`, in milliseconds (1000 to 60000): a
+    /// crashed engine's successor waits at most this long, and an engine paused longer may have
+    /// been replaced, so it writes nothing until it renewed the lease.
+    pub lease_ttl_ms: u64,
 }
 
 /// `[log]`.
@@ -568,6 +572,11 @@ impl Settings {
                 "must be between 100 and 60000".into(),
             ));
         }
+        if !(1_000..=60_000).contains(&self.bus.lease_ttl_ms) {
+            return Err(invalid("bus.lease_ttl_ms")(
+                "must be between 1000 and 60000".into(),
+            ));
+        }
         if self.bus.redis_prefix.is_empty()
             || !self
                 .bus
@@ -620,6 +629,7 @@ impl Settings {
             stream_len: self.bus.history_size.max(1),
             publish_buffer: self.bus.publish_buffer,
             command_timeout: std::time::Duration::from_millis(self.bus.command_timeout_ms),
+            lease_ttl: std::time::Duration::from_millis(self.bus.lease_ttl_ms),
             channels,
         }
     }
@@ -763,6 +773,7 @@ fn parse_symbols(names: &[String]) -> Result<Vec<Symbol>, String> {
 #[cfg(test)]
 mod tests {
     use std::io::Write;
+    use std::time::Duration;
 
     use super::*;
 
@@ -801,6 +812,11 @@ mod tests {
         assert!(s.trading.auto_trade);
         assert_eq!(s.storage.path, "data/cryptobot.db");
         assert_eq!(s.ws, GatewayConfig::default());
+        assert_eq!(s.bus.lease_ttl_ms, 10_000);
+        assert_eq!(
+            Duration::from_millis(s.bus.lease_ttl_ms),
+            cryptobot_services::scale::ENGINE_LEASE
+        );
         // The Binance defaults are the connector's own.
         let binance = s.binance_config().unwrap();
         assert_eq!(
@@ -908,6 +924,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("nonexistent"), "{err}");
+        // TC5: a lease shorter than a second (renewals would flood Redis) or longer than a minute
+        for ttl in ["999", "60001"] {
+            let err = Settings::load_with_env(None, env(&[("CRYPTOBOT__BUS__LEASE_TTL_MS", ttl)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with("bus.lease_ttl_ms: must be between"), "{err}");
+        }
     }
 
     #[test]

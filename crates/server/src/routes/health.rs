@@ -2,6 +2,7 @@
 
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
 use serde_json::json;
@@ -9,18 +10,30 @@ use serde_json::json;
 use crate::config::Role;
 use crate::state::AppState;
 
+/// Longest a health probe waits for the local trading engine's summary (an engine node); the
+/// probe answers promptly even when the engine actor is stuck.
+const ENGINE_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// Reports liveness and the state of the market feed, the trading engine and (with Redis) the
-/// broker link; 503 when degraded. A gateway node whose broker is down is degraded at once: it can
-/// neither stream nor reach the engine, and asking the engine would only wait for the timeout.
+/// broker link; 503 when degraded. Never waits for a remote round trip: a gateway node reports
+/// the engine from its cached view (the engine's liveness mark in Redis, read on every poll of
+/// the streams), and is degraded at once while its broker is down, since it can then neither
+/// stream nor reach the engine.
 pub(super) async fn health(state: web::Data<AppState>) -> HttpResponse {
     let broker_connected = state
         .broker
         .as_ref()
         .map(|broker| broker.connected.load(Ordering::Relaxed) == 1);
-    let cut_off = state.role == Role::Gateway && broker_connected == Some(false);
     let symbols = state.market.symbols();
     let priced = state.market.tickers().await.len();
-    let engine_ok = !cut_off && state.portfolio.summary().await.is_ok();
+    let engine_ok = match (&state.broker, state.role) {
+        (Some(broker), Role::Gateway) => {
+            broker_connected == Some(true) && broker.engine_alive.load(Ordering::Relaxed) == 1
+        }
+        _ => tokio::time::timeout(ENGINE_PROBE_TIMEOUT, state.portfolio.summary())
+            .await
+            .is_ok_and(|summary| summary.is_ok()),
+    };
     let status = if engine_ok { "ok" } else { "degraded" };
     let mut body = json!({
         "status": status,

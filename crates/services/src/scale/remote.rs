@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::{BrokerMetrics, RedisSettings, link};
+use super::{BrokerMetrics, EngineLease, RedisSettings, link};
 use crate::market::LatestTickers;
 use crate::{
     Clock, EventBus, Execution, MarketService, PortfolioService, ServiceError, TradeService,
@@ -137,12 +137,17 @@ impl From<WireError> for ServiceError {
 
 /// The engine side: executes forwarded commands on the local services and replies to the
 /// gateway that sent them. Idempotency is the engine's own (`client_order_id`).
+///
+/// A command is executed only while `lease` says this process is the engine; otherwise it goes
+/// back to the head of the list, for the engine that holds the lease (or for this one, once its
+/// lease is confirmed again), and the server stops for good once the lease is lost.
 pub fn spawn_command_server(
     settings: RedisSettings,
     trade: Arc<dyn TradeService>,
     portfolio: Arc<dyn PortfolioService>,
     clock: Arc<dyn Clock>,
     metrics: Arc<BrokerMetrics>,
+    lease: Arc<EngineLease>,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -161,7 +166,7 @@ pub fn spawn_command_server(
                 return;
             };
             loop {
-                if shutdown.is_cancelled() {
+                if shutdown.is_cancelled() || lease.is_lost() {
                     return;
                 }
                 let popped: redis::RedisResult<Option<(String, String)>> = redis::cmd("BLPOP")
@@ -180,6 +185,23 @@ pub fn spawn_command_server(
                         continue 'connect;
                     }
                 };
+                if let Err(err) = lease.check() {
+                    // Not ours to execute now: another engine may hold the lease (this process
+                    // was paused), so the command goes back first in line, deadline unchanged.
+                    tracing::warn!(%err, "forwarded command handed back: the engine lease is not confirmed");
+                    let back: redis::RedisResult<()> = redis::cmd("LPUSH")
+                        .arg(settings.requests_key())
+                        .arg(&raw)
+                        .query_async(&mut conn)
+                        .await;
+                    if let Err(err) = back {
+                        tracing::warn!(%err, "redis: a handed-back command was lost (the gateway answers unavailable; a retry with the same client_order_id is idempotent)");
+                    }
+                    if !link::pause(&shutdown).await {
+                        return;
+                    }
+                    continue;
+                }
                 let request: Request = match serde_json::from_str(&raw) {
                     Ok(request) => request,
                     Err(err) => {
@@ -598,6 +620,7 @@ mod tests {
             stream_len: 10,
             publish_buffer: 10,
             command_timeout: Duration::from_millis(300),
+            lease_ttl: Duration::from_secs(10),
             channels: vec![],
         };
         let shutdown = CancellationToken::new();

@@ -291,6 +291,8 @@ impl PaperEngine {
         let size = request.size;
         let position = books.position(&trade.symbol).cloned();
         let account: Account = books.account().clone();
+        // Last thing before the commit: an engine that was replaced must not commit (fencing).
+        self.bus.check_fence()?;
         blocking(move || storage.commit_trade(&record, size, position.as_ref(), &account)).await?;
 
         self.ledger = books;
@@ -348,6 +350,11 @@ impl PaperEngine {
         let Some(origin) = position.triggered_level(ticker.price) else {
             return;
         };
+        if self.bus.check_fence().is_err() {
+            // Not this process's to sell (it may have been replaced): the level stays for the
+            // engine that holds the lease.
+            return;
+        }
         let position = position.clone();
         let (name, alert_type, level) = match origin {
             TradeOrigin::StopLoss => (
@@ -405,7 +412,11 @@ impl PaperEngine {
         }
         let storage = self.storage.clone();
         let record = position.clone();
-        if let Err(err) = blocking(move || storage.save_levels(&record)).await {
+        let saved = match self.bus.check_fence() {
+            Ok(()) => blocking(move || storage.save_levels(&record)).await,
+            Err(err) => Err(err),
+        };
+        if let Err(err) = saved {
             // Memory is cleared anyway: retrying every tick is worse than a level that may come
             // back after a restart.
             tracing::error!(symbol = %position.symbol, %err, "could not store the cleared level");
@@ -427,6 +438,7 @@ impl PaperEngine {
         let updated = update.apply_to(current)?;
         let storage = self.storage.clone();
         let record = updated.clone();
+        self.bus.check_fence()?;
         blocking(move || storage.save_levels(&record)).await?;
         let position = self.ledger.set_levels(&updated)?.clone();
         self.publish_portfolio().await;
