@@ -56,6 +56,9 @@ pub enum End {
     RateLimited,
     /// The connection's JWT expired (`close_code_token_expired`, default 4401).
     TokenExpired,
+    /// The engine restarted: its `seq`s start over, so the client must resume in the new epoch
+    /// (`close_code_new_epoch`, default 1012).
+    NewEpoch,
 }
 
 /// Close code for a text message that is not valid UTF-8 (RFC 6455 §7.4.1).
@@ -76,6 +79,7 @@ impl End {
             Self::InvalidUtf8 => (INVALID_UTF8_CLOSE_CODE, "invalid UTF-8 in a text message"),
             Self::RateLimited => (config.close_code_rate_limited, "rate limit exceeded"),
             Self::TokenExpired => (config.close_code_token_expired, "token expired"),
+            Self::NewEpoch => (config.close_code_new_epoch, "new epoch"),
         };
         Some(CloseReason {
             code: CloseCode::from(code),
@@ -225,6 +229,11 @@ pub(crate) struct Connection {
 impl Connection {
     /// Runs the connection to its end, sends the close frame and returns why it ended.
     pub(crate) async fn run(mut self) -> End {
+        // Taken before the welcome: a new epoch after it closes the connection.
+        let mut epoch = match &self.behaviour {
+            Behaviour::Services { hub, .. } => Some(hub.epoch_receiver()),
+            Behaviour::Echo => None,
+        };
         let period = self.config.heartbeat_interval();
         let mut heartbeat = tokio::time::interval_at(Instant::now() + period, period);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -258,6 +267,8 @@ impl Connection {
                 biased;
                 () = &mut cancelled => Err(End::Shutdown),
                 () = &mut expired, if expiry.is_some() => Err(End::TokenExpired),
+                // Before events: the hub changes the epoch before it sends a frame of the new run.
+                () = crate::hub::epoch_over(epoch.as_mut()) => Err(End::NewEpoch),
                 // Pushes before requests: what happened before a request is delivered before its reply.
                 event = events.next(), if !held => {
                     if matches!(event, Err(broadcast::error::RecvError::Closed)) {
@@ -650,7 +661,11 @@ impl Connection {
             End::Binary | End::Protocol(_) | End::InvalidUtf8 | End::RateLimited => {
                 Some(&self.metrics.protocol_closes)
             }
-            End::ClientClosed(_) | End::Gone | End::Shutdown | End::TokenExpired => None,
+            End::ClientClosed(_)
+            | End::Gone
+            | End::Shutdown
+            | End::TokenExpired
+            | End::NewEpoch => None,
         };
         if let Some(counter) = counter {
             GatewayMetrics::incr(counter);

@@ -6,7 +6,8 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use cryptobot_domain::{Channel, Symbol, TradeOrigin, TradeRequest};
+use cryptobot_domain::{Alert, AlertType, Channel, Severity, Symbol, TradeOrigin, TradeRequest};
+use cryptobot_services::scale::BrokerHealth;
 use cryptobot_services::{
     Clock, EventBus, MarketService, PortfolioService, ServiceError, TradeService,
 };
@@ -157,6 +158,7 @@ impl Dispatcher {
                         recovered: None,
                         id,
                     })];
+                    actions.extend(self.broker_state(&channels));
                     actions.extend(channels.into_iter().filter_map(|c| match c {
                         Channel::Ticker(symbol) => Some(Action::Watch(symbol)),
                         _ => None,
@@ -167,11 +169,16 @@ impl Dispatcher {
             },
             ClientRequest::Resume(request) => match self.add(subs, &request.channels, id.clone()) {
                 Err(error) => vec![Action::Send(*error)],
-                Ok(()) => vec![Action::Resume {
-                    request,
-                    channels: subs.list(),
-                    id,
-                }],
+                Ok(()) => {
+                    let stalled = self.broker_state(&request.channels);
+                    let mut actions = vec![Action::Resume {
+                        request,
+                        channels: subs.list(),
+                        id,
+                    }];
+                    actions.extend(stalled);
+                    actions
+                }
             },
             ClientRequest::Unsubscribe(channels) => {
                 let removed = subs.remove(&channels);
@@ -202,6 +209,23 @@ impl Dispatcher {
                 })]
             }
         }
+    }
+
+    /// A client subscribing to `alerts` while the broker is down gets the `feed_stalled` it
+    /// would have received had it been connected when the broker went away (the hub announces
+    /// changes only).
+    fn broker_state(&self, channels: &[Channel]) -> Option<Action> {
+        if !channels.contains(&Channel::Alerts) {
+            return None;
+        }
+        let health = *self.bus.health()?.borrow();
+        broker_alert(
+            health,
+            self.bus.last_seq(&Channel::Alerts),
+            self.clock.now_us(),
+        )
+        .filter(|_| health == BrokerHealth::Down)
+        .map(Action::Send)
     }
 
     /// Validates the symbols of ticker channels and adds the channels, all or nothing.
@@ -279,6 +303,37 @@ impl Dispatcher {
             }
         }
     }
+}
+
+/// The `alert` telling clients that the event broker went away (`feed_stalled`) or came back
+/// (`feed_resumed`): unsequenced (`meta.snapshot: true`, `seq` repeating the channel's last
+/// `seq`), since it is this node's observation, not an event of the engine. `None` while
+/// connecting.
+pub(crate) fn broker_alert(health: BrokerHealth, seq: u64, now_us: i64) -> Option<ServerMessage> {
+    let (alert_type, severity, message) = match health {
+        BrokerHealth::Down => (
+            AlertType::FeedStalled,
+            Severity::Critical,
+            "event broker unreachable: live events pause; resume after it is back to get what you missed",
+        ),
+        BrokerHealth::Up => (
+            AlertType::FeedResumed,
+            Severity::Info,
+            "event broker connected: live events flow",
+        ),
+        BrokerHealth::Connecting => return None,
+    };
+    let alert = Alert {
+        alert_type,
+        severity,
+        message: message.to_owned(),
+        symbol: None,
+        raised_at: chrono::DateTime::from_timestamp_micros(now_us).unwrap_or_default(),
+    };
+    Some(ServerMessage::Alert {
+        payload: alert,
+        meta: EventMeta::new(Channel::Alerts, seq, now_us, true),
+    })
 }
 
 /// Keeps the first `Watch` of each symbol.
@@ -371,6 +426,47 @@ mod tests {
         assert_eq!(watched, &btc);
         assert!(channels.contains(&Channel::Ticker(btc)));
         assert!(channels.contains(&Channel::Trades), "defaults stay");
+    }
+
+    #[tokio::test]
+    async fn subscribing_to_alerts_while_the_broker_is_down_says_so() {
+        let (health, _) = tokio::sync::watch::channel(BrokerHealth::Down);
+        let mut bus = cryptobot_services::bus::MockEventBus::new();
+        bus.expect_epoch().return_const(7_u64);
+        bus.expect_last_seq().return_const(4_u64);
+        let watched = health.clone();
+        bus.expect_health()
+            .returning(move || Some(watched.subscribe()));
+        let d = Dispatcher {
+            bus: Arc::new(bus),
+            ..plain()
+        };
+        let subscribe = |channels: Vec<Channel>| msg(1, ClientRequest::Subscribe(channels));
+        // TC0: alerts: the ack, then the stalled feed as an unsequenced alert
+        let actions = d
+            .handle(subscribe(vec![Channel::Alerts]), &mut Subscriptions::new(8))
+            .await;
+        let [Action::Send(ServerMessage::Subscribed { .. }), Action::Send(alert)] =
+            actions.as_slice()
+        else {
+            panic!("unexpected {actions:?}")
+        };
+        let alert: serde_json::Value = serde_json::from_str(&alert.to_json()).unwrap();
+        assert_eq!(alert["payload"]["alert_type"], "feed_stalled", "{alert}");
+        assert_eq!(alert["payload"]["severity"], "critical", "{alert}");
+        assert_eq!(alert["snapshot"], true, "{alert}");
+        assert_eq!(alert["seq"], 4, "{alert}");
+        // TC1: other channels: no alert
+        let actions = d
+            .handle(subscribe(vec![Channel::Signals]), &mut Subscriptions::new(8))
+            .await;
+        assert_eq!(actions.len(), 1, "{actions:?}");
+        // TC2: the broker is up: nothing to say (the hub announced it when it happened)
+        health.send_replace(BrokerHealth::Up);
+        let actions = d
+            .handle(subscribe(vec![Channel::Alerts]), &mut Subscriptions::new(8))
+            .await;
+        assert_eq!(actions.len(), 1, "{actions:?}");
     }
 
     #[tokio::test]

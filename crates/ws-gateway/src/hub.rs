@@ -11,7 +11,6 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use actix_web::web::Bytes;
-use cryptobot_domain::{Alert, AlertType, Severity};
 use cryptobot_domain::{Channel, Event, Symbol};
 use cryptobot_services::scale::BrokerHealth;
 use cryptobot_services::{Clock, Envelope, EventBus, PortfolioService};
@@ -55,6 +54,9 @@ pub(crate) struct HubShared {
     tickers: RwLock<HashMap<Symbol, watch::Sender<Option<TickerFrame>>>>,
     /// Never-dropped events.
     events: broadcast::Sender<Arc<EventFrame>>,
+    /// The epoch the hub delivers; it changes (engine restarted) before any frame of the new run
+    /// and every connection then closes (`End::NewEpoch`): its `seq`s are the old run's.
+    epoch: watch::Sender<u64>,
 }
 
 impl HubShared {
@@ -64,7 +66,13 @@ impl HubShared {
         Self {
             tickers: RwLock::new(HashMap::new()),
             events,
+            epoch: watch::channel(0).0,
         }
+    }
+
+    /// Returns a receiver that sees every later change of the delivered epoch.
+    pub(crate) fn epoch_receiver(&self) -> watch::Receiver<u64> {
+        self.epoch.subscribe()
     }
 
     /// Returns a receiver of the symbol's ticker frames; its current value (if any) is the latest.
@@ -119,6 +127,8 @@ pub(crate) struct Hub {
     pub(crate) health: Option<watch::Receiver<BrokerHealth>>,
     /// Last `seq` seen on the `alerts` channel; broker announcements repeat it.
     pub(crate) alerts_seq: u64,
+    /// The bus's epoch changes, when its epoch can change (a gateway node following an engine).
+    pub(crate) epochs: Option<watch::Receiver<u64>>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -142,6 +152,11 @@ impl Hub {
             tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => break,
+                // Before the bus: the follower announces a new epoch before its first envelope.
+                epoch = epoch_change(self.epochs.as_mut()) => match epoch {
+                    Some(epoch) => self.new_epoch(epoch),
+                    None => self.epochs = None,
+                },
                 // Before the bus: "broker back" goes out before the events it delivers.
                 health = health_change(self.health.as_mut()) => match health {
                     Some(health) => self.announce(health),
@@ -190,6 +205,25 @@ impl Hub {
         }
     }
 
+    /// The engine restarted: forgets the old run's latest tickers and `seq`s (a connection that
+    /// subscribes now must not take an old ticker's `seq` for the new run's), then tells every
+    /// connection, which closes.
+    fn new_epoch(&mut self, epoch: u64) {
+        tracing::info!(epoch, "new epoch: closing every connection (they resume from the new run)");
+        for sender in self
+            .shared
+            .tickers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+        {
+            sender.send_replace(None);
+        }
+        self.portfolio_seq = 0;
+        self.alerts_seq = 0;
+        self.shared.epoch.send_replace(epoch);
+    }
+
     /// Fetches the summary once and broadcasts it to every connection (not one call per client).
     async fn push_portfolio(&mut self) {
         if self.shared.events.receiver_count() == 0 {
@@ -232,32 +266,12 @@ impl Hub {
     /// unsequenced alert (`meta.snapshot: true`, `seq` repeating the channel's last): it is this
     /// node's observation, not an event of the engine, so it is neither numbered nor replayed.
     fn announce(&self, health: BrokerHealth) {
-        let (alert_type, severity, message) = match health {
-            BrokerHealth::Down => (
-                AlertType::FeedStalled,
-                Severity::Critical,
-                "event broker unreachable: live events pause; resume after it is back to get what you missed",
-            ),
-            BrokerHealth::Up => (
-                AlertType::FeedResumed,
-                Severity::Info,
-                "event broker connected: live events flow",
-            ),
-            BrokerHealth::Connecting => return,
+        let Some(message) =
+            crate::dispatch::broker_alert(health, self.alerts_seq, self.clock.now_us())
+        else {
+            return;
         };
         tracing::info!(?health, "announcing the event broker state to clients");
-        let now = self.clock.now_us();
-        let alert = Alert {
-            alert_type,
-            severity,
-            message: message.to_owned(),
-            symbol: None,
-            raised_at: chrono::DateTime::from_timestamp_micros(now).unwrap_or_default(),
-        };
-        let message = ServerMessage::Alert {
-            payload: alert,
-            meta: EventMeta::new(Channel::Alerts, self.alerts_seq, now, true),
-        };
         let _ = self.shared.events.send(Arc::new(EventFrame {
             channel: Channel::Alerts,
             seq: self.alerts_seq,
@@ -277,6 +291,29 @@ async fn health_change(health: Option<&mut watch::Receiver<BrokerHealth>>) -> Op
         },
         None => std::future::pending().await,
     }
+}
+
+/// Waits for the next epoch of the bus; `None` once its sender is gone, forever when the epoch
+/// cannot change.
+async fn epoch_change(epochs: Option<&mut watch::Receiver<u64>>) -> Option<u64> {
+    match epochs {
+        Some(epochs) => match epochs.changed().await {
+            Ok(()) => Some(*epochs.borrow_and_update()),
+            Err(_) => None,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves when the epoch a connection was opened in is over (`receiver` from
+/// [`HubShared::epoch_receiver`]); never for a connection without one, or once the hub is gone.
+pub(crate) async fn epoch_over(receiver: Option<&mut watch::Receiver<u64>>) {
+    if let Some(receiver) = receiver
+        && receiver.changed().await.is_ok()
+    {
+        return;
+    }
+    std::future::pending().await
 }
 
 /// The JSON frame of a published envelope (live, or replayed to a resuming client), exactly as
@@ -345,6 +382,7 @@ pub(crate) fn spawn(
         portfolio_seq: 0,
         health: bus.health(),
         alerts_seq: 0,
+        epochs: bus.epoch_changes(),
     };
     tokio::spawn(hub.run())
 }
@@ -369,6 +407,7 @@ mod tests {
             portfolio_seq: 0,
             health: None,
             alerts_seq: 0,
+            epochs: None,
         }
     }
 
@@ -389,6 +428,34 @@ mod tests {
         let value: serde_json::Value = serde_json::from_slice(&frame.bytes).unwrap();
         assert_eq!(value["payload"]["price"], "3");
         assert!(!rx.has_changed().unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_new_epoch_forgets_the_old_tickers_and_tells_every_connection() {
+        let bus = InMemoryBus::new(64, Arc::new(SystemClock));
+        let shared = Arc::new(HubShared::new(16));
+        let mut hub = hub(&bus, Arc::clone(&shared));
+        let symbol = fixtures::symbol("BTCUSDT");
+        let envelope = bus.publish(Event::Ticker(fixtures::ticker("BTCUSDT", "1")));
+        hub.publish(&envelope);
+        let mut connection = shared.epoch_receiver();
+        hub.new_epoch(9);
+        // TC0: the connection's wait ends; a later connection waits for the next change only
+        tokio::time::timeout(Duration::from_secs(5), epoch_over(Some(&mut connection)))
+            .await
+            .expect("the epoch is over");
+        let mut later = shared.epoch_receiver();
+        assert!(!later.has_changed().unwrap());
+        // TC1: no old-run ticker is served as the latest one
+        assert!(shared.ticker_receiver(&symbol).borrow().is_none());
+        // TC2: without an epoch receiver, the wait never ends
+        let never = tokio::time::timeout(Duration::from_millis(50), epoch_over(None)).await;
+        assert!(never.is_err());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), epoch_over(Some(&mut later)))
+                .await
+                .is_err()
+        );
     }
 
     #[tokio::test]
