@@ -277,6 +277,8 @@ impl Application {
             BusBackend::Redis => {
                 // One engine per prefix: a second one would replace the first one's streams.
                 let redis = settings.redis_settings();
+                // The token is the epoch: gateways compare the engine's liveness mark with the
+                // epoch they follow.
                 let lease = Arc::new(EngineLease::new(local.epoch(), redis.lease_ttl));
                 let wait = redis.lease_ttl + redis.lease_ttl / 2;
                 let standby = Standby::start(listener, settings);

@@ -255,8 +255,12 @@ impl Drop for Node {
 async fn next_frame(socket: &mut Socket) -> Value {
     let wait = async {
         while let Some(frame) = socket.next().await {
-            if let Message::Text(text) = frame.expect("frame") {
-                return serde_json::from_str::<Value>(&text).expect("frames are JSON");
+            match frame.expect("frame") {
+                Message::Text(text) => {
+                    return serde_json::from_str::<Value>(&text).expect("frames are JSON");
+                }
+                Message::Close(close) => panic!("socket closed: {close:?}"),
+                _ => {}
             }
         }
         panic!("socket closed");
@@ -1056,6 +1060,8 @@ async fn gateway_health_answers_at_once_with_a_dead_engine_and_during_a_redis_ou
     engine.signal("CONT");
     drop(engine);
     let engine = Node::start_with("engine", &url, &prefix, &env);
+    let (_, epoch) = engine.connect().await;
+    gateway.synced(epoch).await;
     probe_until(&gateway, 200, |_| true).await;
 
     // TC2: Redis stops answering (SIGSTOP: connections hang as in a partition): every probe

@@ -117,12 +117,15 @@ impl RedisFollowerBus {
         settings: &RedisSettings,
         ever_up: &mut bool,
     ) -> Result<(), String> {
-        let (epoch, alive): (Option<u64>, bool) = redis::pipe()
+        let (epoch, alive): (Option<u64>, Option<u64>) = redis::pipe()
             .get(settings.epoch_key())
-            .exists(settings.alive_key())
+            .get(settings.alive_key())
             .query_async(conn)
             .await
             .map_err(|err| err.to_string())?;
+        // The mark holds the engine's lease token, its epoch: only the run this node follows
+        // counts (a successor that took the lease but has not announced its epoch yet does not).
+        let alive = epoch.is_some() && alive == epoch;
         self.metrics.engine_alive.store(u64::from(alive), Relaxed);
         let Some(epoch) = epoch else {
             // The engine has not (re)announced itself yet.
