@@ -930,9 +930,14 @@ async fn an_engine_paused_past_its_lease_is_fenced_and_its_successor_trades_exac
     // The first engine wakes up long after its lease lapsed.
     first.signal("CONT");
 
-    // TC0: trades through the gateway right away: every one executed exactly once.
+    // TC0: trades through the gateway from right away and over a few seconds (time for a
+    // replaced engine that was still serving to reconnect and take its share): every one
+    // executed exactly once.
     let mut ids = Vec::new();
     for n in 0..20 {
+        if n > 0 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         let (status, body) = gateway.post_trade(&format!("{prefix}-after-{n}")).await;
         assert_eq!(status, 201, "trade {n}: {body}");
         assert_eq!(body["replayed"], false, "{body}");
