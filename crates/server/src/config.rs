@@ -929,7 +929,10 @@ mod tests {
             let err = Settings::load_with_env(None, env(&[("CRYPTOBOT__BUS__LEASE_TTL_MS", ttl)]))
                 .unwrap_err()
                 .to_string();
-            assert!(err.starts_with("bus.lease_ttl_ms: must be between"), "{err}");
+            assert!(
+                err.starts_with("bus.lease_ttl_ms: must be between"),
+                "{err}"
+            );
         }
     }
 

@@ -526,7 +526,9 @@ impl Standby {
                 clone.set_nonblocking(true)?;
                 tokio::net::TcpListener::from_std(clone)
             })
-            .inspect_err(|err| tracing::warn!(%err, "no standby answers while waiting for the lease"));
+            .inspect_err(
+                |err| tracing::warn!(%err, "no standby answers while waiting for the lease"),
+            );
         let Ok(accepting) = accepting else {
             return Self { stop, task: None };
         };

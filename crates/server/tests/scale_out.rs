@@ -129,7 +129,13 @@ impl Node {
     fn logged(&self, text: &str) -> bool {
         let deadline = Instant::now() + Duration::from_secs(2);
         loop {
-            if self.log.lock().unwrap().iter().any(|line| line.contains(text)) {
+            if self
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|line| line.contains(text))
+            {
                 return true;
             }
             if Instant::now() >= deadline {
@@ -421,6 +427,7 @@ async fn two_gateways_serve_as_one() {
     let metrics = http::request(a.addr, "GET", "/metrics", None, b"").await;
     let text = &metrics.body;
     assert!(text.contains("cryptobot_broker_connected 1"), "{text}");
+    assert!(text.contains("cryptobot_broker_engine_alive 1"), "{text}");
     let health = http::request(a.addr, "GET", "/api/v1/health", None, b"").await;
     assert_eq!(health.status, 200, "{}", health.body);
     assert_eq!(
@@ -901,9 +908,9 @@ async fn an_engine_restart_closes_clients_with_1012_and_they_resume_in_the_new_e
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_engine_paused_past_its_lease_is_fenced_and_its_successor_trades_exactly_once() {
-    let Some(url) =
-        redis_url("an_engine_paused_past_its_lease_is_fenced_and_its_successor_trades_exactly_once")
-    else {
+    let Some(url) = redis_url(
+        "an_engine_paused_past_its_lease_is_fenced_and_its_successor_trades_exactly_once",
+    ) else {
         return;
     };
     let prefix = unique("fence");
@@ -1016,7 +1023,10 @@ async fn probe_until(node: &Node, status: u16, check: impl Fn(&Value) -> bool) -
         if got == status && check(&body) {
             return body;
         }
-        assert!(Instant::now() < deadline, "health never became {status}: {body}");
+        assert!(
+            Instant::now() < deadline,
+            "health never became {status}: {body}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -1056,6 +1066,12 @@ async fn gateway_health_answers_at_once_with_a_dead_engine_and_during_a_redis_ou
     let body = probe_until(&gateway, 503, |_| true).await;
     assert_eq!(body["trading_engine"], "unavailable", "{body}");
     assert_eq!(body["broker"]["connected"], true, "{body}");
+    let metrics = http::request(gateway.addr, "GET", "/metrics", None, b"").await;
+    assert!(
+        metrics.body.contains("cryptobot_broker_engine_alive 0"),
+        "{}",
+        metrics.body
+    );
     // A paused engine is the same as a dead one.
     let engine = Node::start_with("engine", &url, &prefix, &env);
     probe_until(&gateway, 200, |_| true).await;

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use cryptobot_domain::{Channel, Event};
 use tokio::sync::{broadcast, watch};
 
-use crate::{Clock, ServiceError};
 use crate::scale::BrokerHealth;
+use crate::{Clock, ServiceError};
 
 /// An event as published: stamped with its channel, its sequence number on that channel and the
 /// time it was published.

@@ -446,8 +446,10 @@ mod tests {
         let actions = d
             .handle(subscribe(vec![Channel::Alerts]), &mut Subscriptions::new(8))
             .await;
-        let [Action::Send(ServerMessage::Subscribed { .. }), Action::Send(alert)] =
-            actions.as_slice()
+        let [
+            Action::Send(ServerMessage::Subscribed { .. }),
+            Action::Send(alert),
+        ] = actions.as_slice()
         else {
             panic!("unexpected {actions:?}")
         };
@@ -458,7 +460,10 @@ mod tests {
         assert_eq!(alert["seq"], 4, "{alert}");
         // TC1: other channels: no alert
         let actions = d
-            .handle(subscribe(vec![Channel::Signals]), &mut Subscriptions::new(8))
+            .handle(
+                subscribe(vec![Channel::Signals]),
+                &mut Subscriptions::new(8),
+            )
             .await;
         assert_eq!(actions.len(), 1, "{actions:?}");
         // TC2: the broker is up: nothing to say (the hub announced it when it happened)

@@ -209,7 +209,10 @@ impl Hub {
     /// subscribes now must not take an old ticker's `seq` for the new run's), then tells every
     /// connection, which closes.
     fn new_epoch(&mut self, epoch: u64) {
-        tracing::info!(epoch, "new epoch: closing every connection (they resume from the new run)");
+        tracing::info!(
+            epoch,
+            "new epoch: closing every connection (they resume from the new run)"
+        );
         for sender in self
             .shared
             .tickers

@@ -103,7 +103,8 @@ impl EngineLease {
 
     /// Longest one claim may take before it counts as failed.
     fn attempt_timeout(&self) -> Duration {
-        self.renew_every().clamp(Duration::from_millis(100), Duration::from_secs(2))
+        self.renew_every()
+            .clamp(Duration::from_millis(100), Duration::from_secs(2))
     }
 
     /// How long the liveness mark lives: two missed renewals and a slow one.
@@ -112,8 +113,7 @@ impl EngineLease {
     }
 
     fn stamp(&self, at: Instant) -> u64 {
-        u64::try_from(at.saturating_duration_since(self.base).as_millis())
-            .unwrap_or(u64::MAX - 1)
+        u64::try_from(at.saturating_duration_since(self.base).as_millis()).unwrap_or(u64::MAX - 1)
             + 1
     }
 
@@ -195,11 +195,16 @@ async fn claim(
     Ok(held == 1)
 }
 
-async fn open(client: &redis::Client, timeout: Duration) -> redis::RedisResult<MultiplexedConnection> {
+async fn open(
+    client: &redis::Client,
+    timeout: Duration,
+) -> redis::RedisResult<MultiplexedConnection> {
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(timeout))
         .set_response_timeout(Some(timeout));
-    client.get_multiplexed_async_connection_with_config(&config).await
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
 }
 
 /// Takes the lease, waiting up to `wait` for another engine's lease to lapse.

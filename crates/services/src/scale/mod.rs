@@ -22,9 +22,7 @@ use std::time::Duration;
 use cryptobot_domain::Channel;
 
 pub use follower::RedisFollowerBus;
-pub use lease::{
-    ENGINE_LEASE, EngineLease, LeaseOutcome, acquire_engine_lease, keep_engine_lease,
-};
+pub use lease::{ENGINE_LEASE, EngineLease, LeaseOutcome, acquire_engine_lease, keep_engine_lease};
 pub use publisher::RedisPublishingBus;
 pub use remote::{RemoteMarket, RemoteTrading, spawn_command_server};
 

@@ -199,7 +199,15 @@ impl RedisPublishingBus {
                         .unwrap_or_else(PoisonError::into_inner)
                         .holes,
                 );
-                if let Err(err) = write_holes(&mut conn, &settings, &self.lease, self.local.epoch(), &holes).await {
+                if let Err(err) = write_holes(
+                    &mut conn,
+                    &settings,
+                    &self.lease,
+                    self.local.epoch(),
+                    &holes,
+                )
+                .await
+                {
                     if is_fenced(&err) {
                         return self.fenced();
                     }
@@ -217,7 +225,15 @@ impl RedisPublishingBus {
                     }
                     continue 'connect;
                 }
-                if let Err(err) = write_batch(&mut conn, &settings, &self.lease, self.local.epoch(), &batch).await {
+                if let Err(err) = write_batch(
+                    &mut conn,
+                    &settings,
+                    &self.lease,
+                    self.local.epoch(),
+                    &batch,
+                )
+                .await
+                {
                     if is_fenced(&err) {
                         return self.fenced();
                     }
@@ -575,7 +591,9 @@ mod tests {
             .query_async(&mut conn)
             .await
             .unwrap();
-        engine.publish(Event::TradeExecuted(fixtures::trade(6, "BTCUSDT", "2", "1")));
+        engine.publish(Event::TradeExecuted(fixtures::trade(
+            6, "BTCUSDT", "2", "1",
+        )));
         tokio::time::timeout(Duration::from_secs(10), lease.lost().cancelled())
             .await
             .expect("the writer sees the fence");
