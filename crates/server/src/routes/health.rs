@@ -14,6 +14,10 @@ use crate::state::AppState;
 /// probe answers promptly even when the engine actor is stuck.
 const ENGINE_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// Longest a `/metrics` scrape waits for the portfolio summary (forwarded to the engine on a
+/// gateway node); without it the portfolio gauges are left out of that scrape.
+const METRICS_SUMMARY_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Reports liveness and the state of the market feed, the trading engine and (with Redis) the
 /// broker link; 503 when degraded. Never waits for a remote round trip: a gateway node reports
 /// the engine from its cached view (the engine's liveness mark in Redis, read on every poll of
@@ -66,7 +70,21 @@ pub(super) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         "# HELP cryptobot_uptime_seconds Seconds since the server started.\n# TYPE cryptobot_uptime_seconds gauge\ncryptobot_uptime_seconds {}",
         state.started_at.elapsed().as_secs()
     );
-    if let Ok(summary) = state.portfolio.summary().await {
+    // Like the health probe, a scrape never waits for an engine that is known to be down.
+    let engine_down = state.role == Role::Gateway
+        && state
+            .broker
+            .as_ref()
+            .is_some_and(|broker| broker.engine_alive.load(Ordering::Relaxed) == 0);
+    let summary = if engine_down {
+        None
+    } else {
+        tokio::time::timeout(METRICS_SUMMARY_TIMEOUT, state.portfolio.summary())
+            .await
+            .ok()
+            .and_then(Result::ok)
+    };
+    if let Some(summary) = summary {
         let gauges = [
             (
                 "cryptobot_portfolio_cash",
