@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cryptobot_domain::{
     Event, LevelChange, PortfolioSummary, Position, PositionUpdate, Symbol, Ticker, Trade,
-    TradeRequest,
+    TradePage, TradeQuery, TradeRequest,
 };
 use redis::aio::MultiplexedConnection;
 use rust_decimal::Decimal;
@@ -46,8 +46,13 @@ enum Call {
     Execute {
         request: TradeRequest,
     },
+    /// From gateways of an earlier version; still served.
     RecentTrades {
         limit: usize,
+    },
+    /// `GET /api/v1/trades` on a gateway node: the query forwarded as it is.
+    Trades {
+        query: TradeQuery,
     },
     Summary,
     UpdatePosition {
@@ -97,6 +102,7 @@ struct Reply {
 enum Answer {
     Execution { trade: Trade, replayed: bool },
     Trades(Vec<Trade>),
+    TradePage(TradePage),
     Summary(Box<PortfolioSummary>),
     Position(Position),
 }
@@ -240,6 +246,7 @@ async fn serve(
             }
         }
         Call::RecentTrades { limit } => Answer::Trades(trade.recent_trades(limit).await?),
+        Call::Trades { query } => Answer::TradePage(trade.trades(query).await?),
         Call::Summary => Answer::Summary(Box::new(portfolio.summary().await?)),
         Call::UpdatePosition {
             symbol,
@@ -444,9 +451,9 @@ impl TradeService for RemoteTrading {
         }
     }
 
-    async fn recent_trades(&self, limit: usize) -> Result<Vec<Trade>, ServiceError> {
-        match self.call(Call::RecentTrades { limit }).await? {
-            Answer::Trades(trades) => Ok(trades),
+    async fn trades(&self, query: TradeQuery) -> Result<TradePage, ServiceError> {
+        match self.call(Call::Trades { query }).await? {
+            Answer::TradePage(page) => Ok(page),
             _ => Err(unexpected()),
         }
     }
