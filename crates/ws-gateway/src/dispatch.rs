@@ -8,14 +8,55 @@ use std::sync::Arc;
 
 use cryptobot_domain::{Channel, Symbol, TradeOrigin, TradeRequest};
 use cryptobot_services::{
-    Clock, EventBus, MarketService, PortfolioService, ServiceError, TradeService,
+    Clock, Envelope as BusEnvelope, EventBus, MarketService, PortfolioService, ServiceError,
+    TradeService,
 };
 use serde_json::Value;
 
+use crate::auth::Principal;
 use crate::protocol::{
-    ClientMessage, ClientRequest, EventMeta, ManualTrade, ResumeRequest, ServerMessage,
-    TradeExecuted, codes,
+    ClientMessage, ClientRequest, ConnectionLimits, Envelope, EventMeta, ManualTrade,
+    RequestError, ResumeRequest, ServerMessage, TradeExecuted, codes,
 };
+
+/// Message types that change the account and so need the `trade` scope.
+const TRADE_SCOPED: [&str; 2] = ["manual_trade", "update_position"];
+
+/// Parses one text frame, checking the scope before the payload: the order of checks is the
+/// REST API's (authentication at the upgrade, then the scope the message's `type` needs, then the
+/// payload's shape, then its fields, then the services), so a read-only token gets `forbidden`
+/// for any `manual_trade`, well-formed or not, as `POST /api/v1/trades` answers 403 before its
+/// body is read.
+///
+/// # Errors
+/// `forbidden` (with the id), or the errors of [`Envelope::parse`] and
+/// [`Envelope::into_message`].
+pub(crate) fn parse_request(text: &str, principal: &Principal) -> Result<ClientMessage, RequestError> {
+    let envelope = Envelope::parse(text)?;
+    if TRADE_SCOPED.contains(&envelope.kind.as_str()) && !principal.can_trade() {
+        tracing::info!(principal = %principal.name, "command refused: no trade scope");
+        return Err(RequestError {
+            id: envelope.id,
+            code: codes::FORBIDDEN,
+            message: "this token lacks the trade scope".to_owned(),
+            channel: None,
+        });
+    }
+    envelope.into_message()
+}
+
+/// What a resume replays of a channel whose history reaches back far enough: every missed event,
+/// except for a ticker channel, which is conflated by contract: only its newest ticker (with its
+/// `seq`), not the ~20 per second it missed.
+pub(crate) fn resume_replay(
+    channel: &Channel,
+    mut missed: Vec<Arc<BusEnvelope>>,
+) -> Vec<Arc<BusEnvelope>> {
+    if matches!(channel, Channel::Ticker(_)) && missed.len() > 1 {
+        missed.drain(..missed.len() - 1);
+    }
+    missed
+}
 
 /// Note attached to `trade_executed` when the command had no `client_order_id`.
 pub const NOT_IDEMPOTENT_NOTE: &str =
@@ -45,14 +86,18 @@ impl Subscriptions {
         self.channels.contains(channel)
     }
 
-    /// Adds channels, all or nothing; fails when the set would exceed the maximum.
-    fn add(&mut self, channels: &[Channel]) -> Result<(), usize> {
-        let new = channels
-            .iter()
-            .filter(|c| !self.channels.contains(*c))
-            .collect::<BTreeSet<_>>();
+    /// Adds channels, all or nothing; fails with the first channel (in request order) that
+    /// does not fit when the set would exceed the maximum.
+    fn add(&mut self, channels: &[Channel]) -> Result<(), Channel> {
+        let mut new: Vec<&Channel> = Vec::new();
+        for channel in channels {
+            if !self.channels.contains(channel) && !new.contains(&channel) {
+                new.push(channel);
+            }
+        }
         if self.channels.len() + new.len() > self.max {
-            return Err(self.max);
+            let room = self.max.saturating_sub(self.channels.len());
+            return Err(new[room.min(new.len() - 1)].clone());
         }
         self.channels.extend(new.into_iter().cloned());
         Ok(())
@@ -110,6 +155,8 @@ pub(crate) struct Dispatcher {
     pub(crate) clock: Arc<dyn Clock>,
     /// The event bus: epoch, last `seq` and replay history of every channel.
     pub(crate) bus: Arc<dyn EventBus>,
+    /// Announced in `welcome`, the subscribe acks and `subscriptions`.
+    pub(crate) limits: ConnectionLimits,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -132,6 +179,7 @@ impl Dispatcher {
                             message: format!("Subscribed to {symbol}"),
                             channels: subs.list(),
                             epoch: Some(self.bus.epoch()),
+                            limits: self.limits,
                             id,
                         }),
                         Action::Watch(symbol),
@@ -155,6 +203,7 @@ impl Dispatcher {
                         channels: subs.list(),
                         epoch: Some(self.bus.epoch()),
                         recovered: None,
+                        limits: self.limits,
                         id,
                     })];
                     actions.extend(channels.into_iter().filter_map(|c| match c {
@@ -182,8 +231,19 @@ impl Dispatcher {
                 actions.extend(removed.into_iter().map(Action::Unwatch));
                 actions
             }
+            ClientRequest::ListSubscriptions => vec![Action::Send(ServerMessage::Subscriptions {
+                channels: subs.list(),
+                epoch: self.bus.epoch(),
+                limits: self.limits,
+                id,
+            })],
             ClientRequest::ManualTrade(trade) => vec![Action::Send(self.trade(trade, id).await)],
             ClientRequest::UpdatePosition { symbol, update } => {
+                // A symbol the market does not trade is unknown, not merely not held (as REST).
+                if !self.market.symbols().contains(&symbol) {
+                    let err = ServiceError::UnknownSymbol(symbol);
+                    return vec![Action::Send(service_error(id, &err))];
+                }
                 let reply = match self.portfolio.update_position(symbol, update).await {
                     Ok(position) => ServerMessage::PositionUpdated {
                         payload: position,
@@ -212,23 +272,26 @@ impl Dispatcher {
         id: Option<Value>,
     ) -> Result<(), Box<ServerMessage>> {
         let known = self.market.symbols();
+        let refused = |id, code: &str, message: String, channel: &Channel| {
+            Box::new(ServerMessage::Error {
+                error: message,
+                code: code.to_owned(),
+                channel: Some(channel.to_string()),
+                id,
+            })
+        };
         for channel in channels {
             if let Channel::Ticker(symbol) = channel
                 && !known.contains(symbol)
             {
-                return Err(Box::new(ServerMessage::error(
-                    id,
-                    codes::UNKNOWN_SYMBOL,
-                    format!("unknown symbol {symbol}"),
-                )));
+                let message = format!("unknown symbol {symbol}");
+                return Err(refused(id, codes::UNKNOWN_SYMBOL, message, channel));
             }
         }
-        subs.add(channels).map_err(|max| {
-            Box::new(ServerMessage::error(
-                id,
-                codes::TOO_MANY_SUBSCRIPTIONS,
-                format!("at most {max} channels per connection"),
-            ))
+        let max = subs.max;
+        subs.add(channels).map_err(|channel| {
+            let message = format!("at most {max} channels per connection");
+            refused(id, codes::TOO_MANY_SUBSCRIPTIONS, message, &channel)
         })
     }
 
@@ -319,6 +382,7 @@ mod tests {
             portfolio: Arc::new(portfolio),
             clock: Arc::new(SystemClock),
             bus: Arc::new(InMemoryBus::new(16, Arc::new(SystemClock)).with_epoch(7)),
+            limits: ConnectionLimits::from_config(&crate::GatewayConfig::default()),
         }
     }
 
@@ -359,6 +423,7 @@ mod tests {
                 channels,
                 epoch,
                 id,
+                ..
             }),
             Action::Watch(watched),
         ] = actions.as_slice()

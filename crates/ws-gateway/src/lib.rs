@@ -159,6 +159,7 @@ impl Gateway {
                 portfolio: services.portfolio,
                 clock,
                 bus: services.bus,
+                limits: protocol::ConnectionLimits::from_config(&config),
             },
             hub,
         };
