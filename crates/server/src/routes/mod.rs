@@ -1,6 +1,10 @@
 //! REST routes under `/api/v1`, mounted by one function so `main` and tests share the wiring.
 
-use actix_web::middleware::from_fn;
+use actix_web::ResponseError;
+use actix_web::body::{BodySize, EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::middleware::{Next, from_fn};
 use actix_web::web;
 
 use crate::auth::require_auth;
@@ -31,6 +35,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .wrap(from_fn(limit_rest_rate))
                 .route(web::get().to(health::health)),
         )
+        // Public like health: the time reveals nothing, and clients sync clocks before logging in.
+        .service(
+            web::resource("/api/v1/time")
+                .wrap(from_fn(limit_rest_rate))
+                .route(web::get().to(health::time)),
+        )
         .service(
             web::resource("/metrics")
                 .wrap(from_fn(require_auth))
@@ -46,7 +56,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/portfolio", web::get().to(trading::portfolio))
                 .service(
                     web::resource("/trades")
-                        .route(web::get().to(trading::recent_trades))
+                        .route(web::get().to(trading::trades))
                         .route(web::post().to(trading::create_trade)),
                 )
                 .route(
@@ -59,6 +69,28 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// The answer for every path no route matches.
 pub async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
     Err(ApiError::NotFound)
+}
+
+/// Gives the bodiless answers actix-web writes itself (405 for a method a route does not take)
+/// the API's `{"error", "code"}` body; wraps the whole app, so the WebSocket route is covered too.
+///
+/// # Errors
+/// Only those of the wrapped service.
+pub async fn json_method_not_allowed(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let response = next.call(req).await?;
+    let bodiless = matches!(
+        response.response().body().size(),
+        BodySize::None | BodySize::Sized(0)
+    );
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED || !bodiless {
+        return Ok(response.map_into_left_body());
+    }
+    let (req, _) = response.into_parts();
+    let json = ApiError::MethodNotAllowed.error_response();
+    Ok(ServiceResponse::new(req, json).map_into_right_body())
 }
 
 fn json_config() -> web::JsonConfig {
