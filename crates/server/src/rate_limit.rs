@@ -73,6 +73,8 @@ pub async fn limit_rest_rate(
             );
             req.into_response(response).map_into_right_body()
         }
+        // Authentication inside answers its refusals as responses (not errors), so they get the
+        // headers too.
         None => next.call(req).await?.map_into_left_body(),
     };
     let headers = response.headers_mut();

@@ -51,17 +51,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::scope("/api/v1")
                 .wrap(from_fn(require_auth))
                 .wrap(from_fn(limit_rest_rate))
-                .route("/tickers", web::get().to(market::tickers))
-                .route("/tickers/{symbol}", web::get().to(market::ticker))
-                .route("/portfolio", web::get().to(trading::portfolio))
+                // Resources, not scope routes: a method a resource does not take is then 405, not
+                // a fall-through to 404.
+                .service(web::resource("/tickers").route(web::get().to(market::tickers)))
+                .service(web::resource("/tickers/{symbol}").route(web::get().to(market::ticker)))
+                .service(web::resource("/portfolio").route(web::get().to(trading::portfolio)))
                 .service(
                     web::resource("/trades")
                         .route(web::get().to(trading::trades))
                         .route(web::post().to(trading::create_trade)),
                 )
-                .route(
-                    "/positions/{symbol}",
-                    web::patch().to(trading::update_position),
+                .service(
+                    web::resource("/positions/{symbol}")
+                        .route(web::patch().to(trading::update_position)),
                 ),
         );
 }

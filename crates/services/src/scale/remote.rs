@@ -586,6 +586,48 @@ mod tests {
         }
     }
 
+    /// A gateway forwards `GET /trades` as its query: every filter and cursor survives the wire,
+    /// and the engine answers with the page its own service returns.
+    #[tokio::test]
+    async fn trade_queries_are_forwarded_as_they_are() {
+        let query = TradeQuery {
+            symbol: Some(fixtures::symbol("ETHUSDT")),
+            client_order_id: Some(cryptobot_domain::ClientOrderId::parse("c-1").unwrap()),
+            from: Some(fixtures::instant()),
+            to: Some(fixtures::instant() + chrono::Duration::microseconds(1_500_001)),
+            before_id: Some(90),
+            after_id: Some(10),
+            limit: 7,
+        };
+        let wire = serde_json::to_string(&Call::Trades {
+            query: query.clone(),
+        })
+        .unwrap();
+        let Call::Trades { query: received } = serde_json::from_str(&wire).unwrap() else {
+            panic!("not a trades call: {wire}")
+        };
+        assert_eq!(received, query);
+        let page = TradePage {
+            trades: vec![fixtures::trade(42, "ETHUSDT", "100", "1")],
+            more: true,
+        };
+        let mut trade = crate::trading::MockTradeService::new();
+        let (expected, answer) = (query.clone(), page.clone());
+        trade
+            .expect_trades()
+            .withf(move |q| *q == expected)
+            .returning(move |_| Ok(answer.clone()));
+        let portfolio = crate::trading::MockPortfolioService::new();
+        let answer = serve(Call::Trades { query: received }, &trade, &portfolio)
+            .await
+            .unwrap();
+        let json = serde_json::to_string(&answer).unwrap();
+        let Answer::TradePage(back) = serde_json::from_str(&json).unwrap() else {
+            panic!("not a page: {json}")
+        };
+        assert_eq!(back, page);
+    }
+
     /// Needs a real Redis (`REDIS_URL`); no engine listens, so the command must time out cleanly.
     #[tokio::test]
     async fn without_an_engine_a_command_answers_unavailable() {
