@@ -134,7 +134,12 @@ async fn both_paths_refuse_the_same_input_with_the_same_code_and_trade_nothing()
             "invalid_payload",
         ),
         // TC2: a zero size is well-formed but not positive
-        ("zero".into(), buy("amount", json!("0")), 422, "invalid_size"),
+        (
+            "zero".into(),
+            buy("amount", json!("0")),
+            422,
+            "invalid_size",
+        ),
     ];
     // TC3: the decimal grammar's refusals, as amount and as quantity
     for text in [
@@ -186,7 +191,11 @@ async fn both_paths_refuse_the_same_input_with_the_same_code_and_trade_nothing()
             &json!({"type": "update_position", "id": 1000 + n, "payload": {"symbol": "BTCUSDT", "take_profit": level}}),
         )
         .await;
-        assert_eq!(reply(&mut socket).await["code"], "invalid_decimal", "{level}");
+        assert_eq!(
+            reply(&mut socket).await["code"],
+            "invalid_decimal",
+            "{level}"
+        );
     }
     // Nothing traded, and the cash is whole.
     assert_eq!(app.get("/api/v1/trades").await.json(), json!([]));
@@ -198,7 +207,11 @@ async fn both_paths_refuse_the_same_input_with_the_same_code_and_trade_nothing()
         .await;
     assert_eq!(ok.status, 201, "{}", ok.body);
     let trade = &ok.json()["trade"];
-    let spent: Decimal = trade["notional"].as_str().unwrap().parse::<Decimal>().unwrap()
+    let spent: Decimal = trade["notional"]
+        .as_str()
+        .unwrap()
+        .parse::<Decimal>()
+        .unwrap()
         + trade["fee"].as_str().unwrap().parse::<Decimal>().unwrap();
     assert!(spent <= Decimal::new(10050, 2), "spent {spent}");
     app.stop().await;
@@ -216,7 +229,14 @@ async fn the_scope_is_checked_before_the_payload_on_both_paths() {
         (rest.status, rest.json()["code"].as_str()),
         (403, Some("forbidden"))
     );
-    let rest = call(&app, "PATCH", "/api/v1/positions/DOGEUSDT", READER, &json!([])).await;
+    let rest = call(
+        &app,
+        "PATCH",
+        "/api/v1/positions/DOGEUSDT",
+        READER,
+        &json!([]),
+    )
+    .await;
     assert_eq!(
         (rest.status, rest.json()["code"].as_str()),
         (403, Some("forbidden"))
@@ -235,7 +255,10 @@ async fn the_scope_is_checked_before_the_payload_on_both_paths() {
         )
         .await;
         let refused = reply(&mut reader).await;
-        assert_eq!((refused["code"].as_str(), refused["id"].as_str()), (Some("forbidden"), Some(id)));
+        assert_eq!(
+            (refused["code"].as_str(), refused["id"].as_str()),
+            (Some("forbidden"), Some(id))
+        );
     }
     send(
         &mut reader,
@@ -275,8 +298,9 @@ async fn a_bearer_subprotocol_without_cryptobot_v1_is_refused_with_a_clear_error
     match tokio_tungstenite::connect_async(offer(format!("bearer.{READER}"))).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
             assert_eq!(response.status().as_u16(), 400);
-            let body: Value = serde_json::from_slice(response.body().as_deref().unwrap_or_default())
-                .expect("a JSON body");
+            let body: Value =
+                serde_json::from_slice(response.body().as_deref().unwrap_or_default())
+                    .expect("a JSON body");
             assert_eq!(body["code"], "subprotocol_required", "{body}");
             assert!(body["error"].as_str().unwrap().contains("cryptobot.v1"));
         }
@@ -400,7 +424,10 @@ async fn the_request_head_timeout_is_never_shorter_than_configured() {
         stream.read(&mut first),
     )
     .await;
-    assert!(early.is_err(), "cut before the configured timeout: {early:?}");
+    assert!(
+        early.is_err(),
+        "cut before the configured timeout: {early:?}"
+    );
     let mut answer = Vec::new();
     let late = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
         .await
@@ -431,7 +458,10 @@ async fn server_time_and_rate_limit_headers() {
     let server_time: DateTime<Utc> = body["server_time"].as_str().unwrap().parse().unwrap();
     let ts_us = body["ts_us"].as_i64().unwrap();
     assert_eq!(server_time.timestamp_micros(), ts_us);
-    assert_eq!(body["timestamp"].as_i64().unwrap(), ts_us.div_euclid(1_000_000));
+    assert_eq!(
+        body["timestamp"].as_i64().unwrap(),
+        ts_us.div_euclid(1_000_000)
+    );
     // A fresh address: the first answer had the whole burst but one.
     let header = |response: &Response, name: &str| -> u64 {
         response
@@ -516,7 +546,11 @@ async fn the_connection_announces_its_parameters_and_lists_its_subscriptions() {
     );
     for (channels, code, channel) in [
         (json!(["signals", "orders"]), "unknown_channel", "orders"),
-        (json!(["ticker:DOGEUSDT"]), "unknown_symbol", "ticker:DOGEUSDT"),
+        (
+            json!(["ticker:DOGEUSDT"]),
+            "unknown_symbol",
+            "ticker:DOGEUSDT",
+        ),
         (json!(["ticker:btc"]), "invalid_symbol", "ticker:btc"),
     ] {
         send(
@@ -529,7 +563,10 @@ async fn the_connection_announces_its_parameters_and_lists_its_subscriptions() {
             // Unsubscribing a well-formed channel is never an error.
             assert_eq!(refused["type"], "unsubscribed");
         } else {
-            assert_eq!((refused["code"].as_str(), refused["channel"].as_str()), (Some(code), Some(channel)));
+            assert_eq!(
+                (refused["code"].as_str(), refused["channel"].as_str()),
+                (Some(code), Some(channel))
+            );
         }
         send(
             &mut socket,
@@ -660,7 +697,10 @@ async fn a_client_can_page_through_5000_trades_and_filter_them() {
     let (ids, _) = fetch_all(&app, "/api/v1/trades?after_id=4990&limit=4").await;
     assert_eq!(ids, (4991..=5000).collect::<Vec<u64>>());
     // TC4: what happened to a command whose acknowledgement was lost
-    let found = app.get("/api/v1/trades?client_order_id=seed-77").await.json();
+    let found = app
+        .get("/api/v1/trades?client_order_id=seed-77")
+        .await
+        .json();
     assert_eq!(found.as_array().unwrap().len(), 1);
     assert_eq!(found[0]["id"], 77);
     assert_eq!(found[0]["client_order_id"], "seed-77");
@@ -673,7 +713,10 @@ async fn a_client_can_page_through_5000_trades_and_filter_them() {
         ("symbol=ethusdt", "invalid_symbol"),
         ("client_order_id=bad!", "invalid_client_order_id"),
         ("from=yesterday", "invalid_query"),
-        ("from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z", "invalid_query"),
+        (
+            "from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z",
+            "invalid_query",
+        ),
         ("before_id=abc", "invalid_query"),
         ("page=2", "invalid_query"),
     ] {

@@ -110,7 +110,10 @@ async fn a_ticker_resumed_after_a_reconnect_gets_the_newest_then_no_gap_and_no_d
     }
     // Tickers are conflated by contract: the newest of the ~10 missed ticks, not all of them.
     let first = resumed[0];
-    assert!(first > last + 1, "a replay of every missed tick: {last} then {resumed:?}");
+    assert!(
+        first > last + 1,
+        "a replay of every missed tick: {last} then {resumed:?}"
+    );
     assert_eq!(
         resumed,
         (first..first + 15).collect::<Vec<_>>(),

@@ -1,5 +1,4 @@
 use rust_decimal::{Decimal, RoundingStrategy};
-use serde::{Deserialize, Deserializer};
 
 use crate::DomainError;
 
@@ -76,20 +75,6 @@ pub fn parse_decimal(field: &'static str, text: &str) -> Result<Decimal, DomainE
     Decimal::from_str_exact(text).map_err(|_| refuse("too many digits"))
 }
 
-/// Serde helpers reading decimals with [`parse_decimal`]'s grammar from JSON strings only.
-pub mod strict {
-    use super::{Decimal, Deserialize, Deserializer, parse_decimal};
-
-    /// Reads a required decimal string.
-    ///
-    /// # Errors
-    /// The deserializer's error for a non-string or a string outside the grammar.
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Decimal, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        parse_decimal("value", &text).map_err(serde::de::Error::custom)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::str::FromStr;
@@ -120,7 +105,10 @@ mod tests {
             ("0.001", "0.001"),
             ("100", "100"),
             ("42000.50", "42000.50"),
-            ("0.0000000000000000000000000001", "0.0000000000000000000000000001"),
+            (
+                "0.0000000000000000000000000001",
+                "0.0000000000000000000000000001",
+            ),
         ] {
             let parsed = parse_decimal("amount", text).unwrap();
             assert_eq!(parsed.to_string(), value, "{text}");

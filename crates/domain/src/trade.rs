@@ -325,17 +325,18 @@ mod tests {
 
     #[test]
     fn trade_input_checks_in_one_order() {
-        let input = |symbol: &str, quantity: Option<&str>, amount: Option<&str>, id: Option<&str>| {
-            TradeInput {
-                symbol: symbol.to_owned(),
-                side: Side::Buy,
-                quantity: quantity.map(str::to_owned),
-                amount: amount.map(str::to_owned),
-                client_order_id: id.map(str::to_owned),
-            }
-            .into_request(TradeOrigin::Manual)
-            .map_err(|err| err.code())
-        };
+        let input =
+            |symbol: &str, quantity: Option<&str>, amount: Option<&str>, id: Option<&str>| {
+                TradeInput {
+                    symbol: symbol.to_owned(),
+                    side: Side::Buy,
+                    quantity: quantity.map(str::to_owned),
+                    amount: amount.map(str::to_owned),
+                    client_order_id: id.map(str::to_owned),
+                }
+                .into_request(TradeOrigin::Manual)
+                .map_err(|err| err.code())
+            };
         // TC0: valid
         let request = input("BTCUSDT", None, Some("100.5"), Some("a-1")).unwrap();
         assert_eq!(
@@ -344,12 +345,27 @@ mod tests {
         );
         // TC1: each check, and the first failing one wins when several fail
         let cases = [
-            (("btc", Some("1"), Some("1"), Some("bad id!")), "invalid_payload"),
+            (
+                ("btc", Some("1"), Some("1"), Some("bad id!")),
+                "invalid_payload",
+            ),
             (("btc", None, None, None), "invalid_payload"),
-            (("btc", Some("1e3"), None, Some("bad id!")), "invalid_symbol"),
-            (("BTCUSDT", Some("1e3"), None, Some("bad id!")), "invalid_client_order_id"),
-            (("BTCUSDT", Some("1e3"), None, Some("")), "invalid_client_order_id"),
-            (("BTCUSDT", Some("1_000"), None, Some("ok")), "invalid_decimal"),
+            (
+                ("btc", Some("1e3"), None, Some("bad id!")),
+                "invalid_symbol",
+            ),
+            (
+                ("BTCUSDT", Some("1e3"), None, Some("bad id!")),
+                "invalid_client_order_id",
+            ),
+            (
+                ("BTCUSDT", Some("1e3"), None, Some("")),
+                "invalid_client_order_id",
+            ),
+            (
+                ("BTCUSDT", Some("1_000"), None, Some("ok")),
+                "invalid_decimal",
+            ),
             (("BTCUSDT", Some("-1"), None, None), "invalid_decimal"),
             (("BTCUSDT", Some("0"), None, None), "invalid_size"),
         ];

@@ -98,9 +98,18 @@ impl TradeService for ToyTrading {
     async fn trades(&self, query: TradeQuery) -> Result<TradePage, ServiceError> {
         let trades = self.trades.lock().unwrap_or_else(PoisonError::into_inner);
         let matching: Vec<Trade> = if query.ascending() {
-            trades.iter().filter(|t| query.matches(t)).cloned().collect()
+            trades
+                .iter()
+                .filter(|t| query.matches(t))
+                .cloned()
+                .collect()
         } else {
-            trades.iter().rev().filter(|t| query.matches(t)).cloned().collect()
+            trades
+                .iter()
+                .rev()
+                .filter(|t| query.matches(t))
+                .cloned()
+                .collect()
         };
         Ok(TradePage {
             more: matching.len() > query.limit,

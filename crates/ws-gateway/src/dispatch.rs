@@ -15,8 +15,8 @@ use serde_json::Value;
 
 use crate::auth::Principal;
 use crate::protocol::{
-    ClientMessage, ClientRequest, ConnectionLimits, Envelope, EventMeta, ManualTrade,
-    RequestError, ResumeRequest, ServerMessage, TradeExecuted, codes,
+    ClientMessage, ClientRequest, ConnectionLimits, Envelope, EventMeta, ManualTrade, RequestError,
+    ResumeRequest, ServerMessage, TradeExecuted, codes,
 };
 
 /// Message types that change the account and so need the `trade` scope.
@@ -31,7 +31,10 @@ const TRADE_SCOPED: [&str; 2] = ["manual_trade", "update_position"];
 /// # Errors
 /// `forbidden` (with the id), or the errors of [`Envelope::parse`] and
 /// [`Envelope::into_message`].
-pub(crate) fn parse_request(text: &str, principal: &Principal) -> Result<ClientMessage, RequestError> {
+pub(crate) fn parse_request(
+    text: &str,
+    principal: &Principal,
+) -> Result<ClientMessage, RequestError> {
     let envelope = Envelope::parse(text)?;
     if TRADE_SCOPED.contains(&envelope.kind.as_str()) && !principal.can_trade() {
         tracing::info!(principal = %principal.name, "command refused: no trade scope");

@@ -330,7 +330,13 @@ mod tests {
     #[test]
     fn refuses_reserved_bits_on_any_frame() {
         // TC0: RSV1, RSV2, RSV3 on a text frame, RSV1 on a continuation and a ping
-        for first in [TEXT | 0x40, TEXT | 0x20, TEXT | 0x10, CONT_LAST | 0x40, PING | 0x40] {
+        for first in [
+            TEXT | 0x40,
+            TEXT | 0x20,
+            TEXT | 0x10,
+            CONT_LAST | 0x40,
+            PING | 0x40,
+        ] {
             let mut meter = FrameMeter::new(1_000);
             assert_eq!(
                 meter.feed(&frame(first, 5)),

@@ -113,8 +113,8 @@ impl IpRateLimiter {
         // is one more request allowed at once, and the whole burst is back once `now` reaches it.
         let ahead = next.saturating_duration_since(now);
         let room = (self.tolerance + self.interval).saturating_sub(ahead);
-        let remaining = u32::try_from(room.as_nanos() / self.interval.as_nanos().max(1))
-            .unwrap_or(u32::MAX);
+        let remaining =
+            u32::try_from(room.as_nanos() / self.interval.as_nanos().max(1)).unwrap_or(u32::MAX);
         Ok(Quota {
             limit: self.burst(),
             remaining,
@@ -241,7 +241,10 @@ mod tests {
         );
         assert_eq!(quota(start).map(|q| q.remaining), Ok(1));
         let last = quota(start).unwrap();
-        assert_eq!((last.remaining, last.reset), (0, Duration::from_millis(1500)));
+        assert_eq!(
+            (last.remaining, last.reset),
+            (0, Duration::from_millis(1500))
+        );
         // TC1: over the budget: refused with the wait
         assert_eq!(quota(start), Err(Duration::from_millis(500)));
         // TC2: half a second later one request is back, and is used now

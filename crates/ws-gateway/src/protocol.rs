@@ -883,7 +883,10 @@ mod tests {
         }
         // TC6: field validation gets the REST API's codes
         for (bad, code) in [
-            (r#"{"symbol":"btcusdt","side":"buy","quantity":"1"}"#, "invalid_symbol"),
+            (
+                r#"{"symbol":"btcusdt","side":"buy","quantity":"1"}"#,
+                "invalid_symbol",
+            ),
             (
                 r#"{"symbol":"BTCUSDT","side":"buy","quantity":"1","client_order_id":"bad id!"}"#,
                 "invalid_client_order_id",
@@ -892,10 +895,22 @@ mod tests {
                 r#"{"symbol":"BTCUSDT","side":"buy","quantity":"1","client_order_id":""}"#,
                 "invalid_client_order_id",
             ),
-            (r#"{"symbol":"BTCUSDT","side":"buy","quantity":"lots"}"#, "invalid_decimal"),
-            (r#"{"symbol":"BTCUSDT","side":"buy","amount":"2_0"}"#, "invalid_decimal"),
-            (r#"{"symbol":"BTCUSDT","side":"buy","quantity":"1e-3"}"#, "invalid_decimal"),
-            (r#"{"symbol":"BTCUSDT","side":"buy","quantity":"0"}"#, "invalid_size"),
+            (
+                r#"{"symbol":"BTCUSDT","side":"buy","quantity":"lots"}"#,
+                "invalid_decimal",
+            ),
+            (
+                r#"{"symbol":"BTCUSDT","side":"buy","amount":"2_0"}"#,
+                "invalid_decimal",
+            ),
+            (
+                r#"{"symbol":"BTCUSDT","side":"buy","quantity":"1e-3"}"#,
+                "invalid_decimal",
+            ),
+            (
+                r#"{"symbol":"BTCUSDT","side":"buy","quantity":"0"}"#,
+                "invalid_size",
+            ),
         ] {
             let text = format!(r#"{{"type":"manual_trade","payload":{bad}}}"#);
             assert_eq!(parse_err(&text).1, code, "{bad}");
@@ -937,8 +952,7 @@ mod tests {
             "invalid_decimal"
         );
         assert_eq!(
-            parse_err(r#"{"type":"update_position","payload":{"symbol":"eth","stop_loss":"1"}}"#)
-                .1,
+            parse_err(r#"{"type":"update_position","payload":{"symbol":"eth","stop_loss":"1"}}"#).1,
             "invalid_symbol"
         );
     }
@@ -965,7 +979,10 @@ mod tests {
             ("unknown_channel", Some("orders"))
         );
         let frame: Value = serde_json::from_str(&err.into_message().to_json()).unwrap();
-        assert_eq!(frame["channel"], "orders", "the offending channel, machine-readable");
+        assert_eq!(
+            frame["channel"], "orders",
+            "the offending channel, machine-readable"
+        );
         let err =
             ClientMessage::parse(r#"{"type":"subscribe","payload":{"channels":["ticker:btc"]}}"#)
                 .unwrap_err();

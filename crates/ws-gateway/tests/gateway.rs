@@ -187,7 +187,10 @@ async fn every_error_frame_has_the_seed_text_a_code_and_the_id() {
     .await;
     let refused = next_json(&mut ws).await;
     assert_eq!(refused["code"], "too_many_subscriptions");
-    assert_eq!(refused["channel"], "ticker:BTCUSDT", "the first channel that does not fit");
+    assert_eq!(
+        refused["channel"], "ticker:BTCUSDT",
+        "the first channel that does not fit"
+    );
     // TC6: decimals must be strings
     send_json(
         &mut ws,

@@ -94,7 +94,10 @@ pub(super) async fn trades(
     if page.more
         && let Some(last) = page.trades.last()
     {
-        response.insert_header((header::LINK, format!("<{}>; rel=\"next\"", next_page(&query, last.id))));
+        response.insert_header((
+            header::LINK,
+            format!("<{}>; rel=\"next\"", next_page(&query, last.id)),
+        ));
     }
     Ok(response.json(page.trades))
 }

@@ -622,7 +622,8 @@ mod tests {
         for id in 1..=10_u64 {
             let symbol = if id % 2 == 0 { "ETHUSDT" } else { "BTCUSDT" };
             let mut t = trade(id, symbol, "10", "1");
-            t.executed_at = start + chrono::Duration::milliseconds(500 * i64::try_from(id).unwrap());
+            t.executed_at =
+                start + chrono::Duration::milliseconds(500 * i64::try_from(id).unwrap());
             t.client_order_id = Some(ClientOrderId::parse(&format!("c-{id}")).unwrap());
             storage
                 .commit_trade(&t, OrderSize::Quantity(dec("1")), None, &account())
@@ -630,7 +631,10 @@ mod tests {
         }
         let ids = |query: TradeQuery| {
             let page = storage.trades(&query).unwrap();
-            (page.trades.iter().map(|t| t.id).collect::<Vec<_>>(), page.more)
+            (
+                page.trades.iter().map(|t| t.id).collect::<Vec<_>>(),
+                page.more,
+            )
         };
         // TC0: newest first, then the next page from the cursor
         assert_eq!(ids(TradeQuery::latest(4)), (vec![10, 9, 8, 7], true));
