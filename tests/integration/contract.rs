@@ -376,6 +376,12 @@ async fn refusals_have_json_bodies_and_unknown_symbols_are_unknown_everywhere() 
             "{method} {path}"
         );
         assert!(response.json()["error"].is_string());
+        if path != "/api/v1/ws" {
+            assert!(
+                response.header("ratelimit-limit").is_some(),
+                "{method} {path}"
+            );
+        }
     }
     // TC1: unknown vs not held
     let doge = app

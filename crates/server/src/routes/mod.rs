@@ -90,8 +90,14 @@ pub async fn json_method_not_allowed(
     if response.status() != StatusCode::METHOD_NOT_ALLOWED || !bodiless {
         return Ok(response.map_into_left_body());
     }
-    let (req, _) = response.into_parts();
-    let json = ApiError::MethodNotAllowed.error_response();
+    let (req, original) = response.into_parts();
+    let mut json = ApiError::MethodNotAllowed.error_response();
+    // Keep what middleware inside added (the RateLimit-* headers).
+    for (name, value) in original.headers() {
+        if name.as_str().starts_with("ratelimit-") {
+            json.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
     Ok(ServiceResponse::new(req, json).map_into_right_body())
 }
 
