@@ -98,9 +98,11 @@ impl Subscriptions {
                 new.push(channel);
             }
         }
-        if self.channels.len() + new.len() > self.max {
+        if let Some(&last) = new.last()
+            && self.channels.len() + new.len() > self.max
+        {
             let room = self.max.saturating_sub(self.channels.len());
-            return Err(new[room.min(new.len() - 1)].clone());
+            return Err(new.get(room).copied().unwrap_or(last).clone());
         }
         self.channels.extend(new.into_iter().cloned());
         Ok(())
