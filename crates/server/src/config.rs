@@ -430,12 +430,18 @@ impl<'de> Deserialize<'de> for DecimalString {
             Integer(i64),
             Float(#[allow(dead_code, reason = "only the variant matters: floats are refused")] f64),
         }
+        // The API's grammar (cryptobot_domain::money::parse_decimal): no sign, exponent, spaces
+        // or separators, so `"1_000"` cannot silently become 1000 here either.
         match Raw::deserialize(deserializer)? {
-            Raw::Text(text) => text
-                .trim()
-                .parse::<Decimal>()
+            Raw::Text(text) => cryptobot_domain::money::parse_decimal("value", &text)
                 .map(Self)
-                .map_err(|_| serde::de::Error::custom(format!("invalid decimal {text:?}"))),
+                .map_err(|err| {
+                    let clipped: String = text.chars().take(32).collect();
+                    serde::de::Error::custom(format!("{clipped:?}: {err}"))
+                }),
+            Raw::Integer(whole) if whole < 0 => Err(serde::de::Error::custom(format!(
+                "{whole}: no sign allowed; expected a non-negative decimal"
+            ))),
             Raw::Integer(whole) => Ok(Self(Decimal::from(whole))),
             Raw::Float(_) => Err(serde::de::Error::custom(
                 "expected a decimal written as a string, e.g. \"0.001\", not a float",
@@ -914,7 +920,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("trading: fee_rate"), "{err}");
-        // TC3: port not a number
+        // TC3: decimals outside the grammar, in the file and from the environment
+        for (key, value) in [
+            ("CRYPTOBOT__TRADING__INITIAL_CASH", "1_000"),
+            ("CRYPTOBOT__TRADING__FEE_RATE", "1e-3"),
+            ("CRYPTOBOT__TRADING__MIN_NOTIONAL", " 1"),
+            ("CRYPTOBOT__TRADING__AUTO_TRADE_AMOUNT", "+10"),
+            ("CRYPTOBOT__TRADING__AUTO_TRADE_AMOUNT", ".5"),
+            ("CRYPTOBOT__TRADING__INITIAL_CASH", "010"),
+        ] {
+            let err = Settings::load_with_env(None, env(&[(key, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("invalid decimal"), "{key}={value}: {err}");
+        }
+        let file = temp_toml("[trading]\ninitial_cash = -5\n");
+        let err = Settings::load_with_env(Some(&file), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no sign allowed"), "{err}");
+        // TC4: port not a number
         let err = Settings::load_with_env(None, env(&[("CRYPTOBOT__SERVER__PORT", "lots")]))
             .unwrap_err()
             .to_string();

@@ -230,9 +230,12 @@ impl Application {
                 .configure(move |cfg| gateway.configure(cfg))
                 .configure(routes::configure)
                 .default_service(web::to(routes::not_found))
+                .wrap(actix_web::middleware::from_fn(
+                    routes::json_method_not_allowed,
+                ))
         })
         .on_connect(gateway.on_connect())
-        .client_request_timeout(Duration::from_millis(
+        .client_request_timeout(request_head_timeout(
             settings.server.request_head_timeout_ms,
         ))
         .keep_alive(match settings.server.keep_alive_secs {
@@ -589,5 +592,19 @@ impl Standby {
         if let Some(task) = self.task {
             let _ = task.await;
         }
+    }
+}
+
+/// How often actix-http refreshes the clock its request-head timer is set from.
+const ACTIX_CLOCK_GRANULARITY: Duration = Duration::from_millis(500);
+
+/// The timer given to actix-http for `server.request_head_timeout_ms`. actix sets the deadline
+/// from a clock refreshed every 500 ms, so a timer of T fires after T - 0.5 s to T; adding the
+/// granularity makes the configured value a guaranteed minimum (the cut comes after T to
+/// T + 0.5 s). 0 stays 0, which actix reads as no limit.
+fn request_head_timeout(ms: u64) -> Duration {
+    match ms {
+        0 => Duration::ZERO,
+        ms => Duration::from_millis(ms) + ACTIX_CLOCK_GRANULARITY,
     }
 }

@@ -25,7 +25,7 @@ use crate::events::EventStream;
 use crate::hub::{EventFrame, HubShared, TickerFrame, frame_bytes};
 use crate::inbound::InboundBudget;
 use crate::metrics::GatewayMetrics;
-use crate::protocol::{ClientMessage, ClientRequest, EventMeta, ResumeRequest, ServerMessage};
+use crate::protocol::{EventMeta, ResumeRequest, ServerMessage};
 use crate::tickers::TickerStreams;
 
 /// Longest wait for the portfolio summary sent as a snapshot after a failed resume.
@@ -352,15 +352,7 @@ impl Connection {
             return Ok(());
         };
         self.held = false;
-        let actions = match ClientMessage::parse(text) {
-            Ok(message) if needs_trade(&message.request) && !self.principal.can_trade() => {
-                tracing::info!(principal = %self.principal.name, "command refused: no trade scope");
-                vec![Action::Send(ServerMessage::error(
-                    message.id,
-                    "forbidden",
-                    "this token lacks the trade scope",
-                ))]
-            }
+        let actions = match crate::dispatch::parse_request(text, &self.principal) {
             Ok(message) => dispatcher.clone().handle(message, &mut self.subs).await,
             Err(err) => vec![Action::Send(err.into_message())],
         };
@@ -392,6 +384,7 @@ impl Connection {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             channels: self.subs.list(),
             scopes: self.principal.scopes.clone(),
+            limits: dispatcher.limits,
         };
         self.send_message(&message).await
     }
@@ -446,7 +439,9 @@ impl Connection {
                 None
             } else {
                 match dispatcher.bus.replay(channel, last) {
-                    Replay::Complete(envelopes) => Some(envelopes),
+                    Replay::Complete(envelopes) => {
+                        Some(crate::dispatch::resume_replay(channel, envelopes))
+                    }
                     Replay::Gap { .. } => None,
                 }
             };
@@ -458,6 +453,7 @@ impl Connection {
                 channels,
                 epoch,
                 recovered: recovered.clone(),
+                limits: dispatcher.limits,
                 id,
             }
         } else {
@@ -465,6 +461,7 @@ impl Connection {
                 channels,
                 epoch: Some(epoch),
                 recovered: Some(recovered.clone()),
+                limits: dispatcher.limits,
                 id,
             }
         };
@@ -689,14 +686,6 @@ impl Connection {
         tracing::info!(conn = self.id, reason = ?end, "websocket connection ended");
         end
     }
-}
-
-/// Requests that change the account and so need the `trade` scope.
-const fn needs_trade(request: &ClientRequest) -> bool {
-    matches!(
-        request,
-        ClientRequest::ManualTrade(_) | ClientRequest::UpdatePosition { .. }
-    )
 }
 
 #[cfg(test)]

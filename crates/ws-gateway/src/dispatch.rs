@@ -9,14 +9,58 @@ use std::sync::Arc;
 use cryptobot_domain::{Alert, AlertType, Channel, Severity, Symbol, TradeOrigin, TradeRequest};
 use cryptobot_services::scale::BrokerHealth;
 use cryptobot_services::{
-    Clock, EventBus, MarketService, PortfolioService, ServiceError, TradeService,
+    Clock, Envelope as BusEnvelope, EventBus, MarketService, PortfolioService, ServiceError,
+    TradeService,
 };
 use serde_json::Value;
 
+use crate::auth::Principal;
 use crate::protocol::{
-    ClientMessage, ClientRequest, EventMeta, ManualTrade, ResumeRequest, ServerMessage,
-    TradeExecuted, codes,
+    ClientMessage, ClientRequest, ConnectionLimits, Envelope, EventMeta, ManualTrade, RequestError,
+    ResumeRequest, ServerMessage, TradeExecuted, codes,
 };
+
+/// Message types that change the account and so need the `trade` scope.
+const TRADE_SCOPED: [&str; 2] = ["manual_trade", "update_position"];
+
+/// Parses one text frame, checking the scope before the payload: the order of checks is the
+/// REST API's (authentication at the upgrade, then the scope the message's `type` needs, then the
+/// payload's shape, then its fields, then the services), so a read-only token gets `forbidden`
+/// for any `manual_trade`, well-formed or not, as `POST /api/v1/trades` answers 403 before its
+/// body is read.
+///
+/// # Errors
+/// `forbidden` (with the id), or the errors of [`Envelope::parse`] and
+/// [`Envelope::into_message`].
+pub(crate) fn parse_request(
+    text: &str,
+    principal: &Principal,
+) -> Result<ClientMessage, RequestError> {
+    let envelope = Envelope::parse(text)?;
+    if TRADE_SCOPED.contains(&envelope.kind.as_str()) && !principal.can_trade() {
+        tracing::info!(principal = %principal.name, "command refused: no trade scope");
+        return Err(RequestError {
+            id: envelope.id,
+            code: codes::FORBIDDEN,
+            message: "this token lacks the trade scope".to_owned(),
+            channel: None,
+        });
+    }
+    envelope.into_message()
+}
+
+/// What a resume replays of a channel whose history reaches back far enough: every missed event,
+/// except for a ticker channel, which is conflated by contract: only its newest ticker (with its
+/// `seq`), not the ~20 per second it missed.
+pub(crate) fn resume_replay(
+    channel: &Channel,
+    mut missed: Vec<Arc<BusEnvelope>>,
+) -> Vec<Arc<BusEnvelope>> {
+    if matches!(channel, Channel::Ticker(_)) && missed.len() > 1 {
+        missed.drain(..missed.len() - 1);
+    }
+    missed
+}
 
 /// Note attached to `trade_executed` when the command had no `client_order_id`.
 pub const NOT_IDEMPOTENT_NOTE: &str =
@@ -46,14 +90,20 @@ impl Subscriptions {
         self.channels.contains(channel)
     }
 
-    /// Adds channels, all or nothing; fails when the set would exceed the maximum.
-    fn add(&mut self, channels: &[Channel]) -> Result<(), usize> {
-        let new = channels
-            .iter()
-            .filter(|c| !self.channels.contains(*c))
-            .collect::<BTreeSet<_>>();
-        if self.channels.len() + new.len() > self.max {
-            return Err(self.max);
+    /// Adds channels, all or nothing; fails with the first channel (in request order) that
+    /// does not fit when the set would exceed the maximum.
+    fn add(&mut self, channels: &[Channel]) -> Result<(), Channel> {
+        let mut new: Vec<&Channel> = Vec::new();
+        for channel in channels {
+            if !self.channels.contains(channel) && !new.contains(&channel) {
+                new.push(channel);
+            }
+        }
+        if let Some(&last) = new.last()
+            && self.channels.len() + new.len() > self.max
+        {
+            let room = self.max.saturating_sub(self.channels.len());
+            return Err(new.get(room).copied().unwrap_or(last).clone());
         }
         self.channels.extend(new.into_iter().cloned());
         Ok(())
@@ -111,6 +161,8 @@ pub(crate) struct Dispatcher {
     pub(crate) clock: Arc<dyn Clock>,
     /// The event bus: epoch, last `seq` and replay history of every channel.
     pub(crate) bus: Arc<dyn EventBus>,
+    /// Announced in `welcome`, the subscribe acks and `subscriptions`.
+    pub(crate) limits: ConnectionLimits,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -133,6 +185,7 @@ impl Dispatcher {
                             message: format!("Subscribed to {symbol}"),
                             channels: subs.list(),
                             epoch: Some(self.bus.epoch()),
+                            limits: self.limits,
                             id,
                         }),
                         Action::Watch(symbol),
@@ -156,6 +209,7 @@ impl Dispatcher {
                         channels: subs.list(),
                         epoch: Some(self.bus.epoch()),
                         recovered: None,
+                        limits: self.limits,
                         id,
                     })];
                     actions.extend(self.broker_state(&channels));
@@ -189,8 +243,19 @@ impl Dispatcher {
                 actions.extend(removed.into_iter().map(Action::Unwatch));
                 actions
             }
+            ClientRequest::ListSubscriptions => vec![Action::Send(ServerMessage::Subscriptions {
+                channels: subs.list(),
+                epoch: self.bus.epoch(),
+                limits: self.limits,
+                id,
+            })],
             ClientRequest::ManualTrade(trade) => vec![Action::Send(self.trade(trade, id).await)],
             ClientRequest::UpdatePosition { symbol, update } => {
+                // A symbol the market does not trade is unknown, not merely not held (as REST).
+                if !self.market.symbols().contains(&symbol) {
+                    let err = ServiceError::UnknownSymbol(symbol);
+                    return vec![Action::Send(service_error(id, &err))];
+                }
                 let reply = match self.portfolio.update_position(symbol, update).await {
                     Ok(position) => ServerMessage::PositionUpdated {
                         payload: position,
@@ -236,23 +301,26 @@ impl Dispatcher {
         id: Option<Value>,
     ) -> Result<(), Box<ServerMessage>> {
         let known = self.market.symbols();
+        let refused = |id, code: &str, message: String, channel: &Channel| {
+            Box::new(ServerMessage::Error {
+                error: message,
+                code: code.to_owned(),
+                channel: Some(channel.to_string()),
+                id,
+            })
+        };
         for channel in channels {
             if let Channel::Ticker(symbol) = channel
                 && !known.contains(symbol)
             {
-                return Err(Box::new(ServerMessage::error(
-                    id,
-                    codes::UNKNOWN_SYMBOL,
-                    format!("unknown symbol {symbol}"),
-                )));
+                let message = format!("unknown symbol {symbol}");
+                return Err(refused(id, codes::UNKNOWN_SYMBOL, message, channel));
             }
         }
-        subs.add(channels).map_err(|max| {
-            Box::new(ServerMessage::error(
-                id,
-                codes::TOO_MANY_SUBSCRIPTIONS,
-                format!("at most {max} channels per connection"),
-            ))
+        let max = subs.max;
+        subs.add(channels).map_err(|channel| {
+            let message = format!("at most {max} channels per connection");
+            refused(id, codes::TOO_MANY_SUBSCRIPTIONS, message, &channel)
         })
     }
 
@@ -374,6 +442,7 @@ mod tests {
             portfolio: Arc::new(portfolio),
             clock: Arc::new(SystemClock),
             bus: Arc::new(InMemoryBus::new(16, Arc::new(SystemClock)).with_epoch(7)),
+            limits: ConnectionLimits::from_config(&crate::GatewayConfig::default()),
         }
     }
 
@@ -414,6 +483,7 @@ mod tests {
                 channels,
                 epoch,
                 id,
+                ..
             }),
             Action::Watch(watched),
         ] = actions.as_slice()

@@ -1,4 +1,4 @@
-//! `GET /api/v1/health` and `GET /metrics`.
+//! `GET /api/v1/health`, `GET /api/v1/time` and `GET /metrics`.
 
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
@@ -60,6 +60,17 @@ pub(super) async fn health(state: web::Data<AppState>) -> HttpResponse {
     } else {
         HttpResponse::ServiceUnavailable().json(body)
     }
+}
+
+/// Returns the server's clock, so a client can measure its offset: `server_time` (RFC 3339, UTC),
+/// `timestamp` (seconds) and `ts_us` (microseconds), the WebSocket `pong`'s fields.
+pub(super) async fn time() -> HttpResponse {
+    let now = chrono::Utc::now();
+    HttpResponse::Ok().json(json!({
+        "server_time": now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        "timestamp": now.timestamp(),
+        "ts_us": now.timestamp_micros(),
+    }))
 }
 
 /// Renders counters and gauges in the Prometheus text format.

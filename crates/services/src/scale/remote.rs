@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cryptobot_domain::{
     Event, LevelChange, PortfolioSummary, Position, PositionUpdate, Symbol, Ticker, Trade,
-    TradeRequest,
+    TradePage, TradeQuery, TradeRequest,
 };
 use redis::aio::MultiplexedConnection;
 use rust_decimal::Decimal;
@@ -46,8 +46,13 @@ enum Call {
     Execute {
         request: TradeRequest,
     },
+    /// From gateways of an earlier version; still served.
     RecentTrades {
         limit: usize,
+    },
+    /// `GET /api/v1/trades` on a gateway node: the query forwarded as it is.
+    Trades {
+        query: TradeQuery,
     },
     Summary,
     UpdatePosition {
@@ -97,6 +102,7 @@ struct Reply {
 enum Answer {
     Execution { trade: Trade, replayed: bool },
     Trades(Vec<Trade>),
+    TradePage(TradePage),
     Summary(Box<PortfolioSummary>),
     Position(Position),
 }
@@ -262,6 +268,7 @@ async fn serve(
             }
         }
         Call::RecentTrades { limit } => Answer::Trades(trade.recent_trades(limit).await?),
+        Call::Trades { query } => Answer::TradePage(trade.trades(query).await?),
         Call::Summary => Answer::Summary(Box::new(portfolio.summary().await?)),
         Call::UpdatePosition {
             symbol,
@@ -466,9 +473,9 @@ impl TradeService for RemoteTrading {
         }
     }
 
-    async fn recent_trades(&self, limit: usize) -> Result<Vec<Trade>, ServiceError> {
-        match self.call(Call::RecentTrades { limit }).await? {
-            Answer::Trades(trades) => Ok(trades),
+    async fn trades(&self, query: TradeQuery) -> Result<TradePage, ServiceError> {
+        match self.call(Call::Trades { query }).await? {
+            Answer::TradePage(page) => Ok(page),
             _ => Err(unexpected()),
         }
     }
@@ -599,6 +606,48 @@ mod tests {
             let back: Level = serde_json::from_str(&json).unwrap();
             assert_eq!(LevelChange::from(back), change);
         }
+    }
+
+    /// A gateway forwards `GET /trades` as its query: every filter and cursor survives the wire,
+    /// and the engine answers with the page its own service returns.
+    #[tokio::test]
+    async fn trade_queries_are_forwarded_as_they_are() {
+        let query = TradeQuery {
+            symbol: Some(fixtures::symbol("ETHUSDT")),
+            client_order_id: Some(cryptobot_domain::ClientOrderId::parse("c-1").unwrap()),
+            from: Some(fixtures::instant()),
+            to: Some(fixtures::instant() + chrono::Duration::microseconds(1_500_001)),
+            before_id: Some(90),
+            after_id: Some(10),
+            limit: 7,
+        };
+        let wire = serde_json::to_string(&Call::Trades {
+            query: query.clone(),
+        })
+        .unwrap();
+        let Call::Trades { query: received } = serde_json::from_str(&wire).unwrap() else {
+            panic!("not a trades call: {wire}")
+        };
+        assert_eq!(received, query);
+        let page = TradePage {
+            trades: vec![fixtures::trade(42, "ETHUSDT", "100", "1")],
+            more: true,
+        };
+        let mut trade = crate::trading::MockTradeService::new();
+        let (expected, answer) = (query.clone(), page.clone());
+        trade
+            .expect_trades()
+            .withf(move |q| *q == expected)
+            .returning(move |_| Ok(answer.clone()));
+        let portfolio = crate::trading::MockPortfolioService::new();
+        let answer = serve(Call::Trades { query: received }, &trade, &portfolio)
+            .await
+            .unwrap();
+        let json = serde_json::to_string(&answer).unwrap();
+        let Answer::TradePage(back) = serde_json::from_str(&json).unwrap() else {
+            panic!("not a page: {json}")
+        };
+        assert_eq!(back, page);
     }
 
     /// Needs a real Redis (`REDIS_URL`); no engine listens, so the command must time out cleanly.

@@ -6,7 +6,8 @@ use std::sync::atomic::Ordering;
 
 use cryptobot_domain::{
     Alert, AlertType, Event, OrderSize, PortfolioSummary, Position, PositionUpdate,
-    PositionValuation, Severity, Side, Symbol, Ticker, Trade, TradeOrigin, TradeRequest,
+    PositionValuation, Severity, Side, Symbol, Ticker, Trade, TradeOrigin, TradePage, TradeQuery,
+    TradeRequest,
 };
 use rust_decimal::Decimal;
 use tokio::sync::broadcast::error::RecvError;
@@ -81,10 +82,10 @@ pub(crate) enum Command {
         request: TradeRequest,
         reply: oneshot::Sender<Result<Execution, ServiceError>>,
     },
-    /// Read the newest trades.
-    RecentTrades {
-        limit: usize,
-        reply: oneshot::Sender<Result<Vec<Trade>, ServiceError>>,
+    /// Read a page of the trade history.
+    Trades {
+        query: TradeQuery,
+        reply: oneshot::Sender<Result<TradePage, ServiceError>>,
     },
     /// Value the account.
     Summary {
@@ -217,10 +218,10 @@ impl PaperEngine {
                 }
                 let _ = reply.send(result);
             }
-            Command::RecentTrades { limit, reply } => {
+            Command::Trades { mut query, reply } => {
                 let storage = self.storage.clone();
-                let limit = limit.clamp(1, 1000);
-                let _ = reply.send(blocking(move || storage.recent_trades(limit)).await);
+                query.limit = query.limit.clamp(1, 1000);
+                let _ = reply.send(blocking(move || storage.trades(&query)).await);
             }
             Command::Summary { reply } => {
                 let _ = reply.send(self.summary().await);
