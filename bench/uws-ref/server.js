@@ -43,15 +43,20 @@ if (!cached || cached.exports !== uWS || !mapped || require.cache[fallbackFile])
 }
 console.log(`uws: native ${nativeFile}`);
 
-// Prices: a small random walk per symbol, printed with a fixed number of decimals so that a frame
-// keeps the size of cryptobot's.
-const START = { BTCUSDT: 65000, ETHUSDT: 3500, SOLUSDT: 150, BNBUSDT: 600, XRPUSDT: 0.6,
-  ADAUSDT: 0.45, DOGEUSDT: 0.15, DOTUSDT: 7, LTCUSDT: 80, LINKUSDT: 15 };
+// Prices: a small random walk per symbol from cryptobot's default initial prices, quoted with
+// cryptobot's decimals (2 from 1000 up, 4 from 1 up, 6 below) and trailing zeros dropped, and a
+// volume that grows by 1 to 10,000 quote units a tick: frames keep the size of cryptobot's.
+const START = { BTCUSDT: 65000, ETHUSDT: 3500, SOLUSDT: 150, BNBUSDT: 600, XRPUSDT: 0.6 };
 const markets = symbols.map((symbol) => {
   const price = START[symbol] || 100;
-  const decimals = price >= 1000 ? 2 : price >= 1 ? 4 : 6;
-  return { symbol, topic: `ticker:${symbol}`, first: price, price, decimals, volume: 0, seq: 0, last: null };
+  return { symbol, topic: `ticker:${symbol}`, first: price, price, volume: 0, seq: 0, last: null };
 });
+const scale = (price) => (price >= 1000 ? 2 : price >= 1 ? 4 : 6);
+function decimal(value, decimals) {
+  const text = value.toFixed(decimals);
+  const trimmed = text.includes(".") ? text.replace(/0+$/, "").replace(/\.$/, "") : text;
+  return trimmed === "-0" ? "0" : trimmed;
+}
 const bySymbol = new Map(markets.map((m) => [m.symbol, m]));
 const epoch = Date.now() * 1000;
 
@@ -60,25 +65,29 @@ const anchorUs = BigInt(Date.now()) * 1000n;
 const anchorNs = process.hrtime.bigint();
 const nowUs = () => anchorUs + (process.hrtime.bigint() - anchorNs) / 1000n;
 
-function isoMicros(us) {
+// RFC 3339 with nanoseconds, as cryptobot's `updated_at`.
+function isoNanos(us) {
   const ms = Number(us / 1000n);
-  return `${new Date(ms).toISOString().slice(0, 19)}.${String(us % 1000000n).padStart(6, "0")}Z`;
+  const nanos = (us % 1000000n) * 1000n + BigInt(Math.floor(Math.random() * 1000));
+  return `${new Date(ms).toISOString().slice(0, 19)}.${String(nanos).padStart(9, "0")}Z`;
 }
 
-// One step of one symbol: the frame is built once and published once to its topic.
+// One step of one symbol: the frame (the template is a real cryptobot frame, fields in its order)
+// is built once and published once to its topic.
 function tick(m) {
   m.price *= 1 + (Math.random() - 0.5) * 0.0004;
-  m.volume += Math.random();
+  m.volume += (1 + Math.random() * 9999) / m.price;
   m.seq += 1;
   const us = nowUs();
-  const half = Math.max(m.price * 0.0001, 10 ** -m.decimals);
+  const d = scale(m.price);
+  const half = Math.max(m.price * 0.0001, 10 ** -d);
   const change = ((m.price - m.first) / m.first) * 100;
   m.last =
-    `{"type":"ticker_update","channel":"${m.topic}","payload":{"symbol":"${m.symbol}",` +
-    `"price":"${m.price.toFixed(m.decimals)}","bid":"${(m.price - half).toFixed(m.decimals)}",` +
-    `"ask":"${(m.price + half).toFixed(m.decimals)}","volume_24h":"${m.volume.toFixed(8)}",` +
-    `"change_24h_pct":"${change.toFixed(2)}","updated_at":"${isoMicros(us)}"},` +
-    `"timestamp":${us / 1000000n},"ts_us":${us},"seq":${m.seq}}`;
+    `{"type":"ticker_update","payload":{"symbol":"${m.symbol}","price":"${decimal(m.price, d)}",` +
+    `"bid":"${decimal(m.price - half, d)}","ask":"${decimal(m.price + half, d)}",` +
+    `"volume_24h":"${decimal(m.volume, 8)}","change_24h_pct":"${decimal(change, 2)}",` +
+    `"updated_at":"${isoNanos(us)}"},"channel":"${m.topic}","timestamp":${us / 1000000n},` +
+    `"ts_us":${us},"seq":${m.seq}}`;
   app.publish(m.topic, m.last, false, false);
 }
 
