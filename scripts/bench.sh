@@ -100,9 +100,10 @@ for name in $wanted; do
     ref_1k_600) ref_scenario ref_1k_600 600 --connections 1000 --duration "$ref_secs" --offered-per-sec 600000 ;;
     # One client reading at most 40 frames/s, subscribed to all ten symbols at 11 ticks/s (110
     # frames/s offered) and to trades; 40 trades are POSTed at 4/s in the 10 s window and each
-    # must reach it (up to 30 s of drain after the window). No other connections.
+    # must reach it (up to 30 s of drain after the window). No other connections. The 20 s of
+    # warm-up let the buffers between server and reader fill, so the window sees the settled age.
     slow_reader) scenario slow_reader 11 --connections 0 --slow-readers 1 --slow-rate 40 \
-      --channels trades --trades 40 --trade-rate 4 --trade-amount 10 --duration 10 \
+      --channels trades --trades 40 --trade-rate 4 --trade-amount 10 --warmup 20 --duration 10 \
       --offered-per-sec 110 ;;
     *) echo "unknown scenario $name" >&2; exit 2 ;;
   esac

@@ -144,6 +144,13 @@ def ref_rows(results, date, where, command):
     return rows
 
 
+def age_trend(by_second):
+    """The largest age of the window's first and last second: equal if the age has settled."""
+    if not by_second:
+        return "-"
+    return f"{by_second[0]:.0f} / {by_second[-1]:.0f}"
+
+
 def slow_row(result, date, where, command):
     slow = result["slow_readers"]
     trades = result.get("trades") or {}
@@ -161,6 +168,7 @@ def slow_row(result, date, where, command):
         fmt(age["p50"], 1),
         fmt(age["p99"], 1),
         fmt(age["max"], 1),
+        age_trend(slow.get("ticker_age_max_ms_by_second") or []),
         fmt(slow["tickers_skipped"]),
         f'{trades.get("executed", "-")}/{trades.get("requested", "-")}',
         fmt(slow["trade_notifications_min_per_reader"]),

@@ -163,6 +163,7 @@ async fn run(options: Rc<Options>) -> serde_json::Value {
     let server_cpu_start = server.as_ref().and_then(procfs::Process::cpu_us);
     let own_cpu_start = procfs::Process::current().cpu_us();
     let window_start = Instant::now();
+    slow_stats.window_start_us.set(now_us());
     stats.measuring.set(true);
     if options.trades > 0 {
         let plan = trader::Plan {
@@ -329,6 +330,12 @@ fn slow_report(
             "max": ages.max() as f64 / 1000.0,
             "samples": ages.len(),
         },
+        "ticker_age_max_ms_by_second": slow
+            .age_max_by_second
+            .borrow()
+            .iter()
+            .map(|us| round(*us as f64 / 1000.0, 1))
+            .collect::<Vec<_>>(),
         "trade_notifications": slow.trade_notifications.get(),
         "trade_notifications_min_per_reader": received.iter().map(Vec::len).min(),
         "trades_missing": checks_trades.then(|| slow.missing(&trades.executed.borrow())),

@@ -9,11 +9,19 @@ use hdrhistogram::Histogram;
 
 use crate::scan;
 
+/// Seconds of window tracked in [`SlowStats::age_max_by_second`] (later ones count in the last).
+const MAX_SECONDS: usize = 600;
+
 /// What every slow reader adds to; one thread, so `Cell`s.
 #[derive(Debug)]
 pub(crate) struct SlowStats {
     /// Age at arrival (now minus `ts_us`) in microseconds of every ticker read in the window.
     pub(crate) age_us: RefCell<Histogram<u64>>,
+    /// The largest age in microseconds per second of the window (index 0 is its first second):
+    /// shows whether the age still grows (buffers still filling) or has settled.
+    pub(crate) age_max_by_second: RefCell<Vec<u64>>,
+    /// When the window opened, microseconds since the Unix epoch.
+    pub(crate) window_start_us: Cell<u64>,
     /// Frames of any kind read in the window.
     pub(crate) frames_in_window: Cell<u64>,
     /// Frames of any kind read from the subscription on, the drain included.
@@ -48,6 +56,8 @@ impl SlowStats {
             age_us: RefCell::new(
                 Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds"),
             ),
+            age_max_by_second: RefCell::new(Vec::new()),
+            window_start_us: Cell::new(0),
             frames_in_window: Cell::new(0),
             frames_total: Cell::new(0),
             tickers_in_window: Cell::new(0),
@@ -130,10 +140,17 @@ impl SlowReader {
                 .tickers_in_window
                 .set(stats.tickers_in_window.get() + 1);
             if let Some(ts_us) = scan::number_after(bytes, b"\"ts_us\":") {
-                let _ = stats
-                    .age_us
-                    .borrow_mut()
-                    .record(arrived_us.saturating_sub(ts_us).max(1));
+                let age = arrived_us.saturating_sub(ts_us).max(1);
+                let _ = stats.age_us.borrow_mut().record(age);
+                let second = arrived_us.saturating_sub(stats.window_start_us.get()) / 1_000_000;
+                let second = usize::try_from(second)
+                    .unwrap_or(usize::MAX)
+                    .min(MAX_SECONDS);
+                let mut by_second = stats.age_max_by_second.borrow_mut();
+                if by_second.len() <= second {
+                    by_second.resize(second + 1, 0);
+                }
+                by_second[second] = by_second[second].max(age);
             }
             if let (Some(seq), Some(last)) = (seq, last) {
                 let skipped = seq.saturating_sub(last).saturating_sub(1);
@@ -182,43 +199,31 @@ mod tests {
     #[test]
     fn ages_and_skips_count_per_channel_inside_the_window_only() {
         let stats = SlowStats::new(1);
+        stats.window_start_us.set(1_000_000);
         let mut reader = SlowReader::new(0);
+        let mut read = |frame: &str, arrived_us: u64, measuring: bool| {
+            reader.on_frame(frame.as_bytes(), arrived_us, measuring, &stats);
+        };
         // Before the window: remembered, not recorded.
-        reader.on_frame(
-            ticker("BTCUSDT", 10, 1_000).as_bytes(),
-            2_000,
-            false,
-            &stats,
-        );
+        read(&ticker("BTCUSDT", 10, 1_000), 2_000, false);
         // In the window: BTC 10 -> 13 skips two; ETH starts at 7 (no previous) skips none.
-        reader.on_frame(
-            ticker("BTCUSDT", 13, 1_000_000).as_bytes(),
-            1_250_000,
-            true,
-            &stats,
-        );
-        reader.on_frame(
-            ticker("ETHUSDT", 7, 1_000_000).as_bytes(),
-            1_500_000,
-            true,
-            &stats,
-        );
-        reader.on_frame(
-            ticker("ETHUSDT", 8, 1_000_000).as_bytes(),
-            1_750_000,
-            true,
-            &stats,
-        );
-        reader.on_frame(br#"{"type":"portfolio_update","seq":3}"#, 1, true, &stats);
-        assert_eq!(stats.frames_total.get(), 5);
-        assert_eq!(stats.frames_in_window.get(), 4);
-        assert_eq!(stats.tickers_in_window.get(), 3);
+        read(&ticker("BTCUSDT", 13, 1_000_000), 1_250_000, true);
+        read(&ticker("ETHUSDT", 7, 1_000_000), 1_500_000, true);
+        read(&ticker("ETHUSDT", 8, 1_000_000), 1_750_000, true);
+        // 2.5 s into the window, 0.1 s old.
+        read(&ticker("ETHUSDT", 9, 3_400_000), 3_500_000, true);
+        read(r#"{"type":"portfolio_update","seq":3}"#, 1, true);
+        assert_eq!(stats.frames_total.get(), 6);
+        assert_eq!(stats.frames_in_window.get(), 5);
+        assert_eq!(stats.tickers_in_window.get(), 4);
         assert_eq!(stats.tickers_skipped.get(), 2);
+        // The largest age of each second of the window; none in the second second.
+        assert_eq!(*stats.age_max_by_second.borrow(), [750_000, 0, 100_000]);
         let ages = stats.age_us.borrow();
-        assert_eq!(ages.len(), 3);
-        // 0.25, 0.5 and 0.75 s old (HDR values are equal within its precision).
-        assert!(ages.equivalent(ages.min(), 250_000), "{}", ages.min());
-        assert!(ages.equivalent(ages.value_at_quantile(0.5), 500_000));
+        assert_eq!(ages.len(), 4);
+        // 0.1, 0.25, 0.5 and 0.75 s old (HDR values are equal within its precision).
+        assert!(ages.equivalent(ages.min(), 100_000), "{}", ages.min());
+        assert!(ages.equivalent(ages.value_at_quantile(0.5), 250_000));
         assert!(ages.equivalent(ages.max(), 750_000), "{}", ages.max());
     }
 
