@@ -8,6 +8,7 @@
 #   BENCH_SCENARIOS="fanout_1k stall" scripts/bench.sh    a subset
 #   BENCH_DOC=- scripts/bench.sh   print the rows instead of appending them to docs/benchmarks.md
 #   BENCH_REF_SECS=3               a shorter window for the ref_* scenarios (default 10)
+#   BENCH_SLOW_WARMUP=40           a longer warm-up for slow_reader (default 20 s)
 # The ref_* scenarios run the same cryptobot-load invocation against cryptobot and then against the
 # uWebSockets.js reference peer (bench/uws-ref, `npm ci` done here; scripts/with-uws.sh).
 set -euo pipefail
@@ -17,6 +18,8 @@ profile="${BENCH_PROFILE:-release}"
 secs="${BENCH_SECS:-5}"
 # The window of the ref_* scenarios (10 s, as issue 14's comparison).
 ref_secs="${BENCH_REF_SECS:-10}"
+# The warm-up of slow_reader, while the buffers between server and slow reader fill (default 20 s).
+slow_warmup="${BENCH_SLOW_WARMUP:-20}"
 symbols="BTCUSDT,ETHUSDT,SOLUSDT,BNBUSDT,XRPUSDT,ADAUSDT,DOGEUSDT,DOTUSDT,LTCUSDT,LINKUSDT"
 
 if [ "$profile" = release ]; then
@@ -103,10 +106,13 @@ for name in $wanted; do
     # must reach it (up to 30 s of drain after the window). No other connections. The 20 s of
     # warm-up let the buffers between server and reader fill, so the window sees the settled age.
     slow_reader) scenario slow_reader 11 --connections 0 --slow-readers 1 --slow-rate 40 \
-      --channels trades --trades 40 --trade-rate 4 --trade-amount 10 --warmup 20 --duration 10 \
+      --channels trades --trades 40 --trade-rate 4 --trade-amount 10 --warmup "$slow_warmup" --duration 10 \
       --offered-per-sec 110 ;;
     *) echo "unknown scenario $name" >&2; exit 2 ;;
   esac
 done
 
-python3 scripts/bench_table.py "$results" "${BENCH_DOC:-docs/benchmarks.md}" "scripts/bench.sh (BENCH_SECS=$secs)"
+command="BENCH_SECS=$secs"
+[ "$ref_secs" = 10 ] || command="$command, BENCH_REF_SECS=$ref_secs"
+[ "$slow_warmup" = 20 ] || command="$command, BENCH_SLOW_WARMUP=$slow_warmup"
+python3 scripts/bench_table.py "$results" "${BENCH_DOC:-docs/benchmarks.md}" "scripts/bench.sh ($command)"
