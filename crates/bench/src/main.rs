@@ -269,10 +269,13 @@ fn sample_slow_queues(slow: &SlowStats, server_port: u16) {
     if ports.is_empty() {
         return;
     }
+    let Some(table) = procfs::tcp_table() else {
+        return;
+    };
     let (mut client_rx, mut server_tx) = (0, 0);
     for &port in ports.iter() {
-        client_rx += procfs::tcp_queues(port, server_port).map_or(0, |(_, rx)| rx);
-        server_tx += procfs::tcp_queues(server_port, port).map_or(0, |(tx, _)| tx);
+        client_rx += procfs::tcp_queues_in(&table, port, server_port).map_or(0, |(_, rx)| rx);
+        server_tx += procfs::tcp_queues_in(&table, server_port, port).map_or(0, |(tx, _)| tx);
     }
     slow.sample_queues(client_rx, server_tx);
 }

@@ -48,16 +48,15 @@ impl Process {
     }
 }
 
-/// Bytes queued in the kernel for the IPv4 TCP socket from `local_port` to `remote_port`, as
-/// `(tx_queue, rx_queue)` from /proc/net/tcp: for the sender the bytes written and not yet
-/// acknowledged, for the receiver the bytes received and not yet read.
-pub(crate) fn tcp_queues(local_port: u16, remote_port: u16) -> Option<(u64, u64)> {
-    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
-    tcp_queues_in(&table, local_port, remote_port)
+/// The IPv4 TCP sockets of this network namespace, for [`tcp_queues_in`].
+pub(crate) fn tcp_table() -> Option<String> {
+    std::fs::read_to_string("/proc/net/tcp").ok()
 }
 
-/// [`tcp_queues`] on the text of a /proc/net/tcp table.
-fn tcp_queues_in(table: &str, local_port: u16, remote_port: u16) -> Option<(u64, u64)> {
+/// Bytes queued in the kernel for the IPv4 TCP socket from `local_port` to `remote_port`, as
+/// `(tx_queue, rx_queue)` from the text of /proc/net/tcp: for the sender the bytes written and
+/// not yet acknowledged, for the receiver the bytes received and not yet read.
+pub(crate) fn tcp_queues_in(table: &str, local_port: u16, remote_port: u16) -> Option<(u64, u64)> {
     let port = |address: &str| {
         address
             .rsplit_once(':')
