@@ -109,7 +109,7 @@ async fn hostile_messages_get_exact_error_codes_while_a_good_client_keeps_stream
         (
             "quantity abc",
             btc(json!({"quantity": "abc"})),
-            "invalid_payload",
+            "invalid_decimal",
         ),
         (
             "quantity and amount",
@@ -140,23 +140,23 @@ async fn hostile_messages_get_exact_error_codes_while_a_good_client_keeps_stream
         (
             "quantity 1e400",
             btc(json!({"quantity": "1e400"})),
-            "invalid_payload",
+            "invalid_decimal",
         ),
         (
             "quantity 32 nines",
             btc(json!({"quantity": "99999999999999999999999999999999"})),
-            "invalid_payload",
+            "invalid_decimal",
         ),
         (
             "raw huge number",
             r#"{"type":"ping","id":1e400}"#.into(),
             "invalid_message",
         ),
-        // TC3: negative and zero quantities.
+        // TC3: negative (a sign is outside the decimal grammar) and zero quantities.
         (
             "negative quantity",
             btc(json!({"quantity": "-0.1"})),
-            "invalid_size",
+            "invalid_decimal",
         ),
         (
             "zero quantity",
@@ -166,7 +166,7 @@ async fn hostile_messages_get_exact_error_codes_while_a_good_client_keeps_stream
         (
             "negative amount",
             btc(json!({"amount": "-10"})),
-            "invalid_size",
+            "invalid_decimal",
         ),
         // TC4: unknown symbols.
         (
@@ -189,12 +189,12 @@ async fn hostile_messages_get_exact_error_codes_while_a_good_client_keeps_stream
         (
             "10 KB symbol",
             manual_trade(&json!({"symbol": long, "side": "buy", "quantity": "0.1"})),
-            "invalid_payload",
+            "invalid_symbol",
         ),
         (
             "10 KB client_order_id",
             btc(json!({"quantity": "0.1", "client_order_id": long})),
-            "invalid_payload",
+            "invalid_client_order_id",
         ),
         (
             "10 KB type",
@@ -222,6 +222,15 @@ async fn hostile_messages_get_exact_error_codes_while_a_good_client_keeps_stream
         let error = next_of_type(&mut hostile, "error").await;
         assert_eq!(error["code"], "unknown_type");
         assert_eq!(error["id"], id, "id echo");
+    }
+    // TC8: ... even when the type is missing or not a string (issue 15, item 1).
+    for (text, id) in [(r#"{"type":5,"id":77}"#, 77), (r#"{"id":78}"#, 78)] {
+        hostile.send(Message::text(text)).await.unwrap();
+        let error = next_of_type(&mut hostile, "error").await;
+        assert_eq!(
+            error,
+            json!({"type":"error","error":"Invalid message format","code":"invalid_message","id":id})
+        );
     }
     // The hostile connection is still usable.
     hostile

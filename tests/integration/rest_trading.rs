@@ -91,7 +91,7 @@ async fn bad_trade_requests_get_json_errors_and_execute_nothing() {
     let app = TestApp::spawn(&[]).await;
     // (case, body, content type, expected status, expected code)
     type Case<'a> = (&'a str, &'a [u8], Option<&'a str>, u16, &'a str);
-    let cases: [Case; 9] = [
+    let cases: [Case; 10] = [
         // TC0: not JSON
         (
             "not json",
@@ -148,10 +148,17 @@ async fn bad_trade_requests_get_json_errors_and_execute_nothing() {
             422,
             "insufficient_position",
         ),
-        // TC7: negative size
+        // TC7: negative size (a sign is outside the decimal grammar) and zero
         (
             "negative",
             br#"{"symbol":"BTCUSDT","side":"buy","quantity":"-1"}"#,
+            Some("application/json"),
+            400,
+            "invalid_decimal",
+        ),
+        (
+            "zero",
+            br#"{"symbol":"BTCUSDT","side":"buy","quantity":"0"}"#,
             Some("application/json"),
             422,
             "invalid_size",

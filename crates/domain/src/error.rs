@@ -20,6 +20,19 @@ pub enum DomainError {
         /// The rejected value.
         value: Decimal,
     },
+    /// A decimal outside the grammar of [`crate::money::parse_decimal`].
+    #[error(
+        "invalid decimal for {field}: {reason}; expected digits with an optional fraction, e.g. \"0.01\""
+    )]
+    InvalidDecimal {
+        /// The field that was read.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// An order with both or neither of `quantity` and `amount`.
+    #[error("exactly one of quantity or amount is required")]
+    SizeRequired,
     /// A stop-loss or take-profit level on the wrong side of the others.
     #[error("invalid price levels: {0}")]
     InvalidLevels(String),
@@ -33,6 +46,9 @@ impl DomainError {
             Self::InvalidSymbol(_) => "invalid_symbol",
             Self::InvalidClientOrderId => "invalid_client_order_id",
             Self::NotPositive { .. } => "invalid_size",
+            Self::InvalidDecimal { .. } => "invalid_decimal",
+            // A shape error like a missing field, so the same code as serde's shape errors.
+            Self::SizeRequired => "invalid_payload",
             Self::InvalidLevels(_) => "invalid_levels",
         }
     }

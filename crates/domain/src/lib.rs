@@ -30,7 +30,13 @@ pub mod trade;
 pub use error::DomainError;
 pub use event::{Channel, Event};
 pub use market::Ticker;
-pub use portfolio::{LevelChange, PortfolioSummary, Position, PositionUpdate, PositionValuation};
+pub use portfolio::{
+    LevelChange, LevelInput, PortfolioSummary, Position, PositionUpdate, PositionUpdateInput,
+    PositionValuation,
+};
 pub use signal::{Alert, AlertType, Severity, Signal, SignalAction};
 pub use symbol::{ClientOrderId, Symbol};
-pub use trade::{BoughtCoin, OrderSize, Side, Trade, TradeOrigin, TradeRequest};
+pub use trade::{
+    BoughtCoin, OrderSize, Side, Trade, TradeInput, TradeOrigin, TradePage, TradeQuery,
+    TradeRequest,
+};

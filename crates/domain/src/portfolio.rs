@@ -83,23 +83,78 @@ impl LevelChange {
     }
 }
 
-impl<'de> Deserialize<'de> for LevelChange {
+/// One level of a [`PositionUpdateInput`] as the client wrote it: absent, `null` or text.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum LevelInput {
+    /// The field is absent.
+    #[default]
+    Keep,
+    /// The field is `null`.
+    Clear,
+    /// The field is a string, not yet checked against the decimal grammar.
+    Set(String),
+}
+
+impl<'de> Deserialize<'de> for LevelInput {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         // Reached only when the field is present (absent fields use `Default`), so `None` is `null`.
-        let level: Option<Decimal> = rust_decimal::serde::str_option::deserialize(deserializer)?;
+        let level: Option<String> = Option::deserialize(deserializer)?;
         Ok(level.map_or(Self::Clear, Self::Set))
+    }
+}
+
+impl LevelInput {
+    fn parse(self, field: &'static str) -> Result<LevelChange, DomainError> {
+        Ok(match self {
+            Self::Keep => LevelChange::Keep,
+            Self::Clear => LevelChange::Clear,
+            Self::Set(text) => LevelChange::Set(money::parse_decimal(field, &text)?),
+        })
+    }
+}
+
+/// The body of a level change as a client writes it (REST `PATCH /positions/{symbol}`, WebSocket
+/// `update_position`): the shape is checked by serde, the decimals by [`PositionUpdateInput::parse`],
+/// so both paths answer a malformed level with `invalid_decimal`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PositionUpdateInput {
+    /// New stop-loss level.
+    #[serde(default)]
+    pub stop_loss: LevelInput,
+    /// New take-profit level.
+    #[serde(default)]
+    pub take_profit: LevelInput,
+}
+
+impl PositionUpdateInput {
+    /// Checks the levels against the decimal grammar (stop-loss first).
+    ///
+    /// # Errors
+    /// [`DomainError::InvalidDecimal`].
+    pub fn parse(self) -> Result<PositionUpdate, DomainError> {
+        Ok(PositionUpdate {
+            stop_loss: self.stop_loss.parse("stop_loss")?,
+            take_profit: self.take_profit.parse("take_profit")?,
+        })
+    }
+}
+
+impl TryFrom<PositionUpdateInput> for PositionUpdate {
+    type Error = DomainError;
+
+    fn try_from(input: PositionUpdateInput) -> Result<Self, DomainError> {
+        input.parse()
     }
 }
 
 /// A change to a position's stop-loss and take-profit levels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "PositionUpdateInput")]
 pub struct PositionUpdate {
     /// New stop-loss level.
-    #[serde(default)]
     pub stop_loss: LevelChange,
     /// New take-profit level.
-    #[serde(default)]
     pub take_profit: LevelChange,
 }
 
@@ -257,6 +312,17 @@ mod tests {
         // TC2: floats and unknown fields are refused
         assert!(serde_json::from_str::<PositionUpdate>(r#"{"take_profit":120.5}"#).is_err());
         assert!(serde_json::from_str::<PositionUpdate>(r#"{"stop":"1"}"#).is_err());
+        // TC3: the decimal grammar, with its own code through the input type
+        let input: PositionUpdateInput =
+            serde_json::from_str(r#"{"stop_loss":"1_000","take_profit":"1e3"}"#).unwrap();
+        assert_eq!(
+            input.parse().unwrap_err(),
+            DomainError::InvalidDecimal {
+                field: "stop_loss",
+                reason: "no separators or spaces allowed"
+            }
+        );
+        assert!(serde_json::from_str::<PositionUpdate>(r#"{"take_profit":"+5"}"#).is_err());
     }
 
     #[test]

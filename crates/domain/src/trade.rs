@@ -121,6 +121,57 @@ impl TradeRequest {
     }
 }
 
+/// A trade command as a client writes it (REST body, WebSocket `manual_trade` payload): every
+/// field as text, so that both paths validate in the same order with the same codes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TradeInput {
+    /// The pair, e.g. `BTCUSDT`.
+    pub symbol: String,
+    /// Buy or sell.
+    pub side: Side,
+    /// Base-asset quantity, a decimal string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantity: Option<String>,
+    /// Quote-asset amount, a decimal string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount: Option<String>,
+    /// Idempotency key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_order_id: Option<String>,
+}
+
+impl TradeInput {
+    /// Validates the command, in this order (docs/api.md "Order of checks"): exactly one of
+    /// `quantity`/`amount`, the symbol's spelling, the `client_order_id`, the decimal's grammar,
+    /// the size being positive.
+    ///
+    /// # Errors
+    /// [`DomainError::SizeRequired`], [`DomainError::InvalidSymbol`],
+    /// [`DomainError::InvalidClientOrderId`], [`DomainError::InvalidDecimal`] or
+    /// [`DomainError::NotPositive`], the first that applies.
+    pub fn into_request(self, origin: TradeOrigin) -> Result<TradeRequest, DomainError> {
+        let (field, text, amount) = match (&self.quantity, &self.amount) {
+            (Some(quantity), None) => ("quantity", quantity, false),
+            (None, Some(amount)) => ("amount", amount, true),
+            _ => return Err(DomainError::SizeRequired),
+        };
+        let symbol = Symbol::parse(&self.symbol)?;
+        let client_order_id = self
+            .client_order_id
+            .as_deref()
+            .map(ClientOrderId::parse)
+            .transpose()?;
+        let value = money::parse_decimal(field, text)?;
+        let size = if amount {
+            OrderSize::Amount(value)
+        } else {
+            OrderSize::Quantity(value)
+        };
+        TradeRequest::new(symbol, self.side, size, client_order_id, origin)
+    }
+}
+
 /// An executed (filled) trade, as committed to storage.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Trade {
@@ -179,6 +230,77 @@ impl From<&Trade> for BoughtCoin {
     }
 }
 
+/// What `GET /api/v1/trades` asks for: filters, a cursor and a page size. Every filter is
+/// optional and they combine (all must hold).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TradeQuery {
+    /// Only trades of this symbol.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub symbol: Option<Symbol>,
+    /// Only the trade executed under this idempotency key (at most one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_order_id: Option<ClientOrderId>,
+    /// Only trades executed at or after this time (inclusive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<DateTime<Utc>>,
+    /// Only trades executed before this time (exclusive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<DateTime<Utc>>,
+    /// Cursor: only trades with a smaller id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_id: Option<u64>,
+    /// Cursor: only trades with a larger id; the page is then oldest first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_id: Option<u64>,
+    /// Largest number of trades in the page.
+    pub limit: usize,
+}
+
+impl TradeQuery {
+    /// The `limit` newest trades, no filter.
+    #[must_use]
+    pub const fn latest(limit: usize) -> Self {
+        Self {
+            symbol: None,
+            client_order_id: None,
+            from: None,
+            to: None,
+            before_id: None,
+            after_id: None,
+            limit,
+        }
+    }
+
+    /// True when the page runs oldest first (`after_id` given), false for newest first.
+    #[must_use]
+    pub const fn ascending(&self) -> bool {
+        self.after_id.is_some()
+    }
+
+    /// Whether `trade` passes every filter and the cursor.
+    #[must_use]
+    pub fn matches(&self, trade: &Trade) -> bool {
+        self.symbol.as_ref().is_none_or(|s| *s == trade.symbol)
+            && self
+                .client_order_id
+                .as_ref()
+                .is_none_or(|id| trade.client_order_id.as_ref() == Some(id))
+            && self.from.is_none_or(|from| trade.executed_at >= from)
+            && self.to.is_none_or(|to| trade.executed_at < to)
+            && self.before_id.is_none_or(|id| trade.id < id)
+            && self.after_id.is_none_or(|id| trade.id > id)
+    }
+}
+
+/// One page of trades.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TradePage {
+    /// The trades, newest first (oldest first with `after_id`).
+    pub trades: Vec<Trade>,
+    /// True when more trades match beyond this page (continue from the last one's id).
+    pub more: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use std::str::FromStr;
@@ -199,6 +321,105 @@ mod tests {
         );
         // TC1: JSON numbers are refused: money never passes through a float
         assert!(serde_json::from_str::<OrderSize>(r#"{"quantity":0.01}"#).is_err());
+    }
+
+    #[test]
+    fn trade_input_checks_in_one_order() {
+        let input =
+            |symbol: &str, quantity: Option<&str>, amount: Option<&str>, id: Option<&str>| {
+                TradeInput {
+                    symbol: symbol.to_owned(),
+                    side: Side::Buy,
+                    quantity: quantity.map(str::to_owned),
+                    amount: amount.map(str::to_owned),
+                    client_order_id: id.map(str::to_owned),
+                }
+                .into_request(TradeOrigin::Manual)
+                .map_err(|err| err.code())
+            };
+        // TC0: valid
+        let request = input("BTCUSDT", None, Some("100.5"), Some("a-1")).unwrap();
+        assert_eq!(
+            request.size,
+            OrderSize::Amount(Decimal::from_str("100.5").unwrap())
+        );
+        // TC1: each check, and the first failing one wins when several fail
+        let cases = [
+            (
+                ("btc", Some("1"), Some("1"), Some("bad id!")),
+                "invalid_payload",
+            ),
+            (("btc", None, None, None), "invalid_payload"),
+            (
+                ("btc", Some("1e3"), None, Some("bad id!")),
+                "invalid_symbol",
+            ),
+            (
+                ("BTCUSDT", Some("1e3"), None, Some("bad id!")),
+                "invalid_client_order_id",
+            ),
+            (
+                ("BTCUSDT", Some("1e3"), None, Some("")),
+                "invalid_client_order_id",
+            ),
+            (
+                ("BTCUSDT", Some("1_000"), None, Some("ok")),
+                "invalid_decimal",
+            ),
+            (("BTCUSDT", Some("-1"), None, None), "invalid_decimal"),
+            (("BTCUSDT", Some("0"), None, None), "invalid_size"),
+        ];
+        for ((symbol, quantity, amount, id), code) in cases {
+            assert_eq!(
+                input(symbol, quantity, amount, id).unwrap_err(),
+                code,
+                "{symbol} {quantity:?} {amount:?} {id:?}"
+            );
+        }
+        let long = "a".repeat(65);
+        assert_eq!(
+            input("BTCUSDT", Some("1"), None, Some(&long)).unwrap_err(),
+            "invalid_client_order_id"
+        );
+    }
+
+    #[test]
+    fn trade_query_filters_and_cursors_combine() {
+        let trade = |id: u64, symbol: &str, secs: i64| Trade {
+            id,
+            symbol: Symbol::parse(symbol).unwrap(),
+            side: Side::Buy,
+            price: Decimal::ONE,
+            quantity: Decimal::ONE,
+            fee: Decimal::ZERO,
+            notional: Decimal::ONE,
+            realized_pnl: Decimal::ZERO,
+            executed_at: DateTime::from_timestamp(secs, 0).unwrap(),
+            client_order_id: None,
+            origin: TradeOrigin::Manual,
+        };
+        let query = TradeQuery {
+            symbol: Some(Symbol::parse("ETHUSDT").unwrap()),
+            from: DateTime::from_timestamp(100, 0),
+            to: DateTime::from_timestamp(200, 0),
+            before_id: Some(50),
+            ..TradeQuery::latest(10)
+        };
+        // TC0: all hold; from is inclusive
+        assert!(query.matches(&trade(10, "ETHUSDT", 100)));
+        // TC1: each filter alone refuses; to is exclusive
+        assert!(!query.matches(&trade(10, "BTCUSDT", 150)));
+        assert!(!query.matches(&trade(10, "ETHUSDT", 99)));
+        assert!(!query.matches(&trade(10, "ETHUSDT", 200)));
+        assert!(!query.matches(&trade(50, "ETHUSDT", 150)));
+        assert!(!query.ascending());
+        let after = TradeQuery {
+            after_id: Some(5),
+            ..TradeQuery::latest(10)
+        };
+        assert!(after.ascending());
+        assert!(!after.matches(&trade(5, "ETHUSDT", 150)));
+        assert!(after.matches(&trade(6, "ETHUSDT", 150)));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! [`Authenticator`](cryptobot_ws_gateway::Authenticator) as the WebSocket upgrade and checks the
 //! scope the method needs.
 
-use actix_web::body::MessageBody;
+use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::middleware::Next;
@@ -17,15 +17,24 @@ use crate::error::ApiError;
 /// request lacks `read`. The handler does not run in either case. The [`Principal`] is stored in
 /// the request's extensions.
 ///
+/// The refusals are answered here as responses, not returned as errors, so that the middleware
+/// around (the rate limit's headers) sees them like any other answer.
+///
 /// # Errors
-/// [`ApiError::Unauthorized`] or [`ApiError::Forbidden`].
+/// Only those of the wrapped service.
 pub async fn require_auth(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let principal = authorize(&req)?;
-    req.extensions_mut().insert(principal);
-    next.call(req).await
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    match authorize(&req) {
+        Ok(principal) => {
+            req.extensions_mut().insert(principal);
+            next.call(req)
+                .await
+                .map(ServiceResponse::map_into_left_body)
+        }
+        Err(refusal) => Ok(req.error_response(refusal).map_into_right_body()),
+    }
 }
 
 fn authorize(req: &ServiceRequest) -> Result<Principal, ApiError> {

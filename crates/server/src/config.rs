@@ -401,6 +401,10 @@ pub struct BusSettings {
     pub publish_buffer: usize,
     /// How long a gateway node waits for the engine's answer to a forwarded command (100 to 60000).
     pub command_timeout_ms: u64,
+    /// Time-to-live of the engine's lease on `redis_prefix`, in milliseconds (1000 to 60000): a
+    /// crashed engine's successor waits at most this long, and an engine paused longer may have
+    /// been replaced, so it writes nothing until it renewed the lease.
+    pub lease_ttl_ms: u64,
 }
 
 /// `[log]`.
@@ -426,12 +430,18 @@ impl<'de> Deserialize<'de> for DecimalString {
             Integer(i64),
             Float(#[allow(dead_code, reason = "only the variant matters: floats are refused")] f64),
         }
+        // The API's grammar (cryptobot_domain::money::parse_decimal): no sign, exponent, spaces
+        // or separators, so `"1_000"` cannot silently become 1000 here either.
         match Raw::deserialize(deserializer)? {
-            Raw::Text(text) => text
-                .trim()
-                .parse::<Decimal>()
+            Raw::Text(text) => cryptobot_domain::money::parse_decimal("value", &text)
                 .map(Self)
-                .map_err(|_| serde::de::Error::custom(format!("invalid decimal {text:?}"))),
+                .map_err(|err| {
+                    let clipped: String = text.chars().take(32).collect();
+                    serde::de::Error::custom(format!("{clipped:?}: {err}"))
+                }),
+            Raw::Integer(whole) if whole < 0 => Err(serde::de::Error::custom(format!(
+                "{whole}: no sign allowed; expected a non-negative decimal"
+            ))),
             Raw::Integer(whole) => Ok(Self(Decimal::from(whole))),
             Raw::Float(_) => Err(serde::de::Error::custom(
                 "expected a decimal written as a string, e.g. \"0.001\", not a float",
@@ -568,6 +578,11 @@ impl Settings {
                 "must be between 100 and 60000".into(),
             ));
         }
+        if !(1_000..=60_000).contains(&self.bus.lease_ttl_ms) {
+            return Err(invalid("bus.lease_ttl_ms")(
+                "must be between 1000 and 60000".into(),
+            ));
+        }
         if self.bus.redis_prefix.is_empty()
             || !self
                 .bus
@@ -620,6 +635,7 @@ impl Settings {
             stream_len: self.bus.history_size.max(1),
             publish_buffer: self.bus.publish_buffer,
             command_timeout: std::time::Duration::from_millis(self.bus.command_timeout_ms),
+            lease_ttl: std::time::Duration::from_millis(self.bus.lease_ttl_ms),
             channels,
         }
     }
@@ -763,6 +779,7 @@ fn parse_symbols(names: &[String]) -> Result<Vec<Symbol>, String> {
 #[cfg(test)]
 mod tests {
     use std::io::Write;
+    use std::time::Duration;
 
     use super::*;
 
@@ -801,6 +818,11 @@ mod tests {
         assert!(s.trading.auto_trade);
         assert_eq!(s.storage.path, "data/cryptobot.db");
         assert_eq!(s.ws, GatewayConfig::default());
+        assert_eq!(s.bus.lease_ttl_ms, 10_000);
+        assert_eq!(
+            Duration::from_millis(s.bus.lease_ttl_ms),
+            cryptobot_services::scale::ENGINE_LEASE
+        );
         // The Binance defaults are the connector's own.
         let binance = s.binance_config().unwrap();
         assert_eq!(
@@ -898,7 +920,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("trading: fee_rate"), "{err}");
-        // TC3: port not a number
+        // TC3: decimals outside the grammar, in the file and from the environment
+        for (key, value) in [
+            ("CRYPTOBOT__TRADING__INITIAL_CASH", "1_000"),
+            ("CRYPTOBOT__TRADING__FEE_RATE", "1e-3"),
+            ("CRYPTOBOT__TRADING__MIN_NOTIONAL", " 1"),
+            ("CRYPTOBOT__TRADING__AUTO_TRADE_AMOUNT", "+10"),
+            ("CRYPTOBOT__TRADING__AUTO_TRADE_AMOUNT", ".5"),
+            ("CRYPTOBOT__TRADING__INITIAL_CASH", "010"),
+        ] {
+            let err = Settings::load_with_env(None, env(&[(key, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("invalid decimal"), "{key}={value}: {err}");
+        }
+        let file = temp_toml("[trading]\ninitial_cash = -5\n");
+        let err = Settings::load_with_env(Some(&file), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no sign allowed"), "{err}");
+        // TC4: port not a number
         let err = Settings::load_with_env(None, env(&[("CRYPTOBOT__SERVER__PORT", "lots")]))
             .unwrap_err()
             .to_string();
@@ -908,6 +949,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("nonexistent"), "{err}");
+        // TC5: a lease shorter than a second (renewals would flood Redis) or longer than a minute
+        for ttl in ["999", "60001"] {
+            let err = Settings::load_with_env(None, env(&[("CRYPTOBOT__BUS__LEASE_TTL_MS", ttl)]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with("bus.lease_ttl_ms: must be between"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub enum ApiError {
     /// No route matches.
     #[error("no such resource")]
     NotFound,
+    /// The route exists but does not take this method.
+    #[error("method not allowed on this resource")]
+    MethodNotAllowed,
     /// Authentication is on and the request carries no valid token.
     #[error("missing or invalid bearer token")]
     Unauthorized,
@@ -68,6 +71,7 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
             Self::Unauthorized => "unauthorized",
             Self::Forbidden { .. } => "forbidden",
             Self::RateLimited => "rate_limited",
@@ -80,7 +84,10 @@ impl ResponseError for ApiError {
         match self {
             Self::Service(err) => match err {
                 ServiceError::Domain(
-                    DomainError::InvalidSymbol(_) | DomainError::InvalidClientOrderId,
+                    DomainError::InvalidSymbol(_)
+                    | DomainError::InvalidClientOrderId
+                    | DomainError::InvalidDecimal { .. }
+                    | DomainError::SizeRequired,
                 ) => StatusCode::BAD_REQUEST,
                 ServiceError::Domain(_)
                 | ServiceError::OrderTooSmall { .. }
@@ -100,6 +107,7 @@ impl ResponseError for ApiError {
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
@@ -130,7 +138,9 @@ impl ResponseError for ApiError {
 /// same as the engine itself would answer for that code.
 fn remote_status(code: &str) -> StatusCode {
     match code {
-        "invalid_symbol" | "invalid_client_order_id" => StatusCode::BAD_REQUEST,
+        "invalid_symbol" | "invalid_client_order_id" | "invalid_decimal" | "invalid_payload" => {
+            StatusCode::BAD_REQUEST
+        }
         "invalid_size"
         | "invalid_levels"
         | "order_too_small"

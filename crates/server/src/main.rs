@@ -16,6 +16,8 @@ Every key is documented in docs/configuration.md. RUST_LOG overrides log.level."
 const EXIT_CONFIG: u8 = 2;
 /// Exit code for a failure to start or run.
 const EXIT_RUNTIME: u8 = 1;
+/// Exit code of an engine that lost its Redis lease to another engine (docs/operations.md).
+const EXIT_FENCED: u8 = 3;
 
 fn main() -> ExitCode {
     let (config_file, role) = match parse_args(std::env::args().skip(1)) {
@@ -51,7 +53,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err}");
-            ExitCode::from(EXIT_RUNTIME)
+            match err {
+                cryptobot_server::StartupError::LeaseLost { .. } => ExitCode::from(EXIT_FENCED),
+                _ => ExitCode::from(EXIT_RUNTIME),
+            }
         }
     }
 }

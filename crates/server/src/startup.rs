@@ -8,6 +8,10 @@
 //! 3. The market feed, signal engine, auto-trader and alert monitor end; the trading engine finishes
 //!    the command it is executing (a trade is acknowledged only once committed) and ends.
 //! 4. The last handle to the SQLite connection is dropped, which checkpoints the write-ahead log.
+//!
+//! An engine that finds its Redis lease taken by another engine cancels the same token at once
+//! (after its writes were already fenced) and [`Application::run_until_stopped`] returns
+//! [`StartupError::LeaseLost`] (exit code 3).
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -21,7 +25,7 @@ use cryptobot_services::market::{
     BinanceFeed, BinanceMarket, FeedState, SimulatedFeed, SimulatedMarket,
 };
 use cryptobot_services::scale::{
-    BrokerMetrics, ENGINE_LEASE, LeaseOutcome, RedisFollowerBus, RedisPublishingBus, RemoteMarket,
+    BrokerMetrics, EngineLease, LeaseOutcome, RedisFollowerBus, RedisPublishingBus, RemoteMarket,
     RemoteTrading, acquire_engine_lease, keep_engine_lease, spawn_command_server,
 };
 use cryptobot_services::signals::{spawn_auto_trader, spawn_signal_engine};
@@ -72,6 +76,16 @@ pub enum StartupError {
         /// `bus.redis_prefix`.
         prefix: String,
     },
+    /// While running, this engine found its lease held by another engine (it was paused or cut
+    /// off longer than `bus.lease_ttl_ms` and was replaced): it stopped committing and publishing
+    /// at once and stopped.
+    #[error(
+        "lost the engine lease on bus.redis_prefix = \"{prefix}\" to another engine (this one was paused or cut off longer than bus.lease_ttl_ms); stopped without committing or publishing anything more"
+    )]
+    LeaseLost {
+        /// `bus.redis_prefix`.
+        prefix: String,
+    },
 }
 
 /// The market feed actor of the configured source, spawned once every subscriber is in place.
@@ -90,6 +104,7 @@ struct Core {
     feed: Option<MarketFeed>,
     tasks: Vec<JoinHandle<()>>,
     broker: Option<Arc<BrokerMetrics>>,
+    lease: Option<Arc<EngineLease>>,
 }
 
 /// A built, listening server with its background tasks.
@@ -99,6 +114,8 @@ pub struct Application {
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     gateway: Gateway,
+    /// The engine's lease and `bus.redis_prefix` (an engine on Redis only).
+    lease: Option<(Arc<EngineLease>, String)>,
 }
 
 impl std::fmt::Debug for Application {
@@ -139,7 +156,7 @@ impl Application {
         let core = if settings.server.role == Role::Gateway {
             Self::gateway_node(&settings, history, &clock, &shutdown)?
         } else {
-            Self::engine_node(&settings, history, &clock, &metrics, &shutdown).await?
+            Self::engine_node(&settings, history, &clock, &metrics, &shutdown, &listener).await?
         };
         let Core {
             bus,
@@ -150,7 +167,18 @@ impl Application {
             feed,
             mut tasks,
             broker,
+            lease,
         } = core;
+        if let Some(lease) = &lease {
+            // Losing the lease stops the whole node: its writes are already fenced.
+            let (lost, stop) = (lease.lost(), shutdown.clone());
+            tasks.push(tokio::spawn(async move {
+                tokio::select! {
+                    () = lost.cancelled() => stop.cancel(),
+                    () = stop.cancelled() => {}
+                }
+            }));
+        }
 
         let gateway_config = settings.gateway_config().map_err(StartupError::Config)?;
         let authenticator = Arc::new(gateway_config.auth.clone());
@@ -202,9 +230,12 @@ impl Application {
                 .configure(move |cfg| gateway.configure(cfg))
                 .configure(routes::configure)
                 .default_service(web::to(routes::not_found))
+                .wrap(actix_web::middleware::from_fn(
+                    routes::json_method_not_allowed,
+                ))
         })
         .on_connect(gateway.on_connect())
-        .client_request_timeout(Duration::from_millis(
+        .client_request_timeout(request_head_timeout(
             settings.server.request_head_timeout_ms,
         ))
         .keep_alive(match settings.server.keep_alive_secs {
@@ -228,6 +259,7 @@ impl Application {
             shutdown,
             tasks,
             gateway,
+            lease: lease.map(|lease| (lease, settings.bus.redis_prefix.clone())),
         })
     }
 
@@ -239,16 +271,23 @@ impl Application {
         clock: &Arc<dyn Clock>,
         metrics: &Arc<ServiceMetrics>,
         shutdown: &CancellationToken,
+        listener: &TcpListener,
     ) -> Result<Core, StartupError> {
         let local = InMemoryBus::with_history(settings.bus.capacity, history, Arc::clone(clock));
         let mut tasks = Vec::new();
-        let (bus, broker): (Arc<dyn EventBus>, _) = match settings.bus.backend {
-            BusBackend::Memory => (Arc::new(local), None),
+        let (bus, broker, lease): (Arc<dyn EventBus>, _, _) = match settings.bus.backend {
+            BusBackend::Memory => (Arc::new(local), None, None),
             BusBackend::Redis => {
                 // One engine per prefix: a second one would replace the first one's streams.
-                let token = local.epoch();
                 let redis = settings.redis_settings();
-                match acquire_engine_lease(&redis, token, ENGINE_LEASE + ENGINE_LEASE / 2).await {
+                // The token is the epoch: gateways compare the engine's liveness mark with the
+                // epoch they follow.
+                let lease = Arc::new(EngineLease::new(local.epoch(), redis.lease_ttl));
+                let wait = redis.lease_ttl + redis.lease_ttl / 2;
+                let standby = Standby::start(listener, settings);
+                let outcome = acquire_engine_lease(&redis, &lease, wait).await;
+                standby.stop().await;
+                match outcome {
                     LeaseOutcome::Held => {}
                     LeaseOutcome::Unreachable(why) => tracing::warn!(
                         %why,
@@ -262,7 +301,7 @@ impl Application {
                 }
                 tasks.push(tokio::spawn(keep_engine_lease(
                     redis,
-                    token,
+                    Arc::clone(&lease),
                     shutdown.clone(),
                 )));
                 let broker = Arc::new(BrokerMetrics::default());
@@ -270,13 +309,14 @@ impl Application {
                     local,
                     settings.bus.publish_buffer,
                     Arc::clone(&broker),
+                    Arc::clone(&lease),
                 ));
                 tasks.push(tokio::spawn(Arc::clone(&bus).run_writer(
                     settings.redis_settings(),
                     Arc::clone(clock),
                     shutdown.clone(),
                 )));
-                (bus as Arc<dyn EventBus>, Some(broker))
+                (bus as Arc<dyn EventBus>, Some(broker), Some(lease))
             }
         };
 
@@ -333,13 +373,14 @@ impl Application {
         let portfolio: Arc<dyn PortfolioService> = Arc::new(trading);
 
         tasks.push(engine_task);
-        if let Some(broker) = &broker {
+        if let (Some(broker), Some(lease)) = (&broker, &lease) {
             tasks.push(spawn_command_server(
                 settings.redis_settings(),
                 Arc::clone(&trade),
                 Arc::clone(&portfolio),
                 Arc::clone(clock),
                 Arc::clone(broker),
+                Arc::clone(lease),
                 shutdown.clone(),
             ));
         }
@@ -374,6 +415,7 @@ impl Application {
             feed: Some(feed),
             tasks,
             broker,
+            lease,
         })
     }
 
@@ -422,6 +464,7 @@ impl Application {
             feed: None,
             tasks,
             broker: Some(broker),
+            lease: None,
         })
     }
 
@@ -447,6 +490,7 @@ impl Application {
     ///
     /// # Errors
     /// [`StartupError::Server`] when the HTTP server fails.
+    /// [`StartupError::LeaseLost`] when another engine took this engine's lease.
     pub async fn run_until_stopped(self) -> Result<(), StartupError> {
         let result = self.server.await.map_err(StartupError::Server);
         // The server also ends on its own only through the token; make sure the rest follows.
@@ -458,6 +502,109 @@ impl Application {
             }
         }
         tracing::info!("stopped");
-        result
+        match self.lease {
+            Some((lease, prefix)) if lease.is_lost() => Err(StartupError::LeaseLost { prefix }),
+            _ => result,
+        }
+    }
+}
+
+/// Answers every HTTP request with 503 `{"status": "standby"}` while an engine waits for the
+/// lease, so health checks get an answer instead of a connection that hangs (the real server
+/// takes the socket over once the wait is over).
+struct Standby {
+    stop: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Standby {
+    /// Longest a standby answer waits for the request head.
+    const READ_TIMEOUT: Duration = Duration::from_secs(2);
+
+    fn start(listener: &TcpListener, settings: &Settings) -> Self {
+        let stop = CancellationToken::new();
+        let accepting = listener
+            .try_clone()
+            .and_then(|clone| {
+                clone.set_nonblocking(true)?;
+                tokio::net::TcpListener::from_std(clone)
+            })
+            .inspect_err(
+                |err| tracing::warn!(%err, "no standby answers while waiting for the lease"),
+            );
+        let Ok(accepting) = accepting else {
+            return Self { stop, task: None };
+        };
+        if let Ok(addr) = accepting.local_addr() {
+            tracing::info!(%addr, "standby on http://{addr}: waiting for the engine lease (every request answers 503)");
+        }
+        let body = serde_json::json!({
+            "status": "standby",
+            "role": settings.server.role.as_str(),
+            "reason": format!(
+                "waiting for the engine lease on bus.redis_prefix = \"{}\"",
+                settings.bus.redis_prefix
+            ),
+        })
+        .to_string();
+        let response: Arc<str> = format!(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into();
+        let until = stop.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = tokio::select! {
+                    () = until.cancelled() => return,
+                    accepted = accepting.accept() => match accepted {
+                        Ok(accepted) => accepted,
+                        Err(err) => {
+                            tracing::debug!(%err, "standby accept failed");
+                            continue;
+                        }
+                    },
+                };
+                let response = Arc::clone(&response);
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+                    // Read (some of) the request first, so the client sees an answer, not a reset.
+                    let mut head = [0_u8; 4096];
+                    let _ = tokio::time::timeout(Self::READ_TIMEOUT, stream.read(&mut head)).await;
+                    let _ = tokio::time::timeout(
+                        Self::READ_TIMEOUT,
+                        stream.write_all(response.as_bytes()),
+                    )
+                    .await;
+                    let _ = stream.shutdown().await;
+                });
+            }
+        });
+        Self {
+            stop,
+            task: Some(task),
+        }
+    }
+
+    /// Stops answering; connections not yet accepted wait for the real server.
+    async fn stop(self) {
+        self.stop.cancel();
+        if let Some(task) = self.task {
+            let _ = task.await;
+        }
+    }
+}
+
+/// How often actix-http refreshes the clock its request-head timer is set from.
+const ACTIX_CLOCK_GRANULARITY: Duration = Duration::from_millis(500);
+
+/// The timer given to actix-http for `server.request_head_timeout_ms`. actix sets the deadline
+/// from a clock refreshed every 500 ms, so a timer of T fires after T - 0.5 s to T; adding the
+/// granularity makes the configured value a guaranteed minimum (the cut comes after T to
+/// T + 0.5 s). 0 stays 0, which actix reads as no limit.
+fn request_head_timeout(ms: u64) -> Duration {
+    match ms {
+        0 => Duration::ZERO,
+        ms => Duration::from_millis(ms) + ACTIX_CLOCK_GRANULARITY,
     }
 }

@@ -16,6 +16,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -81,6 +82,8 @@ impl Drop for Keys {
 struct Node {
     child: Child,
     addr: SocketAddr,
+    /// Every line the process wrote to stderr so far.
+    log: Arc<Mutex<Vec<String>>>,
     _dir: PathBuf,
 }
 
@@ -108,18 +111,7 @@ impl Node {
             .stderr(Stdio::piped())
             .spawn()
             .expect("binary starts");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if !sent && let Some(rest) = line.split("listening on http://").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap_or_default();
-                    let _ = tx.send(addr.to_owned());
-                    sent = true;
-                }
-            }
-        });
+        let (log, rx) = read_log(&mut child, "listening on http://");
         let addr = rx
             .recv_timeout(GUARD)
             .expect("node reports its address")
@@ -128,8 +120,45 @@ impl Node {
         Self {
             child,
             addr,
+            log,
             _dir: dir,
         }
+    }
+
+    /// Whether the process logged `text` (waiting a little: its last lines may still be read).
+    fn logged(&self, text: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            if self
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|line| line.contains(text))
+            {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for the process to exit by itself; its exit code.
+    fn exit_code(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + GUARD;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "the node did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn signal(&self, name: &str) {
+        signal(self.child.id(), name);
     }
 
     /// Connects and reads the welcome; pushes wait for the client's first message.
@@ -186,6 +215,42 @@ impl Node {
     }
 }
 
+/// Collects the child's stderr lines; sends the address following `marker` once it appears.
+fn read_log(
+    child: &mut Child,
+    marker: &'static str,
+) -> (Arc<Mutex<Vec<String>>>, std::sync::mpsc::Receiver<String>) {
+    let stderr = child.stderr.take().unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let lines = Arc::clone(&log);
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if !sent && let Some(rest) = line.split(marker).nth(1) {
+                let addr = rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .trim_end_matches(':');
+                let _ = tx.send(addr.to_owned());
+                sent = true;
+            }
+            lines.lock().unwrap().push(line);
+        }
+    });
+    (log, rx)
+}
+
+/// Sends a signal (`STOP`, `CONT`, `KILL`) to a process.
+fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{name}"), pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
 impl Drop for Node {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -196,8 +261,12 @@ impl Drop for Node {
 async fn next_frame(socket: &mut Socket) -> Value {
     let wait = async {
         while let Some(frame) = socket.next().await {
-            if let Message::Text(text) = frame.expect("frame") {
-                return serde_json::from_str::<Value>(&text).expect("frames are JSON");
+            match frame.expect("frame") {
+                Message::Text(text) => {
+                    return serde_json::from_str::<Value>(&text).expect("frames are JSON");
+                }
+                Message::Close(close) => panic!("socket closed: {close:?}"),
+                _ => {}
             }
         }
         panic!("socket closed");
@@ -358,6 +427,7 @@ async fn two_gateways_serve_as_one() {
     let metrics = http::request(a.addr, "GET", "/metrics", None, b"").await;
     let text = &metrics.body;
     assert!(text.contains("cryptobot_broker_connected 1"), "{text}");
+    assert!(text.contains("cryptobot_broker_engine_alive 1"), "{text}");
     let health = http::request(a.addr, "GET", "/api/v1/health", None, b"").await;
     assert_eq!(health.status, 200, "{}", health.body);
     assert_eq!(
@@ -525,23 +595,51 @@ async fn a_second_engine_on_the_same_prefix_is_refused_and_a_successor_starts() 
         url: url.clone(),
         prefix: prefix.clone(),
     };
-    let mut first = Node::start("engine", &url, &prefix);
+    let mut first = Node::start_with("engine", &url, &prefix, &[SHORT_LEASE]);
     // TC0: a second engine waits for the lease, sees it renewed, and exits with a clear error.
     let dir = std::env::temp_dir().join(unique("second-engine"));
     std::fs::create_dir_all(&dir).unwrap();
-    let second = Command::new(BIN)
+    let mut second = Command::new(BIN)
         .env("CRYPTOBOT__SERVER__PORT", "0")
         .env("CRYPTOBOT__SERVER__ROLE", "engine")
         .env("CRYPTOBOT__BUS__BACKEND", "redis")
         .env("CRYPTOBOT__BUS__REDIS_URL", &url)
         .env("CRYPTOBOT__BUS__REDIS_PREFIX", &prefix)
         .env("CRYPTOBOT__STORAGE__PATH", dir.join("db.sqlite"))
+        .env(SHORT_LEASE.0, SHORT_LEASE.1)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .output()
+        .spawn()
         .expect("binary runs");
-    let stderr = String::from_utf8_lossy(&second.stderr);
-    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    let (log, standby) = read_log(&mut second, "standby on http://");
+    // TC1: while it waits it answers HTTP: 503, standby (a load balancer skips it).
+    let addr: SocketAddr = standby
+        .recv_timeout(GUARD)
+        .expect("the waiting engine says where it answers")
+        .parse()
+        .expect("a socket address");
+    let health = http::request(addr, "GET", "/api/v1/health", None, b"").await;
+    assert_eq!(health.status, 503, "{}", health.body);
+    assert_eq!(health.json()["status"], "standby", "{}", health.body);
+    assert!(
+        health.json()["reason"]
+            .as_str()
+            .is_some_and(|reason| reason.contains(&prefix)),
+        "{}",
+        health.body
+    );
+    let deadline = Instant::now() + GUARD;
+    let status = loop {
+        if let Some(status) = second.try_wait().expect("try_wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the second engine kept waiting");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Give the log reader a moment to see the last lines after the exit.
+    std::thread::sleep(Duration::from_millis(100));
+    let stderr = log.lock().unwrap().join("\n");
+    assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("another engine is running"), "{stderr}");
     assert!(stderr.contains(&prefix), "{stderr}");
     // The first engine was not disturbed.
@@ -700,4 +798,329 @@ async fn an_outage_longer_than_the_buffer_is_reported_not_hidden() {
         .and_then(|value| value.parse().ok())
         .expect("the counter is exported");
     assert!(gaps >= 1, "{}", metrics.body);
+}
+
+/// The lease time-to-live of these tests (the default is 10 s), so that a successor starts soon.
+const SHORT_LEASE: (&str, &str) = ("CRYPTOBOT__BUS__LEASE_TTL_MS", "2000");
+
+/// Reads until the server's close frame; returns its code and reason.
+async fn close_of(socket: &mut Socket) -> (u16, String) {
+    let wait = async {
+        while let Some(frame) = socket.next().await {
+            match frame {
+                Ok(Message::Close(Some(close))) => {
+                    return (u16::from(close.code), close.reason.to_string());
+                }
+                Ok(Message::Close(None)) => panic!("a close frame without a code"),
+                Ok(_) => {}
+                Err(err) => panic!("the socket failed before a close frame: {err}"),
+            }
+        }
+        panic!("the socket ended without a close frame");
+    };
+    tokio::time::timeout(GUARD, wait)
+        .await
+        .expect("the connection is closed in time")
+}
+
+/// A storage file two engines share, as a standby engine on the same volume does.
+fn shared_storage() -> (PathBuf, String) {
+    let dir = std::env::temp_dir().join(unique("shared-storage"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("db.sqlite").to_string_lossy().into_owned();
+    (dir, path)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_restart_closes_clients_with_1012_and_they_resume_in_the_new_epoch() {
+    let Some(url) =
+        redis_url("an_engine_restart_closes_clients_with_1012_and_they_resume_in_the_new_epoch")
+    else {
+        return;
+    };
+    let prefix = unique("new-epoch");
+    let _keys = Keys {
+        url: url.clone(),
+        prefix: prefix.clone(),
+    };
+    let (_dir, storage) = shared_storage();
+    let env = [SHORT_LEASE, ("CRYPTOBOT__STORAGE__PATH", storage.as_str())];
+    let engine = Node::start_with("engine", &url, &prefix, &env);
+    let a = Node::start_with("gateway", &url, &prefix, &env);
+    let b = Node::start_with("gateway", &url, &prefix, &env);
+    let (_, old_epoch) = engine.connect().await;
+    a.synced(old_epoch).await;
+    b.synced(old_epoch).await;
+    let (mut on_a, _) = a.connect().await;
+    let (mut on_b, _) = b.connect().await;
+    // Some trades of the old run, so its `seq`s reach above the new run's first ones.
+    for n in 0..5 {
+        let (status, body) = a.post_trade(&format!("{prefix}-old-{n}")).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let old_seen = trades(&mut on_a, 5).await;
+    assert_eq!(trades(&mut on_b, 5).await, old_seen);
+    let old_last = old_seen.last().unwrap().0;
+
+    // The engine crashes; its successor takes over once the lease lapsed.
+    drop(engine);
+    let successor = Node::start_with("engine", &url, &prefix, &env);
+
+    // TC0: clients that stayed connected are told: close 1012 "new epoch".
+    for socket in [&mut on_a, &mut on_b] {
+        assert_eq!(close_of(socket).await, (1012, "new epoch".to_owned()));
+    }
+    // TC1: they reconnect, see the new epoch, and a resume with the old one is not recovered.
+    let mut clients = Vec::new();
+    for node in [&a, &b] {
+        let (mut socket, epoch) = node.connect_held().await;
+        assert_ne!(epoch, old_epoch, "the welcome announces the new run");
+        send(
+            &mut socket,
+            &json!({"type": "resume", "id": 1, "payload": {"epoch": old_epoch, "last_seq": {"trades": old_last}}}),
+        )
+        .await;
+        let resumed = next_of_type(&mut socket, "resumed").await;
+        assert_eq!(resumed["epoch"].as_u64(), Some(epoch), "{resumed}");
+        assert_eq!(resumed["recovered"]["trades"], false, "{resumed}");
+        clients.push(socket);
+    }
+    let (_, new_epoch) = successor.connect().await;
+    // TC2: every trade of the new run reaches them, from its first seq on (none is taken for
+    // one of the old run's).
+    let mut acked = Vec::new();
+    for n in 0..30 {
+        let node = if n % 2 == 0 { &a } else { &b };
+        let (status, body) = node.post_trade(&format!("{prefix}-new-{n}")).await;
+        assert_eq!(status, 201, "{body}");
+        acked.push(body["trade"]["id"].as_u64().unwrap());
+    }
+    for socket in &mut clients {
+        let seen = trades(socket, 30).await;
+        assert_eq!(seen.first().map(|(seq, _)| *seq), Some(1), "{seen:?}");
+        assert!(consecutive(&seen), "{seen:?}");
+        let ids: Vec<u64> = seen.iter().map(|(_, id)| *id).collect();
+        assert_eq!(ids, acked);
+    }
+    // TC3: a client connecting now is in the new epoch too.
+    assert_eq!(a.connect_held().await.1, new_epoch);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_paused_past_its_lease_is_fenced_and_its_successor_trades_exactly_once() {
+    let Some(url) = redis_url(
+        "an_engine_paused_past_its_lease_is_fenced_and_its_successor_trades_exactly_once",
+    ) else {
+        return;
+    };
+    let prefix = unique("fence");
+    let _keys = Keys {
+        url: url.clone(),
+        prefix: prefix.clone(),
+    };
+    let (_dir, storage) = shared_storage();
+    let env = [SHORT_LEASE, ("CRYPTOBOT__STORAGE__PATH", storage.as_str())];
+    let mut first = Node::start_with("engine", &url, &prefix, &env);
+    let gateway = Node::start_with("gateway", &url, &prefix, &env);
+    let (_, first_epoch) = first.connect().await;
+    gateway.synced(first_epoch).await;
+    let (status, body) = gateway.post_trade(&format!("{prefix}-before")).await;
+    assert_eq!(status, 201, "{body}");
+
+    // The engine stalls; a second engine waiting for the lease takes it once it lapsed.
+    first.signal("STOP");
+    let second = Node::start_with("engine", &url, &prefix, &env);
+    let (_, second_epoch) = second.connect().await;
+    assert_ne!(second_epoch, first_epoch);
+    gateway.synced(second_epoch).await;
+    let (mut watcher, _) = gateway.connect().await;
+    // The first engine wakes up long after its lease lapsed.
+    first.signal("CONT");
+
+    // TC0: trades through the gateway from right away and over a few seconds (time for a
+    // replaced engine that was still serving to reconnect and take its share): every one
+    // executed exactly once.
+    let mut ids = Vec::new();
+    for n in 0..20 {
+        if n > 0 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let (status, body) = gateway.post_trade(&format!("{prefix}-after-{n}")).await;
+        assert_eq!(status, 201, "trade {n}: {body}");
+        assert_eq!(body["replayed"], false, "{body}");
+        ids.push(body["trade"]["id"].as_u64().unwrap());
+    }
+    assert!(
+        ids.windows(2).all(|pair| pair[1] == pair[0] + 1),
+        "one engine numbers the trades: {ids:?}"
+    );
+
+    // TC1: the replaced engine stopped at once, with exit code 3 and the reason.
+    assert_eq!(first.exit_code(), Some(3));
+    assert!(
+        first.logged("lost the engine lease"),
+        "{:?}",
+        first.log.lock().unwrap()
+    );
+
+    // TC2: only the successor published: clients got each trade once, in order, and every
+    // entry of the trades stream is of its epoch.
+    let seen = trades(&mut watcher, 20).await;
+    assert!(consecutive(&seen), "{seen:?}");
+    assert_eq!(seen.iter().map(|(_, id)| *id).collect::<Vec<_>>(), ids);
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client
+        .get_connection_with_timeout(Duration::from_secs(2))
+        .unwrap();
+    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(format!("{prefix}:stream:trades"))
+        .arg("-")
+        .arg("+")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(entries.ids.len(), 20);
+    for entry in &entries.ids {
+        assert_eq!(
+            entry.get::<u64>("epoch"),
+            Some(second_epoch),
+            "{}",
+            entry.id
+        );
+    }
+    // TC3: the shared storage holds each trade once.
+    let listed = http::request(gateway.addr, "GET", "/api/v1/trades?limit=100", None, b"").await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    let listed = listed.json();
+    let stored: Vec<u64> = listed
+        .as_array()
+        .or_else(|| listed["trades"].as_array())
+        .expect("a list of trades")
+        .iter()
+        .map(|trade| trade["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(stored.len(), 21, "{stored:?}");
+}
+
+/// Longest a health probe may take here: far below `bus.command_timeout_ms` (10 s in this test),
+/// so a probe that asks the engine and waits for the timeout fails the test.
+const PROBE_BOUND: Duration = Duration::from_secs(3);
+
+async fn probe(node: &Node) -> (u16, Value) {
+    let response = tokio::time::timeout(
+        PROBE_BOUND,
+        http::request(node.addr, "GET", "/api/v1/health", None, b""),
+    )
+    .await
+    .expect("a health probe answers without waiting for the engine or for Redis");
+    (response.status, response.json())
+}
+
+/// Probes until the answer is `status` with `check` true of the body.
+async fn probe_until(node: &Node, status: u16, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + GUARD;
+    loop {
+        let (got, body) = probe(node).await;
+        if got == status && check(&body) {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "health never became {status}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_health_answers_at_once_with_a_dead_engine_and_during_a_redis_outage() {
+    if redis_url("gateway_health_answers_at_once_with_a_dead_engine_and_during_a_redis_outage")
+        .is_none()
+    {
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .unwrap();
+    let Some(redis) = OwnRedis::start(port) else {
+        skipped(
+            "gateway_health_answers_at_once_with_a_dead_engine_and_during_a_redis_outage",
+            "redis-server not on PATH",
+        );
+        return;
+    };
+    let url = format!("redis://127.0.0.1:{port}");
+    let prefix = unique("health");
+    let env = [SHORT_LEASE, ("CRYPTOBOT__BUS__COMMAND_TIMEOUT_MS", "10000")];
+    let engine = Node::start_with("engine", &url, &prefix, &env);
+    let gateway = Node::start_with("gateway", &url, &prefix, &env);
+    let (_, epoch) = engine.connect().await;
+    gateway.synced(epoch).await;
+    // TC0: healthy.
+    let body = probe_until(&gateway, 200, |_| true).await;
+    assert_eq!(body["trading_engine"], "ok", "{body}");
+
+    // TC1: the engine dies: every probe answers at once, and soon with 503 (the engine stopped
+    // renewing its lease), while the broker link is fine.
+    drop(engine);
+    let body = probe_until(&gateway, 503, |_| true).await;
+    assert_eq!(body["trading_engine"], "unavailable", "{body}");
+    assert_eq!(body["broker"]["connected"], true, "{body}");
+    let metrics = http::request(gateway.addr, "GET", "/metrics", None, b"").await;
+    assert!(
+        metrics.body.contains("cryptobot_broker_engine_alive 0"),
+        "{}",
+        metrics.body
+    );
+    // A paused engine is the same as a dead one.
+    let engine = Node::start_with("engine", &url, &prefix, &env);
+    probe_until(&gateway, 200, |_| true).await;
+    engine.signal("STOP");
+    let body = probe_until(&gateway, 503, |_| true).await;
+    assert_eq!(body["trading_engine"], "unavailable", "{body}");
+    engine.signal("CONT");
+    drop(engine);
+    let engine = Node::start_with("engine", &url, &prefix, &env);
+    let (_, epoch) = engine.connect().await;
+    gateway.synced(epoch).await;
+    probe_until(&gateway, 200, |_| true).await;
+
+    // TC2: Redis stops answering (SIGSTOP: connections hang as in a partition): every probe
+    // answers at once, and soon with 503 and the broker down.
+    let (mut watcher, _) = gateway.connect().await;
+    let redis_pid = redis.child.as_ref().unwrap().id();
+    signal(redis_pid, "STOP");
+    let body = probe_until(&gateway, 503, |body| body["broker"]["connected"] == false).await;
+    assert_eq!(body["trading_engine"], "unavailable", "{body}");
+    let alert = loop {
+        let alert = next_of_type(&mut watcher, "alert").await;
+        if alert["payload"]["alert_type"] == "feed_stalled" {
+            break alert;
+        }
+    };
+    assert_eq!(alert["snapshot"], true, "{alert}");
+    // TC3: a client connecting during the outage is told when it subscribes to alerts.
+    let (mut late, _) = gateway.connect().await;
+    let alert = next_of_type(&mut late, "alert").await;
+    assert_eq!(alert["payload"]["alert_type"], "feed_stalled", "{alert}");
+    assert_eq!(alert["payload"]["severity"], "critical", "{alert}");
+    // The engine's own health stays 200: its clients and trading go on.
+    let (status, body) = probe(&engine).await;
+    assert_eq!(status, 200, "{body}");
+
+    // TC4: Redis is back: both clients hear it, and the gateway is healthy again.
+    signal(redis_pid, "CONT");
+    let _keys = Keys {
+        url: url.clone(),
+        prefix: prefix.clone(),
+    };
+    for socket in [&mut watcher, &mut late] {
+        loop {
+            let alert = next_of_type(socket, "alert").await;
+            if alert["payload"]["alert_type"] == "feed_resumed" {
+                break;
+            }
+        }
+    }
+    probe_until(&gateway, 200, |body| body["broker"]["connected"] == true).await;
 }

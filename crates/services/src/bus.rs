@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use cryptobot_domain::{Channel, Event};
 use tokio::sync::{broadcast, watch};
 
-use crate::Clock;
 use crate::scale::BrokerHealth;
+use crate::{Clock, ServiceError};
 
 /// An event as published: stamped with its channel, its sequence number on that channel and the
 /// time it was published.
@@ -54,6 +54,24 @@ pub trait EventBus: Send + Sync + Debug {
     /// always healthy).
     fn health(&self) -> Option<watch::Receiver<BrokerHealth>> {
         None
+    }
+
+    /// The epoch as it changes, for buses whose epoch can change while they run (a gateway node
+    /// following an engine that restarted). Its value changes before any envelope of the new
+    /// epoch is delivered, and [`EventBus::epoch`] already returns the new epoch by then. `None`:
+    /// the epoch never changes (one bus, one run).
+    fn epoch_changes(&self) -> Option<watch::Receiver<u64>> {
+        None
+    }
+
+    /// Whether this process may still commit and publish as the deployment's one engine.
+    ///
+    /// # Errors
+    /// [`ServiceError::Unavailable`] while the bus cannot confirm that this process is still the
+    /// engine (its lease on the broker lapsed or was taken by another engine): nothing may be
+    /// committed then, since another engine may be executing the same commands.
+    fn check_fence(&self) -> Result<(), ServiceError> {
+        Ok(())
     }
 }
 

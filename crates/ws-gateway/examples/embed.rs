@@ -12,7 +12,7 @@ use actix_web::{App, HttpServer};
 use async_trait::async_trait;
 use cryptobot_domain::{
     Event, OrderSize, PortfolioSummary, Position, PositionUpdate, Side, Symbol, Ticker, Trade,
-    TradeRequest,
+    TradePage, TradeQuery, TradeRequest,
 };
 use cryptobot_services::{
     Clock, EventBus, Execution, InMemoryBus, MarketService, PortfolioService, ServiceError,
@@ -95,9 +95,26 @@ impl TradeService for ToyTrading {
         })
     }
 
-    async fn recent_trades(&self, limit: usize) -> Result<Vec<Trade>, ServiceError> {
+    async fn trades(&self, query: TradeQuery) -> Result<TradePage, ServiceError> {
         let trades = self.trades.lock().unwrap_or_else(PoisonError::into_inner);
-        Ok(trades.iter().rev().take(limit).cloned().collect())
+        let matching: Vec<Trade> = if query.ascending() {
+            trades
+                .iter()
+                .filter(|t| query.matches(t))
+                .cloned()
+                .collect()
+        } else {
+            trades
+                .iter()
+                .rev()
+                .filter(|t| query.matches(t))
+                .cloned()
+                .collect()
+        };
+        Ok(TradePage {
+            more: matching.len() > query.limit,
+            trades: matching.into_iter().take(query.limit).collect(),
+        })
     }
 }
 

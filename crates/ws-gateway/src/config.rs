@@ -89,6 +89,8 @@ pub struct GatewayConfig {
     pub close_code_rate_limited: u16,
     /// Close code when the connection's JWT expires.
     pub close_code_token_expired: u16,
+    /// Close code when the engine restarted (a new epoch): the client reconnects and resumes.
+    pub close_code_new_epoch: u16,
 }
 
 impl Default for GatewayConfig {
@@ -124,6 +126,7 @@ impl Default for GatewayConfig {
             close_code_protocol: 1002,
             close_code_rate_limited: 1008,
             close_code_token_expired: 4401,
+            close_code_new_epoch: 1012,
         }
     }
 }
@@ -195,6 +198,7 @@ impl GatewayConfig {
             ("close_code_protocol", self.close_code_protocol),
             ("close_code_rate_limited", self.close_code_rate_limited),
             ("close_code_token_expired", self.close_code_token_expired),
+            ("close_code_new_epoch", self.close_code_new_epoch),
         ];
         for (key, code) in codes {
             if !is_sendable_close_code(code) {

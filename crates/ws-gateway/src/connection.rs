@@ -28,7 +28,7 @@ use crate::hub::{HubShared, frame_bytes};
 use crate::inbound::InboundBudget;
 use crate::metrics::GatewayMetrics;
 use crate::outbox::Frame;
-use crate::protocol::{ClientMessage, ClientRequest, EventMeta, ResumeRequest, ServerMessage};
+use crate::protocol::{EventMeta, ResumeRequest, ServerMessage};
 
 /// Longest wait for the portfolio summary sent as a snapshot after a failed resume.
 const SNAPSHOT_FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -58,6 +58,9 @@ pub enum End {
     RateLimited,
     /// The connection's JWT expired (`close_code_token_expired`, default 4401).
     TokenExpired,
+    /// The engine restarted: its `seq`s start over, so the client must resume in the new epoch
+    /// (`close_code_new_epoch`, default 1012).
+    NewEpoch,
 }
 
 /// Close code for a text message that is not valid UTF-8 (RFC 6455 §7.4.1).
@@ -78,6 +81,7 @@ impl End {
             Self::InvalidUtf8 => (INVALID_UTF8_CLOSE_CODE, "invalid UTF-8 in a text message"),
             Self::RateLimited => (config.close_code_rate_limited, "rate limit exceeded"),
             Self::TokenExpired => (config.close_code_token_expired, "token expired"),
+            Self::NewEpoch => (config.close_code_new_epoch, "new epoch"),
         };
         Some(CloseReason {
             code: CloseCode::from(code),
@@ -274,6 +278,7 @@ impl Connection {
                     }
                     Outbound::Failed(PortFailure::Gone) => Err(End::Gone),
                     Outbound::Failed(PortFailure::Lagged) => Err(End::SlowConsumer("lagged")),
+                    Outbound::Failed(PortFailure::NewEpoch) => Err(End::NewEpoch),
                 },
                 () = &mut send_deadline, if blocked => Err(End::SlowConsumer("send timed out")),
                 inbound = self.inbound.recv() => self.on_inbound(inbound, rate.as_mut()).await,
@@ -350,15 +355,7 @@ impl Connection {
         let Behaviour::Services { dispatcher, .. } = &self.behaviour else {
             return Ok(());
         };
-        let actions = match ClientMessage::parse(text) {
-            Ok(message) if needs_trade(&message.request) && !self.principal.can_trade() => {
-                tracing::info!(conn = self.id, principal = %self.principal.name, "command refused: no trade scope");
-                vec![Action::Send(ServerMessage::error(
-                    message.id,
-                    "forbidden",
-                    "this token lacks the trade scope",
-                ))]
-            }
+        let actions = match crate::dispatch::parse_request(text, &self.principal) {
             Ok(message) => dispatcher.clone().handle(message, &mut self.subs).await,
             Err(err) => vec![Action::Send(err.into_message())],
         };
@@ -396,6 +393,7 @@ impl Connection {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             channels: self.subs.list(),
             scopes: self.principal.scopes.clone(),
+            limits: dispatcher.limits,
         };
         self.send_message(&message).await
     }
@@ -434,7 +432,9 @@ impl Connection {
                 None
             } else {
                 match dispatcher.bus.replay(channel, last) {
-                    Replay::Complete(envelopes) => Some(envelopes),
+                    Replay::Complete(envelopes) => {
+                        Some(crate::dispatch::resume_replay(channel, envelopes))
+                    }
                     Replay::Gap { .. } => None,
                 }
             };
@@ -446,6 +446,7 @@ impl Connection {
                 channels,
                 epoch,
                 recovered: recovered.clone(),
+                limits: dispatcher.limits,
                 id,
             }
         } else {
@@ -453,6 +454,7 @@ impl Connection {
                 channels,
                 epoch: Some(epoch),
                 recovered: Some(recovered.clone()),
+                limits: dispatcher.limits,
                 id,
             }
         };
@@ -676,7 +678,11 @@ impl Connection {
             End::Binary | End::Protocol(_) | End::InvalidUtf8 | End::RateLimited => {
                 Some(&self.metrics.protocol_closes)
             }
-            End::ClientClosed(_) | End::Gone | End::Shutdown | End::TokenExpired => None,
+            End::ClientClosed(_)
+            | End::Gone
+            | End::Shutdown
+            | End::TokenExpired
+            | End::NewEpoch => None,
         };
         if let Some(counter) = counter {
             GatewayMetrics::incr(counter);
@@ -730,14 +736,6 @@ async fn outbound(port: &Port, metrics: &GatewayMetrics, blocked: bool) -> Outbo
         }
     })
     .await
-}
-
-/// Requests that change the account and so need the `trade` scope.
-const fn needs_trade(request: &ClientRequest) -> bool {
-    matches!(
-        request,
-        ClientRequest::ManualTrade(_) | ClientRequest::UpdatePosition { .. }
-    )
 }
 
 #[cfg(test)]

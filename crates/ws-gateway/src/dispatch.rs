@@ -6,16 +6,61 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use cryptobot_domain::{Channel, Symbol, TradeOrigin, TradeRequest};
+use cryptobot_domain::{Alert, AlertType, Channel, Severity, Symbol, TradeOrigin, TradeRequest};
+use cryptobot_services::scale::BrokerHealth;
 use cryptobot_services::{
-    Clock, EventBus, MarketService, PortfolioService, ServiceError, TradeService,
+    Clock, Envelope as BusEnvelope, EventBus, MarketService, PortfolioService, ServiceError,
+    TradeService,
 };
 use serde_json::Value;
 
+use crate::auth::Principal;
 use crate::protocol::{
-    ClientMessage, ClientRequest, EventMeta, ManualTrade, ResumeRequest, ServerMessage,
-    TradeExecuted, codes,
+    ClientMessage, ClientRequest, ConnectionLimits, Envelope, EventMeta, ManualTrade, RequestError,
+    ResumeRequest, ServerMessage, TradeExecuted, codes,
 };
+
+/// Message types that change the account and so need the `trade` scope.
+const TRADE_SCOPED: [&str; 2] = ["manual_trade", "update_position"];
+
+/// Parses one text frame, checking the scope before the payload: the order of checks is the
+/// REST API's (authentication at the upgrade, then the scope the message's `type` needs, then the
+/// payload's shape, then its fields, then the services), so a read-only token gets `forbidden`
+/// for any `manual_trade`, well-formed or not, as `POST /api/v1/trades` answers 403 before its
+/// body is read.
+///
+/// # Errors
+/// `forbidden` (with the id), or the errors of [`Envelope::parse`] and
+/// [`Envelope::into_message`].
+pub(crate) fn parse_request(
+    text: &str,
+    principal: &Principal,
+) -> Result<ClientMessage, RequestError> {
+    let envelope = Envelope::parse(text)?;
+    if TRADE_SCOPED.contains(&envelope.kind.as_str()) && !principal.can_trade() {
+        tracing::info!(principal = %principal.name, "command refused: no trade scope");
+        return Err(RequestError {
+            id: envelope.id,
+            code: codes::FORBIDDEN,
+            message: "this token lacks the trade scope".to_owned(),
+            channel: None,
+        });
+    }
+    envelope.into_message()
+}
+
+/// What a resume replays of a channel whose history reaches back far enough: every missed event,
+/// except for a ticker channel, which is conflated by contract: only its newest ticker (with its
+/// `seq`), not the ~20 per second it missed.
+pub(crate) fn resume_replay(
+    channel: &Channel,
+    mut missed: Vec<Arc<BusEnvelope>>,
+) -> Vec<Arc<BusEnvelope>> {
+    if matches!(channel, Channel::Ticker(_)) && missed.len() > 1 {
+        missed.drain(..missed.len() - 1);
+    }
+    missed
+}
 
 /// Note attached to `trade_executed` when the command had no `client_order_id`.
 pub const NOT_IDEMPOTENT_NOTE: &str =
@@ -40,14 +85,20 @@ impl Subscriptions {
         }
     }
 
-    /// Adds channels, all or nothing; fails when the set would exceed the maximum.
-    fn add(&mut self, channels: &[Channel]) -> Result<(), usize> {
-        let new = channels
-            .iter()
-            .filter(|c| !self.channels.contains(*c))
-            .collect::<BTreeSet<_>>();
-        if self.channels.len() + new.len() > self.max {
-            return Err(self.max);
+    /// Adds channels, all or nothing; fails with the first channel (in request order) that
+    /// does not fit when the set would exceed the maximum.
+    fn add(&mut self, channels: &[Channel]) -> Result<(), Channel> {
+        let mut new: Vec<&Channel> = Vec::new();
+        for channel in channels {
+            if !self.channels.contains(channel) && !new.contains(&channel) {
+                new.push(channel);
+            }
+        }
+        if let Some(&last) = new.last()
+            && self.channels.len() + new.len() > self.max
+        {
+            let room = self.max.saturating_sub(self.channels.len());
+            return Err(new.get(room).copied().unwrap_or(last).clone());
         }
         self.channels.extend(new.into_iter().cloned());
         Ok(())
@@ -105,6 +156,8 @@ pub(crate) struct Dispatcher {
     pub(crate) clock: Arc<dyn Clock>,
     /// The event bus: epoch, last `seq` and replay history of every channel.
     pub(crate) bus: Arc<dyn EventBus>,
+    /// Announced in `welcome`, the subscribe acks and `subscriptions`.
+    pub(crate) limits: ConnectionLimits,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -127,6 +180,7 @@ impl Dispatcher {
                             message: format!("Subscribed to {symbol}"),
                             channels: subs.list(),
                             epoch: Some(self.bus.epoch()),
+                            limits: self.limits,
                             id,
                         }),
                         Action::Watch(symbol),
@@ -150,8 +204,10 @@ impl Dispatcher {
                         channels: subs.list(),
                         epoch: Some(self.bus.epoch()),
                         recovered: None,
+                        limits: self.limits,
                         id,
                     })];
+                    actions.extend(self.broker_state(&channels));
                     actions.extend(channels.into_iter().filter_map(|c| match c {
                         Channel::Ticker(symbol) => Some(Action::Watch(symbol)),
                         _ => None,
@@ -162,11 +218,16 @@ impl Dispatcher {
             },
             ClientRequest::Resume(request) => match self.add(subs, &request.channels, id.clone()) {
                 Err(error) => vec![Action::Send(*error)],
-                Ok(()) => vec![Action::Resume {
-                    request,
-                    channels: subs.list(),
-                    id,
-                }],
+                Ok(()) => {
+                    let stalled = self.broker_state(&request.channels);
+                    let mut actions = vec![Action::Resume {
+                        request,
+                        channels: subs.list(),
+                        id,
+                    }];
+                    actions.extend(stalled);
+                    actions
+                }
             },
             ClientRequest::Unsubscribe(channels) => {
                 let removed = subs.remove(&channels);
@@ -177,8 +238,19 @@ impl Dispatcher {
                 actions.extend(removed.into_iter().map(Action::Unwatch));
                 actions
             }
+            ClientRequest::ListSubscriptions => vec![Action::Send(ServerMessage::Subscriptions {
+                channels: subs.list(),
+                epoch: self.bus.epoch(),
+                limits: self.limits,
+                id,
+            })],
             ClientRequest::ManualTrade(trade) => vec![Action::Send(self.trade(trade, id).await)],
             ClientRequest::UpdatePosition { symbol, update } => {
+                // A symbol the market does not trade is unknown, not merely not held (as REST).
+                if !self.market.symbols().contains(&symbol) {
+                    let err = ServiceError::UnknownSymbol(symbol);
+                    return vec![Action::Send(service_error(id, &err))];
+                }
                 let reply = match self.portfolio.update_position(symbol, update).await {
                     Ok(position) => ServerMessage::PositionUpdated {
                         payload: position,
@@ -199,6 +271,23 @@ impl Dispatcher {
         }
     }
 
+    /// A client subscribing to `alerts` while the broker is down gets the `feed_stalled` it
+    /// would have received had it been connected when the broker went away (the hub announces
+    /// changes only).
+    fn broker_state(&self, channels: &[Channel]) -> Option<Action> {
+        if !channels.contains(&Channel::Alerts) {
+            return None;
+        }
+        let health = *self.bus.health()?.borrow();
+        broker_alert(
+            health,
+            self.bus.last_seq(&Channel::Alerts),
+            self.clock.now_us(),
+        )
+        .filter(|_| health == BrokerHealth::Down)
+        .map(Action::Send)
+    }
+
     /// Validates the symbols of ticker channels and adds the channels, all or nothing.
     fn add(
         &self,
@@ -207,23 +296,26 @@ impl Dispatcher {
         id: Option<Value>,
     ) -> Result<(), Box<ServerMessage>> {
         let known = self.market.symbols();
+        let refused = |id, code: &str, message: String, channel: &Channel| {
+            Box::new(ServerMessage::Error {
+                error: message,
+                code: code.to_owned(),
+                channel: Some(channel.to_string()),
+                id,
+            })
+        };
         for channel in channels {
             if let Channel::Ticker(symbol) = channel
                 && !known.contains(symbol)
             {
-                return Err(Box::new(ServerMessage::error(
-                    id,
-                    codes::UNKNOWN_SYMBOL,
-                    format!("unknown symbol {symbol}"),
-                )));
+                let message = format!("unknown symbol {symbol}");
+                return Err(refused(id, codes::UNKNOWN_SYMBOL, message, channel));
             }
         }
-        subs.add(channels).map_err(|max| {
-            Box::new(ServerMessage::error(
-                id,
-                codes::TOO_MANY_SUBSCRIPTIONS,
-                format!("at most {max} channels per connection"),
-            ))
+        let max = subs.max;
+        subs.add(channels).map_err(|channel| {
+            let message = format!("at most {max} channels per connection");
+            refused(id, codes::TOO_MANY_SUBSCRIPTIONS, message, &channel)
         })
     }
 
@@ -276,6 +368,37 @@ impl Dispatcher {
     }
 }
 
+/// The `alert` telling clients that the event broker went away (`feed_stalled`) or came back
+/// (`feed_resumed`): unsequenced (`meta.snapshot: true`, `seq` repeating the channel's last
+/// `seq`), since it is this node's observation, not an event of the engine. `None` while
+/// connecting.
+pub(crate) fn broker_alert(health: BrokerHealth, seq: u64, now_us: i64) -> Option<ServerMessage> {
+    let (alert_type, severity, message) = match health {
+        BrokerHealth::Down => (
+            AlertType::FeedStalled,
+            Severity::Critical,
+            "event broker unreachable: live events pause; resume after it is back to get what you missed",
+        ),
+        BrokerHealth::Up => (
+            AlertType::FeedResumed,
+            Severity::Info,
+            "event broker connected: live events flow",
+        ),
+        BrokerHealth::Connecting => return None,
+    };
+    let alert = Alert {
+        alert_type,
+        severity,
+        message: message.to_owned(),
+        symbol: None,
+        raised_at: chrono::DateTime::from_timestamp_micros(now_us).unwrap_or_default(),
+    };
+    Some(ServerMessage::Alert {
+        payload: alert,
+        meta: EventMeta::new(Channel::Alerts, seq, now_us, true),
+    })
+}
+
 /// Keeps the first `Watch` of each symbol.
 fn dedup_watches(actions: &mut Vec<Action>) {
     let mut seen = BTreeSet::new();
@@ -314,6 +437,7 @@ mod tests {
             portfolio: Arc::new(portfolio),
             clock: Arc::new(SystemClock),
             bus: Arc::new(InMemoryBus::new(16, Arc::new(SystemClock)).with_epoch(7)),
+            limits: ConnectionLimits::from_config(&crate::GatewayConfig::default()),
         }
     }
 
@@ -354,6 +478,7 @@ mod tests {
                 channels,
                 epoch,
                 id,
+                ..
             }),
             Action::Watch(watched),
         ] = actions.as_slice()
@@ -366,6 +491,52 @@ mod tests {
         assert_eq!(watched, &btc);
         assert!(channels.contains(&Channel::Ticker(btc)));
         assert!(channels.contains(&Channel::Trades), "defaults stay");
+    }
+
+    #[tokio::test]
+    async fn subscribing_to_alerts_while_the_broker_is_down_says_so() {
+        let (health, _) = tokio::sync::watch::channel(BrokerHealth::Down);
+        let mut bus = cryptobot_services::bus::MockEventBus::new();
+        bus.expect_epoch().return_const(7_u64);
+        bus.expect_last_seq().return_const(4_u64);
+        let watched = health.clone();
+        bus.expect_health()
+            .returning(move || Some(watched.subscribe()));
+        let d = Dispatcher {
+            bus: Arc::new(bus),
+            ..plain()
+        };
+        let subscribe = |channels: Vec<Channel>| msg(1, ClientRequest::Subscribe(channels));
+        // TC0: alerts: the ack, then the stalled feed as an unsequenced alert
+        let actions = d
+            .handle(subscribe(vec![Channel::Alerts]), &mut Subscriptions::new(8))
+            .await;
+        let [
+            Action::Send(ServerMessage::Subscribed { .. }),
+            Action::Send(alert),
+        ] = actions.as_slice()
+        else {
+            panic!("unexpected {actions:?}")
+        };
+        let alert: serde_json::Value = serde_json::from_str(&alert.to_json()).unwrap();
+        assert_eq!(alert["payload"]["alert_type"], "feed_stalled", "{alert}");
+        assert_eq!(alert["payload"]["severity"], "critical", "{alert}");
+        assert_eq!(alert["snapshot"], true, "{alert}");
+        assert_eq!(alert["seq"], 4, "{alert}");
+        // TC1: other channels: no alert
+        let actions = d
+            .handle(
+                subscribe(vec![Channel::Signals]),
+                &mut Subscriptions::new(8),
+            )
+            .await;
+        assert_eq!(actions.len(), 1, "{actions:?}");
+        // TC2: the broker is up: nothing to say (the hub announced it when it happened)
+        health.send_replace(BrokerHealth::Up);
+        let actions = d
+            .handle(subscribe(vec![Channel::Alerts]), &mut Subscriptions::new(8))
+            .await;
+        assert_eq!(actions.len(), 1, "{actions:?}");
     }
 
     #[tokio::test]

@@ -32,6 +32,8 @@ pub(crate) enum PortFailure {
     Lagged,
     /// The session is closed: the client went away.
     Gone,
+    /// The engine restarted: the connection's `seq`s belong to the old run.
+    NewEpoch,
 }
 
 /// Outcome of one attempt to write.
@@ -157,7 +159,8 @@ impl Port {
     }
 
     fn fail(&self, failure: PortFailure) {
-        if self.failure.get().is_none() {
+        // A new epoch outranks a lag: the client must learn that its `seq`s are void.
+        if self.failure.get().is_none() || failure == PortFailure::NewEpoch {
             self.failure.set(Some(failure));
         }
         self.wake();
@@ -305,6 +308,12 @@ impl WorkerFanout {
 
     /// Puts one frame into the outbox of every connection it is for.
     fn offer(&self, frame: &HubFrame, dirty: &mut Vec<Rc<Port>>) {
+        if frame.new_epoch {
+            for port in self.ports.borrow().values() {
+                port.fail(PortFailure::NewEpoch);
+            }
+            return;
+        }
         match &frame.channel {
             Channel::Ticker(symbol) => {
                 let tickers = self.tickers.borrow();

@@ -138,6 +138,7 @@ impl Gateway {
                 "origin not allowed",
             ));
         }
+        subprotocol_offer_ok(req)?;
         let principal = config.auth.authenticate(req).map_err(|err| {
             tracing::info!(peer = ?req.peer_addr(), %err, "websocket upgrade refused");
             refusal(
@@ -170,6 +171,29 @@ impl Gateway {
         };
         Ok((principal, slot))
     }
+}
+
+/// Refuses an upgrade that offers sub-protocols without [`SUBPROTOCOL`] (e.g. `bearer.<token>`
+/// alone): the server could select none, which browsers and most clients treat as a failed
+/// handshake after the upgrade, and selecting `bearer.<token>` would echo the token in a header.
+/// 400 `subprotocol_required` says what to offer instead.
+fn subprotocol_offer_ok(req: &HttpRequest) -> Result<(), Box<HttpResponse>> {
+    let mut offered = req
+        .headers()
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .peekable();
+    if offered.peek().is_none() || offered.any(|name| name == SUBPROTOCOL) {
+        return Ok(());
+    }
+    Err(refusal(
+        &mut HttpResponse::BadRequest(),
+        "subprotocol_required",
+        "offer the sub-protocol cryptobot.v1 (together with bearer.<token> when the token goes there)",
+    ))
 }
 
 /// A refused upgrade: the REST API's error body, `{"error": "..", "code": ".."}`.
@@ -376,6 +400,26 @@ mod tests {
         for (name, origin, config, allowed) in cases {
             assert_eq!(origin_allowed(&request(origin), &config), allowed, "{name}");
         }
+    }
+
+    #[test]
+    fn subprotocol_offers_must_include_cryptobot_v1() {
+        let offer = |protocols: &[&str]| {
+            let mut req = TestRequest::default();
+            for protocol in protocols {
+                req = req.append_header((header::SEC_WEBSOCKET_PROTOCOL, *protocol));
+            }
+            subprotocol_offer_ok(&req.to_http_request()).is_ok()
+        };
+        // TC0: nothing offered, or cryptobot.v1 among the offers (one header or several)
+        assert!(offer(&[]));
+        assert!(offer(&["cryptobot.v1"]));
+        assert!(offer(&["bearer.abc, cryptobot.v1"]));
+        assert!(offer(&["bearer.abc", "cryptobot.v1"]));
+        // TC1: offers without it
+        assert!(!offer(&["bearer.abc"]));
+        assert!(!offer(&["graphql-ws"]));
+        assert!(!offer(&["cryptobot.v2, bearer.abc"]));
     }
 
     #[test]

@@ -10,7 +10,6 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use actix_web::web::Bytes;
-use cryptobot_domain::{Alert, AlertType, Severity};
 use cryptobot_domain::{Channel, Event, Symbol};
 use cryptobot_services::scale::BrokerHealth;
 use cryptobot_services::{Clock, Envelope, EventBus, PortfolioService};
@@ -33,6 +32,9 @@ pub(crate) struct HubFrame {
     pub(crate) seq: u64,
     /// True for the periodic portfolio snapshot and broker announcements: never a duplicate.
     pub(crate) snapshot: bool,
+    /// The engine restarted: every connection closes (`End::NewEpoch`) before any frame of the
+    /// new run reaches it, since its `seq`s are the old run's. Such a frame carries no bytes.
+    pub(crate) new_epoch: bool,
     /// The JSON text.
     pub(crate) bytes: Bytes,
 }
@@ -125,6 +127,8 @@ pub(crate) struct Hub {
     pub(crate) shutdown: CancellationToken,
     /// Last `seq` seen on the `portfolio` channel; periodic snapshots repeat it.
     pub(crate) portfolio_seq: u64,
+    /// The bus's epoch changes, when its epoch can change (a gateway node following an engine).
+    pub(crate) epochs: Option<watch::Receiver<u64>>,
     /// The bus's broker link, when it has one: its changes are announced on `alerts`.
     pub(crate) health: Option<watch::Receiver<BrokerHealth>>,
     /// Last `seq` seen on the `alerts` channel; broker announcements repeat it.
@@ -152,6 +156,11 @@ impl Hub {
             tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => break,
+                // Before the bus: the follower announces a new epoch before its first envelope.
+                epoch = epoch_change(self.epochs.as_mut()) => match epoch {
+                    Some(epoch) => self.new_epoch(epoch),
+                    None => self.epochs = None,
+                },
                 // Before the bus: "broker back" goes out before the events it delivers.
                 health = health_change(self.health.as_mut()) => match health {
                     Some(health) => self.announce(health),
@@ -185,7 +194,32 @@ impl Hub {
             channel: envelope.channel.clone(),
             seq: envelope.seq,
             snapshot: false,
+            new_epoch: false,
             bytes: frame_bytes(envelope),
+        });
+    }
+
+    /// The engine restarted: forgets the old run's latest tickers and `seq`s (a connection that
+    /// subscribes now must not take an old ticker's `seq` for the new run's), then tells every
+    /// worker, whose connections close.
+    fn new_epoch(&mut self, epoch: u64) {
+        tracing::info!(
+            epoch,
+            "new epoch: closing every connection (they resume from the new run)"
+        );
+        self.shared
+            .latest
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        self.portfolio_seq = 0;
+        self.alerts_seq = 0;
+        self.shared.send(HubFrame {
+            channel: Channel::Alerts,
+            seq: 0,
+            snapshot: true,
+            new_epoch: true,
+            bytes: Bytes::new(),
         });
     }
 
@@ -226,6 +260,7 @@ impl Hub {
             channel: Channel::Portfolio,
             seq: self.portfolio_seq,
             snapshot: true,
+            new_epoch: false,
             bytes: Bytes::from(message.to_json()),
         });
     }
@@ -236,36 +271,17 @@ impl Hub {
     /// unsequenced alert (`meta.snapshot: true`, `seq` repeating the channel's last): it is this
     /// node's observation, not an event of the engine, so it is neither numbered nor replayed.
     fn announce(&self, health: BrokerHealth) {
-        let (alert_type, severity, message) = match health {
-            BrokerHealth::Down => (
-                AlertType::FeedStalled,
-                Severity::Critical,
-                "event broker unreachable: live events pause; resume after it is back to get what you missed",
-            ),
-            BrokerHealth::Up => (
-                AlertType::FeedResumed,
-                Severity::Info,
-                "event broker connected: live events flow",
-            ),
-            BrokerHealth::Connecting => return,
+        let Some(message) =
+            crate::dispatch::broker_alert(health, self.alerts_seq, self.clock.now_us())
+        else {
+            return;
         };
         tracing::info!(?health, "announcing the event broker state to clients");
-        let now = self.clock.now_us();
-        let alert = Alert {
-            alert_type,
-            severity,
-            message: message.to_owned(),
-            symbol: None,
-            raised_at: chrono::DateTime::from_timestamp_micros(now).unwrap_or_default(),
-        };
-        let message = ServerMessage::Alert {
-            payload: alert,
-            meta: EventMeta::new(Channel::Alerts, self.alerts_seq, now, true),
-        };
         self.shared.send(HubFrame {
             channel: Channel::Alerts,
             seq: self.alerts_seq,
             snapshot: true,
+            new_epoch: false,
             bytes: Bytes::from(message.to_json()),
         });
     }
@@ -277,6 +293,18 @@ async fn health_change(health: Option<&mut watch::Receiver<BrokerHealth>>) -> Op
     match health {
         Some(health) => match health.changed().await {
             Ok(()) => Some(*health.borrow_and_update()),
+            Err(_) => None,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits for the next epoch of the bus; `None` once its sender is gone, forever when the epoch
+/// cannot change.
+async fn epoch_change(epochs: Option<&mut watch::Receiver<u64>>) -> Option<u64> {
+    match epochs {
+        Some(epochs) => match epochs.changed().await {
+            Ok(()) => Some(*epochs.borrow_and_update()),
             Err(_) => None,
         },
         None => std::future::pending().await,
@@ -349,6 +377,7 @@ pub(crate) fn spawn(
         portfolio_seq: 0,
         health: bus.health(),
         alerts_seq: 0,
+        epochs: bus.epoch_changes(),
     };
     tokio::spawn(hub.run())
 }
@@ -373,6 +402,7 @@ mod tests {
             portfolio_seq: 0,
             health: None,
             alerts_seq: 0,
+            epochs: None,
         }
     }
 
@@ -394,6 +424,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_new_epoch_forgets_the_old_tickers_and_tells_every_worker() {
+        let bus = InMemoryBus::new(64, Arc::new(SystemClock));
+        let shared = Arc::new(HubShared::new());
+        let mut hub = hub(&bus, Arc::clone(&shared));
+        let symbol = fixtures::symbol("BTCUSDT");
+        let envelope = bus.publish(Event::Ticker(fixtures::ticker("BTCUSDT", "1")));
+        hub.publish(&envelope);
+        let mut worker = shared.frame_receiver();
+        hub.new_epoch(9);
+        // TC0: the workers get the epoch's end in order with the frames
+        let frame = worker.try_recv().unwrap();
+        assert!(frame.new_epoch);
+        // TC1: no old-run ticker is served as the latest one
+        assert!(shared.latest_ticker(&symbol).is_none());
+        assert_eq!((hub.portfolio_seq, hub.alerts_seq), (0, 0));
+    }
+
+    #[tokio::test]
     async fn each_event_is_serialized_once_and_shared_by_every_worker() {
         let bus = InMemoryBus::new(64, Arc::new(SystemClock));
         let shared = Arc::new(HubShared::new());
@@ -407,6 +455,6 @@ mod tests {
         assert!(Arc::ptr_eq(&fa, &fb), "one frame for every worker");
         assert_eq!(fa.channel, Channel::Trades);
         assert_eq!(fa.seq, 1);
-        assert!(!fa.snapshot);
+        assert!(!fa.snapshot && !fa.new_epoch);
     }
 }

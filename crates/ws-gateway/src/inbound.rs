@@ -25,7 +25,23 @@ const MAX_HEADER_LEN: usize = 14;
 pub(crate) struct InboundBudget {
     /// Set when the guard cut the stream for a message over the limit.
     overflowed: Cell<bool>,
+    /// Set when the guard cut the stream for a frame with reserved bits set.
+    violated: Cell<bool>,
 }
+
+/// Why the guard cut the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// A message declared more than the limit (close 1009).
+    TooBig,
+    /// A frame has RSV1, RSV2 or RSV3 set, which only a negotiated extension may do, and this
+    /// gateway negotiates none (RFC 6455 §5.2: close 1002). actix-http reports these as invalid
+    /// data, the same error as bad UTF-8, which would close with 1007.
+    ReservedBits,
+}
+
+/// First-byte bits RSV1-3.
+const RSV_MASK: u8 = 0b0111_0000;
 
 impl InboundBudget {
     /// Whether the guard cut the stream; the actor then closes with `close_code_too_big`.
@@ -66,8 +82,8 @@ impl FrameMeter {
         }
     }
 
-    /// Feeds the next chunk of the stream; returns `false` once a message is over the limit.
-    pub(crate) fn feed(&mut self, mut chunk: &[u8]) -> bool {
+    /// Feeds the next chunk of the stream; fails once a frame is refused.
+    pub(crate) fn feed(&mut self, mut chunk: &[u8]) -> Result<(), Refusal> {
         while !chunk.is_empty() {
             match self.position {
                 Position::Payload { remaining } => {
@@ -85,13 +101,13 @@ impl FrameMeter {
                     // A complete 2-byte prefix may reveal that more header bytes are needed.
                     if have < header_len(&self.header[..have]) {
                         self.position = Position::Header { have };
-                    } else if !self.on_header(have) {
-                        return false;
+                    } else {
+                        self.on_header(have)?;
                     }
                 }
             }
         }
-        true
+        Ok(())
     }
 
     const fn after_payload(remaining: u64) -> Position {
@@ -102,9 +118,12 @@ impl FrameMeter {
         }
     }
 
-    /// Accounts for a complete header of `len` bytes; `false` when the message is over the limit.
-    fn on_header(&mut self, len: usize) -> bool {
+    /// Accounts for a complete header of `len` bytes.
+    fn on_header(&mut self, len: usize) -> Result<(), Refusal> {
         let header = &self.header[..len];
+        if header[0] & RSV_MASK != 0 {
+            return Err(Refusal::ReservedBits);
+        }
         let opcode = header[0] & 0x0F;
         let payload = match header[1] & 0x7F {
             126 => u64::from(u16::from_be_bytes([header[2], header[3]])),
@@ -122,14 +141,14 @@ impl FrameMeter {
             0x0 => self.message_bytes = self.message_bytes.saturating_add(payload),
             // Control frames (and reserved opcodes, which actix-ws refuses with 1002) stand alone
             // between fragments; they are refused here only if they are themselves too big.
-            _ if payload > self.limit => return false,
+            _ if payload > self.limit => return Err(Refusal::TooBig),
             _ => {}
         }
         if self.message_bytes > self.limit {
-            return false;
+            return Err(Refusal::TooBig);
         }
         self.position = Self::after_payload(payload);
-        true
+        Ok(())
     }
 }
 
@@ -176,15 +195,27 @@ impl Stream for GuardedPayload {
     type Item = Result<Bytes, PayloadError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.budget.overflowed.get() {
+        if self.budget.overflowed.get() || self.budget.violated.get() {
             return Poll::Ready(None);
         }
         let polled = Pin::new(&mut self.inner).poll_next(cx);
         if let Poll::Ready(Some(Ok(chunk))) = &polled
-            && !self.meter.feed(chunk)
+            && let Err(refusal) = self.meter.feed(chunk)
         {
-            self.budget.overflowed.set(true);
-            return Poll::Ready(Some(Err(PayloadError::Overflow)));
+            return Poll::Ready(Some(Err(match refusal {
+                Refusal::TooBig => {
+                    self.budget.overflowed.set(true);
+                    PayloadError::Overflow
+                }
+                // actix-ws wraps this in an `Io` error of kind `Other`, which the connection
+                // classifies as a protocol violation (close 1002).
+                Refusal::ReservedBits => {
+                    self.budget.violated.set(true);
+                    PayloadError::Io(std::io::Error::other(
+                        "reserved bits set without a negotiated extension",
+                    ))
+                }
+            })));
         }
         polled
     }
@@ -226,7 +257,7 @@ mod tests {
     /// Feeds `bytes` split every `step` bytes; returns whether the meter accepted all of it.
     fn feed_in_steps(limit: usize, bytes: &[u8], step: usize) -> bool {
         let mut meter = FrameMeter::new(limit);
-        bytes.chunks(step).all(|chunk| meter.feed(chunk))
+        bytes.chunks(step).all(|chunk| meter.feed(chunk).is_ok())
     }
 
     #[test]
@@ -293,6 +324,27 @@ mod tests {
     #[test]
     fn refuses_a_message_by_its_header_before_any_payload() {
         let mut meter = FrameMeter::new(1_000);
-        assert!(!meter.feed(&header(TEXT, 1_001)));
+        assert_eq!(meter.feed(&header(TEXT, 1_001)), Err(Refusal::TooBig));
+    }
+
+    #[test]
+    fn refuses_reserved_bits_on_any_frame() {
+        // TC0: RSV1, RSV2, RSV3 on a text frame, RSV1 on a continuation and a ping
+        for first in [
+            TEXT | 0x40,
+            TEXT | 0x20,
+            TEXT | 0x10,
+            CONT_LAST | 0x40,
+            PING | 0x40,
+        ] {
+            let mut meter = FrameMeter::new(1_000);
+            assert_eq!(
+                meter.feed(&frame(first, 5)),
+                Err(Refusal::ReservedBits),
+                "{first:#x}"
+            );
+        }
+        // TC1: none set
+        assert_eq!(FrameMeter::new(1_000).feed(&frame(TEXT, 5)), Ok(()));
     }
 }

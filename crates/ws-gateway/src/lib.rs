@@ -161,6 +161,7 @@ impl Gateway {
                 portfolio: services.portfolio,
                 clock,
                 bus: services.bus,
+                limits: protocol::ConnectionLimits::from_config(&config),
             },
             hub,
         };
@@ -216,16 +217,15 @@ impl Gateway {
         &self.inner.metrics
     }
 
-    /// Mounts `GET {config.path}` on an actix-web app.
+    /// Mounts `GET {config.path}` on an actix-web app (as a resource, so other methods get 405).
     pub fn configure(&self, cfg: &mut web::ServiceConfig) {
         let gateway = self.clone();
-        cfg.route(
-            &self.inner.config.path,
-            web::get().to(move |req: HttpRequest, body: web::Payload| {
+        cfg.service(web::resource(&self.inner.config.path).route(web::get().to(
+            move |req: HttpRequest, body: web::Payload| {
                 let gateway = gateway.clone();
                 async move { gateway.upgrade(req, body).await }
-            }),
-        );
+            },
+        )));
     }
 
     /// Socket tuning for `HttpServer::on_connect` (`SO_SNDBUF`, `TCP_USER_TIMEOUT`, `TCP_NODELAY`),

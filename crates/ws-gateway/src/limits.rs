@@ -86,6 +86,49 @@ impl IpRateLimiter {
         self.check_at(ip, Instant::now())
     }
 
+    /// Like [`IpRateLimiter::check`], and tells what is left of the address's budget (the
+    /// `RateLimit-*` headers of REST answers).
+    ///
+    /// # Errors
+    /// The time after which a request from this address would be allowed again.
+    pub fn check_quota(&self, ip: IpAddr) -> Result<Quota, Duration> {
+        self.check_quota_at(ip, Instant::now())
+    }
+
+    /// [`IpRateLimiter::check_quota`] at `now`.
+    ///
+    /// # Errors
+    /// The time after which a request from this address would be allowed again.
+    pub fn check_quota_at(&self, ip: IpAddr, now: Instant) -> Result<Quota, Duration> {
+        self.check_at(ip, now)?;
+        let next = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .next
+            .get(&IpKey::from(ip))
+            .copied()
+            .unwrap_or(now);
+        // The arrival time runs `ahead` of now; each interval of room left under the tolerance
+        // is one more request allowed at once, and the whole burst is back once `now` reaches it.
+        let ahead = next.saturating_duration_since(now);
+        let room = (self.tolerance + self.interval).saturating_sub(ahead);
+        let remaining =
+            u32::try_from(room.as_nanos() / self.interval.as_nanos().max(1)).unwrap_or(u32::MAX);
+        Ok(Quota {
+            limit: self.burst(),
+            remaining,
+            reset: ahead,
+        })
+    }
+
+    /// Requests allowed at once by an address that was idle.
+    #[must_use]
+    pub fn burst(&self) -> u32 {
+        u32::try_from(self.tolerance.as_nanos() / self.interval.as_nanos().max(1) + 1)
+            .unwrap_or(u32::MAX)
+    }
+
     /// Counts one request from `ip` at `now`. A refused request does not count, so a client that
     /// keeps retrying too fast is let in again as soon as it honours `Retry-After`. When the table
     /// holds [`MAX_TRACKED_ADDRESSES`] addresses that are all still limited, a new address is
@@ -133,6 +176,17 @@ impl IpRateLimiter {
     }
 }
 
+/// What is left of one address's budget after an allowed request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    /// Requests allowed at once by an idle address (the burst).
+    pub limit: u32,
+    /// Requests this address may still send right now.
+    pub remaining: u32,
+    /// Time until the whole burst is available again.
+    pub reset: Duration,
+}
+
 /// `Retry-After` header value in whole seconds, at least 1.
 pub fn retry_after_secs(wait: Duration) -> u64 {
     (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
@@ -168,6 +222,37 @@ mod tests {
             assert_eq!(limiter.check_at(a, much_later), Ok(()));
         }
         assert!(limiter.check_at(a, much_later).is_err());
+    }
+
+    #[test]
+    fn quota_counts_down_the_burst_and_refills_at_the_rate() {
+        let limiter = IpRateLimiter::new(2, 3).unwrap();
+        let start = Instant::now();
+        let a = ip("10.0.0.1");
+        let quota = |now| limiter.check_quota_at(a, now);
+        // TC0: the burst counts down; the reset is when all of it is back
+        assert_eq!(
+            quota(start),
+            Ok(Quota {
+                limit: 3,
+                remaining: 2,
+                reset: Duration::from_millis(500)
+            })
+        );
+        assert_eq!(quota(start).map(|q| q.remaining), Ok(1));
+        let last = quota(start).unwrap();
+        assert_eq!(
+            (last.remaining, last.reset),
+            (0, Duration::from_millis(1500))
+        );
+        // TC1: over the budget: refused with the wait
+        assert_eq!(quota(start), Err(Duration::from_millis(500)));
+        // TC2: half a second later one request is back, and is used now
+        let later = start + Duration::from_millis(500);
+        assert_eq!(quota(later).map(|q| q.remaining), Ok(0));
+        // TC3: idle long enough: the whole burst again
+        let idle = start + Duration::from_secs(10);
+        assert_eq!(quota(idle).map(|q| q.remaining), Ok(2));
     }
 
     #[test]

@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use cryptobot_domain::{
-    Alert, Channel, ClientOrderId, OrderSize, PortfolioSummary, Position, PositionUpdate, Side,
-    Signal, Symbol, Ticker, Trade,
+    Alert, Channel, ClientOrderId, DomainError, OrderSize, PortfolioSummary, Position,
+    PositionUpdate, PositionUpdateInput, Side, Signal, Symbol, Ticker, Trade, TradeInput,
+    TradeOrigin,
 };
-use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -31,6 +31,8 @@ pub mod codes {
     pub const TOO_MANY_SUBSCRIPTIONS: &str = "too_many_subscriptions";
     /// The service failed in an unexpected way.
     pub const INTERNAL: &str = "internal_error";
+    /// The connection's token lacks the scope the message needs.
+    pub const FORBIDDEN: &str = "forbidden";
 }
 
 /// Longest part of a parser message quoted back to the client.
@@ -56,6 +58,8 @@ pub enum ClientRequest {
     Subscribe(Vec<Channel>),
     /// `unsubscribe {channels}`.
     Unsubscribe(Vec<Channel>),
+    /// `list_subscriptions`: the active channel set.
+    ListSubscriptions,
     /// `manual_trade {symbol, side, quantity | amount, client_order_id}` (seed).
     ManualTrade(ManualTrade),
     /// `update_position {symbol, stop_loss, take_profit}` (seed).
@@ -85,7 +89,7 @@ pub struct ResumeRequest {
     pub standalone: bool,
 }
 
-/// Payload of `manual_trade`; decimals are strings.
+/// Payload of `manual_trade`, validated (sizes are positive decimals of the grammar).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ManualTrade {
     /// The pair.
@@ -107,30 +111,184 @@ pub struct RequestError {
     pub code: &'static str,
     /// Human-readable text (the seed's exact texts where the seed defines one).
     pub message: String,
+    /// The channel name (as sent, clipped) that made a subscription request fail.
+    pub channel: Option<String>,
 }
 
 impl RequestError {
+    fn new(id: Option<Value>, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            id,
+            code,
+            message: message.into(),
+            channel: None,
+        }
+    }
+
     /// Builds the `error` frame for this error.
     #[must_use]
     pub fn into_message(self) -> ServerMessage {
-        ServerMessage::error(self.id, self.code, self.message)
+        ServerMessage::Error {
+            error: self.message,
+            code: self.code.to_owned(),
+            channel: self.channel,
+            id: self.id,
+        }
     }
 }
 
-/// The envelope as it appears on the wire.
-#[derive(Serialize, Deserialize)]
+/// The envelope of a request, read but with its payload not yet parsed: enough to echo the `id`
+/// and to decide on the message's `type` (the scope check) before the payload is looked at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    /// The `type`.
+    pub kind: String,
+    /// The `payload`, `null` when absent.
+    pub payload: Value,
+    /// The `id`, when present and not `null`.
+    pub id: Option<Value>,
+}
+
+impl Envelope {
+    /// Reads the envelope of one text frame.
+    ///
+    /// # Errors
+    /// `invalid_message` ("Invalid message format", seed) when the text is not a JSON object with
+    /// a string `type`; the error carries the `id` whenever the text is an object with one.
+    pub fn parse(text: &str) -> Result<Self, RequestError> {
+        let invalid = |id| RequestError::new(id, codes::INVALID_MESSAGE, "Invalid message format");
+        let Ok(Value::Object(mut fields)) = serde_json::from_str::<Value>(text) else {
+            return Err(invalid(None));
+        };
+        let id = fields.remove("id").filter(|id| !id.is_null());
+        let Some(Value::String(kind)) = fields.remove("type") else {
+            return Err(invalid(id));
+        };
+        Ok(Self {
+            kind,
+            payload: fields.remove("payload").unwrap_or(Value::Null),
+            id,
+        })
+    }
+
+    /// Parses the payload for the envelope's `type`.
+    ///
+    /// # Errors
+    /// A [`RequestError`] with the seed's texts: "Unknown message type" (`unknown_type`),
+    /// "Invalid payload for ticker subscription" (`invalid_payload`), or another
+    /// `invalid_payload`, `unknown_channel` or domain validation code (`invalid_symbol`,
+    /// `invalid_client_order_id`, `invalid_decimal`, `invalid_size`).
+    #[allow(clippy::too_many_lines, reason = "one arm per message type")]
+    pub fn into_message(self) -> Result<ClientMessage, RequestError> {
+        let Self { kind, payload, id } = self;
+        let invalid = |what: &str, err: &dyn std::fmt::Display| {
+            RequestError::new(
+                id.clone(),
+                codes::INVALID_PAYLOAD,
+                format!("Invalid payload for {what}: {}", clip(&err.to_string())),
+            )
+        };
+        let domain = |what: &str, err: &DomainError| match err.code() {
+            codes::INVALID_PAYLOAD => invalid(what, err),
+            code => RequestError::new(id.clone(), code, err.to_string()),
+        };
+        let request = match kind.as_str() {
+            "subscribe_ticker" | "unsubscribe_ticker" => {
+                // The seed's text for every bad payload; a string that is not a symbol gets the
+                // REST API's code.
+                let seed = |code| {
+                    RequestError::new(id.clone(), code, "Invalid payload for ticker subscription")
+                };
+                let text = serde_json::from_value::<SymbolPayload>(payload)
+                    .map_err(|_| seed(codes::INVALID_PAYLOAD))?
+                    .symbol;
+                let symbol = Symbol::parse(&text).map_err(|err| seed(err.code()))?;
+                if kind == "subscribe_ticker" {
+                    ClientRequest::SubscribeTicker(symbol)
+                } else {
+                    ClientRequest::UnsubscribeTicker(symbol)
+                }
+            }
+            "subscribe" => {
+                let payload = serde_json::from_value::<SubscribePayload>(payload)
+                    .map_err(|err| invalid(&kind, &err))?;
+                let channels = parse_channels(&payload.channels, &id)?;
+                match payload.resume {
+                    None => ClientRequest::Subscribe(channels),
+                    Some(resume) => {
+                        ClientRequest::Resume(resume_request(channels, resume, false, &id)?)
+                    }
+                }
+            }
+            "resume" => {
+                let payload = serde_json::from_value::<ResumePayload>(payload)
+                    .map_err(|err| invalid(&kind, &err))?;
+                ClientRequest::Resume(resume_request(Vec::new(), payload, true, &id)?)
+            }
+            "unsubscribe" => {
+                let names = serde_json::from_value::<ChannelsPayload>(payload)
+                    .map_err(|err| invalid(&kind, &err))?
+                    .channels;
+                ClientRequest::Unsubscribe(parse_channels(&names, &id)?)
+            }
+            "list_subscriptions" => ClientRequest::ListSubscriptions,
+            "manual_trade" => {
+                let input = serde_json::from_value::<TradeInput>(payload)
+                    .map_err(|err| invalid(&kind, &err))?;
+                let request = input
+                    .into_request(TradeOrigin::Manual)
+                    .map_err(|err| domain(&kind, &err))?;
+                ClientRequest::ManualTrade(ManualTrade {
+                    symbol: request.symbol,
+                    side: request.side,
+                    size: request.size,
+                    client_order_id: request.client_order_id,
+                })
+            }
+            "update_position" => {
+                // Shape first (as for manual_trade), then the symbol's spelling, then the levels.
+                let mut fields = match payload {
+                    Value::Object(fields) => fields,
+                    _ => return Err(invalid(&kind, &"expected an object")),
+                };
+                let symbol = match fields.remove("symbol") {
+                    Some(Value::String(symbol)) => symbol,
+                    Some(_) => return Err(invalid(&kind, &"symbol must be a string")),
+                    None => return Err(invalid(&kind, &"missing field `symbol`")),
+                };
+                let input = serde_json::from_value::<PositionUpdateInput>(Value::Object(fields))
+                    .map_err(|err| invalid(&kind, &err))?;
+                let symbol = Symbol::parse(&symbol).map_err(|err| domain(&kind, &err))?;
+                let update = input.parse().map_err(|err| domain(&kind, &err))?;
+                ClientRequest::UpdatePosition { symbol, update }
+            }
+            "ping" => ClientRequest::Ping,
+            _ => {
+                return Err(RequestError::new(
+                    id,
+                    codes::UNKNOWN_TYPE,
+                    "Unknown message type",
+                ));
+            }
+        };
+        Ok(ClientMessage { id, request })
+    }
+}
+
+/// The envelope as a client writes it (used by [`ClientMessage::to_json`]).
+#[derive(Serialize)]
 struct RawEnvelope {
     #[serde(rename = "type")]
     kind: String,
-    #[serde(default, skip_serializing_if = "Value::is_null")]
+    #[serde(skip_serializing_if = "Value::is_null")]
     payload: Value,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<Value>,
 }
 
 #[derive(Serialize, Deserialize)]
 struct SymbolPayload {
-    symbol: Symbol,
+    symbol: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -154,143 +312,13 @@ struct ResumePayload {
     last_seq: BTreeMap<String, u64>,
 }
 
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ManualTradePayload {
-    symbol: Symbol,
-    side: Side,
-    #[serde(
-        default,
-        with = "rust_decimal::serde::str_option",
-        skip_serializing_if = "Option::is_none"
-    )]
-    quantity: Option<Decimal>,
-    #[serde(
-        default,
-        with = "rust_decimal::serde::str_option",
-        skip_serializing_if = "Option::is_none"
-    )]
-    amount: Option<Decimal>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    client_order_id: Option<ClientOrderId>,
-}
-
 impl ClientMessage {
-    /// Parses one text frame.
+    /// Parses one text frame: [`Envelope::parse`], then [`Envelope::into_message`].
     ///
     /// # Errors
-    /// A [`RequestError`] with the seed's texts: "Invalid message format" (`invalid_message`),
-    /// "Unknown message type" (`unknown_type`), "Invalid payload for ticker subscription"
-    /// (`invalid_payload`), or another `invalid_payload` / `unknown_channel` text.
+    /// Those of both steps.
     pub fn parse(text: &str) -> Result<Self, RequestError> {
-        let raw: RawEnvelope = serde_json::from_str(text).map_err(|_| RequestError {
-            id: None,
-            code: codes::INVALID_MESSAGE,
-            message: "Invalid message format".to_owned(),
-        })?;
-        let id = raw.id;
-        let invalid = |what: &str, err: &dyn std::fmt::Display| RequestError {
-            id: id.clone(),
-            code: codes::INVALID_PAYLOAD,
-            message: format!("Invalid payload for {what}: {}", clip(&err.to_string())),
-        };
-        let request = match raw.kind.as_str() {
-            "subscribe_ticker" | "unsubscribe_ticker" => {
-                let symbol = serde_json::from_value::<SymbolPayload>(raw.payload)
-                    .map_err(|_| RequestError {
-                        id: id.clone(),
-                        code: codes::INVALID_PAYLOAD,
-                        message: "Invalid payload for ticker subscription".to_owned(),
-                    })?
-                    .symbol;
-                if raw.kind == "subscribe_ticker" {
-                    ClientRequest::SubscribeTicker(symbol)
-                } else {
-                    ClientRequest::UnsubscribeTicker(symbol)
-                }
-            }
-            "subscribe" => {
-                let payload = serde_json::from_value::<SubscribePayload>(raw.payload)
-                    .map_err(|err| invalid(&raw.kind, &err))?;
-                let unknown = |message| RequestError {
-                    id: id.clone(),
-                    code: codes::UNKNOWN_CHANNEL,
-                    message,
-                };
-                let channels = parse_channels(&payload.channels).map_err(unknown)?;
-                match payload.resume {
-                    None => ClientRequest::Subscribe(channels),
-                    Some(resume) => ClientRequest::Resume(
-                        resume_request(channels, resume, false).map_err(unknown)?,
-                    ),
-                }
-            }
-            "resume" => {
-                let payload = serde_json::from_value::<ResumePayload>(raw.payload)
-                    .map_err(|err| invalid(&raw.kind, &err))?;
-                ClientRequest::Resume(resume_request(Vec::new(), payload, true).map_err(
-                    |message| RequestError {
-                        id: id.clone(),
-                        code: codes::UNKNOWN_CHANNEL,
-                        message,
-                    },
-                )?)
-            }
-            "unsubscribe" => {
-                let names = serde_json::from_value::<ChannelsPayload>(raw.payload)
-                    .map_err(|err| invalid(&raw.kind, &err))?
-                    .channels;
-                let channels = parse_channels(&names).map_err(|message| RequestError {
-                    id: id.clone(),
-                    code: codes::UNKNOWN_CHANNEL,
-                    message,
-                })?;
-                ClientRequest::Unsubscribe(channels)
-            }
-            "manual_trade" => {
-                let p = serde_json::from_value::<ManualTradePayload>(raw.payload)
-                    .map_err(|err| invalid("manual_trade", &err))?;
-                let size = match (p.quantity, p.amount) {
-                    (Some(quantity), None) => OrderSize::Quantity(quantity),
-                    (None, Some(amount)) => OrderSize::Amount(amount),
-                    _ => {
-                        return Err(invalid(
-                            "manual_trade",
-                            &"exactly one of quantity or amount is required",
-                        ));
-                    }
-                };
-                ClientRequest::ManualTrade(ManualTrade {
-                    symbol: p.symbol,
-                    side: p.side,
-                    size,
-                    client_order_id: p.client_order_id,
-                })
-            }
-            "update_position" => {
-                let mut fields = match raw.payload {
-                    Value::Object(fields) => fields,
-                    _ => return Err(invalid("update_position", &"expected an object")),
-                };
-                let symbol = fields
-                    .remove("symbol")
-                    .ok_or("missing field `symbol`")
-                    .and_then(|v| serde_json::from_value::<Symbol>(v).map_err(|_| "invalid symbol"))
-                    .map_err(|err| invalid("update_position", &err))?;
-                let update = serde_json::from_value::<PositionUpdate>(Value::Object(fields))
-                    .map_err(|err| invalid("update_position", &err))?;
-                ClientRequest::UpdatePosition { symbol, update }
-            }
-            "ping" => ClientRequest::Ping,
-            _ => {
-                return Err(RequestError {
-                    id,
-                    code: codes::UNKNOWN_TYPE,
-                    message: "Unknown message type".to_owned(),
-                });
-            }
-        };
-        Ok(Self { id, request })
+        Envelope::parse(text)?.into_message()
     }
 
     /// Encodes the message as a client would send it (used by tests, examples and Rust clients).
@@ -310,17 +338,18 @@ impl ClientMessage {
             ClientRequest::Unsubscribe(channels) => {
                 ("unsubscribe", serde_json::json!({ "channels": channels }))
             }
+            ClientRequest::ListSubscriptions => ("list_subscriptions", Value::Null),
             ClientRequest::ManualTrade(trade) => {
                 let (quantity, amount) = match trade.size {
-                    OrderSize::Quantity(q) => (Some(q), None),
-                    OrderSize::Amount(a) => (None, Some(a)),
+                    OrderSize::Quantity(q) => (Some(q.to_string()), None),
+                    OrderSize::Amount(a) => (None, Some(a.to_string())),
                 };
-                let payload = ManualTradePayload {
-                    symbol: trade.symbol.clone(),
+                let payload = TradeInput {
+                    symbol: trade.symbol.to_string(),
                     side: trade.side,
                     quantity,
                     amount,
-                    client_order_id: trade.client_order_id.clone(),
+                    client_order_id: trade.client_order_id.as_ref().map(ToString::to_string),
                 };
                 (
                     "manual_trade",
@@ -378,9 +407,10 @@ fn resume_request(
     mut channels: Vec<Channel>,
     payload: ResumePayload,
     standalone: bool,
-) -> Result<ResumeRequest, String> {
+    id: &Option<Value>,
+) -> Result<ResumeRequest, RequestError> {
     let names: Vec<String> = payload.last_seq.keys().cloned().collect();
-    let resumed = parse_channels(&names)?;
+    let resumed = parse_channels(&names, id)?;
     let last_seq: BTreeMap<Channel, u64> = resumed
         .into_iter()
         .zip(payload.last_seq.into_values())
@@ -398,17 +428,28 @@ fn resume_request(
     })
 }
 
-/// Parses channel names, all or nothing.
-fn parse_channels(names: &[String]) -> Result<Vec<Channel>, String> {
+/// Parses channel names, all or nothing; the error names the first bad channel in `channel`.
+fn parse_channels(names: &[String], id: &Option<Value>) -> Result<Vec<Channel>, RequestError> {
     names
         .iter()
         .map(|name| {
-            Channel::parse(name).map_err(|err| match err {
-                cryptobot_domain::event::ChannelParseError::Unknown => format!(
-                    "unknown channel {:?}: expected ticker:<SYMBOL>, trades, portfolio, signals or alerts",
-                    clip(name)
-                ),
-                cryptobot_domain::event::ChannelParseError::Symbol(err) => err.to_string(),
+            Channel::parse(name).map_err(|err| {
+                let (code, message) = match err {
+                    cryptobot_domain::event::ChannelParseError::Unknown => (
+                        codes::UNKNOWN_CHANNEL,
+                        format!(
+                            "unknown channel {:?}: expected ticker:<SYMBOL>, trades, portfolio, signals or alerts",
+                            clip(name)
+                        ),
+                    ),
+                    cryptobot_domain::event::ChannelParseError::Symbol(err) => {
+                        (err.code(), err.to_string())
+                    }
+                };
+                RequestError {
+                    channel: Some(clip(name)),
+                    ..RequestError::new(id.clone(), code, message)
+                }
             })
         })
         .collect()
@@ -485,6 +526,33 @@ pub struct TradeExecuted {
     pub note: Option<String>,
 }
 
+/// The parameters of a connection a client configures itself with, announced in `welcome`,
+/// every subscribe ack and `subscriptions` (the `[ws]` settings of the same names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionLimits {
+    /// The server pings this often.
+    pub heartbeat_interval_secs: u64,
+    /// A connection silent this long is closed (4000).
+    pub client_timeout_secs: u64,
+    /// Inbound messages per second (bursts of the same size); 0 = unlimited.
+    pub max_messages_per_sec: u32,
+    /// Channels per connection, the default ones included.
+    pub max_subscriptions: usize,
+}
+
+impl ConnectionLimits {
+    /// The limits `config` enforces.
+    #[must_use]
+    pub const fn from_config(config: &crate::GatewayConfig) -> Self {
+        Self {
+            heartbeat_interval_secs: config.heartbeat_interval_secs,
+            client_timeout_secs: config.client_timeout_secs,
+            max_messages_per_sec: config.max_messages_per_sec,
+            max_subscriptions: config.max_subscriptions,
+        }
+    }
+}
+
 /// Every frame the server sends, tagged by `type`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -498,6 +566,9 @@ pub enum ServerMessage {
         /// The server's epoch: the `seq` values this connection sees belong to it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         epoch: Option<u64>,
+        /// The connection's parameters.
+        #[serde(flatten)]
+        limits: ConnectionLimits,
         /// Echo of the request id.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<Value>,
@@ -523,6 +594,9 @@ pub enum ServerMessage {
         /// when a snapshot (or nothing, see docs/protocol.md) follows instead.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         recovered: Option<BTreeMap<String, bool>>,
+        /// The connection's parameters.
+        #[serde(flatten)]
+        limits: ConnectionLimits,
         /// Echo of the request id.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<Value>,
@@ -600,6 +674,9 @@ pub enum ServerMessage {
         /// Per resumed channel: true when exactly the missed events follow, false when a snapshot
         /// (or nothing, see docs/protocol.md) follows instead.
         recovered: BTreeMap<String, bool>,
+        /// The connection's parameters.
+        #[serde(flatten)]
+        limits: ConnectionLimits,
         /// Echo of the request id.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<Value>,
@@ -615,6 +692,22 @@ pub enum ServerMessage {
         /// Scopes of the connection's token (`read`, `trade`); a client without `trade` should
         /// not offer trading.
         scopes: Vec<String>,
+        /// The connection's parameters.
+        #[serde(flatten)]
+        limits: ConnectionLimits,
+    },
+    /// Reply to `list_subscriptions`.
+    Subscriptions {
+        /// The active channel set.
+        channels: Vec<Channel>,
+        /// The server's epoch.
+        epoch: u64,
+        /// The connection's parameters.
+        #[serde(flatten)]
+        limits: ConnectionLimits,
+        /// Echo of the request id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<Value>,
     },
     /// Sent right before the 1001 close of a planned shutdown.
     ServerShutdown {
@@ -639,6 +732,9 @@ pub enum ServerMessage {
         error: String,
         /// Stable machine code.
         code: String,
+        /// For a refused subscription: the channel (as sent) that made it fail.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        channel: Option<String>,
         /// Echo of the request id, when it could be read.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<Value>,
@@ -652,6 +748,7 @@ impl ServerMessage {
         Self::Error {
             error: message.into(),
             code: code.to_owned(),
+            channel: None,
             id,
         }
     }
@@ -671,6 +768,13 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    const LIMITS: ConnectionLimits = ConnectionLimits {
+        heartbeat_interval_secs: 15,
+        client_timeout_secs: 45,
+        max_messages_per_sec: 50,
+        max_subscriptions: 64,
+    };
 
     fn parse_err(text: &str) -> (String, &'static str) {
         let err = ClientMessage::parse(text).unwrap_err();
@@ -704,11 +808,17 @@ mod tests {
             parse_err(r#"{"type":"launch_rocket"}"#),
             ("Unknown message type".to_owned(), "unknown_type")
         );
-        // TC3: bad ticker payloads
+        // TC3: bad ticker payloads (the seed's text; a misspelled symbol has REST's code)
+        assert_eq!(
+            parse_err(r#"{"type":"subscribe_ticker","payload":{"symbol":"btc"}}"#),
+            (
+                "Invalid payload for ticker subscription".to_owned(),
+                "invalid_symbol"
+            )
+        );
         for bad in [
             r#"{"type":"subscribe_ticker"}"#,
             r#"{"type":"subscribe_ticker","payload":{"symbol":42}}"#,
-            r#"{"type":"subscribe_ticker","payload":{"symbol":"btc"}}"#,
         ] {
             assert_eq!(
                 parse_err(bad),
@@ -723,6 +833,17 @@ mod tests {
 
     #[test]
     fn errors_echo_the_id_when_readable() {
+        // TC0: the id is echoed whenever the frame is an object with one, even without a type
+        for (text, id) in [
+            (r#"{"type":5,"id":77}"#, Some(json!(77))),
+            (r#"{"id":78}"#, Some(json!(78))),
+            (r#"{"id":{"k":[1]},"type":null}"#, Some(json!({"k":[1]}))),
+            (r#"{"type":"nope","id":null,"x":1}"#, None),
+            (r#"[{"id":1}]"#, None),
+            ("not json", None),
+        ] {
+            assert_eq!(ClientMessage::parse(text).unwrap_err().id, id, "{text}");
+        }
         let err = ClientMessage::parse(r#"{"type":"nope","id":"r1"}"#).unwrap_err();
         assert_eq!(err.id, Some(json!("r1")));
         let frame = err.into_message().to_json();
@@ -754,11 +875,45 @@ mod tests {
             r#"{"symbol":"BTCUSDT","side":"hold","quantity":"1"}"#,
             // TC4: unknown field
             r#"{"symbol":"BTCUSDT","side":"buy","quantity":"1","qty":"1"}"#,
-            // TC5: not a decimal
-            r#"{"symbol":"BTCUSDT","side":"buy","quantity":"lots"}"#,
+            // TC5: a string where an object is expected
+            r#""BTCUSDT""#,
         ] {
             let text = format!(r#"{{"type":"manual_trade","payload":{bad}}}"#);
             assert_eq!(parse_err(&text).1, "invalid_payload", "{bad}");
+        }
+        // TC6: field validation gets the REST API's codes
+        for (bad, code) in [
+            (
+                r#"{"symbol":"btcusdt","side":"buy","quantity":"1"}"#,
+                "invalid_symbol",
+            ),
+            (
+                r#"{"symbol":"BTCUSDT","side":"buy","quantity":"1","client_order_id":"bad id!"}"#,
+                "invalid_client_order_id",
+            ),
+            (
+                r#"{"symbol":"BTCUSDT","side":"buy","quantity":"1","client_order_id":""}"#,
+                "invalid_client_order_id",
+            ),
+            (
+                r#"{"symbol":"BTCUSDT","side":"buy","quantity":"lots"}"#,
+                "invalid_decimal",
+            ),
+            (
+                r#"{"symbol":"BTCUSDT","side":"buy","amount":"2_0"}"#,
+                "invalid_decimal",
+            ),
+            (
+                r#"{"symbol":"BTCUSDT","side":"buy","quantity":"1e-3"}"#,
+                "invalid_decimal",
+            ),
+            (
+                r#"{"symbol":"BTCUSDT","side":"buy","quantity":"0"}"#,
+                "invalid_size",
+            ),
+        ] {
+            let text = format!(r#"{{"type":"manual_trade","payload":{bad}}}"#);
+            assert_eq!(parse_err(&text).1, code, "{bad}");
         }
     }
 
@@ -789,6 +944,17 @@ mod tests {
             .1,
             "invalid_payload"
         );
+        assert_eq!(
+            parse_err(
+                r#"{"type":"update_position","payload":{"symbol":"ETHUSDT","take_profit":".5"}}"#
+            )
+            .1,
+            "invalid_decimal"
+        );
+        assert_eq!(
+            parse_err(r#"{"type":"update_position","payload":{"symbol":"eth","stop_loss":"1"}}"#).1,
+            "invalid_symbol"
+        );
     }
 
     #[test]
@@ -804,9 +970,25 @@ mod tests {
                 Channel::Signals
             ])
         );
+        let err = ClientMessage::parse(
+            r#"{"type":"subscribe","id":3,"payload":{"channels":["signals","orders"]}}"#,
+        )
+        .unwrap_err();
         assert_eq!(
-            parse_err(r#"{"type":"subscribe","payload":{"channels":["signals","orders"]}}"#).1,
-            "unknown_channel"
+            (err.code, err.channel.as_deref()),
+            ("unknown_channel", Some("orders"))
+        );
+        let frame: Value = serde_json::from_str(&err.into_message().to_json()).unwrap();
+        assert_eq!(
+            frame["channel"], "orders",
+            "the offending channel, machine-readable"
+        );
+        let err =
+            ClientMessage::parse(r#"{"type":"subscribe","payload":{"channels":["ticker:btc"]}}"#)
+                .unwrap_err();
+        assert_eq!(
+            (err.code, err.channel.as_deref()),
+            ("invalid_symbol", Some("ticker:btc"))
         );
         assert_eq!(
             parse_err(r#"{"type":"unsubscribe","payload":{"channels":"trades"}}"#).1,
@@ -838,6 +1020,7 @@ mod tests {
                 },
             },
             ClientRequest::Ping,
+            ClientRequest::ListSubscriptions,
         ];
         for (n, request) in messages.into_iter().enumerate() {
             let msg = ClientMessage {
@@ -857,7 +1040,21 @@ mod tests {
                 message: "Subscribed to BTCUSDT".to_owned(),
                 channels: vec![Channel::Trades],
                 epoch: Some(3),
+                limits: LIMITS,
                 id: Some(json!("a")),
+            },
+            ServerMessage::Welcome {
+                epoch: 3,
+                version: "1".to_owned(),
+                channels: vec![Channel::Trades],
+                scopes: vec!["read".to_owned()],
+                limits: LIMITS,
+            },
+            ServerMessage::Subscriptions {
+                channels: vec![Channel::Alerts],
+                epoch: 3,
+                limits: LIMITS,
+                id: Some(json!(1)),
             },
             ServerMessage::TickerUpdate {
                 payload: fixtures::ticker("BTCUSDT", "100"),
@@ -912,10 +1109,16 @@ mod tests {
             message: "Subscribed to BTCUSDT".to_owned(),
             channels: vec![],
             epoch: None,
+            limits: LIMITS,
             id: None,
         };
         let value: Value = serde_json::from_str(&ok.to_json()).unwrap();
         assert_eq!(value["type"], "subscription_success");
         assert_eq!(value["message"], "Subscribed to BTCUSDT");
+        // The limits are plain top-level fields, so a client configures itself from the ack.
+        assert_eq!(value["heartbeat_interval_secs"], 15);
+        assert_eq!(value["client_timeout_secs"], 45);
+        assert_eq!(value["max_messages_per_sec"], 50);
+        assert_eq!(value["max_subscriptions"], 64);
     }
 }

@@ -161,7 +161,7 @@ async fn every_error_frame_has_the_seed_text_a_code_and_the_id() {
         // TC3: unknown symbol
         (
             Message::text(subscribe_ticker("DOGEUSDT").to_string()),
-            json!({"type":"error","error":"unknown symbol DOGEUSDT","code":"unknown_symbol"}),
+            json!({"type":"error","error":"unknown symbol DOGEUSDT","code":"unknown_symbol","channel":"ticker:DOGEUSDT"}),
         ),
     ];
     for (sent, expected) in cases {
@@ -185,7 +185,12 @@ async fn every_error_frame_has_the_seed_text_a_code_and_the_id() {
         json!({"type":"subscribe","payload":{"channels":["signals","ticker:BTCUSDT"]}}),
     )
     .await;
-    assert_eq!(next_json(&mut ws).await["code"], "too_many_subscriptions");
+    let refused = next_json(&mut ws).await;
+    assert_eq!(refused["code"], "too_many_subscriptions");
+    assert_eq!(
+        refused["channel"], "ticker:BTCUSDT",
+        "the first channel that does not fit"
+    );
     // TC6: decimals must be strings
     send_json(
         &mut ws,

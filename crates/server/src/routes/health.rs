@@ -1,7 +1,8 @@
-//! `GET /api/v1/health` and `GET /metrics`.
+//! `GET /api/v1/health`, `GET /api/v1/time` and `GET /metrics`.
 
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
 use serde_json::json;
@@ -9,18 +10,34 @@ use serde_json::json;
 use crate::config::Role;
 use crate::state::AppState;
 
+/// Longest a health probe waits for the local trading engine's summary (an engine node); the
+/// probe answers promptly even when the engine actor is stuck.
+const ENGINE_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Longest a `/metrics` scrape waits for the portfolio summary (forwarded to the engine on a
+/// gateway node); without it the portfolio gauges are left out of that scrape.
+const METRICS_SUMMARY_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Reports liveness and the state of the market feed, the trading engine and (with Redis) the
-/// broker link; 503 when degraded. A gateway node whose broker is down is degraded at once: it can
-/// neither stream nor reach the engine, and asking the engine would only wait for the timeout.
+/// broker link; 503 when degraded. Never waits for a remote round trip: a gateway node reports
+/// the engine from its cached view (the engine's liveness mark in Redis, read on every poll of
+/// the streams), and is degraded at once while its broker is down, since it can then neither
+/// stream nor reach the engine.
 pub(super) async fn health(state: web::Data<AppState>) -> HttpResponse {
     let broker_connected = state
         .broker
         .as_ref()
         .map(|broker| broker.connected.load(Ordering::Relaxed) == 1);
-    let cut_off = state.role == Role::Gateway && broker_connected == Some(false);
     let symbols = state.market.symbols();
     let priced = state.market.tickers().await.len();
-    let engine_ok = !cut_off && state.portfolio.summary().await.is_ok();
+    let engine_ok = match (&state.broker, state.role) {
+        (Some(broker), Role::Gateway) => {
+            broker_connected == Some(true) && broker.engine_alive.load(Ordering::Relaxed) == 1
+        }
+        _ => tokio::time::timeout(ENGINE_PROBE_TIMEOUT, state.portfolio.summary())
+            .await
+            .is_ok_and(|summary| summary.is_ok()),
+    };
     let status = if engine_ok { "ok" } else { "degraded" };
     let mut body = json!({
         "status": status,
@@ -45,6 +62,17 @@ pub(super) async fn health(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
+/// Returns the server's clock, so a client can measure its offset: `server_time` (RFC 3339, UTC),
+/// `timestamp` (seconds) and `ts_us` (microseconds), the WebSocket `pong`'s fields.
+pub(super) async fn time() -> HttpResponse {
+    let now = chrono::Utc::now();
+    HttpResponse::Ok().json(json!({
+        "server_time": now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        "timestamp": now.timestamp(),
+        "ts_us": now.timestamp_micros(),
+    }))
+}
+
 /// Renders counters and gauges in the Prometheus text format.
 pub(super) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let mut out = String::with_capacity(4096);
@@ -53,7 +81,21 @@ pub(super) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         "# HELP cryptobot_uptime_seconds Seconds since the server started.\n# TYPE cryptobot_uptime_seconds gauge\ncryptobot_uptime_seconds {}",
         state.started_at.elapsed().as_secs()
     );
-    if let Ok(summary) = state.portfolio.summary().await {
+    // Like the health probe, a scrape never waits for an engine that is known to be down.
+    let engine_down = state.role == Role::Gateway
+        && state
+            .broker
+            .as_ref()
+            .is_some_and(|broker| broker.engine_alive.load(Ordering::Relaxed) == 0);
+    let summary = if engine_down {
+        None
+    } else {
+        tokio::time::timeout(METRICS_SUMMARY_TIMEOUT, state.portfolio.summary())
+            .await
+            .ok()
+            .and_then(Result::ok)
+    };
+    if let Some(summary) = summary {
         let gauges = [
             (
                 "cryptobot_portfolio_cash",

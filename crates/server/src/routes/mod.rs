@@ -1,6 +1,10 @@
 //! REST routes under `/api/v1`, mounted by one function so `main` and tests share the wiring.
 
-use actix_web::middleware::from_fn;
+use actix_web::ResponseError;
+use actix_web::body::{BodySize, EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::middleware::{Next, from_fn};
 use actix_web::web;
 
 use crate::auth::require_auth;
@@ -31,6 +35,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .wrap(from_fn(limit_rest_rate))
                 .route(web::get().to(health::health)),
         )
+        // Public like health: the time reveals nothing, and clients sync clocks before logging in.
+        .service(
+            web::resource("/api/v1/time")
+                .wrap(from_fn(limit_rest_rate))
+                .route(web::get().to(health::time)),
+        )
         .service(
             web::resource("/metrics")
                 .wrap(from_fn(require_auth))
@@ -41,17 +51,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::scope("/api/v1")
                 .wrap(from_fn(require_auth))
                 .wrap(from_fn(limit_rest_rate))
-                .route("/tickers", web::get().to(market::tickers))
-                .route("/tickers/{symbol}", web::get().to(market::ticker))
-                .route("/portfolio", web::get().to(trading::portfolio))
+                // Resources, not scope routes: a method a resource does not take is then 405, not
+                // a fall-through to 404.
+                .service(web::resource("/tickers").route(web::get().to(market::tickers)))
+                .service(web::resource("/tickers/{symbol}").route(web::get().to(market::ticker)))
+                .service(web::resource("/portfolio").route(web::get().to(trading::portfolio)))
                 .service(
                     web::resource("/trades")
-                        .route(web::get().to(trading::recent_trades))
+                        .route(web::get().to(trading::trades))
                         .route(web::post().to(trading::create_trade)),
                 )
-                .route(
-                    "/positions/{symbol}",
-                    web::patch().to(trading::update_position),
+                .service(
+                    web::resource("/positions/{symbol}")
+                        .route(web::patch().to(trading::update_position)),
                 ),
         );
 }
@@ -59,6 +71,34 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// The answer for every path no route matches.
 pub async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
     Err(ApiError::NotFound)
+}
+
+/// Gives the bodiless answers actix-web writes itself (405 for a method a route does not take)
+/// the API's `{"error", "code"}` body; wraps the whole app, so the WebSocket route is covered too.
+///
+/// # Errors
+/// Only those of the wrapped service.
+pub async fn json_method_not_allowed(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let response = next.call(req).await?;
+    let bodiless = matches!(
+        response.response().body().size(),
+        BodySize::None | BodySize::Sized(0)
+    );
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED || !bodiless {
+        return Ok(response.map_into_left_body());
+    }
+    let (req, original) = response.into_parts();
+    let mut json = ApiError::MethodNotAllowed.error_response();
+    // Keep what middleware inside added (the RateLimit-* headers).
+    for (name, value) in original.headers() {
+        if name.as_str().starts_with("ratelimit-") {
+            json.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    Ok(ServiceResponse::new(req, json).map_into_right_body())
 }
 
 fn json_config() -> web::JsonConfig {

@@ -1,10 +1,12 @@
 //! `GET /portfolio`, `GET|POST /trades`, `PATCH /positions/{symbol}`.
 
+use actix_web::http::header;
 use actix_web::{HttpResponse, web};
+use chrono::{DateTime, SecondsFormat, Utc};
 use cryptobot_domain::{
-    ClientOrderId, OrderSize, PositionUpdate, Side, Symbol, Trade, TradeOrigin, TradeRequest,
+    ClientOrderId, PositionUpdateInput, Symbol, Trade, TradeInput, TradeOrigin, TradeQuery,
 };
-use rust_decimal::Decimal;
+use cryptobot_services::ServiceError;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
@@ -19,38 +21,106 @@ pub(super) async fn portfolio(state: web::Data<AppState>) -> Result<HttpResponse
     Ok(HttpResponse::Ok().json(state.portfolio.summary().await?))
 }
 
+/// Query of `GET /trades`; every value is read as text and checked here, so each gets its code.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct TradesQuery {
     limit: Option<usize>,
+    symbol: Option<String>,
+    client_order_id: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    before_id: Option<u64>,
+    after_id: Option<u64>,
 }
 
-/// Returns the most recent trades, newest first.
-pub(super) async fn recent_trades(
+impl TradesQuery {
+    fn parse(self) -> Result<TradeQuery, ApiError> {
+        let limit = self.limit.unwrap_or(DEFAULT_TRADES_LIMIT);
+        if !(1..=MAX_TRADES_LIMIT).contains(&limit) {
+            return Err(ApiError::BadRequest {
+                code: "invalid_limit",
+                message: format!("limit must be between 1 and {MAX_TRADES_LIMIT}"),
+            });
+        }
+        let time = |name: &str, text: Option<String>| {
+            text.map(|text| {
+                DateTime::parse_from_rfc3339(&text)
+                    .map(|time| time.with_timezone(&Utc))
+                    .map_err(|_| ApiError::BadRequest {
+                        code: "invalid_query",
+                        message: format!(
+                            "{name} must be an RFC 3339 time such as 2026-01-01T00:00:00Z"
+                        ),
+                    })
+            })
+            .transpose()
+        };
+        let query = TradeQuery {
+            symbol: self.symbol.as_deref().map(Symbol::parse).transpose()?,
+            client_order_id: self
+                .client_order_id
+                .as_deref()
+                .map(ClientOrderId::parse)
+                .transpose()?,
+            from: time("from", self.from)?,
+            to: time("to", self.to)?,
+            before_id: self.before_id,
+            after_id: self.after_id,
+            limit,
+        };
+        if let (Some(from), Some(to)) = (query.from, query.to)
+            && from >= to
+        {
+            return Err(ApiError::BadRequest {
+                code: "invalid_query",
+                message: "from must be before to".to_owned(),
+            });
+        }
+        Ok(query)
+    }
+}
+
+/// Returns one page of trades (newest first, oldest first with `after_id`) as a JSON array. When
+/// more trades match, a `Link: <...>; rel="next"` header gives the next page's URL: the same query
+/// with the cursor moved past the page's last trade.
+pub(super) async fn trades(
     state: web::Data<AppState>,
     query: web::Query<TradesQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = query.limit.unwrap_or(DEFAULT_TRADES_LIMIT);
-    if !(1..=MAX_TRADES_LIMIT).contains(&limit) {
-        return Err(ApiError::BadRequest {
-            code: "invalid_limit",
-            message: format!("limit must be between 1 and {MAX_TRADES_LIMIT}"),
-        });
+    let query = query.into_inner().parse()?;
+    let page = state.trade.trades(query.clone()).await?;
+    let mut response = HttpResponse::Ok();
+    if page.more
+        && let Some(last) = page.trades.last()
+    {
+        response.insert_header((
+            header::LINK,
+            format!("<{}>; rel=\"next\"", next_page(&query, last.id)),
+        ));
     }
-    Ok(HttpResponse::Ok().json(state.trade.recent_trades(limit).await?))
+    Ok(response.json(page.trades))
 }
 
-/// Body of `POST /trades`: exactly one of `quantity` (base asset) or `amount` (quote asset).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct TradeBody {
-    symbol: String,
-    side: Side,
-    #[serde(default, with = "rust_decimal::serde::str_option")]
-    quantity: Option<Decimal>,
-    #[serde(default, with = "rust_decimal::serde::str_option")]
-    amount: Option<Decimal>,
-    client_order_id: Option<String>,
+/// The URL of the page after the one that ended with trade `last_id`.
+fn next_page(query: &TradeQuery, last_id: u64) -> String {
+    let mut next = query.clone();
+    if next.ascending() {
+        next.after_id = Some(last_id);
+    } else {
+        next.before_id = Some(last_id);
+    }
+    // Every value is URL-safe as written: symbols and client order ids are [A-Za-z0-9_.:-], and
+    // the times are written with `Z` (no `+`).
+    let time = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::AutoSi, true);
+    let mut pairs = vec![format!("limit={}", next.limit)];
+    pairs.extend(next.symbol.map(|s| format!("symbol={s}")));
+    pairs.extend(next.client_order_id.map(|c| format!("client_order_id={c}")));
+    pairs.extend(next.from.map(|t| format!("from={}", time(t))));
+    pairs.extend(next.to.map(|t| format!("to={}", time(t))));
+    pairs.extend(next.before_id.map(|id| format!("before_id={id}")));
+    pairs.extend(next.after_id.map(|id| format!("after_id={id}")));
+    format!("/api/v1/trades?{}", pairs.join("&"))
 }
 
 #[derive(Debug, Serialize)]
@@ -62,35 +132,14 @@ struct TradeResponse {
     idempotent: bool,
 }
 
-/// Executes a manual market order. 201 for a new trade, 200 for a replayed one.
+/// Executes a manual market order. 201 for a new trade, 200 for a replayed one. The body is
+/// validated as the WebSocket's `manual_trade` payload is, by the same [`TradeInput`].
 pub(super) async fn create_trade(
     state: web::Data<AppState>,
-    body: web::Json<TradeBody>,
+    body: web::Json<TradeInput>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner();
-    let size = match (body.quantity, body.amount) {
-        (Some(quantity), None) => OrderSize::Quantity(quantity),
-        (None, Some(amount)) => OrderSize::Amount(amount),
-        _ => {
-            return Err(ApiError::BadRequest {
-                code: "invalid_payload",
-                message: "give exactly one of quantity or amount".into(),
-            });
-        }
-    };
-    let client_order_id = body
-        .client_order_id
-        .as_deref()
-        .map(ClientOrderId::parse)
-        .transpose()?;
-    let idempotent = client_order_id.is_some();
-    let request = TradeRequest::new(
-        Symbol::parse(&body.symbol)?,
-        body.side,
-        size,
-        client_order_id,
-        TradeOrigin::Manual,
-    )?;
+    let request = body.into_inner().into_request(TradeOrigin::Manual)?;
+    let idempotent = request.client_order_id.is_some();
     let execution = state.trade.execute(request).await?;
     let mut response = if execution.replayed {
         HttpResponse::Ok()
@@ -104,16 +153,18 @@ pub(super) async fn create_trade(
     }))
 }
 
-/// Sets or clears a position's stop-loss and take-profit.
+/// Sets or clears a position's stop-loss and take-profit. A valid symbol the market does not
+/// trade is 404 `unknown_symbol` (as `GET /tickers/{symbol}`), one merely not held `no_position`.
 pub(super) async fn update_position(
     state: web::Data<AppState>,
     symbol: web::Path<String>,
-    body: web::Json<PositionUpdate>,
+    body: web::Json<PositionUpdateInput>,
 ) -> Result<HttpResponse, ApiError> {
     let symbol = Symbol::parse(&symbol)?;
-    let position = state
-        .portfolio
-        .update_position(symbol, body.into_inner())
-        .await?;
+    let update = body.into_inner().parse()?;
+    if !state.market.symbols().contains(&symbol) {
+        return Err(ServiceError::UnknownSymbol(symbol).into());
+    }
+    let position = state.portfolio.update_position(symbol, update).await?;
     Ok(HttpResponse::Ok().json(position))
 }

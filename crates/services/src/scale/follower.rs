@@ -13,8 +13,11 @@ use super::{BrokerHealth, BrokerMetrics, RedisSettings, link, report_health};
 use crate::bus::ChannelLog;
 use crate::{Clock, Envelope, EventBus, HistoryLimits, Replay};
 
-/// How long one `XREAD` waits for new entries (also how fast shutdown and epoch changes are seen).
-const BLOCK_MS: u64 = 1000;
+/// How long one `XREAD` waits for new entries (also how fast shutdown, a new epoch and the
+/// engine's liveness are seen).
+const BLOCK_MS: u64 = 250;
+/// Longest wait for any answer of Redis: beyond it the link counts as down (a partition).
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Entries read per stream per round trip.
 const READ_COUNT: usize = 512;
 
@@ -30,6 +33,8 @@ pub struct RedisFollowerBus {
     limits: HistoryLimits,
     clock: Arc<dyn Clock>,
     health: watch::Sender<BrokerHealth>,
+    /// The engine's epoch as it changes; sent before any envelope of a new epoch.
+    epochs: watch::Sender<u64>,
     metrics: Arc<BrokerMetrics>,
 }
 
@@ -56,11 +61,16 @@ impl RedisFollowerBus {
             limits,
             clock,
             health: watch::channel(BrokerHealth::Connecting).0,
+            epochs: watch::channel(0).0,
             metrics,
         }
     }
 
     fn set_health(&self, health: BrokerHealth) {
+        if health != BrokerHealth::Up {
+            // Unknown while Redis cannot be read.
+            self.metrics.engine_alive.store(0, Relaxed);
+        }
         report_health(&self.health, &self.metrics, health);
     }
 
@@ -76,8 +86,7 @@ impl RedisFollowerBus {
         };
         let mut ever_up = false;
         loop {
-            let timeout = Duration::from_millis(BLOCK_MS * 3);
-            let Some(mut conn) = link::connect(&client, timeout, &shutdown).await else {
+            let Some(mut conn) = link::connect(&client, RESPONSE_TIMEOUT, &shutdown).await else {
                 return;
             };
             loop {
@@ -99,20 +108,25 @@ impl RedisFollowerBus {
         }
     }
 
-    /// One round: checks the epoch, then reads what follows the last entry of every channel.
-    /// The node counts as up once an engine has announced its epoch, and says so before it
-    /// delivers what it reads.
+    /// One round: checks the epoch and the engine's liveness, then reads what follows the last
+    /// entry of every channel. The node counts as up once an engine has announced its epoch, and
+    /// says so before it delivers what it reads.
     async fn poll(
         &self,
         conn: &mut MultiplexedConnection,
         settings: &RedisSettings,
         ever_up: &mut bool,
     ) -> Result<(), String> {
-        let epoch: Option<u64> = redis::cmd("GET")
-            .arg(settings.epoch_key())
+        let (epoch, alive): (Option<u64>, Option<u64>) = redis::pipe()
+            .get(settings.epoch_key())
+            .get(settings.alive_key())
             .query_async(conn)
             .await
             .map_err(|err| err.to_string())?;
+        // The mark holds the engine's lease token, its epoch: only the run this node follows
+        // counts (a successor that took the lease but has not announced its epoch yet does not).
+        let alive = epoch.is_some() && alive == epoch;
+        self.metrics.engine_alive.store(u64::from(alive), Relaxed);
         let Some(epoch) = epoch else {
             // The engine has not (re)announced itself yet.
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -178,7 +192,9 @@ impl RedisFollowerBus {
         Ok(())
     }
 
-    /// A new engine run: everything mirrored belongs to the old epoch and is forgotten.
+    /// A new engine run: everything mirrored belongs to the old epoch and is forgotten, and the
+    /// watchers of [`EventBus::epoch_changes`] are told before anything of the new run is
+    /// delivered (envelopes are only delivered by this task, after this returns).
     fn adopt_epoch(&self, epoch: u64) {
         let mut mirror = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if mirror.epoch != epoch {
@@ -191,6 +207,8 @@ impl RedisFollowerBus {
             }
             mirror.epoch = epoch;
             mirror.channels.clear();
+            drop(mirror);
+            self.epochs.send_replace(epoch);
         }
     }
 
@@ -321,6 +339,10 @@ impl EventBus for RedisFollowerBus {
     fn health(&self) -> Option<watch::Receiver<BrokerHealth>> {
         Some(self.health.subscribe())
     }
+
+    fn epoch_changes(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.epochs.subscribe())
+    }
 }
 
 #[cfg(test)]
@@ -405,9 +427,20 @@ mod tests {
     #[test]
     fn a_new_epoch_forgets_the_old_run() {
         let bus = follower(10);
+        let mut epochs = bus.epoch_changes().expect("a follower's epoch changes");
         bus.adopt_epoch(7);
         bus.apply(7, trade(1));
+        assert!(epochs.has_changed().unwrap());
+        assert_eq!(*epochs.borrow_and_update(), 7);
+        // TC1: the same epoch again (every poll) is no change
+        bus.adopt_epoch(7);
+        assert!(!epochs.has_changed().unwrap());
+        // TC2: a new run is announced, and `epoch()` says so, before its first envelope
+        let mut rx = bus.subscribe();
         bus.adopt_epoch(9);
+        assert!(epochs.has_changed().unwrap());
+        assert_eq!(*epochs.borrow_and_update(), 9);
+        assert!(rx.try_recv().is_err(), "nothing of the new run yet");
         assert_eq!(bus.epoch(), 9);
         assert_eq!(bus.last_seq(&Channel::Trades), 0);
         bus.apply(9, trade(1));

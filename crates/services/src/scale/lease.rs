@@ -2,31 +2,35 @@
 //! time-to-live that the engine keeps renewing. A second engine on the same prefix would replace
 //! the first one's streams, so it waits for the lease to lapse and refuses to start if it does not.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::time::{Duration, Instant};
 
+use redis::aio::MultiplexedConnection;
 use tokio_util::sync::CancellationToken;
 
-use super::{RedisSettings, link};
+use super::RedisSettings;
+use crate::ServiceError;
 
-/// How long a lease lives without renewal; a crashed engine's successor waits at most this long.
+/// Default time-to-live of the lease (`bus.lease_ttl_ms`); a crashed engine's successor waits at
+/// most this long.
 pub const ENGINE_LEASE: Duration = Duration::from_secs(10);
 
-/// How often the running engine renews its lease.
-const RENEW_EVERY: Duration = Duration::from_secs(2);
-
-/// Takes the lease if it is free or already ours, keeping it for another `ttl` milliseconds.
+/// Takes the lease if it is free or already ours, keeping it for another `ARGV[2]` ms, and marks
+/// the engine alive for `ARGV[3]` ms (what gateways report in their health).
 /// Answers 1 when the lease is ours afterwards, 0 when another token holds it.
 const CLAIM: &str = r"
 local holder = redis.call('GET', KEYS[1])
 if holder == false or holder == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[3])
   return 1
 end
 return 0";
 
-/// Deletes the lease only if it is still ours.
+/// Deletes the lease and the liveness mark only if they are still ours.
 const RELEASE: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[2])
   return redis.call('DEL', KEYS[1])
 end
 return 0";
@@ -42,53 +46,193 @@ pub enum LeaseOutcome {
     TakenByAnother,
 }
 
-fn lease_key(settings: &RedisSettings) -> String {
-    format!("{}:engine", settings.prefix)
+/// This engine's view of its lease, shared by the keeper (which renews it) and everything that
+/// writes as the engine (the trading engine before a commit, the command server before it
+/// executes, the stream writer): the fence of [`EngineLease::check`].
+///
+/// The lease is trusted while the last successful renewal was *sent* less than the time-to-live
+/// (minus a margin) ago: Redis cannot have let it lapse before that. A process that was paused
+/// (SIGSTOP, a frozen VM) wakes up past that point and writes nothing until the keeper has renewed
+/// it again, or learnt that another engine took it ([`EngineLease::lost`]; the process then
+/// stops). While Redis is unreachable for everyone the lease cannot be taken, so an engine that
+/// keeps seeing Redis fail goes on trading (docs/operations.md).
+#[derive(Debug)]
+pub struct EngineLease {
+    token: u64,
+    ttl: Duration,
+    /// Origin of the millisecond stamps below.
+    base: Instant,
+    /// 1 + ms since `base` at which the last successful claim was sent; 0 = never.
+    confirmed: AtomicU64,
+    /// 1 + ms since `base` of the last failed claim since that confirmation; 0 = none.
+    unreachable: AtomicU64,
+    lost: CancellationToken,
+}
+
+impl EngineLease {
+    /// The lease of the engine run `token` (its epoch), with time-to-live `ttl`.
+    #[must_use]
+    pub fn new(token: u64, ttl: Duration) -> Self {
+        Self {
+            token,
+            ttl: ttl.max(Duration::from_millis(100)),
+            base: Instant::now(),
+            confirmed: AtomicU64::new(0),
+            unreachable: AtomicU64::new(0),
+            lost: CancellationToken::new(),
+        }
+    }
+
+    /// The token stored in Redis while the lease is ours.
+    #[must_use]
+    pub const fn token(&self) -> u64 {
+        self.token
+    }
+
+    /// The lease's time-to-live.
+    #[must_use]
+    pub const fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// How often the keeper renews the lease: five times per time-to-live.
+    #[must_use]
+    pub fn renew_every(&self) -> Duration {
+        self.ttl / 5
+    }
+
+    /// Longest one claim may take before it counts as failed.
+    fn attempt_timeout(&self) -> Duration {
+        self.renew_every()
+            .clamp(Duration::from_millis(100), Duration::from_secs(2))
+    }
+
+    /// How long the liveness mark lives: two missed renewals and a slow one.
+    fn alive_ttl(&self) -> Duration {
+        self.renew_every() * 2 + self.attempt_timeout()
+    }
+
+    fn stamp(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.base).as_millis()).unwrap_or(u64::MAX - 1)
+            + 1
+    }
+
+    /// A claim sent at `sent_at` succeeded.
+    pub(crate) fn confirm(&self, sent_at: Instant) {
+        self.confirmed.fetch_max(self.stamp(sent_at), SeqCst);
+        self.unreachable.store(0, SeqCst);
+    }
+
+    /// A claim failed because Redis did not answer (not because this process was paused).
+    pub(crate) fn unreachable(&self, at: Instant) {
+        self.unreachable.store(self.stamp(at), SeqCst);
+    }
+
+    /// Another engine holds the lease: this process must stop writing for good.
+    pub fn lose(&self) {
+        self.lost.cancel();
+    }
+
+    /// Cancelled once the lease is lost (the server then stops with exit code 3).
+    #[must_use]
+    pub fn lost(&self) -> CancellationToken {
+        self.lost.clone()
+    }
+
+    /// True once another engine took the lease.
+    #[must_use]
+    pub fn is_lost(&self) -> bool {
+        self.lost.is_cancelled()
+    }
+
+    /// Whether this process may commit and publish now (see the type's documentation).
+    ///
+    /// # Errors
+    /// [`ServiceError::Unavailable`] once the lease is lost, and while it is not confirmed.
+    pub fn check(&self) -> Result<(), ServiceError> {
+        if self.is_lost() {
+            return Err(ServiceError::Unavailable(
+                "this engine lost its lease to another engine and is stopping; retry with the same client_order_id"
+                    .into(),
+            ));
+        }
+        let now = self.stamp(Instant::now());
+        let ttl = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX / 4);
+        // Room for clock-rate differences and for the commit that follows the check.
+        let trusted_for = ttl - ttl / 10;
+        let confirmed = self.confirmed.load(SeqCst);
+        if confirmed > 0 && now < confirmed.saturating_add(trusted_for) {
+            return Ok(());
+        }
+        let unreachable = self.unreachable.load(SeqCst);
+        if unreachable > 0 && now <= unreachable.saturating_add(ttl / 2) {
+            return Ok(());
+        }
+        Err(ServiceError::Unavailable(
+            "this engine's lease is not confirmed (the process was paused?); retry with the same client_order_id"
+                .into(),
+        ))
+    }
 }
 
 async fn claim(
-    conn: &mut redis::aio::MultiplexedConnection,
+    conn: &mut MultiplexedConnection,
     settings: &RedisSettings,
-    token: u64,
+    lease: &EngineLease,
 ) -> redis::RedisResult<bool> {
-    let ttl_ms = u64::try_from(ENGINE_LEASE.as_millis()).unwrap_or(u64::MAX);
+    let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     // EVAL rather than `redis::Script`, which needs an extra feature and a SHA-1 dependency.
     let held: i64 = redis::cmd("EVAL")
         .arg(CLAIM)
-        .arg(1)
-        .arg(lease_key(settings))
-        .arg(token)
-        .arg(ttl_ms)
+        .arg(2)
+        .arg(settings.lease_key())
+        .arg(settings.alive_key())
+        .arg(lease.token())
+        .arg(millis(lease.ttl()))
+        .arg(millis(lease.alive_ttl()))
         .query_async(conn)
         .await?;
     Ok(held == 1)
 }
 
-/// Takes the lease for `token`, waiting up to `wait` for another engine's lease to lapse.
+async fn open(
+    client: &redis::Client,
+    timeout: Duration,
+) -> redis::RedisResult<MultiplexedConnection> {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout));
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+}
+
+/// Takes the lease, waiting up to `wait` for another engine's lease to lapse.
 pub async fn acquire_engine_lease(
     settings: &RedisSettings,
-    token: u64,
+    lease: &EngineLease,
     wait: Duration,
 ) -> LeaseOutcome {
     let client = match redis::Client::open(settings.url.as_str()) {
         Ok(client) => client,
         Err(err) => return LeaseOutcome::Unreachable(err.to_string()),
     };
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(Duration::from_secs(2)));
-    let mut conn = match client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
-    {
+    let mut conn = match open(&client, Duration::from_secs(2)).await {
         Ok(conn) => conn,
-        Err(err) => return LeaseOutcome::Unreachable(err.to_string()),
+        Err(err) => {
+            lease.unreachable(Instant::now());
+            return LeaseOutcome::Unreachable(err.to_string());
+        }
     };
     let deadline = tokio::time::Instant::now() + wait;
     let mut announced = false;
     loop {
-        match claim(&mut conn, settings, token).await {
-            Ok(true) => return LeaseOutcome::Held,
+        let sent_at = Instant::now();
+        match claim(&mut conn, settings, lease).await {
+            Ok(true) => {
+                lease.confirm(sent_at);
+                return LeaseOutcome::Held;
+            }
             Ok(false) if tokio::time::Instant::now() >= deadline => {
                 return LeaseOutcome::TakenByAnother;
             }
@@ -100,68 +244,149 @@ pub async fn acquire_engine_lease(
                     );
                     announced = true;
                 }
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                tokio::time::sleep(Duration::from_millis(250)).await;
             }
-            Err(err) => return LeaseOutcome::Unreachable(err.to_string()),
+            Err(err) => {
+                lease.unreachable(Instant::now());
+                return LeaseOutcome::Unreachable(err.to_string());
+            }
         }
     }
 }
 
-/// Renews the lease every couple of seconds until `shutdown`, then releases it. Re-claims it
-/// after Redis lost it (a restart); if another engine took it meanwhile, says so loudly.
-pub async fn keep_engine_lease(settings: RedisSettings, token: u64, shutdown: CancellationToken) {
+/// Renews the lease five times per time-to-live until `shutdown`, then releases it. Re-claims it
+/// after Redis lost it (a restart). Finding it held by another engine means this process was
+/// replaced: the lease is marked lost ([`EngineLease::lose`]) and the keeper ends.
+pub async fn keep_engine_lease(
+    settings: RedisSettings,
+    lease: std::sync::Arc<EngineLease>,
+    shutdown: CancellationToken,
+) {
     let Ok(client) = redis::Client::open(settings.url.as_str()) else {
         return;
     };
-    let mut conflict_reported = false;
-    'connect: loop {
-        let Some(mut conn) = link::connect(&client, Duration::from_secs(2), &shutdown).await else {
-            return;
+    let timeout = lease.attempt_timeout();
+    let mut conn: Option<MultiplexedConnection> = None;
+    loop {
+        let started = Instant::now();
+        let attempt = async {
+            let conn = match &mut conn {
+                Some(conn) => conn,
+                empty => empty.insert(open(&client, timeout).await?),
+            };
+            claim(conn, &settings, &lease).await
         };
-        loop {
-            match claim(&mut conn, &settings, token).await {
-                Ok(true) => conflict_reported = false,
-                Ok(false) if !conflict_reported => {
-                    tracing::error!(
-                        prefix = %settings.prefix,
-                        "another engine took the lease on this prefix: two engines are publishing; stop one"
-                    );
-                    conflict_reported = true;
-                }
-                Ok(false) => {}
-                Err(err) => {
-                    tracing::debug!(%err, "redis: lease renewal failed; reconnecting");
-                    if !link::pause(&shutdown).await {
-                        return;
-                    }
-                    continue 'connect;
-                }
+        let pause = match tokio::time::timeout(timeout, attempt).await {
+            Ok(Ok(true)) => {
+                lease.confirm(started);
+                lease.renew_every()
             }
-            tokio::select! {
-                () = shutdown.cancelled() => {
+            Ok(Ok(false)) => {
+                tracing::error!(
+                    prefix = %settings.prefix,
+                    "another engine took the lease on this prefix: this engine stops"
+                );
+                lease.lose();
+                return;
+            }
+            failed => {
+                if let Ok(Err(err)) = failed {
+                    tracing::debug!(%err, "redis: lease renewal failed; retrying");
+                }
+                conn = None;
+                // An attempt that took far longer than its timeout means this process was not
+                // running (paused), which says nothing about Redis: no outage is recorded then,
+                // so the fence stays shut until a claim succeeds.
+                if started.elapsed() <= timeout * 2 {
+                    lease.unreachable(Instant::now());
+                }
+                lease.renew_every().min(Duration::from_millis(500))
+            }
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => {
+                if let Some(conn) = &mut conn {
                     let released: redis::RedisResult<i64> = redis::cmd("EVAL")
                         .arg(RELEASE)
-                        .arg(1)
-                        .arg(lease_key(&settings))
-                        .arg(token)
-                        .query_async(&mut conn)
+                        .arg(2)
+                        .arg(settings.lease_key())
+                        .arg(settings.alive_key())
+                        .arg(lease.token())
+                        .query_async(conn)
                         .await;
                     if let Err(err) = released {
                         tracing::debug!(%err, "redis: lease not released; it lapses by itself");
                     }
-                    return;
                 }
-                () = tokio::time::sleep(RENEW_EVERY) => {}
+                return;
             }
+            () = tokio::time::sleep(pause) => {}
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use cryptobot_domain::Channel;
 
     use super::*;
+
+    #[test]
+    fn the_fence_opens_on_a_confirmation_and_shuts_when_it_grows_old_or_is_lost() {
+        // TC0: never confirmed
+        let lease = EngineLease::new(1, Duration::from_secs(5));
+        assert!(lease.check().is_err());
+        // TC1: confirmed just now
+        lease.confirm(Instant::now());
+        assert_eq!(lease.check(), Ok(()));
+        // TC2: a confirmation older than the time-to-live (a paused process) does not count
+        let short = EngineLease::new(2, Duration::from_millis(200));
+        short.confirm(Instant::now());
+        std::thread::sleep(Duration::from_millis(250));
+        let err = short.check().unwrap_err();
+        assert!(err.to_string().contains("not confirmed"), "{err}");
+        // TC3: while the keeper keeps seeing Redis fail, the engine goes on (an outage)
+        short.unreachable(Instant::now());
+        assert_eq!(short.check(), Ok(()));
+        std::thread::sleep(Duration::from_millis(150));
+        assert!(short.check().is_err(), "the keeper stopped reporting");
+        // TC4: lost is final, whatever was confirmed
+        lease.lose();
+        let err = lease.check().unwrap_err();
+        assert!(err.to_string().contains("lost its lease"), "{err}");
+        assert!(lease.lost().is_cancelled());
+        lease.confirm(Instant::now());
+        assert!(lease.check().is_err());
+    }
+
+    fn settings(url: String) -> RedisSettings {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        RedisSettings {
+            url,
+            prefix: format!("cbtest-lease-{}-{nanos}", std::process::id()),
+            stream_len: 10,
+            publish_buffer: 10,
+            command_timeout: Duration::from_secs(1),
+            lease_ttl: Duration::from_secs(2),
+            channels: vec![Channel::Trades],
+        }
+    }
+
+    async fn cleanup(settings: &RedisSettings) {
+        if let Ok(client) = redis::Client::open(settings.url.as_str())
+            && let Ok(mut conn) = client.get_multiplexed_async_connection().await
+        {
+            let _: redis::RedisResult<()> = redis::cmd("DEL")
+                .arg(settings.lease_key())
+                .arg(settings.alive_key())
+                .query_async(&mut conn)
+                .await;
+        }
+    }
 
     /// Needs a real Redis (`REDIS_URL`): one lease per prefix, re-entrant for its holder, released
     /// at shutdown so a successor starts at once.
@@ -172,43 +397,43 @@ mod tests {
         ) else {
             return;
         };
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let settings = RedisSettings {
-            url,
-            prefix: format!("cbtest-lease-{}-{nanos}", std::process::id()),
-            stream_len: 10,
-            publish_buffer: 10,
-            command_timeout: Duration::from_secs(1),
-            channels: vec![Channel::Trades],
-        };
+        let settings = settings(url);
+        let ttl = settings.lease_ttl;
+        let first = Arc::new(EngineLease::new(1, ttl));
+        let second = EngineLease::new(2, ttl);
         // TC0: the first engine takes it; a second is refused once its wait is over
         assert_eq!(
-            acquire_engine_lease(&settings, 1, Duration::ZERO).await,
+            acquire_engine_lease(&settings, &first, Duration::ZERO).await,
             LeaseOutcome::Held
         );
+        assert_eq!(first.check(), Ok(()));
         assert_eq!(
-            acquire_engine_lease(&settings, 2, Duration::from_millis(600)).await,
+            acquire_engine_lease(&settings, &second, Duration::from_millis(600)).await,
             LeaseOutcome::TakenByAnother
         );
+        assert!(second.check().is_err(), "the refused engine may not write");
         // TC1: the holder may claim it again (renewal)
         assert_eq!(
-            acquire_engine_lease(&settings, 1, Duration::ZERO).await,
+            acquire_engine_lease(&settings, &first, Duration::ZERO).await,
             LeaseOutcome::Held
         );
         // TC2: the keeper renews it while running and releases it at shutdown
         let shutdown = CancellationToken::new();
-        let keeper = tokio::spawn(keep_engine_lease(settings.clone(), 1, shutdown.clone()));
+        let keeper = tokio::spawn(keep_engine_lease(
+            settings.clone(),
+            Arc::clone(&first),
+            shutdown.clone(),
+        ));
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(
-            acquire_engine_lease(&settings, 2, Duration::ZERO).await,
+            acquire_engine_lease(&settings, &second, Duration::ZERO).await,
             LeaseOutcome::TakenByAnother
         );
         shutdown.cancel();
         keeper.await.expect("keeper ends");
+        assert!(!first.is_lost());
         assert_eq!(
-            acquire_engine_lease(&settings, 2, Duration::ZERO).await,
+            acquire_engine_lease(&settings, &second, Duration::ZERO).await,
             LeaseOutcome::Held
         );
         // TC3: an unreachable Redis is reported, not fatal
@@ -217,17 +442,55 @@ mod tests {
             ..settings.clone()
         };
         assert!(matches!(
-            acquire_engine_lease(&nowhere, 3, Duration::ZERO).await,
+            acquire_engine_lease(&nowhere, &EngineLease::new(3, ttl), Duration::ZERO).await,
             LeaseOutcome::Unreachable(_)
         ));
-        // Clean up the prefix.
-        if let Ok(client) = redis::Client::open(settings.url.as_str())
-            && let Ok(mut conn) = client.get_multiplexed_async_connection().await
-        {
-            let _: redis::RedisResult<()> = redis::cmd("DEL")
-                .arg(lease_key(&settings))
-                .query_async(&mut conn)
-                .await;
-        }
+        cleanup(&settings).await;
+    }
+
+    /// Needs a real Redis (`REDIS_URL`): a keeper that finds its lease held by another token
+    /// marks it lost at its next renewal, and the fence shuts for good.
+    #[tokio::test]
+    async fn a_keeper_whose_lease_was_taken_marks_it_lost() {
+        let Some(url) =
+            crate::scale::redis_url_or_skip("a_keeper_whose_lease_was_taken_marks_it_lost")
+        else {
+            return;
+        };
+        let settings = settings(url);
+        let lease = Arc::new(EngineLease::new(1, settings.lease_ttl));
+        assert_eq!(
+            acquire_engine_lease(&settings, &lease, Duration::ZERO).await,
+            LeaseOutcome::Held
+        );
+        let shutdown = CancellationToken::new();
+        let keeper = tokio::spawn(keep_engine_lease(
+            settings.clone(),
+            Arc::clone(&lease),
+            shutdown.clone(),
+        ));
+        // Another engine's token replaces ours (as after our lease lapsed during a pause).
+        let client = redis::Client::open(settings.url.as_str()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(settings.lease_key())
+            .arg(2)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), lease.lost().cancelled())
+            .await
+            .expect("the keeper notices within a renewal");
+        keeper.await.expect("keeper ends by itself");
+        assert!(lease.check().is_err());
+        // The other engine's lease is left alone.
+        let holder: Option<u64> = redis::cmd("GET")
+            .arg(settings.lease_key())
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(holder, Some(2));
+        shutdown.cancel();
+        cleanup(&settings).await;
     }
 }

@@ -2,7 +2,7 @@
 //! of gateway nodes follow them, and gateway nodes forward trading commands to the engine.
 //!
 //! Keys (all under `bus.redis_prefix`): `{prefix}:epoch` (the engine's epoch),
-//! `{prefix}:engine` (the running engine's lease), `{prefix}:stream:{channel}` (one stream per channel, entry ID `<seq>-0`, fields `epoch`, `ts`,
+//! `{prefix}:engine` (the running engine's lease), `{prefix}:engine:alive` (present while it renews it), `{prefix}:stream:{channel}` (one stream per channel, entry ID `<seq>-0`, fields `epoch`, `ts`,
 //! `event`), `{prefix}:rpc:requests` (list of forwarded commands) and `{prefix}:rpc:reply:{node}`
 //! (one reply list per gateway node).
 
@@ -22,7 +22,7 @@ use std::time::Duration;
 use cryptobot_domain::Channel;
 
 pub use follower::RedisFollowerBus;
-pub use lease::{ENGINE_LEASE, LeaseOutcome, acquire_engine_lease, keep_engine_lease};
+pub use lease::{ENGINE_LEASE, EngineLease, LeaseOutcome, acquire_engine_lease, keep_engine_lease};
 pub use publisher::RedisPublishingBus;
 pub use remote::{RemoteMarket, RemoteTrading, spawn_command_server};
 
@@ -81,6 +81,8 @@ pub struct RedisSettings {
     pub publish_buffer: usize,
     /// How long a gateway waits for the engine's answer to a forwarded command.
     pub command_timeout: Duration,
+    /// Time-to-live of the engine's lease (`bus.lease_ttl_ms`).
+    pub lease_ttl: Duration,
     /// Channels the engine publishes (tickers of the configured symbols and the fixed channels).
     pub channels: Vec<Channel>,
 }
@@ -88,6 +90,15 @@ pub struct RedisSettings {
 impl RedisSettings {
     pub(crate) fn epoch_key(&self) -> String {
         format!("{}:epoch", self.prefix)
+    }
+
+    pub(crate) fn lease_key(&self) -> String {
+        format!("{}:engine", self.prefix)
+    }
+
+    /// Present while the engine renews its lease; gateways report the engine down without it.
+    pub(crate) fn alive_key(&self) -> String {
+        format!("{}:engine:alive", self.prefix)
     }
 
     pub(crate) fn stream_key(&self, channel: &Channel) -> String {
@@ -122,6 +133,9 @@ pub struct BrokerMetrics {
     pub commands: std::sync::atomic::AtomicU64,
     /// Forwarded commands that got no answer in time.
     pub command_timeouts: std::sync::atomic::AtomicU64,
+    /// 1 while the engine renews its lease, as last seen by this gateway (0 while Redis is
+    /// unreachable: unknown). Health probes read it instead of asking the engine.
+    pub engine_alive: std::sync::atomic::AtomicU64,
 }
 
 impl BrokerMetrics {
@@ -148,6 +162,7 @@ impl BrokerMetrics {
                 "counter",
                 &self.command_timeouts,
             ),
+            ("broker_engine_alive", "gauge", &self.engine_alive),
         ] {
             let _ = writeln!(
                 out,

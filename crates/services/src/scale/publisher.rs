@@ -7,11 +7,63 @@ use cryptobot_domain::{Alert, AlertType, Channel, Event, Severity};
 use tokio::sync::{Notify, broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::{BrokerHealth, BrokerMetrics, RedisSettings, link, report_health};
-use crate::{Clock, Envelope, EventBus, InMemoryBus, Replay};
+use super::{BrokerHealth, BrokerMetrics, EngineLease, RedisSettings, link, report_health};
+use crate::{Clock, Envelope, EventBus, InMemoryBus, Replay, ServiceError};
 
 /// Envelopes written per round trip while catching up.
 const BATCH: usize = 256;
+
+/// The fence of every write to Redis: it goes ahead only while the lease `KEYS[1]` is ours
+/// (`ARGV[1]`; a free lease is taken for `ARGV[2]` ms, as the keeper would), so an engine that was
+/// replaced can never write into its successor's streams, whatever it still has queued.
+macro_rules! fenced {
+    ($body:literal) => {
+        concat!(
+            r"
+local holder = redis.call('GET', KEYS[1])
+if holder == false then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+elseif holder ~= ARGV[1] then
+  return redis.error_reply('FENCED another engine holds the lease')
+end
+",
+            $body
+        )
+    };
+}
+
+/// Appends entries: `KEYS[2..]` are the streams, `ARGV[3]` the MAXLEN, then per entry its ID,
+/// its number of fields and the field/value pairs. An ID already in the stream (written before
+/// a lost reply) is fine; any other error fails the call.
+const XADD_FENCED: &str = fenced!(
+    r"
+local a = 4
+for i = 2, #KEYS do
+  local n = tonumber(ARGV[a + 1])
+  local args = {'XADD', KEYS[i], 'MAXLEN', '~', ARGV[3], ARGV[a]}
+  for j = 1, 2 * n do args[#args + 1] = ARGV[a + 1 + j] end
+  local reply = redis.pcall(unpack(args))
+  if type(reply) == 'table' and reply.err and not string.find(reply.err, 'equal or smaller', 1, true) then
+    return redis.error_reply(reply.err)
+  end
+  a = a + 2 + 2 * n
+end
+return #KEYS - 1"
+);
+
+/// Announces the run: `KEYS[2]` (the epoch key) is set to `ARGV[3]`, and the streams `KEYS[3..]`
+/// (the previous run's, on the first connection only) are deleted.
+const PREPARE_FENCED: &str = fenced!(
+    r"
+for i = 3, #KEYS do redis.call('DEL', KEYS[i]) end
+redis.call('SET', KEYS[2], ARGV[3])
+return 1"
+);
+
+/// True for the error of a fenced script: another engine holds the lease.
+fn is_fenced(err: &redis::RedisError) -> bool {
+    err.to_string().contains("FENCED")
+}
 
 /// The engine's bus: numbers and serves events exactly like [`InMemoryBus`] (it is the single
 /// source of `seq`), and also queues every envelope for an ordered writer to the Redis Streams.
@@ -27,6 +79,8 @@ pub struct RedisPublishingBus {
     limit: usize,
     health: watch::Sender<BrokerHealth>,
     metrics: Arc<BrokerMetrics>,
+    /// This engine's lease: the fence of commits ([`EventBus::check_fence`]) and of every write.
+    lease: Arc<EngineLease>,
 }
 
 #[derive(Debug, Default)]
@@ -41,8 +95,15 @@ struct Queue {
 
 impl RedisPublishingBus {
     /// Wraps the engine's local bus; spawn [`RedisPublishingBus::run_writer`] to write to Redis.
+    /// `lease` is the engine's (renewed by [`super::keep_engine_lease`]); its token is the value
+    /// every write checks.
     #[must_use]
-    pub fn new(local: InMemoryBus, publish_buffer: usize, metrics: Arc<BrokerMetrics>) -> Self {
+    pub fn new(
+        local: InMemoryBus,
+        publish_buffer: usize,
+        metrics: Arc<BrokerMetrics>,
+        lease: Arc<EngineLease>,
+    ) -> Self {
         Self {
             local,
             queue: Mutex::new(Queue::default()),
@@ -50,7 +111,17 @@ impl RedisPublishingBus {
             limit: publish_buffer.max(1),
             health: watch::channel(BrokerHealth::Connecting).0,
             metrics,
+            lease,
         }
+    }
+
+    /// Stops the writer for good: another engine holds the lease.
+    fn fenced(&self) {
+        tracing::error!(
+            backlog = self.backlog(),
+            "redis: another engine holds the lease; this engine writes nothing more (its queued events are not published)"
+        );
+        self.lease.lose();
     }
 
     fn set_health(&self, health: BrokerHealth) {
@@ -77,12 +148,16 @@ impl RedisPublishingBus {
         };
         let mut first = true;
         let mut ever_up = false;
+        let lost = self.lease.lost();
         'connect: loop {
             let Some(mut conn) = link::connect(&client, Duration::from_secs(5), &shutdown).await
             else {
                 return;
             };
             if let Err(err) = self.prepare(&mut conn, &settings, first).await {
+                if is_fenced(&err) {
+                    return self.fenced();
+                }
                 tracing::warn!(%err, "redis: cannot prepare streams");
                 self.down();
                 if !link::pause(&shutdown).await {
@@ -113,6 +188,8 @@ impl RedisPublishingBus {
                     tokio::select! {
                         () = shutdown.cancelled() => return,
                         () = self.wake.notified() => continue,
+                        // The keeper found the lease taken: stop now, not at the next write.
+                        () = lost.cancelled() => return self.fenced(),
                     }
                 }
                 let holes = std::mem::take(
@@ -122,9 +199,18 @@ impl RedisPublishingBus {
                         .unwrap_or_else(PoisonError::into_inner)
                         .holes,
                 );
-                if let Err(err) =
-                    write_holes(&mut conn, &settings, self.local.epoch(), &holes).await
+                if let Err(err) = write_holes(
+                    &mut conn,
+                    &settings,
+                    &self.lease,
+                    self.local.epoch(),
+                    &holes,
+                )
+                .await
                 {
+                    if is_fenced(&err) {
+                        return self.fenced();
+                    }
                     tracing::warn!(%err, "redis: hole markers not written; retrying");
                     {
                         let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
@@ -139,9 +225,18 @@ impl RedisPublishingBus {
                     }
                     continue 'connect;
                 }
-                if let Err(err) =
-                    write_batch(&mut conn, &settings, self.local.epoch(), &batch).await
+                if let Err(err) = write_batch(
+                    &mut conn,
+                    &settings,
+                    &self.lease,
+                    self.local.epoch(),
+                    &batch,
+                )
+                .await
                 {
+                    if is_fenced(&err) {
+                        return self.fenced();
+                    }
                     tracing::warn!(%err, backlog = self.backlog(), "redis: publish failed; buffering");
                     self.down();
                     if !link::pause(&shutdown).await {
@@ -215,15 +310,61 @@ impl RedisPublishingBus {
         settings: &RedisSettings,
         fresh: bool,
     ) -> redis::RedisResult<()> {
-        let mut pipe = redis::pipe();
-        if fresh {
-            for channel in &settings.channels {
-                pipe.del(settings.stream_key(channel)).ignore();
-            }
+        let mut call = redis::cmd("EVAL");
+        let streams = if fresh { settings.channels.len() } else { 0 };
+        call.arg(PREPARE_FENCED)
+            .arg(2 + streams)
+            .arg(settings.lease_key())
+            .arg(settings.epoch_key());
+        for channel in settings.channels.iter().take(streams) {
+            call.arg(settings.stream_key(channel));
         }
-        pipe.set(settings.epoch_key(), self.local.epoch()).ignore();
-        pipe.query_async::<()>(conn).await
+        fence_args(&mut call, &self.lease)
+            .arg(self.local.epoch())
+            .query_async::<i64>(conn)
+            .await
+            .map(drop)
     }
+}
+
+/// The fence's arguments: the lease token and its time-to-live in ms.
+fn fence_args<'a>(call: &'a mut redis::Cmd, lease: &EngineLease) -> &'a mut redis::Cmd {
+    call.arg(lease.token())
+        .arg(u64::try_from(lease.ttl().as_millis()).unwrap_or(u64::MAX))
+}
+
+/// One entry of [`XADD_FENCED`].
+struct Entry<'a> {
+    stream: String,
+    id: String,
+    fields: Vec<(&'static str, std::borrow::Cow<'a, str>)>,
+}
+
+/// Appends `entries` in order in one fenced call.
+async fn xadd_fenced(
+    conn: &mut redis::aio::MultiplexedConnection,
+    settings: &RedisSettings,
+    lease: &EngineLease,
+    entries: &[Entry<'_>],
+) -> redis::RedisResult<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let mut call = redis::cmd("EVAL");
+    call.arg(XADD_FENCED)
+        .arg(1 + entries.len())
+        .arg(settings.lease_key());
+    for entry in entries {
+        call.arg(&entry.stream);
+    }
+    fence_args(&mut call, lease).arg(settings.stream_len.max(1));
+    for entry in entries {
+        call.arg(&entry.id).arg(entry.fields.len());
+        for (name, value) in &entry.fields {
+            call.arg(*name).arg(value.as_ref());
+        }
+    }
+    call.query_async::<i64>(conn).await.map(drop)
 }
 
 /// Marks each lost `seq` in its channel's stream (entry `<seq>-0` with field `hole`), before the
@@ -232,73 +373,58 @@ impl RedisPublishingBus {
 async fn write_holes(
     conn: &mut redis::aio::MultiplexedConnection,
     settings: &RedisSettings,
+    lease: &EngineLease,
     epoch: u64,
     holes: &HashMap<Channel, u64>,
 ) -> redis::RedisResult<()> {
-    for (channel, seq) in holes {
-        let result: redis::RedisResult<redis::Value> = redis::cmd("XADD")
-            .arg(settings.stream_key(channel))
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(settings.stream_len.max(1))
-            .arg(format!("{seq}-0"))
-            .arg("epoch")
-            .arg(epoch)
-            .arg("hole")
-            .arg(1)
-            .query_async(conn)
-            .await;
-        match result {
-            Ok(_) => {}
-            Err(err) if err.to_string().contains("equal or smaller") => {}
-            Err(err) => return Err(err),
-        }
-    }
-    Ok(())
+    let epoch = epoch.to_string();
+    let entries: Vec<Entry<'_>> = holes
+        .iter()
+        .map(|(channel, seq)| Entry {
+            stream: settings.stream_key(channel),
+            id: format!("{seq}-0"),
+            fields: vec![("epoch", epoch.as_str().into()), ("hole", "1".into())],
+        })
+        .collect();
+    xadd_fenced(conn, settings, lease, &entries).await
 }
 
-/// Appends the batch in one pipelined round trip, in order. An entry whose ID is already in the
-/// stream (written before a lost reply) is refused by Redis with an error we treat as success;
-/// any other failure fails the batch, which is retried whole after reconnecting.
+/// Appends the batch in one round trip, in order, behind the fence. An entry whose ID is already
+/// in the stream (written before a lost reply) is accepted as written; any other failure fails
+/// the batch, which is retried whole after reconnecting.
 async fn write_batch(
     conn: &mut redis::aio::MultiplexedConnection,
     settings: &RedisSettings,
+    lease: &EngineLease,
     epoch: u64,
     batch: &[Arc<Envelope>],
 ) -> redis::RedisResult<()> {
-    let mut pipe = redis::pipe();
-    pipe.ignore_errors();
+    let epoch = epoch.to_string();
+    let mut entries = Vec::with_capacity(batch.len());
     for envelope in batch {
         let event = serde_json::to_string(&envelope.event).map_err(|err| {
             redis::RedisError::from((redis::ErrorKind::Client, "serialize", err.to_string()))
         })?;
-        pipe.cmd("XADD")
-            .arg(settings.stream_key(&envelope.channel))
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(settings.stream_len.max(1))
-            .arg(format!("{}-0", envelope.seq))
-            .arg("epoch")
-            .arg(epoch)
-            .arg("ts")
-            .arg(envelope.ts_us)
-            .arg("event")
-            .arg(event);
+        entries.push(Entry {
+            stream: settings.stream_key(&envelope.channel),
+            id: format!("{}-0", envelope.seq),
+            fields: vec![
+                ("epoch", epoch.as_str().into()),
+                ("ts", envelope.ts_us.to_string().into()),
+                ("event", event.into()),
+            ],
+        });
     }
-    let results: Vec<redis::RedisResult<redis::Value>> = pipe.query_async(conn).await?;
-    for result in results {
-        match result {
-            Ok(_) => {}
-            Err(err) if err.to_string().contains("equal or smaller") => {}
-            Err(err) => return Err(err),
-        }
-    }
-    Ok(())
+    xadd_fenced(conn, settings, lease, &entries).await
 }
 
 impl EventBus for RedisPublishingBus {
     fn publish(&self, event: Event) -> Arc<Envelope> {
         let envelope = self.local.publish(event);
+        if self.lease.is_lost() {
+            // Replaced by another engine: nothing more goes to Redis (the writer has stopped).
+            return envelope;
+        }
         let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
         if queue.pending.len() >= self.limit
             && let Some(lost) = queue.pending.pop_front()
@@ -336,6 +462,10 @@ impl EventBus for RedisPublishingBus {
     fn health(&self) -> Option<watch::Receiver<BrokerHealth>> {
         Some(self.health.subscribe())
     }
+
+    fn check_fence(&self) -> Result<(), ServiceError> {
+        self.lease.check()
+    }
 }
 
 #[cfg(test)]
@@ -349,7 +479,8 @@ mod tests {
     fn the_buffer_is_bounded_and_counts_what_it_drops() {
         let metrics = Arc::new(BrokerMetrics::default());
         let local = InMemoryBus::new(16, Arc::new(SystemClock));
-        let bus = RedisPublishingBus::new(local, 3, Arc::clone(&metrics));
+        let lease = Arc::new(EngineLease::new(local.epoch(), Duration::from_secs(10)));
+        let bus = RedisPublishingBus::new(local, 3, Arc::clone(&metrics), lease);
         for price in ["1", "2", "3", "4", "5"] {
             bus.publish(Event::Ticker(fixtures::ticker("BTCUSDT", price)));
         }
@@ -397,14 +528,17 @@ mod tests {
             stream_len: 100,
             publish_buffer: 100,
             command_timeout: Duration::from_secs(1),
+            lease_ttl: Duration::from_secs(10),
             channels: vec![Channel::Trades, Channel::Alerts],
         };
         let shutdown = CancellationToken::new();
         let local = InMemoryBus::new(16, Arc::clone(&clock));
+        let lease = Arc::new(EngineLease::new(local.epoch(), settings.lease_ttl));
         let engine = Arc::new(RedisPublishingBus::new(
             local,
             100,
             Arc::new(BrokerMetrics::default()),
+            Arc::clone(&lease),
         ));
         let writer = tokio::spawn(Arc::clone(&engine).run_writer(
             settings.clone(),
@@ -440,7 +574,7 @@ mod tests {
         // TC1: the same batch again is accepted as already written
         let client = redis::Client::open(url.as_str()).unwrap();
         let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-        write_batch(&mut conn, &settings, engine.epoch(), &published)
+        write_batch(&mut conn, &settings, &lease, engine.epoch(), &published)
             .await
             .unwrap();
         let len: usize = redis::cmd("XLEN")
@@ -449,10 +583,32 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(len, 5);
-        shutdown.cancel();
+        // TC2: once another engine holds the lease, nothing more is written and the lease is
+        // marked lost (the writer stops)
+        let _: () = redis::cmd("SET")
+            .arg(settings.lease_key())
+            .arg(engine.epoch() + 1)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        engine.publish(Event::TradeExecuted(fixtures::trade(
+            6, "BTCUSDT", "2", "1",
+        )));
+        tokio::time::timeout(Duration::from_secs(10), lease.lost().cancelled())
+            .await
+            .expect("the writer sees the fence");
         writer.await.unwrap();
+        let len: usize = redis::cmd("XLEN")
+            .arg(settings.stream_key(&Channel::Trades))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(len, 5, "the fenced write did not happen");
+        assert!(engine.check_fence().is_err());
+        shutdown.cancel();
         reader.await.unwrap();
         let _: () = redis::cmd("DEL")
+            .arg(settings.lease_key())
             .arg(settings.epoch_key())
             .arg(settings.stream_key(&Channel::Trades))
             .arg(settings.stream_key(&Channel::Alerts))

@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cryptobot_domain::{
     Event, LevelChange, PortfolioSummary, Position, PositionUpdate, Symbol, Ticker, Trade,
-    TradeRequest,
+    TradePage, TradeQuery, TradeRequest,
 };
 use redis::aio::MultiplexedConnection;
 use rust_decimal::Decimal;
@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::{BrokerMetrics, RedisSettings, link};
+use super::{BrokerMetrics, EngineLease, RedisSettings, link};
 use crate::market::LatestTickers;
 use crate::{
     Clock, EventBus, Execution, MarketService, PortfolioService, ServiceError, TradeService,
@@ -46,8 +46,13 @@ enum Call {
     Execute {
         request: TradeRequest,
     },
+    /// From gateways of an earlier version; still served.
     RecentTrades {
         limit: usize,
+    },
+    /// `GET /api/v1/trades` on a gateway node: the query forwarded as it is.
+    Trades {
+        query: TradeQuery,
     },
     Summary,
     UpdatePosition {
@@ -97,6 +102,7 @@ struct Reply {
 enum Answer {
     Execution { trade: Trade, replayed: bool },
     Trades(Vec<Trade>),
+    TradePage(TradePage),
     Summary(Box<PortfolioSummary>),
     Position(Position),
 }
@@ -137,12 +143,17 @@ impl From<WireError> for ServiceError {
 
 /// The engine side: executes forwarded commands on the local services and replies to the
 /// gateway that sent them. Idempotency is the engine's own (`client_order_id`).
+///
+/// A command is executed only while `lease` says this process is the engine; otherwise it goes
+/// back to the head of the list, for the engine that holds the lease (or for this one, once its
+/// lease is confirmed again), and the server stops for good once the lease is lost.
 pub fn spawn_command_server(
     settings: RedisSettings,
     trade: Arc<dyn TradeService>,
     portfolio: Arc<dyn PortfolioService>,
     clock: Arc<dyn Clock>,
     metrics: Arc<BrokerMetrics>,
+    lease: Arc<EngineLease>,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -161,7 +172,7 @@ pub fn spawn_command_server(
                 return;
             };
             loop {
-                if shutdown.is_cancelled() {
+                if shutdown.is_cancelled() || lease.is_lost() {
                     return;
                 }
                 let popped: redis::RedisResult<Option<(String, String)>> = redis::cmd("BLPOP")
@@ -180,6 +191,23 @@ pub fn spawn_command_server(
                         continue 'connect;
                     }
                 };
+                if let Err(err) = lease.check() {
+                    // Not ours to execute now: another engine may hold the lease (this process
+                    // was paused), so the command goes back first in line, deadline unchanged.
+                    tracing::warn!(%err, "forwarded command handed back: the engine lease is not confirmed");
+                    let back: redis::RedisResult<()> = redis::cmd("LPUSH")
+                        .arg(settings.requests_key())
+                        .arg(&raw)
+                        .query_async(&mut conn)
+                        .await;
+                    if let Err(err) = back {
+                        tracing::warn!(%err, "redis: a handed-back command was lost (the gateway answers unavailable; a retry with the same client_order_id is idempotent)");
+                    }
+                    if !link::pause(&shutdown).await {
+                        return;
+                    }
+                    continue;
+                }
                 let request: Request = match serde_json::from_str(&raw) {
                     Ok(request) => request,
                     Err(err) => {
@@ -240,6 +268,7 @@ async fn serve(
             }
         }
         Call::RecentTrades { limit } => Answer::Trades(trade.recent_trades(limit).await?),
+        Call::Trades { query } => Answer::TradePage(trade.trades(query).await?),
         Call::Summary => Answer::Summary(Box::new(portfolio.summary().await?)),
         Call::UpdatePosition {
             symbol,
@@ -444,9 +473,9 @@ impl TradeService for RemoteTrading {
         }
     }
 
-    async fn recent_trades(&self, limit: usize) -> Result<Vec<Trade>, ServiceError> {
-        match self.call(Call::RecentTrades { limit }).await? {
-            Answer::Trades(trades) => Ok(trades),
+    async fn trades(&self, query: TradeQuery) -> Result<TradePage, ServiceError> {
+        match self.call(Call::Trades { query }).await? {
+            Answer::TradePage(page) => Ok(page),
             _ => Err(unexpected()),
         }
     }
@@ -579,6 +608,48 @@ mod tests {
         }
     }
 
+    /// A gateway forwards `GET /trades` as its query: every filter and cursor survives the wire,
+    /// and the engine answers with the page its own service returns.
+    #[tokio::test]
+    async fn trade_queries_are_forwarded_as_they_are() {
+        let query = TradeQuery {
+            symbol: Some(fixtures::symbol("ETHUSDT")),
+            client_order_id: Some(cryptobot_domain::ClientOrderId::parse("c-1").unwrap()),
+            from: Some(fixtures::instant()),
+            to: Some(fixtures::instant() + chrono::Duration::microseconds(1_500_001)),
+            before_id: Some(90),
+            after_id: Some(10),
+            limit: 7,
+        };
+        let wire = serde_json::to_string(&Call::Trades {
+            query: query.clone(),
+        })
+        .unwrap();
+        let Call::Trades { query: received } = serde_json::from_str(&wire).unwrap() else {
+            panic!("not a trades call: {wire}")
+        };
+        assert_eq!(received, query);
+        let page = TradePage {
+            trades: vec![fixtures::trade(42, "ETHUSDT", "100", "1")],
+            more: true,
+        };
+        let mut trade = crate::trading::MockTradeService::new();
+        let (expected, answer) = (query.clone(), page.clone());
+        trade
+            .expect_trades()
+            .withf(move |q| *q == expected)
+            .returning(move |_| Ok(answer.clone()));
+        let portfolio = crate::trading::MockPortfolioService::new();
+        let answer = serve(Call::Trades { query: received }, &trade, &portfolio)
+            .await
+            .unwrap();
+        let json = serde_json::to_string(&answer).unwrap();
+        let Answer::TradePage(back) = serde_json::from_str(&json).unwrap() else {
+            panic!("not a page: {json}")
+        };
+        assert_eq!(back, page);
+    }
+
     /// Needs a real Redis (`REDIS_URL`); no engine listens, so the command must time out cleanly.
     #[tokio::test]
     async fn without_an_engine_a_command_answers_unavailable() {
@@ -598,6 +669,7 @@ mod tests {
             stream_len: 10,
             publish_buffer: 10,
             command_timeout: Duration::from_millis(300),
+            lease_ttl: Duration::from_secs(10),
             channels: vec![],
         };
         let shutdown = CancellationToken::new();

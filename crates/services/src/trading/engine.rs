@@ -6,7 +6,8 @@ use std::sync::atomic::Ordering;
 
 use cryptobot_domain::{
     Alert, AlertType, Event, OrderSize, PortfolioSummary, Position, PositionUpdate,
-    PositionValuation, Severity, Side, Symbol, Ticker, Trade, TradeOrigin, TradeRequest,
+    PositionValuation, Severity, Side, Symbol, Ticker, Trade, TradeOrigin, TradePage, TradeQuery,
+    TradeRequest,
 };
 use rust_decimal::Decimal;
 use tokio::sync::broadcast::error::RecvError;
@@ -81,10 +82,10 @@ pub(crate) enum Command {
         request: TradeRequest,
         reply: oneshot::Sender<Result<Execution, ServiceError>>,
     },
-    /// Read the newest trades.
-    RecentTrades {
-        limit: usize,
-        reply: oneshot::Sender<Result<Vec<Trade>, ServiceError>>,
+    /// Read a page of the trade history.
+    Trades {
+        query: TradeQuery,
+        reply: oneshot::Sender<Result<TradePage, ServiceError>>,
     },
     /// Value the account.
     Summary {
@@ -217,10 +218,10 @@ impl PaperEngine {
                 }
                 let _ = reply.send(result);
             }
-            Command::RecentTrades { limit, reply } => {
+            Command::Trades { mut query, reply } => {
                 let storage = self.storage.clone();
-                let limit = limit.clamp(1, 1000);
-                let _ = reply.send(blocking(move || storage.recent_trades(limit)).await);
+                query.limit = query.limit.clamp(1, 1000);
+                let _ = reply.send(blocking(move || storage.trades(&query)).await);
             }
             Command::Summary { reply } => {
                 let _ = reply.send(self.summary().await);
@@ -291,6 +292,8 @@ impl PaperEngine {
         let size = request.size;
         let position = books.position(&trade.symbol).cloned();
         let account: Account = books.account().clone();
+        // Last thing before the commit: an engine that was replaced must not commit (fencing).
+        self.bus.check_fence()?;
         blocking(move || storage.commit_trade(&record, size, position.as_ref(), &account)).await?;
 
         self.ledger = books;
@@ -348,6 +351,11 @@ impl PaperEngine {
         let Some(origin) = position.triggered_level(ticker.price) else {
             return;
         };
+        if self.bus.check_fence().is_err() {
+            // Not this process's to sell (it may have been replaced): the level stays for the
+            // engine that holds the lease.
+            return;
+        }
         let position = position.clone();
         let (name, alert_type, level) = match origin {
             TradeOrigin::StopLoss => (
@@ -405,7 +413,11 @@ impl PaperEngine {
         }
         let storage = self.storage.clone();
         let record = position.clone();
-        if let Err(err) = blocking(move || storage.save_levels(&record)).await {
+        let saved = match self.bus.check_fence() {
+            Ok(()) => blocking(move || storage.save_levels(&record)).await,
+            Err(err) => Err(err),
+        };
+        if let Err(err) = saved {
             // Memory is cleared anyway: retrying every tick is worse than a level that may come
             // back after a restart.
             tracing::error!(symbol = %position.symbol, %err, "could not store the cleared level");
@@ -427,6 +439,7 @@ impl PaperEngine {
         let updated = update.apply_to(current)?;
         let storage = self.storage.clone();
         let record = updated.clone();
+        self.bus.check_fence()?;
         blocking(move || storage.save_levels(&record)).await?;
         let position = self.ledger.set_levels(&updated)?.clone();
         self.publish_portfolio().await;

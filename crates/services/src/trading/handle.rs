@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use cryptobot_domain::{PortfolioSummary, Position, PositionUpdate, Symbol, Trade, TradeRequest};
+use cryptobot_domain::{
+    PortfolioSummary, Position, PositionUpdate, Symbol, TradePage, TradeQuery, TradeRequest,
+};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -75,9 +77,8 @@ impl TradeService for PaperTrading {
             .await?
     }
 
-    async fn recent_trades(&self, limit: usize) -> Result<Vec<Trade>, ServiceError> {
-        self.ask(|reply| Command::RecentTrades { limit, reply })
-            .await?
+    async fn trades(&self, query: TradeQuery) -> Result<TradePage, ServiceError> {
+        self.ask(|reply| Command::Trades { query, reply }).await?
     }
 }
 

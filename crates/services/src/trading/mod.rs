@@ -1,7 +1,9 @@
 //! Trading: the [`TradeService`] and [`PortfolioService`] traits and the paper trading engine.
 
 use async_trait::async_trait;
-use cryptobot_domain::{PortfolioSummary, Position, PositionUpdate, Symbol, Trade, TradeRequest};
+use cryptobot_domain::{
+    PortfolioSummary, Position, PositionUpdate, Symbol, Trade, TradePage, TradeQuery, TradeRequest,
+};
 
 use crate::ServiceError;
 
@@ -42,11 +44,20 @@ pub trait TradeService: Send + Sync {
     /// Any [`ServiceError`] rejection; on error nothing was executed.
     async fn execute(&self, request: TradeRequest) -> Result<Execution, ServiceError>;
 
+    /// Returns one page of the trades matching `query` (newest first, or oldest first with
+    /// `after_id`); `query.limit` is clamped to 1-1000.
+    ///
+    /// # Errors
+    /// [`ServiceError::Storage`] or [`ServiceError::Unavailable`].
+    async fn trades(&self, query: TradeQuery) -> Result<TradePage, ServiceError>;
+
     /// Returns up to `limit` of the most recent trades, newest first.
     ///
     /// # Errors
     /// [`ServiceError::Storage`] or [`ServiceError::Unavailable`].
-    async fn recent_trades(&self, limit: usize) -> Result<Vec<Trade>, ServiceError>;
+    async fn recent_trades(&self, limit: usize) -> Result<Vec<Trade>, ServiceError> {
+        Ok(self.trades(TradeQuery::latest(limit)).await?.trades)
+    }
 }
 
 /// Reads and adjusts the paper account.

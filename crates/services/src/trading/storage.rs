@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use cryptobot_domain::{ClientOrderId, OrderSize, Position, Side, Symbol, Trade, TradeOrigin};
+use cryptobot_domain::{
+    ClientOrderId, OrderSize, Position, Side, Symbol, Trade, TradeOrigin, TradePage, TradeQuery,
+};
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use rust_decimal::Decimal;
 
@@ -206,12 +208,60 @@ impl Storage {
     /// # Errors
     /// [`ServiceError::Storage`] on a database error or an unreadable value.
     pub fn recent_trades(&self, limit: usize) -> Result<Vec<Trade>, ServiceError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.query_trades(
-            &format!("SELECT {TRADE_COLUMNS} FROM trades ORDER BY id DESC LIMIT ?1"),
-            [limit],
-        )
-        .map(|trades| trades.into_iter().map(|stored| stored.trade).collect())
+        Ok(self.trades(&TradeQuery::latest(limit))?.trades)
+    }
+
+    /// Returns one page of the trades matching `query`: newest first, or oldest first when it has
+    /// `after_id`, with `more` telling whether further trades match.
+    ///
+    /// Symbol, client order id and cursors are filtered in SQL; the time range is pre-filtered in
+    /// SQL to whole seconds (the stored text's first 19 characters, `YYYY-MM-DDTHH:MM:SS`, sort
+    /// like the times they spell, while the variable-length fraction after them does not) and
+    /// checked exactly here.
+    ///
+    /// # Errors
+    /// [`ServiceError::Storage`] on a database error or an unreadable value.
+    pub fn trades(&self, query: &TradeQuery) -> Result<TradePage, ServiceError> {
+        let order = if query.ascending() { "ASC" } else { "DESC" };
+        let sql = format!(
+            "SELECT {TRADE_COLUMNS} FROM trades \
+             WHERE (?1 IS NULL OR symbol = ?1) AND (?2 IS NULL OR client_order_id = ?2) \
+             AND (?3 IS NULL OR id < ?3) AND (?4 IS NULL OR id > ?4) \
+             AND (?5 IS NULL OR substr(executed_at, 1, 19) >= ?5) \
+             AND (?6 IS NULL OR substr(executed_at, 1, 19) <= ?6) \
+             ORDER BY id {order}"
+        );
+        let id = |id: Option<u64>| id.map(|id| i64::try_from(id).unwrap_or(i64::MAX));
+        let second = |time: Option<chrono::DateTime<Utc>>| {
+            time.map(|time| time.format("%Y-%m-%dT%H:%M:%S").to_string())
+        };
+        let conn = self.lock();
+        let mut statement = conn.prepare(&sql)?;
+        let rows = statement.query_map(
+            params![
+                query.symbol.as_ref().map(Symbol::as_str),
+                query.client_order_id.as_ref().map(ClientOrderId::as_str),
+                id(query.before_id),
+                id(query.after_id),
+                second(query.from),
+                second(query.to),
+            ],
+            read_trade,
+        )?;
+        let mut trades = Vec::with_capacity(query.limit.min(1000));
+        let mut more = false;
+        for row in rows {
+            let trade = row?.trade;
+            if !query.matches(&trade) {
+                continue;
+            }
+            if trades.len() == query.limit {
+                more = true;
+                break;
+            }
+            trades.push(trade);
+        }
+        Ok(TradePage { trades, more })
     }
 
     /// Returns the trade executed under `client_order_id`, if any.
@@ -561,6 +611,75 @@ mod tests {
             .collect();
         assert_eq!(recent, [2, 1]);
         assert_eq!(storage.recent_trades(1).unwrap()[0].id, 2);
+    }
+
+    #[test]
+    fn trade_pages_filter_by_symbol_time_and_cursor() {
+        let storage = Storage::open(":memory:").unwrap();
+        storage.init_account(&Account::new(dec("10000"))).unwrap();
+        // Ten trades 500 ms apart, alternating symbols: times with and without a fraction.
+        let start = instant();
+        for id in 1..=10_u64 {
+            let symbol = if id % 2 == 0 { "ETHUSDT" } else { "BTCUSDT" };
+            let mut t = trade(id, symbol, "10", "1");
+            t.executed_at =
+                start + chrono::Duration::milliseconds(500 * i64::try_from(id).unwrap());
+            t.client_order_id = Some(ClientOrderId::parse(&format!("c-{id}")).unwrap());
+            storage
+                .commit_trade(&t, OrderSize::Quantity(dec("1")), None, &account())
+                .unwrap();
+        }
+        let ids = |query: TradeQuery| {
+            let page = storage.trades(&query).unwrap();
+            (
+                page.trades.iter().map(|t| t.id).collect::<Vec<_>>(),
+                page.more,
+            )
+        };
+        // TC0: newest first, then the next page from the cursor
+        assert_eq!(ids(TradeQuery::latest(4)), (vec![10, 9, 8, 7], true));
+        let next = TradeQuery {
+            before_id: Some(7),
+            ..TradeQuery::latest(4)
+        };
+        assert_eq!(ids(next), (vec![6, 5, 4, 3], true));
+        let last = TradeQuery {
+            before_id: Some(3),
+            ..TradeQuery::latest(4)
+        };
+        assert_eq!(ids(last), (vec![2, 1], false));
+        // TC1: after_id runs oldest first
+        let after = TradeQuery {
+            after_id: Some(8),
+            ..TradeQuery::latest(4)
+        };
+        assert_eq!(ids(after), (vec![9, 10], false));
+        // TC2: symbol and a time range whose bounds fall on a fraction (from inclusive, to
+        // exclusive): trade 4 is at +2.0 s, trade 7 at +3.5 s
+        let range = TradeQuery {
+            symbol: Some(symbol("ETHUSDT")),
+            from: Some(start + chrono::Duration::milliseconds(2000)),
+            to: Some(start + chrono::Duration::milliseconds(4000)),
+            ..TradeQuery::latest(100)
+        };
+        assert_eq!(ids(range), (vec![6, 4], false));
+        let fraction = TradeQuery {
+            from: Some(start + chrono::Duration::milliseconds(2500)),
+            to: Some(start + chrono::Duration::milliseconds(3500)),
+            ..TradeQuery::latest(100)
+        };
+        assert_eq!(ids(fraction), (vec![6, 5], false));
+        // TC3: lookup by client order id
+        let lookup = TradeQuery {
+            client_order_id: Some(ClientOrderId::parse("c-3").unwrap()),
+            ..TradeQuery::latest(100)
+        };
+        assert_eq!(ids(lookup), (vec![3], false));
+        let missing = TradeQuery {
+            client_order_id: Some(ClientOrderId::parse("c-99").unwrap()),
+            ..TradeQuery::latest(100)
+        };
+        assert_eq!(ids(missing), (vec![], false));
     }
 
     #[test]
