@@ -8,14 +8,12 @@
 )]
 
 use std::hint::black_box;
-use std::sync::Arc;
 
-use actix_web::web::Bytes;
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
 use cryptobot_domain::{Channel, Event, fixtures};
 use cryptobot_services::Envelope;
+use cryptobot_ws_gateway::outbox::Outbox;
 use cryptobot_ws_gateway::{ClientMessage, frame_bytes};
-use tokio::sync::{broadcast, watch};
 
 fn ticker_envelope() -> Envelope {
     let ticker = fixtures::ticker("BTCUSDT", "42000.5");
@@ -50,38 +48,51 @@ fn event_to_frame(c: &mut Criterion) {
     group.finish();
 }
 
-/// One frame to N subscribers through the same primitives the hub uses: a `watch` per symbol
-/// (tickers, conflated) and one `broadcast` (never-dropped events). Measures publishing plus
-/// every subscriber taking its copy of the shared bytes, without sockets.
+/// One frame to N connections through the delivery core a worker's fan-out uses: offered to each
+/// connection's outbox (a ticker into its slot, an event into its FIFO) and taken out again as the
+/// writer does, without sockets. Per subscriber, this is the user-space cost of delivery before
+/// actix-ws.
 fn fan_out(c: &mut Criterion) {
-    let frame = frame_bytes(&ticker_envelope());
+    let ticker = frame_bytes(&ticker_envelope());
+    let trade = frame_bytes(&trade_envelope());
+    let symbol = fixtures::symbol("BTCUSDT");
+    let channels = [Channel::Trades, Channel::Portfolio, Channel::Alerts];
     let mut group = c.benchmark_group("fan_out");
     for subscribers in [100_usize, 1_000, 10_000] {
         group.bench_with_input(
-            BenchmarkId::new("watch_ticker", subscribers),
+            BenchmarkId::new("outbox_ticker", subscribers),
             &subscribers,
             |b, &n| {
-                let (sender, _) = watch::channel(None::<Bytes>);
-                let mut receivers: Vec<_> = (0..n).map(|_| sender.subscribe()).collect();
+                let mut outboxes: Vec<Outbox> = (0..n)
+                    .map(|_| {
+                        let mut outbox = Outbox::new(1024, &channels, false);
+                        outbox.watch(&symbol);
+                        outbox
+                    })
+                    .collect();
+                let mut seq = 0;
                 b.iter(|| {
-                    sender.send_replace(Some(frame.clone()));
-                    for receiver in &mut receivers {
-                        let seen = receiver.borrow_and_update().clone();
-                        black_box(seen);
+                    seq += 1;
+                    for outbox in &mut outboxes {
+                        outbox.ticker(&symbol, seq, ticker.clone());
+                        black_box(outbox.pop());
                     }
                 });
             },
         );
         group.bench_with_input(
-            BenchmarkId::new("broadcast_event", subscribers),
+            BenchmarkId::new("outbox_event", subscribers),
             &subscribers,
             |b, &n| {
-                let (sender, _) = broadcast::channel::<Arc<Bytes>>(1024);
-                let mut receivers: Vec<_> = (0..n).map(|_| sender.subscribe()).collect();
+                let mut outboxes: Vec<Outbox> = (0..n)
+                    .map(|_| Outbox::new(1024, &channels, false))
+                    .collect();
+                let mut seq = 0;
                 b.iter(|| {
-                    let _ = sender.send(Arc::new(frame.clone()));
-                    for receiver in &mut receivers {
-                        black_box(receiver.try_recv().ok());
+                    seq += 1;
+                    for outbox in &mut outboxes {
+                        let _ = outbox.event(&Channel::Trades, seq, false, trade.clone());
+                        black_box(outbox.pop());
                     }
                 });
             },

@@ -22,8 +22,8 @@ pub struct GatewayConfig {
     /// A peer that sent nothing (not even a pong) for this many seconds is closed (must exceed
     /// `heartbeat_interval_secs`).
     pub client_timeout_secs: u64,
-    /// Longest wait for one frame to enter the connection's outbound queue; a client slower than that
-    /// is closed as a slow consumer.
+    /// Longest time a connection's socket may take nothing while frames wait for it; a client
+    /// slower than that is closed as a slow consumer.
     pub send_timeout_ms: u64,
     /// Longest wait for the close frame to be queued when the server ends a connection.
     pub close_timeout_ms: u64,
@@ -52,8 +52,8 @@ pub struct GatewayConfig {
     /// address of the header is used when the peer is one of these). Empty: the TCP peer is the
     /// client.
     pub trusted_proxies: Vec<std::net::IpAddr>,
-    /// Never-dropped events (trades, portfolio, signals, alerts) a connection may fall behind before
-    /// it is closed as a slow consumer.
+    /// Frames (never-dropped events and replies, held ones included) that may wait for one
+    /// connection before it is closed as a slow consumer; tickers are conflated and never count.
     pub event_buffer: usize,
     /// Browser origins allowed to connect besides the server's own (exact `scheme://host[:port]`),
     /// `"*"` for any. Requests without `Origin` (non-browser clients) and requests whose `Origin`

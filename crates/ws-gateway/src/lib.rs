@@ -30,8 +30,9 @@ mod inbound;
 pub mod limits;
 /// Gateway counters.
 pub mod metrics;
-/// The delivery core of one connection: order, dedupe, holding and conflation.
-mod outbox;
+/// The delivery core of one connection: order, dedupe, holding and conflation (public for the
+/// benches and for embedders who want to reason about delivery; the gateway owns its outboxes).
+pub mod outbox;
 /// Wire messages and error codes.
 pub mod protocol;
 

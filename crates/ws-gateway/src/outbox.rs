@@ -19,11 +19,11 @@ use cryptobot_domain::{Channel, Symbol};
 
 /// The FIFO grew past its limit: the client is too far behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Overflow;
+pub struct Overflow;
 
 /// One WebSocket message waiting to be written.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Frame {
+pub enum Frame {
     /// JSON text (shared bytes: a published event is the same allocation for every connection).
     Text(Bytes),
     /// Binary data (echo mode only).
@@ -66,7 +66,7 @@ struct HeldEvent {
 
 /// What one connection has still to write.
 #[derive(Debug)]
-pub(crate) struct Outbox {
+pub struct Outbox {
     /// Replies and never-dropped events, oldest first.
     queue: VecDeque<Frame>,
     /// Live events received while held; `None` once released.
@@ -87,7 +87,7 @@ pub(crate) struct Outbox {
 
 impl Outbox {
     /// An empty outbox delivering `channels`; `held` keeps live events back until [`Outbox::release`].
-    pub(crate) fn new(limit: usize, channels: &[Channel], held: bool) -> Self {
+    pub fn new(limit: usize, channels: &[Channel], held: bool) -> Self {
         let mut outbox = Self {
             queue: VecDeque::new(),
             held: held.then(Vec::new),
@@ -103,7 +103,7 @@ impl Outbox {
     }
 
     /// Sets which never-dropped channels are delivered (ticker channels are watched separately).
-    pub(crate) fn set_channels(&mut self, channels: &[Channel]) {
+    pub fn set_channels(&mut self, channels: &[Channel]) {
         self.subscribed = [false; 4];
         for channel in channels {
             if let Some(index) = event_index(channel) {
@@ -113,7 +113,7 @@ impl Outbox {
     }
 
     /// Queues a reply (ack, error, pong, snapshot): always delivered, in order.
-    pub(crate) fn reply(&mut self, frame: Frame) -> Result<(), Overflow> {
+    pub fn reply(&mut self, frame: Frame) -> Result<(), Overflow> {
         self.push(frame)
     }
 
@@ -121,7 +121,7 @@ impl Outbox {
     ///
     /// Dropped when the channel is not subscribed, or when its `seq` was already queued (a
     /// snapshot repeats the last `seq` and is never a duplicate).
-    pub(crate) fn event(
+    pub fn event(
         &mut self,
         channel: &Channel,
         seq: u64,
@@ -151,7 +151,7 @@ impl Outbox {
 
     /// Queues a replayed event of a resume: like [`Outbox::event`], but never held (the replay is
     /// what the held live events must follow).
-    pub(crate) fn replayed(
+    pub fn replayed(
         &mut self,
         channel: &Channel,
         seq: u64,
@@ -189,7 +189,7 @@ impl Outbox {
     }
 
     /// Lets held live events through the dedupe, after whatever the first request queued.
-    pub(crate) fn release(&mut self) -> Result<(), Overflow> {
+    pub fn release(&mut self) -> Result<(), Overflow> {
         let Some(held) = self.held.take() else {
             return Ok(());
         };
@@ -203,12 +203,12 @@ impl Outbox {
     }
 
     /// True while live events are held back.
-    pub(crate) const fn is_held(&self) -> bool {
+    pub const fn is_held(&self) -> bool {
         self.held.is_some()
     }
 
     /// The last `seq` queued on a channel, if any (tickers: the newest accepted).
-    pub(crate) fn delivered(&self, channel: &Channel) -> Option<u64> {
+    pub fn delivered(&self, channel: &Channel) -> Option<u64> {
         match event_index(channel) {
             Some(index) => self.event_seq[index],
             None => match channel {
@@ -222,14 +222,14 @@ impl Outbox {
     }
 
     /// Marks `seq` as delivered on a never-dropped channel (a resume that continues live after it).
-    pub(crate) fn set_delivered(&mut self, channel: &Channel, seq: u64) {
+    pub fn set_delivered(&mut self, channel: &Channel, seq: u64) {
         if let Some(index) = event_index(channel) {
             self.event_seq[index] = Some(seq);
         }
     }
 
     /// Starts a slot for the symbol's tickers (no-op when it has one).
-    pub(crate) fn watch(&mut self, symbol: &Symbol) {
+    pub fn watch(&mut self, symbol: &Symbol) {
         if self.slot(symbol).is_none() {
             self.tickers.push(TickerSlot {
                 symbol: symbol.clone(),
@@ -240,7 +240,7 @@ impl Outbox {
     }
 
     /// Drops the symbol's slot and its unwritten frame.
-    pub(crate) fn unwatch(&mut self, symbol: &Symbol) {
+    pub fn unwatch(&mut self, symbol: &Symbol) {
         self.tickers.retain(|slot| &slot.symbol != symbol);
         self.next_slot = 0;
     }
@@ -253,7 +253,7 @@ impl Outbox {
     ///
     /// Ignored when the symbol is not watched or the `seq` is not newer than the last accepted
     /// (`seq` 0, a snapshot from the market before any live update, is taken only as the first).
-    pub(crate) fn ticker(&mut self, symbol: &Symbol, seq: u64, bytes: Bytes) -> bool {
+    pub fn ticker(&mut self, symbol: &Symbol, seq: u64, bytes: Bytes) -> bool {
         let Some(slot) = self.tickers.iter_mut().find(|slot| &slot.symbol == symbol) else {
             return false;
         };
@@ -273,7 +273,7 @@ impl Outbox {
     }
 
     /// The next frame to write: the FIFO first (replies and events in order), then waiting tickers.
-    pub(crate) fn pop(&mut self) -> Option<Frame> {
+    pub fn pop(&mut self) -> Option<Frame> {
         if let Some(frame) = self.queue.pop_front() {
             return Some(frame);
         }
@@ -289,32 +289,32 @@ impl Outbox {
     }
 
     /// True when nothing waits to be written (held events do not count: they wait for the client).
-    pub(crate) fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.queue.is_empty() && self.tickers.iter().all(|slot| slot.pending.is_none())
     }
 
     /// True when the FIFO takes one more frame.
-    pub(crate) fn has_room(&self) -> bool {
+    pub fn has_room(&self) -> bool {
         self.queued() < self.limit
     }
 
     /// Frames waiting in the FIFO (held events included).
-    pub(crate) fn queued(&self) -> usize {
+    pub fn queued(&self) -> usize {
         self.queue.len() + self.held.as_ref().map_or(0, Vec::len)
     }
 
     /// Ticker frames replaced since the last call.
-    pub(crate) fn take_conflated(&mut self) -> u64 {
+    pub fn take_conflated(&mut self) -> u64 {
         std::mem::take(&mut self.conflated)
     }
 
     /// The watched symbols.
-    pub(crate) fn watched(&self) -> impl Iterator<Item = &Symbol> {
+    pub fn watched(&self) -> impl Iterator<Item = &Symbol> {
         self.tickers.iter().map(|slot| &slot.symbol)
     }
 
     /// True when some never-dropped channel is delivered.
-    pub(crate) fn receives_events(&self) -> bool {
+    pub fn receives_events(&self) -> bool {
         self.subscribed.iter().any(|s| *s)
     }
 }
@@ -522,7 +522,7 @@ mod tests {
             (
                 "held stays back",
                 true,
-                vec![Reply("welcome"), Event(tr.clone(), 1, false, "t1")],
+                vec![Reply("welcome"), Event(tr, 1, false, "t1")],
                 vec!["welcome"],
             ),
         ];
