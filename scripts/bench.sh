@@ -108,6 +108,11 @@ for name in $wanted; do
     slow_reader) scenario slow_reader 11 --connections 0 --slow-readers 1 --slow-rate 40 \
       --channels trades --trades 40 --trade-rate 4 --trade-amount 10 --warmup "$slow_warmup" --duration 10 \
       --offered-per-sec 110 ;;
+    # The same reader with a 4 KiB receive buffer: what a client that wants fresh prices while
+    # reading slowly does; the server-side buffers then bound the age.
+    slow_reader_4k) scenario slow_reader_4k 11 --connections 0 --slow-readers 1 --slow-rate 40 \
+      --slow-rcvbuf 4096 --channels trades --trades 40 --trade-rate 4 --trade-amount 10 \
+      --warmup "$slow_warmup" --duration 10 --offered-per-sec 110 ;;
     *) echo "unknown scenario $name" >&2; exit 2 ;;
   esac
 done

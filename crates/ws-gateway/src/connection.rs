@@ -269,6 +269,7 @@ impl Connection {
                 outbound = outbound(&self.port, &self.metrics, blocked) => match outbound {
                     Outbound::Blocked => {
                         blocked = true;
+                        self.port.take_progress();
                         send_deadline.as_mut().reset(Instant::now() + self.config.send_timeout());
                         Ok(())
                     }
@@ -280,7 +281,13 @@ impl Connection {
                     Outbound::Failed(PortFailure::Lagged) => Err(End::SlowConsumer("lagged")),
                     Outbound::Failed(PortFailure::NewEpoch) => Err(End::NewEpoch),
                 },
-                () = &mut send_deadline, if blocked => Err(End::SlowConsumer("send timed out")),
+                // A slow reader that still takes frames gets a new deadline; only a stuck one is closed.
+                () = &mut send_deadline, if blocked => if self.port.take_progress() {
+                    send_deadline.as_mut().reset(Instant::now() + self.config.send_timeout());
+                    Ok(())
+                } else {
+                    Err(End::SlowConsumer("send timed out"))
+                },
                 inbound = self.inbound.recv() => self.on_inbound(inbound, rate.as_mut()).await,
                 _ = heartbeat.tick() => self.on_heartbeat(),
             };

@@ -59,6 +59,9 @@ pub(crate) struct Port {
     failure: Cell<Option<PortFailure>>,
     /// Already on the fan-out's list of connections to write this turn.
     dirty: Cell<bool>,
+    /// Some frame was handed to the session since the connection task last asked: a reader that is
+    /// slow but reading is not stuck.
+    progress: Cell<bool>,
     /// The connection task's waker (registered by its outbound branch).
     waker: RefCell<Option<Waker>>,
 }
@@ -81,6 +84,7 @@ impl Port {
             session: RefCell::new(session),
             failure: Cell::new(None),
             dirty: Cell::new(false),
+            progress: Cell::new(false),
             waker: RefCell::new(None),
         })
     }
@@ -134,6 +138,7 @@ impl Port {
                 return Flush::Closed;
             }
             *sent += 1;
+            self.progress.set(true);
         }
     }
 
@@ -143,6 +148,11 @@ impl Port {
         if conflated > 0 {
             GatewayMetrics::add(&metrics.tickers_conflated, conflated);
         }
+    }
+
+    /// Whether a frame was written since the last call.
+    pub(crate) fn take_progress(&self) -> bool {
+        self.progress.replace(false)
     }
 
     /// Why the fan-out gave up on this connection, if it did.
