@@ -184,12 +184,9 @@ impl Port {
 
     /// A context carrying the connection task's waker: a full session then wakes the task itself.
     fn with_task_context<R>(&self, f: impl FnOnce(&mut Context<'_>) -> R) -> R {
-        let waker = self
-            .waker
-            .borrow()
-            .clone()
-            .unwrap_or_else(|| Waker::noop().clone());
-        let mut cx = Context::from_waker(&waker);
+        // Borrowed, not cloned per write: only the task's own poll replaces it.
+        let slot = self.waker.borrow();
+        let mut cx = Context::from_waker(slot.as_ref().unwrap_or(Waker::noop()));
         f(&mut cx)
     }
 }

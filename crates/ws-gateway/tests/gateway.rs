@@ -560,7 +560,12 @@ async fn oversized_message_closes_with_1009() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_frame_is_cut_off_without_being_buffered() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let server = start(test_config()).await;
+    // No periodic portfolio push: on a loaded machine it could come before the close read below.
+    let server = start(GatewayConfig {
+        portfolio_interval_secs: 0,
+        ..test_config()
+    })
+    .await;
     let stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     let (mut read, mut write) = stream.into_split();
     write
