@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use cryptobot_integration_tests::TestApp;
 use cryptobot_integration_tests::http::{Response, request_with_headers};
+use cryptobot_integration_tests::{READER, TRADER, TestApp};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -22,22 +22,6 @@ type Case<'a> = (
 
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-const READER: &str = "reader-token-0123456789";
-const TRADER: &str = "trader-token-0123456789";
-
-async fn spawn_with_tokens() -> TestApp {
-    let tokens = json!([
-        {"name": "reader", "token": READER, "scopes": ["read"]},
-        {"name": "trader", "token": TRADER, "scopes": ["read", "trade"]},
-    ])
-    .to_string();
-    TestApp::spawn(&[
-        ("CRYPTOBOT__AUTH__MODE", "token"),
-        ("CRYPTOBOT__AUTH__TOKENS", &tokens),
-    ])
-    .await
-}
 
 async fn call(
     app: &TestApp,
@@ -104,7 +88,7 @@ fn upgrade_status(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_requires_a_token_and_the_trade_scope() {
-    let app = spawn_with_tokens().await;
+    let app = TestApp::spawn_with_tokens().await;
     let order = json!({"symbol": "BTCUSDT", "side": "buy", "amount": "100"});
     let update = json!({"stop_loss": "1"});
     let cases: [Case<'_>; 12] = [
@@ -208,7 +192,7 @@ async fn rest_requires_a_token_and_the_trade_scope() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_authenticates_before_the_upgrade_and_gates_commands_on_the_trade_scope() {
-    let app = spawn_with_tokens().await;
+    let app = TestApp::spawn_with_tokens().await;
     // TC0: no token, and a wrong one: 401 before any upgrade
     assert_eq!(
         upgrade_status(tokio_tungstenite::connect_async(app.ws_url()).await),

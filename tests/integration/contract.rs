@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use cryptobot_domain::{ClientOrderId, OrderSize, Side, Symbol, Trade, TradeOrigin};
 use cryptobot_integration_tests::http::{self, Response};
 use cryptobot_integration_tests::ws::{Socket, next_of_type};
-use cryptobot_integration_tests::{TestApp, temp_db_path};
+use cryptobot_integration_tests::{READER, TRADER, TestApp, temp_db_path};
 use cryptobot_services::trading::{Ledger, Storage};
 use futures_util::{SinkExt, StreamExt};
 use rust_decimal::Decimal;
@@ -19,9 +19,6 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpCode};
-
-const READER: &str = "reader-token-0123456789";
-const TRADER: &str = "trader-token-0123456789";
 
 async fn connect(url: &str) -> Socket {
     tokio_tungstenite::connect_async(url)
@@ -66,19 +63,6 @@ async fn call(app: &TestApp, method: &str, path: &str, token: &str, body: &Value
         Some("application/json"),
         text.as_bytes(),
     )
-    .await
-}
-
-async fn spawn_with_tokens() -> TestApp {
-    let tokens = json!([
-        {"name": "reader", "token": READER, "scopes": ["read"]},
-        {"name": "trader", "token": TRADER, "scopes": ["read", "trade"]},
-    ])
-    .to_string();
-    TestApp::spawn(&[
-        ("CRYPTOBOT__AUTH__MODE", "token"),
-        ("CRYPTOBOT__AUTH__TOKENS", &tokens),
-    ])
     .await
 }
 
@@ -221,7 +205,7 @@ async fn both_paths_refuse_the_same_input_with_the_same_code_and_trade_nothing()
 /// then the payload. A read-only token gets `forbidden` for a malformed trade on both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_scope_is_checked_before_the_payload_on_both_paths() {
-    let app = spawn_with_tokens().await;
+    let app = TestApp::spawn_with_tokens().await;
     let malformed = json!({"symbol": "btc", "side": "hold", "quantity": 0.1});
     // TC0: REST: 403 before the body is read, for any body
     let rest = call(&app, "POST", "/api/v1/trades", READER, &malformed).await;
@@ -286,7 +270,7 @@ async fn the_scope_is_checked_before_the_payload_on_both_paths() {
 /// Item 9: `bearer.<token>` without `cryptobot.v1` is refused with a JSON 400, before the upgrade.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bearer_subprotocol_without_cryptobot_v1_is_refused_with_a_clear_error() {
-    let app = spawn_with_tokens().await;
+    let app = TestApp::spawn_with_tokens().await;
     let offer = |protocols: String| {
         let mut request = app.ws_url().into_client_request().unwrap();
         request

@@ -70,7 +70,27 @@ pub fn test_settings(storage_path: &Path, extra: &[(&str, &str)]) -> Settings {
     Settings::load_with_env(None, env).expect("test settings load")
 }
 
+/// Token of the read-only principal `reader` of [`TestApp::spawn_with_tokens`].
+pub const READER: &str = "reader-token-0123456789";
+/// Token of the principal `trader` (read and trade) of [`TestApp::spawn_with_tokens`].
+pub const TRADER: &str = "trader-token-0123456789";
+
 impl TestApp {
+    /// Starts the application with token authentication and two principals: `reader`
+    /// ([`READER`], scope `read`) and `trader` ([`TRADER`], scopes `read` and `trade`).
+    pub async fn spawn_with_tokens() -> Self {
+        let tokens = serde_json::json!([
+            {"name": "reader", "token": READER, "scopes": ["read"]},
+            {"name": "trader", "token": TRADER, "scopes": ["read", "trade"]},
+        ])
+        .to_string();
+        Self::spawn(&[
+            ("CRYPTOBOT__AUTH__MODE", "token"),
+            ("CRYPTOBOT__AUTH__TOKENS", &tokens),
+        ])
+        .await
+    }
+
     /// Starts the application with a fresh SQLite file.
     pub async fn spawn(extra: &[(&str, &str)]) -> Self {
         Self::spawn_on(temp_db_path(), extra).await
