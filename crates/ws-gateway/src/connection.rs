@@ -289,7 +289,7 @@ impl Connection {
                     Err(End::SlowConsumer("send timed out"))
                 },
                 inbound = self.inbound.recv() => self.on_inbound(inbound, rate.as_mut()).await,
-                _ = heartbeat.tick() => self.on_heartbeat(),
+                _ = heartbeat.tick() => self.on_heartbeat().await,
             };
             if let Err(end) = step {
                 break end;
@@ -600,12 +600,12 @@ impl Connection {
         }
     }
 
-    fn on_heartbeat(&mut self) -> Result<(), End> {
+    async fn on_heartbeat(&mut self) -> Result<(), End> {
         if self.last_seen.elapsed() >= self.config.client_timeout() {
             return Err(End::Idle);
         }
         self.queue(Frame::Ping(Bytes::from_static(b"hb")))?;
-        self.try_flush()
+        self.flush().await
     }
 
     async fn send_message(&mut self, message: &ServerMessage) -> Result<(), End> {
@@ -619,7 +619,7 @@ impl Connection {
     async fn send(&mut self, frame: Frame) -> Result<(), End> {
         self.make_room().await?;
         self.queue(frame)?;
-        self.try_flush()
+        self.flush().await
     }
 
     fn queue(&self, frame: Frame) -> Result<(), End> {
@@ -628,18 +628,6 @@ impl Connection {
             .borrow_mut()
             .reply(frame)
             .map_err(|_| End::SlowConsumer("lagged"))
-    }
-
-    /// Writes what the session takes now; a full session is the outbound branch's business.
-    fn try_flush(&self) -> Result<(), End> {
-        let waker = std::task::Waker::noop();
-        let mut cx = std::task::Context::from_waker(waker);
-        // The task's own waker is registered by the outbound branch on its next turn; a noop here
-        // only means this attempt does not register it twice.
-        match self.port.flush(&mut cx, &self.metrics) {
-            Flush::Closed => Err(End::Gone),
-            Flush::Done | Flush::Blocked => Ok(()),
-        }
     }
 
     /// Writes what the session takes now, registering this task's waker if it is full.
@@ -655,22 +643,27 @@ impl Connection {
         if self.port.outbox.borrow().has_room() {
             return Ok(());
         }
-        let drained = tokio::time::timeout(
-            self.config.send_timeout(),
-            poll_fn(|cx| match self.port.flush(cx, &self.metrics) {
-                Flush::Done => Poll::Ready(Ok(())),
-                Flush::Closed => Poll::Ready(Err(End::Gone)),
-                Flush::Blocked => Poll::Pending,
-            }),
-        )
-        .await
-        .map_err(|_| End::SlowConsumer("send timed out"))?;
-        drained?;
+        let drained = tokio::time::timeout(self.config.send_timeout(), self.drain())
+            .await
+            .map_err(|_| End::SlowConsumer("send timed out"))?;
+        if drained == Flush::Closed {
+            return Err(End::Gone);
+        }
         if self.port.outbox.borrow().has_room() {
             Ok(())
         } else {
             Err(End::SlowConsumer("lagged"))
         }
+    }
+
+    /// Writes until nothing waits (`Done`) or the session is closed, however long the session
+    /// stays full: callers bound it.
+    async fn drain(&self) -> Flush {
+        poll_fn(|cx| match self.port.flush(cx, &self.metrics) {
+            Flush::Blocked => Poll::Pending,
+            done_or_closed => Poll::Ready(done_or_closed),
+        })
+        .await
     }
 
     /// Sends the close frame (bounded by `close_timeout_ms`), logs and counts the end.
@@ -710,14 +703,7 @@ impl Connection {
                     .outbox
                     .borrow_mut()
                     .reply(Frame::Text(Bytes::from(notice.to_json())));
-                let _ = tokio::time::timeout_at(
-                    deadline,
-                    poll_fn(|cx| match self.port.flush(cx, &self.metrics) {
-                        Flush::Blocked => Poll::Pending,
-                        Flush::Done | Flush::Closed => Poll::Ready(()),
-                    }),
-                )
-                .await;
+                let _ = tokio::time::timeout_at(deadline, self.drain()).await;
             }
             let _ =
                 tokio::time::timeout_at(deadline, self.port.session().close(Some(reason))).await;

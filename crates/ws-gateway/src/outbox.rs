@@ -209,15 +209,12 @@ impl Outbox {
 
     /// The last `seq` queued on a channel, if any (tickers: the newest accepted).
     pub fn delivered(&self, channel: &Channel) -> Option<u64> {
-        match event_index(channel) {
-            Some(index) => self.event_seq[index],
-            None => match channel {
-                Channel::Ticker(symbol) => self
-                    .slot(symbol)
-                    .map(|slot| slot.last_seq)
-                    .filter(|seq| *seq > 0),
-                _ => None,
-            },
+        match channel {
+            Channel::Ticker(symbol) => self
+                .slot(symbol)
+                .map(|slot| slot.last_seq)
+                .filter(|seq| *seq > 0),
+            other => event_index(other).and_then(|index| self.event_seq[index]),
         }
     }
 
