@@ -301,7 +301,8 @@ impl WorkerFanout {
                 }
                 match port.with_task_context(|cx| port.write(cx, &mut sent)) {
                     Flush::Done => {}
-                    // The session registered the task's waker: it wakes when there is room.
+                    // Now, so the task starts its send deadline; the session (which registered the
+                    // task's waker) wakes it again when there is room.
                     Flush::Blocked => port.wake(),
                     Flush::Closed => port.fail(PortFailure::Gone),
                 }
