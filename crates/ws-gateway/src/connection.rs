@@ -3,8 +3,9 @@
 //!
 //! One `select!` loop over the inbound frames, the outbound port, the heartbeat timer and the
 //! shutdown token. Live events do not pass through this task: the worker's fan-out puts them into
-//! the connection's outbox and writes them (see `fanout.rs`); the task is woken only when the
-//! session is full (then `send_timeout_ms` bounds how long it may stay full), closed or overflowed.
+//! the connection's outbox and the response body writes them (see `fanout.rs`, `wire.rs`); the
+//! task is woken only when the socket stalls (then `send_timeout_ms` bounds how long it may take
+//! nothing), closes or the FIFO overflows.
 
 use std::collections::BTreeMap;
 use std::future::poll_fn;
@@ -23,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::GatewayConfig;
 use crate::dispatch::{Action, Dispatcher, Subscriptions};
-use crate::fanout::{Flush, Port, PortFailure, WorkerFanout};
+use crate::fanout::{Port, PortFailure, WorkerFanout};
 use crate::hub::{HubShared, frame_bytes};
 use crate::inbound::InboundBudget;
 use crate::metrics::GatewayMetrics;
@@ -38,7 +39,7 @@ const SNAPSHOT_FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_se
 pub enum End {
     /// The client sent a close frame (echoed back with the same code).
     ClientClosed(Option<CloseReason>),
-    /// The TCP connection went away without a close handshake, or the session was closed.
+    /// The TCP connection went away without a close handshake.
     Gone,
     /// The server is shutting down (`close_code_shutdown`, default 1001).
     Shutdown,
@@ -190,11 +191,9 @@ impl Drop for ActiveGuard {
 /// What the outbound port tells the actor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outbound {
-    /// The session is full: the send deadline starts.
-    Blocked,
-    /// Everything waiting was handed over again: the deadline is off.
-    Drained,
-    /// The fan-out gave the connection up.
+    /// The socket took nothing since the writer was last woken: the send deadline starts.
+    Stalled,
+    /// The fan-out gave the connection up, or the socket is gone.
     Failed(PortFailure),
 }
 
@@ -202,7 +201,8 @@ enum Outbound {
 pub(crate) struct Connection {
     /// Process-unique id, in every log line of this connection.
     pub(crate) id: u64,
-    /// Outbound half: the outbox and the session, shared with the worker's fan-out.
+    /// Outbound half: the outbox and the writer's state, shared with the worker's fan-out and the
+    /// response body.
     pub(crate) port: Rc<Port>,
     /// This worker's fan-out (`None` in echo mode).
     pub(crate) fanout: Option<Rc<WorkerFanout>>,
@@ -257,7 +257,7 @@ impl Connection {
         // One registration for the whole life of the connection, not one per wake-up.
         let cancelled = self.shutdown.clone().cancelled_owned();
         tokio::pin!(cancelled);
-        // Armed only while the session is full: one timer per stall, none per frame.
+        // Armed only while the socket stalls: one timer per stall, none per frame.
         let send_deadline = tokio::time::sleep_until(far);
         tokio::pin!(send_deadline);
         let mut blocked = false;
@@ -266,27 +266,31 @@ impl Connection {
                 biased;
                 () = &mut cancelled => Err(End::Shutdown),
                 () = &mut expired, if expiry.is_some() => Err(End::TokenExpired),
-                outbound = outbound(&self.port, &self.metrics, blocked) => match outbound {
-                    Outbound::Blocked => {
+                outbound = outbound(&self.port, blocked) => match outbound {
+                    Outbound::Stalled => {
                         blocked = true;
                         self.port.take_progress();
                         send_deadline.as_mut().reset(Instant::now() + self.config.send_timeout());
-                        Ok(())
-                    }
-                    Outbound::Drained => {
-                        blocked = false;
                         Ok(())
                     }
                     Outbound::Failed(PortFailure::Gone) => Err(End::Gone),
                     Outbound::Failed(PortFailure::Lagged) => Err(End::SlowConsumer("lagged")),
                     Outbound::Failed(PortFailure::NewEpoch) => Err(End::NewEpoch),
                 },
-                // A slow reader that still takes frames gets a new deadline; only a stuck one is closed.
-                () = &mut send_deadline, if blocked => if self.port.take_progress() {
-                    send_deadline.as_mut().reset(Instant::now() + self.config.send_timeout());
-                    Ok(())
-                } else {
-                    Err(End::SlowConsumer("send timed out"))
+                // A slow reader that still takes frames gets a new deadline; only a stuck one is
+                // closed. An empty outbox ends the stall (a later one is seen afresh).
+                () = &mut send_deadline, if blocked => {
+                    let progress = self.port.take_progress();
+                    if self.port.outbox.borrow().is_empty() {
+                        blocked = false;
+                        self.port.take_stall();
+                        Ok(())
+                    } else if progress {
+                        send_deadline.as_mut().reset(Instant::now() + self.config.send_timeout());
+                        Ok(())
+                    } else {
+                        Err(End::SlowConsumer("send timed out"))
+                    }
                 },
                 inbound = self.inbound.recv() => self.on_inbound(inbound, rate.as_mut()).await,
                 _ = heartbeat.tick() => self.on_heartbeat().await,
@@ -387,7 +391,7 @@ impl Connection {
         if released.is_err() {
             return Err(End::SlowConsumer("lagged"));
         }
-        self.flush().await
+        self.flush()
     }
 
     /// Sends the `welcome` frame (epoch, version, channels).
@@ -520,7 +524,7 @@ impl Connection {
             }
             self.ticker_snapshot(&symbol, &hub, &dispatcher).await;
         }
-        self.flush().await
+        self.flush()
     }
 
     /// After an unrecoverable resume of a never-dropped channel: the portfolio gets a fresh
@@ -579,7 +583,7 @@ impl Connection {
         let (dispatcher, hub) = (dispatcher.clone(), Arc::clone(hub));
         self.start_watch(&symbol);
         self.ticker_snapshot(&symbol, &hub, &dispatcher).await;
-        self.flush().await
+        self.flush()
     }
 
     /// Puts the newest known ticker of the symbol into its slot: the hub's copy, or the market's
@@ -604,8 +608,11 @@ impl Connection {
         if self.last_seen.elapsed() >= self.config.client_timeout() {
             return Err(End::Idle);
         }
+        // Woken before this tick and not polled since: a socket that takes nothing is found even
+        // when no event arrives.
+        self.port.check_stall();
         self.queue(Frame::Ping(Bytes::from_static(b"hb")))?;
-        self.flush().await
+        self.flush()
     }
 
     async fn send_message(&mut self, message: &ServerMessage) -> Result<(), End> {
@@ -615,11 +622,11 @@ impl Connection {
         self.send(Frame::Text(Bytes::from(message.to_json()))).await
     }
 
-    /// Queues one frame (waiting at most `send_timeout_ms` for room) and writes what it can.
+    /// Queues one frame (waiting at most `send_timeout_ms` for room) and wakes the writer.
     async fn send(&mut self, frame: Frame) -> Result<(), End> {
         self.make_room().await?;
         self.queue(frame)?;
-        self.flush().await
+        self.flush()
     }
 
     fn queue(&self, frame: Frame) -> Result<(), End> {
@@ -630,12 +637,13 @@ impl Connection {
             .map_err(|_| End::SlowConsumer("lagged"))
     }
 
-    /// Writes what the session takes now, registering this task's waker if it is full.
-    async fn flush(&self) -> Result<(), End> {
-        match poll_fn(|cx| Poll::Ready(self.port.flush(cx, &self.metrics))).await {
-            Flush::Closed => Err(End::Gone),
-            Flush::Done | Flush::Blocked => Ok(()),
+    /// Wakes the writer for whatever waits (it writes when the socket takes more).
+    fn flush(&self) -> Result<(), End> {
+        if self.port.failure() == Some(PortFailure::Gone) {
+            return Err(End::Gone);
         }
+        self.port.kick();
+        Ok(())
     }
 
     /// Waits (at most `send_timeout_ms`) until the FIFO has room for one more frame.
@@ -646,7 +654,7 @@ impl Connection {
         let drained = tokio::time::timeout(self.config.send_timeout(), self.drain())
             .await
             .map_err(|_| End::SlowConsumer("send timed out"))?;
-        if drained == Flush::Closed {
+        if !drained {
             return Err(End::Gone);
         }
         if self.port.outbox.borrow().has_room() {
@@ -656,14 +664,34 @@ impl Connection {
         }
     }
 
-    /// Writes until nothing waits (`Done`) or the session is closed, however long the session
-    /// stays full: callers bound it.
-    async fn drain(&self) -> Flush {
-        poll_fn(|cx| match self.port.flush(cx, &self.metrics) {
-            Flush::Blocked => Poll::Pending,
-            done_or_closed => Poll::Ready(done_or_closed),
+    /// Waits until the writer took everything waiting (true) or the socket is gone (false),
+    /// however long the socket takes nothing: callers bound it.
+    async fn drain(&self) -> bool {
+        poll_fn(|cx| {
+            self.port.register(cx.waker());
+            if self.port.failure() == Some(PortFailure::Gone) {
+                return Poll::Ready(false);
+            }
+            if self.port.outbox.borrow().is_empty() {
+                return Poll::Ready(true);
+            }
+            self.port.want_drain();
+            Poll::Pending
         })
         .await
+    }
+
+    /// Waits until the close frame went out or the socket is gone.
+    async fn closed(&self) {
+        poll_fn(|cx| {
+            self.port.register(cx.waker());
+            if self.port.closed() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
     }
 
     /// Sends the close frame (bounded by `close_timeout_ms`), logs and counts the end.
@@ -687,7 +715,7 @@ impl Connection {
         if let Some(counter) = counter {
             GatewayMetrics::incr(counter);
         }
-        if let Some(reason) = end.close_reason(&self.config) {
+        if end != End::Gone {
             // Both waits share one deadline (close_timeout_ms <= 1 s), so a stuck client cannot
             // hold the actor and a planned shutdown closes within a second.
             let deadline = Instant::now() + self.config.close_timeout();
@@ -703,30 +731,29 @@ impl Connection {
                     .outbox
                     .borrow_mut()
                     .reply(Frame::Text(Bytes::from(notice.to_json())));
-                let _ = tokio::time::timeout_at(deadline, self.drain()).await;
             }
-            let _ =
-                tokio::time::timeout_at(deadline, self.port.session().close(Some(reason))).await;
+            // After everything queued; a client's close without a code gets an empty close back.
+            self.port.close(end.close_reason(&self.config));
+            let _ = tokio::time::timeout_at(deadline, self.closed()).await;
         }
+        // Whatever did not go out by now never will: the response ends.
+        self.port.finish();
         tracing::info!(conn = self.id, reason = ?end, "websocket connection ended");
         end
     }
 }
 
-/// Waits for news from the outbound port: a full session (`blocked` false), a drained one
-/// (`blocked` true), or a failure; writes whatever waits in passing.
-async fn outbound(port: &Port, metrics: &GatewayMetrics, blocked: bool) -> Outbound {
+/// Waits for news from the outbound port: a stall (taken only while not `blocked`) or a failure.
+async fn outbound(port: &Port, blocked: bool) -> Outbound {
     poll_fn(|cx| {
         port.register(cx.waker());
         if let Some(failure) = port.failure() {
             return Poll::Ready(Outbound::Failed(failure));
         }
-        match port.flush(cx, metrics) {
-            Flush::Closed => Poll::Ready(Outbound::Failed(PortFailure::Gone)),
-            Flush::Blocked if !blocked => Poll::Ready(Outbound::Blocked),
-            Flush::Done if blocked => Poll::Ready(Outbound::Drained),
-            Flush::Blocked | Flush::Done => Poll::Pending,
+        if !blocked && port.take_stall() {
+            return Poll::Ready(Outbound::Stalled);
         }
+        Poll::Pending
     })
     .await
 }

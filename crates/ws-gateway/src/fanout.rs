@@ -1,25 +1,24 @@
-//! Worker-local fan-out: each actix worker thread receives every hub frame once and hands it to
-//! its own connections, writing to their sessions in the same turn. Nothing on that path crosses a
-//! thread, sets a timer or takes a lock; a connection's task is woken only when its session is full,
-//! closed or overflowed.
+//! Worker-local fan-out: each actix worker thread receives every hub frame once, puts it into the
+//! outbox of each of its connections that takes it, and wakes their socket writers (the response
+//! bodies, on the same thread) once per turn. Nothing on that path crosses a thread, sets a timer,
+//! takes a lock or allocates; a connection's task is woken only when its socket stalls, closes or
+//! its FIFO overflows.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::Waker;
 
-use actix_ws::Message;
+use actix_ws::CloseReason;
 use cryptobot_domain::{Channel, Symbol};
-use futures_util::Sink;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::{HubFrame, HubShared};
 use crate::metrics::GatewayMetrics;
-use crate::outbox::{Frame, Outbox, Overflow};
+use crate::outbox::{Outbox, Overflow};
 
 /// Frames a worker takes from the hub before it writes: bounds one turn, so a burst cannot keep
 /// the worker's other tasks (inbound, handshakes) waiting.
@@ -30,40 +29,48 @@ const BATCH: usize = 512;
 pub(crate) enum PortFailure {
     /// The FIFO overflowed (`event_buffer`), or the worker itself fell behind the hub.
     Lagged,
-    /// The session is closed: the client went away.
+    /// The socket is done: the client went away.
     Gone,
     /// The engine restarted: the connection's `seq`s belong to the old run.
     NewEpoch,
 }
 
-/// Outcome of one attempt to write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Flush {
-    /// Everything waiting was handed to the session.
-    Done,
-    /// The session takes no more now; the connection's task is woken when it does.
-    Blocked,
-    /// The session is closed.
-    Closed,
+/// Where the socket side of a connection stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum WriterState {
+    /// Writing the outbox.
+    Open,
+    /// The close frame is to go out once the outbox is empty.
+    Closing(Option<CloseReason>),
+    /// Nothing more goes out: the response body ends.
+    Finished,
 }
 
-/// The outbound side of one connection, shared by its task and its worker's fan-out (same thread).
+/// The outbound side of one connection, shared by its task, its worker's fan-out and the response
+/// body that writes it (all on one thread).
 pub(crate) struct Port {
     /// Process-unique connection id.
     pub(crate) id: u64,
     /// What waits to be written.
     pub(crate) outbox: RefCell<Outbox>,
-    /// actix-ws's outbound queue to this socket.
-    session: RefCell<actix_ws::Session>,
     /// Set by the fan-out when it gave the connection up.
     failure: Cell<Option<PortFailure>>,
-    /// Already on the fan-out's list of connections to write this turn.
+    /// Already on the fan-out's list of connections to wake this turn.
     dirty: Cell<bool>,
-    /// Some frame was handed to the session since the connection task last asked: a reader that is
-    /// slow but reading is not stuck.
+    /// The body was woken and has not been polled since: the dispatcher's write buffer is full.
+    writer_woken: Cell<bool>,
+    /// A stall was seen and not yet taken by the connection task.
+    stalled: Cell<bool>,
+    /// Some frame was written since the connection task last asked: a reader that is slow but
+    /// reading is not stuck.
     progress: Cell<bool>,
+    /// The connection task waits for the outbox to empty.
+    drain_wanted: Cell<bool>,
+    state: RefCell<WriterState>,
     /// The connection task's waker (registered by its outbound branch).
     waker: RefCell<Option<Waker>>,
+    /// The waker of the dispatcher task polling the response body.
+    writer: RefCell<Option<Waker>>,
 }
 
 impl std::fmt::Debug for Port {
@@ -76,78 +83,117 @@ impl std::fmt::Debug for Port {
 }
 
 impl Port {
-    /// A port over `session` with an empty outbox.
-    pub(crate) fn new(id: u64, session: actix_ws::Session, outbox: Outbox) -> Rc<Self> {
+    /// A port with `outbox`; its socket side is the [`crate::wire::OutboundBody`] built on it.
+    pub(crate) fn new(id: u64, outbox: Outbox) -> Rc<Self> {
         Rc::new(Self {
             id,
             outbox: RefCell::new(outbox),
-            session: RefCell::new(session),
             failure: Cell::new(None),
             dirty: Cell::new(false),
+            writer_woken: Cell::new(false),
+            stalled: Cell::new(false),
             progress: Cell::new(false),
+            drain_wanted: Cell::new(false),
+            state: RefCell::new(WriterState::Open),
             waker: RefCell::new(None),
+            writer: RefCell::new(None),
         })
     }
 
-    /// A clone of the session (to send the close frame).
-    pub(crate) fn session(&self) -> actix_ws::Session {
-        self.session.borrow().clone()
-    }
-
-    /// Hands waiting frames to the session until it is full or nothing waits; returns the outcome
-    /// and the number of frames handed over. A full session registers `cx`'s waker.
-    pub(crate) fn flush(&self, cx: &mut Context<'_>, metrics: &GatewayMetrics) -> Flush {
-        let mut sent = 0_u64;
-        let outcome = self.write(cx, &mut sent);
-        if sent > 0 {
-            GatewayMetrics::add(&metrics.frames_sent, sent);
+    /// Wakes the writer if something waits: the dispatcher then polls the body, which takes it.
+    pub(crate) fn kick(&self) {
+        if self.outbox.borrow().is_empty() && *self.state.borrow() == WriterState::Open {
+            return;
         }
-        self.account(metrics);
-        outcome
+        self.wake_writer();
     }
 
-    /// [`Port::flush`] without the metrics (the fan-out adds them up per turn).
-    fn write(&self, cx: &mut Context<'_>, sent: &mut u64) -> Flush {
-        let mut session = self.session.borrow_mut();
-        let mut outbox = self.outbox.borrow_mut();
-        loop {
-            if outbox.is_empty() {
-                return Flush::Done;
-            }
-            match Pin::new(&mut *session).poll_ready(cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(_)) => return Flush::Closed,
-                Poll::Pending => return Flush::Blocked,
-            }
-            // expect: the outbox was not empty a moment ago and nothing else touched it.
-            let frame = outbox.pop().expect("outbox had a frame");
-            let message = match frame {
-                Frame::Text(bytes) => match bytes.try_into() {
-                    Ok(text) => Message::Text(text),
-                    // Our own JSON is always UTF-8; skipping is the only sane reaction if not.
-                    Err(err) => {
-                        tracing::error!(conn = self.id, %err, "outbound frame is not UTF-8");
-                        continue;
-                    }
-                },
-                Frame::Binary(bytes) => Message::Binary(bytes),
-                Frame::Ping(bytes) => Message::Ping(bytes),
-                Frame::Pong(bytes) => Message::Pong(bytes),
-            };
-            if Pin::new(&mut *session).start_send(message).is_err() {
-                return Flush::Closed;
-            }
-            *sent += 1;
-            self.progress.set(true);
+    fn wake_writer(&self) {
+        if self.writer_woken.replace(true) {
+            return;
+        }
+        if let Some(waker) = self.writer.borrow().as_ref() {
+            waker.wake_by_ref();
         }
     }
 
-    /// Moves the outbox's conflation count into the metrics.
-    fn account(&self, metrics: &GatewayMetrics) {
-        let conflated = self.outbox.borrow_mut().take_conflated();
-        if conflated > 0 {
-            GatewayMetrics::add(&metrics.tickers_conflated, conflated);
+    /// Marks a stall if the writer was woken and has not taken anything since (called by the
+    /// fan-out before it wakes again, and at each heartbeat): the connection task then starts its
+    /// send deadline.
+    pub(crate) fn check_stall(&self) {
+        if self.writer_woken.get() && !self.stalled.replace(true) {
+            self.wake();
         }
+    }
+
+    /// Takes the stall mark.
+    pub(crate) fn take_stall(&self) -> bool {
+        self.stalled.replace(false)
+    }
+
+    /// Called by the body on each poll.
+    pub(crate) fn register_writer(&self, waker: &Waker) {
+        self.writer_woken.set(false);
+        let mut slot = self.writer.borrow_mut();
+        if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *slot = Some(waker.clone());
+        }
+    }
+
+    /// Called by the body after it took frames.
+    pub(crate) fn wrote(&self) {
+        self.progress.set(true);
+        if self.drain_wanted.get() && self.outbox.borrow().is_empty() {
+            self.drain_wanted.set(false);
+            self.wake();
+        }
+    }
+
+    /// Asks for the close frame after what is queued; the body ends after it.
+    pub(crate) fn close(&self, reason: Option<CloseReason>) {
+        let mut state = self.state.borrow_mut();
+        if *state == WriterState::Open {
+            *state = WriterState::Closing(reason);
+        }
+        drop(state);
+        self.wake_writer();
+    }
+
+    /// Ends the body without a close frame (the connection is over).
+    pub(crate) fn finish(&self) {
+        *self.state.borrow_mut() = WriterState::Finished;
+        self.wake_writer();
+    }
+
+    /// The close frame to write now, if one was asked for; the body is finished after it.
+    pub(crate) fn take_close(&self) -> Option<Option<CloseReason>> {
+        let mut state = self.state.borrow_mut();
+        if let WriterState::Closing(reason) = &mut *state {
+            let reason = reason.take();
+            *state = WriterState::Finished;
+            drop(state);
+            // The close is out: the connection task may stop waiting for it.
+            self.drain_wanted.set(false);
+            self.wake();
+            return Some(reason);
+        }
+        None
+    }
+
+    /// True once nothing more is to be written.
+    pub(crate) fn writer_finished(&self) -> bool {
+        *self.state.borrow() == WriterState::Finished
+    }
+
+    /// True when the close frame (if any) went out or the body ended.
+    pub(crate) fn closed(&self) -> bool {
+        self.writer_finished() || self.failure.get() == Some(PortFailure::Gone)
+    }
+
+    /// Asks the body to wake the connection task when the outbox is empty.
+    pub(crate) fn want_drain(&self) {
+        self.drain_wanted.set(true);
+        self.wake_writer();
     }
 
     /// Whether a frame was written since the last call.
@@ -168,7 +214,7 @@ impl Port {
         }
     }
 
-    fn fail(&self, failure: PortFailure) {
+    pub(crate) fn fail(&self, failure: PortFailure) {
         // A new epoch outranks a lag: the client must learn that its `seq`s are void.
         if self.failure.get().is_none() || failure == PortFailure::NewEpoch {
             self.failure.set(Some(failure));
@@ -180,14 +226,6 @@ impl Port {
         if let Some(waker) = self.waker.borrow().as_ref() {
             waker.wake_by_ref();
         }
-    }
-
-    /// A context carrying the connection task's waker: a full session then wakes the task itself.
-    fn with_task_context<R>(&self, f: impl FnOnce(&mut Context<'_>) -> R) -> R {
-        // Borrowed, not cloned per write: only the task's own poll replaces it.
-        let slot = self.waker.borrow();
-        let mut cx = Context::from_waker(slot.as_ref().unwrap_or(Waker::noop()));
-        f(&mut cx)
     }
 }
 
@@ -293,23 +331,14 @@ impl WorkerFanout {
                     Err(TryRecvError::Empty | TryRecvError::Closed) => break,
                 }
             }
-            let mut sent = 0_u64;
             for port in dirty.drain(..) {
                 port.dirty.set(false);
                 if port.failure().is_some() {
                     continue;
                 }
-                match port.with_task_context(|cx| port.write(cx, &mut sent)) {
-                    Flush::Done => {}
-                    // Now, so the task starts its send deadline; the session (which registered the
-                    // task's waker) wakes it again when there is room.
-                    Flush::Blocked => port.wake(),
-                    Flush::Closed => port.fail(PortFailure::Gone),
-                }
-                port.account(&metrics);
-            }
-            if sent > 0 {
-                GatewayMetrics::add(&metrics.frames_sent, sent);
+                // Woken before and not polled since: the socket is not taking frames.
+                port.check_stall();
+                port.wake_writer();
             }
         }
     }

@@ -20,6 +20,7 @@ use crate::inbound::{GuardedPayload, InboundBudget};
 use crate::limits::retry_after_secs;
 use crate::metrics::GatewayMetrics;
 use crate::outbox::Outbox;
+use crate::wire::OutboundBody;
 use crate::{Gateway, SUBPROTOCOL};
 
 impl Gateway {
@@ -50,7 +51,8 @@ impl Gateway {
         > = Box::pin(guarded);
         let mut payload = actix_web::dev::Payload::from(boxed);
         let body = web::Payload::from_request(&req, &mut payload).await?;
-        let (response, session, stream) =
+        // actix-ws parses the inbound side; its session is not used: the response body is ours.
+        let (response, _session, stream) =
             actix_ws::handle_with_protocols(&req, body, &[SUBPROTOCOL])?;
         let inbound = stream
             .max_frame_size(inner.config.max_message_bytes)
@@ -67,7 +69,12 @@ impl Gateway {
                 .any(|pair| pair == "welcome=1" || pair == "welcome=true");
         let subs = Subscriptions::new(inner.config.max_subscriptions);
         let outbox = Outbox::new(inner.config.event_buffer, &subs.list(), welcome);
-        let port = Port::new(id, session, outbox);
+        let port = Port::new(id, outbox);
+        let writer_port = Rc::clone(&port);
+        let metrics = Arc::clone(&inner.metrics);
+        let response = response
+            .map_body(move |_, actix_body| OutboundBody::new(writer_port, actix_body, metrics))
+            .map_into_boxed_body();
         let fanout = match &inner.behaviour {
             Behaviour::Services { hub, .. } => Some(WorkerFanout::for_this_worker(
                 inner.id,

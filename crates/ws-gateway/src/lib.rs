@@ -2,7 +2,7 @@
 //! commands, speaking the seed-compatible protocol of docs/protocol.md.
 //!
 //! One hub task reads the event bus and serializes each event once; one actor per connection owns
-//! its session, subscriptions and policies (heartbeat, send timeout, size and rate limits, slow
+//! its subscriptions and policies (heartbeat, send timeout, size and rate limits, slow
 //! consumer closes, graceful shutdown). The public API is small: [`GatewayConfig`], [`Gateway::new`]
 //! with the [`GatewayServices`], [`Gateway::configure`] to mount `GET {path}` on an actix-web app,
 //! [`Gateway::on_connect`] for socket tuning, [`Gateway::render_metrics`] and [`Gateway::closed`].
@@ -18,7 +18,7 @@ pub mod config;
 pub mod connection;
 /// Request handling without a socket.
 pub mod dispatch;
-/// Worker-local fan-out: each worker thread writes the hub's frames to its own connections.
+/// Worker-local fan-out: each worker thread hands the hub's frames to its own connections.
 mod fanout;
 /// The upgrade handshake and its checks.
 mod handshake;
@@ -35,6 +35,8 @@ pub mod metrics;
 pub mod outbox;
 /// Wire messages and error codes.
 pub mod protocol;
+/// The socket writer: the upgraded response's body, encoding each outbox at write time.
+mod wire;
 
 use std::any::Any;
 use std::collections::HashMap;
