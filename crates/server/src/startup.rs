@@ -235,6 +235,8 @@ impl Application {
                 ))
         })
         .on_connect(gateway.on_connect())
+        // Small: what a WebSocket's socket has not taken waits in its outbox (docs/protocol.md).
+        .h1_write_buffer_size(gateway.write_buffer_bytes())
         .client_request_timeout(request_head_timeout(
             settings.server.request_head_timeout_ms,
         ))

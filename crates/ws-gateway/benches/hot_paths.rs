@@ -74,7 +74,7 @@ fn fan_out(c: &mut Criterion) {
                 b.iter(|| {
                     seq += 1;
                     for outbox in &mut outboxes {
-                        outbox.ticker(&symbol, seq, ticker.clone());
+                        outbox.ticker(&symbol, seq, 0, ticker.clone());
                         black_box(outbox.pop());
                     }
                 });

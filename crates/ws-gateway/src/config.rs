@@ -55,6 +55,14 @@ pub struct GatewayConfig {
     /// Frames (never-dropped events and replies, held ones included) that may wait for one
     /// connection before it is closed as a slow consumer; tickers are conflated and never count.
     pub event_buffer: usize,
+    /// Ticker updates of one symbol younger than the newest waiting one by at most this much wait
+    /// with it (up to 32), so a busy server writes them together instead of skipping them; older
+    /// ones are skipped. 0: only the newest waits.
+    pub ticker_window_ms: u64,
+    /// Most bytes the socket writer encodes per turn; the `cryptobot` server also uses it as its
+    /// HTTP/1 write buffer ([`crate::Gateway::write_buffer_bytes`]). What waits beyond it stays in
+    /// the outbox, where tickers are still conflated.
+    pub write_buffer_bytes: usize,
     /// Browser origins allowed to connect besides the server's own (exact `scheme://host[:port]`),
     /// `"*"` for any. Requests without `Origin` (non-browser clients) and requests whose `Origin`
     /// host equals the `Host` header are always allowed.
@@ -68,6 +76,10 @@ pub struct GatewayConfig {
     pub auth: Authenticator,
     /// `SO_SNDBUF` of accepted sockets, in bytes; 0 keeps the OS default.
     pub tcp_send_buffer_bytes: usize,
+    /// `TCP_NOTSENT_LOWAT` of accepted sockets (Linux, macOS): the socket takes more only while
+    /// fewer bytes than this wait unsent in it, so frames wait in the outbox (where tickers are
+    /// conflated) instead of the kernel; 0 keeps the OS default.
+    pub tcp_notsent_lowat_bytes: u32,
     /// `TCP_USER_TIMEOUT` of accepted sockets (Linux): unacknowledged data for this long drops the
     /// connection; 0 keeps the OS default.
     pub tcp_user_timeout_secs: u64,
@@ -112,10 +124,13 @@ impl Default for GatewayConfig {
             connect_burst_per_ip: 30,
             trusted_proxies: Vec::new(),
             event_buffer: 1_024,
+            ticker_window_ms: 50,
+            write_buffer_bytes: 8 * 1024,
             allowed_origins: Vec::new(),
             allow_localhost_origins: true,
             auth: Authenticator::None,
             tcp_send_buffer_bytes: 64 * 1024,
+            tcp_notsent_lowat_bytes: 4 * 1024,
             tcp_user_timeout_secs: 30,
             tcp_nodelay: true,
             close_code_shutdown: 1001,
@@ -175,6 +190,12 @@ impl GatewayConfig {
             ("max_subscriptions", self.max_subscriptions, 3, 10_000),
             ("max_connections", self.max_connections, 1, 10_000_000),
             ("event_buffer", self.event_buffer, 16, 1 << 20),
+            (
+                "write_buffer_bytes",
+                self.write_buffer_bytes,
+                1_024,
+                1 << 20,
+            ),
         ];
         for (key, value, min, max) in counts {
             if !(min..=max).contains(&value) {
@@ -182,6 +203,12 @@ impl GatewayConfig {
                     "{key} must be between {min} and {max}, got {value}"
                 ));
             }
+        }
+        if self.ticker_window_ms > 1_000 {
+            return Err(format!(
+                "ticker_window_ms must be at most 1000, got {}",
+                self.ticker_window_ms
+            ));
         }
         if self.rate_limit_warnings > 1_000 {
             return Err(format!(

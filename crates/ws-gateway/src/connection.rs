@@ -478,6 +478,7 @@ impl Connection {
                         self.port.outbox.borrow_mut().ticker(
                             symbol,
                             envelope.seq,
+                            envelope.ts_us,
                             frame_bytes(envelope),
                         );
                     }
@@ -516,10 +517,12 @@ impl Connection {
                 dispatcher.bus.replay(&channel, last.saturating_sub(1))
                 && let Some(envelope) = newest.last()
             {
-                self.port
-                    .outbox
-                    .borrow_mut()
-                    .ticker(&symbol, envelope.seq, frame_bytes(envelope));
+                self.port.outbox.borrow_mut().ticker(
+                    &symbol,
+                    envelope.seq,
+                    envelope.ts_us,
+                    frame_bytes(envelope),
+                );
                 continue;
             }
             self.ticker_snapshot(&symbol, &hub, &dispatcher).await;
@@ -593,14 +596,14 @@ impl Connection {
             self.port
                 .outbox
                 .borrow_mut()
-                .ticker(symbol, frame.seq, frame.bytes);
+                .ticker(symbol, frame.seq, frame.ts_us, frame.bytes);
             return;
         }
         if let Some(message) = dispatcher.ticker_snapshot(symbol).await {
             self.port
                 .outbox
                 .borrow_mut()
-                .ticker(symbol, 0, Bytes::from(message.to_json()));
+                .ticker(symbol, 0, 0, Bytes::from(message.to_json()));
         }
     }
 

@@ -358,11 +358,12 @@ impl WorkerFanout {
                     return;
                 };
                 for port in list {
-                    if port
-                        .outbox
-                        .borrow_mut()
-                        .ticker(symbol, frame.seq, frame.bytes.clone())
-                    {
+                    if port.outbox.borrow_mut().ticker(
+                        symbol,
+                        frame.seq,
+                        frame.ts_us,
+                        frame.bytes.clone(),
+                    ) {
                         mark(port, dirty);
                     }
                 }

@@ -68,12 +68,18 @@ impl Gateway {
                 .split('&')
                 .any(|pair| pair == "welcome=1" || pair == "welcome=true");
         let subs = Subscriptions::new(inner.config.max_subscriptions);
-        let outbox = Outbox::new(inner.config.event_buffer, &subs.list(), welcome);
+        let outbox = Outbox::new(inner.config.event_buffer, &subs.list(), welcome)
+            .with_ticker_window(
+                i64::try_from(inner.config.ticker_window_ms * 1_000).unwrap_or(i64::MAX),
+            );
         let port = Port::new(id, outbox);
         let writer_port = Rc::clone(&port);
+        let chunk_bytes = inner.config.write_buffer_bytes;
         let metrics = Arc::clone(&inner.metrics);
         let response = response
-            .map_body(move |_, actix_body| OutboundBody::new(writer_port, actix_body, metrics))
+            .map_body(move |_, actix_body| {
+                OutboundBody::new(writer_port, actix_body, metrics, chunk_bytes)
+            })
             .map_into_boxed_body();
         let fanout = match &inner.behaviour {
             Behaviour::Services { hub, .. } => Some(WorkerFanout::for_this_worker(

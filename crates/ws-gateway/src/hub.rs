@@ -35,6 +35,8 @@ pub(crate) struct HubFrame {
     /// The engine restarted: every connection closes (`End::NewEpoch`) before any frame of the
     /// new run reaches it, since its `seq`s are the old run's. Such a frame carries no bytes.
     pub(crate) new_epoch: bool,
+    /// When the event happened (its `ts_us`; 0 for frames the hub makes itself).
+    pub(crate) ts_us: i64,
     /// The JSON text.
     pub(crate) bytes: Bytes,
 }
@@ -44,6 +46,8 @@ pub(crate) struct HubFrame {
 pub(crate) struct TickerFrame {
     /// Sequence number on the symbol's channel.
     pub(crate) seq: u64,
+    /// When the ticker was published (`ts_us`).
+    pub(crate) ts_us: i64,
     /// The JSON text.
     pub(crate) bytes: Bytes,
 }
@@ -92,6 +96,7 @@ impl HubShared {
             match latest.get_mut(symbol) {
                 Some(entry) => {
                     entry.seq = frame.seq;
+                    entry.ts_us = frame.ts_us;
                     entry.bytes = frame.bytes.clone();
                 }
                 None => {
@@ -99,6 +104,7 @@ impl HubShared {
                         symbol.clone(),
                         TickerFrame {
                             seq: frame.seq,
+                            ts_us: frame.ts_us,
                             bytes: frame.bytes.clone(),
                         },
                     );
@@ -195,6 +201,7 @@ impl Hub {
             seq: envelope.seq,
             snapshot: false,
             new_epoch: false,
+            ts_us: envelope.ts_us,
             bytes: frame_bytes(envelope),
         });
     }
@@ -219,6 +226,7 @@ impl Hub {
             seq: 0,
             snapshot: true,
             new_epoch: true,
+            ts_us: 0,
             bytes: Bytes::new(),
         });
     }
@@ -261,6 +269,7 @@ impl Hub {
             seq: self.portfolio_seq,
             snapshot: true,
             new_epoch: false,
+            ts_us: 0,
             bytes: Bytes::from(message.to_json()),
         });
     }
@@ -282,6 +291,7 @@ impl Hub {
             seq: self.alerts_seq,
             snapshot: true,
             new_epoch: false,
+            ts_us: 0,
             bytes: Bytes::from(message.to_json()),
         });
     }

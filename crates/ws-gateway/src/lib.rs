@@ -231,10 +231,19 @@ impl Gateway {
         )));
     }
 
-    /// Socket tuning for `HttpServer::on_connect` (`SO_SNDBUF`, `TCP_USER_TIMEOUT`, `TCP_NODELAY`),
-    /// so a client that stops reading cannot hold its socket and kernel memory for long.
+    /// The HTTP/1 write buffer to give `HttpServer::h1_write_buffer_size` (`ws.write_buffer_bytes`):
+    /// what a connection's socket has not taken waits in its outbox, not in a larger buffer.
+    #[must_use]
+    pub fn write_buffer_bytes(&self) -> usize {
+        self.inner.config.write_buffer_bytes
+    }
+
+    /// Socket tuning for `HttpServer::on_connect` (`SO_SNDBUF`, `TCP_NOTSENT_LOWAT`,
+    /// `TCP_USER_TIMEOUT`, `TCP_NODELAY`), so a client that stops reading cannot hold its socket
+    /// and kernel memory for long, and unsent frames wait where tickers are still conflated.
     pub fn on_connect(&self) -> impl Fn(&dyn Any, &mut Extensions) + Send + Sync + 'static {
         let send_buffer = self.inner.config.tcp_send_buffer_bytes;
+        let notsent_lowat = self.inner.config.tcp_notsent_lowat_bytes;
         let user_timeout = self.inner.config.tcp_user_timeout_secs;
         let nodelay = self.inner.config.tcp_nodelay;
         move |conn: &dyn Any, _: &mut Extensions| {
@@ -247,6 +256,14 @@ impl Gateway {
             {
                 tracing::debug!(%err, "SO_SNDBUF not set");
             }
+            #[cfg(any(target_os = "linux", target_os = "android", target_vendor = "apple"))]
+            if notsent_lowat > 0
+                && let Err(err) = socket.set_tcp_notsent_lowat(notsent_lowat)
+            {
+                tracing::debug!(%err, "TCP_NOTSENT_LOWAT not set");
+            }
+            #[cfg(not(any(target_os = "linux", target_os = "android", target_vendor = "apple")))]
+            let _ = notsent_lowat;
             #[cfg(any(target_os = "linux", target_os = "android", target_os = "fuchsia"))]
             if user_timeout > 0
                 && let Err(err) =

@@ -6,13 +6,19 @@
 //!   the order they happened, and are never dropped: past `limit` frames the outbox overflows and
 //!   the connection is closed as a slow consumer.
 //! - Each watched ticker has one slot that always holds the newest frame not yet written; a newer
-//!   price replaces an older one that was still waiting (conflation at the last moment).
+//!   price replaces an older one that was still waiting (conflation at the last moment). With a
+//!   ticker window (`ws.ticker_window_ms`), updates less than the window older than the newest
+//!   waiting one stay too (at most [`TICKER_BURST`] per symbol), so a busy server writes several per
+//!   `write` instead of dropping them, while a lagging reader still gets only recent prices.
 //! - A live event at or below the `seq` already queued on its channel was sent by a replay and is
 //!   dropped, so a resume never duplicates.
 //! - While held (`?welcome=1`, until the client's first message), live events wait apart and pass
 //!   the dedupe only when released, after the resume's replay went into the FIFO.
 
 use std::collections::VecDeque;
+
+/// Most updates of one symbol waiting at once (with a ticker window).
+pub const TICKER_BURST: usize = 32;
 
 use actix_web::web::Bytes;
 use cryptobot_domain::{Channel, Symbol};
@@ -51,8 +57,8 @@ struct TickerSlot {
     symbol: Symbol,
     /// `seq` of the newest frame accepted (waiting or written); 0 before the first.
     last_seq: u64,
-    /// The newest frame not yet written.
-    pending: Option<Bytes>,
+    /// Frames not yet written with their `ts_us`, oldest first; the newest is last.
+    pending: VecDeque<(Bytes, i64)>,
 }
 
 /// A live event that arrived while the outbox was held.
@@ -81,6 +87,8 @@ pub struct Outbox {
     next_slot: usize,
     /// Most frames the FIFO (and the held list) may hold.
     limit: usize,
+    /// A waiting ticker update older than the newest of its symbol by more than this is dropped.
+    ticker_window_us: i64,
     /// Ticker frames replaced before they were written, not yet counted in the metrics.
     conflated: u64,
 }
@@ -96,10 +104,19 @@ impl Outbox {
             tickers: Vec::new(),
             next_slot: 0,
             limit: limit.max(1),
+            ticker_window_us: 0,
             conflated: 0,
         };
         outbox.set_channels(channels);
         outbox
+    }
+
+    /// Keeps waiting ticker updates up to `window_us` older than the newest of their symbol
+    /// (0, the default: only the newest waits).
+    #[must_use]
+    pub const fn with_ticker_window(mut self, window_us: i64) -> Self {
+        self.ticker_window_us = window_us;
+        self
     }
 
     /// Sets which never-dropped channels are delivered (ticker channels are watched separately).
@@ -231,7 +248,7 @@ impl Outbox {
             self.tickers.push(TickerSlot {
                 symbol: symbol.clone(),
                 last_seq: 0,
-                pending: None,
+                pending: VecDeque::new(),
             });
         }
     }
@@ -246,25 +263,34 @@ impl Outbox {
         self.tickers.iter().find(|slot| &slot.symbol == symbol)
     }
 
-    /// Offers a ticker frame; returns whether it is now the one waiting.
+    /// Offers a ticker frame published at `ts_us`; returns whether it now waits.
     ///
     /// Ignored when the symbol is not watched or the `seq` is not newer than the last accepted
     /// (`seq` 0, a snapshot from the market before any live update, is taken only as the first).
-    pub fn ticker(&mut self, symbol: &Symbol, seq: u64, bytes: Bytes) -> bool {
+    /// Waiting updates of the symbol more than the ticker window older than this one are dropped,
+    /// and the oldest when [`TICKER_BURST`] wait.
+    pub fn ticker(&mut self, symbol: &Symbol, seq: u64, ts_us: i64, bytes: Bytes) -> bool {
+        let window = self.ticker_window_us;
         let Some(slot) = self.tickers.iter_mut().find(|slot| &slot.symbol == symbol) else {
             return false;
         };
         let newer = if seq == 0 {
-            slot.last_seq == 0 && slot.pending.is_none()
+            slot.last_seq == 0 && slot.pending.is_empty()
         } else {
             seq > slot.last_seq
         };
         if !newer {
             return false;
         }
-        if slot.pending.replace(bytes).is_some() {
+        while let Some((_, waiting)) = slot.pending.front()
+            && (window == 0
+                || waiting.saturating_add(window) < ts_us
+                || slot.pending.len() >= TICKER_BURST)
+        {
+            slot.pending.pop_front();
             self.conflated += 1;
         }
+        slot.pending.push_back((bytes, ts_us));
         slot.last_seq = seq;
         true
     }
@@ -277,7 +303,7 @@ impl Outbox {
         let slots = self.tickers.len();
         for step in 0..slots {
             let index = (self.next_slot + step) % slots;
-            if let Some(bytes) = self.tickers[index].pending.take() {
+            if let Some((bytes, _)) = self.tickers[index].pending.pop_front() {
                 self.next_slot = (index + 1) % slots;
                 return Some(Frame::Text(bytes));
             }
@@ -287,7 +313,7 @@ impl Outbox {
 
     /// True when nothing waits to be written (held events do not count: they wait for the client).
     pub fn is_empty(&self) -> bool {
-        self.queue.is_empty() && self.tickers.iter().all(|slot| slot.pending.is_none())
+        self.queue.is_empty() && self.tickers.iter().all(|slot| slot.pending.is_empty())
     }
 
     /// True when the FIFO takes one more frame.
@@ -363,7 +389,7 @@ mod tests {
                 }
                 Step::Reply(text) => outbox.reply(t(text)).unwrap(),
                 Step::Ticker(symbol, seq, text) => {
-                    outbox.ticker(&fixtures::symbol(symbol), seq, b(text));
+                    outbox.ticker(&fixtures::symbol(symbol), seq, 0, b(text));
                 }
                 Step::Watch(symbol) => outbox.watch(&fixtures::symbol(symbol)),
                 Step::Unwatch(symbol) => outbox.unwatch(&fixtures::symbol(symbol)),
@@ -543,7 +569,7 @@ mod tests {
         let btc = fixtures::symbol("BTCUSDT");
         outbox.watch(&btc);
         for seq in 1..1000 {
-            assert!(outbox.ticker(&btc, seq, b("x")));
+            assert!(outbox.ticker(&btc, seq, 0, b("x")));
         }
         assert_eq!(outbox.take_conflated(), 998);
         assert_eq!(outbox.take_conflated(), 0);
@@ -571,14 +597,66 @@ mod tests {
         let (btc, eth) = (fixtures::symbol("BTCUSDT"), fixtures::symbol("ETHUSDT"));
         outbox.watch(&btc);
         outbox.watch(&eth);
-        outbox.ticker(&btc, 1, b("b1"));
-        outbox.ticker(&eth, 1, b("e1"));
+        outbox.ticker(&btc, 1, 1, b("b1"));
+        outbox.ticker(&eth, 1, 1, b("e1"));
         assert_eq!(outbox.pop(), Some(t("b1")));
-        outbox.ticker(&btc, 2, b("b2"));
+        outbox.ticker(&btc, 2, 2, b("b2"));
         // ETH waited longer: it goes first.
         assert_eq!(outbox.pop(), Some(t("e1")));
         assert_eq!(outbox.pop(), Some(t("b2")));
         assert_eq!(outbox.pop(), None);
+    }
+
+    #[test]
+    fn the_ticker_window_keeps_recent_updates_and_skips_older_ones() {
+        // (window µs, updates offered as (seq, ts µs), what waits afterwards, skipped)
+        let cases: [(i64, &[(u64, i64)], &[u64], u64); 5] = [
+            // TC0: no window: only the newest waits
+            (0, &[(1, 0), (2, 10), (3, 20)], &[3], 2),
+            // TC1: all within the window: all wait, in order
+            (50_000, &[(1, 0), (2, 10_000), (3, 20_000)], &[1, 2, 3], 0),
+            // TC2: the newest is 70 ms on: those more than 50 ms older are skipped, 50 ms is kept
+            (
+                50_000,
+                &[(1, 0), (2, 10_000), (3, 20_000), (4, 70_000)],
+                &[3, 4],
+                2,
+            ),
+            // TC3: an older seq is ignored, not queued behind the newer
+            (50_000, &[(5, 0), (4, 1_000), (6, 2_000)], &[5, 6], 0),
+            // TC4: a gap longer than the window leaves only the newest
+            (50_000, &[(1, 0), (2, 1_000), (3, 900_000)], &[3], 2),
+        ];
+        let btc = fixtures::symbol("BTCUSDT");
+        for (n, (window, offered, waiting, skipped)) in cases.into_iter().enumerate() {
+            let mut outbox = Outbox::new(10, &defaults(), false).with_ticker_window(window);
+            outbox.watch(&btc);
+            for &(seq, ts) in offered {
+                outbox.ticker(&btc, seq, ts, Bytes::from(seq.to_string()));
+            }
+            let got: Vec<u64> = drain(&mut outbox)
+                .into_iter()
+                .map(|frame| match frame {
+                    Frame::Text(bytes) => std::str::from_utf8(&bytes).unwrap().parse().unwrap(),
+                    other => panic!("TC{n}: not a ticker: {other:?}"),
+                })
+                .collect();
+            assert_eq!(got, waiting, "TC{n}");
+            assert_eq!(outbox.take_conflated(), skipped, "TC{n}");
+        }
+    }
+
+    #[test]
+    fn at_most_a_burst_of_one_symbol_waits_within_the_window() {
+        let mut outbox = Outbox::new(10, &defaults(), false).with_ticker_window(1_000_000);
+        let btc = fixtures::symbol("BTCUSDT");
+        outbox.watch(&btc);
+        let offered = TICKER_BURST as u64 + 8;
+        for seq in 1..=offered {
+            assert!(outbox.ticker(&btc, seq, i64::try_from(seq).unwrap(), b("x")));
+        }
+        assert_eq!(drain(&mut outbox).len(), TICKER_BURST);
+        assert_eq!(outbox.take_conflated(), 8);
     }
 
     #[test]
@@ -590,7 +668,7 @@ mod tests {
         assert_eq!(outbox.delivered(&Channel::Trades), Some(4));
         outbox.watch(&btc);
         assert_eq!(outbox.delivered(&Channel::Ticker(btc.clone())), None);
-        outbox.ticker(&btc, 9, b("b"));
+        outbox.ticker(&btc, 9, 9, b("b"));
         assert_eq!(outbox.delivered(&Channel::Ticker(btc)), Some(9));
         assert!(outbox.receives_events());
         outbox.set_channels(&[]);

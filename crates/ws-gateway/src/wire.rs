@@ -6,7 +6,7 @@
 //! so frames stay in the outbox, where tickers are still conflated, until the socket takes them.
 //! There is no channel between the connection and the socket: the fan-out puts a frame into the
 //! outbox and wakes the dispatcher task of the same thread; one poll of the body takes everything
-//! waiting (up to [`CHUNK_BYTES`]) and the dispatcher writes it with one `write`.
+//! waiting (up to `ws.write_buffer_bytes`) and the dispatcher writes it with one `write`.
 
 use std::pin::Pin;
 use std::rc::Rc;
@@ -20,10 +20,6 @@ use actix_ws::CloseReason;
 use crate::fanout::{Port, PortFailure};
 use crate::metrics::GatewayMetrics;
 use crate::outbox::Frame;
-
-/// Most bytes one poll encodes: bounds one turn of the dispatcher for a connection with a long
-/// backlog (its write buffer then takes the rest on the next poll).
-const CHUNK_BYTES: usize = 16 * 1024;
 
 /// RFC 6455 §5.5: a control frame carries at most 125 bytes.
 const MAX_CONTROL_PAYLOAD: usize = 125;
@@ -92,6 +88,9 @@ pub(crate) struct OutboundBody {
     /// Encoded frames not yet handed to the dispatcher; its allocation is reused once the
     /// dispatcher has copied the previous chunk into its write buffer.
     wire: BytesMut,
+    /// Most bytes one poll encodes (`ws.write_buffer_bytes`): bounds one turn of the dispatcher
+    /// for a connection with a backlog, which stays in the outbox meanwhile.
+    chunk_bytes: usize,
     metrics: Arc<GatewayMetrics>,
     /// actix-ws's own body, never polled: dropping it with this one tells actix-ws's inbound
     /// stream that the connection is gone.
@@ -100,10 +99,16 @@ pub(crate) struct OutboundBody {
 
 impl OutboundBody {
     /// The body writing `port`'s outbox; `actix` is the body actix-ws built for the upgrade.
-    pub(crate) fn new(port: Rc<Port>, actix: BoxBody, metrics: Arc<GatewayMetrics>) -> Self {
+    pub(crate) fn new(
+        port: Rc<Port>,
+        actix: BoxBody,
+        metrics: Arc<GatewayMetrics>,
+        chunk_bytes: usize,
+    ) -> Self {
         Self {
             port,
             wire: BytesMut::new(),
+            chunk_bytes,
             metrics,
             _actix: actix,
         }
@@ -130,7 +135,7 @@ impl MessageBody for OutboundBody {
         let mut sent = 0_u64;
         {
             let mut outbox = port.outbox.borrow_mut();
-            while this.wire.len() < CHUNK_BYTES {
+            while this.wire.len() < this.chunk_bytes {
                 let Some(frame) = outbox.pop() else {
                     break;
                 };
@@ -147,7 +152,7 @@ impl MessageBody for OutboundBody {
             port.wrote();
         }
         // The close frame goes last, after everything queued before it.
-        if this.wire.len() < CHUNK_BYTES
+        if this.wire.len() < this.chunk_bytes
             && port.outbox.borrow().is_empty()
             && let Some(reason) = port.take_close()
         {
