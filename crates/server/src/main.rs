@@ -65,11 +65,25 @@ async fn run(settings: Settings) -> Result<(), cryptobot_server::StartupError> {
     // Installed before the server announces that it listens, so a SIGTERM right after start
     // stops it gracefully instead of killing it with the default action.
     let signals = ShutdownSignals::install();
-    let app = Application::build(settings).await?;
-    let token = app.shutdown_token();
+    let signalled = tokio_util::sync::CancellationToken::new();
+    let on_signal = signalled.clone();
     tokio::spawn(async move {
         signals.wait().await;
         tracing::info!("shutdown signal received");
+        on_signal.cancel();
+    });
+    // A start can wait (a standby engine for the lease, a broker that is down): a signal during
+    // it ends the process too, instead of being swallowed until the start completes.
+    let app = tokio::select! {
+        app = Application::build(settings) => app?,
+        () = signalled.cancelled() => {
+            tracing::info!("stopped before the start completed");
+            return Ok(());
+        }
+    };
+    let token = app.shutdown_token();
+    tokio::spawn(async move {
+        signalled.cancelled().await;
         token.cancel();
     });
     app.run_until_stopped().await

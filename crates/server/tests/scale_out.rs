@@ -584,6 +584,61 @@ async fn redis_restarted_mid_stream() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_waiting_for_the_lease_stops_at_once_on_sigterm() {
+    let Some(url) = redis_url("an_engine_waiting_for_the_lease_stops_at_once_on_sigterm") else {
+        return;
+    };
+    let prefix = unique("lease-term");
+    let _keys = Keys {
+        url: url.clone(),
+        prefix: prefix.clone(),
+    };
+    // A 30 s lease: the second engine would wait 45 s for it.
+    let long_lease = ("CRYPTOBOT__BUS__LEASE_TTL_MS", "30000");
+    let _first = Node::start_with("engine", &url, &prefix, &[long_lease]);
+    let dir = std::env::temp_dir().join(unique("waiting-engine"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut second = Command::new(BIN)
+        .env("CRYPTOBOT__SERVER__PORT", "0")
+        .env("CRYPTOBOT__SERVER__ROLE", "engine")
+        .env("CRYPTOBOT__BUS__BACKEND", "redis")
+        .env("CRYPTOBOT__BUS__REDIS_URL", &url)
+        .env("CRYPTOBOT__BUS__REDIS_PREFIX", &prefix)
+        .env("CRYPTOBOT__STORAGE__PATH", dir.join("db.sqlite"))
+        .env(long_lease.0, long_lease.1)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary runs");
+    let (log, standby) = read_log(&mut second, "standby on http://");
+    standby
+        .recv_timeout(GUARD)
+        .expect("the waiting engine says where it answers");
+    let pid = second.id().to_string();
+    let sent = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success());
+    // TC0: it exits within a few seconds, not when its wait for the lease ends, and cleanly.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(status) = second.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = second.kill();
+            panic!(
+                "SIGTERM ignored while waiting for the lease: {}",
+                log.lock().unwrap().join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_engine_on_the_same_prefix_is_refused_and_a_successor_starts() {
     let Some(url) =
         redis_url("a_second_engine_on_the_same_prefix_is_refused_and_a_successor_starts")

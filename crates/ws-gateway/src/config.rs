@@ -125,12 +125,12 @@ impl Default for GatewayConfig {
             trusted_proxies: Vec::new(),
             event_buffer: 1_024,
             ticker_window_ms: 50,
-            write_buffer_bytes: 8 * 1024,
+            write_buffer_bytes: 2 * 1024,
             allowed_origins: Vec::new(),
             allow_localhost_origins: true,
             auth: Authenticator::None,
             tcp_send_buffer_bytes: 64 * 1024,
-            tcp_notsent_lowat_bytes: 4 * 1024,
+            tcp_notsent_lowat_bytes: 2 * 1024,
             tcp_user_timeout_secs: 30,
             tcp_nodelay: true,
             close_code_shutdown: 1001,
@@ -273,12 +273,15 @@ mod tests {
         assert_eq!(config.validate(), Ok(()));
         assert_eq!(config.path, "/api/v1/ws");
         assert_eq!(config.portfolio_interval_secs, 5);
+        assert_eq!(config.ticker_window_ms, 50);
+        assert_eq!(config.write_buffer_bytes, 2_048);
+        assert_eq!(config.tcp_notsent_lowat_bytes, 2_048);
     }
 
     #[test]
     fn rejects_values_that_cannot_work() {
         type Mutation = fn(&mut GatewayConfig);
-        let cases: [(&str, Mutation); 7] = [
+        let cases: [(&str, Mutation); 10] = [
             // TC0: relative path
             ("path", |c| c.path = "ws".to_owned()),
             // TC1: no heartbeat
@@ -293,6 +296,12 @@ mod tests {
             ("max_subscriptions", |c| c.max_subscriptions = 2),
             // TC6: tiny messages
             ("max_message_bytes", |c| c.max_message_bytes = 10),
+            // TC7: a ticker window over a second
+            ("ticker_window_ms", |c| c.ticker_window_ms = 1_001),
+            // TC8: a write buffer too small for one ticker frame with its header
+            ("write_buffer_bytes", |c| c.write_buffer_bytes = 512),
+            // TC9: and one no socket needs
+            ("write_buffer_bytes", |c| c.write_buffer_bytes = 2 << 20),
         ];
         for (key, mutate) in cases {
             let mut config = GatewayConfig::default();
