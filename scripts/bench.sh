@@ -92,7 +92,7 @@ for name in $wanted; do
     idle_storm_10k) scenario idle_storm_10k 0.01 --connections 10000 --source-ips 4 --connect-concurrency 1000 ;;
     # fanout_1k plus 50 clients that subscribe and never read (a 4 KiB receive window each);
     # a longer window, so their sends block and they are closed with 1008 within it.
-    stall) scenario stall 100 --connections 1000 --stall 50 --duration 12 ;;
+    stall) scenario stall 100 --connections 1000 --stall 50 --duration 20 ;;
     # Scaling at 10 messages/s per connection (fanout_10k is the 10,000 point of this series).
     scale_100) scenario scale_100 10 --connections 100 ;;
     scale_1k) scenario scale_1k 10 --connections 1000 ;;

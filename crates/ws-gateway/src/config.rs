@@ -112,7 +112,7 @@ impl Default for GatewayConfig {
             portfolio_interval_secs: 5,
             heartbeat_interval_secs: 15,
             client_timeout_secs: 45,
-            send_timeout_ms: 5_000,
+            send_timeout_ms: 15_000,
             close_timeout_ms: 500,
             max_message_bytes: 64 * 1024,
             max_subscriptions: 64,

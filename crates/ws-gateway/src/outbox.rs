@@ -610,7 +610,8 @@ mod tests {
     #[test]
     fn the_ticker_window_keeps_recent_updates_and_skips_older_ones() {
         // (window µs, updates offered as (seq, ts µs), what waits afterwards, skipped)
-        let cases: [(i64, &[(u64, i64)], &[u64], u64); 5] = [
+        type Case = (i64, &'static [(u64, i64)], &'static [u64], u64);
+        let cases: [Case; 5] = [
             // TC0: no window: only the newest waits
             (0, &[(1, 0), (2, 10), (3, 20)], &[3], 2),
             // TC1: all within the window: all wait, in order
