@@ -174,24 +174,32 @@ impl Worker {
             let attempt = tokio::time::timeout(self.config.connect_timeout, self.open())
                 .await
                 .unwrap_or(Err(ClientError::Timeout(self.config.connect_timeout)));
-            let end = match attempt {
-                Ok((socket, idle, buffered, recovered, epoch)) => {
+            let settled = match attempt {
+                Ok((socket, idle, buffered, recovered, epoch)) => self
+                    .settle(recovered, epoch)
+                    .await
+                    .map(|()| (socket, idle, buffered)),
+                Err(err) if err.is_fatal() => Err(End::Fatal(err)),
+                Err(err) => Err(End::Lost(err.to_string())),
+            };
+            let end = match settled {
+                Ok((socket, idle, buffered)) => {
                     if let Some(first) = first.take() {
                         let _ = first.send(Ok(()));
                     }
                     self.backoff.reset();
-                    self.serve(socket, idle, buffered, recovered, epoch).await
+                    self.serve(socket, idle, buffered).await
                 }
-                Err(err) => {
+                Err(end) => {
                     if let Some(first) = first.take() {
-                        let _ = first.send(Err(err));
+                        let _ = first.send(Err(match end {
+                            End::Fatal(err) => err,
+                            End::Lost(reason) => ClientError::Connection(reason),
+                            End::Stop => ClientError::Closed,
+                        }));
                         return;
                     }
-                    if err.is_fatal() {
-                        End::Fatal(err)
-                    } else {
-                        End::Lost(err.to_string())
-                    }
+                    end
                 }
             };
             match end {
@@ -387,30 +395,29 @@ impl Worker {
 
     /// Runs one connection: the refill a lost resume needs, the requests left over from the last
     /// connection, the frames buffered during the opening, then the live stream.
+    /// Tells the caller a connection is up, then refills trades if the server could not replay
+    /// them. Done before the first [`crate::Client::connect`] returns, so the trade stream starts
+    /// no later than that.
+    async fn settle(&mut self, recovered: BTreeMap<Channel, bool>, epoch: u64) -> Result<(), End> {
+        let trades_recovered = recovered.get(&Channel::Trades) == Some(&true);
+        let connected = Update::Connected { epoch, recovered };
+        self.updates.send(connected).await.map_err(|_| End::Stop)?;
+        if self.wanted.contains(&Channel::Trades) && !trades_recovered {
+            // The socket is subscribed already, so a trade committed from now on comes live;
+            // everything before it is in the history. The id dedupes the overlap.
+            self.refill().await?;
+        }
+        Ok(())
+    }
+
+    /// Runs one connection: the requests left over from the last connection, the frames
+    /// buffered during the opening, then the live stream.
     async fn serve(
         &mut self,
         mut socket: Socket,
         idle: Duration,
         buffered: VecDeque<String>,
-        recovered: BTreeMap<Channel, bool>,
-        epoch: u64,
     ) -> End {
-        let trades_recovered = recovered.get(&Channel::Trades) == Some(&true);
-        if self
-            .updates
-            .send(Update::Connected { epoch, recovered })
-            .await
-            .is_err()
-        {
-            return End::Stop;
-        }
-        if self.wanted.contains(&Channel::Trades) && !trades_recovered {
-            // The socket is subscribed already, so a trade committed from now on comes live;
-            // everything before it is in the history. The id dedupes the overlap.
-            if let Err(end) = self.refill().await {
-                return end;
-            }
-        }
         let ids: Vec<u64> = self.pending.keys().copied().collect();
         for id in ids {
             let pending = &self.pending[&id];
