@@ -41,6 +41,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .wrap(from_fn(limit_rest_rate))
                 .route(web::get().to(health::time)),
         )
+        // Public like health: what the API looks like is no secret, and client generators and
+        // fuzzers read it before they have a token.
+        .service(
+            web::resource("/api/v1/openapi.json")
+                .wrap(from_fn(limit_rest_rate))
+                .route(web::get().to(openapi)),
+        )
         .service(
             web::resource("/metrics")
                 .wrap(from_fn(require_auth))
@@ -66,6 +73,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         .route(web::patch().to(trading::update_position)),
                 ),
         );
+}
+
+/// The OpenAPI 3.1 document of this API, kept in docs/ beside the prose contract (docs/api.md)
+/// and compiled in, so the served document is the reviewed one.
+pub const OPENAPI: &str = include_str!("../../../../docs/openapi.json");
+
+/// Serves [`OPENAPI`].
+async fn openapi() -> actix_web::HttpResponse {
+    actix_web::HttpResponse::Ok()
+        .content_type("application/json")
+        .body(OPENAPI)
 }
 
 /// The answer for every path no route matches.
