@@ -345,15 +345,19 @@ async fn reserved_bits_close_with_1002() {
 async fn refusals_have_json_bodies_and_unknown_symbols_are_unknown_everywhere() {
     let app = TestApp::spawn(&[]).await;
     // TC0: a method a route does not take: 405 with a body (the WebSocket route included)
-    for (method, path) in [
-        ("DELETE", "/api/v1/trades"),
-        ("PUT", "/api/v1/tickers"),
-        ("POST", "/api/v1/portfolio"),
-        ("POST", "/api/v1/ws"),
-        ("POST", "/api/v1/time"),
+    // and the `Allow` header RFC 9110 requires.
+    for (method, path, allow) in [
+        ("DELETE", "/api/v1/trades", "GET, POST"),
+        ("PUT", "/api/v1/tickers", "GET"),
+        ("POST", "/api/v1/portfolio", "GET"),
+        ("POST", "/api/v1/ws", "GET"),
+        ("POST", "/api/v1/time", "GET"),
+        ("TRACE", "/metrics", "GET"),
+        ("GET", "/api/v1/positions/BTCUSDT", "PATCH"),
     ] {
         let response = http::request(app.addr, method, path, None, b"").await;
         assert_eq!(response.status, 405, "{method} {path}");
+        assert_eq!(response.header("allow"), Some(allow), "{method} {path}");
         assert_eq!(
             response.json()["code"],
             "method_not_allowed",

@@ -86,6 +86,40 @@ async fn openapi() -> actix_web::HttpResponse {
         .body(OPENAPI)
 }
 
+/// The methods a path takes, for the `Allow` header of a 405 (RFC 9110 requires it), read from
+/// [`OPENAPI`]: the document lists every route (a test holds it to docs/api.md and the server).
+fn allowed_methods(path: &str) -> Option<String> {
+    static TABLE: std::sync::LazyLock<Vec<(Vec<String>, String)>> =
+        std::sync::LazyLock::new(|| {
+            let spec: serde_json::Value = serde_json::from_str(OPENAPI).unwrap_or_default();
+            spec["paths"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(template, item)| {
+                    let segments = template.split('/').map(str::to_owned).collect();
+                    let methods: Vec<String> = item
+                        .as_object()
+                        .into_iter()
+                        .flat_map(|ops| ops.keys())
+                        .map(|method| method.to_ascii_uppercase())
+                        .collect();
+                    (segments, methods.join(", "))
+                })
+                .collect()
+        });
+    let segments: Vec<&str> = path.split('/').collect();
+    TABLE
+        .iter()
+        .find(|(template, _)| {
+            template.len() == segments.len()
+                && template.iter().zip(&segments).all(|(expected, actual)| {
+                    expected == actual || (expected.starts_with('{') && !actual.is_empty())
+                })
+        })
+        .map(|(_, methods)| methods.clone())
+}
+
 /// The answer for every path no route matches.
 pub async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
     Err(ApiError::NotFound)
@@ -110,6 +144,12 @@ pub async fn json_method_not_allowed(
     }
     let (req, original) = response.into_parts();
     let mut json = ApiError::MethodNotAllowed.error_response();
+    if let Some(allow) = allowed_methods(req.path())
+        && let Ok(value) = actix_web::http::header::HeaderValue::from_str(&allow)
+    {
+        json.headers_mut()
+            .insert(actix_web::http::header::ALLOW, value);
+    }
     // Keep what middleware inside added (the RateLimit-* headers).
     for (name, value) in original.headers() {
         if name.as_str().starts_with("ratelimit-") {
