@@ -230,9 +230,7 @@ impl Application {
                 .configure(move |cfg| gateway.configure(cfg))
                 .configure(routes::configure)
                 .default_service(web::to(routes::not_found))
-                .wrap(actix_web::middleware::from_fn(
-                    routes::json_method_not_allowed,
-                ))
+                .wrap(actix_web::middleware::from_fn(routes::json_bodiless_errors))
         })
         .on_connect(gateway.on_connect())
         .client_request_timeout(request_head_timeout(

@@ -125,12 +125,14 @@ pub async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
     Err(ApiError::NotFound)
 }
 
-/// Gives the bodiless answers actix-web writes itself (405 for a method a route does not take)
-/// the API's `{"error", "code"}` body; wraps the whole app, so the WebSocket route is covered too.
+/// Gives the bodiless answers actix-web writes itself the API's `{"error", "code"}` body: a 405
+/// for a method a route does not take (with `Allow`), and the 400 / 426 with which actix-ws
+/// refuses a request to the WebSocket endpoint that is not a handshake (`invalid_upgrade`). Wraps
+/// the whole app, so the WebSocket route is covered too.
 ///
 /// # Errors
 /// Only those of the wrapped service.
-pub async fn json_method_not_allowed(
+pub async fn json_bodiless_errors(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
@@ -139,11 +141,21 @@ pub async fn json_method_not_allowed(
         response.response().body().size(),
         BodySize::None | BodySize::Sized(0)
     );
-    if response.status() != StatusCode::METHOD_NOT_ALLOWED || !bodiless {
+    let status = response.status();
+    let upgrade = matches!(
+        status,
+        StatusCode::BAD_REQUEST | StatusCode::UPGRADE_REQUIRED
+    );
+    if !bodiless || !(status == StatusCode::METHOD_NOT_ALLOWED || upgrade) {
         return Ok(response.map_into_left_body());
     }
     let (req, original) = response.into_parts();
-    let mut json = ApiError::MethodNotAllowed.error_response();
+    let mut json = if upgrade {
+        let reason = original.head().reason().to_owned();
+        ApiError::InvalidUpgrade { status, reason }.error_response()
+    } else {
+        ApiError::MethodNotAllowed.error_response()
+    };
     if let Some(allow) = allowed_methods(req.path())
         && let Ok(value) = actix_web::http::header::HeaderValue::from_str(&allow)
     {
