@@ -3,7 +3,7 @@ CARGO ?= cargo
 export CARGO_TARGET_DIR ?= $(CURDIR)/target
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint fmt fmt-check clippy doc ci bin seed-client browser-test bench bench-smoke
+.PHONY: help run test lint fmt fmt-check clippy doc ci bin seed-client browser-test bench bench-smoke schemathesis
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -39,10 +39,13 @@ browser-test: bin ## Dashboard tests in headless Chromium (needs Node and /usr/b
 	cd tests/browser && npm ci --no-audit --no-fund
 	cd tests/browser && CRYPTOBOT_BIN=$(CARGO_TARGET_DIR)/debug/cryptobot npm test
 
+schemathesis: bin ## schemathesis (PyPI) against the real binary, every check, ST_MAX_TIME s (default 60)
+	CRYPTOBOT_BIN=$(CARGO_TARGET_DIR)/debug/cryptobot scripts/schemathesis.sh
+
 bench: ## WebSocket fan-out scenarios (release build), rows appended to docs/benchmarks.md
 	scripts/bench.sh
 
 bench-smoke: ## A few seconds of cryptobot-load against the debug binary: messages must flow
 	BENCH_PROFILE=debug scripts/bench.sh smoke
 
-ci: lint test doc seed-client browser-test bench-smoke ## What CI runs
+ci: lint test doc seed-client browser-test schemathesis bench-smoke ## What CI runs
