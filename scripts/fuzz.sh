@@ -13,7 +13,8 @@ targets=("$@")
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 # Nightly with AddressSanitizer where it is installed; otherwise the pinned stable toolchain with
 # RUSTC_BOOTSTRAP (no sanitizer: a panic is still a crash, coverage guidance is the same).
-if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+# (FUZZ_STABLE=1 forces the latter.)
+if [ -z "${FUZZ_STABLE:-}" ] && rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
   toolchain=(+nightly) sanitizer=address
 else
   toolchain=() sanitizer=none

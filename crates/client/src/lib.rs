@@ -494,6 +494,34 @@ mod tests {
         assert_eq!(sell.payload()["side"], "sell");
     }
 
+    #[test]
+    fn the_readme_example_is_the_compiled_one() {
+        // examples/readme.rs compiles with every `cargo test`; README.md shows the same lines.
+        let example = include_str!("../examples/readme.rs");
+        let body = example
+            .split("// README begin\n")
+            .nth(1)
+            .and_then(|rest| rest.split("    // README end").next())
+            .expect("markers in examples/readme.rs");
+        let body: Vec<&str> = body
+            .lines()
+            .map(|line| line.strip_prefix("    ").unwrap_or(line))
+            .collect();
+        let readme = include_str!("../../../README.md");
+        let block = readme
+            .split("## From another Rust bot")
+            .nth(1)
+            .and_then(|rest| rest.split("```rust\n").nth(1))
+            .and_then(|rest| rest.split("```").next())
+            .expect("the README's client example");
+        let imports: Vec<&str> = example
+            .lines()
+            .filter(|line| line.starts_with("use "))
+            .collect();
+        let shown: Vec<&str> = block.lines().collect();
+        assert_eq!(shown, [imports, vec![""], body].concat());
+    }
+
     #[tokio::test]
     async fn a_bad_url_is_refused_before_any_connection() {
         for url in [
