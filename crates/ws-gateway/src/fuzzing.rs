@@ -101,4 +101,15 @@ mod tests {
         check_frame_guard(&[1, 0, 0xC1, 0x85, 1, 2, 3, 4, 0, 0, 0, 0, 0]);
         check_frame_guard(&[]);
     }
+
+    #[test]
+    fn regressions_found_by_the_fuzzer() {
+        // TC0: an id beyond u64 is a float; without serde_json's exact float parsing its echo
+        // differed from the id in the last digit (fuzz/artifacts/client_message/crash-9a947bad).
+        check_client_message(
+            r#"{"type":"resume","id":2203665516852034113003,"payload":{"epoch":1796122240975559,"last_seq":{"ticker:BTCUSDTQQQQ":1444444444444444443}}}"#,
+        );
+        check_client_message(r#"{"type":"ping","id":0.30000000000000004}"#);
+        check_client_message(r#"{"type":"ping","id":[1e-320, 1.7976931348623157e308]}"#);
+    }
 }
