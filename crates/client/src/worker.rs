@@ -418,6 +418,8 @@ impl Worker {
         idle: Duration,
         buffered: VecDeque<String>,
     ) -> End {
+        // A request whose caller gave up (timed out) is not sent again: the caller decides.
+        self.pending.retain(|_, pending| !pending.reply.is_closed());
         let ids: Vec<u64> = self.pending.keys().copied().collect();
         for id in ids {
             let pending = &self.pending[&id];
