@@ -3,7 +3,7 @@ CARGO ?= cargo
 export CARGO_TARGET_DIR ?= $(CURDIR)/target
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint fmt fmt-check clippy doc ci bin seed-client browser-test bench bench-smoke
+.PHONY: help run test lint fmt fmt-check clippy doc ci bin seed-client browser-test bench bench-smoke schemathesis asyncapi fuzz
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -39,10 +39,21 @@ browser-test: bin ## Dashboard tests in headless Chromium (needs Node and /usr/b
 	cd tests/browser && npm ci --no-audit --no-fund
 	cd tests/browser && CRYPTOBOT_BIN=$(CARGO_TARGET_DIR)/debug/cryptobot npm test
 
+schemathesis: bin ## schemathesis (PyPI) against the real binary, every check, ST_MAX_TIME s (default 60)
+	CRYPTOBOT_BIN=$(CARGO_TARGET_DIR)/debug/cryptobot scripts/schemathesis.sh
+
+asyncapi: bin ## docs/asyncapi.yaml against docs/protocol.md's examples and real frames of every type (PyYAML, jsonschema)
+	CRYPTOBOT_BIN=$(CARGO_TARGET_DIR)/debug/cryptobot TICKS_PER_SECOND=20 CRYPTOBOT__SIGNALS__SHORT_WINDOW=2 \
+	  CRYPTOBOT__SIGNALS__LONG_WINDOW=4 CRYPTOBOT__ALERTS__PRICE_MOVE_PCT=0.3 CRYPTOBOT__WS__PORTFOLIO_INTERVAL_SECS=1 \
+	  scripts/with-server.sh python3 scripts/asyncapi_check.py
+
+fuzz: ## cargo-fuzz targets (frame guard, request parser), FUZZ_SECS s each (default 300)
+	scripts/fuzz.sh
+
 bench: ## WebSocket fan-out scenarios (release build), rows appended to docs/benchmarks.md
 	scripts/bench.sh
 
 bench-smoke: ## A few seconds of cryptobot-load against the debug binary: messages must flow
 	BENCH_PROFILE=debug scripts/bench.sh smoke
 
-ci: lint test doc seed-client browser-test bench-smoke ## What CI runs
+ci: lint test doc seed-client browser-test schemathesis asyncapi fuzz bench-smoke ## What CI runs

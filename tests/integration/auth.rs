@@ -91,9 +91,10 @@ async fn rest_requires_a_token_and_the_trade_scope() {
     let app = TestApp::spawn_with_tokens().await;
     let order = json!({"symbol": "BTCUSDT", "side": "buy", "amount": "100"});
     let update = json!({"stop_loss": "1"});
-    let cases: [Case<'_>; 12] = [
-        // TC0: health and the dashboard stay public
+    let cases: [Case<'_>; 13] = [
+        // TC0: health, the API's own description and the dashboard stay public
         ("GET", "/api/v1/health", None, &Value::Null, 200, None),
+        ("GET", "/api/v1/openapi.json", None, &Value::Null, 200, None),
         ("GET", "/", None, &Value::Null, 200, None),
         // TC1: everything else needs a token
         (

@@ -345,15 +345,19 @@ async fn reserved_bits_close_with_1002() {
 async fn refusals_have_json_bodies_and_unknown_symbols_are_unknown_everywhere() {
     let app = TestApp::spawn(&[]).await;
     // TC0: a method a route does not take: 405 with a body (the WebSocket route included)
-    for (method, path) in [
-        ("DELETE", "/api/v1/trades"),
-        ("PUT", "/api/v1/tickers"),
-        ("POST", "/api/v1/portfolio"),
-        ("POST", "/api/v1/ws"),
-        ("POST", "/api/v1/time"),
+    // and the `Allow` header RFC 9110 requires.
+    for (method, path, allow) in [
+        ("DELETE", "/api/v1/trades", "GET, POST"),
+        ("PUT", "/api/v1/tickers", "GET"),
+        ("POST", "/api/v1/portfolio", "GET"),
+        ("POST", "/api/v1/ws", "GET"),
+        ("POST", "/api/v1/time", "GET"),
+        ("TRACE", "/metrics", "GET"),
+        ("GET", "/api/v1/positions/BTCUSDT", "PATCH"),
     ] {
         let response = http::request(app.addr, method, path, None, b"").await;
         assert_eq!(response.status, 405, "{method} {path}");
+        assert_eq!(response.header("allow"), Some(allow), "{method} {path}");
         assert_eq!(
             response.json()["code"],
             "method_not_allowed",
@@ -367,6 +371,42 @@ async fn refusals_have_json_bodies_and_unknown_symbols_are_unknown_everywhere() 
             );
         }
     }
+    // TC0b: a request to the WebSocket endpoint that is not a handshake: JSON too
+    let plain = http::request(app.addr, "GET", "/api/v1/ws", None, b"").await;
+    assert_eq!(plain.status, 400);
+    assert_eq!(plain.json()["code"], "invalid_upgrade");
+    assert!(
+        plain.json()["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("not a WebSocket upgrade request"),
+        "{}",
+        plain.body
+    );
+    // (raw: the test client's own `Connection: close` would hide the upgrade)
+    let old_version = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+        let head = format!(
+            "GET /api/v1/ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+            app.addr
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut raw = vec![0; 4096];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut raw))
+            .await
+            .unwrap()
+            .unwrap();
+        let text = String::from_utf8_lossy(&raw[..n]).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        http::Response {
+            status: head.split(' ').nth(1).unwrap().parse().unwrap(),
+            headers: Vec::new(),
+            body: body.to_owned(),
+        }
+    };
+    assert_eq!(old_version.status, 426, "{}", old_version.body);
+    assert_eq!(old_version.json()["code"], "invalid_upgrade");
     // TC1: unknown vs not held
     let doge = app
         .patch_json("/api/v1/positions/DOGEUSDT", &json!({"stop_loss": "1"}))

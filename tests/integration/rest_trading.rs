@@ -91,7 +91,22 @@ async fn bad_trade_requests_get_json_errors_and_execute_nothing() {
     let app = TestApp::spawn(&[]).await;
     // (case, body, content type, expected status, expected code)
     type Case<'a> = (&'a str, &'a [u8], Option<&'a str>, u16, &'a str);
-    let cases: [Case; 10] = [
+    let cases: [Case; 12] = [
+        // TC10: an array where the object goes (serde alone reads it as the fields in order)
+        (
+            "array body",
+            br#"["BTCUSDT","buy",null,"10",null]"#,
+            Some("application/json"),
+            400,
+            "invalid_payload",
+        ),
+        (
+            "short array body",
+            b"[null, null]",
+            Some("application/json"),
+            400,
+            "invalid_payload",
+        ),
         // TC0: not JSON
         (
             "not json",
@@ -178,6 +193,17 @@ async fn bad_trade_requests_get_json_errors_and_execute_nothing() {
         assert_eq!(response.json()["code"], code, "{name}");
         assert!(response.json()["error"].is_string(), "{name}");
     }
+    // TC11: the same for a position's levels
+    let response = http::request(
+        app.addr,
+        "PATCH",
+        "/api/v1/positions/BTCUSDT",
+        Some("application/json"),
+        b"[null, null]",
+    )
+    .await;
+    assert_eq!(response.status, 400, "{}", response.body);
+    assert_eq!(response.json()["code"], "invalid_payload");
     // TC9: a body over the limit is refused without being parsed
     let huge = vec![b' '; 64 * 1024];
     let response = http::request(

@@ -35,6 +35,9 @@ pub fn ensure_positive(field: &'static str, value: Decimal) -> Result<Decimal, D
     }
 }
 
+/// Most fraction digits, and most significant digits, of a client-written decimal.
+pub const MAX_DIGITS: usize = 28;
+
 /// Parses a client-written decimal (a size, a price level, a configuration value) with the one
 /// grammar every input path uses: `digits [ "." digits ]`, where the integer part is `0` or starts
 /// with a non-zero digit, e.g. `"0.001"`, `"100"`, `"42000.50"`.
@@ -71,6 +74,19 @@ pub fn parse_decimal(field: &'static str, text: &str) -> Result<Decimal, DomainE
     }
     if whole.len() > 1 && whole.starts_with('0') {
         return Err(refuse("no leading zeros allowed"));
+    }
+    // The documented bound, exactly: 28 fraction digits and 28 significant digits (leading zeros
+    // do not count). `Decimal` would hold some 29-digit values too, but a bound a client (and a
+    // schema, docs/openapi.json) can check by counting is worth more than one more digit.
+    let fraction = fraction.unwrap_or_default();
+    let significant = whole.len() + fraction.len()
+        - whole
+            .bytes()
+            .chain(fraction.bytes())
+            .take_while(|b| *b == b'0')
+            .count();
+    if fraction.len() > MAX_DIGITS || significant > MAX_DIGITS {
+        return Err(refuse("too many digits"));
     }
     Decimal::from_str_exact(text).map_err(|_| refuse("too many digits"))
 }
@@ -109,6 +125,15 @@ mod tests {
                 "0.0000000000000000000000000001",
                 "0.0000000000000000000000000001",
             ),
+            // 28 significant digits, the most
+            (
+                "1234567890123456789012345678",
+                "1234567890123456789012345678",
+            ),
+            (
+                "0.1234567890123456789012345678",
+                "0.1234567890123456789012345678",
+            ),
         ] {
             let parsed = parse_decimal("amount", text).unwrap();
             assert_eq!(parsed.to_string(), value, "{text}");
@@ -138,6 +163,9 @@ mod tests {
             ("１", "not a decimal"),
             ("99999999999999999999999999999999", "too many digits"),
             ("0.00000000000000000000000000001", "too many digits"),
+            // 29 significant digits that a Decimal would still hold: over the documented bound
+            ("79228162514264337593543950335", "too many digits"),
+            ("1.2345678901234567890123456789", "too many digits"),
         ];
         for (text, reason) in cases {
             assert_eq!(

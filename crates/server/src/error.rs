@@ -35,6 +35,15 @@ pub enum ApiError {
     /// The route exists but does not take this method.
     #[error("method not allowed on this resource")]
     MethodNotAllowed,
+    /// A request to the WebSocket endpoint that is not a WebSocket handshake (actix-ws refused it
+    /// with 400, or 426 for a version other than 13).
+    #[error("not a WebSocket upgrade request: {reason}")]
+    InvalidUpgrade {
+        /// 400 or 426.
+        status: StatusCode,
+        /// What the handshake lacked, as actix-http words it.
+        reason: String,
+    },
     /// Authentication is on and the request carries no valid token.
     #[error("missing or invalid bearer token")]
     Unauthorized,
@@ -71,6 +80,7 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::NotFound => "not_found",
+            Self::InvalidUpgrade { .. } => "invalid_upgrade",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Unauthorized => "unauthorized",
             Self::Forbidden { .. } => "forbidden",
@@ -107,6 +117,7 @@ impl ResponseError for ApiError {
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::InvalidUpgrade { status, .. } => *status,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,

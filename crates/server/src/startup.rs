@@ -230,9 +230,7 @@ impl Application {
                 .configure(move |cfg| gateway.configure(cfg))
                 .configure(routes::configure)
                 .default_service(web::to(routes::not_found))
-                .wrap(actix_web::middleware::from_fn(
-                    routes::json_method_not_allowed,
-                ))
+                .wrap(actix_web::middleware::from_fn(routes::json_bodiless_errors))
         })
         .on_connect(gateway.on_connect())
         // Small: what a WebSocket's socket has not taken waits in its outbox (docs/protocol.md).

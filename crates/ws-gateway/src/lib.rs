@@ -20,6 +20,9 @@ pub mod connection;
 pub mod dispatch;
 /// Worker-local fan-out: each worker thread hands the hub's frames to its own connections.
 mod fanout;
+/// The properties the fuzz targets check (`fuzzing` feature; fuzz/, `make fuzz`).
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 /// The upgrade handshake and its checks.
 mod handshake;
 /// The fan-out hub.

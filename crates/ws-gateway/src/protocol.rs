@@ -35,6 +35,15 @@ pub mod codes {
     pub const FORBIDDEN: &str = "forbidden";
 }
 
+/// The message types with a payload besides the seed's ticker subscriptions.
+const KNOWN_TYPES: [&str; 5] = [
+    "subscribe",
+    "resume",
+    "unsubscribe",
+    "manual_trade",
+    "update_position",
+];
+
 /// Longest part of a parser message quoted back to the client.
 const MAX_DETAIL: usize = 160;
 
@@ -192,6 +201,20 @@ impl Envelope {
             codes::INVALID_PAYLOAD => invalid(what, err),
             code => RequestError::new(id.clone(), code, err.to_string()),
         };
+        // serde reads a struct from a JSON array too (`[null, null]` as the fields in order): a
+        // payload is an object, whatever the type.
+        let ticker = matches!(kind.as_str(), "subscribe_ticker" | "unsubscribe_ticker");
+        if payload.is_array() && (ticker || KNOWN_TYPES.contains(&kind.as_str())) {
+            return Err(if ticker {
+                RequestError::new(
+                    id,
+                    codes::INVALID_PAYLOAD,
+                    "Invalid payload for ticker subscription",
+                )
+            } else {
+                invalid(&kind, &"expected an object, got an array")
+            });
+        }
         let request = match kind.as_str() {
             "subscribe_ticker" | "unsubscribe_ticker" => {
                 // The seed's text for every bad payload; a string that is not a symbol gets the
@@ -829,6 +852,49 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn array_payloads_are_refused_for_every_type() {
+        // serde alone would read `[null, null]` as the fields of a struct, in order.
+        for (text, message) in [
+            (
+                r#"{"type":"subscribe_ticker","payload":["BTCUSDT"]}"#,
+                "Invalid payload for ticker subscription",
+            ),
+            (
+                r#"{"type":"unsubscribe_ticker","payload":["BTCUSDT"]}"#,
+                "Invalid payload for ticker subscription",
+            ),
+            (
+                r#"{"type":"subscribe","payload":[["trades"]]}"#,
+                "Invalid payload for subscribe: expected an object, got an array",
+            ),
+            (
+                r#"{"type":"unsubscribe","payload":[["trades"]]}"#,
+                "Invalid payload for unsubscribe: expected an object, got an array",
+            ),
+            (
+                r#"{"type":"resume","payload":[1,{}]}"#,
+                "Invalid payload for resume: expected an object, got an array",
+            ),
+            (
+                r#"{"type":"manual_trade","payload":["BTCUSDT","buy","1"]}"#,
+                "Invalid payload for manual_trade: expected an object, got an array",
+            ),
+            (
+                r#"{"type":"update_position","payload":[null,null]}"#,
+                "Invalid payload for update_position: expected an object, got an array",
+            ),
+        ] {
+            assert_eq!(
+                parse_err(text),
+                (message.to_owned(), "invalid_payload"),
+                "{text}"
+            );
+        }
+        // A type without a payload ignores whatever is there, as before.
+        assert!(ClientMessage::parse(r#"{"type":"ping","payload":[1]}"#).is_ok());
     }
 
     #[test]

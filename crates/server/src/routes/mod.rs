@@ -41,6 +41,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .wrap(from_fn(limit_rest_rate))
                 .route(web::get().to(health::time)),
         )
+        // Public like health: what the API looks like is no secret, and client generators and
+        // fuzzers read it before they have a token.
+        .service(
+            web::resource("/api/v1/openapi.json")
+                .wrap(from_fn(limit_rest_rate))
+                .route(web::get().to(openapi)),
+        )
         .service(
             web::resource("/metrics")
                 .wrap(from_fn(require_auth))
@@ -68,17 +75,64 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         );
 }
 
+/// The OpenAPI 3.1 document of this API, kept in docs/ beside the prose contract (docs/api.md)
+/// and compiled in, so the served document is the reviewed one.
+pub const OPENAPI: &str = include_str!("../../../../docs/openapi.json");
+
+/// Serves [`OPENAPI`].
+async fn openapi() -> actix_web::HttpResponse {
+    actix_web::HttpResponse::Ok()
+        .content_type("application/json")
+        .body(OPENAPI)
+}
+
+/// The methods a path takes, for the `Allow` header of a 405 (RFC 9110 requires it), read from
+/// [`OPENAPI`]: the document lists every route (a test holds it to docs/api.md and the server).
+fn allowed_methods(path: &str) -> Option<String> {
+    static TABLE: std::sync::LazyLock<Vec<(Vec<String>, String)>> =
+        std::sync::LazyLock::new(|| {
+            let spec: serde_json::Value = serde_json::from_str(OPENAPI).unwrap_or_default();
+            spec["paths"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(template, item)| {
+                    let segments = template.split('/').map(str::to_owned).collect();
+                    let methods: Vec<String> = item
+                        .as_object()
+                        .into_iter()
+                        .flat_map(|ops| ops.keys())
+                        .map(|method| method.to_ascii_uppercase())
+                        .collect();
+                    (segments, methods.join(", "))
+                })
+                .collect()
+        });
+    let segments: Vec<&str> = path.split('/').collect();
+    TABLE
+        .iter()
+        .find(|(template, _)| {
+            template.len() == segments.len()
+                && template.iter().zip(&segments).all(|(expected, actual)| {
+                    expected == actual || (expected.starts_with('{') && !actual.is_empty())
+                })
+        })
+        .map(|(_, methods)| methods.clone())
+}
+
 /// The answer for every path no route matches.
 pub async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
     Err(ApiError::NotFound)
 }
 
-/// Gives the bodiless answers actix-web writes itself (405 for a method a route does not take)
-/// the API's `{"error", "code"}` body; wraps the whole app, so the WebSocket route is covered too.
+/// Gives the bodiless answers actix-web writes itself the API's `{"error", "code"}` body: a 405
+/// for a method a route does not take (with `Allow`), and the 400 / 426 with which actix-ws
+/// refuses a request to the WebSocket endpoint that is not a handshake (`invalid_upgrade`). Wraps
+/// the whole app, so the WebSocket route is covered too.
 ///
 /// # Errors
 /// Only those of the wrapped service.
-pub async fn json_method_not_allowed(
+pub async fn json_bodiless_errors(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
@@ -87,11 +141,27 @@ pub async fn json_method_not_allowed(
         response.response().body().size(),
         BodySize::None | BodySize::Sized(0)
     );
-    if response.status() != StatusCode::METHOD_NOT_ALLOWED || !bodiless {
+    let status = response.status();
+    let upgrade = matches!(
+        status,
+        StatusCode::BAD_REQUEST | StatusCode::UPGRADE_REQUIRED
+    );
+    if !bodiless || !(status == StatusCode::METHOD_NOT_ALLOWED || upgrade) {
         return Ok(response.map_into_left_body());
     }
     let (req, original) = response.into_parts();
-    let mut json = ApiError::MethodNotAllowed.error_response();
+    let mut json = if upgrade {
+        let reason = original.head().reason().to_owned();
+        ApiError::InvalidUpgrade { status, reason }.error_response()
+    } else {
+        ApiError::MethodNotAllowed.error_response()
+    };
+    if let Some(allow) = allowed_methods(req.path())
+        && let Ok(value) = actix_web::http::header::HeaderValue::from_str(&allow)
+    {
+        json.headers_mut()
+            .insert(actix_web::http::header::ALLOW, value);
+    }
     // Keep what middleware inside added (the RateLimit-* headers).
     for (name, value) in original.headers() {
         if name.as_str().starts_with("ratelimit-") {

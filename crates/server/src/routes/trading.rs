@@ -132,13 +132,36 @@ struct TradeResponse {
     idempotent: bool,
 }
 
+/// A request body that must be a JSON object. serde reads a struct from a JSON array too (the
+/// fields in order: `[null, null]` would be a position update), which no client means.
+#[derive(Debug)]
+pub(super) struct Object<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Fields<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        deserializer
+            .deserialize_map(Fields(std::marker::PhantomData))
+            .map(Object)
+    }
+}
+
 /// Executes a manual market order. 201 for a new trade, 200 for a replayed one. The body is
 /// validated as the WebSocket's `manual_trade` payload is, by the same [`TradeInput`].
 pub(super) async fn create_trade(
     state: web::Data<AppState>,
-    body: web::Json<TradeInput>,
+    body: web::Json<Object<TradeInput>>,
 ) -> Result<HttpResponse, ApiError> {
-    let request = body.into_inner().into_request(TradeOrigin::Manual)?;
+    let request = body.into_inner().0.into_request(TradeOrigin::Manual)?;
     let idempotent = request.client_order_id.is_some();
     let execution = state.trade.execute(request).await?;
     let mut response = if execution.replayed {
@@ -158,10 +181,10 @@ pub(super) async fn create_trade(
 pub(super) async fn update_position(
     state: web::Data<AppState>,
     symbol: web::Path<String>,
-    body: web::Json<PositionUpdateInput>,
+    body: web::Json<Object<PositionUpdateInput>>,
 ) -> Result<HttpResponse, ApiError> {
     let symbol = Symbol::parse(&symbol)?;
-    let update = body.into_inner().parse()?;
+    let update = body.into_inner().0.parse()?;
     if !state.market.symbols().contains(&symbol) {
         return Err(ServiceError::UnknownSymbol(symbol).into());
     }

@@ -1,0 +1,251 @@
+#!/usr/bin/env python3
+"""Validates WebSocket frames against docs/asyncapi.yaml.
+
+1. Every JSON example in docs/protocol.md, by its `type`, against the schema of that message in
+   its direction (client requests or server messages).
+2. Real frames of every server message type, from a real server this script drives over a real
+   socket (HTTP_URL / WS_URL / SERVER_PID, as scripts/with-server.sh sets them): every frame it
+   receives and every request it sends. It ends with SIGTERM for `server_shutdown`.
+
+Stdlib plus PyYAML and jsonschema. Exits non-zero on the first kind of failure it finds, naming
+the frame. Usage: scripts/with-server.sh python3 scripts/asyncapi_check.py
+"""
+
+import base64
+import json
+import os
+import re
+import signal
+import socket
+import struct
+import sys
+import time
+import urllib.parse
+
+import jsonschema
+import referencing
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOC_URI = "urn:cryptobot:asyncapi"
+
+
+def load_validators():
+    with open(os.path.join(ROOT, "docs", "asyncapi.yaml"), encoding="utf-8") as f:
+        doc = yaml.safe_load(f)
+    resource = referencing.Resource.from_contents(doc, default_specification=referencing.jsonschema.DRAFT202012)
+    registry = referencing.Registry().with_resource(DOC_URI, resource)
+
+    def names(operation):
+        refs = doc["operations"][operation]["messages"]
+        return [ref["$ref"].rsplit("/", 1)[1] for ref in refs]
+
+    validators = {}
+    for direction, operation in (("client", "clientRequests"), ("server", "serverMessages")):
+        for name in names(operation):
+            message = doc["channels"]["gateway"]["messages"][name]["$ref"].rsplit("/", 1)[1]
+            payload = doc["components"]["messages"][message]["payload"]
+            schema = {"$ref": DOC_URI + payload["$ref"]}
+            validators[(direction, name)] = jsonschema.Draft202012Validator(
+                schema, registry=registry, format_checker=jsonschema.FormatChecker()
+            )
+    return validators
+
+
+VALIDATORS = load_validators()
+CLIENT = {name for (direction, name) in VALIDATORS if direction == "client"}
+SERVER = {name for (direction, name) in VALIDATORS if direction == "server"}
+assert not CLIENT & SERVER, "a type in both directions"
+
+
+def errors(frame, direction):
+    """The schema's complaints about one frame (empty when valid)."""
+    kind = frame.get("type") if isinstance(frame, dict) else None
+    validator = VALIDATORS.get((direction, kind))
+    if validator is None:
+        return [f"no {direction} message of type {kind!r} in docs/asyncapi.yaml"]
+    return [f"{'/'.join(map(str, e.absolute_path)) or '<frame>'}: {e.message}" for e in validator.iter_errors(frame)]
+
+
+def check(frame, direction, where):
+    problems = errors(frame, direction)
+    if problems:
+        sys.exit(f"FAIL {where}: {json.dumps(frame)[:400]}\n  " + "\n  ".join(problems))
+
+
+def check_protocol_examples():
+    with open(os.path.join(ROOT, "docs", "protocol.md"), encoding="utf-8") as f:
+        text = f.read()
+    count = 0
+    for block in re.findall(r"```json\n(.*?)```", text, re.S):
+        for line in block.splitlines():
+            if not line.strip():
+                continue
+            frame = json.loads(line)
+            if "type" not in frame:
+                continue  # an HTTP body (a refused upgrade), not a frame
+            direction = "client" if frame["type"] in CLIENT else "server"
+            check(frame, direction, "docs/protocol.md example")
+            count += 1
+    return count
+
+
+class Socket:
+    """A minimal RFC 6455 client: masked text frames out, unfragmented frames in."""
+
+    def __init__(self, url, deadline=10):
+        parsed = urllib.parse.urlsplit(url)
+        self.sock = socket.create_connection((parsed.hostname, parsed.port), timeout=deadline)
+        key = base64.b64encode(os.urandom(16)).decode()
+        path = parsed.path + ("?" + parsed.query if parsed.query else "")
+        self.sock.sendall(
+            (
+                f"GET {path} HTTP/1.1\r\nHost: {parsed.netloc}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        self.buffer = b""
+        while b"\r\n\r\n" not in self.buffer:
+            self.buffer += self._read()
+        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        if b" 101 " not in head.split(b"\r\n")[0]:
+            sys.exit(f"FAIL upgrade refused: {head[:200]!r}")
+        self.sent = []
+
+    def _read(self):
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise EOFError("connection closed")
+        return chunk
+
+    def _take(self, n):
+        while len(self.buffer) < n:
+            self.buffer += self._read()
+        data, self.buffer = self.buffer[:n], self.buffer[n:]
+        return data
+
+    def _write(self, opcode, payload):
+        mask = os.urandom(4)
+        header = bytes([0x80 | opcode])
+        n = len(payload)
+        if n < 126:
+            header += bytes([0x80 | n])
+        elif n < 65536:
+            header += bytes([0x80 | 126]) + struct.pack("!H", n)
+        else:
+            header += bytes([0x80 | 127]) + struct.pack("!Q", n)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.sock.sendall(header + mask + masked)
+
+    def send(self, frame, valid=True):
+        text = frame if isinstance(frame, str) else json.dumps(frame)
+        if valid:
+            check(json.loads(text), "client", "request sent")
+        self._write(0x1, text.encode())
+
+    def recv(self, timeout):
+        """The next text frame as JSON, or None once the server closed."""
+        self.sock.settimeout(timeout)
+        while True:
+            first, second = self._take(2)
+            opcode, n = first & 0x0F, second & 0x7F
+            if n == 126:
+                n = struct.unpack("!H", self._take(2))[0]
+            elif n == 127:
+                n = struct.unpack("!Q", self._take(8))[0]
+            payload = self._take(n)
+            if opcode == 0x1:
+                return json.loads(payload)
+            if opcode == 0x9:
+                self._write(0xA, payload)
+            elif opcode == 0x8:
+                return None
+
+
+class Session:
+    """Drives the server and validates everything it sends."""
+
+    def __init__(self):
+        self.seen = {}
+
+    def read(self, ws, until, limit=15):
+        """Reads frames (validating each) until one satisfies `until`; returns it."""
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            frame = ws.recv(max(0.1, deadline - time.monotonic()))
+            if frame is None:
+                sys.exit("FAIL the server closed the connection unexpectedly")
+            check(frame, "server", "real frame")
+            self.seen.setdefault(frame["type"], frame)
+            if until(frame):
+                return frame
+        sys.exit(f"FAIL no expected frame within {limit} s; seen so far: {sorted(self.seen)}")
+
+    def reply(self, ws, request, kind):
+        ws.send(request)
+        return self.read(ws, lambda f: f.get("id") == request.get("id") and f["type"] == kind)
+
+
+def drive_the_server():
+    ws_url, pid = os.environ["WS_URL"], int(os.environ["SERVER_PID"])
+    s = Session()
+    ws = Socket(ws_url + "?welcome=1")
+    welcome = s.read(ws, lambda f: f["type"] == "welcome")
+    s.reply(ws, {"type": "subscribe", "id": 1, "payload": {"channels": ["ticker:BTCUSDT", "signals"]}}, "subscribed")
+    s.read(ws, lambda f: f["type"] == "ticker_update")
+    s.reply(ws, {"type": "subscribe_ticker", "id": 2, "payload": {"symbol": "ETHUSDT"}}, "subscription_success")
+    s.reply(ws, {"type": "unsubscribe_ticker", "id": 3, "payload": {"symbol": "ETHUSDT"}}, "unsubscription_success")
+    s.reply(ws, {"type": "unsubscribe", "id": 4, "payload": {"channels": ["ticker:BTCUSDT"]}}, "unsubscribed")
+    s.reply(ws, {"type": "list_subscriptions", "id": 5}, "subscriptions")
+    s.reply(ws, {"type": "ping", "id": 6}, "pong")
+    buy = {"symbol": "BTCUSDT", "side": "buy", "amount": "100", "client_order_id": "asyncapi-1"}
+    s.reply(ws, {"type": "manual_trade", "id": 7, "payload": buy}, "trade_executed")
+    trade = s.read(ws, lambda f: f["type"] == "trade_notification")
+    s.reply(ws, {"type": "manual_trade", "id": 8, "payload": {"symbol": "BTCUSDT", "side": "buy", "quantity": "0.001"}}, "trade_executed")
+    s.read(ws, lambda f: f["type"] == "portfolio_update")
+    s.reply(ws, {"type": "update_position", "id": 9, "payload": {"symbol": "BTCUSDT", "stop_loss": "1000", "take_profit": None}}, "position_updated")
+    # Refusals: the schema refuses these requests too, and the server answers with error frames.
+    for bad, bad_id in (("hello", None), ({"type": "launch_rocket", "id": 10}, 10), ({"type": "subscribe", "id": 11, "payload": {"channels": ["orders"]}}, 11)):
+        if not isinstance(bad, str) and not errors(bad, "client"):
+            sys.exit(f"FAIL the schema accepts an invalid request: {bad}")
+        ws.send(bad, valid=False)
+        s.read(ws, lambda f, bad_id=bad_id: f["type"] == "error" and f.get("id") == bad_id)
+    # A resume on a second connection replays the trade.
+    ws2 = Socket(ws_url + "?welcome=1")
+    s.read(ws2, lambda f: f["type"] == "welcome")
+    resume = {"epoch": welcome["epoch"], "last_seq": {"trades": trade["seq"] - 1}}
+    s.reply(ws2, {"type": "resume", "id": 1, "payload": resume}, "resumed")
+    s.read(ws2, lambda f: f["type"] == "trade_notification")
+    # Signals and alerts come within seconds with the short windows of the run's settings.
+    s.read(ws, lambda f: f["type"] == "signal", limit=60)
+    s.read(ws, lambda f: f["type"] == "alert", limit=60)
+    s.read(ws, lambda f: f["type"] == "portfolio_update" and f.get("snapshot") is True, limit=30)
+    os.kill(pid, signal.SIGTERM)
+    s.read(ws, lambda f: f["type"] == "server_shutdown")
+    missing = SERVER - set(s.seen)
+    if missing:
+        sys.exit(f"FAIL server messages never received: {sorted(missing)}")
+    # The check can fail: a real frame with a field removed or added is refused.
+    broken = dict(s.seen["trade_notification"])
+    del broken["seq"]
+    extra = dict(s.seen["ticker_update"], undocumented=1)
+    if not errors(broken, "server") or not errors(extra, "server"):
+        sys.exit("FAIL the schemas accept a frame without seq or with an undocumented field")
+    return len(s.seen)
+
+
+def main():
+    examples = check_protocol_examples()
+    if examples < 30:
+        sys.exit(f"FAIL only {examples} examples found in docs/protocol.md")
+    print(f"asyncapi: {examples} docs/protocol.md examples valid")
+    passed = 1
+    if "WS_URL" in os.environ:
+        kinds = drive_the_server()
+        print(f"asyncapi: real frames of all {kinds} server message types valid")
+        passed += 1
+    print(f"asyncapi: {passed} passed, 0 failed")
+
+
+if __name__ == "__main__":
+    main()
