@@ -36,6 +36,9 @@ pub enum DomainError {
     /// A stop-loss or take-profit level on the wrong side of the others.
     #[error("invalid price levels: {0}")]
     InvalidLevels(String),
+    /// An order whose prices or options do not fit its type.
+    #[error("invalid order: {0}")]
+    InvalidOrder(String),
 }
 
 impl DomainError {
@@ -50,6 +53,7 @@ impl DomainError {
             // A shape error like a missing field, so the same code as serde's shape errors.
             Self::SizeRequired => "invalid_payload",
             Self::InvalidLevels(_) => "invalid_levels",
+            Self::InvalidOrder(_) => "invalid_order",
         }
     }
 }

@@ -2,7 +2,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Alert, PortfolioSummary, Signal, Symbol, Ticker, Trade};
+use crate::{Alert, OrderUpdate, PortfolioSummary, Signal, Symbol, Ticker, Trade};
 
 /// A named stream of events; sequence numbers are counted per channel.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -17,6 +17,8 @@ pub enum Channel {
     Signals,
     /// `alerts`: every alert.
     Alerts,
+    /// `orders`: every change of an order's status.
+    Orders,
 }
 
 impl Channel {
@@ -30,6 +32,7 @@ impl Channel {
             "portfolio" => Ok(Self::Portfolio),
             "signals" => Ok(Self::Signals),
             "alerts" => Ok(Self::Alerts),
+            "orders" => Ok(Self::Orders),
             _ => match name.strip_prefix("ticker:") {
                 Some(symbol) => Symbol::parse(symbol)
                     .map(Self::Ticker)
@@ -57,6 +60,7 @@ impl fmt::Display for Channel {
             Self::Portfolio => f.write_str("portfolio"),
             Self::Signals => f.write_str("signals"),
             Self::Alerts => f.write_str("alerts"),
+            Self::Orders => f.write_str("orders"),
         }
     }
 }
@@ -88,6 +92,8 @@ pub enum Event {
     Signal(Signal),
     /// An alert was raised.
     Alert(Alert),
+    /// An order was placed or changed status (committed before it is published).
+    OrderUpdated(Box<OrderUpdate>),
 }
 
 impl Event {
@@ -100,6 +106,7 @@ impl Event {
             Self::PortfolioChanged(_) => Channel::Portfolio,
             Self::Signal(_) => Channel::Signals,
             Self::Alert(_) => Channel::Alerts,
+            Self::OrderUpdated(_) => Channel::Orders,
         }
     }
 }
@@ -110,10 +117,17 @@ mod tests {
 
     #[test]
     fn channel_names_round_trip() {
-        for name in ["ticker:BTCUSDT", "trades", "portfolio", "signals", "alerts"] {
+        for name in [
+            "ticker:BTCUSDT",
+            "trades",
+            "portfolio",
+            "signals",
+            "alerts",
+            "orders",
+        ] {
             assert_eq!(Channel::parse(name).unwrap().to_string(), name);
         }
-        assert_eq!(Channel::parse("orders"), Err(ChannelParseError::Unknown));
+        assert_eq!(Channel::parse("order"), Err(ChannelParseError::Unknown));
         assert!(matches!(
             Channel::parse("ticker:btc"),
             Err(ChannelParseError::Symbol(_))
