@@ -33,13 +33,12 @@ pub use error::DomainError;
 pub use event::{Channel, Event};
 pub use market::Ticker;
 pub use order::{
-    Order, OrderEventKind, OrderInput, OrderPage, OrderQuery, OrderRef, OrderRequest,
-    OrderStatus, OrderType, OrderUpdate, StatusFilter, TimeInForce,
+    Order, OrderEventKind, OrderInput, OrderPage, OrderQuery, OrderRef, OrderRequest, OrderStatus,
+    OrderType, OrderUpdate, StatusFilter, TimeInForce,
 };
 pub use portfolio::{
-    Reserved, ReservedQuantity,
     LevelChange, LevelInput, PortfolioSummary, Position, PositionUpdate, PositionUpdateInput,
-    PositionValuation,
+    PositionValuation, Reserved, ReservedQuantity,
 };
 pub use signal::{Alert, AlertType, Severity, Signal, SignalAction};
 pub use symbol::{ClientOrderId, Symbol};

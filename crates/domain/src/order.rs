@@ -407,7 +407,8 @@ impl OrderQuery {
     /// Whether `order` passes every filter and the cursor.
     #[must_use]
     pub fn matches(&self, order: &Order) -> bool {
-        self.status.is_none_or(|filter| filter.accepts(order.status))
+        self.status
+            .is_none_or(|filter| filter.accepts(order.status))
             && self.symbol.as_ref().is_none_or(|s| *s == order.symbol)
             && self
                 .client_order_id
@@ -625,9 +626,6 @@ mod tests {
         }
         assert_eq!(StatusFilter::from_name("open"), Some(StatusFilter::Open));
         assert_eq!(StatusFilter::from_name("bogus"), None);
-        assert_eq!(
-            serde_json::to_string(&TimeInForce::Ioc).unwrap(),
-            "\"IOC\""
-        );
+        assert_eq!(serde_json::to_string(&TimeInForce::Ioc).unwrap(), "\"IOC\"");
     }
 }

@@ -93,10 +93,13 @@ impl ResponseError for ApiError {
                 | ServiceError::OrderTooSmall { .. }
                 | ServiceError::InsufficientFunds { .. }
                 | ServiceError::InsufficientPosition { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-                ServiceError::UnknownSymbol(_) | ServiceError::NoPosition(_) => {
-                    StatusCode::NOT_FOUND
-                }
-                ServiceError::DuplicateClientOrderId(_) => StatusCode::CONFLICT,
+                ServiceError::UnknownSymbol(_)
+                | ServiceError::NoPosition(_)
+                | ServiceError::UnknownOrder(_) => StatusCode::NOT_FOUND,
+                ServiceError::DuplicateClientOrderId(_)
+                | ServiceError::OrderNotOpen { .. }
+                | ServiceError::PostOnlyWouldCross { .. }
+                | ServiceError::TooManyOrders { .. } => StatusCode::CONFLICT,
                 ServiceError::NoPrice(_) | ServiceError::Unavailable(_) => {
                     StatusCode::SERVICE_UNAVAILABLE
                 }
@@ -143,11 +146,15 @@ fn remote_status(code: &str) -> StatusCode {
         }
         "invalid_size"
         | "invalid_levels"
+        | "invalid_order"
         | "order_too_small"
         | "insufficient_funds"
         | "insufficient_position" => StatusCode::UNPROCESSABLE_ENTITY,
-        "unknown_symbol" | "no_position" => StatusCode::NOT_FOUND,
-        "duplicate_client_order_id" => StatusCode::CONFLICT,
+        "unknown_symbol" | "no_position" | "unknown_order" => StatusCode::NOT_FOUND,
+        "duplicate_client_order_id"
+        | "order_not_open"
+        | "post_only_would_cross"
+        | "too_many_orders" => StatusCode::CONFLICT,
         "no_price" | "unavailable" => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use cryptobot_domain::{
-    PortfolioSummary, Position, PositionUpdate, Symbol, TradePage, TradeQuery, TradeRequest,
+    Order, OrderPage, OrderQuery, OrderRef, OrderRequest, PortfolioSummary, Position,
+    PositionUpdate, Symbol, TradePage, TradeQuery, TradeRequest,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -13,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::engine::{Command, PaperEngine, PaperTradingConfig};
 use super::storage::Storage;
-use super::{Execution, PortfolioService, TradeService};
+use super::{Execution, OpenOrders, Placement, PortfolioService, TradeService};
 use crate::{Clock, EventBus, MarketService, ServiceError, ServiceMetrics};
 
 /// Handle to the paper trading engine; clones share the one engine.
@@ -79,6 +80,29 @@ impl TradeService for PaperTrading {
 
     async fn trades(&self, query: TradeQuery) -> Result<TradePage, ServiceError> {
         self.ask(|reply| Command::Trades { query, reply }).await?
+    }
+
+    async fn place_order(&self, request: OrderRequest) -> Result<Placement, ServiceError> {
+        self.ask(|reply| Command::PlaceOrder { request, reply })
+            .await?
+    }
+
+    async fn cancel_order(&self, order: OrderRef) -> Result<Order, ServiceError> {
+        self.ask(|reply| Command::CancelOrder { order, reply })
+            .await?
+    }
+
+    async fn cancel_all_orders(&self, symbol: Option<Symbol>) -> Result<Vec<Order>, ServiceError> {
+        self.ask(|reply| Command::CancelAll { symbol, reply })
+            .await?
+    }
+
+    async fn orders(&self, query: OrderQuery) -> Result<OrderPage, ServiceError> {
+        self.ask(|reply| Command::Orders { query, reply }).await?
+    }
+
+    async fn open_orders(&self) -> Result<OpenOrders, ServiceError> {
+        self.ask(|reply| Command::OpenOrders { reply }).await
     }
 }
 
