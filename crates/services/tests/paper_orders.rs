@@ -779,10 +779,13 @@ async fn open_orders_and_reservations_survive_a_restart() {
     let page = guarded(trading.trades(TradeQuery::latest(10)))
         .await
         .unwrap();
+    // The first buy and the 90 limit's fill (ask 85.01); the 80 limit and the stop rest.
+    assert_eq!(page.trades.len(), 2, "{page:?}");
+    assert_eq!(page.trades[0].client_order_id, buy.client_order_id);
+    let open = guarded(trading.open_orders()).await.unwrap();
     assert_eq!(
-        page.trades.len(),
-        3,
-        "buy, limit fill, and the 80 limit: {page:?}"
+        open.orders.iter().map(|o| o.id).collect::<Vec<_>>(),
+        [sell.id, next_order.id]
     );
     w.stop(task).await;
     drop(trading);
