@@ -343,6 +343,8 @@ pub struct TradingSettings {
     pub fee_rate: DecimalString,
     /// Smallest accepted order notional.
     pub min_notional: DecimalString,
+    /// Open (resting) orders the account may hold at once.
+    pub max_open_orders: usize,
     /// Whether the bot trades on its own signals.
     pub auto_trade: bool,
     /// Quote amount each automatic buy spends.
@@ -613,7 +615,7 @@ impl Settings {
     }
 
     /// The Redis settings of `[bus]`, with the channels the engine publishes (tickers of the
-    /// configured symbols, then `trades`, `portfolio`, `signals`, `alerts`).
+    /// configured symbols, then `trades`, `portfolio`, `signals`, `alerts`, `orders`).
     #[must_use]
     pub fn redis_settings(&self) -> cryptobot_services::scale::RedisSettings {
         let mut channels: Vec<cryptobot_domain::Channel> = self
@@ -628,6 +630,7 @@ impl Settings {
             cryptobot_domain::Channel::Portfolio,
             cryptobot_domain::Channel::Signals,
             cryptobot_domain::Channel::Alerts,
+            cryptobot_domain::Channel::Orders,
         ]);
         cryptobot_services::scale::RedisSettings {
             url: self.bus.redis_url.clone(),
@@ -730,6 +733,7 @@ impl Settings {
             initial_cash: self.trading.initial_cash.0,
             fee_rate: self.trading.fee_rate.0,
             min_notional: self.trading.min_notional.0,
+            max_open_orders: self.trading.max_open_orders,
             ..PaperTradingConfig::default()
         }
     }
