@@ -39,6 +39,15 @@ pub enum DomainError {
     /// An order whose prices or options do not fit its type.
     #[error("invalid order: {0}")]
     InvalidOrder(String),
+    /// A page size outside 1 to `max`.
+    #[error("limit must be between 1 and {max}")]
+    InvalidLimit {
+        /// The largest page size.
+        max: usize,
+    },
+    /// An order status filter that names no status.
+    #[error("invalid status: expected open, new, triggered, filled, canceled, rejected or expired")]
+    InvalidStatus,
 }
 
 impl DomainError {
@@ -54,6 +63,8 @@ impl DomainError {
             Self::SizeRequired => "invalid_payload",
             Self::InvalidLevels(_) => "invalid_levels",
             Self::InvalidOrder(_) => "invalid_order",
+            Self::InvalidLimit { .. } => "invalid_limit",
+            Self::InvalidStatus => "invalid_query",
         }
     }
 }

@@ -275,6 +275,89 @@ impl OrderInput {
     }
 }
 
+impl From<&OrderRequest> for OrderInput {
+    fn from(request: &OrderRequest) -> Self {
+        let (quantity, amount) = match request.size {
+            OrderSize::Quantity(q) => (Some(q.to_string()), None),
+            OrderSize::Amount(a) => (None, Some(a.to_string())),
+        };
+        Self {
+            symbol: request.symbol.to_string(),
+            side: request.side,
+            order_type: request.order_type,
+            quantity,
+            amount,
+            price: request.price.map(|p| p.to_string()),
+            stop_price: request.stop_price.map(|p| p.to_string()),
+            time_in_force: Some(request.time_in_force),
+            post_only: Some(request.post_only),
+            client_order_id: request.client_order_id.as_ref().map(ToString::to_string),
+        }
+    }
+}
+
+/// Default `limit` of an order listing.
+pub const DEFAULT_ORDERS_LIMIT: usize = 50;
+/// Largest `limit` of an order listing.
+pub const MAX_ORDERS_LIMIT: usize = 1000;
+
+/// An order listing as a client writes it (`GET /api/v1/orders` query, `list_orders` payload).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderQueryInput {
+    /// `open`, or one of `new`, `triggered`, `filled`, `canceled`, `rejected`, `expired`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// Only this symbol's orders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub symbol: Option<String>,
+    /// Only the order placed under this key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_order_id: Option<String>,
+    /// Cursor: only orders with a smaller id (newest first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_id: Option<u64>,
+    /// Cursor: only orders with a larger id (oldest first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_id: Option<u64>,
+    /// Page size, 1 to 1000 (default 50).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+}
+
+impl OrderQueryInput {
+    /// Validates the listing: the limit, the status, the symbol, the client order id.
+    ///
+    /// # Errors
+    /// [`DomainError::InvalidLimit`], [`DomainError::InvalidStatus`],
+    /// [`DomainError::InvalidSymbol`] or [`DomainError::InvalidClientOrderId`].
+    pub fn parse(self) -> Result<OrderQuery, DomainError> {
+        let limit = self.limit.unwrap_or(DEFAULT_ORDERS_LIMIT);
+        if !(1..=MAX_ORDERS_LIMIT).contains(&limit) {
+            return Err(DomainError::InvalidLimit {
+                max: MAX_ORDERS_LIMIT,
+            });
+        }
+        let status = self
+            .status
+            .as_deref()
+            .map(|name| StatusFilter::from_name(name).ok_or(DomainError::InvalidStatus))
+            .transpose()?;
+        Ok(OrderQuery {
+            status,
+            symbol: self.symbol.as_deref().map(Symbol::parse).transpose()?,
+            client_order_id: self
+                .client_order_id
+                .as_deref()
+                .map(ClientOrderId::parse)
+                .transpose()?,
+            before_id: self.before_id,
+            after_id: self.after_id,
+            limit,
+        })
+    }
+}
+
 /// An order and where it is in its life, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Order {

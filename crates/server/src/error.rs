@@ -87,7 +87,9 @@ impl ResponseError for ApiError {
                     DomainError::InvalidSymbol(_)
                     | DomainError::InvalidClientOrderId
                     | DomainError::InvalidDecimal { .. }
-                    | DomainError::SizeRequired,
+                    | DomainError::SizeRequired
+                    | DomainError::InvalidLimit { .. }
+                    | DomainError::InvalidStatus,
                 ) => StatusCode::BAD_REQUEST,
                 ServiceError::Domain(_)
                 | ServiceError::OrderTooSmall { .. }
@@ -141,9 +143,12 @@ impl ResponseError for ApiError {
 /// same as the engine itself would answer for that code.
 fn remote_status(code: &str) -> StatusCode {
     match code {
-        "invalid_symbol" | "invalid_client_order_id" | "invalid_decimal" | "invalid_payload" => {
-            StatusCode::BAD_REQUEST
-        }
+        "invalid_symbol"
+        | "invalid_client_order_id"
+        | "invalid_decimal"
+        | "invalid_payload"
+        | "invalid_limit"
+        | "invalid_query" => StatusCode::BAD_REQUEST,
         "invalid_size"
         | "invalid_levels"
         | "invalid_order"

@@ -116,8 +116,10 @@ impl ServiceError {
     }
 
     /// Every code [`ServiceError::code`] can return, domain codes included.
-    pub const CODES: [&'static str; 19] = [
+    pub const CODES: [&'static str; 21] = [
         "invalid_symbol",
+        "invalid_limit",
+        "invalid_query",
         "invalid_order",
         "unknown_order",
         "order_not_open",

@@ -342,6 +342,10 @@ pub fn frame_bytes(envelope: &Envelope) -> Bytes {
             payload: alert.clone(),
             meta,
         },
+        Event::OrderUpdated(update) => ServerMessage::OrderUpdate {
+            payload: update.clone(),
+            meta,
+        },
     };
     Bytes::from(message.to_json())
 }

@@ -34,6 +34,9 @@ pub enum Frame {
     Pong(Bytes),
 }
 
+/// Number of never-dropped channels (every channel but the tickers).
+const EVENT_CHANNELS: usize = 5;
+
 /// Index of a never-dropped channel; `None` for tickers.
 const fn event_index(channel: &Channel) -> Option<usize> {
     match channel {
@@ -41,6 +44,7 @@ const fn event_index(channel: &Channel) -> Option<usize> {
         Channel::Portfolio => Some(1),
         Channel::Signals => Some(2),
         Channel::Alerts => Some(3),
+        Channel::Orders => Some(4),
         Channel::Ticker(_) => None,
     }
 }
@@ -72,9 +76,9 @@ pub struct Outbox {
     /// Live events received while held; `None` once released.
     held: Option<Vec<HeldEvent>>,
     /// Which never-dropped channels the client receives.
-    subscribed: [bool; 4],
+    subscribed: [bool; EVENT_CHANNELS],
     /// Last `seq` queued per never-dropped channel (`None`: nothing yet).
-    event_seq: [Option<u64>; 4],
+    event_seq: [Option<u64>; EVENT_CHANNELS],
     /// Watched tickers (a handful per connection: a scan beats a map).
     tickers: Vec<TickerSlot>,
     /// Where the next ticker scan starts, so no slot starves the others.
@@ -91,8 +95,8 @@ impl Outbox {
         let mut outbox = Self {
             queue: VecDeque::new(),
             held: held.then(Vec::new),
-            subscribed: [false; 4],
-            event_seq: [None; 4],
+            subscribed: [false; EVENT_CHANNELS],
+            event_seq: [None; EVENT_CHANNELS],
             tickers: Vec::new(),
             next_slot: 0,
             limit: limit.max(1),
@@ -104,7 +108,7 @@ impl Outbox {
 
     /// Sets which never-dropped channels are delivered (ticker channels are watched separately).
     pub fn set_channels(&mut self, channels: &[Channel]) {
-        self.subscribed = [false; 4];
+        self.subscribed = [false; EVENT_CHANNELS];
         for channel in channels {
             if let Some(index) = event_index(channel) {
                 self.subscribed[index] = true;
