@@ -6,6 +6,7 @@ mod hostile;
 mod limits;
 mod market_binance;
 mod nothing_lost;
+mod orders;
 mod rest_market;
 mod rest_trading;
 mod restart;
