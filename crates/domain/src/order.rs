@@ -143,10 +143,10 @@ pub struct OrderRequest {
     /// Quantity (every type) or quote amount (market buys only).
     pub size: OrderSize,
     /// Limit price (`limit`, `stop_limit`).
-    #[serde(default, with = "rust_decimal::serde::str_option")]
+    #[serde(default, with = "crate::money::opt_str")]
     pub price: Option<Decimal>,
     /// Stop price (`stop_market`, `stop_limit`).
-    #[serde(default, with = "rust_decimal::serde::str_option")]
+    #[serde(default, with = "crate::money::opt_str")]
     pub stop_price: Option<Decimal>,
     /// For `limit` orders; `GTC` for every other type.
     pub time_in_force: TimeInForce,
@@ -373,16 +373,16 @@ pub struct Order {
     #[serde(rename = "type")]
     pub order_type: OrderType,
     /// Base quantity asked for (absent for a market buy by amount).
-    #[serde(default, with = "rust_decimal::serde::str_option")]
+    #[serde(default, with = "crate::money::opt_str")]
     pub quantity: Option<Decimal>,
     /// Quote amount asked for (market buys by amount only).
-    #[serde(default, with = "rust_decimal::serde::str_option")]
+    #[serde(default, with = "crate::money::opt_str")]
     pub amount: Option<Decimal>,
     /// Limit price.
-    #[serde(default, with = "rust_decimal::serde::str_option")]
+    #[serde(default, with = "crate::money::opt_str")]
     pub price: Option<Decimal>,
     /// Stop price.
-    #[serde(default, with = "rust_decimal::serde::str_option")]
+    #[serde(default, with = "crate::money::opt_str")]
     pub stop_price: Option<Decimal>,
     /// `GTC`, `IOC` or `FOK`.
     pub time_in_force: TimeInForce,
@@ -681,6 +681,26 @@ mod tests {
             market.into_request().unwrap().size,
             OrderSize::Amount(Decimal::from(100))
         );
+    }
+
+    #[test]
+    fn requests_and_orders_round_trip_with_absent_prices() {
+        let request = input(OrderType::Market).into_request().unwrap();
+        let json = serde_json::to_string(&request).unwrap();
+        assert!(json.contains(r#""price":null"#), "{json}");
+        assert_eq!(
+            serde_json::from_str::<OrderRequest>(&json).unwrap(),
+            request
+        );
+        let limit = OrderInput {
+            price: Some("100.50".into()),
+            ..input(OrderType::Limit)
+        }
+        .into_request()
+        .unwrap();
+        let json = serde_json::to_string(&limit).unwrap();
+        assert!(json.contains(r#""price":"100.50""#), "{json}");
+        assert_eq!(serde_json::from_str::<OrderRequest>(&json).unwrap(), limit);
     }
 
     #[test]
