@@ -445,6 +445,10 @@ impl PaperEngine {
     /// IOC / FOK order that did not fill. A market order fills at once with its order row
     /// committed together with the trade.
     async fn place(&mut self, request: &OrderRequest) -> Result<Placement, ServiceError> {
+        // The market before the engine's own checks, as for every command (docs: order of checks).
+        if !self.market.symbols().contains(&request.symbol) {
+            return Err(ServiceError::UnknownSymbol(request.symbol.clone()));
+        }
         if let Some(id) = request.client_order_id.clone() {
             let storage = self.storage.clone();
             let lookup = id.clone();
@@ -470,9 +474,6 @@ impl PaperEngine {
             {
                 return Err(ServiceError::DuplicateClientOrderId(id));
             }
-        }
-        if !self.market.symbols().contains(&request.symbol) {
-            return Err(ServiceError::UnknownSymbol(request.symbol.clone()));
         }
         let ticker = self.market.ticker(&request.symbol).await?;
         if ticker.price <= Decimal::ZERO {
