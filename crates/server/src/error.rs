@@ -200,9 +200,46 @@ mod tests {
             ),
             (ServiceError::Unavailable("stopping".into()), 503),
             (ServiceError::Storage("disk".into()), 500),
+            // TC2: orders
+            (
+                ServiceError::Domain(DomainError::InvalidOrder("x".into())),
+                422,
+            ),
+            (
+                ServiceError::Domain(DomainError::InvalidLimit { max: 1 }),
+                400,
+            ),
+            (ServiceError::Domain(DomainError::InvalidStatus), 400),
+            (
+                ServiceError::UnknownOrder(cryptobot_domain::OrderRef::Id(1)),
+                404,
+            ),
+            (
+                ServiceError::OrderNotOpen {
+                    id: 1,
+                    status: cryptobot_domain::OrderStatus::Filled,
+                },
+                409,
+            ),
+            (
+                ServiceError::PostOnlyWouldCross {
+                    side: "buy",
+                    price: Decimal::ONE,
+                    against: Decimal::ONE,
+                },
+                409,
+            ),
+            (ServiceError::TooManyOrders { max: 1 }, 409),
         ];
         for (err, status) in cases {
+            // A gateway node answers an engine's error with the same status as the engine.
+            let remote = ServiceError::Remote {
+                code: err.code(),
+                message: String::new(),
+                client_error: err.is_client_error(),
+            };
             assert_eq!(ApiError::from(err).status_code().as_u16(), status);
+            assert_eq!(ApiError::from(remote).status_code().as_u16(), status);
         }
     }
 
