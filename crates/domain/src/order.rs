@@ -663,7 +663,7 @@ mod tests {
             (
                 OrderInput {
                     quantity: None,
-                    ..limit.clone()
+                    ..limit
                 },
                 "invalid_payload",
             ),
