@@ -2,6 +2,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::market::{Candle, Interval};
 use crate::{Alert, OrderUpdate, PortfolioSummary, Signal, Symbol, Ticker, Trade};
 
 /// A named stream of events; sequence numbers are counted per channel.
@@ -19,6 +20,8 @@ pub enum Channel {
     Alerts,
     /// `orders`: every change of an order's status.
     Orders,
+    /// `candles:<SYMBOL>:<interval>`: the open candle's updates and each closed candle.
+    Candles(Symbol, Interval),
 }
 
 impl Channel {
@@ -33,12 +36,23 @@ impl Channel {
             "signals" => Ok(Self::Signals),
             "alerts" => Ok(Self::Alerts),
             "orders" => Ok(Self::Orders),
-            _ => match name.strip_prefix("ticker:") {
-                Some(symbol) => Symbol::parse(symbol)
-                    .map(Self::Ticker)
-                    .map_err(ChannelParseError::Symbol),
-                None => Err(ChannelParseError::Unknown),
-            },
+            _ => {
+                if let Some(rest) = name.strip_prefix("candles:") {
+                    let (symbol, interval) =
+                        rest.rsplit_once(':').ok_or(ChannelParseError::Unknown)?;
+                    let interval =
+                        Interval::from_name(interval).ok_or(ChannelParseError::Unknown)?;
+                    return Symbol::parse(symbol)
+                        .map(|symbol| Self::Candles(symbol, interval))
+                        .map_err(ChannelParseError::Symbol);
+                }
+                match name.strip_prefix("ticker:") {
+                    Some(symbol) => Symbol::parse(symbol)
+                        .map(Self::Ticker)
+                        .map_err(ChannelParseError::Symbol),
+                    None => Err(ChannelParseError::Unknown),
+                }
+            }
         }
     }
 }
@@ -61,6 +75,7 @@ impl fmt::Display for Channel {
             Self::Signals => f.write_str("signals"),
             Self::Alerts => f.write_str("alerts"),
             Self::Orders => f.write_str("orders"),
+            Self::Candles(symbol, interval) => write!(f, "candles:{symbol}:{}", interval.as_str()),
         }
     }
 }
@@ -94,6 +109,8 @@ pub enum Event {
     Alert(Alert),
     /// An order was placed or changed status (committed before it is published).
     OrderUpdated(Box<OrderUpdate>),
+    /// The open candle changed, or a candle closed.
+    Candle(Candle),
 }
 
 impl Event {
@@ -107,6 +124,7 @@ impl Event {
             Self::Signal(_) => Channel::Signals,
             Self::Alert(_) => Channel::Alerts,
             Self::OrderUpdated(_) => Channel::Orders,
+            Self::Candle(candle) => Channel::Candles(candle.symbol.clone(), candle.interval),
         }
     }
 }
@@ -124,10 +142,24 @@ mod tests {
             "signals",
             "alerts",
             "orders",
+            "candles:BTCUSDT:1m",
+            "candles:ETHUSDT:1d",
         ] {
             assert_eq!(Channel::parse(name).unwrap().to_string(), name);
         }
         assert_eq!(Channel::parse("order"), Err(ChannelParseError::Unknown));
+        assert_eq!(
+            Channel::parse("candles:BTCUSDT:2m"),
+            Err(ChannelParseError::Unknown)
+        );
+        assert_eq!(
+            Channel::parse("candles:BTCUSDT"),
+            Err(ChannelParseError::Unknown)
+        );
+        assert!(matches!(
+            Channel::parse("candles:btc:1m"),
+            Err(ChannelParseError::Symbol(_))
+        ));
         assert!(matches!(
             Channel::parse("ticker:btc"),
             Err(ChannelParseError::Symbol(_))

@@ -31,7 +31,7 @@ pub mod trade;
 
 pub use error::DomainError;
 pub use event::{Channel, Event};
-pub use market::Ticker;
+pub use market::{Candle, Interval, Ticker};
 pub use order::{
     Order, OrderEventKind, OrderInput, OrderPage, OrderQuery, OrderQueryInput, OrderRef,
     OrderRequest, OrderStatus, OrderType, OrderUpdate, StatusFilter, TimeInForce,

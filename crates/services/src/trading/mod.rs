@@ -2,8 +2,8 @@
 
 use async_trait::async_trait;
 use cryptobot_domain::{
-    Order, OrderPage, OrderQuery, OrderRef, OrderRequest, PortfolioSummary, Position,
-    PositionUpdate, Symbol, Trade, TradePage, TradeQuery, TradeRequest,
+    Candle, Interval, Order, OrderPage, OrderQuery, OrderRef, OrderRequest, PortfolioSummary,
+    Position, PositionUpdate, Symbol, Trade, TradePage, TradeQuery, TradeRequest,
 };
 use serde::{Deserialize, Serialize};
 
@@ -131,6 +131,36 @@ pub trait TradeService: Send + Sync {
     /// [`ServiceError::Unavailable`].
     async fn open_orders(&self) -> Result<OpenOrders, ServiceError> {
         Err(orders_unsupported())
+    }
+
+    /// Returns candle history, oldest first (the open candle last when the query reaches now).
+    /// The default answers `unavailable`.
+    ///
+    /// # Errors
+    /// [`ServiceError::Storage`] or [`ServiceError::Unavailable`].
+    async fn candles(
+        &self,
+        query: crate::market::CandleQuery,
+    ) -> Result<Vec<Candle>, ServiceError> {
+        let _ = query;
+        Err(ServiceError::Unavailable(
+            "this trade service keeps no candles".to_owned(),
+        ))
+    }
+
+    /// Returns the open candle of `symbol` at `interval`, if any.
+    ///
+    /// # Errors
+    /// [`ServiceError::Unavailable`].
+    async fn open_candle(
+        &self,
+        symbol: Symbol,
+        interval: Interval,
+    ) -> Result<Option<Candle>, ServiceError> {
+        let _ = (symbol, interval);
+        Err(ServiceError::Unavailable(
+            "this trade service keeps no candles".to_owned(),
+        ))
     }
 }
 

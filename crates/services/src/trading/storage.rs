@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use cryptobot_domain::{
-    ClientOrderId, Order, OrderPage, OrderQuery, OrderSize, OrderStatus, OrderType, Position, Side,
-    Symbol, TimeInForce, Trade, TradeOrigin, TradePage, TradeQuery,
+    Candle, ClientOrderId, Interval, Order, OrderPage, OrderQuery, OrderSize, OrderStatus,
+    OrderType, Position, Side, Symbol, TimeInForce, Trade, TradeOrigin, TradePage, TradeQuery,
 };
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use rust_decimal::Decimal;
@@ -17,8 +17,9 @@ use rust_decimal::Decimal;
 use super::ledger::Account;
 use crate::ServiceError;
 
-/// Version of the schema below, kept in `PRAGMA user_version`. Version 2 added `orders`; a
-/// version 1 file gets the table on open (`CREATE TABLE IF NOT EXISTS`), nothing else changes.
+/// Version of the schema below, kept in `PRAGMA user_version`. Version 2 added `orders` and
+/// `candles`; a version 1 file gets the tables on open (`CREATE TABLE IF NOT EXISTS`), nothing
+/// else changes.
 const SCHEMA_VERSION: i64 = 2;
 
 /// How long a statement waits for a lock held by another connection before failing.
@@ -71,6 +72,17 @@ CREATE TABLE IF NOT EXISTS orders (
     updated_at        TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS orders_open ON orders (status) WHERE status IN ('new', 'triggered');
+CREATE TABLE IF NOT EXISTS candles (
+    symbol    TEXT NOT NULL,
+    interval  TEXT NOT NULL,
+    open_time INTEGER NOT NULL,
+    open      TEXT NOT NULL,
+    high      TEXT NOT NULL,
+    low       TEXT NOT NULL,
+    close     TEXT NOT NULL,
+    volume    TEXT NOT NULL,
+    PRIMARY KEY (symbol, interval, open_time)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS account (
     id           INTEGER PRIMARY KEY CHECK (id = 1),
     initial_cash TEXT NOT NULL,
@@ -522,6 +534,90 @@ impl Storage {
         Ok(OrderPage { orders, more })
     }
 
+    /// Stores closed candles (replacing a stored one of the same symbol, interval and start).
+    ///
+    /// # Errors
+    /// [`ServiceError::Storage`] when anything fails; nothing was written then.
+    pub fn save_candles(&self, candles: &[Candle]) -> Result<(), ServiceError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for candle in candles {
+            tx.execute(
+                "INSERT OR REPLACE INTO candles \
+                 (symbol, interval, open_time, open, high, low, close, volume) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    candle.symbol.as_str(),
+                    candle.interval.as_str(),
+                    candle.open_time.timestamp(),
+                    candle.open.to_string(),
+                    candle.high.to_string(),
+                    candle.low.to_string(),
+                    candle.close.to_string(),
+                    candle.volume.to_string(),
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Returns up to `limit` stored candles of `symbol` at `interval` opened before `end` (all
+    /// when `None`), oldest first: the newest `limit` of them.
+    ///
+    /// # Errors
+    /// [`ServiceError::Storage`] on a database error or an unreadable value.
+    pub fn load_candles(
+        &self,
+        symbol: &Symbol,
+        interval: Interval,
+        end: Option<DateTime<Utc>>,
+        limit: usize,
+    ) -> Result<Vec<Candle>, ServiceError> {
+        let conn = self.lock();
+        let mut statement = conn.prepare(
+            "SELECT symbol, interval, open_time, open, high, low, close, volume FROM candles \
+             WHERE symbol = ?1 AND interval = ?2 AND (?3 IS NULL OR open_time < ?3) \
+             ORDER BY open_time DESC LIMIT ?4",
+        )?;
+        let end = end.map(|end| {
+            // A bound inside a second still excludes the candle that starts in it.
+            let secs = end.timestamp();
+            if end.timestamp_subsec_nanos() > 0 {
+                secs + 1
+            } else {
+                secs
+            }
+        });
+        let rows = statement.query_map(
+            params![
+                symbol.as_str(),
+                interval.as_str(),
+                end,
+                i64::try_from(limit).unwrap_or(i64::MAX)
+            ],
+            |row| {
+                let open_time: i64 = row.get(2)?;
+                Ok(Candle {
+                    symbol: parse_symbol(row, 0)?,
+                    interval: Interval::from_name(row.get_ref(1)?.as_str()?)
+                        .ok_or_else(|| bad_value(1, "interval"))?,
+                    open_time: DateTime::from_timestamp(open_time, 0)
+                        .ok_or_else(|| bad_value(2, "open_time"))?,
+                    open: decimal(row, 3)?,
+                    high: decimal(row, 4)?,
+                    low: decimal(row, 5)?,
+                    close: decimal(row, 6)?,
+                    volume: decimal(row, 7)?,
+                    closed: true,
+                })
+            },
+        )?;
+        let mut candles = rows.collect::<Result<Vec<_>, _>>()?;
+        candles.reverse();
+        Ok(candles)
+    }
+
     fn query_orders<P: rusqlite::Params>(
         &self,
         sql: &str,
@@ -793,6 +889,62 @@ mod tests {
             fees_paid: dec("0.15"),
             trade_count: 1,
         }
+    }
+
+    #[test]
+    fn candles_round_trip_newest_last_and_before_the_end() {
+        let db = TempDb::new("candles");
+        let candle = |minute: i64, close: &str| Candle {
+            symbol: symbol("BTCUSDT"),
+            interval: Interval::M1,
+            open_time: DateTime::from_timestamp(1_704_067_200 + 60 * minute, 0).unwrap(),
+            open: dec("1"),
+            high: dec("2.5"),
+            low: dec("0.5"),
+            close: dec(close),
+            volume: dec("0.00000001"),
+            closed: true,
+        };
+        {
+            let storage = Storage::open(db.path()).unwrap();
+            storage
+                .save_candles(&[candle(0, "1"), candle(1, "2"), candle(2, "3")])
+                .unwrap();
+            // The same start again replaces.
+            storage.save_candles(&[candle(2, "3.5")]).unwrap();
+        }
+        let storage = Storage::open(db.path()).unwrap();
+        let btc = symbol("BTCUSDT");
+        // TC0: newest `limit`, oldest first
+        let got = storage.load_candles(&btc, Interval::M1, None, 2).unwrap();
+        assert_eq!(got, [candle(1, "2"), candle(2, "3.5")]);
+        // TC1: before an end (exclusive, also inside a second)
+        let end = candle(2, "0").open_time;
+        let got = storage
+            .load_candles(&btc, Interval::M1, Some(end), 10)
+            .unwrap();
+        assert_eq!(got, [candle(0, "1"), candle(1, "2")]);
+        let inside = end - chrono::TimeDelta::milliseconds(500);
+        assert_eq!(
+            storage
+                .load_candles(&btc, Interval::M1, Some(inside), 10)
+                .unwrap()
+                .len(),
+            2
+        );
+        // TC2: other intervals and symbols are apart
+        assert!(
+            storage
+                .load_candles(&btc, Interval::M5, None, 10)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            storage
+                .load_candles(&symbol("ETHUSDT"), Interval::M1, None, 10)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
