@@ -615,7 +615,8 @@ impl Settings {
     }
 
     /// The Redis settings of `[bus]`, with the channels the engine publishes (tickers of the
-    /// configured symbols, then `trades`, `portfolio`, `signals`, `alerts`, `orders`).
+    /// configured symbols, then `trades`, `portfolio`, `signals`, `alerts`, `orders`, then the
+    /// candles of every symbol and interval).
     #[must_use]
     pub fn redis_settings(&self) -> cryptobot_services::scale::RedisSettings {
         let mut channels: Vec<cryptobot_domain::Channel> = self
@@ -632,6 +633,17 @@ impl Settings {
             cryptobot_domain::Channel::Alerts,
             cryptobot_domain::Channel::Orders,
         ]);
+        let symbols: Vec<cryptobot_domain::Symbol> = self
+            .market
+            .symbols
+            .iter()
+            .filter_map(|symbol| cryptobot_domain::Symbol::parse(symbol).ok())
+            .collect();
+        for symbol in symbols {
+            for interval in cryptobot_domain::Interval::ALL {
+                channels.push(cryptobot_domain::Channel::Candles(symbol.clone(), interval));
+            }
+        }
         cryptobot_services::scale::RedisSettings {
             url: self.bus.redis_url.clone(),
             prefix: self.bus.redis_prefix.clone(),

@@ -219,6 +219,12 @@ impl Dispatcher {
                     if channels.contains(&Channel::Orders) {
                         actions.extend(self.orders_snapshot().await.map(Action::Send));
                     }
+                    for channel in &channels {
+                        if let Channel::Candles(symbol, interval) = channel {
+                            let snapshot = self.candle_snapshot(symbol, *interval).await;
+                            actions.extend(snapshot.map(Action::Send));
+                        }
+                    }
                     actions.extend(channels.into_iter().filter_map(|c| match c {
                         Channel::Ticker(symbol) => Some(Action::Watch(symbol)),
                         _ => None,
@@ -352,7 +358,7 @@ impl Dispatcher {
             })
         };
         for channel in channels {
-            if let Channel::Ticker(symbol) = channel
+            if let Channel::Ticker(symbol) | Channel::Candles(symbol, _) = channel
                 && !known.contains(symbol)
             {
                 let message = format!("unknown symbol {symbol}");
@@ -409,6 +415,28 @@ impl Dispatcher {
                 id,
             },
             Err(err) => service_error(id, &err),
+        }
+    }
+
+    /// The open candle sent on subscribing to a candle channel (`snapshot: true`, the channel's
+    /// last `seq`); `None` before the interval's first ticker or when the engine cannot answer.
+    pub(crate) async fn candle_snapshot(
+        &self,
+        symbol: &Symbol,
+        interval: cryptobot_domain::Interval,
+    ) -> Option<ServerMessage> {
+        let channel = Channel::Candles(symbol.clone(), interval);
+        let seq = self.bus.last_seq(&channel);
+        match self.trade.open_candle(symbol.clone(), interval).await {
+            Ok(Some(candle)) => Some(ServerMessage::Candle {
+                payload: candle,
+                meta: EventMeta::new(channel, seq, self.clock.now_us(), true),
+            }),
+            Ok(None) => None,
+            Err(err) => {
+                tracing::warn!(%err, "no candle snapshot");
+                None
+            }
         }
     }
 

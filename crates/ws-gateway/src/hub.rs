@@ -346,6 +346,10 @@ pub fn frame_bytes(envelope: &Envelope) -> Bytes {
             payload: update.clone(),
             meta,
         },
+        Event::Candle(candle) => ServerMessage::Candle {
+            payload: candle.clone(),
+            meta,
+        },
     };
     Bytes::from(message.to_json())
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use cryptobot_domain::{
-    Alert, Channel, ClientOrderId, DomainError, Order, OrderInput, OrderPage, OrderQuery,
+    Alert, Candle, Channel, ClientOrderId, DomainError, Order, OrderInput, OrderPage, OrderQuery,
     OrderQueryInput, OrderRef, OrderRequest, OrderSize, OrderUpdate, PortfolioSummary, Position,
     PositionUpdate, PositionUpdateInput, Side, Signal, Symbol, Ticker, Trade, TradeInput,
     TradeOrigin,
@@ -545,7 +545,7 @@ fn parse_channels(names: &[String], id: &Option<Value>) -> Result<Vec<Channel>, 
                     cryptobot_domain::event::ChannelParseError::Unknown => (
                         codes::UNKNOWN_CHANNEL,
                         format!(
-                            "unknown channel {:?}: expected ticker:<SYMBOL>, trades, portfolio, signals, alerts or orders",
+                            "unknown channel {:?}: expected ticker:<SYMBOL>, candles:<SYMBOL>:<1m|5m|1h|1d>, trades, portfolio, signals, alerts or orders",
                             clip(name)
                         ),
                     ),
@@ -819,6 +819,15 @@ pub enum ServerMessage {
     OrderUpdate {
         /// What happened and the order after it.
         payload: Box<OrderUpdate>,
+        /// Timing and ordering.
+        #[serde(flatten)]
+        meta: EventMeta,
+    },
+    /// A candle of `candles:<SYMBOL>:<interval>`: an update of the open candle, a closed one
+    /// (`closed: true`), or the open candle as a snapshot on subscribe.
+    Candle {
+        /// The candle.
+        payload: Candle,
         /// Timing and ordering.
         #[serde(flatten)]
         meta: EventMeta,

@@ -56,6 +56,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 // a fall-through to 404.
                 .service(web::resource("/tickers").route(web::get().to(market::tickers)))
                 .service(web::resource("/tickers/{symbol}").route(web::get().to(market::ticker)))
+                .service(web::resource("/candles/{symbol}").route(web::get().to(market::candles)))
                 .service(web::resource("/portfolio").route(web::get().to(trading::portfolio)))
                 .service(
                     web::resource("/trades")

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cryptobot_domain::{
-    Event, LevelChange, Order, OrderPage, OrderQuery, OrderRef, OrderRequest, PortfolioSummary,
-    Position, PositionUpdate, Symbol, Ticker, Trade, TradePage, TradeQuery, TradeRequest,
+    Candle, Event, Interval, LevelChange, Order, OrderPage, OrderQuery, OrderRef, OrderRequest,
+    PortfolioSummary, Position, PositionUpdate, Symbol, Ticker, Trade, TradePage, TradeQuery,
+    TradeRequest,
 };
 use redis::aio::MultiplexedConnection;
 use rust_decimal::Decimal;
@@ -74,6 +75,13 @@ enum Call {
         query: OrderQuery,
     },
     OpenOrders,
+    Candles {
+        query: crate::market::CandleQuery,
+    },
+    OpenCandle {
+        symbol: Symbol,
+        interval: Interval,
+    },
 }
 
 /// [`LevelChange`] on the wire (the domain type only deserializes its client form).
@@ -124,6 +132,8 @@ enum Answer {
     OrderList(Vec<Order>),
     OrderPage(OrderPage),
     OpenOrders(OpenOrders),
+    Candles(Vec<Candle>),
+    OpenCandle(Option<Candle>),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -313,6 +323,10 @@ async fn serve(
         }
         Call::Orders { query } => Answer::OrderPage(trade.orders(query).await?),
         Call::OpenOrders => Answer::OpenOrders(trade.open_orders().await?),
+        Call::Candles { query } => Answer::Candles(trade.candles(query).await?),
+        Call::OpenCandle { symbol, interval } => {
+            Answer::OpenCandle(trade.open_candle(symbol, interval).await?)
+        }
     })
 }
 
@@ -539,6 +553,27 @@ impl TradeService for RemoteTrading {
     async fn open_orders(&self) -> Result<OpenOrders, ServiceError> {
         match self.call(Call::OpenOrders).await? {
             Answer::OpenOrders(open) => Ok(open),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn candles(
+        &self,
+        query: crate::market::CandleQuery,
+    ) -> Result<Vec<Candle>, ServiceError> {
+        match self.call(Call::Candles { query }).await? {
+            Answer::Candles(candles) => Ok(candles),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn open_candle(
+        &self,
+        symbol: Symbol,
+        interval: Interval,
+    ) -> Result<Option<Candle>, ServiceError> {
+        match self.call(Call::OpenCandle { symbol, interval }).await? {
+            Answer::OpenCandle(candle) => Ok(candle),
             _ => Err(unexpected()),
         }
     }
