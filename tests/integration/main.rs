@@ -1,6 +1,7 @@
 //! End-to-end suite: the real application on 127.0.0.1:0, driven over real sockets.
 
 mod auth;
+mod candles;
 mod contract;
 mod hostile;
 mod limits;

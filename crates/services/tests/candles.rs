@@ -37,7 +37,10 @@ fn temp_db(name: &str) -> std::path::PathBuf {
         .unwrap()
         .as_nanos();
     std::env::temp_dir()
-        .join(format!("cryptobot-candles-{name}-{}-{nanos}", std::process::id()))
+        .join(format!(
+            "cryptobot-candles-{name}-{}-{nanos}",
+            std::process::id()
+        ))
         .join("db.sqlite")
 }
 
@@ -45,10 +48,8 @@ fn temp_db(name: &str) -> std::path::PathBuf {
 async fn ticks_become_conflated_updates_and_closed_candles_that_survive_a_restart() {
     let path = temp_db("task");
     let clock = Arc::new(ManualClock::new(t0() + TimeDelta::seconds(5)));
-    let bus: Arc<dyn EventBus> = Arc::new(InMemoryBus::new(
-        1024,
-        Arc::clone(&clock) as Arc<dyn Clock>,
-    ));
+    let bus: Arc<dyn EventBus> =
+        Arc::new(InMemoryBus::new(1024, Arc::clone(&clock) as Arc<dyn Clock>));
     let storage = Storage::open(path.to_str().unwrap()).unwrap();
     let shutdown = CancellationToken::new();
     let (history, task) = spawn_candles(
@@ -75,7 +76,14 @@ async fn ticks_become_conflated_updates_and_closed_candles_that_survive_a_restar
         .unwrap();
     assert_eq!(seq, 1, "one update on the 1m channel, not four");
     assert_eq!(
-        (open.open, open.high, open.low, open.close, open.closed, open.open_time),
+        (
+            open.open,
+            open.high,
+            open.low,
+            open.close,
+            open.closed,
+            open.open_time
+        ),
         (dec("100"), dec("103"), dec("99"), dec("101"), false, t0())
     );
     assert_eq!(bus.last_seq(&m1), 1);
@@ -88,7 +96,13 @@ async fn ticks_become_conflated_updates_and_closed_candles_that_survive_a_restar
     tokio::time::advance(Duration::from_secs(1)).await;
     let (seq, closed) = next_candle(&mut events).await;
     assert_eq!(seq, 2);
-    assert_eq!(closed, Candle { closed: true, ..open.clone() });
+    assert_eq!(
+        closed,
+        Candle {
+            closed: true,
+            ..open.clone()
+        }
+    );
     // TC2: the next tick opens the next minute; history lists the closed one, then the open
     clock.set(t0() + TimeDelta::seconds(75));
     bus.publish(Event::Ticker(fixtures::ticker("BTCUSDT", "110")));
