@@ -137,7 +137,7 @@ async fn ticks_become_conflated_updates_and_closed_candles_that_survive_a_restar
         })
         .await
         .unwrap();
-    assert_eq!(before, [closed.clone()]);
+    assert_eq!(before, std::slice::from_ref(&closed));
     let newest = history
         .candles(CandleQuery {
             limit: 1,
