@@ -166,6 +166,63 @@ test("stop-loss and take-profit can be set on a position", async () => {
   }, null, WAIT);
 });
 
+test("the order form places a resting limit order, listed with a cancel button that cancels it", async () => {
+  await page.selectOption("#order-symbol", "BTCUSDT");
+  await page.check("#order-form input[name=side][value=buy]");
+  await page.selectOption("#order-type", "limit");
+  await page.fill("#order-quantity", "0.001");
+  await page.fill("#order-price", "1000");
+  await page.click("#order-submit");
+  await page.locator("#order-result.ok", { hasText: "new" }).waitFor(WAIT);
+  const id = (await page.locator("#order-result").textContent()).match(/Order (\d+)/)[1];
+  const row = page.locator(`#open-orders tbody tr[data-order-id="${id}"]`);
+  await row.waitFor(WAIT);
+  assert.match(await row.textContent(), /limit/);
+  assert.equal(await page.locator("#no-orders").isHidden(), true);
+  // The server holds it too, with its cost reserved.
+  const open = await page.evaluate(async () => (await fetch("/api/v1/orders?status=open")).json());
+  assert.deepEqual(open.map((o) => String(o.id)), [id]);
+  await screenshot("07-open-order");
+  await row.getByRole("button", { name: `Cancel order ${id}` }).click();
+  await row.waitFor({ state: "detached", ...WAIT });
+  await page.locator("#no-orders").waitFor({ state: "visible", ...WAIT });
+  const after = await page.evaluate(async (orderId) =>
+    (await fetch("/api/v1/orders?status=canceled")).json().then((orders) => orders.map((o) => String(o.id))), id);
+  assert.deepEqual(after, [id]);
+});
+
+test("an order the server refuses shows its code", async () => {
+  await page.selectOption("#order-type", "limit");
+  await page.fill("#order-quantity", "0.001");
+  await page.fill("#order-price", "");
+  await page.click("#order-submit");
+  const result = page.locator("#order-result.error");
+  await result.waitFor(WAIT);
+  assert.match(await result.textContent(), /invalid_order/);
+});
+
+test("the candlestick chart draws candles, updates live and marks the bot's trades", async () => {
+  await page.selectOption("#chart-symbol", "BTCUSDT");
+  await page.selectOption("#chart-interval", "1h");
+  const chart = page.locator("#candle-chart");
+  await page.waitForFunction(() => Number(document.querySelector("#candle-chart").dataset.candles) >= 1, null, WAIT);
+  // Live: candle frames of the chart's channel keep arriving (about one a second).
+  const updates = Number(await chart.getAttribute("data-updates"));
+  await page.waitForFunction((before) => Number(document.querySelector("#candle-chart").dataset.updates) > before, updates, WAIT);
+  // The manual BTCUSDT buy of an earlier test is within this hour's candle: one marker at least.
+  await page.waitForFunction(() => Number(document.querySelector("#candle-chart").dataset.markers) >= 1, null, WAIT);
+  // Something was drawn: the canvas is not blank.
+  const painted = await chart.evaluate((canvas) => {
+    const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+    let count = 0;
+    for (let i = 3; i < data.length; i += 4) if (data[i] > 0) count++;
+    return count;
+  });
+  assert.ok(painted > 50, `painted pixels: ${painted}`);
+  await screenshot("08-chart");
+  assert.deepEqual(consoleErrors, []);
+});
+
 test("after a server restart the page reconnects by itself, without duplicate rows", async () => {
   const tradesBefore = await page.locator("#trade-feed li").count();
   await stopServer(server);

@@ -584,7 +584,7 @@ async fn the_connection_announces_its_parameters_and_lists_its_subscriptions() {
         "{refused}"
     );
     for (channels, code, channel) in [
-        (json!(["signals", "orders"]), "unknown_channel", "orders"),
+        (json!(["signals", "fills"]), "unknown_channel", "fills"),
         (
             json!(["ticker:DOGEUSDT"]),
             "unknown_symbol",

@@ -1,12 +1,14 @@
 //! End-to-end suite: the real application on 127.0.0.1:0, driven over real sockets.
 
 mod auth;
+mod candles;
 mod contract;
 mod hostile;
 mod limits;
 mod market_binance;
 mod nothing_lost;
 mod openapi;
+mod orders;
 mod rest_market;
 mod rest_trading;
 mod restart;

@@ -36,6 +36,18 @@ pub enum DomainError {
     /// A stop-loss or take-profit level on the wrong side of the others.
     #[error("invalid price levels: {0}")]
     InvalidLevels(String),
+    /// An order whose prices or options do not fit its type.
+    #[error("invalid order: {0}")]
+    InvalidOrder(String),
+    /// A page size outside 1 to `max`.
+    #[error("limit must be between 1 and {max}")]
+    InvalidLimit {
+        /// The largest page size.
+        max: usize,
+    },
+    /// An order status filter that names no status.
+    #[error("invalid status: expected open, new, triggered, filled, canceled, rejected or expired")]
+    InvalidStatus,
 }
 
 impl DomainError {
@@ -50,6 +62,9 @@ impl DomainError {
             // A shape error like a missing field, so the same code as serde's shape errors.
             Self::SizeRequired => "invalid_payload",
             Self::InvalidLevels(_) => "invalid_levels",
+            Self::InvalidOrder(_) => "invalid_order",
+            Self::InvalidLimit { .. } => "invalid_limit",
+            Self::InvalidStatus => "invalid_query",
         }
     }
 }

@@ -2,7 +2,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Alert, PortfolioSummary, Signal, Symbol, Ticker, Trade};
+use crate::market::{Candle, Interval};
+use crate::{Alert, OrderUpdate, PortfolioSummary, Signal, Symbol, Ticker, Trade};
 
 /// A named stream of events; sequence numbers are counted per channel.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -17,6 +18,10 @@ pub enum Channel {
     Signals,
     /// `alerts`: every alert.
     Alerts,
+    /// `orders`: every change of an order's status.
+    Orders,
+    /// `candles:<SYMBOL>:<interval>`: the open candle's updates and each closed candle.
+    Candles(Symbol, Interval),
 }
 
 impl Channel {
@@ -30,12 +35,24 @@ impl Channel {
             "portfolio" => Ok(Self::Portfolio),
             "signals" => Ok(Self::Signals),
             "alerts" => Ok(Self::Alerts),
-            _ => match name.strip_prefix("ticker:") {
-                Some(symbol) => Symbol::parse(symbol)
-                    .map(Self::Ticker)
-                    .map_err(ChannelParseError::Symbol),
-                None => Err(ChannelParseError::Unknown),
-            },
+            "orders" => Ok(Self::Orders),
+            _ => {
+                if let Some(rest) = name.strip_prefix("candles:") {
+                    let (symbol, interval) =
+                        rest.rsplit_once(':').ok_or(ChannelParseError::Unknown)?;
+                    let interval =
+                        Interval::from_name(interval).ok_or(ChannelParseError::Unknown)?;
+                    return Symbol::parse(symbol)
+                        .map(|symbol| Self::Candles(symbol, interval))
+                        .map_err(ChannelParseError::Symbol);
+                }
+                match name.strip_prefix("ticker:") {
+                    Some(symbol) => Symbol::parse(symbol)
+                        .map(Self::Ticker)
+                        .map_err(ChannelParseError::Symbol),
+                    None => Err(ChannelParseError::Unknown),
+                }
+            }
         }
     }
 }
@@ -57,6 +74,8 @@ impl fmt::Display for Channel {
             Self::Portfolio => f.write_str("portfolio"),
             Self::Signals => f.write_str("signals"),
             Self::Alerts => f.write_str("alerts"),
+            Self::Orders => f.write_str("orders"),
+            Self::Candles(symbol, interval) => write!(f, "candles:{symbol}:{}", interval.as_str()),
         }
     }
 }
@@ -88,6 +107,10 @@ pub enum Event {
     Signal(Signal),
     /// An alert was raised.
     Alert(Alert),
+    /// An order was placed or changed status (committed before it is published).
+    OrderUpdated(Box<OrderUpdate>),
+    /// The open candle changed, or a candle closed.
+    Candle(Candle),
 }
 
 impl Event {
@@ -100,6 +123,8 @@ impl Event {
             Self::PortfolioChanged(_) => Channel::Portfolio,
             Self::Signal(_) => Channel::Signals,
             Self::Alert(_) => Channel::Alerts,
+            Self::OrderUpdated(_) => Channel::Orders,
+            Self::Candle(candle) => Channel::Candles(candle.symbol.clone(), candle.interval),
         }
     }
 }
@@ -110,10 +135,31 @@ mod tests {
 
     #[test]
     fn channel_names_round_trip() {
-        for name in ["ticker:BTCUSDT", "trades", "portfolio", "signals", "alerts"] {
+        for name in [
+            "ticker:BTCUSDT",
+            "trades",
+            "portfolio",
+            "signals",
+            "alerts",
+            "orders",
+            "candles:BTCUSDT:1m",
+            "candles:ETHUSDT:1d",
+        ] {
             assert_eq!(Channel::parse(name).unwrap().to_string(), name);
         }
-        assert_eq!(Channel::parse("orders"), Err(ChannelParseError::Unknown));
+        assert_eq!(Channel::parse("order"), Err(ChannelParseError::Unknown));
+        assert_eq!(
+            Channel::parse("candles:BTCUSDT:2m"),
+            Err(ChannelParseError::Unknown)
+        );
+        assert_eq!(
+            Channel::parse("candles:BTCUSDT"),
+            Err(ChannelParseError::Unknown)
+        );
+        assert!(matches!(
+            Channel::parse("candles:btc:1m"),
+            Err(ChannelParseError::Symbol(_))
+        ));
         assert!(matches!(
             Channel::parse("ticker:btc"),
             Err(ChannelParseError::Symbol(_))

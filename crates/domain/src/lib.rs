@@ -18,6 +18,8 @@ pub mod fixtures;
 pub mod market;
 /// Money helpers: decimal parsing and rounding rules.
 pub mod money;
+/// Orders with a lifecycle: types, status, validation, updates.
+pub mod order;
 /// Positions, their valuation and the portfolio summary.
 pub mod portfolio;
 /// Trading signals and alerts.
@@ -29,10 +31,14 @@ pub mod trade;
 
 pub use error::DomainError;
 pub use event::{Channel, Event};
-pub use market::Ticker;
+pub use market::{Candle, Interval, Ticker};
+pub use order::{
+    Order, OrderEventKind, OrderInput, OrderPage, OrderQuery, OrderQueryInput, OrderRef,
+    OrderRequest, OrderStatus, OrderType, OrderUpdate, StatusFilter, TimeInForce,
+};
 pub use portfolio::{
     LevelChange, LevelInput, PortfolioSummary, Position, PositionUpdate, PositionUpdateInput,
-    PositionValuation,
+    PositionValuation, Reserved, ReservedQuantity,
 };
 pub use signal::{Alert, AlertType, Severity, Signal, SignalAction};
 pub use symbol::{ClientOrderId, Symbol};

@@ -192,3 +192,39 @@ mod tests {
         assert_eq!(err.to_string(), "amount must be greater than zero, got 0");
     }
 }
+
+/// Serde for `Option<Decimal>` as a JSON string or `null` (rust_decimal's `str_option` refuses
+/// `null` when reading, so an absent price would not survive a round trip).
+pub mod opt_str {
+    use std::str::FromStr;
+
+    use rust_decimal::Decimal;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes `Some` as its decimal string, `None` as `null`.
+    ///
+    /// # Errors
+    /// Those of the serializer.
+    #[allow(clippy::ref_option, reason = "the signature serde's `with` requires")]
+    pub fn serialize<S: Serializer>(
+        value: &Option<Decimal>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(value) => serializer.collect_str(value),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    /// Reads a decimal string or `null`.
+    ///
+    /// # Errors
+    /// A value that is neither, or a string that is no decimal.
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Decimal>, D::Error> {
+        Option::<String>::deserialize(deserializer)?
+            .map(|text| Decimal::from_str(&text).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}

@@ -248,9 +248,30 @@ pub struct PortfolioSummary {
     pub fees_paid: Decimal,
     /// Number of trades executed so far.
     pub trade_count: u64,
+    /// What open orders hold back: cash for buys, quantities for sells.
+    #[serde(default)]
+    pub reserved: Reserved,
     /// When the summary was computed.
     pub as_of: DateTime<Utc>,
 }
+
+/// Funds held back by open orders: they cannot be spent by another order or trade.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reserved {
+    /// Cash held for open buys (cost at their price plus fee); part of `cash`.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub cash: Decimal,
+    /// `cash` minus the reserved cash: what a new buy may spend.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub available_cash: Decimal,
+    /// Base quantity held for open sells, per symbol (only symbols with a reservation).
+    pub quantities: std::collections::BTreeMap<crate::Symbol, ReservedQuantity>,
+}
+
+/// A quantity held back for open sells, as a decimal string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ReservedQuantity(#[serde(with = "rust_decimal::serde::str")] pub Decimal);
 
 impl PortfolioSummary {
     /// Builds a summary from cash and valued positions, deriving the totals.
@@ -275,6 +296,10 @@ impl PortfolioSummary {
             unrealized_pnl,
             fees_paid,
             trade_count,
+            reserved: Reserved {
+                available_cash: cash,
+                ..Reserved::default()
+            },
             as_of,
         }
     }

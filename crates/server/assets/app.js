@@ -24,7 +24,11 @@ const state = {
   canTrade: true,
   refusedUpgrades: 0,          // failed upgrades in a row while the server answered HTTP
   token: sessionStorage.getItem("cryptobot.token") || "",
+  orders: new Map(),           // open order id -> [order, seq of the update that set it]
+  chart: { symbol: null, interval: "1m", candles: [], markers: [], updates: 0 },
 };
+const CHART_CANDLES = 120;
+const CHART_MARKERS = 200;
 
 function setStatus(kind, text) {
   const el = $("#status");
@@ -190,6 +194,7 @@ function showTrade(trade) {
   item.innerHTML = `<time>${at.toLocaleTimeString()}</time> <strong class="${side === "buy" ? "up" : "down"}">${side}</strong>
     ${trade.quantity} ${trade.symbol} @ ${fmt(trade.price)}${trade.origin && trade.origin !== "manual" ? ` <span class="muted">(${trade.origin})</span>` : ""}`;
   prependCapped($("#trade-feed"), item);
+  addMarker(trade.symbol, trade.executed_at ?? trade.purchased_at, trade.price, side, "trade");
 }
 
 function showSignal(signal) {
@@ -198,6 +203,187 @@ function showSignal(signal) {
     <strong class="${signal.action === "buy" ? "up" : signal.action === "sell" ? "down" : ""}">${signal.action}</strong>
     ${signal.symbol} @ ${fmt(signal.price)} <span class="muted">${signal.strategy ?? ""} · ${signal.reason ?? ""}</span>`;
   prependCapped($("#signal-feed"), item);
+  if (signal.action === "buy" || signal.action === "sell") {
+    addMarker(signal.symbol, signal.generated_at, signal.price, signal.action, "signal");
+  }
+}
+
+// ---------- orders ----------
+
+function applyOrder(order, seq) {
+  const known = state.orders.get(order.id);
+  if (known && known[1] >= seq) return; // the snapshot or a later update already has it
+  if (order.status === "new" || order.status === "triggered") state.orders.set(order.id, [order, seq]);
+  else state.orders.set(order.id, [null, seq]);
+  renderOrders();
+}
+
+function applyOpenOrders(snapshot) {
+  // Updates with a larger seq (even ones that arrived first) stay; the rest is the snapshot's.
+  for (const [id, [, seq]] of state.orders) if (seq <= snapshot.seq) state.orders.delete(id);
+  for (const order of snapshot.payload.orders) {
+    const known = state.orders.get(order.id);
+    if (!known || known[1] <= snapshot.seq) state.orders.set(order.id, [order, snapshot.seq]);
+  }
+  renderOrders();
+}
+
+function renderOrders() {
+  const open = [...state.orders.values()].map(([order]) => order).filter(Boolean).sort((a, b) => a.id - b.id);
+  $("#open-orders tbody").replaceChildren(...open.map(orderRow));
+  $("#no-orders").hidden = open.length > 0;
+}
+
+function orderRow(order) {
+  const row = document.createElement("tr");
+  row.dataset.orderId = String(order.id);
+  const price = order.price ?? order.stop_price;
+  row.innerHTML = `<th scope="row"><span class="${order.side === "buy" ? "up" : "down"}">${order.side}</span> ${order.symbol}</th>
+    <td>${order.type}${order.stop_price && order.price ? ` @${fmt(order.stop_price)}` : ""}</td><td>${order.quantity ?? order.amount}</td>
+    <td>${fmt(price)}</td><td>${order.status}</td>
+    <td><button type="button" class="small ghost cancel" aria-label="Cancel order ${order.id}">Cancel</button></td>`;
+  row.querySelector(".cancel").addEventListener("click", (event) => {
+    event.currentTarget.disabled = true;
+    request("cancel_order", { order_id: order.id }, (reply) => {
+      if (reply.type === "error") {
+        event.target.disabled = false;
+        toast({ alert_type: "cancel_order", message: `${reply.code}: ${reply.error}`, severity: "warning" });
+      } else {
+        applyOrder(reply.payload, Number.MAX_SAFE_INTEGER - 1);
+      }
+    });
+  });
+  return row;
+}
+
+function setupOrderForm() {
+  const form = $("#order-form");
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const data = new FormData(form);
+    const type = data.get("type");
+    const text = (name) => String(data.get(name) ?? "").trim();
+    const payload = { symbol: data.get("symbol"), side: data.get("side"), type, quantity: text("quantity"),
+      client_order_id: newClientOrderId() };
+    // Empty fields are left out, so the server names what is missing (`invalid_order`).
+    if ((type === "limit" || type === "stop_limit") && text("price")) payload.price = text("price");
+    if ((type === "stop_market" || type === "stop_limit") && text("stop_price")) payload.stop_price = text("stop_price");
+    if (type === "limit") payload.time_in_force = data.get("time_in_force");
+    const result = $("#order-result");
+    result.className = "result";
+    result.textContent = "sending…";
+    $("#order-submit").disabled = true;
+    request("place_order", payload, (reply) => {
+      $("#order-submit").disabled = !state.canTrade;
+      if (reply.type === "error") {
+        result.className = "result error";
+        result.textContent = `Rejected (${reply.code ?? "error"}): ${reply.error}`;
+        return;
+      }
+      const order = reply.payload.order;
+      result.className = "result ok";
+      result.textContent = `Order ${order.id}: ${order.status}`;
+    });
+  });
+}
+
+// ---------- candlestick chart ----------
+
+function chartChannel() {
+  return state.chart.symbol ? `candles:${state.chart.symbol}:${state.chart.interval}` : null;
+}
+
+async function loadChart() {
+  const { symbol, interval } = state.chart;
+  if (!symbol) return;
+  try {
+    const candles = await getJson(`/api/v1/candles/${symbol}?interval=${interval}&limit=${CHART_CANDLES}`);
+    if (symbol !== state.chart.symbol || interval !== state.chart.interval) return;
+    state.chart.candles = candles;
+    drawChart();
+  } catch (err) {
+    console.warn("could not load candles", err.message);
+  }
+}
+
+function switchChart(symbol, interval) {
+  const before = chartChannel();
+  state.chart.symbol = symbol;
+  state.chart.interval = interval;
+  state.chart.candles = [];
+  const after = chartChannel();
+  if (before && before !== after) send("unsubscribe", { channels: [before] });
+  if (after) send("subscribe", { channels: [after] });
+  drawChart();
+  loadChart();
+}
+
+function showCandle(message) {
+  if (message.channel !== chartChannel()) return;
+  const candle = message.payload;
+  const list = state.chart.candles;
+  const last = list[list.length - 1];
+  if (last && last.open_time === candle.open_time) list[list.length - 1] = candle;
+  else if (!last || new Date(candle.open_time) > new Date(last.open_time)) list.push(candle);
+  while (list.length > CHART_CANDLES) list.shift();
+  state.chart.updates += 1;
+  drawChart();
+}
+
+function addMarker(symbol, at, price, side, kind) {
+  if (!at || price === undefined) return;
+  state.chart.markers.push({ symbol, time: new Date(at).getTime(), price: Number(price), side, kind });
+  while (state.chart.markers.length > CHART_MARKERS) state.chart.markers.shift();
+  drawChart();
+}
+
+function drawChart() {
+  const canvas = $("#candle-chart");
+  const ctx = canvas.getContext("2d");
+  const width = canvas.width, height = canvas.height, pad = 8;
+  ctx.clearRect(0, 0, width, height);
+  const candles = state.chart.candles;
+  canvas.dataset.candles = String(candles.length);
+  canvas.dataset.updates = String(state.chart.updates);
+  if (candles.length === 0) {
+    canvas.dataset.markers = "0";
+    return;
+  }
+  const step = state.chart.interval === "1m" ? 60e3 : state.chart.interval === "5m" ? 300e3 : state.chart.interval === "1h" ? 3600e3 : 86400e3;
+  const first = new Date(candles[0].open_time).getTime();
+  const end = new Date(candles[candles.length - 1].open_time).getTime() + step;
+  const markers = state.chart.markers.filter((m) => m.symbol === state.chart.symbol && m.time >= first && m.time < end);
+  const prices = candles.flatMap((c) => [Number(c.high), Number(c.low)]).concat(markers.map((m) => m.price));
+  const min = Math.min(...prices), max = Math.max(...prices);
+  const span = max - min || 1;
+  const y = (p) => pad + (1 - (p - min) / span) * (height - 2 * pad);
+  const slots = Math.max(candles.length, 20);
+  const slot = (width - 2 * pad) / slots;
+  const x = (time) => pad + ((time - first) / step) * slot;
+  for (const c of candles) {
+    const left = x(new Date(c.open_time).getTime());
+    const up = Number(c.close) >= Number(c.open);
+    ctx.strokeStyle = ctx.fillStyle = up ? "#3ddc84" : "#ff6b6b";
+    ctx.beginPath();
+    ctx.moveTo(left + slot / 2, y(Number(c.high)));
+    ctx.lineTo(left + slot / 2, y(Number(c.low)));
+    ctx.stroke();
+    const top = y(Math.max(Number(c.open), Number(c.close)));
+    const bottom = y(Math.min(Number(c.open), Number(c.close)));
+    ctx.fillRect(left + slot * 0.15, top, slot * 0.7, Math.max(bottom - top, 1));
+  }
+  for (const m of markers) {
+    const cx = x(m.time), cy = y(m.price);
+    ctx.fillStyle = m.kind === "signal" ? "#ffb84d" : m.side === "buy" ? "#5aa9ff" : "#ff6bd5";
+    ctx.beginPath();
+    const dir = m.side === "buy" ? 1 : -1;
+    ctx.moveTo(cx, cy);
+    ctx.lineTo(cx - 5, cy + 9 * dir);
+    ctx.lineTo(cx + 5, cy + 9 * dir);
+    ctx.closePath();
+    ctx.fill();
+  }
+  canvas.dataset.markers = String(markers.length);
 }
 
 function toast(alert) {
@@ -255,8 +441,10 @@ function setupTradeForm() {
 
 function setCanTrade(allowed) {
   state.canTrade = allowed;
-  $("#trade-submit").disabled = !allowed;
-  $("#trade-submit").title = allowed ? "" : "This token has no trade scope";
+  for (const button of ["#trade-submit", "#order-submit"]) {
+    $(button).disabled = !allowed;
+    $(button).title = allowed ? "" : "This token has no trade scope";
+  }
 }
 
 // ---------- socket ----------
@@ -304,6 +492,9 @@ function handle(message) {
     case "trade_notification": showTrade(message.payload); break;
     case "signal": showSignal(message.payload); break;
     case "alert": toast(message.payload); break;
+    case "order_update": applyOrder(message.payload.order, message.seq); break;
+    case "open_orders": applyOpenOrders(message); break;
+    case "candle": showCandle(message); break;
     case "welcome": case "hello":
       if (Array.isArray(message.scopes ?? message.payload?.scopes)) setCanTrade((message.scopes ?? message.payload.scopes).includes("trade"));
       break;
@@ -324,6 +515,9 @@ async function refill() {
     const [trades, portfolio] = await Promise.all([getJson("/api/v1/trades?limit=50"), getJson("/api/v1/portfolio")]);
     trades.slice().reverse().forEach((trade) => showTrade(trade));
     showPortfolio(portfolio);
+    loadChart();
+    const open = await getJson("/api/v1/orders?status=open&limit=1000");
+    applyOpenOrders({ seq: state.lastSeq.get("orders") ?? 0, payload: { orders: open } });
   } catch (err) {
     console.warn("refill failed", err.message);
   }
@@ -340,7 +534,8 @@ function connect() {
     state.refusedUpgrades = 0;
     state.backoffMs = BACKOFF_MIN_MS;
     setStatus("connected", "live");
-    const channels = [...[...state.subscribed].map((s) => `ticker:${s}`), "signals"];
+    const channels = [...[...state.subscribed].map((s) => `ticker:${s}`), "signals", "orders"];
+    if (chartChannel()) channels.push(chartChannel());
     const payload = { channels };
     if (state.epoch !== null && state.lastSeq.size > 0) {
       payload.resume = { epoch: state.epoch, last_seq: Object.fromEntries(state.lastSeq) };
@@ -395,6 +590,9 @@ async function loadSymbols() {
   }
   state.symbols.forEach((s) => state.subscribed.add(s));
   $("#trade-symbol").replaceChildren(...state.symbols.map((s) => new Option(s, s)));
+  $("#order-symbol").replaceChildren(...state.symbols.map((s) => new Option(s, s)));
+  $("#chart-symbol").replaceChildren(...state.symbols.map((s) => new Option(s, s)));
+  switchChart(state.symbols[0], $("#chart-interval").value);
   if (state.socket?.readyState === WebSocket.OPEN) {
     send("subscribe", { channels: state.symbols.map((s) => `ticker:${s}`) });
   }
@@ -408,6 +606,10 @@ async function start() {
     loadSymbols();
   });
   setupTradeForm();
+  setupOrderForm();
+  const rechart = () => switchChart($("#chart-symbol").value, $("#chart-interval").value);
+  $("#chart-symbol").addEventListener("change", rechart);
+  $("#chart-interval").addEventListener("change", rechart);
   await loadSymbols();
   connect();
 }

@@ -343,6 +343,8 @@ pub struct TradingSettings {
     pub fee_rate: DecimalString,
     /// Smallest accepted order notional.
     pub min_notional: DecimalString,
+    /// Open (resting) orders the account may hold at once.
+    pub max_open_orders: usize,
     /// Whether the bot trades on its own signals.
     pub auto_trade: bool,
     /// Quote amount each automatic buy spends.
@@ -613,7 +615,8 @@ impl Settings {
     }
 
     /// The Redis settings of `[bus]`, with the channels the engine publishes (tickers of the
-    /// configured symbols, then `trades`, `portfolio`, `signals`, `alerts`).
+    /// configured symbols, then `trades`, `portfolio`, `signals`, `alerts`, `orders`, then the
+    /// candles of every symbol and interval).
     #[must_use]
     pub fn redis_settings(&self) -> cryptobot_services::scale::RedisSettings {
         let mut channels: Vec<cryptobot_domain::Channel> = self
@@ -628,7 +631,19 @@ impl Settings {
             cryptobot_domain::Channel::Portfolio,
             cryptobot_domain::Channel::Signals,
             cryptobot_domain::Channel::Alerts,
+            cryptobot_domain::Channel::Orders,
         ]);
+        let symbols: Vec<cryptobot_domain::Symbol> = self
+            .market
+            .symbols
+            .iter()
+            .filter_map(|symbol| cryptobot_domain::Symbol::parse(symbol).ok())
+            .collect();
+        for symbol in symbols {
+            for interval in cryptobot_domain::Interval::ALL {
+                channels.push(cryptobot_domain::Channel::Candles(symbol.clone(), interval));
+            }
+        }
         cryptobot_services::scale::RedisSettings {
             url: self.bus.redis_url.clone(),
             prefix: self.bus.redis_prefix.clone(),
@@ -730,6 +745,7 @@ impl Settings {
             initial_cash: self.trading.initial_cash.0,
             fee_rate: self.trading.fee_rate.0,
             min_notional: self.trading.min_notional.0,
+            max_open_orders: self.trading.max_open_orders,
             ..PaperTradingConfig::default()
         }
     }

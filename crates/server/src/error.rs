@@ -97,16 +97,21 @@ impl ResponseError for ApiError {
                     DomainError::InvalidSymbol(_)
                     | DomainError::InvalidClientOrderId
                     | DomainError::InvalidDecimal { .. }
-                    | DomainError::SizeRequired,
+                    | DomainError::SizeRequired
+                    | DomainError::InvalidLimit { .. }
+                    | DomainError::InvalidStatus,
                 ) => StatusCode::BAD_REQUEST,
                 ServiceError::Domain(_)
                 | ServiceError::OrderTooSmall { .. }
                 | ServiceError::InsufficientFunds { .. }
                 | ServiceError::InsufficientPosition { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-                ServiceError::UnknownSymbol(_) | ServiceError::NoPosition(_) => {
-                    StatusCode::NOT_FOUND
-                }
-                ServiceError::DuplicateClientOrderId(_) => StatusCode::CONFLICT,
+                ServiceError::UnknownSymbol(_)
+                | ServiceError::NoPosition(_)
+                | ServiceError::UnknownOrder(_) => StatusCode::NOT_FOUND,
+                ServiceError::DuplicateClientOrderId(_)
+                | ServiceError::OrderNotOpen { .. }
+                | ServiceError::PostOnlyWouldCross { .. }
+                | ServiceError::TooManyOrders { .. } => StatusCode::CONFLICT,
                 ServiceError::NoPrice(_) | ServiceError::Unavailable(_) => {
                     StatusCode::SERVICE_UNAVAILABLE
                 }
@@ -149,16 +154,23 @@ impl ResponseError for ApiError {
 /// same as the engine itself would answer for that code.
 fn remote_status(code: &str) -> StatusCode {
     match code {
-        "invalid_symbol" | "invalid_client_order_id" | "invalid_decimal" | "invalid_payload" => {
-            StatusCode::BAD_REQUEST
-        }
+        "invalid_symbol"
+        | "invalid_client_order_id"
+        | "invalid_decimal"
+        | "invalid_payload"
+        | "invalid_limit"
+        | "invalid_query" => StatusCode::BAD_REQUEST,
         "invalid_size"
         | "invalid_levels"
+        | "invalid_order"
         | "order_too_small"
         | "insufficient_funds"
         | "insufficient_position" => StatusCode::UNPROCESSABLE_ENTITY,
-        "unknown_symbol" | "no_position" => StatusCode::NOT_FOUND,
-        "duplicate_client_order_id" => StatusCode::CONFLICT,
+        "unknown_symbol" | "no_position" | "unknown_order" => StatusCode::NOT_FOUND,
+        "duplicate_client_order_id"
+        | "order_not_open"
+        | "post_only_would_cross"
+        | "too_many_orders" => StatusCode::CONFLICT,
         "no_price" | "unavailable" => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -199,9 +211,46 @@ mod tests {
             ),
             (ServiceError::Unavailable("stopping".into()), 503),
             (ServiceError::Storage("disk".into()), 500),
+            // TC2: orders
+            (
+                ServiceError::Domain(DomainError::InvalidOrder("x".into())),
+                422,
+            ),
+            (
+                ServiceError::Domain(DomainError::InvalidLimit { max: 1 }),
+                400,
+            ),
+            (ServiceError::Domain(DomainError::InvalidStatus), 400),
+            (
+                ServiceError::UnknownOrder(cryptobot_domain::OrderRef::Id(1)),
+                404,
+            ),
+            (
+                ServiceError::OrderNotOpen {
+                    id: 1,
+                    status: cryptobot_domain::OrderStatus::Filled,
+                },
+                409,
+            ),
+            (
+                ServiceError::PostOnlyWouldCross {
+                    side: "buy",
+                    price: Decimal::ONE,
+                    against: Decimal::ONE,
+                },
+                409,
+            ),
+            (ServiceError::TooManyOrders { max: 1 }, 409),
         ];
         for (err, status) in cases {
+            // A gateway node answers an engine's error with the same status as the engine.
+            let remote = ServiceError::Remote {
+                code: err.code(),
+                message: String::new(),
+                client_error: err.is_client_error(),
+            };
             assert_eq!(ApiError::from(err).status_code().as_u16(), status);
+            assert_eq!(ApiError::from(remote).status_code().as_u16(), status);
         }
     }
 

@@ -22,7 +22,7 @@ use actix_web::http::KeepAlive;
 use actix_web::{App, HttpServer, web};
 use cryptobot_services::alerts::spawn_alert_monitor;
 use cryptobot_services::market::{
-    BinanceFeed, BinanceMarket, FeedState, SimulatedFeed, SimulatedMarket,
+    BinanceFeed, BinanceMarket, FeedState, SimulatedFeed, SimulatedMarket, spawn_candles,
 };
 use cryptobot_services::scale::{
     BrokerMetrics, EngineLease, LeaseOutcome, RedisFollowerBus, RedisPublishingBus, RemoteMarket,
@@ -356,6 +356,14 @@ impl Application {
                 path: settings.storage.path.clone(),
                 source,
             })?;
+        // Subscribed before the feed starts, like every consumer of tickers.
+        let (candles, candle_task) = spawn_candles(
+            Arc::clone(&bus),
+            storage.clone(),
+            Arc::clone(clock),
+            shutdown.clone(),
+        );
+        tasks.push(candle_task);
         let (trading, engine_task) = PaperTrading::spawn(
             settings.trading_config(),
             storage,
@@ -369,6 +377,7 @@ impl Application {
             path: settings.storage.path.clone(),
             source,
         })?;
+        let trading = trading.with_candles(candles);
         let trade: Arc<dyn TradeService> = Arc::new(trading.clone());
         let portfolio: Arc<dyn PortfolioService> = Arc::new(trading);
 

@@ -367,3 +367,235 @@ fn kill_9_never_loses_an_acknowledged_trade() {
     assert_eq!(dec(&portfolio["positions"][0]["quantity"]), bought - sold);
     assert!(sold > Decimal::ZERO, "sells were part of the stream");
 }
+
+/// One HTTP request that answers `None` instead of panicking once the server is gone.
+async fn try_call(addr: SocketAddr, method: &str, path: &str, body: &str) -> Option<(u16, Value)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.ok()?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text.get(9..12)?.parse().ok()?;
+    let body = text.split("\r\n\r\n").nth(1)?;
+    Some((status, serde_json::from_str(body).unwrap_or(Value::Null)))
+}
+
+/// What the order hammer saw acknowledged.
+#[derive(Default)]
+struct OrderAcks {
+    /// Keys of resting orders acknowledged `new`.
+    resting: HashSet<String>,
+    /// Keys of orders acknowledged `filled` at placing.
+    filled: HashSet<String>,
+    /// Keys of orders whose cancel was acknowledged.
+    canceled: HashSet<String>,
+}
+
+/// Places resting buys far below the market, marketable buys far above it, and cancels of
+/// earlier resting ones, from several clients, until the process dies.
+async fn hammer_orders(addr: SocketAddr, round: u32, acks: Arc<Mutex<OrderAcks>>) {
+    let mut clients = Vec::new();
+    for client in 0..4 {
+        let acks = Arc::clone(&acks);
+        clients.push(tokio::spawn(async move {
+            // 40 commands per client and round: every order of 4 rounds fits one 1000-row page.
+            let mut done = 0;
+            let mut mine: Vec<String> = Vec::new();
+            for n in 0.. {
+                if done == 40 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    if try_request_path(addr, "/api/v1/health").await.is_none() {
+                        return;
+                    }
+                    continue;
+                }
+                let id = format!("ord-{round}-{client}-{n}");
+                let (method, path, body, kind) = match n % 3 {
+                    0 => (
+                        "POST",
+                        "/api/v1/orders".to_owned(),
+                        json!({"symbol": "BTCUSDT", "side": "buy", "type": "limit",
+                               "quantity": "0.002", "price": "1000", "client_order_id": id})
+                        .to_string(),
+                        "rest",
+                    ),
+                    1 => (
+                        "POST",
+                        "/api/v1/orders".to_owned(),
+                        json!({"symbol": "BTCUSDT", "side": "buy", "type": "limit",
+                               "quantity": "0.00005", "price": "1000000", "client_order_id": id})
+                        .to_string(),
+                        "fill",
+                    ),
+                    _ => match mine.pop() {
+                        Some(key) => (
+                            "DELETE",
+                            format!("/api/v1/orders/by-client-id/{key}"),
+                            String::new(),
+                            "cancel",
+                        ),
+                        None => continue,
+                    },
+                };
+                let attempt = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    try_call(addr, method, &path, &body),
+                )
+                .await;
+                let Ok(Some((status, reply))) = attempt else {
+                    return; // connection refused or reset: the process is gone
+                };
+                done += 1;
+                let mut acks = acks.lock().unwrap();
+                match (kind, status) {
+                    ("rest", 201) => {
+                        assert_eq!(reply["order"]["status"], "new", "{reply}");
+                        acks.resting.insert(id.clone());
+                        mine.push(id);
+                    }
+                    ("fill", 201) => {
+                        assert_eq!(reply["order"]["status"], "filled", "{reply}");
+                        acks.filled.insert(id);
+                    }
+                    ("cancel", 200) => {
+                        let key = reply["client_order_id"].as_str().unwrap().to_owned();
+                        acks.canceled.insert(key);
+                    }
+                    _ => {}
+                }
+            }
+        }));
+    }
+    for client in clients {
+        let _ = client.await;
+    }
+}
+
+#[test]
+fn kill_9_keeps_open_orders_fills_and_reservations() {
+    let db = temp_dir("crash-orders").join("db.sqlite");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let acks = Arc::new(Mutex::new(OrderAcks::default()));
+    let seed: u64 = std::env::var("CRASH_SEED")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| u64::from(d.subsec_nanos()))
+        });
+    println!("kill -9 orders test seed: CRASH_SEED={seed}");
+    let mut state = seed;
+    for round in 0..4_u32 {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        let delay_ms = 20 + (z ^ (z >> 31)) % 480;
+        // A restart refuses books whose open orders reserve more than they hold.
+        let server = Server::start(&db);
+        let sender = runtime.spawn(hammer_orders(server.addr, round, Arc::clone(&acks)));
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        server.kill9();
+        runtime.block_on(sender).unwrap();
+    }
+
+    let server = Server::start(&db);
+    let addr = server.addr;
+    let (orders, trades, portfolio) = runtime.block_on(async {
+        let get = |path: &'static str| async move {
+            http::request(addr, "GET", path, None, b"").await.json()
+        };
+        (
+            get("/api/v1/orders?limit=1000").await,
+            get("/api/v1/trades?limit=1000").await,
+            get("/api/v1/portfolio").await,
+        )
+    });
+    server.kill9();
+    let orders = orders.as_array().unwrap();
+    let trades = trades.as_array().unwrap();
+    assert!(orders.len() < 1000 && trades.len() < 1000, "one page each");
+    let acks = acks.lock().unwrap();
+    assert!(
+        !acks.resting.is_empty() && !acks.filled.is_empty(),
+        "orders were acknowledged before the kills"
+    );
+    println!(
+        "acknowledged {} resting, {} filled, {} canceled; {} orders stored",
+        acks.resting.len(),
+        acks.filled.len(),
+        acks.canceled.len(),
+        orders.len()
+    );
+    let status_of = |key: &str| {
+        orders
+            .iter()
+            .find(|o| o["client_order_id"] == key)
+            .map(|o| o["status"].as_str().unwrap().to_owned())
+    };
+    for key in &acks.resting {
+        let status = status_of(key);
+        let expected = if acks.canceled.contains(key) {
+            "canceled"
+        } else {
+            // Not canceled by an acknowledged request: open, or canceled by one whose answer
+            // the kill cut off.
+            status
+                .as_deref()
+                .filter(|s| *s == "canceled")
+                .unwrap_or("new")
+        };
+        assert_eq!(status.as_deref(), Some(expected), "resting order {key}");
+    }
+    for key in &acks.filled {
+        assert_eq!(
+            status_of(key).as_deref(),
+            Some("filled"),
+            "filled order {key}"
+        );
+    }
+    // Nothing filled twice: each filled order has exactly one trade, under its key and id.
+    for order in orders.iter().filter(|o| o["status"] == "filled") {
+        let fills: Vec<&Value> = trades
+            .iter()
+            .filter(|t| t["client_order_id"] == order["client_order_id"])
+            .collect();
+        assert_eq!(fills.len(), 1, "fills of {order}");
+        assert_eq!(fills[0]["id"], order["trade_id"], "{order}");
+    }
+    assert_eq!(
+        trades.len(),
+        orders.iter().filter(|o| o["status"] == "filled").count(),
+        "every trade is an order's fill"
+    );
+    // Reservations balance: the portfolio's reserved cash is what the open orders hold.
+    let reserved: Decimal = orders
+        .iter()
+        .filter(|o| o["status"] == "new")
+        .map(|o| dec(&o["reserved_cash"]))
+        .sum();
+    assert_eq!(dec(&portfolio["reserved"]["cash"]), reserved);
+    assert_eq!(
+        dec(&portfolio["reserved"]["available_cash"]),
+        dec(&portfolio["cash"]) - reserved
+    );
+    for order in orders.iter().filter(|o| o["status"] != "new") {
+        assert_eq!(dec(&order["reserved_cash"]), Decimal::ZERO, "{order}");
+    }
+    // The books agree with the trade log.
+    let spent: Decimal = trades
+        .iter()
+        .map(|t| dec(&t["notional"]) + dec(&t["fee"]))
+        .sum();
+    assert_eq!(dec(&portfolio["cash"]), Decimal::from(10_000) - spent);
+}

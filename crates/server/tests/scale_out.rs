@@ -438,6 +438,110 @@ async fn two_gateways_serve_as_one() {
     );
 }
 
+/// Orders are one book across nodes: placed through one gateway, replayed and canceled through
+/// another by the same `client_order_id`, with the `orders` channel (snapshot and updates) served
+/// on a gateway node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_are_one_book_across_gateway_nodes() {
+    let Some(url) = redis_url("orders_are_one_book_across_gateway_nodes") else {
+        return;
+    };
+    let prefix = unique("scale-orders");
+    let _keys = Keys {
+        url: url.clone(),
+        prefix: prefix.clone(),
+    };
+    let engine = Node::start("engine", &url, &prefix);
+    let a = Node::start("gateway", &url, &prefix);
+    let b = Node::start("gateway", &url, &prefix);
+    let (_, epoch) = engine.connect().await;
+    a.synced(epoch).await;
+    b.synced(epoch).await;
+    let key = format!("{prefix}-o1");
+    let order = json!({"symbol": "BTCUSDT", "side": "buy", "type": "limit", "quantity": "0.01",
+        "price": "1000", "client_order_id": key});
+    // TC0: a client on B subscribed to orders gets the (empty) snapshot from the engine.
+    let (mut watcher, _) = b.connect_held().await;
+    send(
+        &mut watcher,
+        &json!({"type": "subscribe", "id": 0, "payload": {"channels": ["orders"]}}),
+    )
+    .await;
+    let snapshot = tokio::time::timeout(GUARD, next_of_type(&mut watcher, "open_orders"))
+        .await
+        .expect("an open_orders snapshot in time");
+    assert_eq!(snapshot["payload"]["orders"], json!([]), "{snapshot}");
+    // TC1: placed through A's REST API (retried until the engine answers: a node just synced
+    // may still be connecting its command link).
+    let deadline = Instant::now() + GUARD;
+    let placed = loop {
+        let response = http::request(
+            a.addr,
+            "POST",
+            "/api/v1/orders",
+            Some("application/json"),
+            order.to_string().as_bytes(),
+        )
+        .await;
+        if response.status != 503 || Instant::now() > deadline {
+            break response;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    if !matches!(placed.status, 200 | 201) {
+        for line in engine
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .chain(a.log.lock().unwrap().iter())
+        {
+            if line.contains("WARN") || line.contains("ERROR") {
+                eprintln!("LOG {line}");
+            }
+        }
+    }
+    assert!(matches!(placed.status, 200 | 201), "{}", placed.body);
+    let placed = placed.json()["order"].clone();
+    assert_eq!(placed["status"], "new");
+    let update = next_of_type(&mut watcher, "order_update").await;
+    assert_eq!(update["payload"]["order"], placed, "{update}");
+    // TC2: the same order through B's WebSocket is replayed, another one under the key refused.
+    let (mut trader, _) = b.connect_held().await;
+    send(
+        &mut trader,
+        &json!({"type": "place_order", "id": 1, "payload": order}),
+    )
+    .await;
+    let replayed = next_of_type(&mut trader, "order_placed").await;
+    assert_eq!(replayed["payload"]["replayed"], true, "{replayed}");
+    assert_eq!(replayed["payload"]["order"], placed);
+    let mut other = order.clone();
+    other["quantity"] = json!("0.02");
+    send(
+        &mut trader,
+        &json!({"type": "place_order", "id": 2, "payload": other}),
+    )
+    .await;
+    let refused = next_of_type(&mut trader, "error").await;
+    assert_eq!(refused["code"], "duplicate_client_order_id", "{refused}");
+    // TC3: canceled through B by key; A lists it canceled, and the watcher saw it.
+    send(
+        &mut trader,
+        &json!({"type": "cancel_order", "id": 3, "payload": {"client_order_id": key}}),
+    )
+    .await;
+    let canceled = next_of_type(&mut trader, "order_canceled").await;
+    assert_eq!(canceled["payload"]["status"], "canceled", "{canceled}");
+    let update = next_of_type(&mut watcher, "order_update").await;
+    assert_eq!(update["payload"]["event"], "canceled", "{update}");
+    let listed = http::request(a.addr, "GET", "/api/v1/orders", None, b"")
+        .await
+        .json();
+    assert_eq!(listed[0]["status"], "canceled", "{listed}");
+    assert_eq!(listed.as_array().map(Vec::len), Some(1));
+}
+
 /// A private `redis-server` on a fixed port, so it can be stopped and started again.
 struct OwnRedis {
     child: Option<Child>,

@@ -1,4 +1,4 @@
-use cryptobot_domain::{ClientOrderId, DomainError, Symbol};
+use cryptobot_domain::{ClientOrderId, DomainError, OrderRef, OrderStatus, Symbol};
 use rust_decimal::Decimal;
 use thiserror::Error;
 
@@ -45,6 +45,34 @@ pub enum ServiceError {
     /// The client order id was used before for a different order.
     #[error("client_order_id {0} was already used for a different order")]
     DuplicateClientOrderId(ClientOrderId),
+    /// No order with this id or client order id.
+    #[error("unknown order {0}")]
+    UnknownOrder(OrderRef),
+    /// The order is no longer open (filled, canceled, rejected or expired), so it cannot be
+    /// canceled.
+    #[error("order {id} is {status}, not open", status = status.as_str())]
+    OrderNotOpen {
+        /// The order's id.
+        id: u64,
+        /// Its final status.
+        status: OrderStatus,
+    },
+    /// A post-only order would fill at once (take liquidity), so it was refused.
+    #[error("post-only order would cross: {side} limit {price} against {against}")]
+    PostOnlyWouldCross {
+        /// `buy` or `sell`.
+        side: &'static str,
+        /// The order's limit price.
+        price: Decimal,
+        /// The ask (buy) or bid (sell) it would fill against.
+        against: Decimal,
+    },
+    /// The account holds `trading.max_open_orders` open orders already.
+    #[error("too many open orders: at most {max}")]
+    TooManyOrders {
+        /// The limit.
+        max: usize,
+    },
     /// The database failed; the command was not executed.
     #[error("storage: {0}")]
     Storage(String),
@@ -77,6 +105,10 @@ impl ServiceError {
             Self::InsufficientPosition { .. } => "insufficient_position",
             Self::NoPosition(_) => "no_position",
             Self::DuplicateClientOrderId(_) => "duplicate_client_order_id",
+            Self::UnknownOrder(_) => "unknown_order",
+            Self::OrderNotOpen { .. } => "order_not_open",
+            Self::PostOnlyWouldCross { .. } => "post_only_would_cross",
+            Self::TooManyOrders { .. } => "too_many_orders",
             Self::Storage(_) => "storage_error",
             Self::Unavailable(_) => "unavailable",
             Self::Remote { code, .. } => code,
@@ -84,8 +116,15 @@ impl ServiceError {
     }
 
     /// Every code [`ServiceError::code`] can return, domain codes included.
-    pub const CODES: [&'static str; 14] = [
+    pub const CODES: [&'static str; 21] = [
         "invalid_symbol",
+        "invalid_limit",
+        "invalid_query",
+        "invalid_order",
+        "unknown_order",
+        "order_not_open",
+        "post_only_would_cross",
+        "too_many_orders",
         "invalid_client_order_id",
         "invalid_size",
         "invalid_levels",

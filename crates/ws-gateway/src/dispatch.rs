@@ -6,7 +6,9 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use cryptobot_domain::{Alert, AlertType, Channel, Severity, Symbol, TradeOrigin, TradeRequest};
+use cryptobot_domain::{
+    Alert, AlertType, Channel, OrderRequest, Severity, Symbol, TradeOrigin, TradeRequest,
+};
 use cryptobot_services::scale::BrokerHealth;
 use cryptobot_services::{
     Clock, Envelope as BusEnvelope, EventBus, MarketService, PortfolioService, ServiceError,
@@ -16,12 +18,18 @@ use serde_json::Value;
 
 use crate::auth::Principal;
 use crate::protocol::{
-    ClientMessage, ClientRequest, ConnectionLimits, Envelope, EventMeta, ManualTrade, RequestError,
-    ResumeRequest, ServerMessage, TradeExecuted, codes,
+    ClientMessage, ClientRequest, ConnectionLimits, Envelope, EventMeta, ManualTrade, OrderList,
+    OrderPlaced, RequestError, ResumeRequest, ServerMessage, TradeExecuted, codes,
 };
 
 /// Message types that change the account and so need the `trade` scope.
-const TRADE_SCOPED: [&str; 2] = ["manual_trade", "update_position"];
+const TRADE_SCOPED: [&str; 5] = [
+    "manual_trade",
+    "update_position",
+    "place_order",
+    "cancel_order",
+    "cancel_all_orders",
+];
 
 /// Parses one text frame, checking the scope before the payload: the order of checks is the
 /// REST API's (authentication at the upgrade, then the scope the message's `type` needs, then the
@@ -208,6 +216,15 @@ impl Dispatcher {
                         id,
                     })];
                     actions.extend(self.broker_state(&channels));
+                    if channels.contains(&Channel::Orders) {
+                        actions.extend(self.orders_snapshot().await.map(Action::Send));
+                    }
+                    for channel in &channels {
+                        if let Channel::Candles(symbol, interval) = channel {
+                            let snapshot = self.candle_snapshot(symbol, *interval).await;
+                            actions.extend(snapshot.map(Action::Send));
+                        }
+                    }
                     actions.extend(channels.into_iter().filter_map(|c| match c {
                         Channel::Ticker(symbol) => Some(Action::Watch(symbol)),
                         _ => None,
@@ -260,6 +277,42 @@ impl Dispatcher {
                 };
                 vec![Action::Send(reply)]
             }
+            ClientRequest::PlaceOrder(request) => {
+                vec![Action::Send(self.place_order(*request, id).await)]
+            }
+            ClientRequest::CancelOrder(order) => {
+                let reply = match self.trade.cancel_order(order).await {
+                    Ok(order) => ServerMessage::OrderCanceled {
+                        payload: Box::new(order),
+                        id,
+                    },
+                    Err(err) => service_error(id, &err),
+                };
+                vec![Action::Send(reply)]
+            }
+            ClientRequest::CancelAllOrders(symbol) => {
+                if let Some(symbol) = &symbol
+                    && !self.market.symbols().contains(symbol)
+                {
+                    let err = ServiceError::UnknownSymbol(symbol.clone());
+                    return vec![Action::Send(service_error(id, &err))];
+                }
+                let reply = match self.trade.cancel_all_orders(symbol).await {
+                    Ok(orders) => ServerMessage::OrdersCanceled {
+                        payload: OrderList { orders },
+                        id,
+                    },
+                    Err(err) => service_error(id, &err),
+                };
+                vec![Action::Send(reply)]
+            }
+            ClientRequest::ListOrders(query) => {
+                let reply = match self.trade.orders(query).await {
+                    Ok(page) => ServerMessage::Orders { payload: page, id },
+                    Err(err) => service_error(id, &err),
+                };
+                vec![Action::Send(reply)]
+            }
             ClientRequest::Ping => {
                 let ts_us = self.clock.now_us();
                 vec![Action::Send(ServerMessage::Pong {
@@ -305,7 +358,7 @@ impl Dispatcher {
             })
         };
         for channel in channels {
-            if let Channel::Ticker(symbol) = channel
+            if let Channel::Ticker(symbol) | Channel::Candles(symbol, _) = channel
                 && !known.contains(symbol)
             {
                 let message = format!("unknown symbol {symbol}");
@@ -344,6 +397,63 @@ impl Dispatcher {
                 id,
             },
             Err(err) => service_error(id, &err),
+        }
+    }
+
+    async fn place_order(&self, request: OrderRequest, id: Option<Value>) -> ServerMessage {
+        let note = request
+            .client_order_id
+            .is_none()
+            .then(|| NOT_IDEMPOTENT_NOTE.to_owned());
+        match self.trade.place_order(request).await {
+            Ok(placement) => ServerMessage::OrderPlaced {
+                payload: Box::new(OrderPlaced {
+                    order: placement.order,
+                    replayed: placement.replayed,
+                    note,
+                }),
+                id,
+            },
+            Err(err) => service_error(id, &err),
+        }
+    }
+
+    /// The open candle sent on subscribing to a candle channel (`snapshot: true`, the channel's
+    /// last `seq`); `None` before the interval's first ticker or when the engine cannot answer.
+    pub(crate) async fn candle_snapshot(
+        &self,
+        symbol: &Symbol,
+        interval: cryptobot_domain::Interval,
+    ) -> Option<ServerMessage> {
+        let channel = Channel::Candles(symbol.clone(), interval);
+        let seq = self.bus.last_seq(&channel);
+        match self.trade.open_candle(symbol.clone(), interval).await {
+            Ok(Some(candle)) => Some(ServerMessage::Candle {
+                payload: candle,
+                meta: EventMeta::new(channel, seq, self.clock.now_us(), true),
+            }),
+            Ok(None) => None,
+            Err(err) => {
+                tracing::warn!(%err, "no candle snapshot");
+                None
+            }
+        }
+    }
+
+    /// The `open_orders` snapshot sent on subscribing to `orders`; `None` (logged) when the
+    /// engine cannot answer: the live updates still follow.
+    pub(crate) async fn orders_snapshot(&self) -> Option<ServerMessage> {
+        match self.trade.open_orders().await {
+            Ok(open) => Some(ServerMessage::OpenOrders {
+                payload: OrderList {
+                    orders: open.orders,
+                },
+                meta: EventMeta::new(Channel::Orders, open.seq, self.clock.now_us(), true),
+            }),
+            Err(err) => {
+                tracing::warn!(%err, "no open-orders snapshot");
+                None
+            }
         }
     }
 

@@ -352,6 +352,14 @@ pub fn frame_bytes(envelope: &Envelope) -> Bytes {
             payload: alert.clone(),
             meta,
         },
+        Event::OrderUpdated(update) => ServerMessage::OrderUpdate {
+            payload: update.clone(),
+            meta,
+        },
+        Event::Candle(candle) => ServerMessage::Candle {
+            payload: candle.clone(),
+            meta,
+        },
     };
     Bytes::from(message.to_json())
 }

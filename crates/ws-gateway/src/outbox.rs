@@ -40,14 +40,19 @@ pub enum Frame {
     Pong(Bytes),
 }
 
-/// Index of a never-dropped channel; `None` for tickers.
+/// Number of never-dropped channels (every channel but the tickers).
+const EVENT_CHANNELS: usize = 5;
+
+/// Index of a fixed never-dropped channel; `None` for tickers and candles (candle channels get
+/// indexes from `EVENT_CHANNELS` on, in the order a connection first subscribes to them).
 const fn event_index(channel: &Channel) -> Option<usize> {
     match channel {
         Channel::Trades => Some(0),
         Channel::Portfolio => Some(1),
         Channel::Signals => Some(2),
         Channel::Alerts => Some(3),
-        Channel::Ticker(_) => None,
+        Channel::Orders => Some(4),
+        Channel::Ticker(_) | Channel::Candles(..) => None,
     }
 }
 
@@ -77,10 +82,15 @@ pub struct Outbox {
     queue: VecDeque<Frame>,
     /// Live events received while held; `None` once released.
     held: Option<Vec<HeldEvent>>,
-    /// Which never-dropped channels the client receives.
-    subscribed: [bool; 4],
-    /// Last `seq` queued per never-dropped channel (`None`: nothing yet).
-    event_seq: [Option<u64>; 4],
+    /// Which never-dropped channels the client receives: the fixed ones, then one per candle
+    /// channel in `candles`.
+    subscribed: Vec<bool>,
+    /// Last `seq` queued per never-dropped channel (`None`: nothing yet), indexed as `subscribed`.
+    event_seq: Vec<Option<u64>>,
+    /// Candle channels this connection ever subscribed to (index `EVENT_CHANNELS + position`);
+    /// never removed, so held events keep their index, and bounded by the traded symbols times
+    /// the four intervals.
+    candles: Vec<Channel>,
     /// Watched tickers (a handful per connection: a scan beats a map).
     tickers: Vec<TickerSlot>,
     /// Where the next ticker scan starts, so no slot starves the others.
@@ -99,8 +109,9 @@ impl Outbox {
         let mut outbox = Self {
             queue: VecDeque::new(),
             held: held.then(Vec::new),
-            subscribed: [false; 4],
-            event_seq: [None; 4],
+            subscribed: vec![false; EVENT_CHANNELS],
+            event_seq: vec![None; EVENT_CHANNELS],
+            candles: Vec::new(),
             tickers: Vec::new(),
             next_slot: 0,
             limit: limit.max(1),
@@ -121,12 +132,31 @@ impl Outbox {
 
     /// Sets which never-dropped channels are delivered (ticker channels are watched separately).
     pub fn set_channels(&mut self, channels: &[Channel]) {
-        self.subscribed = [false; 4];
+        self.subscribed.fill(false);
         for channel in channels {
             if let Some(index) = event_index(channel) {
                 self.subscribed[index] = true;
+            } else if matches!(channel, Channel::Candles(..)) {
+                let index = self.index(channel).unwrap_or_else(|| {
+                    self.candles.push(channel.clone());
+                    self.subscribed.push(false);
+                    self.event_seq.push(None);
+                    self.subscribed.len() - 1
+                });
+                self.subscribed[index] = true;
             }
         }
+    }
+
+    /// Index of a never-dropped channel (fixed or candle); `None` for tickers and candle channels
+    /// never subscribed.
+    fn index(&self, channel: &Channel) -> Option<usize> {
+        event_index(channel).or_else(|| {
+            self.candles
+                .iter()
+                .position(|known| known == channel)
+                .map(|position| EVENT_CHANNELS + position)
+        })
     }
 
     /// Queues a reply (ack, error, pong, snapshot): always delivered, in order.
@@ -145,7 +175,7 @@ impl Outbox {
         snapshot: bool,
         bytes: Bytes,
     ) -> Result<bool, Overflow> {
-        let Some(index) = event_index(channel) else {
+        let Some(index) = self.index(channel) else {
             return Ok(false);
         };
         if !self.subscribed[index] {
@@ -174,7 +204,7 @@ impl Outbox {
         seq: u64,
         bytes: Bytes,
     ) -> Result<bool, Overflow> {
-        match event_index(channel) {
+        match self.index(channel) {
             Some(index) if self.subscribed[index] => self.queue_event(index, seq, false, bytes),
             _ => Ok(false),
         }
@@ -231,13 +261,13 @@ impl Outbox {
                 .slot(symbol)
                 .map(|slot| slot.last_seq)
                 .filter(|seq| *seq > 0),
-            other => event_index(other).and_then(|index| self.event_seq[index]),
+            other => self.index(other).and_then(|index| self.event_seq[index]),
         }
     }
 
     /// Marks `seq` as delivered on a never-dropped channel (a resume that continues live after it).
     pub fn set_delivered(&mut self, channel: &Channel, seq: u64) {
-        if let Some(index) = event_index(channel) {
+        if let Some(index) = self.index(channel) {
             self.event_seq[index] = Some(seq);
         }
     }
@@ -575,6 +605,34 @@ mod tests {
         assert_eq!(outbox.take_conflated(), 0);
         assert_eq!(drain(&mut outbox).len(), 3);
         assert!(outbox.is_empty());
+    }
+
+    #[test]
+    fn candle_channels_are_delivered_per_channel_and_deduped() {
+        use cryptobot_domain::Interval;
+        let m1 = Channel::Candles(fixtures::symbol("BTCUSDT"), Interval::M1);
+        let h1 = Channel::Candles(fixtures::symbol("BTCUSDT"), Interval::H1);
+        let mut channels = defaults();
+        channels.push(m1.clone());
+        let mut outbox = Outbox::new(10, &channels, true);
+        // TC0: held like every never-dropped event, then released in order
+        assert_eq!(outbox.event(&m1, 1, false, b("m1-1")), Ok(true));
+        // TC1: a candle channel not subscribed is not delivered
+        assert_eq!(outbox.event(&h1, 1, false, b("h1-1")), Ok(false));
+        assert_eq!(outbox.release(), Ok(()));
+        // TC2: a repeated seq is dropped, a snapshot is not
+        assert_eq!(outbox.event(&m1, 1, false, b("again")), Ok(false));
+        assert_eq!(outbox.event(&m1, 1, true, b("snap")), Ok(true));
+        assert_eq!(outbox.delivered(&m1), Some(1));
+        // TC3: subscribing later adds the channel; unsubscribing keeps its seq
+        channels.push(h1.clone());
+        outbox.set_channels(&channels);
+        assert_eq!(outbox.event(&h1, 7, false, b("h1-7")), Ok(true));
+        outbox.set_channels(&defaults());
+        assert_eq!(outbox.event(&m1, 2, false, b("m1-2")), Ok(false));
+        assert_eq!(outbox.delivered(&h1), Some(7));
+        assert!(outbox.receives_events());
+        assert_eq!(drain(&mut outbox), [t("m1-1"), t("snap"), t("h1-7")]);
     }
 
     #[test]

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use cryptobot_domain::{
-    Alert, Channel, ClientOrderId, DomainError, OrderSize, PortfolioSummary, Position,
+    Alert, Candle, Channel, ClientOrderId, DomainError, Order, OrderInput, OrderPage, OrderQuery,
+    OrderQueryInput, OrderRef, OrderRequest, OrderSize, OrderUpdate, PortfolioSummary, Position,
     PositionUpdate, PositionUpdateInput, Side, Signal, Symbol, Ticker, Trade, TradeInput,
     TradeOrigin,
 };
@@ -78,6 +79,15 @@ pub enum ClientRequest {
         /// The level changes.
         update: PositionUpdate,
     },
+    /// `place_order {symbol, side, type, quantity | amount, price, stop_price, time_in_force,
+    /// post_only, client_order_id}`.
+    PlaceOrder(Box<OrderRequest>),
+    /// `cancel_order {order_id | client_order_id}`.
+    CancelOrder(OrderRef),
+    /// `cancel_all_orders {symbol?}`.
+    CancelAllOrders(Option<Symbol>),
+    /// `list_orders {status?, symbol?, client_order_id?, before_id?, after_id?, limit?}`.
+    ListOrders(OrderQuery),
     /// `ping`.
     Ping,
     /// `subscribe {channels, resume}` or `resume {epoch, last_seq}`: subscribe and replay what was
@@ -285,6 +295,53 @@ impl Envelope {
                 let update = input.parse().map_err(|err| domain(&kind, &err))?;
                 ClientRequest::UpdatePosition { symbol, update }
             }
+            "place_order" => {
+                let input = serde_json::from_value::<OrderInput>(payload)
+                    .map_err(|err| invalid(&kind, &err))?;
+                let request = input.into_request().map_err(|err| domain(&kind, &err))?;
+                ClientRequest::PlaceOrder(Box::new(request))
+            }
+            "cancel_order" => {
+                let target = serde_json::from_value::<CancelPayload>(payload)
+                    .map_err(|err| invalid(&kind, &err))?;
+                match (target.order_id, target.client_order_id) {
+                    (Some(order_id), None) => ClientRequest::CancelOrder(OrderRef::Id(order_id)),
+                    (None, Some(text)) => {
+                        let key = ClientOrderId::parse(&text).map_err(|err| domain(&kind, &err))?;
+                        ClientRequest::CancelOrder(OrderRef::ClientOrderId(key))
+                    }
+                    _ => {
+                        return Err(invalid(
+                            &kind,
+                            &"exactly one of order_id or client_order_id is required",
+                        ));
+                    }
+                }
+            }
+            "cancel_all_orders" => {
+                let payload = if payload.is_null() {
+                    CancelAllPayload::default()
+                } else {
+                    serde_json::from_value::<CancelAllPayload>(payload)
+                        .map_err(|err| invalid(&kind, &err))?
+                };
+                let symbol = payload
+                    .symbol
+                    .as_deref()
+                    .map(Symbol::parse)
+                    .transpose()
+                    .map_err(|err| domain(&kind, &err))?;
+                ClientRequest::CancelAllOrders(symbol)
+            }
+            "list_orders" => {
+                let input = if payload.is_null() {
+                    OrderQueryInput::default()
+                } else {
+                    serde_json::from_value::<OrderQueryInput>(payload)
+                        .map_err(|err| invalid(&kind, &err))?
+                };
+                ClientRequest::ListOrders(input.parse().map_err(|err| domain(&kind, &err))?)
+            }
             "ping" => ClientRequest::Ping,
             _ => {
                 return Err(RequestError::new(
@@ -307,6 +364,22 @@ struct RawEnvelope {
     payload: Value,
     #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<Value>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CancelPayload {
+    #[serde(default)]
+    order_id: Option<u64>,
+    #[serde(default)]
+    client_order_id: Option<String>,
+}
+
+#[derive(Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CancelAllPayload {
+    #[serde(default)]
+    symbol: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -398,6 +471,40 @@ impl ClientMessage {
                 }
                 ("update_position", Value::Object(fields))
             }
+            ClientRequest::PlaceOrder(request) => (
+                "place_order",
+                serde_json::to_value(OrderInput::from(request.as_ref())).unwrap_or(Value::Null),
+            ),
+            ClientRequest::CancelOrder(OrderRef::Id(id)) => {
+                ("cancel_order", serde_json::json!({ "order_id": id }))
+            }
+            ClientRequest::CancelOrder(OrderRef::ClientOrderId(key)) => (
+                "cancel_order",
+                serde_json::json!({ "client_order_id": key }),
+            ),
+            ClientRequest::CancelAllOrders(symbol) => (
+                "cancel_all_orders",
+                symbol
+                    .as_ref()
+                    .map_or(Value::Null, |s| serde_json::json!({ "symbol": s })),
+            ),
+            ClientRequest::ListOrders(query) => {
+                let input = OrderQueryInput {
+                    status: query.status.map(|status| match status {
+                        cryptobot_domain::StatusFilter::Open => "open".to_owned(),
+                        cryptobot_domain::StatusFilter::Is(status) => status.as_str().to_owned(),
+                    }),
+                    symbol: query.symbol.as_ref().map(ToString::to_string),
+                    client_order_id: query.client_order_id.as_ref().map(ToString::to_string),
+                    before_id: query.before_id,
+                    after_id: query.after_id,
+                    limit: Some(query.limit),
+                };
+                (
+                    "list_orders",
+                    serde_json::to_value(input).unwrap_or(Value::Null),
+                )
+            }
             ClientRequest::Ping => ("ping", Value::Null),
             ClientRequest::Resume(resume) => {
                 let last_seq: serde_json::Map<String, Value> = resume
@@ -461,7 +568,7 @@ fn parse_channels(names: &[String], id: &Option<Value>) -> Result<Vec<Channel>, 
                     cryptobot_domain::event::ChannelParseError::Unknown => (
                         codes::UNKNOWN_CHANNEL,
                         format!(
-                            "unknown channel {:?}: expected ticker:<SYMBOL>, trades, portfolio, signals or alerts",
+                            "unknown channel {:?}: expected ticker:<SYMBOL>, candles:<SYMBOL>:<1m|5m|1h|1d>, trades, portfolio, signals, alerts or orders",
                             clip(name)
                         ),
                     ),
@@ -547,6 +654,25 @@ pub struct TradeExecuted {
     /// Advice, e.g. that a command without `client_order_id` is not idempotent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+}
+
+/// Payload of `order_placed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderPlaced {
+    /// The order as it stands after placing.
+    pub order: Order,
+    /// True when the `client_order_id` was seen before and this is that order now.
+    pub replayed: bool,
+    /// Advice, e.g. that a command without `client_order_id` is not idempotent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// Payload of `orders_canceled` and of the `open_orders` snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderList {
+    /// The orders, oldest first.
+    pub orders: Vec<Order>,
 }
 
 /// The parameters of a connection a client configures itself with, announced in `welcome`,
@@ -679,6 +805,64 @@ pub enum ServerMessage {
         /// Echo of the request id.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<Value>,
+    },
+    /// Reply to `place_order`.
+    OrderPlaced {
+        /// The order and whether it was replayed.
+        payload: Box<OrderPlaced>,
+        /// Echo of the request id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<Value>,
+    },
+    /// Reply to `cancel_order`.
+    OrderCanceled {
+        /// The order, canceled.
+        payload: Box<Order>,
+        /// Echo of the request id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<Value>,
+    },
+    /// Reply to `cancel_all_orders`.
+    OrdersCanceled {
+        /// Every order canceled (none when nothing was open).
+        payload: OrderList,
+        /// Echo of the request id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<Value>,
+    },
+    /// Reply to `list_orders`.
+    Orders {
+        /// The page.
+        payload: OrderPage,
+        /// Echo of the request id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<Value>,
+    },
+    /// An order changed (`orders` channel).
+    OrderUpdate {
+        /// What happened and the order after it.
+        payload: Box<OrderUpdate>,
+        /// Timing and ordering.
+        #[serde(flatten)]
+        meta: EventMeta,
+    },
+    /// A candle of `candles:<SYMBOL>:<interval>`: an update of the open candle, a closed one
+    /// (`closed: true`), or the open candle as a snapshot on subscribe.
+    Candle {
+        /// The candle.
+        payload: Candle,
+        /// Timing and ordering.
+        #[serde(flatten)]
+        meta: EventMeta,
+    },
+    /// The open orders, sent on subscribing to `orders` (`snapshot: true`, `seq` the channel's
+    /// last `seq` it includes).
+    OpenOrders {
+        /// The open orders.
+        payload: OrderList,
+        /// Timing and ordering.
+        #[serde(flatten)]
+        meta: EventMeta,
     },
     /// Reply to `update_position`.
     PositionUpdated {
@@ -1037,16 +1221,16 @@ mod tests {
             ])
         );
         let err = ClientMessage::parse(
-            r#"{"type":"subscribe","id":3,"payload":{"channels":["signals","orders"]}}"#,
+            r#"{"type":"subscribe","id":3,"payload":{"channels":["signals","fills"]}}"#,
         )
         .unwrap_err();
         assert_eq!(
             (err.code, err.channel.as_deref()),
-            ("unknown_channel", Some("orders"))
+            ("unknown_channel", Some("fills"))
         );
         let frame: Value = serde_json::from_str(&err.into_message().to_json()).unwrap();
         assert_eq!(
-            frame["channel"], "orders",
+            frame["channel"], "fills",
             "the offending channel, machine-readable"
         );
         let err =
@@ -1060,6 +1244,68 @@ mod tests {
             parse_err(r#"{"type":"unsubscribe","payload":{"channels":"trades"}}"#).1,
             "invalid_payload"
         );
+    }
+
+    #[test]
+    fn order_commands_check_their_payloads() {
+        let cases = [
+            // TC0: place_order shares the REST body's checks
+            (
+                r#"{"type":"place_order","id":1,"payload":{"symbol":"BTCUSDT","side":"buy","type":"limit","quantity":"1"}}"#,
+                "invalid_order",
+            ),
+            (
+                r#"{"type":"place_order","id":1,"payload":{"symbol":"BTCUSDT","side":"buy","type":"iceberg","quantity":"1"}}"#,
+                "invalid_payload",
+            ),
+            (
+                r#"{"type":"place_order","id":1,"payload":{"symbol":"BTCUSDT","side":"buy","type":"limit","quantity":"1","price":1}}"#,
+                "invalid_payload",
+            ),
+            // TC1: cancel_order needs exactly one reference
+            (
+                r#"{"type":"cancel_order","id":1,"payload":{}}"#,
+                "invalid_payload",
+            ),
+            (
+                r#"{"type":"cancel_order","id":1,"payload":{"order_id":1,"client_order_id":"a"}}"#,
+                "invalid_payload",
+            ),
+            (
+                r#"{"type":"cancel_order","id":1,"payload":{"client_order_id":"bad id"}}"#,
+                "invalid_client_order_id",
+            ),
+            // TC2: cancel_all_orders and list_orders validate what they get
+            (
+                r#"{"type":"cancel_all_orders","id":1,"payload":{"symbol":"btc"}}"#,
+                "invalid_symbol",
+            ),
+            (
+                r#"{"type":"list_orders","id":1,"payload":{"limit":0}}"#,
+                "invalid_limit",
+            ),
+            (
+                r#"{"type":"list_orders","id":1,"payload":{"status":"done"}}"#,
+                "invalid_query",
+            ),
+            (
+                r#"{"type":"list_orders","id":1,"payload":{"page":2}}"#,
+                "invalid_payload",
+            ),
+        ];
+        for (text, code) in cases {
+            let err = ClientMessage::parse(text).unwrap_err();
+            assert_eq!(err.code, code, "{text}: {}", err.message);
+            assert_eq!(err.id, Some(json!(1)));
+        }
+        // TC3: no payload at all lists the newest 50, cancels all
+        let list = ClientMessage::parse(r#"{"type":"list_orders"}"#).unwrap();
+        assert_eq!(
+            list.request,
+            ClientRequest::ListOrders(cryptobot_domain::OrderQuery::latest(50))
+        );
+        let all = ClientMessage::parse(r#"{"type":"cancel_all_orders"}"#).unwrap();
+        assert_eq!(all.request, ClientRequest::CancelAllOrders(None));
     }
 
     #[test]
@@ -1087,6 +1333,36 @@ mod tests {
             },
             ClientRequest::Ping,
             ClientRequest::ListSubscriptions,
+            ClientRequest::PlaceOrder(Box::new(
+                OrderInput {
+                    symbol: "BTCUSDT".into(),
+                    side: Side::Buy,
+                    order_type: cryptobot_domain::OrderType::StopLimit,
+                    quantity: Some("0.10".into()),
+                    amount: None,
+                    price: Some("101.5".into()),
+                    stop_price: Some("101".into()),
+                    time_in_force: None,
+                    post_only: None,
+                    client_order_id: Some("o-1".into()),
+                }
+                .into_request()
+                .unwrap(),
+            )),
+            ClientRequest::CancelOrder(OrderRef::Id(7)),
+            ClientRequest::CancelOrder(OrderRef::ClientOrderId(
+                ClientOrderId::parse("o-1").unwrap(),
+            )),
+            ClientRequest::CancelAllOrders(None),
+            ClientRequest::CancelAllOrders(Some(fixtures::symbol("ETHUSDT"))),
+            ClientRequest::ListOrders(cryptobot_domain::OrderQuery {
+                status: Some(cryptobot_domain::StatusFilter::Open),
+                symbol: Some(fixtures::symbol("ETHUSDT")),
+                client_order_id: None,
+                before_id: Some(4),
+                after_id: None,
+                limit: 20,
+            }),
         ];
         for (n, request) in messages.into_iter().enumerate() {
             let msg = ClientMessage {

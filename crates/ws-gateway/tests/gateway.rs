@@ -171,7 +171,7 @@ async fn every_error_frame_has_the_seed_text_a_code_and_the_id() {
     // TC4: unknown channel
     send_json(
         &mut ws,
-        json!({"type":"subscribe","payload":{"channels":["orders"]}}),
+        json!({"type":"subscribe","payload":{"channels":["fills"]}}),
     )
     .await;
     let reply = next_json(&mut ws).await;

@@ -28,6 +28,13 @@ const DOCUMENTED_CODES: &[&str] = &[
     "duplicate_client_order_id",
     "storage_error",
     "unavailable",
+    "invalid_order",
+    "invalid_limit",
+    "invalid_query",
+    "unknown_order",
+    "order_not_open",
+    "post_only_would_cross",
+    "too_many_orders",
 ];
 
 /// The message types a client can send, plus a few that are not.
@@ -41,6 +48,10 @@ const TYPES: &[&str] = &[
     "update_position",
     "ping",
     "list_subscriptions",
+    "place_order",
+    "cancel_order",
+    "cancel_all_orders",
+    "list_orders",
     "",
     "PING",
     "launch",
@@ -59,6 +70,15 @@ const FIELDS: &[&str] = &[
     "resume",
     "epoch",
     "last_seq",
+    "type",
+    "price",
+    "stop_price",
+    "time_in_force",
+    "post_only",
+    "order_id",
+    "status",
+    "limit",
+    "before_id",
     "extra",
 ];
 

@@ -292,7 +292,7 @@ async fn resume_errors_change_nothing() {
     // TC0: unknown channel in last_seq; TC1: unknown symbol; TC2: a seq that is not a number
     for (payload, code) in [
         (
-            json!({"epoch": 1, "last_seq": {"orders": 1}}),
+            json!({"epoch": 1, "last_seq": {"fills": 1}}),
             "unknown_channel",
         ),
         (

@@ -1,4 +1,4 @@
-//! `GET /tickers` and `GET /tickers/{symbol}`.
+//! `GET /tickers`, `GET /tickers/{symbol}` and `GET /candles/{symbol}`.
 
 use actix_web::{HttpResponse, web};
 use cryptobot_domain::Symbol;
@@ -18,4 +18,68 @@ pub(super) async fn ticker(
 ) -> Result<HttpResponse, ApiError> {
     let symbol = Symbol::parse(&symbol)?;
     Ok(HttpResponse::Ok().json(state.market.ticker(&symbol).await?))
+}
+
+/// Query of `GET /candles/{symbol}`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CandlesQuery {
+    interval: Option<String>,
+    limit: Option<usize>,
+    end: Option<String>,
+}
+
+/// Returns candle history of one symbol, oldest first (the newest last, the open candle included
+/// when `end` is not given): at most `limit` (1-1000, default 500) candles of `interval` (`1m`,
+/// `5m`, `1h`, `1d`; default `1m`) opened before `end` (RFC 3339, exclusive).
+pub(super) async fn candles(
+    state: web::Data<AppState>,
+    symbol: web::Path<String>,
+    query: web::Query<CandlesQuery>,
+) -> Result<HttpResponse, ApiError> {
+    use cryptobot_services::ServiceError;
+    use cryptobot_services::market::CandleQuery;
+    use cryptobot_services::market::candles::{DEFAULT_CANDLES_LIMIT, MAX_CANDLES_LIMIT};
+    let symbol = Symbol::parse(&symbol)?;
+    let query = query.into_inner();
+    let interval = match query.interval.as_deref() {
+        None => cryptobot_domain::Interval::M1,
+        Some(name) => {
+            cryptobot_domain::Interval::from_name(name).ok_or_else(|| ApiError::BadRequest {
+                code: "invalid_query",
+                message: "interval must be 1m, 5m, 1h or 1d".to_owned(),
+            })?
+        }
+    };
+    let limit = query.limit.unwrap_or(DEFAULT_CANDLES_LIMIT);
+    if !(1..=MAX_CANDLES_LIMIT).contains(&limit) {
+        return Err(ApiError::BadRequest {
+            code: "invalid_limit",
+            message: format!("limit must be between 1 and {MAX_CANDLES_LIMIT}"),
+        });
+    }
+    let end = query
+        .end
+        .map(|text| {
+            chrono::DateTime::parse_from_rfc3339(&text)
+                .map(|time| time.with_timezone(&chrono::Utc))
+                .map_err(|_| ApiError::BadRequest {
+                    code: "invalid_query",
+                    message: "end must be an RFC 3339 time such as 2026-01-01T00:00:00Z".to_owned(),
+                })
+        })
+        .transpose()?;
+    if !state.market.symbols().contains(&symbol) {
+        return Err(ServiceError::UnknownSymbol(symbol).into());
+    }
+    let candles = state
+        .trade
+        .candles(CandleQuery {
+            symbol,
+            interval,
+            limit,
+            end,
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(candles))
 }

@@ -15,6 +15,7 @@ use crate::error::ApiError;
 mod dashboard;
 mod health;
 mod market;
+mod orders;
 mod trading;
 
 /// Largest accepted JSON request body, in bytes.
@@ -62,6 +63,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 // a fall-through to 404.
                 .service(web::resource("/tickers").route(web::get().to(market::tickers)))
                 .service(web::resource("/tickers/{symbol}").route(web::get().to(market::ticker)))
+                .service(web::resource("/candles/{symbol}").route(web::get().to(market::candles)))
                 .service(web::resource("/portfolio").route(web::get().to(trading::portfolio)))
                 .service(
                     web::resource("/trades")
@@ -71,7 +73,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(
                     web::resource("/positions/{symbol}")
                         .route(web::patch().to(trading::update_position)),
-                ),
+                )
+                .service(
+                    web::resource("/orders")
+                        .route(web::get().to(orders::list))
+                        .route(web::post().to(orders::place))
+                        .route(web::delete().to(orders::cancel_all)),
+                )
+                .service(
+                    web::resource("/orders/by-client-id/{client_order_id}")
+                        .route(web::delete().to(orders::cancel_by_client_id)),
+                )
+                .service(web::resource("/orders/{id}").route(web::delete().to(orders::cancel))),
         );
 }
 

@@ -7,6 +7,8 @@ use crate::ServiceError;
 
 /// The Binance market: a live exchange connector and its handle.
 pub mod binance;
+/// OHLCV candles aggregated from the tickers, their task and history.
+pub mod candles;
 /// Observable health of a market feed.
 pub mod feed_state;
 /// The latest-ticker map both market sources serve from.
@@ -17,6 +19,7 @@ pub mod price_model;
 pub mod simulated;
 
 pub use binance::{BinanceConfig, BinanceFeed, BinanceMarket, BinanceStream};
+pub use candles::{CandleBook, CandleHistory, CandleQuery, spawn_candles};
 pub use feed_state::{FeedState, FeedStatus};
 pub use latest::LatestTickers;
 pub use simulated::{SimulatedFeed, SimulatedMarket, SimulatedMarketConfig};

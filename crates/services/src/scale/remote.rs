@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cryptobot_domain::{
-    Event, LevelChange, PortfolioSummary, Position, PositionUpdate, Symbol, Ticker, Trade,
-    TradePage, TradeQuery, TradeRequest,
+    Candle, Event, Interval, LevelChange, Order, OrderPage, OrderQuery, OrderRef, OrderRequest,
+    PortfolioSummary, Position, PositionUpdate, Symbol, Ticker, Trade, TradePage, TradeQuery,
+    TradeRequest,
 };
 use redis::aio::MultiplexedConnection;
 use rust_decimal::Decimal;
@@ -17,7 +18,8 @@ use tokio_util::sync::CancellationToken;
 use super::{BrokerMetrics, EngineLease, RedisSettings, link};
 use crate::market::LatestTickers;
 use crate::{
-    Clock, EventBus, Execution, MarketService, PortfolioService, ServiceError, TradeService,
+    Clock, EventBus, Execution, MarketService, OpenOrders, Placement, PortfolioService,
+    ServiceError, TradeService,
 };
 
 /// Seconds a `BLPOP` waits (also how fast shutdown is seen by the listeners).
@@ -59,6 +61,26 @@ enum Call {
         symbol: Symbol,
         stop_loss: Level,
         take_profit: Level,
+    },
+    PlaceOrder {
+        request: OrderRequest,
+    },
+    CancelOrder {
+        order: OrderRef,
+    },
+    CancelAllOrders {
+        symbol: Option<Symbol>,
+    },
+    Orders {
+        query: OrderQuery,
+    },
+    OpenOrders,
+    Candles {
+        query: crate::market::CandleQuery,
+    },
+    OpenCandle {
+        symbol: Symbol,
+        interval: Interval,
     },
 }
 
@@ -105,6 +127,13 @@ enum Answer {
     TradePage(TradePage),
     Summary(Box<PortfolioSummary>),
     Position(Position),
+    Placement(Box<Placement>),
+    Order(Box<Order>),
+    OrderList(Vec<Order>),
+    OrderPage(OrderPage),
+    OpenOrders(OpenOrders),
+    Candles(Vec<Candle>),
+    OpenCandle(Option<Candle>),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -285,6 +314,19 @@ async fn serve(
                 )
                 .await?,
         ),
+        Call::PlaceOrder { request } => {
+            Answer::Placement(Box::new(trade.place_order(request).await?))
+        }
+        Call::CancelOrder { order } => Answer::Order(Box::new(trade.cancel_order(order).await?)),
+        Call::CancelAllOrders { symbol } => {
+            Answer::OrderList(trade.cancel_all_orders(symbol).await?)
+        }
+        Call::Orders { query } => Answer::OrderPage(trade.orders(query).await?),
+        Call::OpenOrders => Answer::OpenOrders(trade.open_orders().await?),
+        Call::Candles { query } => Answer::Candles(trade.candles(query).await?),
+        Call::OpenCandle { symbol, interval } => {
+            Answer::OpenCandle(trade.open_candle(symbol, interval).await?)
+        }
     })
 }
 
@@ -479,6 +521,62 @@ impl TradeService for RemoteTrading {
             _ => Err(unexpected()),
         }
     }
+
+    async fn place_order(&self, request: OrderRequest) -> Result<Placement, ServiceError> {
+        match self.call(Call::PlaceOrder { request }).await? {
+            Answer::Placement(placement) => Ok(*placement),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn cancel_order(&self, order: OrderRef) -> Result<Order, ServiceError> {
+        match self.call(Call::CancelOrder { order }).await? {
+            Answer::Order(order) => Ok(*order),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn cancel_all_orders(&self, symbol: Option<Symbol>) -> Result<Vec<Order>, ServiceError> {
+        match self.call(Call::CancelAllOrders { symbol }).await? {
+            Answer::OrderList(orders) => Ok(orders),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn orders(&self, query: OrderQuery) -> Result<OrderPage, ServiceError> {
+        match self.call(Call::Orders { query }).await? {
+            Answer::OrderPage(page) => Ok(page),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn open_orders(&self) -> Result<OpenOrders, ServiceError> {
+        match self.call(Call::OpenOrders).await? {
+            Answer::OpenOrders(open) => Ok(open),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn candles(
+        &self,
+        query: crate::market::CandleQuery,
+    ) -> Result<Vec<Candle>, ServiceError> {
+        match self.call(Call::Candles { query }).await? {
+            Answer::Candles(candles) => Ok(candles),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn open_candle(
+        &self,
+        symbol: Symbol,
+        interval: Interval,
+    ) -> Result<Option<Candle>, ServiceError> {
+        match self.call(Call::OpenCandle { symbol, interval }).await? {
+            Answer::OpenCandle(candle) => Ok(candle),
+            _ => Err(unexpected()),
+        }
+    }
 }
 
 #[async_trait]
@@ -648,6 +746,80 @@ mod tests {
             panic!("not a page: {json}")
         };
         assert_eq!(back, page);
+    }
+
+    /// Order commands cross the wire whole: every field of the request, and the engine's
+    /// answers of each kind.
+    #[tokio::test]
+    async fn order_commands_are_forwarded_as_they_are() {
+        use cryptobot_domain::{OrderInput, OrderStatus, OrderType, Side, StatusFilter};
+        let request = OrderInput {
+            symbol: "BTCUSDT".into(),
+            side: Side::Sell,
+            order_type: OrderType::StopLimit,
+            quantity: Some("0.50".into()),
+            amount: None,
+            price: Some("99.5".into()),
+            stop_price: Some("100".into()),
+            time_in_force: None,
+            post_only: None,
+            client_order_id: Some("k-1".into()),
+        }
+        .into_request()
+        .unwrap();
+        let wire = serde_json::to_string(&Call::PlaceOrder {
+            request: request.clone(),
+        })
+        .unwrap();
+        let Call::PlaceOrder { request: received } = serde_json::from_str(&wire).unwrap() else {
+            panic!("not a place call: {wire}")
+        };
+        assert_eq!(received, request);
+        let query = OrderQuery {
+            status: Some(StatusFilter::Is(OrderStatus::Canceled)),
+            symbol: Some(fixtures::symbol("BTCUSDT")),
+            client_order_id: None,
+            before_id: Some(9),
+            after_id: None,
+            limit: 3,
+        };
+        for status in [Some(StatusFilter::Open), query.status, None] {
+            let query = OrderQuery {
+                status,
+                ..query.clone()
+            };
+            let wire = serde_json::to_string(&Call::Orders {
+                query: query.clone(),
+            })
+            .unwrap();
+            let Call::Orders { query: back } = serde_json::from_str(&wire).unwrap() else {
+                panic!("not an orders call: {wire}")
+            };
+            assert_eq!(back, query);
+        }
+        let mut trade = crate::trading::MockTradeService::new();
+        trade.expect_cancel_all_orders().returning(|symbol| {
+            assert_eq!(symbol, Some(fixtures::symbol("ETHUSDT")));
+            Ok(Vec::new())
+        });
+        trade.expect_open_orders().returning(|| {
+            Ok(OpenOrders {
+                orders: Vec::new(),
+                seq: 41,
+            })
+        });
+        let portfolio = crate::trading::MockPortfolioService::new();
+        let call = Call::CancelAllOrders {
+            symbol: Some(fixtures::symbol("ETHUSDT")),
+        };
+        let answer = serve(call, &trade, &portfolio).await.unwrap();
+        assert!(matches!(answer, Answer::OrderList(list) if list.is_empty()));
+        let answer = serve(Call::OpenOrders, &trade, &portfolio).await.unwrap();
+        let json = serde_json::to_string(&answer).unwrap();
+        let Answer::OpenOrders(open) = serde_json::from_str(&json).unwrap() else {
+            panic!("not open orders: {json}")
+        };
+        assert_eq!(open.seq, 41);
     }
 
     /// Needs a real Redis (`REDIS_URL`); no engine listens, so the command must time out cleanly.

@@ -1,23 +1,26 @@
 //! The paper trading engine: an actor owning the books, executing commands one at a time and
 //! selling positions whose stop-loss or take-profit the market crosses.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use cryptobot_domain::{
-    Alert, AlertType, Event, OrderSize, PortfolioSummary, Position, PositionUpdate,
-    PositionValuation, Severity, Side, Symbol, Ticker, Trade, TradeOrigin, TradePage, TradeQuery,
-    TradeRequest,
+    Alert, AlertType, Channel, Event, Order, OrderPage, OrderQuery, OrderRef, OrderRequest,
+    OrderSize, OrderStatus, OrderType, OrderUpdate, PortfolioSummary, Position, PositionUpdate,
+    PositionValuation, Reserved, ReservedQuantity, Severity, Side, Symbol, Ticker, TimeInForce,
+    Trade, TradeOrigin, TradePage, TradeQuery, TradeRequest,
 };
 use rust_decimal::Decimal;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::Execution;
+use super::book::{self, Step};
 use super::ledger::{Account, Ledger};
-use super::matching;
+use super::matching::{self, Available};
 use super::storage::Storage;
+use super::{Execution, OpenOrders, Placement};
 use crate::{Clock, Envelope, EventBus, MarketService, ServiceError, ServiceMetrics};
 
 /// Settings of the paper account (`[trading]`).
@@ -33,6 +36,9 @@ pub struct PaperTradingConfig {
     pub min_notional: Decimal,
     /// Commands that may wait for the engine before callers wait to send. Default 256.
     pub command_capacity: usize,
+    /// Open (resting) orders the account may hold at once; more are `too_many_orders`.
+    /// Default 200.
+    pub max_open_orders: usize,
 }
 
 impl Default for PaperTradingConfig {
@@ -42,6 +48,7 @@ impl Default for PaperTradingConfig {
             fee_rate: Decimal::new(1, 3),
             min_notional: Decimal::ONE,
             command_capacity: 256,
+            max_open_orders: 200,
         }
     }
 }
@@ -97,6 +104,28 @@ pub(crate) enum Command {
         update: PositionUpdate,
         reply: oneshot::Sender<Result<Position, ServiceError>>,
     },
+    /// Place (or replay) an order.
+    PlaceOrder {
+        request: OrderRequest,
+        reply: oneshot::Sender<Result<Placement, ServiceError>>,
+    },
+    /// Cancel one open order.
+    CancelOrder {
+        order: OrderRef,
+        reply: oneshot::Sender<Result<Order, ServiceError>>,
+    },
+    /// Cancel every open order, or those of one symbol.
+    CancelAll {
+        symbol: Option<Symbol>,
+        reply: oneshot::Sender<Result<Vec<Order>, ServiceError>>,
+    },
+    /// Read a page of orders.
+    Orders {
+        query: OrderQuery,
+        reply: oneshot::Sender<Result<OrderPage, ServiceError>>,
+    },
+    /// The open orders and the `orders` seq they are current at.
+    OpenOrders { reply: oneshot::Sender<OpenOrders> },
 }
 
 /// What woke the engine up.
@@ -115,6 +144,11 @@ pub(crate) struct PaperEngine {
     ledger: Ledger,
     /// Id of the next trade: the trade log's last id plus one.
     next_trade_id: u64,
+    /// The open orders by id, equal to the storage's `new` and `triggered` rows; what they hold
+    /// back is derived from them, never stored apart.
+    open: BTreeMap<u64, Order>,
+    /// Id of the next order.
+    next_order_id: u64,
     storage: Storage,
     market: Arc<dyn MarketService>,
     bus: Arc<dyn EventBus>,
@@ -157,9 +191,16 @@ impl PaperEngine {
             ServiceError::Unavailable(format!("invalid paper trading config: {why}"))
         })?;
         let (ledger, next_trade_id) = load_books(&storage, &config)?;
+        let open = load_open_orders(&storage, &ledger)?;
+        let next_order_id = storage
+            .last_order_id()?
+            .checked_add(1)
+            .ok_or_else(|| ServiceError::Storage("order ids exhausted".into()))?;
         Ok(Self {
             ledger,
             next_trade_id,
+            open,
+            next_order_id,
             storage,
             market,
             ticks: bus.subscribe(),
@@ -233,12 +274,45 @@ impl PaperEngine {
             } => {
                 let _ = reply.send(self.update_position(&symbol, update).await);
             }
+            Command::PlaceOrder { request, reply } => {
+                let result = self.place(&request).await;
+                if let Err(err) = &result {
+                    self.refused(&request, err);
+                }
+                let _ = reply.send(result);
+            }
+            Command::CancelOrder { order, reply } => {
+                let _ = reply.send(self.cancel(&order).await);
+            }
+            Command::CancelAll { symbol, reply } => {
+                let _ = reply.send(self.cancel_all(symbol.as_ref()).await);
+            }
+            Command::Orders { mut query, reply } => {
+                let storage = self.storage.clone();
+                query.limit = query.limit.clamp(1, 1000);
+                let _ = reply.send(blocking(move || storage.orders(&query)).await);
+            }
+            Command::OpenOrders { reply } => {
+                let _ = reply.send(OpenOrders {
+                    orders: self.open.values().cloned().collect(),
+                    seq: self.bus.last_seq(&Channel::Orders),
+                });
+            }
         }
     }
 
     /// Executes an order, or answers a repeated `client_order_id` with the original trade.
     async fn execute(&mut self, request: &TradeRequest) -> Result<Execution, ServiceError> {
         if let Some(id) = request.client_order_id.clone() {
+            let storage = self.storage.clone();
+            let lookup = id.clone();
+            // One namespace for trades and orders: a key an order was placed under is taken.
+            if blocking(move || storage.find_order_by_client_order_id(&lookup))
+                .await?
+                .is_some()
+            {
+                return Err(ServiceError::DuplicateClientOrderId(id));
+            }
             let storage = self.storage.clone();
             let lookup = id.clone();
             if let Some(stored) = blocking(move || storage.find_by_client_order_id(&lookup)).await?
@@ -270,7 +344,20 @@ impl PaperEngine {
             return Err(ServiceError::UnknownSymbol(request.symbol.clone()));
         }
         let ticker = self.market.ticker(&request.symbol).await?;
-        let fill = matching::match_order(request, &ticker, &self.ledger, &self.config)?;
+        let available = self.available(&request.symbol);
+        let (trade, books) = self.prepare(request, &ticker, available)?;
+        self.commit(trade, books, request.size, None).await
+    }
+
+    /// The trade a request fills at `ticker.price` against `available` funds, and the books it
+    /// leads to; nothing is committed or changed.
+    fn prepare(
+        &self,
+        request: &TradeRequest,
+        ticker: &Ticker,
+        available: Available,
+    ) -> Result<(Trade, Ledger), ServiceError> {
+        let fill = matching::match_with(request, ticker, &self.ledger, &self.config, available)?;
         let trade = Trade {
             id: self.next_trade_id,
             symbol: request.symbol.clone(),
@@ -286,18 +373,35 @@ impl PaperEngine {
         };
         let mut books = self.ledger.clone();
         books.apply(&trade)?;
+        Ok((trade, books))
+    }
 
+    /// Commits a prepared trade (with the filled order, when it fills one) in one transaction,
+    /// then applies it and publishes the trade, the order update and the portfolio.
+    async fn commit(
+        &mut self,
+        trade: Trade,
+        books: Ledger,
+        size: OrderSize,
+        order: Option<Order>,
+    ) -> Result<Trade, ServiceError> {
         let storage = self.storage.clone();
         let record = trade.clone();
-        let size = request.size;
         let position = books.position(&trade.symbol).cloned();
         let account: Account = books.account().clone();
+        let filled = order.clone();
         // Last thing before the commit: an engine that was replaced must not commit (fencing).
         self.bus.check_fence()?;
-        blocking(move || storage.commit_trade(&record, size, position.as_ref(), &account)).await?;
+        blocking(move || {
+            storage.commit_fill(&record, size, position.as_ref(), &account, filled.as_ref())
+        })
+        .await?;
 
         self.ledger = books;
         self.next_trade_id = self.next_trade_id.saturating_add(1);
+        if let Some(order) = &order {
+            self.open.remove(&order.id);
+        }
         ServiceMetrics::incr(&self.metrics.trades_executed);
         tracing::info!(
             trade_id = trade.id,
@@ -309,8 +413,359 @@ impl PaperEngine {
             "trade executed"
         );
         self.bus.publish(Event::TradeExecuted(trade.clone()));
+        if let Some(order) = order {
+            self.publish_order(OrderStatus::Filled, order);
+        }
         self.publish_portfolio().await;
         Ok(trade)
+    }
+
+    /// Cash not held back by open buys, and the symbol's quantity not held back by open sells.
+    fn available(&self, symbol: &Symbol) -> Available {
+        let mut available = Available {
+            cash: self.ledger.cash(),
+            quantity: self.ledger.held(symbol),
+        };
+        for order in self.open.values() {
+            available.cash -= order.reserved_cash;
+            if order.symbol == *symbol {
+                available.quantity -= order.reserved_quantity;
+            }
+        }
+        available
+    }
+
+    fn publish_order(&self, event: OrderStatus, order: Order) {
+        self.bus
+            .publish(Event::OrderUpdated(Box::new(OrderUpdate { event, order })));
+    }
+
+    /// Places an order: checks, reserves and commits it, then lets the current ticker act on it
+    /// (a limit that crosses fills at once, a stop already reached triggers), and expires an
+    /// IOC / FOK order that did not fill. A market order fills at once with its order row
+    /// committed together with the trade.
+    async fn place(&mut self, request: &OrderRequest) -> Result<Placement, ServiceError> {
+        // The market before the engine's own checks, as for every command (docs: order of checks).
+        if !self.market.symbols().contains(&request.symbol) {
+            return Err(ServiceError::UnknownSymbol(request.symbol.clone()));
+        }
+        if let Some(id) = request.client_order_id.clone() {
+            let storage = self.storage.clone();
+            let lookup = id.clone();
+            if let Some(order) =
+                blocking(move || storage.find_order_by_client_order_id(&lookup)).await?
+            {
+                if !order.same_request(request) {
+                    return Err(ServiceError::DuplicateClientOrderId(id));
+                }
+                ServiceMetrics::incr(&self.metrics.trades_replayed);
+                // The order's current state: it may have filled or been canceled since.
+                let order = self.open.get(&order.id).cloned().unwrap_or(order);
+                return Ok(Placement {
+                    order,
+                    replayed: true,
+                });
+            }
+            let storage = self.storage.clone();
+            let lookup = id.clone();
+            if blocking(move || storage.find_by_client_order_id(&lookup))
+                .await?
+                .is_some()
+            {
+                return Err(ServiceError::DuplicateClientOrderId(id));
+            }
+        }
+        let ticker = self.market.ticker(&request.symbol).await?;
+        if ticker.price <= Decimal::ZERO {
+            return Err(ServiceError::NoPrice(request.symbol.clone()));
+        }
+        let now = self.clock.now();
+        let (quantity, amount) = match request.size {
+            OrderSize::Quantity(quantity) => (Some(quantity), None),
+            OrderSize::Amount(amount) => (None, Some(amount)),
+        };
+        let mut order = Order {
+            id: self.next_order_id,
+            client_order_id: request.client_order_id.clone(),
+            symbol: request.symbol.clone(),
+            side: request.side,
+            order_type: request.order_type,
+            quantity,
+            amount,
+            price: request.price,
+            stop_price: request.stop_price,
+            time_in_force: request.time_in_force,
+            post_only: request.post_only,
+            status: OrderStatus::New,
+            reserved_cash: Decimal::ZERO,
+            reserved_quantity: Decimal::ZERO,
+            trade_id: None,
+            reason: None,
+            created_at: now,
+            updated_at: now,
+        };
+        if request.order_type == OrderType::Market {
+            let trade_request = trade_request(&order);
+            let (trade, books) =
+                self.prepare(&trade_request, &ticker, self.available(&request.symbol))?;
+            order.status = OrderStatus::Filled;
+            order.trade_id = Some(trade.id);
+            self.commit(trade, books, request.size, Some(order.clone()))
+                .await?;
+            self.next_order_id = self.next_order_id.saturating_add(1);
+            return Ok(Placement {
+                order,
+                replayed: false,
+            });
+        }
+        let quantity = quantity.ok_or_else(|| {
+            ServiceError::Domain(cryptobot_domain::DomainError::InvalidOrder(
+                "amount is only for market buys; give quantity".to_owned(),
+            ))
+        })?;
+        if self.open.len() >= self.config.max_open_orders {
+            return Err(ServiceError::TooManyOrders {
+                max: self.config.max_open_orders,
+            });
+        }
+        let reference =
+            book::reference_price(request.order_type, request.price, request.stop_price)
+                .unwrap_or(ticker.price);
+        let available = self.available(&request.symbol);
+        let too_large = || match request.side {
+            Side::Buy => ServiceError::InsufficientFunds {
+                needed: Decimal::MAX,
+                available: available.cash,
+            },
+            Side::Sell => ServiceError::InsufficientPosition {
+                requested: quantity,
+                held: available.quantity,
+            },
+        };
+        let notional = reference
+            .checked_mul(quantity)
+            .map(cryptobot_domain::money::round_money)
+            .ok_or_else(too_large)?;
+        if cryptobot_domain::money::floor_quantity(quantity) != quantity
+            || notional < self.config.min_notional
+        {
+            return Err(ServiceError::OrderTooSmall {
+                notional,
+                minimum: self.config.min_notional,
+            });
+        }
+        let (reserved_cash, reserved_quantity) =
+            book::reservation(request.side, reference, quantity, self.config.fee_rate)
+                .ok_or_else(too_large)?;
+        if reserved_cash > available.cash {
+            return Err(ServiceError::InsufficientFunds {
+                needed: reserved_cash,
+                available: available.cash,
+            });
+        }
+        if reserved_quantity > available.quantity {
+            return Err(ServiceError::InsufficientPosition {
+                requested: reserved_quantity,
+                held: available.quantity,
+            });
+        }
+        if request.post_only
+            && let Some(limit) = request.price
+            && let Some(against) = book::crossing_price(request.side, limit, &ticker)
+        {
+            return Err(ServiceError::PostOnlyWouldCross {
+                side: request.side.as_str(),
+                price: limit,
+                against,
+            });
+        }
+        order.reserved_cash = reserved_cash;
+        order.reserved_quantity = reserved_quantity;
+        self.save(std::slice::from_ref(&order)).await?;
+        self.next_order_id = self.next_order_id.saturating_add(1);
+        self.open.insert(order.id, order.clone());
+        tracing::info!(order_id = order.id, symbol = %order.symbol, side = order.side.as_str(),
+            order_type = order.order_type.as_str(), "order placed");
+        self.publish_order(OrderStatus::New, order.clone());
+        self.publish_portfolio().await;
+
+        let mut current = self.advance(order.id, &ticker).await.unwrap_or(order);
+        if current.status.is_open() && current.time_in_force != TimeInForce::Gtc {
+            current = self
+                .close(
+                    &current,
+                    OrderStatus::Expired,
+                    Some("could not fill at once"),
+                )
+                .await
+                .unwrap_or(current);
+        }
+        Ok(Placement {
+            order: current,
+            replayed: false,
+        })
+    }
+
+    /// Lets `ticker` act on one open order until it rests: triggers, fills, or rejects it when a
+    /// fill it is due cannot be made (funds or size no longer sufficient). Returns its state.
+    /// A storage failure leaves the order as it was (it is tried again on the next ticker).
+    async fn advance(&mut self, id: u64, ticker: &Ticker) -> Option<Order> {
+        // At most trigger then fill: two steps; the bound keeps a logic error from looping.
+        for _ in 0..3 {
+            let order = self.open.get(&id).cloned()?;
+            match book::evaluate(&order, ticker) {
+                Step::Wait => return Some(order),
+                Step::Trigger => {
+                    let mut triggered = order.clone();
+                    triggered.status = OrderStatus::Triggered;
+                    triggered.updated_at = self.clock.now();
+                    if let Err(err) = self.save(std::slice::from_ref(&triggered)).await {
+                        tracing::error!(order_id = id, %err, "could not store a trigger");
+                        return Some(order);
+                    }
+                    self.open.insert(id, triggered.clone());
+                    self.publish_order(OrderStatus::Triggered, triggered);
+                }
+                Step::Fill(price) => return Some(self.fill(order, price, ticker).await),
+            }
+        }
+        self.open.get(&id).cloned()
+    }
+
+    /// Fills an open order at `price`, against the funds it reserved plus the free ones.
+    async fn fill(&mut self, order: Order, price: Decimal, ticker: &Ticker) -> Order {
+        let request = trade_request(&order);
+        let mut available = self.available(&order.symbol);
+        available.cash += order.reserved_cash;
+        available.quantity += order.reserved_quantity;
+        let at = Ticker {
+            price,
+            ..ticker.clone()
+        };
+        let (trade, books) = match self.prepare(&request, &at, available) {
+            Ok(prepared) => prepared,
+            Err(err) => {
+                let reason = err.to_string();
+                return self
+                    .close(&order, OrderStatus::Rejected, Some(&reason))
+                    .await
+                    .unwrap_or(order);
+            }
+        };
+        let mut filled = order.clone();
+        filled.status = OrderStatus::Filled;
+        filled.trade_id = Some(trade.id);
+        filled.reserved_cash = Decimal::ZERO;
+        filled.reserved_quantity = Decimal::ZERO;
+        filled.updated_at = self.clock.now();
+        match self
+            .commit(trade, books, order.size(), Some(filled.clone()))
+            .await
+        {
+            Ok(_) => filled,
+            Err(err) => {
+                tracing::error!(order_id = order.id, %err, "could not commit a fill; the order stays open");
+                order
+            }
+        }
+    }
+
+    /// Ends an open order without a fill (canceled, rejected, expired): commits, releases its
+    /// reservation, publishes.
+    async fn close(
+        &mut self,
+        order: &Order,
+        status: OrderStatus,
+        reason: Option<&str>,
+    ) -> Result<Order, ServiceError> {
+        let closed = self.closed(order, status, reason);
+        self.save(std::slice::from_ref(&closed)).await?;
+        self.open.remove(&order.id);
+        tracing::info!(
+            order_id = order.id,
+            status = status.as_str(),
+            "order closed"
+        );
+        self.publish_order(status, closed.clone());
+        self.publish_portfolio().await;
+        Ok(closed)
+    }
+
+    fn closed(&self, order: &Order, status: OrderStatus, reason: Option<&str>) -> Order {
+        let mut closed = order.clone();
+        closed.status = status;
+        closed.reason = reason.map(str::to_owned);
+        closed.reserved_cash = Decimal::ZERO;
+        closed.reserved_quantity = Decimal::ZERO;
+        closed.updated_at = self.clock.now();
+        closed
+    }
+
+    /// Commits orders' new states in one transaction, fenced like every commit.
+    async fn save(&self, orders: &[Order]) -> Result<(), ServiceError> {
+        let storage = self.storage.clone();
+        let records = orders.to_vec();
+        self.bus.check_fence()?;
+        blocking(move || storage.save_orders(&records)).await
+    }
+
+    async fn cancel(&mut self, reference: &OrderRef) -> Result<Order, ServiceError> {
+        let open = match reference {
+            OrderRef::Id(id) => self.open.get(id).cloned(),
+            OrderRef::ClientOrderId(cid) => self
+                .open
+                .values()
+                .find(|order| order.client_order_id.as_ref() == Some(cid))
+                .cloned(),
+        };
+        if let Some(order) = open {
+            return self.close(&order, OrderStatus::Canceled, None).await;
+        }
+        let storage = self.storage.clone();
+        let lookup = reference.clone();
+        let stored = blocking(move || match &lookup {
+            OrderRef::Id(id) => storage.find_order(*id),
+            OrderRef::ClientOrderId(cid) => storage.find_order_by_client_order_id(cid),
+        })
+        .await?;
+        match stored {
+            Some(order) => Err(ServiceError::OrderNotOpen {
+                id: order.id,
+                status: order.status,
+            }),
+            None => Err(ServiceError::UnknownOrder(reference.clone())),
+        }
+    }
+
+    async fn cancel_all(&mut self, symbol: Option<&Symbol>) -> Result<Vec<Order>, ServiceError> {
+        let canceled: Vec<Order> = self
+            .open
+            .values()
+            .filter(|order| symbol.is_none_or(|s| *s == order.symbol))
+            .map(|order| self.closed(order, OrderStatus::Canceled, None))
+            .collect();
+        if canceled.is_empty() {
+            return Ok(canceled);
+        }
+        self.save(&canceled).await?;
+        for order in &canceled {
+            self.open.remove(&order.id);
+            self.publish_order(OrderStatus::Canceled, order.clone());
+        }
+        self.publish_portfolio().await;
+        Ok(canceled)
+    }
+
+    /// Counts a refused order and raises a `trade_rejected` alert, as for trades.
+    fn refused(&self, request: &OrderRequest, err: &ServiceError) {
+        let as_trade = TradeRequest {
+            symbol: request.symbol.clone(),
+            side: request.side,
+            size: request.size,
+            client_order_id: request.client_order_id.clone(),
+            origin: TradeOrigin::Manual,
+        };
+        self.rejected(&as_trade, err);
     }
 
     /// Counts a rejected order and raises a `trade_rejected` alert.
@@ -345,6 +800,23 @@ impl PaperEngine {
 
     /// Sells the whole position when the ticker crosses its stop-loss or take-profit.
     async fn on_ticker(&mut self, ticker: &Ticker) {
+        let resting: Vec<u64> = self
+            .open
+            .values()
+            .filter(|order| order.symbol == ticker.symbol)
+            .map(|order| order.id)
+            .collect();
+        if !resting.is_empty() && self.bus.check_fence().is_ok() {
+            for id in resting {
+                self.advance(id, ticker).await;
+            }
+        }
+        self.on_levels(ticker).await;
+    }
+
+    /// Sells the unreserved part of a position when the ticker crosses its stop-loss or
+    /// take-profit (what open sell orders hold back stays theirs).
+    async fn on_levels(&mut self, ticker: &Ticker) {
         let Some(position) = self.ledger.position(&ticker.symbol) else {
             return;
         };
@@ -370,10 +842,15 @@ impl PaperEngine {
             ),
         };
         let level = level.map_or_else(String::new, |level| level.to_string());
+        let free = self.available(&position.symbol).quantity;
+        if free <= Decimal::ZERO {
+            // All of it is held by open sell orders; they sell it.
+            return;
+        }
         let request = TradeRequest {
             symbol: position.symbol.clone(),
             side: Side::Sell,
-            size: OrderSize::Quantity(position.quantity),
+            size: OrderSize::Quantity(free),
             client_order_id: None,
             origin,
         };
@@ -463,15 +940,73 @@ impl PaperEngine {
             valuations.push(PositionValuation::new(position.clone(), price));
         }
         let account = self.ledger.account();
-        PortfolioSummary::new(
+        let mut summary = PortfolioSummary::new(
             account.cash,
             valuations,
             account.realized_pnl,
             account.fees_paid,
             account.trade_count,
             self.clock.now(),
-        )
+        );
+        let mut reserved = Reserved::default();
+        for order in self.open.values() {
+            reserved.cash += order.reserved_cash;
+            if order.reserved_quantity > Decimal::ZERO {
+                reserved
+                    .quantities
+                    .entry(order.symbol.clone())
+                    .or_insert(ReservedQuantity(Decimal::ZERO))
+                    .0 += order.reserved_quantity;
+            }
+        }
+        reserved.available_cash = account.cash - reserved.cash;
+        summary.reserved = reserved;
+        summary
     }
+}
+
+/// The market order a fill of `order` is: its quantity (or amount), under its key.
+fn trade_request(order: &Order) -> TradeRequest {
+    TradeRequest {
+        symbol: order.symbol.clone(),
+        side: order.side,
+        size: order.size(),
+        client_order_id: order.client_order_id.clone(),
+        origin: TradeOrigin::Manual,
+    }
+}
+
+/// Reads the open orders and checks that what they reserve is covered by the books: their cash
+/// by the cash, their quantities by the positions.
+fn load_open_orders(
+    storage: &Storage,
+    ledger: &Ledger,
+) -> Result<BTreeMap<u64, Order>, ServiceError> {
+    let orders = storage.load_open_orders()?;
+    let mut cash = Decimal::ZERO;
+    let mut quantities: BTreeMap<Symbol, Decimal> = BTreeMap::new();
+    for order in &orders {
+        cash += order.reserved_cash;
+        *quantities.entry(order.symbol.clone()).or_default() += order.reserved_quantity;
+    }
+    if cash > ledger.cash() {
+        return Err(ServiceError::Storage(format!(
+            "books do not balance: open orders reserve {cash} cash, the account holds {}",
+            ledger.cash()
+        )));
+    }
+    for (symbol, quantity) in quantities {
+        if quantity > ledger.held(&symbol) {
+            return Err(ServiceError::Storage(format!(
+                "books do not balance: open orders reserve {quantity} {symbol}, the account holds {}",
+                ledger.held(&symbol)
+            )));
+        }
+    }
+    if !orders.is_empty() {
+        tracing::info!(open_orders = orders.len(), reserved_cash = %cash, "open orders loaded");
+    }
+    Ok(orders.into_iter().map(|order| (order.id, order)).collect())
 }
 
 /// Reads the books and checks them against the trade log; returns them with the next trade id.

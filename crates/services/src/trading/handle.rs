@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use cryptobot_domain::{
-    PortfolioSummary, Position, PositionUpdate, Symbol, TradePage, TradeQuery, TradeRequest,
+    Candle, Interval, Order, OrderPage, OrderQuery, OrderRef, OrderRequest, PortfolioSummary,
+    Position, PositionUpdate, Symbol, TradePage, TradeQuery, TradeRequest,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -13,7 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::engine::{Command, PaperEngine, PaperTradingConfig};
 use super::storage::Storage;
-use super::{Execution, PortfolioService, TradeService};
+use super::{Execution, OpenOrders, Placement, PortfolioService, TradeService};
+use crate::market::{CandleHistory, CandleQuery};
 use crate::{Clock, EventBus, MarketService, ServiceError, ServiceMetrics};
 
 /// Handle to the paper trading engine; clones share the one engine.
@@ -23,6 +25,8 @@ use crate::{Clock, EventBus, MarketService, ServiceError, ServiceMetrics};
 #[derive(Debug, Clone)]
 pub struct PaperTrading {
     commands: mpsc::Sender<Command>,
+    /// The candle history served alongside (none until [`PaperTrading::with_candles`]).
+    candles: Option<CandleHistory>,
 }
 
 impl PaperTrading {
@@ -49,7 +53,27 @@ impl PaperTrading {
         let (commands, receiver) = mpsc::channel(config.command_capacity.max(1));
         let engine = PaperEngine::load(config, storage, market, bus, clock, metrics, receiver)?;
         let task = tokio::spawn(engine.run(shutdown));
-        Ok((Self { commands }, task))
+        Ok((
+            Self {
+                commands,
+                candles: None,
+            },
+            task,
+        ))
+    }
+
+    /// Serves `history` as this service's candles (`TradeService::candles`), so gateway nodes
+    /// get it forwarded with the trading commands.
+    #[must_use]
+    pub fn with_candles(mut self, history: CandleHistory) -> Self {
+        self.candles = Some(history);
+        self
+    }
+
+    fn history(&self) -> Result<&CandleHistory, ServiceError> {
+        self.candles
+            .as_ref()
+            .ok_or_else(|| ServiceError::Unavailable("no candle history on this node".to_owned()))
     }
 
     /// Sends a command and waits for its answer.
@@ -79,6 +103,41 @@ impl TradeService for PaperTrading {
 
     async fn trades(&self, query: TradeQuery) -> Result<TradePage, ServiceError> {
         self.ask(|reply| Command::Trades { query, reply }).await?
+    }
+
+    async fn place_order(&self, request: OrderRequest) -> Result<Placement, ServiceError> {
+        self.ask(|reply| Command::PlaceOrder { request, reply })
+            .await?
+    }
+
+    async fn cancel_order(&self, order: OrderRef) -> Result<Order, ServiceError> {
+        self.ask(|reply| Command::CancelOrder { order, reply })
+            .await?
+    }
+
+    async fn cancel_all_orders(&self, symbol: Option<Symbol>) -> Result<Vec<Order>, ServiceError> {
+        self.ask(|reply| Command::CancelAll { symbol, reply })
+            .await?
+    }
+
+    async fn orders(&self, query: OrderQuery) -> Result<OrderPage, ServiceError> {
+        self.ask(|reply| Command::Orders { query, reply }).await?
+    }
+
+    async fn open_orders(&self) -> Result<OpenOrders, ServiceError> {
+        self.ask(|reply| Command::OpenOrders { reply }).await
+    }
+
+    async fn candles(&self, query: CandleQuery) -> Result<Vec<Candle>, ServiceError> {
+        self.history()?.candles(query).await
+    }
+
+    async fn open_candle(
+        &self,
+        symbol: Symbol,
+        interval: Interval,
+    ) -> Result<Option<Candle>, ServiceError> {
+        Ok(self.history()?.open_candle(&symbol, interval))
     }
 }
 

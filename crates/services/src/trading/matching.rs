@@ -44,13 +44,41 @@ pub fn match_order(
     ledger: &Ledger,
     config: &PaperTradingConfig,
 ) -> Result<Fill, ServiceError> {
+    let available = Available {
+        cash: ledger.cash(),
+        quantity: ledger.held(&request.symbol),
+    };
+    match_with(request, ticker, ledger, config, available)
+}
+
+/// What a fill may spend: the cash and the quantity of the symbol not held back by open orders
+/// (plus, for the fill of an order, that order's own reservation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Available {
+    /// Quote cash.
+    pub cash: Decimal,
+    /// Base quantity of the request's symbol.
+    pub quantity: Decimal,
+}
+
+/// [`match_order`] against `available` funds instead of everything the books hold.
+///
+/// # Errors
+/// Those of [`match_order`], funds measured against `available`.
+pub fn match_with(
+    request: &TradeRequest,
+    ticker: &Ticker,
+    ledger: &Ledger,
+    config: &PaperTradingConfig,
+    available: Available,
+) -> Result<Fill, ServiceError> {
     let size = request.size.validate()?;
     let price = ticker.price;
     if ticker.symbol != request.symbol || price <= Decimal::ZERO {
         return Err(ServiceError::NoPrice(request.symbol.clone()));
     }
-    let cash = ledger.cash();
-    let held = ledger.held(&request.symbol);
+    let cash = available.cash;
+    let held = available.quantity;
     // A size so large that the arithmetic overflows can never be afforded or held.
     let too_large = || match request.side {
         Side::Buy => ServiceError::InsufficientFunds {

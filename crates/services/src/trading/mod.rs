@@ -2,11 +2,15 @@
 
 use async_trait::async_trait;
 use cryptobot_domain::{
-    PortfolioSummary, Position, PositionUpdate, Symbol, Trade, TradePage, TradeQuery, TradeRequest,
+    Candle, Interval, Order, OrderPage, OrderQuery, OrderRef, OrderRequest, PortfolioSummary,
+    Position, PositionUpdate, Symbol, Trade, TradePage, TradeQuery, TradeRequest,
 };
+use serde::{Deserialize, Serialize};
 
 use crate::ServiceError;
 
+/// Resting orders: when a ticker fills or triggers them, what they reserve.
+pub mod book;
 /// The paper trading engine actor and its configuration.
 pub mod engine;
 /// The cloneable handle implementing [`TradeService`] and [`PortfolioService`].
@@ -34,6 +38,31 @@ pub struct Execution {
     pub replayed: bool,
 }
 
+/// The result of placing an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    /// The order as it stands after placing: `new` (resting), or already `filled`, `expired`
+    /// or `rejected`.
+    pub order: Order,
+    /// True when the `client_order_id` was used before for this order and this is its current
+    /// state; nothing was placed this time.
+    pub replayed: bool,
+}
+
+/// The open orders at one moment, with the last `seq` of the `orders` channel they include: every
+/// `order_update` with a larger `seq` is newer than this snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenOrders {
+    /// Open orders, oldest first.
+    pub orders: Vec<Order>,
+    /// Last `seq` of `orders` at the snapshot.
+    pub seq: u64,
+}
+
+fn orders_unsupported() -> ServiceError {
+    ServiceError::Unavailable("this trade service takes no orders".to_owned())
+}
+
 /// Executes trades.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
@@ -57,6 +86,81 @@ pub trait TradeService: Send + Sync {
     /// [`ServiceError::Storage`] or [`ServiceError::Unavailable`].
     async fn recent_trades(&self, limit: usize) -> Result<Vec<Trade>, ServiceError> {
         Ok(self.trades(TradeQuery::latest(limit)).await?.trades)
+    }
+
+    /// Places an order; returns only after it (and a fill it got at once) is committed. The
+    /// default answers `unavailable`, for trade services that take market orders only.
+    ///
+    /// # Errors
+    /// Any [`ServiceError`] rejection; on error nothing was placed.
+    async fn place_order(&self, request: OrderRequest) -> Result<Placement, ServiceError> {
+        let _ = request;
+        Err(orders_unsupported())
+    }
+
+    /// Cancels an open order; returns it canceled, after the cancel is committed.
+    ///
+    /// # Errors
+    /// [`ServiceError::UnknownOrder`], [`ServiceError::OrderNotOpen`], or a failure.
+    async fn cancel_order(&self, order: OrderRef) -> Result<Order, ServiceError> {
+        let _ = order;
+        Err(orders_unsupported())
+    }
+
+    /// Cancels every open order (of `symbol` only, when given); returns them canceled.
+    ///
+    /// # Errors
+    /// [`ServiceError::Storage`] or [`ServiceError::Unavailable`].
+    async fn cancel_all_orders(&self, symbol: Option<Symbol>) -> Result<Vec<Order>, ServiceError> {
+        let _ = symbol;
+        Err(orders_unsupported())
+    }
+
+    /// Returns one page of the orders matching `query`; `query.limit` is clamped to 1-1000.
+    ///
+    /// # Errors
+    /// [`ServiceError::Storage`] or [`ServiceError::Unavailable`].
+    async fn orders(&self, query: OrderQuery) -> Result<OrderPage, ServiceError> {
+        let _ = query;
+        Err(orders_unsupported())
+    }
+
+    /// Returns the open orders with the `seq` of the `orders` channel they are current at.
+    ///
+    /// # Errors
+    /// [`ServiceError::Unavailable`].
+    async fn open_orders(&self) -> Result<OpenOrders, ServiceError> {
+        Err(orders_unsupported())
+    }
+
+    /// Returns candle history, oldest first (the open candle last when the query reaches now).
+    /// The default answers `unavailable`.
+    ///
+    /// # Errors
+    /// [`ServiceError::Storage`] or [`ServiceError::Unavailable`].
+    async fn candles(
+        &self,
+        query: crate::market::CandleQuery,
+    ) -> Result<Vec<Candle>, ServiceError> {
+        let _ = query;
+        Err(ServiceError::Unavailable(
+            "this trade service keeps no candles".to_owned(),
+        ))
+    }
+
+    /// Returns the open candle of `symbol` at `interval`, if any.
+    ///
+    /// # Errors
+    /// [`ServiceError::Unavailable`].
+    async fn open_candle(
+        &self,
+        symbol: Symbol,
+        interval: Interval,
+    ) -> Result<Option<Candle>, ServiceError> {
+        let _ = (symbol, interval);
+        Err(ServiceError::Unavailable(
+            "this trade service keeps no candles".to_owned(),
+        ))
     }
 }
 

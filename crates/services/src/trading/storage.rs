@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use cryptobot_domain::{
-    ClientOrderId, OrderSize, Position, Side, Symbol, Trade, TradeOrigin, TradePage, TradeQuery,
+    Candle, ClientOrderId, Interval, Order, OrderPage, OrderQuery, OrderSize, OrderStatus,
+    OrderType, Position, Side, Symbol, TimeInForce, Trade, TradeOrigin, TradePage, TradeQuery,
 };
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use rust_decimal::Decimal;
@@ -16,8 +17,10 @@ use rust_decimal::Decimal;
 use super::ledger::Account;
 use crate::ServiceError;
 
-/// Version of the schema below, kept in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 1;
+/// Version of the schema below, kept in `PRAGMA user_version`. Version 2 added `orders` and
+/// `candles`; a version 1 file gets the tables on open (`CREATE TABLE IF NOT EXISTS`), nothing
+/// else changes.
+const SCHEMA_VERSION: i64 = 2;
 
 /// How long a statement waits for a lock held by another connection before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -48,6 +51,38 @@ CREATE TABLE IF NOT EXISTS positions (
     stop_loss       TEXT,
     take_profit     TEXT
 );
+CREATE TABLE IF NOT EXISTS orders (
+    id                INTEGER PRIMARY KEY,
+    client_order_id   TEXT UNIQUE,
+    symbol            TEXT NOT NULL,
+    side              TEXT NOT NULL CHECK (side IN ('buy', 'sell')),
+    order_type        TEXT NOT NULL,
+    quantity          TEXT,
+    amount            TEXT,
+    price             TEXT,
+    stop_price        TEXT,
+    time_in_force     TEXT NOT NULL,
+    post_only         INTEGER NOT NULL,
+    status            TEXT NOT NULL,
+    reserved_cash     TEXT NOT NULL,
+    reserved_quantity TEXT NOT NULL,
+    trade_id          INTEGER,
+    reason            TEXT,
+    created_at        TEXT NOT NULL,
+    updated_at        TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS orders_open ON orders (status) WHERE status IN ('new', 'triggered');
+CREATE TABLE IF NOT EXISTS candles (
+    symbol    TEXT NOT NULL,
+    interval  TEXT NOT NULL,
+    open_time INTEGER NOT NULL,
+    open      TEXT NOT NULL,
+    high      TEXT NOT NULL,
+    low       TEXT NOT NULL,
+    close     TEXT NOT NULL,
+    volume    TEXT NOT NULL,
+    PRIMARY KEY (symbol, interval, open_time)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS account (
     id           INTEGER PRIMARY KEY CHECK (id = 1),
     initial_cash TEXT NOT NULL,
@@ -57,6 +92,10 @@ CREATE TABLE IF NOT EXISTS account (
     trade_count  INTEGER NOT NULL
 );
 ";
+
+const ORDER_COLUMNS: &str = "id, client_order_id, symbol, side, order_type, quantity, amount, \
+     price, stop_price, time_in_force, post_only, status, reserved_cash, reserved_quantity, \
+     trade_id, reason, created_at, updated_at";
 
 const TRADE_COLUMNS: &str = "id, symbol, side, price, quantity, fee, notional, realized_pnl, \
      executed_at, client_order_id, origin, request_size_kind, request_size_value";
@@ -293,6 +332,23 @@ impl Storage {
         position: Option<&Position>,
         account: &Account,
     ) -> Result<(), ServiceError> {
+        self.commit_fill(trade, size, position, account, None)
+    }
+
+    /// [`Storage::commit_trade`] for the fill of an order: the order's new state (filled, with
+    /// its trade id) is written in the same transaction, so a fill is never committed without
+    /// its order leaving the open set, nor the other way round.
+    ///
+    /// # Errors
+    /// As [`Storage::commit_trade`]; nothing was written then.
+    pub fn commit_fill(
+        &self,
+        trade: &Trade,
+        size: OrderSize,
+        position: Option<&Position>,
+        account: &Account,
+        order: Option<&Order>,
+    ) -> Result<(), ServiceError> {
         let (size_kind, size_value) = match size {
             OrderSize::Quantity(value) => ("quantity", value),
             OrderSize::Amount(value) => ("amount", value),
@@ -363,8 +419,214 @@ impl Storage {
             // Dropping the transaction rolls the trade back.
             return Err(ServiceError::Storage("account row is missing".to_owned()));
         }
+        if let Some(order) = order {
+            write_order(&tx, order)?;
+        }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Writes orders (new ones or their new state) in one transaction.
+    ///
+    /// # Errors
+    /// [`ServiceError::Storage`] when anything fails (a client order id used by another order
+    /// included); nothing was written then.
+    pub fn save_orders(&self, orders: &[Order]) -> Result<(), ServiceError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for order in orders {
+            write_order(&tx, order)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Returns the open orders (`new` or `triggered`), oldest first.
+    ///
+    /// # Errors
+    /// [`ServiceError::Storage`] on a database error or an unreadable value.
+    pub fn load_open_orders(&self) -> Result<Vec<Order>, ServiceError> {
+        self.query_orders(
+            &format!(
+                "SELECT {ORDER_COLUMNS} FROM orders WHERE status IN ('new', 'triggered') \
+                 ORDER BY id"
+            ),
+            [],
+        )
+    }
+
+    /// Returns the largest order id used (0 for none).
+    ///
+    /// # Errors
+    /// [`ServiceError::Storage`] on a database error.
+    pub fn last_order_id(&self) -> Result<u64, ServiceError> {
+        let id: Option<i64> = self
+            .lock()
+            .query_row("SELECT MAX(id) FROM orders", [], |row| row.get(0))?;
+        Ok(id.and_then(|id| u64::try_from(id).ok()).unwrap_or(0))
+    }
+
+    /// Returns the order placed under `client_order_id`, if any.
+    ///
+    /// # Errors
+    /// [`ServiceError::Storage`] on a database error or an unreadable value.
+    pub fn find_order_by_client_order_id(
+        &self,
+        client_order_id: &ClientOrderId,
+    ) -> Result<Option<Order>, ServiceError> {
+        self.query_orders(
+            &format!("SELECT {ORDER_COLUMNS} FROM orders WHERE client_order_id = ?1"),
+            [client_order_id.as_str()],
+        )
+        .map(|orders| orders.into_iter().next())
+    }
+
+    /// Returns the order with this id, if any.
+    ///
+    /// # Errors
+    /// [`ServiceError::Storage`] on a database error or an unreadable value.
+    pub fn find_order(&self, id: u64) -> Result<Option<Order>, ServiceError> {
+        self.query_orders(
+            &format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ?1"),
+            [to_i64(id)?],
+        )
+        .map(|orders| orders.into_iter().next())
+    }
+
+    /// Returns one page of the orders matching `query`: newest first, or oldest first with
+    /// `after_id`, with `more` telling whether further orders match.
+    ///
+    /// # Errors
+    /// [`ServiceError::Storage`] on a database error or an unreadable value.
+    pub fn orders(&self, query: &OrderQuery) -> Result<OrderPage, ServiceError> {
+        let order = if query.ascending() { "ASC" } else { "DESC" };
+        let sql = format!(
+            "SELECT {ORDER_COLUMNS} FROM orders \
+             WHERE (?1 IS NULL OR symbol = ?1) AND (?2 IS NULL OR client_order_id = ?2) \
+             AND (?3 IS NULL OR id < ?3) AND (?4 IS NULL OR id > ?4) \
+             ORDER BY id {order}"
+        );
+        let id = |id: Option<u64>| id.map(|id| i64::try_from(id).unwrap_or(i64::MAX));
+        let conn = self.lock();
+        let mut statement = conn.prepare(&sql)?;
+        let rows = statement.query_map(
+            params![
+                query.symbol.as_ref().map(Symbol::as_str),
+                query.client_order_id.as_ref().map(ClientOrderId::as_str),
+                id(query.before_id),
+                id(query.after_id),
+            ],
+            read_order,
+        )?;
+        let mut orders = Vec::with_capacity(query.limit.min(1000));
+        let mut more = false;
+        for row in rows {
+            let order = row?;
+            if !query.matches(&order) {
+                continue;
+            }
+            if orders.len() == query.limit {
+                more = true;
+                break;
+            }
+            orders.push(order);
+        }
+        Ok(OrderPage { orders, more })
+    }
+
+    /// Stores closed candles (replacing a stored one of the same symbol, interval and start).
+    ///
+    /// # Errors
+    /// [`ServiceError::Storage`] when anything fails; nothing was written then.
+    pub fn save_candles(&self, candles: &[Candle]) -> Result<(), ServiceError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for candle in candles {
+            tx.execute(
+                "INSERT OR REPLACE INTO candles \
+                 (symbol, interval, open_time, open, high, low, close, volume) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    candle.symbol.as_str(),
+                    candle.interval.as_str(),
+                    candle.open_time.timestamp(),
+                    candle.open.to_string(),
+                    candle.high.to_string(),
+                    candle.low.to_string(),
+                    candle.close.to_string(),
+                    candle.volume.to_string(),
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Returns up to `limit` stored candles of `symbol` at `interval` opened before `end` (all
+    /// when `None`), oldest first: the newest `limit` of them.
+    ///
+    /// # Errors
+    /// [`ServiceError::Storage`] on a database error or an unreadable value.
+    pub fn load_candles(
+        &self,
+        symbol: &Symbol,
+        interval: Interval,
+        end: Option<DateTime<Utc>>,
+        limit: usize,
+    ) -> Result<Vec<Candle>, ServiceError> {
+        let conn = self.lock();
+        let mut statement = conn.prepare(
+            "SELECT symbol, interval, open_time, open, high, low, close, volume FROM candles \
+             WHERE symbol = ?1 AND interval = ?2 AND (?3 IS NULL OR open_time < ?3) \
+             ORDER BY open_time DESC LIMIT ?4",
+        )?;
+        let end = end.map(|end| {
+            // A bound inside a second still excludes the candle that starts in it.
+            let secs = end.timestamp();
+            if end.timestamp_subsec_nanos() > 0 {
+                secs + 1
+            } else {
+                secs
+            }
+        });
+        let rows = statement.query_map(
+            params![
+                symbol.as_str(),
+                interval.as_str(),
+                end,
+                i64::try_from(limit).unwrap_or(i64::MAX)
+            ],
+            |row| {
+                let open_time: i64 = row.get(2)?;
+                Ok(Candle {
+                    symbol: parse_symbol(row, 0)?,
+                    interval: Interval::from_name(row.get_ref(1)?.as_str()?)
+                        .ok_or_else(|| bad_value(1, "interval"))?,
+                    open_time: DateTime::from_timestamp(open_time, 0)
+                        .ok_or_else(|| bad_value(2, "open_time"))?,
+                    open: decimal(row, 3)?,
+                    high: decimal(row, 4)?,
+                    low: decimal(row, 5)?,
+                    close: decimal(row, 6)?,
+                    volume: decimal(row, 7)?,
+                    closed: true,
+                })
+            },
+        )?;
+        let mut candles = rows.collect::<Result<Vec<_>, _>>()?;
+        candles.reverse();
+        Ok(candles)
+    }
+
+    fn query_orders<P: rusqlite::Params>(
+        &self,
+        sql: &str,
+        params: P,
+    ) -> Result<Vec<Order>, ServiceError> {
+        let conn = self.lock();
+        let mut statement = conn.prepare(sql)?;
+        let rows = statement.query_map(params, read_order)?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
     /// Stores a position's stop-loss and take-profit levels.
@@ -400,6 +662,86 @@ impl Storage {
         let rows = statement.query_map(params, read_trade)?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
+}
+
+/// Inserts an order or replaces its stored state.
+fn write_order(tx: &rusqlite::Transaction<'_>, order: &Order) -> Result<(), ServiceError> {
+    let text = |value: Option<Decimal>| value.map(|value| value.to_string());
+    let time = |time: DateTime<Utc>| time.to_rfc3339_opts(SecondsFormat::AutoSi, true);
+    tx.execute(
+        &format!(
+            "INSERT OR REPLACE INTO orders ({ORDER_COLUMNS}) VALUES \
+             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
+        ),
+        params![
+            to_i64(order.id)?,
+            order.client_order_id.as_ref().map(ClientOrderId::as_str),
+            order.symbol.as_str(),
+            order.side.as_str(),
+            order.order_type.as_str(),
+            text(order.quantity),
+            text(order.amount),
+            text(order.price),
+            text(order.stop_price),
+            order.time_in_force.as_str(),
+            order.post_only,
+            order.status.as_str(),
+            order.reserved_cash.to_string(),
+            order.reserved_quantity.to_string(),
+            order.trade_id.map(to_i64).transpose()?,
+            order.reason.as_deref(),
+            time(order.created_at),
+            time(order.updated_at),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Reads one row selected with [`ORDER_COLUMNS`].
+fn read_order(row: &Row<'_>) -> rusqlite::Result<Order> {
+    let side = match row.get_ref(3)?.as_str()? {
+        "buy" => Side::Buy,
+        "sell" => Side::Sell,
+        other => return Err(bad_value(3, &format!("side {other:?}"))),
+    };
+    let name = |column: usize| -> rusqlite::Result<&str> { Ok(row.get_ref(column)?.as_str()?) };
+    let order_type = OrderType::from_name(name(4)?).ok_or_else(|| bad_value(4, "order_type"))?;
+    let time_in_force =
+        TimeInForce::from_name(name(9)?).ok_or_else(|| bad_value(9, "time_in_force"))?;
+    let status = OrderStatus::from_name(name(11)?).ok_or_else(|| bad_value(11, "status"))?;
+    let time = |column: usize| -> rusqlite::Result<DateTime<Utc>> {
+        DateTime::parse_from_rfc3339(row.get_ref(column)?.as_str()?)
+            .map(|time| time.with_timezone(&Utc))
+            .map_err(|err| bad_value(column, &format!("time: {err}")))
+    };
+    let client_order_id = row
+        .get_ref(1)?
+        .as_str_or_null()?
+        .map(ClientOrderId::parse)
+        .transpose()
+        .map_err(|err| bad_value(1, &err.to_string()))?;
+    let id: i64 = row.get(0)?;
+    let trade_id: Option<i64> = row.get(14)?;
+    Ok(Order {
+        id: u64::try_from(id).map_err(|_| bad_value(0, &format!("order id {id}")))?,
+        client_order_id,
+        symbol: parse_symbol(row, 2)?,
+        side,
+        order_type,
+        quantity: optional_decimal(row, 5)?,
+        amount: optional_decimal(row, 6)?,
+        price: optional_decimal(row, 7)?,
+        stop_price: optional_decimal(row, 8)?,
+        time_in_force,
+        post_only: row.get(10)?,
+        status,
+        reserved_cash: decimal(row, 12)?,
+        reserved_quantity: decimal(row, 13)?,
+        trade_id: trade_id.and_then(|id| u64::try_from(id).ok()),
+        reason: row.get(15)?,
+        created_at: time(16)?,
+        updated_at: time(17)?,
+    })
 }
 
 /// Reads one row selected with [`TRADE_COLUMNS`].
@@ -547,6 +889,62 @@ mod tests {
             fees_paid: dec("0.15"),
             trade_count: 1,
         }
+    }
+
+    #[test]
+    fn candles_round_trip_newest_last_and_before_the_end() {
+        let db = TempDb::new("candles");
+        let candle = |minute: i64, close: &str| Candle {
+            symbol: symbol("BTCUSDT"),
+            interval: Interval::M1,
+            open_time: DateTime::from_timestamp(1_704_067_200 + 60 * minute, 0).unwrap(),
+            open: dec("1"),
+            high: dec("2.5"),
+            low: dec("0.5"),
+            close: dec(close),
+            volume: dec("0.00000001"),
+            closed: true,
+        };
+        {
+            let storage = Storage::open(db.path()).unwrap();
+            storage
+                .save_candles(&[candle(0, "1"), candle(1, "2"), candle(2, "3")])
+                .unwrap();
+            // The same start again replaces.
+            storage.save_candles(&[candle(2, "3.5")]).unwrap();
+        }
+        let storage = Storage::open(db.path()).unwrap();
+        let btc = symbol("BTCUSDT");
+        // TC0: newest `limit`, oldest first
+        let got = storage.load_candles(&btc, Interval::M1, None, 2).unwrap();
+        assert_eq!(got, [candle(1, "2"), candle(2, "3.5")]);
+        // TC1: before an end (exclusive, also inside a second)
+        let end = candle(2, "0").open_time;
+        let got = storage
+            .load_candles(&btc, Interval::M1, Some(end), 10)
+            .unwrap();
+        assert_eq!(got, [candle(0, "1"), candle(1, "2")]);
+        let inside = end - chrono::TimeDelta::milliseconds(500);
+        assert_eq!(
+            storage
+                .load_candles(&btc, Interval::M1, Some(inside), 10)
+                .unwrap()
+                .len(),
+            2
+        );
+        // TC2: other intervals and symbols are apart
+        assert!(
+            storage
+                .load_candles(&btc, Interval::M5, None, 10)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            storage
+                .load_candles(&symbol("ETHUSDT"), Interval::M1, None, 10)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]

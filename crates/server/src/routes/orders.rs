@@ -1,0 +1,134 @@
+//! `GET|POST|DELETE /orders`, `DELETE /orders/{id}`, `DELETE /orders/by-client-id/{key}`.
+
+use actix_web::http::header;
+use actix_web::{HttpResponse, web};
+use cryptobot_domain::{
+    ClientOrderId, Order, OrderInput, OrderQuery, OrderQueryInput, OrderRef, StatusFilter, Symbol,
+};
+use cryptobot_services::ServiceError;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+#[derive(Debug, Serialize)]
+struct PlacedResponse {
+    order: Order,
+    /// True when this repeats an earlier `client_order_id` and nothing was placed now.
+    replayed: bool,
+    /// False when the command carried no `client_order_id`, so a retry would place again.
+    idempotent: bool,
+}
+
+/// Places an order. 201 for a new order (whatever its status after placing: `new`, or already
+/// `filled` / `expired`), 200 for a replayed one. The body is validated as the WebSocket's
+/// `place_order` payload is, by the same [`OrderInput`].
+pub(super) async fn place(
+    state: web::Data<AppState>,
+    body: web::Json<OrderInput>,
+) -> Result<HttpResponse, ApiError> {
+    let request = body.into_inner().into_request()?;
+    let idempotent = request.client_order_id.is_some();
+    let placement = state.trade.place_order(request).await?;
+    let mut response = if placement.replayed {
+        HttpResponse::Ok()
+    } else {
+        HttpResponse::Created()
+    };
+    Ok(response.json(PlacedResponse {
+        order: placement.order,
+        replayed: placement.replayed,
+        idempotent,
+    }))
+}
+
+/// Returns one page of orders as a JSON array (newest first, oldest first with `after_id`), with
+/// a `Link: <...>; rel="next"` header when more match, as `GET /trades`.
+pub(super) async fn list(
+    state: web::Data<AppState>,
+    query: web::Query<OrderQueryInput>,
+) -> Result<HttpResponse, ApiError> {
+    let query = query.into_inner().parse()?;
+    let page = state.trade.orders(query.clone()).await?;
+    let mut response = HttpResponse::Ok();
+    if page.more
+        && let Some(last) = page.orders.last()
+    {
+        response.insert_header((
+            header::LINK,
+            format!("<{}>; rel=\"next\"", next_page(&query, last.id)),
+        ));
+    }
+    Ok(response.json(page.orders))
+}
+
+/// The URL of the page after the one that ended with order `last_id`.
+fn next_page(query: &OrderQuery, last_id: u64) -> String {
+    let mut next = query.clone();
+    if next.ascending() {
+        next.after_id = Some(last_id);
+    } else {
+        next.before_id = Some(last_id);
+    }
+    // Every value is URL-safe as written: symbols, keys and status names.
+    let mut pairs = vec![format!("limit={}", next.limit)];
+    pairs.extend(next.status.map(|status| match status {
+        StatusFilter::Open => "status=open".to_owned(),
+        StatusFilter::Is(status) => format!("status={}", status.as_str()),
+    }));
+    pairs.extend(next.symbol.map(|s| format!("symbol={s}")));
+    pairs.extend(next.client_order_id.map(|c| format!("client_order_id={c}")));
+    pairs.extend(next.before_id.map(|id| format!("before_id={id}")));
+    pairs.extend(next.after_id.map(|id| format!("after_id={id}")));
+    format!("/api/v1/orders?{}", pairs.join("&"))
+}
+
+/// Cancels an open order by id: 200 with the order canceled, 404 `unknown_order`, 409
+/// `order_not_open`.
+pub(super) async fn cancel(
+    state: web::Data<AppState>,
+    id: web::Path<u64>,
+) -> Result<HttpResponse, ApiError> {
+    let order = state.trade.cancel_order(OrderRef::Id(*id)).await?;
+    Ok(HttpResponse::Ok().json(order))
+}
+
+/// Cancels an open order by its `client_order_id`.
+pub(super) async fn cancel_by_client_id(
+    state: web::Data<AppState>,
+    key: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let key = ClientOrderId::parse(&key)?;
+    let order = state
+        .trade
+        .cancel_order(OrderRef::ClientOrderId(key))
+        .await?;
+    Ok(HttpResponse::Ok().json(order))
+}
+
+/// Query of `DELETE /orders`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CancelAllQuery {
+    symbol: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct CanceledResponse {
+    orders: Vec<Order>,
+}
+
+/// Cancels every open order (of `symbol` only, when given): 200 with those canceled.
+pub(super) async fn cancel_all(
+    state: web::Data<AppState>,
+    query: web::Query<CancelAllQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let symbol = query.symbol.as_deref().map(Symbol::parse).transpose()?;
+    if let Some(symbol) = &symbol
+        && !state.market.symbols().contains(symbol)
+    {
+        return Err(ServiceError::UnknownSymbol(symbol.clone()).into());
+    }
+    let orders = state.trade.cancel_all_orders(symbol).await?;
+    Ok(HttpResponse::Ok().json(CanceledResponse { orders }))
+}
