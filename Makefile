@@ -50,8 +50,9 @@ asyncapi: bin ## docs/asyncapi.yaml against docs/protocol.md's examples and real
 fuzz: ## cargo-fuzz targets (frame guard, request parser), FUZZ_SECS s each (default 300)
 	scripts/fuzz.sh
 
-bench: ## WebSocket fan-out scenarios (release build), rows appended to docs/benchmarks.md
+bench: ## WebSocket fan-out scenarios (release build), rows appended to docs/benchmarks.md; then the criterion micro-benchmarks
 	scripts/bench.sh
+	$(CARGO) bench --locked -p cryptobot-ws-gateway --bench hot_paths -- --warm-up-time 1 --measurement-time 2
 
 bench-smoke: ## A few seconds of cryptobot-load against the debug binary: messages must flow
 	BENCH_PROFILE=debug scripts/bench.sh smoke
