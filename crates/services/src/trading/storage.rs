@@ -486,9 +486,13 @@ impl Storage {
     /// # Errors
     /// [`ServiceError::Storage`] on a database error or an unreadable value.
     pub fn find_order(&self, id: u64) -> Result<Option<Order>, ServiceError> {
+        // SQLite's ids are at most i64::MAX: a larger one (a client's) names no order.
+        let Ok(id) = i64::try_from(id) else {
+            return Ok(None);
+        };
         self.query_orders(
             &format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ?1"),
-            [to_i64(id)?],
+            [id],
         )
         .map(|orders| orders.into_iter().next())
     }
