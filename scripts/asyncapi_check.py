@@ -195,7 +195,10 @@ class Session:
 
     def reply(self, ws, request, kind):
         ws.send(request)
-        return self.read(ws, lambda f: f.get("id") == request.get("id") and f["type"] == kind)
+        got = self.read(ws, lambda f: f.get("id") == request.get("id") and f["type"] in (kind, "error"))
+        if got["type"] != kind:
+            sys.exit(f"FAIL {request} was refused: {got}")
+        return got
 
 
 def drive_orders_and_candles(s, ws):
