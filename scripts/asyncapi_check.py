@@ -167,9 +167,19 @@ class Session:
 
     def __init__(self):
         self.seen = {}
+        self.log = []  # (socket, frame) of every frame received, in order
 
-    def read(self, ws, until, limit=15):
-        """Reads frames (validating each) until one satisfies `until`; returns it."""
+    def mark(self):
+        return len(self.log)
+
+    def read(self, ws, until, limit=15, since=None):
+        """Reads frames (validating each) until one satisfies `until`; returns it. With `since` (a
+        mark), a frame of `ws` received since then that satisfies it counts too: an event and the
+        reply of the command that caused it may come in either order."""
+        if since is not None:
+            for sock, frame in self.log[since:]:
+                if sock is ws and until(frame):
+                    return frame
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
             frame = ws.recv(max(0.1, deadline - time.monotonic()))
@@ -177,13 +187,76 @@ class Session:
                 sys.exit("FAIL the server closed the connection unexpectedly")
             check(frame, "server", "real frame")
             self.seen.setdefault(frame["type"], frame)
+            self.log.append((ws, frame))
             if until(frame):
                 return frame
-        sys.exit(f"FAIL no expected frame within {limit} s; seen so far: {sorted(self.seen)}")
+        last = [json.dumps(f)[:160] for sock, f in self.log[-200:] if sock is ws and f["type"] != "ticker_update"][-6:]
+        sys.exit(f"FAIL no expected frame within {limit} s; seen so far: {sorted(self.seen)}; last frames of that socket:\n  " + "\n  ".join(last))
 
     def reply(self, ws, request, kind):
         ws.send(request)
-        return self.read(ws, lambda f: f.get("id") == request.get("id") and f["type"] == kind)
+        got = self.read(ws, lambda f: f.get("id") == request.get("id") and f["type"] in (kind, "error"))
+        if got["type"] != kind:
+            sys.exit(f"FAIL {request} was refused: {got}")
+        return got
+
+
+def drive_orders_and_candles(s, ws):
+    """Orders (commands, replies, the orders channel), candles, and refused orders."""
+
+    def order(oid, **fields):
+        payload = {"symbol": "BTCUSDT", "side": "buy", "type": "limit", "quantity": "0.001", "price": "1000"}
+        return {"type": "place_order", "id": oid, "payload": {**payload, **fields}}
+
+    def refused(request, code, valid):
+        """A request the server refuses with `code`; `valid` says whether the schema accepts it."""
+        if not valid and not errors(request, "client"):
+            sys.exit(f"FAIL the schema accepts an invalid request: {request}")
+        ws.send(request, valid=valid)
+        got = s.read(ws, lambda f: f["type"] == "error" and f.get("id") == request["id"])
+        if got["code"] != code:
+            sys.exit(f"FAIL expected {code} for {request}, got {got}")
+
+    # A resting limit buy far below the market, then the orders channel: its snapshot has it.
+    placed = s.reply(ws, order("o1", client_order_id="asyncapi-o1"), "order_placed")["payload"]["order"]
+    if placed["status"] != "new":
+        sys.exit(f"FAIL a limit buy at 1000 did not rest: {placed}")
+    channels = ["orders", "candles:BTCUSDT:1m"]
+    mark = s.mark()
+    s.reply(ws, {"type": "subscribe", "id": "o2", "payload": {"channels": channels}}, "subscribed")
+    snapshot = s.read(ws, lambda f: f["type"] == "open_orders", since=mark)
+    if placed["id"] not in [o["id"] for o in snapshot["payload"]["orders"]]:
+        sys.exit(f"FAIL open_orders lacks order {placed['id']}: {snapshot}")
+    # The candle of the running minute: the snapshot, or the next live one within a second or two.
+    s.read(ws, lambda f: f["type"] == "candle" and f["channel"] == "candles:BTCUSDT:1m", limit=10, since=mark)
+    listed = s.reply(ws, {"type": "list_orders", "id": "o3", "payload": {"status": "open", "limit": 10}}, "orders")
+    if placed["id"] not in [o["id"] for o in listed["payload"]["orders"]]:
+        sys.exit(f"FAIL list_orders lacks order {placed['id']}: {listed}")
+    mark = s.mark()
+    s.reply(ws, {"type": "cancel_order", "id": "o4", "payload": {"client_order_id": "asyncapi-o1"}}, "order_canceled")
+    s.read(ws, lambda f: f["type"] == "order_update" and f["payload"]["order"]["id"] == placed["id"] and f["payload"]["event"] == "canceled", since=mark)
+    # A limit that crosses fills at once: order_update new, then filled (its trade on trades between).
+    mark = s.mark()
+    filled = s.reply(ws, order("o5", quantity="0.0001", price="1000000"), "order_placed")["payload"]["order"]
+    if filled["status"] != "filled":
+        sys.exit(f"FAIL a crossing limit buy did not fill: {filled}")
+    s.read(ws, lambda f: f["type"] == "order_update" and f["payload"]["order"]["id"] == filled["id"] and f["payload"]["event"] == "filled", since=mark)
+    # cancel_all_orders of a symbol with one open order, then with no payload and nothing open.
+    s.reply(ws, order("o6"), "order_placed")
+    gone = s.reply(ws, {"type": "cancel_all_orders", "id": "o7", "payload": {"symbol": "BTCUSDT"}}, "orders_canceled")
+    if len(gone["payload"]["orders"]) != 1:
+        sys.exit(f"FAIL cancel_all_orders did not cancel the one open order: {gone}")
+    none = s.reply(ws, {"type": "cancel_all_orders", "id": "o8"}, "orders_canceled")
+    if none["payload"]["orders"]:
+        sys.exit(f"FAIL cancel_all_orders with nothing open canceled something: {none}")
+    # Refused orders: the schema refuses the first two too; the others only the server can refuse.
+    no_price = order("r1")
+    del no_price["payload"]["price"]
+    refused(no_price, "invalid_order", valid=False)
+    refused({"type": "place_order", "id": "r2", "payload": ["BTCUSDT", "buy", "limit", "0.001", None, "1000"]}, "invalid_payload", valid=False)
+    refused(order("r3", price="1000000", post_only=True), "post_only_would_cross", valid=True)
+    refused({"type": "cancel_order", "id": "r4", "payload": {"order_id": 999999}}, "unknown_order", valid=True)
+    refused({"type": "cancel_order", "id": "r5", "payload": {"order_id": placed["id"]}}, "order_not_open", valid=True)
 
 
 def drive_the_server():
@@ -205,11 +278,12 @@ def drive_the_server():
     s.read(ws, lambda f: f["type"] == "portfolio_update")
     s.reply(ws, {"type": "update_position", "id": 9, "payload": {"symbol": "BTCUSDT", "stop_loss": "1000", "take_profit": None}}, "position_updated")
     # Refusals: the schema refuses these requests too, and the server answers with error frames.
-    for bad, bad_id in (("hello", None), ({"type": "launch_rocket", "id": 10}, 10), ({"type": "subscribe", "id": 11, "payload": {"channels": ["orders"]}}, 11)):
+    for bad, bad_id in (("hello", None), ({"type": "launch_rocket", "id": 10}, 10), ({"type": "subscribe", "id": 11, "payload": {"channels": ["candles:BTCUSDT:2m"]}}, 11)):
         if not isinstance(bad, str) and not errors(bad, "client"):
             sys.exit(f"FAIL the schema accepts an invalid request: {bad}")
         ws.send(bad, valid=False)
         s.read(ws, lambda f, bad_id=bad_id: f["type"] == "error" and f.get("id") == bad_id)
+    drive_orders_and_candles(s, ws)
     # A resume on a second connection replays the trade.
     ws2 = Socket(ws_url + "?welcome=1")
     s.read(ws2, lambda f: f["type"] == "welcome")

@@ -37,12 +37,16 @@ pub mod codes {
 }
 
 /// The message types with a payload besides the seed's ticker subscriptions.
-const KNOWN_TYPES: [&str; 5] = [
+const KNOWN_TYPES: [&str; 9] = [
     "subscribe",
     "resume",
     "unsubscribe",
     "manual_trade",
     "update_position",
+    "place_order",
+    "cancel_order",
+    "cancel_all_orders",
+    "list_orders",
 ];
 
 /// Longest part of a parser message quoted back to the client.
@@ -1069,6 +1073,22 @@ mod tests {
             (
                 r#"{"type":"update_position","payload":[null,null]}"#,
                 "Invalid payload for update_position: expected an object, got an array",
+            ),
+            (
+                r#"{"type":"place_order","payload":["BTCUSDT","buy","limit","0.001",null,"1000"]}"#,
+                "Invalid payload for place_order: expected an object, got an array",
+            ),
+            (
+                r#"{"type":"cancel_order","payload":[5,null]}"#,
+                "Invalid payload for cancel_order: expected an object, got an array",
+            ),
+            (
+                r#"{"type":"cancel_all_orders","payload":[]}"#,
+                "Invalid payload for cancel_all_orders: expected an object, got an array",
+            ),
+            (
+                r#"{"type":"list_orders","payload":[]}"#,
+                "Invalid payload for list_orders: expected an object, got an array",
             ),
         ] {
             assert_eq!(
