@@ -8,7 +8,7 @@
 //! - Each watched ticker has one slot that always holds the newest frame not yet written; a newer
 //!   price replaces an older one that was still waiting (conflation at the last moment). With a
 //!   ticker window (`ws.ticker_window_ms`), updates less than the window older than the newest
-//!   waiting one stay too (at most [`TICKER_BURST`] per symbol), so a busy server writes several per
+//!   waiting one stay too (at most `TICKER_BURST`, 32, per symbol), so a busy server writes several per
 //!   `write` instead of dropping them, while a lagging reader still gets only recent prices.
 //! - A live event at or below the `seq` already queued on its channel was sent by a replay and is
 //!   dropped, so a resume never duplicates.
