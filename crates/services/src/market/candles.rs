@@ -190,7 +190,12 @@ pub fn spawn_candles(
     };
     let mut events = bus.subscribe();
     let task = tokio::spawn(async move {
-        let mut timer = tokio::time::interval(CANDLE_UPDATE_INTERVAL);
+        // The first tick a full interval from now: an immediate one would race the first tickers
+        // (select! picks at random) and publish an update of the first of them alone.
+        let mut timer = tokio::time::interval_at(
+            tokio::time::Instant::now() + CANDLE_UPDATE_INTERVAL,
+            CANDLE_UPDATE_INTERVAL,
+        );
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut changed: BTreeSet<Symbol> = BTreeSet::new();
         loop {
