@@ -320,6 +320,17 @@ fn consecutive(seqs: &[(u64, u64)]) -> bool {
     seqs.windows(2).all(|pair| pair[1].0 == pair[0].0 + 1)
 }
 
+/// An engine and two gateway nodes on `prefix`, both gateways following the engine's epoch.
+async fn engine_and_two_gateways(url: &str, prefix: &str) -> (Node, Node, Node, u64) {
+    let engine = Node::start("engine", url, prefix);
+    let a = Node::start("gateway", url, prefix);
+    let b = Node::start("gateway", url, prefix);
+    let (_, epoch) = engine.connect().await;
+    a.synced(epoch).await;
+    b.synced(epoch).await;
+    (engine, a, b, epoch)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_gateways_serve_as_one() {
     let Some(url) = redis_url("two_gateways_serve_as_one") else {
@@ -330,12 +341,7 @@ async fn two_gateways_serve_as_one() {
         url: url.clone(),
         prefix: prefix.clone(),
     };
-    let engine = Node::start("engine", &url, &prefix);
-    let a = Node::start("gateway", &url, &prefix);
-    let b = Node::start("gateway", &url, &prefix);
-    let (_, epoch) = engine.connect().await;
-    a.synced(epoch).await;
-    b.synced(epoch).await;
+    let (_engine, a, b, epoch) = engine_and_two_gateways(&url, &prefix).await;
 
     // TC0: market data reaches gateway nodes (REST tickers come from the streams).
     let deadline = Instant::now() + GUARD;
@@ -451,12 +457,7 @@ async fn orders_are_one_book_across_gateway_nodes() {
         url: url.clone(),
         prefix: prefix.clone(),
     };
-    let engine = Node::start("engine", &url, &prefix);
-    let a = Node::start("gateway", &url, &prefix);
-    let b = Node::start("gateway", &url, &prefix);
-    let (_, epoch) = engine.connect().await;
-    a.synced(epoch).await;
-    b.synced(epoch).await;
+    let (engine, a, b, _epoch) = engine_and_two_gateways(&url, &prefix).await;
     let key = format!("{prefix}-o1");
     let order = json!({"symbol": "BTCUSDT", "side": "buy", "type": "limit", "quantity": "0.01",
         "price": "1000", "client_order_id": key});
@@ -687,6 +688,25 @@ async fn redis_restarted_mid_stream() {
     assert_eq!(union, seen);
 }
 
+/// An engine started on a prefix whose lease another engine holds: it waits as a standby (its
+/// stderr piped for `read_log`).
+fn second_engine(url: &str, prefix: &str, lease: (&str, &str)) -> std::process::Child {
+    let dir = std::env::temp_dir().join(unique("second-engine"));
+    std::fs::create_dir_all(&dir).unwrap();
+    Command::new(BIN)
+        .env("CRYPTOBOT__SERVER__PORT", "0")
+        .env("CRYPTOBOT__SERVER__ROLE", "engine")
+        .env("CRYPTOBOT__BUS__BACKEND", "redis")
+        .env("CRYPTOBOT__BUS__REDIS_URL", url)
+        .env("CRYPTOBOT__BUS__REDIS_PREFIX", prefix)
+        .env("CRYPTOBOT__STORAGE__PATH", dir.join("db.sqlite"))
+        .env(lease.0, lease.1)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary runs")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_engine_waiting_for_the_lease_stops_at_once_on_sigterm() {
     let Some(url) = redis_url("an_engine_waiting_for_the_lease_stops_at_once_on_sigterm") else {
@@ -700,20 +720,7 @@ async fn an_engine_waiting_for_the_lease_stops_at_once_on_sigterm() {
     // A 30 s lease: the second engine would wait 45 s for it.
     let long_lease = ("CRYPTOBOT__BUS__LEASE_TTL_MS", "30000");
     let _first = Node::start_with("engine", &url, &prefix, &[long_lease]);
-    let dir = std::env::temp_dir().join(unique("waiting-engine"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut second = Command::new(BIN)
-        .env("CRYPTOBOT__SERVER__PORT", "0")
-        .env("CRYPTOBOT__SERVER__ROLE", "engine")
-        .env("CRYPTOBOT__BUS__BACKEND", "redis")
-        .env("CRYPTOBOT__BUS__REDIS_URL", &url)
-        .env("CRYPTOBOT__BUS__REDIS_PREFIX", &prefix)
-        .env("CRYPTOBOT__STORAGE__PATH", dir.join("db.sqlite"))
-        .env(long_lease.0, long_lease.1)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("binary runs");
+    let mut second = second_engine(&url, &prefix, long_lease);
     let (log, standby) = read_log(&mut second, "standby on http://");
     standby
         .recv_timeout(GUARD)
@@ -756,20 +763,7 @@ async fn a_second_engine_on_the_same_prefix_is_refused_and_a_successor_starts() 
     };
     let mut first = Node::start_with("engine", &url, &prefix, &[SHORT_LEASE]);
     // TC0: a second engine waits for the lease, sees it renewed, and exits with a clear error.
-    let dir = std::env::temp_dir().join(unique("second-engine"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut second = Command::new(BIN)
-        .env("CRYPTOBOT__SERVER__PORT", "0")
-        .env("CRYPTOBOT__SERVER__ROLE", "engine")
-        .env("CRYPTOBOT__BUS__BACKEND", "redis")
-        .env("CRYPTOBOT__BUS__REDIS_URL", &url)
-        .env("CRYPTOBOT__BUS__REDIS_PREFIX", &prefix)
-        .env("CRYPTOBOT__STORAGE__PATH", dir.join("db.sqlite"))
-        .env(SHORT_LEASE.0, SHORT_LEASE.1)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("binary runs");
+    let mut second = second_engine(&url, &prefix, SHORT_LEASE);
     let (log, standby) = read_log(&mut second, "standby on http://");
     // TC1: while it waits it answers HTTP: 503, standby (a load balancer skips it).
     let addr: SocketAddr = standby
