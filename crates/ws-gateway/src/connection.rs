@@ -593,10 +593,12 @@ impl Connection {
     /// price when the hub has seen none yet (`seq` 0: any live update replaces it).
     async fn ticker_snapshot(&self, symbol: &Symbol, hub: &HubShared, dispatcher: &Dispatcher) {
         if let Some(frame) = hub.latest_ticker(symbol) {
-            self.port
-                .outbox
-                .borrow_mut()
-                .ticker(symbol, frame.seq, frame.ts_us, frame.bytes);
+            self.port.outbox.borrow_mut().ticker(
+                symbol,
+                frame.seq,
+                frame.ts_us,
+                frame.bytes.clone(),
+            );
             return;
         }
         if let Some(message) = dispatcher.ticker_snapshot(symbol).await {

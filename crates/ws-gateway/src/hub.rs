@@ -41,24 +41,13 @@ pub(crate) struct HubFrame {
     pub(crate) bytes: Bytes,
 }
 
-/// The newest ticker frame of a symbol, for the snapshot a new subscriber gets.
-#[derive(Debug, Clone)]
-pub(crate) struct TickerFrame {
-    /// Sequence number on the symbol's channel.
-    pub(crate) seq: u64,
-    /// When the ticker was published (`ts_us`).
-    pub(crate) ts_us: i64,
-    /// The JSON text.
-    pub(crate) bytes: Bytes,
-}
-
 /// What the hub shares with the workers' fan-outs and the connections.
 #[derive(Debug)]
 pub(crate) struct HubShared {
     /// Every frame, once per worker (each worker's fan-out holds one receiver).
     frames: broadcast::Sender<Arc<HubFrame>>,
     /// Newest ticker per symbol; written once per ticker event, read when a client subscribes.
-    latest: RwLock<HashMap<Symbol, TickerFrame>>,
+    latest: RwLock<HashMap<Symbol, Arc<HubFrame>>>,
 }
 
 impl HubShared {
@@ -80,7 +69,7 @@ impl HubShared {
     }
 
     /// The newest ticker frame of a symbol, if one was published.
-    pub(crate) fn latest_ticker(&self, symbol: &Symbol) -> Option<TickerFrame> {
+    pub(crate) fn latest_ticker(&self, symbol: &Symbol) -> Option<Arc<HubFrame>> {
         self.latest
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -90,28 +79,18 @@ impl HubShared {
 
     /// Hands a frame to every worker (an error only means no worker listens yet).
     fn send(&self, frame: HubFrame) {
+        let frame = Arc::new(frame);
         if let Channel::Ticker(symbol) = &frame.channel {
             let mut latest = self.latest.write().unwrap_or_else(PoisonError::into_inner);
             // The map is bounded by the symbols the bus publishes (the configured ones).
             match latest.get_mut(symbol) {
-                Some(entry) => {
-                    entry.seq = frame.seq;
-                    entry.ts_us = frame.ts_us;
-                    entry.bytes = frame.bytes.clone();
-                }
+                Some(entry) => *entry = Arc::clone(&frame),
                 None => {
-                    latest.insert(
-                        symbol.clone(),
-                        TickerFrame {
-                            seq: frame.seq,
-                            ts_us: frame.ts_us,
-                            bytes: frame.bytes.clone(),
-                        },
-                    );
+                    latest.insert(symbol.clone(), Arc::clone(&frame));
                 }
             }
         }
-        let _ = self.frames.send(Arc::new(frame));
+        let _ = self.frames.send(frame);
     }
 }
 
