@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use cryptobot_domain::{Channel, Event};
 use tokio::sync::{broadcast, watch};
 
-use crate::scale::BrokerHealth;
 use crate::{Clock, ServiceError};
 
 /// An event as published: stamped with its channel, its sequence number on that channel and the
@@ -73,6 +72,18 @@ pub trait EventBus: Send + Sync + Debug {
     fn check_fence(&self) -> Result<(), ServiceError> {
         Ok(())
     }
+}
+
+/// Connection state of a node to its event broker (a bus with one, see [`EventBus::health`]),
+/// as watched by the gateway hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerHealth {
+    /// Not connected yet (startup).
+    Connecting,
+    /// Connected and in sync.
+    Up,
+    /// The broker is unreachable; the node retries with backoff.
+    Down,
 }
 
 /// Answer of [`EventBus::replay`].

@@ -163,9 +163,3 @@ impl ServiceError {
         }
     }
 }
-
-impl From<rusqlite::Error> for ServiceError {
-    fn from(err: rusqlite::Error) -> Self {
-        Self::Storage(err.to_string())
-    }
-}

@@ -24,13 +24,14 @@ pub mod market;
 /// Counters exported at `/metrics`.
 pub mod metrics;
 /// Scale-out through Redis: stream publisher, follower bus, forwarded commands.
+#[cfg(feature = "redis")]
 pub mod scale;
 /// Signal strategies and the auto-trader.
 pub mod signals;
 /// Trade and portfolio traits, the paper trading engine and its storage.
 pub mod trading;
 
-pub use bus::{Envelope, EventBus, HistoryLimits, InMemoryBus, Replay};
+pub use bus::{BrokerHealth, Envelope, EventBus, HistoryLimits, InMemoryBus, Replay};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::ServiceError;
 pub use market::MarketService;

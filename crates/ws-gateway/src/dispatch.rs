@@ -9,10 +9,9 @@ use std::sync::Arc;
 use cryptobot_domain::{
     Alert, AlertType, Channel, OrderRequest, Severity, Symbol, TradeOrigin, TradeRequest,
 };
-use cryptobot_services::scale::BrokerHealth;
 use cryptobot_services::{
-    Clock, Envelope as BusEnvelope, EventBus, MarketService, PortfolioService, ServiceError,
-    TradeService,
+    BrokerHealth, Clock, Envelope as BusEnvelope, EventBus, MarketService, PortfolioService,
+    ServiceError, TradeService,
 };
 use serde_json::Value;
 

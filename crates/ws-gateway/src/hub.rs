@@ -11,8 +11,7 @@ use std::time::Duration;
 
 use actix_web::web::Bytes;
 use cryptobot_domain::{Channel, Event, Symbol};
-use cryptobot_services::scale::BrokerHealth;
-use cryptobot_services::{Clock, Envelope, EventBus, PortfolioService};
+use cryptobot_services::{BrokerHealth, Clock, Envelope, EventBus, PortfolioService};
 use tokio::sync::{broadcast, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;

@@ -1,4 +1,5 @@
-//! Market data: the [`MarketService`] trait, the simulated market and the Binance connector.
+//! Market data: the [`MarketService`] trait, the simulated market, candles and (feature
+//! `binance`) the Binance connector.
 
 use async_trait::async_trait;
 use cryptobot_domain::{Symbol, Ticker};
@@ -6,8 +7,12 @@ use cryptobot_domain::{Symbol, Ticker};
 use crate::ServiceError;
 
 /// The Binance market: a live exchange connector and its handle.
+#[cfg(feature = "binance")]
 pub mod binance;
-/// OHLCV candles aggregated from the tickers, their task and history.
+/// The candle history and the aggregator task that stores closed candles.
+#[cfg(feature = "sqlite")]
+pub mod candle_history;
+/// OHLCV candles aggregated from the tickers: the pure book and the history query.
 pub mod candles;
 /// Observable health of a market feed.
 pub mod feed_state;
@@ -18,8 +23,11 @@ pub mod price_model;
 /// The simulated market: feed actor and handle.
 pub mod simulated;
 
+#[cfg(feature = "binance")]
 pub use binance::{BinanceConfig, BinanceFeed, BinanceMarket, BinanceStream};
-pub use candles::{CandleBook, CandleHistory, CandleQuery, spawn_candles};
+#[cfg(feature = "sqlite")]
+pub use candle_history::{CandleHistory, spawn_candles};
+pub use candles::{CandleBook, CandleQuery};
 pub use feed_state::{FeedState, FeedStatus};
 pub use latest::LatestTickers;
 pub use simulated::{SimulatedFeed, SimulatedMarket, SimulatedMarketConfig};

@@ -9,9 +9,9 @@ use redis::streams::StreamReadReply;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::{BrokerHealth, BrokerMetrics, RedisSettings, link, report_health};
+use super::{BrokerMetrics, RedisSettings, link, report_health};
 use crate::bus::ChannelLog;
-use crate::{Clock, Envelope, EventBus, HistoryLimits, Replay};
+use crate::{BrokerHealth, Clock, Envelope, EventBus, HistoryLimits, Replay};
 
 /// How long one `XREAD` waits for new entries (also how fast shutdown, a new epoch and the
 /// engine's liveness are seen).

@@ -21,21 +21,12 @@ use std::time::Duration;
 
 use cryptobot_domain::Channel;
 
+use crate::BrokerHealth;
+
 pub use follower::RedisFollowerBus;
 pub use lease::{ENGINE_LEASE, EngineLease, LeaseOutcome, acquire_engine_lease, keep_engine_lease};
 pub use publisher::RedisPublishingBus;
 pub use remote::{RemoteMarket, RemoteTrading, spawn_command_server};
-
-/// Connection state of a node to the broker, as watched by the gateway hub.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BrokerHealth {
-    /// Not connected yet (startup).
-    Connecting,
-    /// Connected and in sync.
-    Up,
-    /// The broker is unreachable; the node retries with backoff.
-    Down,
-}
 
 /// Tells a node's watchers (the gateway hub) about a change of its broker state, and keeps the
 /// `connected` gauge in step; watchers are woken only on a real change.

@@ -7,8 +7,8 @@ use cryptobot_domain::{Alert, AlertType, Channel, Event, Severity};
 use tokio::sync::{Notify, broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::{BrokerHealth, BrokerMetrics, EngineLease, RedisSettings, link, report_health};
-use crate::{Clock, Envelope, EventBus, InMemoryBus, Replay, ServiceError};
+use super::{BrokerMetrics, EngineLease, RedisSettings, link, report_health};
+use crate::{BrokerHealth, Clock, Envelope, EventBus, InMemoryBus, Replay, ServiceError};
 
 /// Envelopes written per round trip while catching up.
 const BATCH: usize = 256;

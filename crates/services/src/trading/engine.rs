@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::book::{self, Step};
 use super::ledger::{Account, Ledger};
-use super::matching::{self, Available};
+use super::matching::{self, Available, MatchRules};
 use super::storage::Storage;
 use super::{Execution, OpenOrders, Placement};
 use crate::{Clock, Envelope, EventBus, MarketService, ServiceError, ServiceMetrics};
@@ -54,6 +54,15 @@ impl Default for PaperTradingConfig {
 }
 
 impl PaperTradingConfig {
+    /// The rules order matching applies to every fill.
+    #[must_use]
+    pub const fn match_rules(&self) -> MatchRules {
+        MatchRules {
+            fee_rate: self.fee_rate,
+            min_notional: self.min_notional,
+        }
+    }
+
     /// Checks the ranges: `initial_cash >= 0`, `0 <= fee_rate < 1`, `min_notional >= 0`.
     ///
     /// # Errors
@@ -357,20 +366,9 @@ impl PaperEngine {
         ticker: &Ticker,
         available: Available,
     ) -> Result<(Trade, Ledger), ServiceError> {
-        let fill = matching::match_with(request, ticker, &self.ledger, &self.config, available)?;
-        let trade = Trade {
-            id: self.next_trade_id,
-            symbol: request.symbol.clone(),
-            side: request.side,
-            price: fill.price,
-            quantity: fill.quantity,
-            fee: fill.fee,
-            notional: fill.notional,
-            realized_pnl: fill.realized_pnl,
-            executed_at: self.clock.now(),
-            client_order_id: request.client_order_id.clone(),
-            origin: request.origin,
-        };
+        let rules = self.config.match_rules();
+        let fill = matching::match_with(request, ticker, &self.ledger, rules, available)?;
+        let trade = fill.into_trade(self.next_trade_id, request, self.clock.now());
         let mut books = self.ledger.clone();
         books.apply(&trade)?;
         Ok((trade, books))
@@ -1078,6 +1076,13 @@ mod tests {
         assert_eq!(config.min_notional, dec("1"));
         assert_eq!(config.command_capacity, 256);
         assert_eq!(config.validate(), Ok(()));
+        assert_eq!(
+            config.match_rules(),
+            MatchRules {
+                fee_rate: dec("0.001"),
+                min_notional: dec("1")
+            }
+        );
     }
 
     #[test]

@@ -1,13 +1,22 @@
 //! Order matching for the paper account: turns a market order and the latest ticker into a fill
 //! or the reason it cannot be filled. Pure and synchronous.
 
+use chrono::{DateTime, Utc};
 use cryptobot_domain::money::{floor_quantity, round_money};
-use cryptobot_domain::{OrderSize, Side, Ticker, TradeRequest};
+use cryptobot_domain::{OrderSize, Side, Ticker, Trade, TradeRequest};
 use rust_decimal::Decimal;
 
-use super::engine::PaperTradingConfig;
 use super::ledger::Ledger;
 use crate::ServiceError;
+
+/// The account's rules a fill must obey (the engine builds them from its configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MatchRules {
+    /// Fee charged on a fill's notional.
+    pub fee_rate: Decimal,
+    /// Smallest notional of a fill; smaller ones are `order_too_small`.
+    pub min_notional: Decimal,
+}
 
 /// What a market order fills at; everything a [`cryptobot_domain::Trade`] needs except its id,
 /// time and origin.
@@ -25,6 +34,26 @@ pub struct Fill {
     pub realized_pnl: Decimal,
 }
 
+impl Fill {
+    /// The trade this fill of `request` makes, numbered `id` and executed at `executed_at`.
+    #[must_use]
+    pub fn into_trade(self, id: u64, request: &TradeRequest, executed_at: DateTime<Utc>) -> Trade {
+        Trade {
+            id,
+            symbol: request.symbol.clone(),
+            side: request.side,
+            price: self.price,
+            quantity: self.quantity,
+            fee: self.fee,
+            notional: self.notional,
+            realized_pnl: self.realized_pnl,
+            executed_at,
+            client_order_id: request.client_order_id.clone(),
+            origin: request.origin,
+        }
+    }
+}
+
 /// Fills a market order at `ticker.price` against the books.
 ///
 /// Sizes: a buy by quantity takes that quantity; a buy by amount spends at most the amount, fee
@@ -35,20 +64,20 @@ pub struct Fill {
 /// - [`ServiceError::Domain`] for a zero or negative size;
 /// - [`ServiceError::NoPrice`] when the ticker is for another symbol or has no positive price;
 /// - [`ServiceError::OrderTooSmall`] when the quantity rounds to zero or the notional is below
-///   `config.min_notional`;
+///   `rules.min_notional`;
 /// - [`ServiceError::InsufficientFunds`] when a buy costs more than the cash, fee included;
 /// - [`ServiceError::InsufficientPosition`] when a sell asks for more than is held.
 pub fn match_order(
     request: &TradeRequest,
     ticker: &Ticker,
     ledger: &Ledger,
-    config: &PaperTradingConfig,
+    rules: MatchRules,
 ) -> Result<Fill, ServiceError> {
     let available = Available {
         cash: ledger.cash(),
         quantity: ledger.held(&request.symbol),
     };
-    match_with(request, ticker, ledger, config, available)
+    match_with(request, ticker, ledger, rules, available)
 }
 
 /// What a fill may spend: the cash and the quantity of the symbol not held back by open orders
@@ -69,7 +98,7 @@ pub fn match_with(
     request: &TradeRequest,
     ticker: &Ticker,
     ledger: &Ledger,
-    config: &PaperTradingConfig,
+    rules: MatchRules,
     available: Available,
 ) -> Result<Fill, ServiceError> {
     let size = request.size.validate()?;
@@ -97,7 +126,7 @@ pub fn match_with(
     let quantity = match (request.side, size) {
         (_, OrderSize::Quantity(quantity)) => quantity,
         (Side::Buy, OrderSize::Amount(amount)) => Decimal::ONE
-            .checked_add(config.fee_rate)
+            .checked_add(rules.fee_rate)
             .and_then(|factor| price.checked_mul(factor))
             .and_then(|unit_cost| amount.checked_div(unit_cost))
             .ok_or_else(too_large)?,
@@ -110,14 +139,14 @@ pub fn match_with(
         .checked_mul(quantity)
         .map(round_money)
         .ok_or_else(too_large)?;
-    if quantity <= Decimal::ZERO || notional < config.min_notional {
+    if quantity <= Decimal::ZERO || notional < rules.min_notional {
         return Err(ServiceError::OrderTooSmall {
             notional,
-            minimum: config.min_notional,
+            minimum: rules.min_notional,
         });
     }
     let fee = notional
-        .checked_mul(config.fee_rate)
+        .checked_mul(rules.fee_rate)
         .map(round_money)
         .ok_or_else(too_large)?;
 
@@ -154,12 +183,16 @@ pub fn match_with(
 #[cfg(test)]
 mod tests {
     use cryptobot_domain::fixtures::{dec, instant, symbol, ticker};
-    use cryptobot_domain::{DomainError, Trade, TradeOrigin};
+    use cryptobot_domain::{DomainError, TradeOrigin};
 
     use super::*;
 
-    fn config() -> PaperTradingConfig {
-        PaperTradingConfig::default()
+    /// The default account's rules (fee 0.1 %, minimum notional 1).
+    fn config() -> MatchRules {
+        MatchRules {
+            fee_rate: dec("0.001"),
+            min_notional: dec("1"),
+        }
     }
 
     fn request(side: Side, size: OrderSize) -> TradeRequest {
@@ -198,7 +231,7 @@ mod tests {
             &request(side, size),
             &ticker("BTCUSDT", price),
             ledger,
-            &config(),
+            config(),
         )
     }
 
@@ -252,7 +285,7 @@ mod tests {
     #[test]
     fn fees_and_notional_round_half_away_from_zero() {
         let ledger = Ledger::new(dec("10000"));
-        let no_minimum = PaperTradingConfig {
+        let no_minimum = MatchRules {
             min_notional: Decimal::ZERO,
             ..config()
         };
@@ -261,7 +294,7 @@ mod tests {
             &request(Side::Buy, qty("0.5")),
             &ticker("BTCUSDT", "0.00000003"),
             &ledger,
-            &no_minimum,
+            no_minimum,
         )
         .unwrap();
         assert_eq!((got.notional, got.fee), (dec("0.00000002"), Decimal::ZERO));
@@ -400,7 +433,7 @@ mod tests {
             &request(Side::Buy, qty("1")),
             &ticker("ETHUSDT", "10"),
             &ledger,
-            &config(),
+            config(),
         )
         .unwrap_err();
         assert_eq!(err, ServiceError::NoPrice(symbol("BTCUSDT")));
@@ -410,19 +443,11 @@ mod tests {
     fn a_fill_applies_cleanly_to_the_books_it_was_matched_against() {
         let mut ledger = holding("1000", "100", "1.5");
         let got = fill(&ledger, Side::Sell, qty("0.7"), "123.45").unwrap();
-        let trade = Trade {
-            id: 2,
-            symbol: symbol("BTCUSDT"),
-            side: Side::Sell,
-            price: got.price,
-            quantity: got.quantity,
-            fee: got.fee,
-            notional: got.notional,
-            realized_pnl: got.realized_pnl,
-            executed_at: instant(),
-            client_order_id: None,
-            origin: TradeOrigin::Manual,
-        };
+        let trade = got.into_trade(2, &request(Side::Sell, qty("0.7")), instant());
+        assert_eq!(
+            (trade.id, trade.symbol.as_str(), trade.side, trade.origin),
+            (2, "BTCUSDT", Side::Sell, TradeOrigin::Manual)
+        );
         ledger.apply(&trade).unwrap();
         assert!(ledger.balances());
     }

@@ -12,20 +12,26 @@ use crate::ServiceError;
 /// Resting orders: when a ticker fills or triggers them, what they reserve.
 pub mod book;
 /// The paper trading engine actor and its configuration.
+#[cfg(feature = "sqlite")]
 pub mod engine;
 /// The cloneable handle implementing [`TradeService`] and [`PortfolioService`].
+#[cfg(feature = "sqlite")]
 pub mod handle;
 /// The pure books: cash, positions with cost basis, realized profit.
 pub mod ledger;
 /// Pure order matching: request and ticker to fill or rejection.
 pub mod matching;
 /// SQLite storage of trades, positions and the account.
+#[cfg(feature = "sqlite")]
 pub mod storage;
 
+#[cfg(feature = "sqlite")]
 pub use engine::PaperTradingConfig;
+#[cfg(feature = "sqlite")]
 pub use handle::PaperTrading;
 pub use ledger::{Account, Ledger};
-pub use matching::Fill;
+pub use matching::{Fill, MatchRules};
+#[cfg(feature = "sqlite")]
 pub use storage::{Storage, StoredTrade};
 
 /// The result of a trade command.

@@ -129,7 +129,7 @@ impl Storage {
     /// file holds a newer schema.
     pub fn open(path: &str) -> Result<Self, ServiceError> {
         let conn = if path == ":memory:" {
-            Connection::open_in_memory()?
+            Connection::open_in_memory().db()?
         } else {
             if let Some(parent) = Path::new(path).parent()
                 && !parent.as_os_str().is_empty()
@@ -138,21 +138,25 @@ impl Storage {
                     ServiceError::Storage(format!("cannot create {}: {err}", parent.display()))
                 })?;
             }
-            Connection::open(path)?
+            Connection::open(path).db()?
         };
-        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.busy_timeout(BUSY_TIMEOUT).db()?;
         // In-memory databases answer "memory"; there is no file to protect then.
-        let _mode: String =
-            conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        let _mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+            .db()?;
+        conn.pragma_update(None, "synchronous", "FULL").db()?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .db()?;
         if version > SCHEMA_VERSION {
             return Err(ServiceError::Storage(format!(
                 "database schema version {version} is newer than this program's {SCHEMA_VERSION}"
             )));
         }
-        conn.execute_batch(SCHEMA)?;
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        conn.execute_batch(SCHEMA).db()?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .db()?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -185,7 +189,7 @@ impl Storage {
                 },
             )
             .optional()
-            .map_err(ServiceError::from)
+            .db()
     }
 
     /// Writes the account row of a new account.
@@ -203,7 +207,7 @@ impl Storage {
                 account.fees_paid.to_string(),
                 to_i64(account.trade_count)?,
             ],
-        )?;
+        ).db()?;
         Ok(())
     }
 
@@ -213,21 +217,25 @@ impl Storage {
     /// [`ServiceError::Storage`] on a database error or an unreadable value.
     pub fn load_positions(&self) -> Result<Vec<Position>, ServiceError> {
         let conn = self.lock();
-        let mut statement = conn.prepare(
-            "SELECT symbol, quantity, avg_entry_price, cost_basis, stop_loss, take_profit \
+        let mut statement = conn
+            .prepare(
+                "SELECT symbol, quantity, avg_entry_price, cost_basis, stop_loss, take_profit \
              FROM positions ORDER BY symbol",
-        )?;
-        let rows = statement.query_map([], |row| {
-            Ok(Position {
-                symbol: parse_symbol(row, 0)?,
-                quantity: decimal(row, 1)?,
-                avg_entry_price: decimal(row, 2)?,
-                cost_basis: decimal(row, 3)?,
-                stop_loss: optional_decimal(row, 4)?,
-                take_profit: optional_decimal(row, 5)?,
+            )
+            .db()?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok(Position {
+                    symbol: parse_symbol(row, 0)?,
+                    quantity: decimal(row, 1)?,
+                    avg_entry_price: decimal(row, 2)?,
+                    cost_basis: decimal(row, 3)?,
+                    stop_loss: optional_decimal(row, 4)?,
+                    take_profit: optional_decimal(row, 5)?,
+                })
             })
-        })?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            .db()?;
+        Ok(rows.collect::<Result<Vec<_>, _>>().db()?)
     }
 
     /// Returns every trade in execution order (for replaying the books).
@@ -275,22 +283,24 @@ impl Storage {
             time.map(|time| time.format("%Y-%m-%dT%H:%M:%S").to_string())
         };
         let conn = self.lock();
-        let mut statement = conn.prepare(&sql)?;
-        let rows = statement.query_map(
-            params![
-                query.symbol.as_ref().map(Symbol::as_str),
-                query.client_order_id.as_ref().map(ClientOrderId::as_str),
-                id(query.before_id),
-                id(query.after_id),
-                second(query.from),
-                second(query.to),
-            ],
-            read_trade,
-        )?;
+        let mut statement = conn.prepare(&sql).db()?;
+        let rows = statement
+            .query_map(
+                params![
+                    query.symbol.as_ref().map(Symbol::as_str),
+                    query.client_order_id.as_ref().map(ClientOrderId::as_str),
+                    id(query.before_id),
+                    id(query.after_id),
+                    second(query.from),
+                    second(query.to),
+                ],
+                read_trade,
+            )
+            .db()?;
         let mut trades = Vec::with_capacity(query.limit.min(1000));
         let mut more = false;
         for row in rows {
-            let trade = row?.trade;
+            let trade = row.db()?.trade;
             if !query.matches(&trade) {
                 continue;
             }
@@ -354,7 +364,9 @@ impl Storage {
             OrderSize::Amount(value) => ("amount", value),
         };
         let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .db()?;
         tx.execute(
             &format!(
                 "INSERT INTO trades ({TRADE_COLUMNS}) \
@@ -377,7 +389,8 @@ impl Storage {
                 size_kind,
                 size_value.to_string(),
             ],
-        )?;
+        )
+        .db()?;
         match position {
             Some(position) => {
                 tx.execute(
@@ -396,25 +409,29 @@ impl Storage {
                         position.stop_loss.map(|level| level.to_string()),
                         position.take_profit.map(|level| level.to_string()),
                     ],
-                )?;
+                )
+                .db()?;
             }
             None => {
                 tx.execute(
                     "DELETE FROM positions WHERE symbol = ?1",
                     [trade.symbol.as_str()],
-                )?;
+                )
+                .db()?;
             }
         }
-        let updated = tx.execute(
-            "UPDATE account SET cash = ?1, realized_pnl = ?2, fees_paid = ?3, trade_count = ?4 \
+        let updated = tx
+            .execute(
+                "UPDATE account SET cash = ?1, realized_pnl = ?2, fees_paid = ?3, trade_count = ?4 \
              WHERE id = 1",
-            params![
-                account.cash.to_string(),
-                account.realized_pnl.to_string(),
-                account.fees_paid.to_string(),
-                to_i64(account.trade_count)?,
-            ],
-        )?;
+                params![
+                    account.cash.to_string(),
+                    account.realized_pnl.to_string(),
+                    account.fees_paid.to_string(),
+                    to_i64(account.trade_count)?,
+                ],
+            )
+            .db()?;
         if updated != 1 {
             // Dropping the transaction rolls the trade back.
             return Err(ServiceError::Storage("account row is missing".to_owned()));
@@ -422,7 +439,7 @@ impl Storage {
         if let Some(order) = order {
             write_order(&tx, order)?;
         }
-        tx.commit()?;
+        tx.commit().db()?;
         Ok(())
     }
 
@@ -433,11 +450,13 @@ impl Storage {
     /// included); nothing was written then.
     pub fn save_orders(&self, orders: &[Order]) -> Result<(), ServiceError> {
         let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .db()?;
         for order in orders {
             write_order(&tx, order)?;
         }
-        tx.commit()?;
+        tx.commit().db()?;
         Ok(())
     }
 
@@ -462,7 +481,8 @@ impl Storage {
     pub fn last_order_id(&self) -> Result<u64, ServiceError> {
         let id: Option<i64> = self
             .lock()
-            .query_row("SELECT MAX(id) FROM orders", [], |row| row.get(0))?;
+            .query_row("SELECT MAX(id) FROM orders", [], |row| row.get(0))
+            .db()?;
         Ok(id.and_then(|id| u64::try_from(id).ok()).unwrap_or(0))
     }
 
@@ -512,20 +532,22 @@ impl Storage {
         );
         let id = |id: Option<u64>| id.map(|id| i64::try_from(id).unwrap_or(i64::MAX));
         let conn = self.lock();
-        let mut statement = conn.prepare(&sql)?;
-        let rows = statement.query_map(
-            params![
-                query.symbol.as_ref().map(Symbol::as_str),
-                query.client_order_id.as_ref().map(ClientOrderId::as_str),
-                id(query.before_id),
-                id(query.after_id),
-            ],
-            read_order,
-        )?;
+        let mut statement = conn.prepare(&sql).db()?;
+        let rows = statement
+            .query_map(
+                params![
+                    query.symbol.as_ref().map(Symbol::as_str),
+                    query.client_order_id.as_ref().map(ClientOrderId::as_str),
+                    id(query.before_id),
+                    id(query.after_id),
+                ],
+                read_order,
+            )
+            .db()?;
         let mut orders = Vec::with_capacity(query.limit.min(1000));
         let mut more = false;
         for row in rows {
-            let order = row?;
+            let order = row.db()?;
             if !query.matches(&order) {
                 continue;
             }
@@ -544,7 +566,9 @@ impl Storage {
     /// [`ServiceError::Storage`] when anything fails; nothing was written then.
     pub fn save_candles(&self, candles: &[Candle]) -> Result<(), ServiceError> {
         let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .db()?;
         for candle in candles {
             tx.execute(
                 "INSERT OR REPLACE INTO candles \
@@ -560,9 +584,10 @@ impl Storage {
                     candle.close.to_string(),
                     candle.volume.to_string(),
                 ],
-            )?;
+            )
+            .db()?;
         }
-        tx.commit()?;
+        tx.commit().db()?;
         Ok(())
     }
 
@@ -579,11 +604,13 @@ impl Storage {
         limit: usize,
     ) -> Result<Vec<Candle>, ServiceError> {
         let conn = self.lock();
-        let mut statement = conn.prepare(
-            "SELECT symbol, interval, open_time, open, high, low, close, volume FROM candles \
+        let mut statement = conn
+            .prepare(
+                "SELECT symbol, interval, open_time, open, high, low, close, volume FROM candles \
              WHERE symbol = ?1 AND interval = ?2 AND (?3 IS NULL OR open_time < ?3) \
              ORDER BY open_time DESC LIMIT ?4",
-        )?;
+            )
+            .db()?;
         let end = end.map(|end| {
             // A bound inside a second still excludes the candle that starts in it.
             let secs = end.timestamp();
@@ -593,31 +620,33 @@ impl Storage {
                 secs
             }
         });
-        let rows = statement.query_map(
-            params![
-                symbol.as_str(),
-                interval.as_str(),
-                end,
-                i64::try_from(limit).unwrap_or(i64::MAX)
-            ],
-            |row| {
-                let open_time: i64 = row.get(2)?;
-                Ok(Candle {
-                    symbol: parse_symbol(row, 0)?,
-                    interval: Interval::from_name(row.get_ref(1)?.as_str()?)
-                        .ok_or_else(|| bad_value(1, "interval"))?,
-                    open_time: DateTime::from_timestamp(open_time, 0)
-                        .ok_or_else(|| bad_value(2, "open_time"))?,
-                    open: decimal(row, 3)?,
-                    high: decimal(row, 4)?,
-                    low: decimal(row, 5)?,
-                    close: decimal(row, 6)?,
-                    volume: decimal(row, 7)?,
-                    closed: true,
-                })
-            },
-        )?;
-        let mut candles = rows.collect::<Result<Vec<_>, _>>()?;
+        let rows = statement
+            .query_map(
+                params![
+                    symbol.as_str(),
+                    interval.as_str(),
+                    end,
+                    i64::try_from(limit).unwrap_or(i64::MAX)
+                ],
+                |row| {
+                    let open_time: i64 = row.get(2)?;
+                    Ok(Candle {
+                        symbol: parse_symbol(row, 0)?,
+                        interval: Interval::from_name(row.get_ref(1)?.as_str()?)
+                            .ok_or_else(|| bad_value(1, "interval"))?,
+                        open_time: DateTime::from_timestamp(open_time, 0)
+                            .ok_or_else(|| bad_value(2, "open_time"))?,
+                        open: decimal(row, 3)?,
+                        high: decimal(row, 4)?,
+                        low: decimal(row, 5)?,
+                        close: decimal(row, 6)?,
+                        volume: decimal(row, 7)?,
+                        closed: true,
+                    })
+                },
+            )
+            .db()?;
+        let mut candles = rows.collect::<Result<Vec<_>, _>>().db()?;
         candles.reverse();
         Ok(candles)
     }
@@ -628,9 +657,9 @@ impl Storage {
         params: P,
     ) -> Result<Vec<Order>, ServiceError> {
         let conn = self.lock();
-        let mut statement = conn.prepare(sql)?;
-        let rows = statement.query_map(params, read_order)?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        let mut statement = conn.prepare(sql).db()?;
+        let rows = statement.query_map(params, read_order).db()?;
+        Ok(rows.collect::<Result<Vec<_>, _>>().db()?)
     }
 
     /// Stores a position's stop-loss and take-profit levels.
@@ -638,14 +667,17 @@ impl Storage {
     /// # Errors
     /// [`ServiceError::Storage`] on a database error or when the position is not stored.
     pub fn save_levels(&self, position: &Position) -> Result<(), ServiceError> {
-        let updated = self.lock().execute(
-            "UPDATE positions SET stop_loss = ?2, take_profit = ?3 WHERE symbol = ?1",
-            params![
-                position.symbol.as_str(),
-                position.stop_loss.map(|level| level.to_string()),
-                position.take_profit.map(|level| level.to_string()),
-            ],
-        )?;
+        let updated = self
+            .lock()
+            .execute(
+                "UPDATE positions SET stop_loss = ?2, take_profit = ?3 WHERE symbol = ?1",
+                params![
+                    position.symbol.as_str(),
+                    position.stop_loss.map(|level| level.to_string()),
+                    position.take_profit.map(|level| level.to_string()),
+                ],
+            )
+            .db()?;
         if updated == 1 {
             Ok(())
         } else {
@@ -662,9 +694,9 @@ impl Storage {
         params: P,
     ) -> Result<Vec<StoredTrade>, ServiceError> {
         let conn = self.lock();
-        let mut statement = conn.prepare(sql)?;
-        let rows = statement.query_map(params, read_trade)?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        let mut statement = conn.prepare(sql).db()?;
+        let rows = statement.query_map(params, read_trade).db()?;
+        Ok(rows.collect::<Result<Vec<_>, _>>().db()?)
     }
 }
 
@@ -697,7 +729,8 @@ fn write_order(tx: &rusqlite::Transaction<'_>, order: &Order) -> Result<(), Serv
             time(order.created_at),
             time(order.updated_at),
         ],
-    )?;
+    )
+    .db()?;
     Ok(())
 }
 
@@ -788,6 +821,19 @@ fn read_trade(row: &Row<'_>) -> rusqlite::Result<StoredTrade> {
         origin,
     };
     Ok(StoredTrade { trade, size })
+}
+
+/// Turns a database error into [`ServiceError::Storage`]. A private conversion, not a `From`
+/// impl: only this module speaks SQLite, so no other `?` can turn a rusqlite error into a service
+/// error.
+trait OrStorage<T> {
+    fn db(self) -> Result<T, ServiceError>;
+}
+
+impl<T> OrStorage<T> for rusqlite::Result<T> {
+    fn db(self) -> Result<T, ServiceError> {
+        self.map_err(|err| ServiceError::Storage(err.to_string()))
+    }
 }
 
 fn bad_value(column: usize, what: &str) -> rusqlite::Error {
