@@ -1,12 +1,14 @@
 //! The latest ticker of each configured symbol, shared by a feed (the writer) and every handle
-//! of its market (the readers). Both market sources serve [`MarketService`](super::MarketService)
-//! from it, so they answer alike.
+//! of its market (the readers). Every market handle serves [`MarketService`] from it through one
+//! implementation, so they all answer alike.
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock, RwLockWriteGuard};
 
+use async_trait::async_trait;
 use cryptobot_domain::{Symbol, Ticker};
 
+use super::MarketService;
 use crate::ServiceError;
 
 /// Latest tickers of a fixed list of symbols. Cloning shares the same map. The lock is only held
@@ -74,6 +76,28 @@ impl LatestTickers {
     /// Write access for the feed; hold it only to copy tickers in.
     pub(crate) fn write(&self) -> RwLockWriteGuard<'_, HashMap<Symbol, Ticker>> {
         self.latest.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A market handle that answers from a [`LatestTickers`] map its feed writes; it gets
+/// [`MarketService`] from the one implementation below.
+pub trait ServesLatestTickers {
+    /// The map the handle serves from.
+    fn latest(&self) -> &LatestTickers;
+}
+
+#[async_trait]
+impl<T: ServesLatestTickers + Send + Sync> MarketService for T {
+    fn symbols(&self) -> Vec<Symbol> {
+        self.latest().symbols().to_vec()
+    }
+
+    async fn ticker(&self, symbol: &Symbol) -> Result<Ticker, ServiceError> {
+        self.latest().ticker(symbol)
+    }
+
+    async fn tickers(&self) -> Vec<Ticker> {
+        self.latest().tickers()
     }
 }
 

@@ -29,7 +29,7 @@ pub use binance::{BinanceConfig, BinanceFeed, BinanceMarket, BinanceStream};
 pub use candle_history::{CandleHistory, spawn_candles};
 pub use candles::{CandleBook, CandleQuery};
 pub use feed_state::{FeedState, FeedStatus};
-pub use latest::LatestTickers;
+pub use latest::{LatestTickers, ServesLatestTickers};
 pub use simulated::{SimulatedFeed, SimulatedMarket, SimulatedMarketConfig};
 
 /// Latest prices of the configured symbols.

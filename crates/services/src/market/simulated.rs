@@ -4,15 +4,14 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use cryptobot_domain::{Event, Symbol, Ticker};
 use rust_decimal::Decimal;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use super::price_model::{PriceModel, default_initial_price};
-use super::{LatestTickers, MarketService};
-use crate::{Clock, EventBus, ServiceError, ServiceMetrics};
+use super::{LatestTickers, ServesLatestTickers};
+use crate::{Clock, EventBus, ServiceMetrics};
 
 /// Lowest accepted `ticks_per_second`.
 pub const MIN_TICKS_PER_SECOND: f64 = 0.01;
@@ -159,18 +158,9 @@ impl SimulatedMarket {
     }
 }
 
-#[async_trait]
-impl MarketService for SimulatedMarket {
-    fn symbols(&self) -> Vec<Symbol> {
-        self.latest.symbols().to_vec()
-    }
-
-    async fn ticker(&self, symbol: &Symbol) -> Result<Ticker, ServiceError> {
-        self.latest.ticker(symbol)
-    }
-
-    async fn tickers(&self) -> Vec<Ticker> {
-        self.latest.tickers()
+impl ServesLatestTickers for SimulatedMarket {
+    fn latest(&self) -> &LatestTickers {
+        &self.latest
     }
 }
 

@@ -6,8 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cryptobot_domain::{
     Candle, Event, Interval, LevelChange, Order, OrderPage, OrderQuery, OrderRef, OrderRequest,
-    PortfolioSummary, Position, PositionUpdate, Symbol, Ticker, Trade, TradePage, TradeQuery,
-    TradeRequest,
+    PortfolioSummary, Position, PositionUpdate, Symbol, Trade, TradePage, TradeQuery, TradeRequest,
 };
 use redis::aio::MultiplexedConnection;
 use rust_decimal::Decimal;
@@ -16,10 +15,9 @@ use tokio::sync::{Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::{BrokerMetrics, EngineLease, RedisSettings, link};
-use crate::market::LatestTickers;
+use crate::market::{LatestTickers, ServesLatestTickers};
 use crate::{
-    Clock, EventBus, Execution, MarketService, OpenOrders, Placement, PortfolioService,
-    ServiceError, TradeService,
+    Clock, EventBus, Execution, OpenOrders, Placement, PortfolioService, ServiceError, TradeService,
 };
 
 /// Seconds a `BLPOP` waits (also how fast shutdown is seen by the listeners).
@@ -646,18 +644,9 @@ impl RemoteMarket {
     }
 }
 
-#[async_trait]
-impl MarketService for RemoteMarket {
-    fn symbols(&self) -> Vec<Symbol> {
-        self.latest.symbols().to_vec()
-    }
-
-    async fn ticker(&self, symbol: &Symbol) -> Result<Ticker, ServiceError> {
-        self.latest.ticker(symbol)
-    }
-
-    async fn tickers(&self) -> Vec<Ticker> {
-        self.latest.tickers()
+impl ServesLatestTickers for RemoteMarket {
+    fn latest(&self) -> &LatestTickers {
+        &self.latest
     }
 }
 

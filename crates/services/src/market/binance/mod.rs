@@ -11,8 +11,7 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use cryptobot_domain::{Alert, AlertType, Event, Severity, Symbol, Ticker};
+use cryptobot_domain::{Alert, AlertType, Event, Severity, Symbol};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use tokio::net::TcpStream;
@@ -22,8 +21,8 @@ use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
 use super::feed_state::FeedState;
-use super::{LatestTickers, MarketService};
-use crate::{Clock, EventBus, ServiceError, ServiceMetrics};
+use super::{LatestTickers, ServesLatestTickers};
+use crate::{Clock, EventBus, ServiceMetrics};
 
 /// Exponential backoff with jitter.
 mod backoff;
@@ -248,18 +247,9 @@ impl BinanceMarket {
     }
 }
 
-#[async_trait]
-impl MarketService for BinanceMarket {
-    fn symbols(&self) -> Vec<Symbol> {
-        self.latest.symbols().to_vec()
-    }
-
-    async fn ticker(&self, symbol: &Symbol) -> Result<Ticker, ServiceError> {
-        self.latest.ticker(symbol)
-    }
-
-    async fn tickers(&self) -> Vec<Ticker> {
-        self.latest.tickers()
+impl ServesLatestTickers for BinanceMarket {
+    fn latest(&self) -> &LatestTickers {
+        &self.latest
     }
 }
 
