@@ -20,15 +20,15 @@ use std::time::{Duration, Instant};
 use actix_web::dev::Server;
 use actix_web::http::KeepAlive;
 use actix_web::{App, HttpServer, web};
-use cryptobot_services::alerts::spawn_alert_monitor;
+use cryptobot_services::alerts::AlertMonitor;
 use cryptobot_services::market::{
-    BinanceFeed, BinanceMarket, FeedState, SimulatedFeed, SimulatedMarket, spawn_candles,
+    BinanceFeed, BinanceMarket, CandleAggregator, FeedState, SimulatedFeed, SimulatedMarket,
 };
 use cryptobot_services::scale::{
     BrokerMetrics, EngineLease, LeaseOutcome, RedisFollowerBus, RedisPublishingBus, RemoteMarket,
     RemoteTrading, acquire_engine_lease, keep_engine_lease, spawn_command_server,
 };
-use cryptobot_services::signals::{spawn_auto_trader, spawn_signal_engine};
+use cryptobot_services::signals::{AutoTrader, SignalEngine};
 use cryptobot_services::trading::{PaperTrading, Storage};
 use cryptobot_services::{
     Clock, EventBus, HistoryLimits, InMemoryBus, MarketService, PortfolioService, ServiceError,
@@ -194,10 +194,8 @@ impl Application {
         );
         // The feed starts last, so every subscriber above sees the first tickers.
         match feed {
-            Some(MarketFeed::Simulated(feed)) => {
-                tasks.push(tokio::spawn(feed.run(shutdown.clone())))
-            }
-            Some(MarketFeed::Binance(feed)) => tasks.push(tokio::spawn(feed.run(shutdown.clone()))),
+            Some(MarketFeed::Simulated(feed)) => tasks.push(feed.spawn()),
+            Some(MarketFeed::Binance(feed)) => tasks.push(feed.spawn()),
             None => {}
         }
 
@@ -330,6 +328,7 @@ impl Application {
                         Arc::clone(&bus),
                         Arc::clone(clock),
                         Arc::clone(metrics),
+                        shutdown.clone(),
                     );
                     let state = FeedState::always_connected("simulated", Arc::clone(clock));
                     (Arc::new(market), state, MarketFeed::Simulated(feed))
@@ -342,6 +341,7 @@ impl Application {
                         Arc::clone(&bus),
                         Arc::clone(clock),
                         Arc::clone(metrics),
+                        shutdown.clone(),
                     );
                     let state = market.feed_state();
                     (Arc::new(market), state, MarketFeed::Binance(Box::new(feed)))
@@ -357,13 +357,13 @@ impl Application {
                 source,
             })?;
         // Subscribed before the feed starts, like every consumer of tickers.
-        let (candles, candle_task) = spawn_candles(
+        let (candles, aggregator) = CandleAggregator::new(
             Arc::clone(&bus),
             storage.clone(),
             Arc::clone(clock),
             shutdown.clone(),
         );
-        tasks.push(candle_task);
+        tasks.push(aggregator.spawn());
         let (trading, engine_task) = PaperTrading::spawn(
             settings.trading_config(),
             storage,
@@ -393,28 +393,37 @@ impl Application {
                 shutdown.clone(),
             ));
         }
-        tasks.push(spawn_signal_engine(
-            settings.signal_config(),
-            Arc::clone(&bus),
-            Arc::clone(clock),
-            Arc::clone(metrics),
-            shutdown.clone(),
-        ));
-        tasks.push(spawn_auto_trader(
-            settings.auto_trader_config(),
-            Arc::clone(&bus),
-            Arc::clone(&trade),
-            Arc::clone(&portfolio),
-            shutdown.clone(),
-        ));
-        tasks.push(spawn_alert_monitor(
-            settings.alert_config(),
-            symbols,
-            Arc::clone(&bus),
-            Arc::clone(clock),
-            Arc::clone(metrics),
-            shutdown.clone(),
-        ));
+        tasks.push(
+            SignalEngine::new(
+                settings.signal_config(),
+                Arc::clone(&bus),
+                Arc::clone(clock),
+                Arc::clone(metrics),
+                shutdown.clone(),
+            )
+            .spawn(),
+        );
+        tasks.push(
+            AutoTrader::new(
+                settings.auto_trader_config(),
+                &*bus,
+                Arc::clone(&trade),
+                Arc::clone(&portfolio),
+                shutdown.clone(),
+            )
+            .spawn(),
+        );
+        tasks.push(
+            AlertMonitor::new(
+                settings.alert_config(),
+                symbols,
+                Arc::clone(&bus),
+                Arc::clone(clock),
+                Arc::clone(metrics),
+                shutdown.clone(),
+            )
+            .spawn(),
+        );
         Ok(Core {
             bus,
             market,

@@ -86,6 +86,72 @@ pub enum BrokerHealth {
     Down,
 }
 
+/// A subscription to the bus with the one lag policy every long-running subscriber uses: a
+/// subscriber that falls behind skips what it missed and carries on with the oldest envelope
+/// still retained.
+///
+/// [`Subscription::next`] logs each lag at `warn` with the subscriber's name and the number of
+/// envelopes missed, and hands that number to the hook of [`Subscription::on_lag`] (the callers'
+/// lag counters). The subscribers that use it tolerate a gap (tickers are latest-wins, signals
+/// go stale, clients see a jump in `seq` and resume); one that cannot must receive itself.
+pub struct Subscription {
+    receiver: broadcast::Receiver<Arc<Envelope>>,
+    /// Names the subscriber in the lag warning.
+    subscriber: &'static str,
+    /// Told how many envelopes each lag skipped.
+    on_lag: Option<Box<dyn Fn(u64) + Send + Sync>>,
+}
+
+impl Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("subscriber", &self.subscriber)
+            .field("pending", &self.receiver.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Subscription {
+    /// Wraps `receiver` (from [`EventBus::subscribe`]) for the subscriber named `subscriber`.
+    #[must_use]
+    pub fn new(receiver: broadcast::Receiver<Arc<Envelope>>, subscriber: &'static str) -> Self {
+        Self {
+            receiver,
+            subscriber,
+            on_lag: None,
+        }
+    }
+
+    /// Also calls `hook` with the number of envelopes each lag skipped (to count them).
+    #[must_use]
+    pub fn on_lag(mut self, hook: impl Fn(u64) + Send + Sync + 'static) -> Self {
+        self.on_lag = Some(Box::new(hook));
+        self
+    }
+
+    /// The next envelope, skipping (and reporting) any the subscriber lagged behind on; `None`
+    /// once the bus is closed. Cancel-safe: an envelope is never lost to a `select!` that drops
+    /// this future.
+    pub async fn next(&mut self) -> Option<Arc<Envelope>> {
+        loop {
+            match self.receiver.recv().await {
+                Ok(envelope) => return Some(envelope),
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(
+                        missed,
+                        subscriber = self.subscriber,
+                        "subscriber lagged behind the event bus; missed envelopes skipped"
+                    );
+                    if let Some(hook) = &self.on_lag {
+                        hook(missed);
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+}
+
 /// Answer of [`EventBus::replay`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Replay {
@@ -431,6 +497,26 @@ mod tests {
         let later = InMemoryBus::new(4, Arc::clone(&clock) as Arc<dyn Clock>);
         assert_ne!(bus.epoch(), later.epoch());
         assert_eq!(later.with_epoch(7).epoch(), 7);
+    }
+
+    #[tokio::test]
+    async fn subscription_skips_a_lag_reports_it_and_ends_when_the_bus_closes() {
+        let bus = InMemoryBus::new(2, Arc::new(SystemClock));
+        let lagged = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&lagged);
+        let mut events = Subscription::new(bus.subscribe(), "test")
+            .on_lag(move |missed| seen.lock().unwrap().push(missed));
+        for _ in 0..5 {
+            bus.publish(Event::Ticker(fixtures::ticker("BTCUSDT", "1")));
+        }
+        // TC0: 3 of 5 no longer retained: skipped and reported once, then the oldest kept
+        assert_eq!(events.next().await.map(|e| e.seq), Some(4));
+        assert_eq!(*lagged.lock().unwrap(), [3]);
+        assert_eq!(events.next().await.map(|e| e.seq), Some(5));
+        // TC1: the bus is gone: no more envelopes
+        drop(bus);
+        assert_eq!(events.next().await, None);
+        assert_eq!(*lagged.lock().unwrap(), [3]);
     }
 
     #[tokio::test]

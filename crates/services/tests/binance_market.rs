@@ -134,10 +134,15 @@ impl Connector {
         tune(&mut config);
         assert_eq!(config.validate(), Ok(()));
         let events = bus.subscribe();
-        let (market, feed) =
-            BinanceMarket::new(config, bus, clock, Arc::new(ServiceMetrics::default()));
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(feed.run(shutdown.clone()));
+        let (market, feed) = BinanceMarket::new(
+            config,
+            bus,
+            clock,
+            Arc::new(ServiceMetrics::default()),
+            shutdown.clone(),
+        );
+        let task = feed.spawn();
         Self {
             state: market.feed_state(),
             market,
@@ -408,10 +413,15 @@ async fn an_unreachable_exchange_is_retried_until_shutdown() {
         reconnect_max_ms: 10,
         ..BinanceConfig::default()
     };
-    let (market, feed) =
-        BinanceMarket::new(config, bus, clock, Arc::new(ServiceMetrics::default()));
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(feed.run(shutdown.clone()));
+    let (market, feed) = BinanceMarket::new(
+        config,
+        bus,
+        clock,
+        Arc::new(ServiceMetrics::default()),
+        shutdown.clone(),
+    );
+    let task = feed.spawn();
     let state = market.feed_state();
     tokio::time::timeout(LIMIT, async {
         while state.status().reconnects < 3 {

@@ -7,8 +7,8 @@ use std::time::Duration;
 use chrono::TimeDelta;
 use cryptobot_domain::fixtures::{self, dec, instant, symbol};
 use cryptobot_domain::{Alert, AlertType, Event, Severity, Signal, SignalAction};
-use cryptobot_services::alerts::{AlertConfig, spawn_alert_monitor};
-use cryptobot_services::signals::{SignalConfig, spawn_signal_engine};
+use cryptobot_services::alerts::{AlertConfig, AlertMonitor};
+use cryptobot_services::signals::{SignalConfig, SignalEngine};
 use cryptobot_services::{Clock, Envelope, EventBus, InMemoryBus, ManualClock, ServiceMetrics};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -106,13 +106,14 @@ async fn signal_engine_emits_buy_then_sell_on_a_crossing_path() {
         short_window: 2,
         long_window: 3,
     };
-    let task = spawn_signal_engine(
+    let task = SignalEngine::new(
         config,
         Arc::clone(&w.bus),
         w.clock(),
         Arc::clone(&w.metrics),
         w.shutdown.clone(),
-    );
+    )
+    .spawn();
     w.clock.advance(TimeDelta::seconds(30));
     // Falling (baseline: short below long), up through the long average, then down through it.
     // ETH ticks in between have their own averages and must not disturb BTC's.
@@ -147,13 +148,14 @@ async fn disabled_signal_engine_stays_quiet() {
         enabled: false,
         ..SignalConfig::default()
     };
-    let task = spawn_signal_engine(
+    let task = SignalEngine::new(
         config,
         Arc::clone(&w.bus),
         w.clock(),
         Arc::clone(&w.metrics),
         w.shutdown.clone(),
-    );
+    )
+    .spawn();
     for price in ["10", "9", "8", "7", "6", "5", "20", "30", "40", "50"] {
         w.ticker("BTCUSDT", price);
     }
@@ -172,14 +174,15 @@ async fn silent_symbol_raises_feed_stalled_once_and_feed_resumed_after_an_update
         feed_stall_secs: 10,
         ..AlertConfig::default()
     };
-    let task = spawn_alert_monitor(
+    let task = AlertMonitor::new(
         config,
         vec![symbol("BTCUSDT"), symbol("ETHUSDT")],
         Arc::clone(&w.bus),
         w.clock(),
         Arc::clone(&w.metrics),
         w.shutdown.clone(),
-    );
+    )
+    .spawn();
 
     // BTC ticks every second for 40 s of virtual time; ETH stays silent.
     for _ in 0..40 {
@@ -231,14 +234,15 @@ async fn large_price_moves_raise_price_move_alerts() {
         price_move_window_secs: 60,
         feed_stall_secs: 3_600,
     };
-    let task = spawn_alert_monitor(
+    let task = AlertMonitor::new(
         config,
         vec![symbol("BTCUSDT")],
         Arc::clone(&w.bus),
         w.clock(),
         Arc::clone(&w.metrics),
         w.shutdown.clone(),
-    );
+    )
+    .spawn();
 
     // The monitor stamps prices with the clock when it processes them, so each tick is let
     // through (paused time: the sleep returns once the monitor is idle) before the clock moves.
@@ -281,7 +285,7 @@ mod auto_trader {
     use cryptobot_domain::{
         OrderSize, PortfolioSummary, Position, PositionValuation, Side, TradeOrigin, TradeRequest,
     };
-    use cryptobot_services::signals::{AutoTraderConfig, spawn_auto_trader};
+    use cryptobot_services::signals::{AutoTrader, AutoTraderConfig};
     use cryptobot_services::trading::{MockPortfolioService, MockTradeService};
     use cryptobot_services::{Execution, PortfolioService, ServiceError, TradeService};
     use rust_decimal::Decimal;
@@ -379,13 +383,14 @@ mod auto_trader {
             enabled: true,
             amount: dec("250"),
         };
-        let task = spawn_auto_trader(
+        let task = AutoTrader::new(
             config,
-            Arc::clone(&w.bus),
+            &*w.bus,
             Arc::new(trade) as Arc<dyn TradeService>,
             Arc::new(portfolio) as Arc<dyn PortfolioService>,
             w.shutdown.clone(),
-        );
+        )
+        .spawn();
 
         // Signals 1..=5 on the signals channel; tickers in between are ignored.
         w.bus.publish(signal("BTCUSDT", SignalAction::Buy));
@@ -435,13 +440,14 @@ mod auto_trader {
         trade.expect_execute().never();
         let mut portfolio = MockPortfolioService::new();
         portfolio.expect_summary().never();
-        let task = spawn_auto_trader(
+        let task = AutoTrader::new(
             AutoTraderConfig::default(),
-            Arc::clone(&w.bus),
+            &*w.bus,
             Arc::new(trade) as Arc<dyn TradeService>,
             Arc::new(portfolio) as Arc<dyn PortfolioService>,
             w.shutdown.clone(),
-        );
+        )
+        .spawn();
         w.bus.publish(signal("BTCUSDT", SignalAction::Buy));
         w.bus.publish(signal("BTCUSDT", SignalAction::Sell));
         // Paused time only advances once every task is idle: a call would have happened by now

@@ -29,14 +29,15 @@ fn start(config: SimulatedMarketConfig) -> Harness {
     let bus = Arc::new(InMemoryBus::new(1 << 20, Arc::clone(&clock)));
     let events = bus.subscribe();
     let metrics = Arc::new(ServiceMetrics::default());
+    let shutdown = CancellationToken::new();
     let (market, feed) = SimulatedMarket::new(
         config,
         Arc::clone(&bus) as Arc<dyn EventBus>,
         clock,
         Arc::clone(&metrics),
+        shutdown.clone(),
     );
-    let shutdown = CancellationToken::new();
-    let feed = tokio::spawn(feed.run(shutdown.clone()));
+    let feed = feed.spawn();
     Harness {
         market,
         bus,

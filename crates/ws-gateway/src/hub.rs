@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use actix_web::web::Bytes;
 use cryptobot_domain::{Channel, Event, Symbol};
-use cryptobot_services::{BrokerHealth, Clock, Envelope, EventBus, PortfolioService};
+use cryptobot_services::{BrokerHealth, Clock, Envelope, EventBus, PortfolioService, Subscription};
 use tokio::sync::{broadcast, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -97,8 +97,9 @@ impl HubShared {
 pub(crate) struct Hub {
     /// Channels the connections read.
     pub(crate) shared: Arc<HubShared>,
-    /// The one bus subscription of the gateway.
-    pub(crate) bus: broadcast::Receiver<Arc<Envelope>>,
+    /// The one bus subscription of the gateway. A lag is counted in `hub_lagged_events`: clients
+    /// see the gap in `seq`, tickers recover with the next update.
+    pub(crate) bus: Subscription,
     /// Source of the periodic portfolio summary.
     pub(crate) portfolio: Arc<dyn PortfolioService>,
     /// Period of the portfolio push; `None` disables it.
@@ -150,14 +151,9 @@ impl Hub {
                     Some(health) => self.announce(health),
                     None => self.health = None,
                 },
-                received = self.bus.recv() => match received {
-                    Ok(envelope) => self.publish(&envelope),
-                    Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        // Clients see the gap in `seq`; tickers recover with the next update.
-                        GatewayMetrics::add(&self.metrics.hub_lagged_events, missed);
-                        tracing::warn!(missed, "gateway hub fell behind the event bus");
-                    }
-                    Err(broadcast::error::RecvError::Closed) => {
+                received = self.bus.next() => match received {
+                    Some(envelope) => self.publish(&envelope),
+                    None => {
                         tracing::info!("event bus closed; gateway hub stops");
                         break;
                     }
@@ -362,9 +358,12 @@ pub(crate) fn spawn(
     metrics: Arc<GatewayMetrics>,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
+    let lagged = Arc::clone(&metrics);
+    let subscription = Subscription::new(bus.subscribe(), "gateway hub")
+        .on_lag(move |missed| GatewayMetrics::add(&lagged.hub_lagged_events, missed));
     let hub = Hub {
         shared,
-        bus: bus.subscribe(),
+        bus: subscription,
         portfolio,
         portfolio_interval,
         clock,
@@ -389,7 +388,7 @@ mod tests {
     fn hub(bus: &InMemoryBus, shared: Arc<HubShared>) -> Hub {
         Hub {
             shared,
-            bus: bus.subscribe(),
+            bus: Subscription::new(bus.subscribe(), "gateway hub"),
             portfolio: Arc::new(MockPortfolioService::new()),
             portfolio_interval: None,
             clock: Arc::new(SystemClock),

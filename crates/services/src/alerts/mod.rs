@@ -6,12 +6,11 @@ use std::time::Duration;
 
 use cryptobot_domain::{Alert, Event, Symbol};
 use rust_decimal::Decimal;
-use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use crate::{Clock, EventBus, ServiceMetrics};
+use crate::{Clock, EventBus, ServiceMetrics, Subscription};
 
 /// The pure price-move and stall detectors.
 pub mod detectors;
@@ -81,59 +80,100 @@ fn check_period(stall_after: Duration) -> Duration {
     (stall_after / 4).clamp(MIN_CHECK_PERIOD, MAX_CHECK_PERIOD)
 }
 
-/// Spawns the alert monitor.
+/// The alert monitor.
 ///
-/// Ticker events feed a [`PriceMoveDetector`] (times from `clock`) and a [`StallTracker`] (times
-/// from tokio's clock, so tests can pause it). `symbols` never seen count as silent since this
-/// call. Alerts are published as [`Event::Alert`] and counted in `metrics.alerts_raised`; a lag
-/// on the bus is counted in `metrics.bus_lagged_events` and monitoring carries on. The
-/// configuration should have passed [`AlertConfig::validate`]; out-of-range durations are
-/// clamped to 1..=86400 s instead of panicking.
-pub fn spawn_alert_monitor(
-    config: AlertConfig,
-    symbols: Vec<Symbol>,
+/// Ticker events feed a [`PriceMoveDetector`] (times from the clock) and a [`StallTracker`]
+/// (times from tokio's clock, so tests can pause it). `symbols` never seen count as silent since
+/// [`AlertMonitor::new`]. Alerts are published as [`Event::Alert`] and counted in
+/// `metrics.alerts_raised`; a lag on the bus is counted in `metrics.bus_lagged_events` and
+/// monitoring carries on. The configuration should have passed [`AlertConfig::validate`];
+/// out-of-range durations are clamped to 1..=86400 s instead of panicking.
+pub struct AlertMonitor {
+    events: Subscription,
+    price_moves: PriceMoveDetector,
+    stalls: StallTracker,
+    /// How often stalls are checked.
+    period: Duration,
     bus: Arc<dyn EventBus>,
     clock: Arc<dyn Clock>,
     metrics: Arc<ServiceMetrics>,
     shutdown: CancellationToken,
-) -> JoinHandle<()> {
-    let window = Duration::from_secs(config.price_move_window_secs.clamp(1, MAX_SECS));
-    let stall_after = Duration::from_secs(config.feed_stall_secs.clamp(1, MAX_SECS));
-    let mut events = bus.subscribe();
-    let mut price_moves = PriceMoveDetector::new(config.price_move_pct, window);
-    let mut stalls = StallTracker::new(symbols, Instant::now(), stall_after);
-    tokio::spawn(async move {
-        let period = check_period(stall_after);
-        let mut checks = tokio::time::interval_at(Instant::now() + period, period);
+}
+
+impl std::fmt::Debug for AlertMonitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlertMonitor")
+            .field("period", &self.period)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AlertMonitor {
+    /// Builds the monitor of `symbols` and subscribes it to `bus`; it stops when `shutdown` is
+    /// cancelled.
+    #[must_use]
+    pub fn new(
+        config: AlertConfig,
+        symbols: Vec<Symbol>,
+        bus: Arc<dyn EventBus>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<ServiceMetrics>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let window = Duration::from_secs(config.price_move_window_secs.clamp(1, MAX_SECS));
+        let stall_after = Duration::from_secs(config.feed_stall_secs.clamp(1, MAX_SECS));
+        let lagged = Arc::clone(&metrics);
+        let events = Subscription::new(bus.subscribe(), "alert monitor").on_lag(move |missed| {
+            lagged
+                .bus_lagged_events
+                .fetch_add(missed, Ordering::Relaxed);
+        });
+        Self {
+            events,
+            price_moves: PriceMoveDetector::new(config.price_move_pct, window),
+            stalls: StallTracker::new(symbols, Instant::now(), stall_after),
+            period: check_period(stall_after),
+            bus,
+            clock,
+            metrics,
+            shutdown,
+        }
+    }
+
+    /// Runs the monitor on the tokio runtime.
+    #[must_use]
+    pub fn spawn(self) -> JoinHandle<()> {
+        tokio::spawn(self.run())
+    }
+
+    /// Watches the tickers until the shutdown token is cancelled or the bus closes.
+    pub async fn run(mut self) {
+        let mut checks = tokio::time::interval_at(Instant::now() + self.period, self.period);
         checks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
-                () = shutdown.cancelled() => break,
+                () = self.shutdown.cancelled() => break,
                 _ = checks.tick() => {
-                    let stalled = stalls.check(Instant::now(), clock.now());
-                    raise(bus.as_ref(), &metrics, stalled);
+                    let stalled = self.stalls.check(Instant::now(), self.clock.now());
+                    raise(self.bus.as_ref(), &self.metrics, stalled);
                 }
-                received = events.recv() => match received {
-                    Ok(envelope) => {
+                received = self.events.next() => match received {
+                    Some(envelope) => {
                         let Event::Ticker(ticker) = &envelope.event else {
                             continue;
                         };
-                        let now = clock.now();
-                        let resumed = stalls.observe(&ticker.symbol, Instant::now(), now);
-                        let moved = price_moves.observe(&ticker.symbol, ticker.price, now);
-                        raise(bus.as_ref(), &metrics, resumed.into_iter().chain(moved));
+                        let now = self.clock.now();
+                        let resumed = self.stalls.observe(&ticker.symbol, Instant::now(), now);
+                        let moved = self.price_moves.observe(&ticker.symbol, ticker.price, now);
+                        raise(self.bus.as_ref(), &self.metrics, resumed.into_iter().chain(moved));
                     }
-                    Err(RecvError::Lagged(missed)) => {
-                        metrics.bus_lagged_events.fetch_add(missed, Ordering::Relaxed);
-                        tracing::warn!(missed, "alert monitor lagged behind the bus");
-                    }
-                    Err(RecvError::Closed) => break,
+                    None => break,
                 },
             }
         }
         tracing::debug!("alert monitor stopped");
-    })
+    }
 }
 
 /// Publishes alerts and counts them.

@@ -5,13 +5,12 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use cryptobot_domain::{Candle, Event, Interval, Symbol};
-use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::candles::{CANDLE_UPDATE_INTERVAL, CandleBook, CandleQuery, MAX_CANDLES_LIMIT};
 use crate::trading::Storage;
-use crate::{Clock, EventBus, ServiceError};
+use crate::{Clock, EventBus, ServiceError, Subscription};
 
 /// The candle history: closed candles from storage, the open one from the live book. Cheap to
 /// clone.
@@ -57,24 +56,64 @@ impl CandleHistory {
     }
 }
 
-/// Spawns the aggregator: subscribes to `bus` before returning, applies every ticker to the book,
-/// persists each closed candle and then publishes it (`Event::Candle` with `closed: true`, never
-/// conflated), and publishes each changed open candle at most every [`CANDLE_UPDATE_INTERVAL`].
-/// Candles are timed by `clock`, not by the feed's timestamps.
-#[must_use]
-pub fn spawn_candles(
-    bus: Arc<dyn EventBus>,
+/// The aggregator: applies every ticker on the bus to the book, persists each closed candle and
+/// then publishes it (`Event::Candle` with `closed: true`, never conflated), and publishes each
+/// changed open candle at most every [`CANDLE_UPDATE_INTERVAL`]. Candles are timed by the clock,
+/// not by the feed's timestamps. Tickers missed in a lag only cost a candle some highs or lows.
+pub struct CandleAggregator {
+    book: Arc<Mutex<CandleBook>>,
     storage: Storage,
+    events: Subscription,
+    bus: Arc<dyn EventBus>,
     clock: Arc<dyn Clock>,
     shutdown: CancellationToken,
-) -> (CandleHistory, JoinHandle<()>) {
-    let book = Arc::new(Mutex::new(CandleBook::default()));
-    let history = CandleHistory {
-        book: Arc::clone(&book),
-        storage: storage.clone(),
-    };
-    let mut events = bus.subscribe();
-    let task = tokio::spawn(async move {
+    /// Symbols whose open candles changed since the last update was published.
+    changed: BTreeSet<Symbol>,
+}
+
+impl std::fmt::Debug for CandleAggregator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CandleAggregator")
+            .field("changed", &self.changed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CandleAggregator {
+    /// Builds the aggregator, subscribed to `bus` before this returns, and the history handle
+    /// that reads its book and `storage`; it stops when `shutdown` is cancelled.
+    #[must_use]
+    pub fn new(
+        bus: Arc<dyn EventBus>,
+        storage: Storage,
+        clock: Arc<dyn Clock>,
+        shutdown: CancellationToken,
+    ) -> (CandleHistory, Self) {
+        let book = Arc::new(Mutex::new(CandleBook::default()));
+        let history = CandleHistory {
+            book: Arc::clone(&book),
+            storage: storage.clone(),
+        };
+        let aggregator = Self {
+            book,
+            storage,
+            events: Subscription::new(bus.subscribe(), "candle aggregator"),
+            bus,
+            clock,
+            shutdown,
+            changed: BTreeSet::new(),
+        };
+        (history, aggregator)
+    }
+
+    /// Runs the aggregator on the tokio runtime.
+    #[must_use]
+    pub fn spawn(self) -> JoinHandle<()> {
+        tokio::spawn(self.run())
+    }
+
+    /// Aggregates until the shutdown token is cancelled or the bus closes.
+    pub async fn run(mut self) {
         // The first tick a full interval from now: an immediate one would race the first tickers
         // (select! picks at random) and publish an update of the first of them alone.
         let mut timer = tokio::time::interval_at(
@@ -82,51 +121,54 @@ pub fn spawn_candles(
             CANDLE_UPDATE_INTERVAL,
         );
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut changed: BTreeSet<Symbol> = BTreeSet::new();
         loop {
             let closed = tokio::select! {
-                () = shutdown.cancelled() => break,
+                () = self.shutdown.cancelled() => break,
                 _ = timer.tick() => {
-                    let now = clock.now();
-                    let (closed, open) = {
-                        let mut book = book.lock().unwrap_or_else(PoisonError::into_inner);
-                        let closed = book.close_due(now);
-                        let open: Vec<Candle> = changed
-                            .iter()
-                            .flat_map(|symbol| {
-                                Interval::ALL
-                                    .into_iter()
-                                    .filter_map(|interval| book.open_candle(symbol, interval).cloned())
-                            })
-                            .collect();
-                        (closed, open)
-                    };
-                    changed.clear();
-                    persist_and_publish(&storage, &*bus, closed).await;
-                    for candle in open {
-                        bus.publish(Event::Candle(candle));
-                    }
+                    self.publish_updates().await;
                     continue;
                 }
-                received = events.recv() => match received {
-                    Ok(envelope) => {
+                received = self.events.next() => match received {
+                    Some(envelope) => {
                         let Event::Ticker(ticker) = &envelope.event else { continue };
-                        changed.insert(ticker.symbol.clone());
-                        book.lock().unwrap_or_else(PoisonError::into_inner).on_ticker(ticker, clock.now())
+                        self.changed.insert(ticker.symbol.clone());
+                        self.lock_book().on_ticker(ticker, self.clock.now())
                     }
-                    Err(RecvError::Lagged(missed)) => {
-                        // Tickers only: a candle misses some highs or lows, nothing else.
-                        tracing::warn!(missed, "candle aggregator lagged behind the bus");
-                        continue;
-                    }
-                    Err(RecvError::Closed) => break,
+                    None => break,
                 },
             };
-            persist_and_publish(&storage, &*bus, closed).await;
+            persist_and_publish(&self.storage, &*self.bus, closed).await;
         }
         tracing::debug!("candle aggregator stopped");
-    });
-    (history, task)
+    }
+
+    fn lock_book(&self) -> std::sync::MutexGuard<'_, CandleBook> {
+        self.book.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Closes the candles whose interval ended and publishes the open candles that changed.
+    async fn publish_updates(&mut self) {
+        let now = self.clock.now();
+        let (closed, open) = {
+            let mut book = self.lock_book();
+            let closed = book.close_due(now);
+            let open: Vec<Candle> = self
+                .changed
+                .iter()
+                .flat_map(|symbol| {
+                    Interval::ALL
+                        .into_iter()
+                        .filter_map(|interval| book.open_candle(symbol, interval).cloned())
+                })
+                .collect();
+            (closed, open)
+        };
+        self.changed.clear();
+        persist_and_publish(&self.storage, &*self.bus, closed).await;
+        for candle in open {
+            self.bus.publish(Event::Candle(candle));
+        }
+    }
 }
 
 /// Stores closed candles (so the history survives a restart), then publishes them.

@@ -26,7 +26,7 @@ pub mod simulated;
 #[cfg(feature = "binance")]
 pub use binance::{BinanceConfig, BinanceFeed, BinanceMarket, BinanceStream};
 #[cfg(feature = "sqlite")]
-pub use candle_history::{CandleHistory, spawn_candles};
+pub use candle_history::{CandleAggregator, CandleHistory};
 pub use candles::{CandleBook, CandleQuery};
 pub use feed_state::{FeedState, FeedStatus};
 pub use latest::{LatestTickers, ServesLatestTickers};

@@ -110,13 +110,15 @@ impl SimulatedMarket {
     ///
     /// The configuration should have passed [`SimulatedMarketConfig::validate`]; if not, an
     /// out-of-range rate is clamped into range (a rate that is not a number becomes 1/s) and a
-    /// symbol listed twice is simulated once, rather than panicking.
+    /// symbol listed twice is simulated once, rather than panicking. The feed runs until
+    /// `shutdown` is cancelled.
     #[must_use]
     pub fn new(
         config: SimulatedMarketConfig,
         bus: Arc<dyn EventBus>,
         clock: Arc<dyn Clock>,
         metrics: Arc<ServiceMetrics>,
+        shutdown: CancellationToken,
     ) -> (Self, SimulatedFeed) {
         let now = clock.now();
         let latest = LatestTickers::new(config.symbols, []);
@@ -153,6 +155,7 @@ impl SimulatedMarket {
             bus,
             clock,
             metrics,
+            shutdown,
         };
         (market, feed)
     }
@@ -176,11 +179,18 @@ pub struct SimulatedFeed {
     bus: Arc<dyn EventBus>,
     clock: Arc<dyn Clock>,
     metrics: Arc<ServiceMetrics>,
+    shutdown: CancellationToken,
 }
 
 impl SimulatedFeed {
+    /// Runs the feed on the tokio runtime.
+    #[must_use]
+    pub fn spawn(self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(self.run())
+    }
+
     /// Publishes the initial tickers at once, then `ticks_per_second` ticks of every symbol per
-    /// second until `shutdown` is cancelled.
+    /// second until the shutdown token is cancelled.
     ///
     /// The symbols take turns, evenly spaced: with ten symbols at 100 ticks/s each, one symbol
     /// moves every 0.1 ms rather than all ten in the same instant every 10 ms. A real exchange
@@ -190,7 +200,8 @@ impl SimulatedFeed {
     /// The feed wakes at most once a millisecond and emits as many ticks as are due by the elapsed
     /// (tokio) time, so high rates keep their average without sub-millisecond timers. After a stall
     /// it emits at most one second's worth at once and drops the rest of the backlog.
-    pub async fn run(mut self, shutdown: CancellationToken) {
+    pub async fn run(mut self) {
+        let shutdown = self.shutdown.clone();
         self.publish_current();
         let start = Instant::now();
         let mut interval = tokio::time::interval(self.pacer.period());

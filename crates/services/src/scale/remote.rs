@@ -17,7 +17,8 @@ use tokio_util::sync::CancellationToken;
 use super::{BrokerMetrics, EngineLease, RedisSettings, link};
 use crate::market::{LatestTickers, ServesLatestTickers};
 use crate::{
-    Clock, EventBus, Execution, OpenOrders, Placement, PortfolioService, ServiceError, TradeService,
+    Clock, EventBus, Execution, OpenOrders, Placement, PortfolioService, ServiceError,
+    Subscription, TradeService,
 };
 
 /// Seconds a `BLPOP` waits (also how fast shutdown is seen by the listeners).
@@ -619,28 +620,41 @@ impl RemoteMarket {
         shutdown: CancellationToken,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let latest = LatestTickers::new(symbols, []);
-        let mut events = bus.subscribe();
-        let writer = latest.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    received = events.recv() => match received {
-                        Ok(envelope) => {
-                            if let Event::Ticker(ticker) = &envelope.event
-                                && writer.symbols().contains(&ticker.symbol)
-                            {
-                                writer.write().insert(ticker.symbol.clone(), ticker.clone());
-                            }
-                        }
-                        // Tickers are latest-wins: the next one repairs a lag.
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                    },
-                }
+        let mirror = TickerMirror {
+            latest: latest.clone(),
+            events: Subscription::new(bus.subscribe(), "remote market"),
+            shutdown,
+        };
+        (Self { latest }, tokio::spawn(mirror.run()))
+    }
+}
+
+/// Copies the followed tickers into a [`RemoteMarket`]'s map. Tickers are latest-wins: the next
+/// one repairs a lag.
+struct TickerMirror {
+    latest: LatestTickers,
+    events: Subscription,
+    shutdown: CancellationToken,
+}
+
+impl TickerMirror {
+    async fn run(mut self) {
+        loop {
+            let envelope = tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                received = self.events.next() => match received {
+                    Some(envelope) => envelope,
+                    None => return,
+                },
+            };
+            if let Event::Ticker(ticker) = &envelope.event
+                && self.latest.symbols().contains(&ticker.symbol)
+            {
+                self.latest
+                    .write()
+                    .insert(ticker.symbol.clone(), ticker.clone());
             }
-        });
-        (Self { latest }, task)
+        }
     }
 }
 

@@ -6,11 +6,10 @@ use cryptobot_domain::{
     ClientOrderId, Event, OrderSize, Side, Signal, SignalAction, TradeOrigin, TradeRequest,
 };
 use rust_decimal::Decimal;
-use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::{EventBus, PortfolioService, ServiceError, TradeService};
+use crate::{EventBus, PortfolioService, ServiceError, Subscription, TradeService};
 
 /// Settings of the auto-trader (`trading.auto_trade`, `trading.auto_trade_amount`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,40 +29,70 @@ impl Default for AutoTraderConfig {
     }
 }
 
-/// Spawns the auto-trader: on a buy signal it buys `config.amount` worth of the symbol, on a sell
-/// signal it sells the whole position if there is one. Orders carry origin
-/// [`TradeOrigin::Auto`] and client order id `auto-<SYMBOL>-<generated_at µs>-<seq>`, `seq` being
-/// the signal's sequence number on the `signals` channel. The timestamp keeps ids unique across
-/// restarts (sequence numbers start again at 1), so a new signal is never mistaken for a retry.
+/// The auto-trader: on a buy signal it buys `config.amount` worth of the symbol, on a sell signal
+/// it sells the whole position if there is one. Orders carry origin [`TradeOrigin::Auto`] and
+/// client order id `auto-<SYMBOL>-<generated_at µs>-<seq>`, `seq` being the signal's sequence
+/// number on the `signals` channel. The timestamp keeps ids unique across restarts (sequence
+/// numbers start again at 1), so a new signal is never mistaken for a retry.
 ///
-/// Rejections are logged and the loop carries on (the trading engine raises `trade_rejected`
-/// alerts itself). When disabled the task only waits for `shutdown`.
-pub fn spawn_auto_trader(
+/// Rejections are logged and it carries on (the trading engine raises `trade_rejected` alerts
+/// itself). Signals missed in a lag are stale by then and skipped. When disabled it only waits for
+/// the shutdown token.
+pub struct AutoTrader {
     config: AutoTraderConfig,
-    bus: Arc<dyn EventBus>,
+    /// The subscription is all the auto-trader needs from the bus.
+    events: Subscription,
     trade: Arc<dyn TradeService>,
     portfolio: Arc<dyn PortfolioService>,
     shutdown: CancellationToken,
-) -> JoinHandle<()> {
-    if !config.enabled {
-        return tokio::spawn(async move { shutdown.cancelled().await });
+}
+
+impl std::fmt::Debug for AutoTrader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AutoTrader")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
-    let mut events = bus.subscribe();
-    // The subscription is all the auto-trader needs from the bus.
-    drop(bus);
-    tokio::spawn(async move {
+}
+
+impl AutoTrader {
+    /// Builds the auto-trader and subscribes it to `bus`; it stops when `shutdown` is cancelled.
+    #[must_use]
+    pub fn new(
+        config: AutoTraderConfig,
+        bus: &dyn EventBus,
+        trade: Arc<dyn TradeService>,
+        portfolio: Arc<dyn PortfolioService>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            config,
+            events: Subscription::new(bus.subscribe(), "auto-trader"),
+            trade,
+            portfolio,
+            shutdown,
+        }
+    }
+
+    /// Runs the auto-trader on the tokio runtime.
+    #[must_use]
+    pub fn spawn(self) -> JoinHandle<()> {
+        tokio::spawn(self.run())
+    }
+
+    /// Follows signals until the shutdown token is cancelled or the bus closes.
+    pub async fn run(mut self) {
+        if !self.config.enabled {
+            self.shutdown.cancelled().await;
+            return;
+        }
         loop {
             let envelope = tokio::select! {
                 biased;
-                () = shutdown.cancelled() => break,
-                received = events.recv() => match received {
-                    Ok(envelope) => envelope,
-                    Err(RecvError::Lagged(missed)) => {
-                        // Missed signals are stale by now; acting on later ones is the right thing.
-                        tracing::warn!(missed, "auto-trader lagged behind the bus; signals skipped");
-                        continue;
-                    }
-                    Err(RecvError::Closed) => break,
+                () = self.shutdown.cancelled() => break,
+                received = self.events.next() => match received {
+                    Some(envelope) => envelope,
+                    None => break,
                 },
             };
             let Event::Signal(signal) = &envelope.event else {
@@ -71,12 +100,12 @@ pub fn spawn_auto_trader(
             };
             tokio::select! {
                 biased;
-                () = shutdown.cancelled() => break,
-                () = follow(signal, envelope.seq, config.amount, trade.as_ref(), portfolio.as_ref()) => {}
+                () = self.shutdown.cancelled() => break,
+                () = follow(signal, envelope.seq, self.config.amount, self.trade.as_ref(), self.portfolio.as_ref()) => {}
             }
         }
         tracing::debug!("auto-trader stopped");
-    })
+    }
 }
 
 /// Acts on one signal; every failure is logged, none is fatal.

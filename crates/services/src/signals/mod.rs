@@ -4,18 +4,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use cryptobot_domain::{Event, Signal, Symbol};
-use tokio::sync::broadcast::error::RecvError;
+use cryptobot_domain::{Event, Signal, Symbol, Ticker};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Clock, EventBus, ServiceMetrics};
+use crate::{Clock, EventBus, ServiceMetrics, Subscription};
 
 mod auto_trader;
 /// The pure SMA crossover strategy.
 pub mod sma;
 
-pub use auto_trader::{AutoTraderConfig, spawn_auto_trader};
+pub use auto_trader::{AutoTrader, AutoTraderConfig};
 use sma::{STRATEGY_NAME, SmaCrossover};
 
 /// Largest accepted long window, in ticks.
@@ -67,67 +66,114 @@ impl SignalConfig {
     }
 }
 
-/// Spawns the signal engine: every ticker on the bus feeds its symbol's [`SmaCrossover`], and each
-/// crossing is published as [`Event::Signal`] stamped with `clock`.
+/// The signal engine: every ticker on the bus feeds its symbol's [`SmaCrossover`], and each
+/// crossing is published as [`Event::Signal`] stamped with the clock.
 ///
-/// It subscribes before returning, so it sees every ticker published after this call. A lag on
-/// the bus is counted in `metrics.bus_lagged_events` and the engine carries on with the next
-/// prices. When disabled, or when the configuration is invalid (logged), the task only waits for
-/// `shutdown`.
-pub fn spawn_signal_engine(
+/// It subscribes in [`SignalEngine::new`], so it sees every ticker published after that call.
+/// A lag on the bus is counted in `metrics.bus_lagged_events` and the engine carries on with the
+/// next prices. When disabled, or when the configuration is invalid (logged), it only waits for
+/// the shutdown token.
+pub struct SignalEngine {
     config: SignalConfig,
+    events: Subscription,
     bus: Arc<dyn EventBus>,
     clock: Arc<dyn Clock>,
     metrics: Arc<ServiceMetrics>,
     shutdown: CancellationToken,
-) -> JoinHandle<()> {
-    if !config.enabled {
-        return tokio::spawn(async move { shutdown.cancelled().await });
+    /// One strategy per symbol, created at its first ticker.
+    strategies: HashMap<Symbol, SmaCrossover>,
+}
+
+impl std::fmt::Debug for SignalEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignalEngine")
+            .field("config", &self.config)
+            .field("symbols", &self.strategies.len())
+            .finish_non_exhaustive()
     }
-    if let Err(problem) = config.validate() {
-        tracing::error!(%problem, "signal engine not started: invalid configuration");
-        return tokio::spawn(async move { shutdown.cancelled().await });
+}
+
+impl SignalEngine {
+    /// Builds the engine and subscribes it to `bus`; it stops when `shutdown` is cancelled.
+    #[must_use]
+    pub fn new(
+        config: SignalConfig,
+        bus: Arc<dyn EventBus>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<ServiceMetrics>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let lagged = Arc::clone(&metrics);
+        let events = Subscription::new(bus.subscribe(), "signal engine").on_lag(move |missed| {
+            lagged
+                .bus_lagged_events
+                .fetch_add(missed, Ordering::Relaxed);
+        });
+        Self {
+            config,
+            events,
+            bus,
+            clock,
+            metrics,
+            shutdown,
+            strategies: HashMap::new(),
+        }
     }
-    let mut events = bus.subscribe();
-    tokio::spawn(async move {
-        let mut strategies: HashMap<Symbol, SmaCrossover> = HashMap::new();
+
+    /// Runs the engine on the tokio runtime.
+    #[must_use]
+    pub fn spawn(self) -> JoinHandle<()> {
+        tokio::spawn(self.run())
+    }
+
+    /// Turns tickers into signals until the shutdown token is cancelled or the bus closes.
+    pub async fn run(mut self) {
+        if !self.config.enabled {
+            self.shutdown.cancelled().await;
+            return;
+        }
+        if let Err(problem) = self.config.validate() {
+            tracing::error!(%problem, "signal engine not started: invalid configuration");
+            self.shutdown.cancelled().await;
+            return;
+        }
         loop {
             let envelope = tokio::select! {
                 biased;
-                () = shutdown.cancelled() => break,
-                received = events.recv() => match received {
-                    Ok(envelope) => envelope,
-                    Err(RecvError::Lagged(missed)) => {
-                        metrics.bus_lagged_events.fetch_add(missed, Ordering::Relaxed);
-                        tracing::warn!(missed, "signal engine lagged behind the bus");
-                        continue;
-                    }
-                    Err(RecvError::Closed) => break,
+                () = self.shutdown.cancelled() => break,
+                received = self.events.next() => match received {
+                    Some(envelope) => envelope,
+                    None => break,
                 },
             };
-            let Event::Ticker(ticker) = &envelope.event else {
-                continue;
-            };
-            let strategy = strategies
-                .entry(ticker.symbol.clone())
-                .or_insert_with(|| SmaCrossover::new(config.short_window, config.long_window));
-            if let Some((action, confidence, reason)) = strategy.on_price(ticker.price) {
-                let signal = Signal {
-                    symbol: ticker.symbol.clone(),
-                    action,
-                    strategy: STRATEGY_NAME.to_owned(),
-                    price: ticker.price,
-                    confidence,
-                    reason,
-                    generated_at: clock.now(),
-                };
-                tracing::debug!(symbol = %signal.symbol, action = ?signal.action, "signal");
-                bus.publish(Event::Signal(signal));
-                ServiceMetrics::incr(&metrics.signals_generated);
+            if let Event::Ticker(ticker) = &envelope.event {
+                self.on_ticker(ticker);
             }
         }
         tracing::debug!("signal engine stopped");
-    })
+    }
+
+    fn on_ticker(&mut self, ticker: &Ticker) {
+        let config = self.config;
+        let strategy = self
+            .strategies
+            .entry(ticker.symbol.clone())
+            .or_insert_with(|| SmaCrossover::new(config.short_window, config.long_window));
+        if let Some((action, confidence, reason)) = strategy.on_price(ticker.price) {
+            let signal = Signal {
+                symbol: ticker.symbol.clone(),
+                action,
+                strategy: STRATEGY_NAME.to_owned(),
+                price: ticker.price,
+                confidence,
+                reason,
+                generated_at: self.clock.now(),
+            };
+            tracing::debug!(symbol = %signal.symbol, action = ?signal.action, "signal");
+            self.bus.publish(Event::Signal(signal));
+            ServiceMetrics::incr(&self.metrics.signals_generated);
+        }
+    }
 }
 
 #[cfg(test)]

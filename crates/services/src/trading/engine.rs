@@ -12,8 +12,7 @@ use cryptobot_domain::{
     Trade, TradeOrigin, TradePage, TradeQuery, TradeRequest,
 };
 use rust_decimal::Decimal;
-use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::book::{self, Step};
@@ -21,7 +20,7 @@ use super::ledger::{Account, Ledger};
 use super::matching::{self, Available, MatchRules};
 use super::storage::Storage;
 use super::{Execution, OpenOrders, Placement};
-use crate::{Clock, Envelope, EventBus, MarketService, ServiceError, ServiceMetrics};
+use crate::{Clock, Envelope, EventBus, MarketService, ServiceError, ServiceMetrics, Subscription};
 
 /// Settings of the paper account (`[trading]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,8 +164,12 @@ pub(crate) struct PaperEngine {
     metrics: Arc<ServiceMetrics>,
     config: PaperTradingConfig,
     commands: mpsc::Receiver<Command>,
-    /// Every bus envelope; only tickers matter (for stop-loss / take-profit).
-    ticks: broadcast::Receiver<Arc<Envelope>>,
+    /// Every bus envelope; only tickers matter (for stop-loss / take-profit). Tickers are
+    /// latest-wins and execution prices come from the market, so tickers skipped in a lag only
+    /// delay a stop-loss to the next one.
+    ticks: Subscription,
+    /// Stops the engine between two commands.
+    shutdown: CancellationToken,
 }
 
 impl std::fmt::Debug for PaperEngine {
@@ -182,7 +185,8 @@ impl std::fmt::Debug for PaperEngine {
 
 impl PaperEngine {
     /// Loads the books from storage (initializing a new account), checks them against the
-    /// trade log and subscribes to the bus. Blocks on the storage.
+    /// trade log and subscribes to the bus; returns the engine and the sender of its commands
+    /// (`config.command_capacity` may wait). Blocks on the storage.
     ///
     /// # Errors
     /// [`ServiceError::Unavailable`] for a configuration out of range; [`ServiceError::Storage`]
@@ -194,8 +198,8 @@ impl PaperEngine {
         bus: Arc<dyn EventBus>,
         clock: Arc<dyn Clock>,
         metrics: Arc<ServiceMetrics>,
-        commands: mpsc::Receiver<Command>,
-    ) -> Result<Self, ServiceError> {
+        shutdown: CancellationToken,
+    ) -> Result<(Self, mpsc::Sender<Command>), ServiceError> {
         config.validate().map_err(|why| {
             ServiceError::Unavailable(format!("invalid paper trading config: {why}"))
         })?;
@@ -205,41 +209,45 @@ impl PaperEngine {
             .last_order_id()?
             .checked_add(1)
             .ok_or_else(|| ServiceError::Storage("order ids exhausted".into()))?;
-        Ok(Self {
+        // A zero capacity would panic in tokio; one slot still works, just with more waiting.
+        let (sender, commands) = mpsc::channel(config.command_capacity.max(1));
+        let lagged = Arc::clone(&metrics);
+        let ticks =
+            Subscription::new(bus.subscribe(), "paper trading engine").on_lag(move |missed| {
+                lagged
+                    .bus_lagged_events
+                    .fetch_add(missed, Ordering::Relaxed);
+            });
+        let engine = Self {
             ledger,
             next_trade_id,
             open,
             next_order_id,
             storage,
             market,
-            ticks: bus.subscribe(),
+            ticks,
             bus,
             clock,
             metrics,
             config,
             commands,
-        })
+            shutdown,
+        };
+        Ok((engine, sender))
     }
 
-    /// Serves commands and watches tickers until `shutdown` is cancelled or every handle is
-    /// dropped.
-    pub(crate) async fn run(mut self, shutdown: CancellationToken) {
+    /// Serves commands and watches tickers until the shutdown token is cancelled or every handle
+    /// is dropped; a closed bus only ends the ticker watch.
+    pub(crate) async fn run(mut self) {
         let mut bus_open = true;
         loop {
             let wake = tokio::select! {
                 biased;
-                () = shutdown.cancelled() => Wake::Stop,
+                () = self.shutdown.cancelled() => Wake::Stop,
                 command = self.commands.recv() => command.map_or(Wake::Stop, Wake::Command),
-                received = self.ticks.recv(), if bus_open => match received {
-                    Ok(envelope) => Wake::Envelope(envelope),
-                    Err(RecvError::Lagged(missed)) => {
-                        // Tickers are latest-wins and execution prices come from the market, so
-                        // skipped tickers only delay a stop-loss to the next one.
-                        self.metrics.bus_lagged_events.fetch_add(missed, Ordering::Relaxed);
-                        tracing::warn!(missed, "paper trading engine lagged behind the bus");
-                        continue;
-                    }
-                    Err(RecvError::Closed) => {
+                received = self.ticks.next(), if bus_open => match received {
+                    Some(envelope) => Wake::Envelope(envelope),
+                    None => {
                         bus_open = false;
                         continue;
                     }

@@ -49,10 +49,9 @@ impl PaperTrading {
         metrics: Arc<ServiceMetrics>,
         shutdown: CancellationToken,
     ) -> Result<(Self, JoinHandle<()>), ServiceError> {
-        // A zero capacity would panic in tokio; one slot still works, just with more waiting.
-        let (commands, receiver) = mpsc::channel(config.command_capacity.max(1));
-        let engine = PaperEngine::load(config, storage, market, bus, clock, metrics, receiver)?;
-        let task = tokio::spawn(engine.run(shutdown));
+        let (engine, commands) =
+            PaperEngine::load(config, storage, market, bus, clock, metrics, shutdown)?;
+        let task = tokio::spawn(engine.run());
         Ok((
             Self {
                 commands,

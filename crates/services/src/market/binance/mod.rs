@@ -200,14 +200,16 @@ pub struct BinanceMarket {
 
 impl BinanceMarket {
     /// Builds the handle (no prices until the first update arrives) and the connector actor that
-    /// drives it. The configuration should have passed [`BinanceConfig::validate`]; a symbol
-    /// listed twice is subscribed once rather than panicking.
+    /// drives it until `shutdown` is cancelled. The configuration should have passed
+    /// [`BinanceConfig::validate`]; a symbol listed twice is subscribed once rather than
+    /// panicking.
     #[must_use]
     pub fn new(
         config: BinanceConfig,
         bus: Arc<dyn EventBus>,
         clock: Arc<dyn Clock>,
         metrics: Arc<ServiceMetrics>,
+        shutdown: CancellationToken,
     ) -> (Self, BinanceFeed) {
         let mut config = config;
         let latest = LatestTickers::new(std::mem::take(&mut config.symbols), []);
@@ -236,6 +238,7 @@ impl BinanceMarket {
             stalled: false,
             next_request_id: 1,
             config,
+            shutdown,
         };
         (market, feed)
     }
@@ -308,12 +311,20 @@ pub struct BinanceFeed {
     last_update: Instant,
     stalled: bool,
     next_request_id: u64,
+    shutdown: CancellationToken,
 }
 
 impl BinanceFeed {
-    /// Connects, subscribes and relays updates until `shutdown` is cancelled, reconnecting
-    /// whenever the connection ends.
-    pub async fn run(mut self, shutdown: CancellationToken) {
+    /// Runs the connector on the tokio runtime.
+    #[must_use]
+    pub fn spawn(self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(self.run())
+    }
+
+    /// Connects, subscribes and relays updates until the shutdown token is cancelled,
+    /// reconnecting whenever the connection ends.
+    pub async fn run(mut self) {
+        let shutdown = self.shutdown.clone();
         self.last_update = Instant::now();
         let period =
             (self.stale_after / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
