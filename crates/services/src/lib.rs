@@ -13,6 +13,8 @@
 
 /// Alert monitor: price moves and stalled feeds.
 pub mod alerts;
+/// Reconnect delays with jitter, for every reconnecting client.
+pub mod backoff;
 /// The event bus and its in-process implementation.
 pub mod bus;
 /// Injected time.

@@ -85,8 +85,11 @@ impl RedisFollowerBus {
             }
         };
         let mut ever_up = false;
+        let mut backoff = link::backoff(&*self.clock);
         loop {
-            let Some(mut conn) = link::connect(&client, RESPONSE_TIMEOUT, &shutdown).await else {
+            let Some(mut conn) =
+                link::connect(&client, RESPONSE_TIMEOUT, &mut backoff, &shutdown).await
+            else {
                 return;
             };
             loop {
@@ -102,7 +105,7 @@ impl RedisFollowerBus {
                     return;
                 }
             }
-            if !link::pause(&shutdown).await {
+            if !link::pause(&mut backoff, &shutdown).await {
                 return;
             }
         }

@@ -4,42 +4,56 @@ use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
 use tokio_util::sync::CancellationToken;
 
+use crate::Clock;
+use crate::backoff::Backoff;
+
 /// First and longest pause between reconnection attempts.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-/// Opens one connection, retrying with exponential backoff until it works or `shutdown` fires.
+/// The backoff of one Redis link, seeded from the clock and the process id, so nodes that lose
+/// Redis together (a Redis restart) spread their reconnects instead of retrying in lockstep.
+pub(crate) fn backoff(clock: &dyn Clock) -> Backoff {
+    let now = u64::try_from(clock.now_us()).unwrap_or(0);
+    let seed = now ^ u64::from(std::process::id()).rotate_left(32);
+    Backoff::new(BACKOFF_MIN, BACKOFF_MAX, seed)
+}
+
+/// Opens one connection, retrying after each failure with the next delay of `backoff` until it
+/// works (then `backoff` starts over) or `shutdown` fires.
 ///
 /// `response_timeout` must exceed any `BLOCK` used on the connection.
 pub(crate) async fn connect(
     client: &redis::Client,
     response_timeout: Duration,
+    backoff: &mut Backoff,
     shutdown: &CancellationToken,
 ) -> Option<MultiplexedConnection> {
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(2)))
         .set_response_timeout(Some(response_timeout));
-    let mut pause = BACKOFF_MIN;
     loop {
         match client
             .get_multiplexed_async_connection_with_config(&config)
             .await
         {
-            Ok(conn) => return Some(conn),
+            Ok(conn) => {
+                backoff.reset();
+                return Some(conn);
+            }
             Err(err) => tracing::debug!(%err, "redis connect failed; retrying"),
         }
-        tokio::select! {
-            () = shutdown.cancelled() => return None,
-            () = tokio::time::sleep(pause) => {}
+        if !pause(backoff, shutdown).await {
+            return None;
         }
-        pause = (pause * 2).min(BACKOFF_MAX);
     }
 }
 
-/// Sleeps a short fixed pause after a failed command (the next `connect` backs off further).
-pub(crate) async fn pause(shutdown: &CancellationToken) -> bool {
+/// Sleeps the next delay of `backoff` (after a failed command or connection); false when
+/// `shutdown` fired meanwhile.
+pub(crate) async fn pause(backoff: &mut Backoff, shutdown: &CancellationToken) -> bool {
     tokio::select! {
         () = shutdown.cancelled() => false,
-        () = tokio::time::sleep(BACKOFF_MIN) => true,
+        () = tokio::time::sleep(backoff.next_delay()) => true,
     }
 }

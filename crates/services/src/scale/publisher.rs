@@ -149,8 +149,10 @@ impl RedisPublishingBus {
         let mut first = true;
         let mut ever_up = false;
         let lost = self.lease.lost();
+        let mut backoff = link::backoff(&*clock);
         'connect: loop {
-            let Some(mut conn) = link::connect(&client, Duration::from_secs(5), &shutdown).await
+            let Some(mut conn) =
+                link::connect(&client, Duration::from_secs(5), &mut backoff, &shutdown).await
             else {
                 return;
             };
@@ -160,7 +162,7 @@ impl RedisPublishingBus {
                 }
                 tracing::warn!(%err, "redis: cannot prepare streams");
                 self.down();
-                if !link::pause(&shutdown).await {
+                if !link::pause(&mut backoff, &shutdown).await {
                     return;
                 }
                 continue;
@@ -220,7 +222,7 @@ impl RedisPublishingBus {
                         }
                     }
                     self.down();
-                    if !link::pause(&shutdown).await {
+                    if !link::pause(&mut backoff, &shutdown).await {
                         return;
                     }
                     continue 'connect;
@@ -239,7 +241,7 @@ impl RedisPublishingBus {
                     }
                     tracing::warn!(%err, backlog = self.backlog(), "redis: publish failed; buffering");
                     self.down();
-                    if !link::pause(&shutdown).await {
+                    if !link::pause(&mut backoff, &shutdown).await {
                         return;
                     }
                     continue 'connect;

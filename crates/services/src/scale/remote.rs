@@ -191,12 +191,15 @@ pub fn spawn_command_server(
         };
         let limit = Arc::new(Semaphore::new(SERVER_CONCURRENCY));
         let timeout = Duration::from_secs(BLPOP_SECS + 3);
+        let mut backoff = link::backoff(&*clock);
         'connect: loop {
-            let Some(mut conn) = link::connect(&client, timeout, &shutdown).await else {
+            let Some(mut conn) = link::connect(&client, timeout, &mut backoff, &shutdown).await
+            else {
                 return;
             };
             // Replies go out on their own connection: the listening one blocks in BLPOP.
-            let Some(replies) = link::connect(&client, timeout, &shutdown).await else {
+            let Some(replies) = link::connect(&client, timeout, &mut backoff, &shutdown).await
+            else {
                 return;
             };
             loop {
@@ -213,7 +216,7 @@ pub fn spawn_command_server(
                     Ok(None) => continue,
                     Err(err) => {
                         tracing::warn!(%err, "redis: command listener failed; reconnecting");
-                        if !link::pause(&shutdown).await {
+                        if !link::pause(&mut backoff, &shutdown).await {
                             return;
                         }
                         continue 'connect;
@@ -231,7 +234,7 @@ pub fn spawn_command_server(
                     if let Err(err) = back {
                         tracing::warn!(%err, "redis: a handed-back command was lost (the gateway answers unavailable; a retry with the same client_order_id is idempotent)");
                     }
-                    if !link::pause(&shutdown).await {
+                    if !link::pause(&mut backoff, &shutdown).await {
                         return;
                     }
                     continue;
@@ -459,8 +462,11 @@ impl Client {
     async fn listen(self: Arc<Self>, shutdown: CancellationToken) {
         let key = self.settings.reply_key(&self.node);
         let timeout = Duration::from_secs(BLPOP_SECS + 3);
+        let mut backoff = link::backoff(&*self.clock);
         'connect: loop {
-            let Some(mut conn) = link::connect(&self.client, timeout, &shutdown).await else {
+            let Some(mut conn) =
+                link::connect(&self.client, timeout, &mut backoff, &shutdown).await
+            else {
                 return;
             };
             loop {
@@ -490,7 +496,7 @@ impl Client {
                     Ok(None) => {}
                     Err(err) => {
                         tracing::warn!(%err, "redis: reply listener failed; reconnecting");
-                        if !link::pause(&shutdown).await {
+                        if !link::pause(&mut backoff, &shutdown).await {
                             return;
                         }
                         continue 'connect;

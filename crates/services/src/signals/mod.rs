@@ -128,12 +128,12 @@ impl SignalEngine {
 
     /// Turns tickers into signals until the shutdown token is cancelled or the bus closes.
     pub async fn run(mut self) {
-        if !self.config.enabled {
-            self.shutdown.cancelled().await;
-            return;
-        }
-        if let Err(problem) = self.config.validate() {
+        let invalid = self.config.validate().err();
+        if let Some(problem) = &invalid {
             tracing::error!(%problem, "signal engine not started: invalid configuration");
+        }
+        if !self.config.enabled || invalid.is_some() {
+            // Idle until shutdown, so the server awaits every task alike.
             self.shutdown.cancelled().await;
             return;
         }

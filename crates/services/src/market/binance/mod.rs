@@ -22,14 +22,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::feed_state::FeedState;
 use super::{LatestTickers, ServesLatestTickers};
+use crate::backoff::Backoff;
 use crate::{Clock, EventBus, ServiceMetrics};
 
-/// Exponential backoff with jitter.
-mod backoff;
 /// The combined-stream wire format.
 mod wire;
 
-use backoff::Backoff;
 use wire::Frame;
 
 /// Most streams Binance allows on one connection.
