@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use cryptobot_domain::{Channel, Event};
 use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
 
 use crate::{Clock, ServiceError};
 
@@ -127,6 +128,15 @@ impl Subscription {
     pub fn on_lag(mut self, hook: impl Fn(u64) + Send + Sync + 'static) -> Self {
         self.on_lag = Some(Box::new(hook));
         self
+    }
+
+    /// [`Subscription::next`], or `None` as soon as `shutdown` is cancelled (checked first).
+    pub async fn next_until(&mut self, shutdown: &CancellationToken) -> Option<Arc<Envelope>> {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => None,
+            envelope = self.next() => envelope,
+        }
     }
 
     /// The next envelope, skipping (and reporting) any the subscriber lagged behind on; `None`
@@ -513,7 +523,14 @@ mod tests {
         assert_eq!(events.next().await.map(|e| e.seq), Some(4));
         assert_eq!(*lagged.lock().unwrap(), [3]);
         assert_eq!(events.next().await.map(|e| e.seq), Some(5));
-        // TC1: the bus is gone: no more envelopes
+        // TC1: a cancelled token wins over a pending envelope, which stays for the next call
+        bus.publish(Event::Ticker(fixtures::ticker("BTCUSDT", "1")));
+        let shutdown = CancellationToken::new();
+        shutdown.cancel();
+        assert_eq!(events.next_until(&shutdown).await, None);
+        let open = CancellationToken::new();
+        assert_eq!(events.next_until(&open).await.map(|e| e.seq), Some(6));
+        // TC2: the bus is gone: no more envelopes
         drop(bus);
         assert_eq!(events.next().await, None);
         assert_eq!(*lagged.lock().unwrap(), [3]);

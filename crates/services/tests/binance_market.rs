@@ -118,6 +118,27 @@ struct Connector {
     task: JoinHandle<()>,
 }
 
+/// The market and its connector, started; the token stops it.
+fn spawn_feed(
+    config: BinanceConfig,
+    bus: Arc<InMemoryBus>,
+    clock: Arc<SystemClock>,
+) -> (
+    BinanceMarket,
+    CancellationToken,
+    tokio::task::JoinHandle<()>,
+) {
+    let shutdown = CancellationToken::new();
+    let (market, feed) = BinanceMarket::new(
+        config,
+        bus,
+        clock,
+        Arc::new(ServiceMetrics::default()),
+        shutdown.clone(),
+    );
+    (market, shutdown, feed.spawn())
+}
+
 impl Connector {
     fn start(exchange: &Exchange, symbols: &[&str], tune: impl FnOnce(&mut BinanceConfig)) -> Self {
         let clock = Arc::new(SystemClock);
@@ -134,15 +155,7 @@ impl Connector {
         tune(&mut config);
         assert_eq!(config.validate(), Ok(()));
         let events = bus.subscribe();
-        let shutdown = CancellationToken::new();
-        let (market, feed) = BinanceMarket::new(
-            config,
-            bus,
-            clock,
-            Arc::new(ServiceMetrics::default()),
-            shutdown.clone(),
-        );
-        let task = feed.spawn();
+        let (market, shutdown, task) = spawn_feed(config, bus, clock);
         Self {
             state: market.feed_state(),
             market,
@@ -413,15 +426,7 @@ async fn an_unreachable_exchange_is_retried_until_shutdown() {
         reconnect_max_ms: 10,
         ..BinanceConfig::default()
     };
-    let shutdown = CancellationToken::new();
-    let (market, feed) = BinanceMarket::new(
-        config,
-        bus,
-        clock,
-        Arc::new(ServiceMetrics::default()),
-        shutdown.clone(),
-    );
-    let task = feed.spawn();
+    let (market, shutdown, task) = spawn_feed(config, bus, clock);
     let state = market.feed_state();
     tokio::time::timeout(LIMIT, async {
         while state.status().reconnects < 3 {

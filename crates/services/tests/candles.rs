@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use cryptobot_domain::fixtures::{self, dec, symbol};
 use cryptobot_domain::{Candle, Channel, Event, Interval};
-use cryptobot_services::market::{CandleAggregator, CandleQuery};
+use cryptobot_services::market::{CandleAggregator, CandleHistory, CandleQuery};
 use cryptobot_services::trading::Storage;
 use cryptobot_services::{Clock, Envelope, EventBus, InMemoryBus, ManualClock};
 use tokio::sync::broadcast;
@@ -44,6 +44,26 @@ fn temp_db(name: &str) -> std::path::PathBuf {
         .join("db.sqlite")
 }
 
+/// The aggregator on `bus` and `storage`, started; its history, token and task.
+fn start(
+    bus: &Arc<dyn EventBus>,
+    storage: Storage,
+    clock: &Arc<ManualClock>,
+) -> (
+    CandleHistory,
+    CancellationToken,
+    tokio::task::JoinHandle<()>,
+) {
+    let shutdown = CancellationToken::new();
+    let (history, aggregator) = CandleAggregator::new(
+        Arc::clone(bus),
+        storage,
+        Arc::clone(clock) as Arc<dyn Clock>,
+        shutdown.clone(),
+    );
+    (history, shutdown, aggregator.spawn())
+}
+
 #[tokio::test(start_paused = true)]
 async fn ticks_become_conflated_updates_and_closed_candles_that_survive_a_restart() {
     let path = temp_db("task");
@@ -51,14 +71,7 @@ async fn ticks_become_conflated_updates_and_closed_candles_that_survive_a_restar
     let bus: Arc<dyn EventBus> =
         Arc::new(InMemoryBus::new(1024, Arc::clone(&clock) as Arc<dyn Clock>));
     let storage = Storage::open(path.to_str().unwrap()).unwrap();
-    let shutdown = CancellationToken::new();
-    let (history, aggregator) = CandleAggregator::new(
-        Arc::clone(&bus),
-        storage,
-        Arc::clone(&clock) as Arc<dyn Clock>,
-        shutdown.clone(),
-    );
-    let task = aggregator.spawn();
+    let (history, shutdown, task) = start(&bus, storage, &clock);
     let mut events = bus.subscribe();
     // TC0: many ticks within a second give one update per channel, at the timer
     for price in ["100", "103", "99", "101"] {
@@ -153,14 +166,7 @@ async fn ticks_become_conflated_updates_and_closed_candles_that_survive_a_restar
 
     // TC4: after a restart the closed candle is back (the open one is not: it was never closed)
     let storage = Storage::open(path.to_str().unwrap()).unwrap();
-    let shutdown = CancellationToken::new();
-    let (history, aggregator) = CandleAggregator::new(
-        Arc::clone(&bus),
-        storage,
-        Arc::clone(&clock) as Arc<dyn Clock>,
-        shutdown.clone(),
-    );
-    let task = aggregator.spawn();
+    let (history, shutdown, task) = start(&bus, storage, &clock);
     assert_eq!(history.candles(query).await.unwrap(), [closed]);
     shutdown.cancel();
     task.await.unwrap();

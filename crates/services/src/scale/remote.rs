@@ -645,14 +645,7 @@ struct TickerMirror {
 
 impl TickerMirror {
     async fn run(mut self) {
-        loop {
-            let envelope = tokio::select! {
-                () = self.shutdown.cancelled() => return,
-                received = self.events.next() => match received {
-                    Some(envelope) => envelope,
-                    None => return,
-                },
-            };
+        while let Some(envelope) = self.events.next_until(&self.shutdown).await {
             if let Event::Ticker(ticker) = &envelope.event
                 && self.latest.symbols().contains(&ticker.symbol)
             {

@@ -86,15 +86,7 @@ impl AutoTrader {
             self.shutdown.cancelled().await;
             return;
         }
-        loop {
-            let envelope = tokio::select! {
-                biased;
-                () = self.shutdown.cancelled() => break,
-                received = self.events.next() => match received {
-                    Some(envelope) => envelope,
-                    None => break,
-                },
-            };
+        while let Some(envelope) = self.events.next_until(&self.shutdown).await {
             let Event::Signal(signal) = &envelope.event else {
                 continue;
             };

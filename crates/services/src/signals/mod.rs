@@ -137,15 +137,7 @@ impl SignalEngine {
             self.shutdown.cancelled().await;
             return;
         }
-        loop {
-            let envelope = tokio::select! {
-                biased;
-                () = self.shutdown.cancelled() => break,
-                received = self.events.next() => match received {
-                    Some(envelope) => envelope,
-                    None => break,
-                },
-            };
+        while let Some(envelope) = self.events.next_until(&self.shutdown).await {
             if let Event::Ticker(ticker) = &envelope.event {
                 self.on_ticker(ticker);
             }
