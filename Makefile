@@ -3,7 +3,7 @@ CARGO ?= cargo
 export CARGO_TARGET_DIR ?= $(CURDIR)/target
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint fmt fmt-check clippy doc ci bin seed-client browser-test bench bench-smoke schemathesis asyncapi fuzz
+.PHONY: help run test lint fmt fmt-check clippy clippy-core doc ci bin seed-client browser-test bench bench-smoke schemathesis asyncapi fuzz
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -23,7 +23,10 @@ fmt-check: ## Check formatting
 clippy: ## Lint with clippy, warnings are errors
 	$(CARGO) clippy --workspace --all-targets --all-features --locked -- -D warnings
 
-lint: fmt-check clippy ## fmt check + clippy
+clippy-core: ## Lint the services' core alone (no sqlite, redis, binance), as the gateway builds it
+	$(CARGO) clippy -p cryptobot-services --no-default-features --all-targets --locked -- -D warnings
+
+lint: fmt-check clippy clippy-core ## fmt check + clippy (workspace, and the services' core alone)
 
 doc: ## Build the docs, warnings are errors
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --locked

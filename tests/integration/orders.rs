@@ -152,8 +152,8 @@ async fn rest_places_lists_cancels_and_reserves() {
         (unknown.status, unknown.json()["code"].as_str()),
         (404, Some("unknown_order"))
     );
-    // Ids beyond SQLite's i64 name no order either (they were a 500 storage_error, found by
-    // schemathesis); one beyond u64 does not parse.
+    // Ids beyond SQLite's i64 name no order either (not a 500 storage_error from the i64
+    // conversion); one beyond u64 does not parse.
     for id in ["9223372036854775808", "18446744073709551615"] {
         let unknown = delete(&app, &format!("/api/v1/orders/{id}")).await;
         assert_eq!(

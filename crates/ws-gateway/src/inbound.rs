@@ -264,7 +264,7 @@ mod tests {
     fn accepts_messages_within_the_limit_and_refuses_the_first_one_over_it() {
         let limit = 60_000;
         let cases: Vec<(&str, Vec<u8>, bool)> = vec![
-            // TC0: ten messages of exactly the limit, back to back (the old guard refused these)
+            // TC0: ten messages of exactly the limit, back to back (a guard counting the pipeline as one message would refuse these)
             (
                 "pipelined at the limit",
                 frame(TEXT, limit).repeat(10),

@@ -47,7 +47,7 @@ enum Call {
     Execute {
         request: TradeRequest,
     },
-    /// From gateways of an earlier version; still served.
+    /// The latest trades by count: served for gateway nodes that ask in this form.
     RecentTrades {
         limit: usize,
     },
