@@ -8,9 +8,9 @@
 //! The core (bus, clock, error, backoff, the market and trading traits, pure matching and books,
 //! metrics, signals, alerts, the simulated market, the in-memory bus) builds with no feature. The
 //! adapters are features, all on by default:
-//! - `sqlite`: the paper trading engine ([`trading::PaperTrading`]), its storage and the candle
+//! - `sqlite`: the paper trading engine (`trading::PaperTrading`), its storage and the candle
 //!   history (bundled SQLite through rusqlite);
-//! - `redis`: scale-out through Redis ([`scale`]);
+//! - `redis`: scale-out through Redis (`scale`);
 //! - `binance`: the live Binance connector (tokio-tungstenite over rustls with ring).
 //!
 //! An embedder of the gateway (`cryptobot-ws-gateway`, which depends on this crate with

@@ -1,6 +1,6 @@
 //! OHLCV candles aggregated from the market feed's tickers at 1m, 5m, 1h and 1d: the pure book and
 //! the history query. The task that feeds the book and stores closed candles is in
-//! [`candle_history`](super::candle_history) (feature `sqlite`).
+//! `market::candle_history` (feature `sqlite`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
