@@ -25,8 +25,8 @@ use cryptobot_services::market::{
     BinanceFeed, BinanceMarket, CandleAggregator, FeedState, SimulatedFeed, SimulatedMarket,
 };
 use cryptobot_services::scale::{
-    BrokerMetrics, EngineLease, LeaseOutcome, RedisFollowerBus, RedisPublishingBus, RemoteMarket,
-    RemoteTrading, acquire_engine_lease, keep_engine_lease, spawn_command_server,
+    BrokerMetrics, CommandServer, EngineLease, LeaseKeeper, LeaseOutcome, RedisFollowerBus,
+    RedisPublishingBus, RemoteMarket, RemoteTrading, acquire_engine_lease,
 };
 use cryptobot_services::signals::{AutoTrader, SignalEngine};
 use cryptobot_services::trading::{PaperTrading, Storage};
@@ -297,11 +297,7 @@ impl Application {
                         });
                     }
                 }
-                tasks.push(tokio::spawn(keep_engine_lease(
-                    redis,
-                    Arc::clone(&lease),
-                    shutdown.clone(),
-                )));
+                tasks.push(LeaseKeeper::new(redis, Arc::clone(&lease), shutdown.clone()).spawn());
                 let broker = Arc::new(BrokerMetrics::default());
                 let bus = Arc::new(RedisPublishingBus::new(
                     local,
@@ -309,11 +305,14 @@ impl Application {
                     Arc::clone(&broker),
                     Arc::clone(&lease),
                 ));
-                tasks.push(tokio::spawn(Arc::clone(&bus).run_writer(
-                    settings.redis_settings(),
-                    Arc::clone(clock),
-                    shutdown.clone(),
-                )));
+                tasks.push(
+                    bus.writer(
+                        settings.redis_settings(),
+                        Arc::clone(clock),
+                        shutdown.clone(),
+                    )
+                    .spawn(),
+                );
                 (bus as Arc<dyn EventBus>, Some(broker), Some(lease))
             }
         };
@@ -383,15 +382,18 @@ impl Application {
 
         tasks.push(engine_task);
         if let (Some(broker), Some(lease)) = (&broker, &lease) {
-            tasks.push(spawn_command_server(
-                settings.redis_settings(),
-                Arc::clone(&trade),
-                Arc::clone(&portfolio),
-                Arc::clone(clock),
-                Arc::clone(broker),
-                Arc::clone(lease),
-                shutdown.clone(),
-            ));
+            tasks.push(
+                CommandServer::new(
+                    settings.redis_settings(),
+                    Arc::clone(&trade),
+                    Arc::clone(&portfolio),
+                    Arc::clone(clock),
+                    Arc::clone(broker),
+                    Arc::clone(lease),
+                    shutdown.clone(),
+                )
+                .spawn(),
+            );
         }
         tasks.push(
             SignalEngine::new(
@@ -471,7 +473,7 @@ impl Application {
         let tasks = vec![
             market_task,
             replies_task,
-            tokio::spawn(Arc::clone(&bus).run(redis, shutdown.clone())),
+            bus.reader(redis, shutdown.clone()).spawn(),
         ];
         Ok(Core {
             bus,

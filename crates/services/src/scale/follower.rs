@@ -47,7 +47,7 @@ struct Mirror {
 }
 
 impl RedisFollowerBus {
-    /// Creates an empty mirror; spawn [`RedisFollowerBus::run`] to fill it.
+    /// Creates an empty mirror; spawn its [`RedisFollowerBus::reader`] to fill it.
     #[must_use]
     pub fn new(
         capacity: usize,
@@ -66,49 +66,26 @@ impl RedisFollowerBus {
         }
     }
 
+    /// The task that fills this mirror from Redis until `shutdown` (see [`StreamReader::run`]).
+    #[must_use]
+    pub fn reader(
+        self: &Arc<Self>,
+        settings: RedisSettings,
+        shutdown: CancellationToken,
+    ) -> StreamReader {
+        StreamReader {
+            bus: Arc::clone(self),
+            settings,
+            shutdown,
+        }
+    }
+
     fn set_health(&self, health: BrokerHealth) {
         if health != BrokerHealth::Up {
             // Unknown while Redis cannot be read.
             self.metrics.engine_alive.store(0, Relaxed);
         }
         report_health(&self.health, &self.metrics, health);
-    }
-
-    /// Follows the streams until `shutdown`, reconnecting with backoff; after a reconnection it
-    /// reads on from the last entry it has, so local clients get what was published meanwhile.
-    pub async fn run(self: Arc<Self>, settings: RedisSettings, shutdown: CancellationToken) {
-        let client = match redis::Client::open(settings.url.as_str()) {
-            Ok(client) => client,
-            Err(err) => {
-                tracing::error!(%err, "invalid bus.redis_url; this gateway gets no events");
-                return;
-            }
-        };
-        let mut ever_up = false;
-        let mut backoff = link::backoff(&*self.clock);
-        loop {
-            let Some(mut conn) =
-                link::connect(&client, RESPONSE_TIMEOUT, &mut backoff, &shutdown).await
-            else {
-                return;
-            };
-            loop {
-                match self.poll(&mut conn, &settings, &mut ever_up).await {
-                    Ok(()) => {}
-                    Err(err) => {
-                        tracing::warn!(%err, "redis: follow failed; reconnecting");
-                        self.set_health(BrokerHealth::Down);
-                        break;
-                    }
-                }
-                if shutdown.is_cancelled() {
-                    return;
-                }
-            }
-            if !link::pause(&mut backoff, &shutdown).await {
-                return;
-            }
-        }
     }
 
     /// One round: checks the epoch and the engine's liveness, then reads what follows the last
@@ -300,6 +277,73 @@ fn decode(channel: &Channel, entry: &redis::streams::StreamId) -> Result<(u64, E
             event,
         },
     ))
+}
+
+/// A gateway node's reader of the engine's streams: fills a [`RedisFollowerBus`]'s mirror and
+/// delivers what it reads to the local subscribers.
+pub struct StreamReader {
+    bus: Arc<RedisFollowerBus>,
+    settings: RedisSettings,
+    shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for StreamReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamReader")
+            .field("prefix", &self.settings.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StreamReader {
+    /// Runs the reader on the tokio runtime.
+    #[must_use]
+    pub fn spawn(self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(self.run())
+    }
+
+    /// Follows the streams until the shutdown token is cancelled, reconnecting with backoff;
+    /// after a reconnection it reads on from the last entry it has, so local clients get what was
+    /// published meanwhile.
+    pub async fn run(self) {
+        let Self {
+            bus,
+            settings,
+            shutdown,
+        } = self;
+        let client = match redis::Client::open(settings.url.as_str()) {
+            Ok(client) => client,
+            Err(err) => {
+                tracing::error!(%err, "invalid bus.redis_url; this gateway gets no events");
+                return;
+            }
+        };
+        let mut ever_up = false;
+        let mut backoff = link::backoff(&*bus.clock);
+        loop {
+            let Some(mut conn) =
+                link::connect(&client, RESPONSE_TIMEOUT, &mut backoff, &shutdown).await
+            else {
+                return;
+            };
+            loop {
+                match bus.poll(&mut conn, &settings, &mut ever_up).await {
+                    Ok(()) => {}
+                    Err(err) => {
+                        tracing::warn!(%err, "redis: follow failed; reconnecting");
+                        bus.set_health(BrokerHealth::Down);
+                        break;
+                    }
+                }
+                if shutdown.is_cancelled() {
+                    return;
+                }
+            }
+            if !link::pause(&mut backoff, &shutdown).await {
+                return;
+            }
+        }
+    }
 }
 
 impl EventBus for RedisFollowerBus {

@@ -254,73 +254,105 @@ pub async fn acquire_engine_lease(
     }
 }
 
-/// Renews the lease five times per time-to-live until `shutdown`, then releases it. Re-claims it
-/// after Redis lost it (a restart). Finding it held by another engine means this process was
-/// replaced: the lease is marked lost ([`EngineLease::lose`]) and the keeper ends.
-pub async fn keep_engine_lease(
+/// The engine's lease keeper: renews the lease five times per time-to-live until the shutdown
+/// token is cancelled, then releases it. Re-claims it after Redis lost it (a restart). Finding it
+/// held by another engine means this process was replaced: the lease is marked lost
+/// ([`EngineLease::lose`]) and the keeper ends.
+#[derive(Debug)]
+pub struct LeaseKeeper {
     settings: RedisSettings,
     lease: std::sync::Arc<EngineLease>,
     shutdown: CancellationToken,
-) {
-    let Ok(client) = redis::Client::open(settings.url.as_str()) else {
-        return;
-    };
-    let timeout = lease.attempt_timeout();
-    let mut conn: Option<MultiplexedConnection> = None;
-    loop {
-        let started = Instant::now();
-        let attempt = async {
-            let conn = match &mut conn {
-                Some(conn) => conn,
-                empty => empty.insert(open(&client, timeout).await?),
+}
+
+impl LeaseKeeper {
+    /// A keeper of `lease` under `settings.prefix`, until `shutdown`.
+    #[must_use]
+    pub const fn new(
+        settings: RedisSettings,
+        lease: std::sync::Arc<EngineLease>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            settings,
+            lease,
+            shutdown,
+        }
+    }
+
+    /// Runs the keeper on the tokio runtime.
+    #[must_use]
+    pub fn spawn(self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(self.run())
+    }
+
+    /// Keeps the lease until the shutdown token is cancelled or the lease is lost.
+    pub async fn run(self) {
+        let Self {
+            settings,
+            lease,
+            shutdown,
+        } = self;
+        let Ok(client) = redis::Client::open(settings.url.as_str()) else {
+            return;
+        };
+        let timeout = lease.attempt_timeout();
+        let mut conn: Option<MultiplexedConnection> = None;
+        loop {
+            let started = Instant::now();
+            let attempt = async {
+                let conn = match &mut conn {
+                    Some(conn) => conn,
+                    empty => empty.insert(open(&client, timeout).await?),
+                };
+                claim(conn, &settings, &lease).await
             };
-            claim(conn, &settings, &lease).await
-        };
-        let pause = match tokio::time::timeout(timeout, attempt).await {
-            Ok(Ok(true)) => {
-                lease.confirm(started);
-                lease.renew_every()
-            }
-            Ok(Ok(false)) => {
-                tracing::error!(
-                    prefix = %settings.prefix,
-                    "another engine took the lease on this prefix: this engine stops"
-                );
-                lease.lose();
-                return;
-            }
-            failed => {
-                if let Ok(Err(err)) = failed {
-                    tracing::debug!(%err, "redis: lease renewal failed; retrying");
+            let pause = match tokio::time::timeout(timeout, attempt).await {
+                Ok(Ok(true)) => {
+                    lease.confirm(started);
+                    lease.renew_every()
                 }
-                conn = None;
-                // An attempt that took far longer than its timeout means this process was not
-                // running (paused), which says nothing about Redis: no outage is recorded then,
-                // so the fence stays shut until a claim succeeds.
-                if started.elapsed() <= timeout * 2 {
-                    lease.unreachable(Instant::now());
+                Ok(Ok(false)) => {
+                    tracing::error!(
+                        prefix = %settings.prefix,
+                        "another engine took the lease on this prefix: this engine stops"
+                    );
+                    lease.lose();
+                    return;
                 }
-                lease.renew_every().min(Duration::from_millis(500))
-            }
-        };
-        tokio::select! {
-            () = shutdown.cancelled() => {
-                if let Some(conn) = &mut conn {
-                    let released: redis::RedisResult<i64> = redis::cmd("EVAL")
-                        .arg(RELEASE)
-                        .arg(2)
-                        .arg(settings.lease_key())
-                        .arg(settings.alive_key())
-                        .arg(lease.token())
-                        .query_async(conn)
-                        .await;
-                    if let Err(err) = released {
-                        tracing::debug!(%err, "redis: lease not released; it lapses by itself");
+                failed => {
+                    if let Ok(Err(err)) = failed {
+                        tracing::debug!(%err, "redis: lease renewal failed; retrying");
                     }
+                    conn = None;
+                    // An attempt that took far longer than its timeout means this process was not
+                    // running (paused), which says nothing about Redis: no outage is recorded then,
+                    // so the fence stays shut until a claim succeeds.
+                    if started.elapsed() <= timeout * 2 {
+                        lease.unreachable(Instant::now());
+                    }
+                    lease.renew_every().min(Duration::from_millis(500))
                 }
-                return;
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => {
+                    if let Some(conn) = &mut conn {
+                        let released: redis::RedisResult<i64> = redis::cmd("EVAL")
+                            .arg(RELEASE)
+                            .arg(2)
+                            .arg(settings.lease_key())
+                            .arg(settings.alive_key())
+                            .arg(lease.token())
+                            .query_async(conn)
+                            .await;
+                        if let Err(err) = released {
+                            tracing::debug!(%err, "redis: lease not released; it lapses by itself");
+                        }
+                    }
+                    return;
+                }
+                () = tokio::time::sleep(pause) => {}
             }
-            () = tokio::time::sleep(pause) => {}
         }
     }
 }
@@ -419,11 +451,8 @@ mod tests {
         );
         // TC2: the keeper renews it while running and releases it at shutdown
         let shutdown = CancellationToken::new();
-        let keeper = tokio::spawn(keep_engine_lease(
-            settings.clone(),
-            Arc::clone(&first),
-            shutdown.clone(),
-        ));
+        let keeper =
+            LeaseKeeper::new(settings.clone(), Arc::clone(&first), shutdown.clone()).spawn();
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(
             acquire_engine_lease(&settings, &second, Duration::ZERO).await,
@@ -464,11 +493,8 @@ mod tests {
             LeaseOutcome::Held
         );
         let shutdown = CancellationToken::new();
-        let keeper = tokio::spawn(keep_engine_lease(
-            settings.clone(),
-            Arc::clone(&lease),
-            shutdown.clone(),
-        ));
+        let keeper =
+            LeaseKeeper::new(settings.clone(), Arc::clone(&lease), shutdown.clone()).spawn();
         // Another engine's token replaces ours (as after our lease lapsed during a pause).
         let client = redis::Client::open(settings.url.as_str()).unwrap();
         let mut conn = client.get_multiplexed_async_connection().await.unwrap();

@@ -23,10 +23,10 @@ use cryptobot_domain::Channel;
 
 use crate::BrokerHealth;
 
-pub use follower::RedisFollowerBus;
-pub use lease::{ENGINE_LEASE, EngineLease, LeaseOutcome, acquire_engine_lease, keep_engine_lease};
-pub use publisher::RedisPublishingBus;
-pub use remote::{RemoteMarket, RemoteTrading, spawn_command_server};
+pub use follower::{RedisFollowerBus, StreamReader};
+pub use lease::{ENGINE_LEASE, EngineLease, LeaseKeeper, LeaseOutcome, acquire_engine_lease};
+pub use publisher::{RedisPublishingBus, StreamWriter};
+pub use remote::{CommandServer, RemoteMarket, RemoteTrading};
 
 /// Tells a node's watchers (the gateway hub) about a change of its broker state, and keeps the
 /// `connected` gauge in step; watchers are woken only on a real change.

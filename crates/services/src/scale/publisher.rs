@@ -94,8 +94,8 @@ struct Queue {
 }
 
 impl RedisPublishingBus {
-    /// Wraps the engine's local bus; spawn [`RedisPublishingBus::run_writer`] to write to Redis.
-    /// `lease` is the engine's (renewed by [`super::keep_engine_lease`]); its token is the value
+    /// Wraps the engine's local bus; spawn its [`RedisPublishingBus::writer`] to write to Redis.
+    /// `lease` is the engine's (renewed by a [`super::LeaseKeeper`]); its token is the value
     /// every write checks.
     #[must_use]
     pub fn new(
@@ -115,6 +115,23 @@ impl RedisPublishingBus {
         }
     }
 
+    /// The task that writes this bus's envelopes to Redis until `shutdown` (see
+    /// [`StreamWriter::run`]); `clock` times the writes.
+    #[must_use]
+    pub fn writer(
+        self: &Arc<Self>,
+        settings: RedisSettings,
+        clock: Arc<dyn Clock>,
+        shutdown: CancellationToken,
+    ) -> StreamWriter {
+        StreamWriter {
+            bus: Arc::clone(self),
+            settings,
+            clock,
+            shutdown,
+        }
+    }
+
     /// Stops the writer for good: another engine holds the lease.
     fn fenced(&self) {
         tracing::error!(
@@ -126,146 +143,6 @@ impl RedisPublishingBus {
 
     fn set_health(&self, health: BrokerHealth) {
         report_health(&self.health, &self.metrics, health);
-    }
-
-    /// Writes queued envelopes to Redis in order until `shutdown`, reconnecting with backoff.
-    ///
-    /// On its first connection it replaces the previous run's streams (a new epoch starts at
-    /// `seq` 1); after a reconnection it only restores the epoch key (Redis may have restarted
-    /// empty) and flushes the backlog.
-    pub async fn run_writer(
-        self: Arc<Self>,
-        settings: RedisSettings,
-        clock: Arc<dyn Clock>,
-        shutdown: CancellationToken,
-    ) {
-        let client = match redis::Client::open(settings.url.as_str()) {
-            Ok(client) => client,
-            Err(err) => {
-                tracing::error!(%err, "invalid bus.redis_url; events stay local");
-                return;
-            }
-        };
-        let mut first = true;
-        let mut ever_up = false;
-        let lost = self.lease.lost();
-        let mut backoff = link::backoff(&*clock);
-        'connect: loop {
-            let Some(mut conn) =
-                link::connect(&client, Duration::from_secs(5), &mut backoff, &shutdown).await
-            else {
-                return;
-            };
-            if let Err(err) = self.prepare(&mut conn, &settings, first).await {
-                if is_fenced(&err) {
-                    return self.fenced();
-                }
-                tracing::warn!(%err, "redis: cannot prepare streams");
-                self.down();
-                if !link::pause(&mut backoff, &shutdown).await {
-                    return;
-                }
-                continue;
-            }
-            first = false;
-            if ever_up {
-                self.metrics.reconnects.fetch_add(1, Relaxed);
-            }
-            ever_up = true;
-            self.set_health(BrokerHealth::Up);
-            tracing::info!("redis: engine publishing");
-            loop {
-                self.report_overflow(&clock);
-                let batch: Vec<Arc<Envelope>> = {
-                    let queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-                    queue.pending.iter().take(BATCH).cloned().collect()
-                };
-                let no_holes = self
-                    .queue
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .holes
-                    .is_empty();
-                if batch.is_empty() && no_holes {
-                    tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        () = self.wake.notified() => continue,
-                        // The keeper found the lease taken: stop now, not at the next write.
-                        () = lost.cancelled() => return self.fenced(),
-                    }
-                }
-                let holes = std::mem::take(
-                    &mut self
-                        .queue
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .holes,
-                );
-                if let Err(err) = write_holes(
-                    &mut conn,
-                    &settings,
-                    &self.lease,
-                    self.local.epoch(),
-                    &holes,
-                )
-                .await
-                {
-                    if is_fenced(&err) {
-                        return self.fenced();
-                    }
-                    tracing::warn!(%err, "redis: hole markers not written; retrying");
-                    {
-                        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-                        for (channel, seq) in holes {
-                            let hole = queue.holes.entry(channel).or_default();
-                            *hole = (*hole).max(seq);
-                        }
-                    }
-                    self.down();
-                    if !link::pause(&mut backoff, &shutdown).await {
-                        return;
-                    }
-                    continue 'connect;
-                }
-                if let Err(err) = write_batch(
-                    &mut conn,
-                    &settings,
-                    &self.lease,
-                    self.local.epoch(),
-                    &batch,
-                )
-                .await
-                {
-                    if is_fenced(&err) {
-                        return self.fenced();
-                    }
-                    tracing::warn!(%err, backlog = self.backlog(), "redis: publish failed; buffering");
-                    self.down();
-                    if !link::pause(&mut backoff, &shutdown).await {
-                        return;
-                    }
-                    continue 'connect;
-                }
-                let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-                // Only what was written leaves the queue; an overflow may have dropped some of
-                // the batch's envelopes meanwhile, so remove by seq, not by count.
-                for written in &batch {
-                    if queue
-                        .pending
-                        .front()
-                        .is_some_and(|front| Arc::ptr_eq(front, written))
-                    {
-                        queue.pending.pop_front();
-                    }
-                }
-                self.metrics
-                    .publish_backlog
-                    .store(queue.pending.len() as u64, Relaxed);
-                self.metrics
-                    .envelopes
-                    .fetch_add(batch.len() as u64, Relaxed);
-            }
-        }
     }
 
     fn backlog(&self) -> usize {
@@ -420,6 +297,158 @@ async fn write_batch(
     xadd_fenced(conn, settings, lease, &entries).await
 }
 
+/// The engine's writer to Redis Streams: drains a [`RedisPublishingBus`]'s queue in order.
+pub struct StreamWriter {
+    bus: Arc<RedisPublishingBus>,
+    settings: RedisSettings,
+    clock: Arc<dyn Clock>,
+    shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for StreamWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamWriter")
+            .field("prefix", &self.settings.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StreamWriter {
+    /// Runs the writer on the tokio runtime.
+    #[must_use]
+    pub fn spawn(self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(self.run())
+    }
+
+    /// Writes queued envelopes to Redis in order until the shutdown token is cancelled,
+    /// reconnecting with backoff.
+    ///
+    /// On its first connection it replaces the previous run's streams (a new epoch starts at
+    /// `seq` 1); after a reconnection it only restores the epoch key (Redis may have restarted
+    /// empty) and flushes the backlog.
+    pub async fn run(self) {
+        let Self {
+            bus,
+            settings,
+            clock,
+            shutdown,
+        } = self;
+        let client = match redis::Client::open(settings.url.as_str()) {
+            Ok(client) => client,
+            Err(err) => {
+                tracing::error!(%err, "invalid bus.redis_url; events stay local");
+                return;
+            }
+        };
+        let mut first = true;
+        let mut ever_up = false;
+        let lost = bus.lease.lost();
+        let mut backoff = link::backoff(&*clock);
+        'connect: loop {
+            let Some(mut conn) =
+                link::connect(&client, Duration::from_secs(5), &mut backoff, &shutdown).await
+            else {
+                return;
+            };
+            if let Err(err) = bus.prepare(&mut conn, &settings, first).await {
+                if is_fenced(&err) {
+                    return bus.fenced();
+                }
+                tracing::warn!(%err, "redis: cannot prepare streams");
+                bus.down();
+                if !link::pause(&mut backoff, &shutdown).await {
+                    return;
+                }
+                continue;
+            }
+            first = false;
+            if ever_up {
+                bus.metrics.reconnects.fetch_add(1, Relaxed);
+            }
+            ever_up = true;
+            bus.set_health(BrokerHealth::Up);
+            tracing::info!("redis: engine publishing");
+            loop {
+                bus.report_overflow(&clock);
+                let batch: Vec<Arc<Envelope>> = {
+                    let queue = bus.queue.lock().unwrap_or_else(PoisonError::into_inner);
+                    queue.pending.iter().take(BATCH).cloned().collect()
+                };
+                let no_holes = bus
+                    .queue
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .holes
+                    .is_empty();
+                if batch.is_empty() && no_holes {
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = bus.wake.notified() => continue,
+                        // The keeper found the lease taken: stop now, not at the next write.
+                        () = lost.cancelled() => return bus.fenced(),
+                    }
+                }
+                let holes = std::mem::take(
+                    &mut bus
+                        .queue
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .holes,
+                );
+                if let Err(err) =
+                    write_holes(&mut conn, &settings, &bus.lease, bus.local.epoch(), &holes).await
+                {
+                    if is_fenced(&err) {
+                        return bus.fenced();
+                    }
+                    tracing::warn!(%err, "redis: hole markers not written; retrying");
+                    {
+                        let mut queue = bus.queue.lock().unwrap_or_else(PoisonError::into_inner);
+                        for (channel, seq) in holes {
+                            let hole = queue.holes.entry(channel).or_default();
+                            *hole = (*hole).max(seq);
+                        }
+                    }
+                    bus.down();
+                    if !link::pause(&mut backoff, &shutdown).await {
+                        return;
+                    }
+                    continue 'connect;
+                }
+                if let Err(err) =
+                    write_batch(&mut conn, &settings, &bus.lease, bus.local.epoch(), &batch).await
+                {
+                    if is_fenced(&err) {
+                        return bus.fenced();
+                    }
+                    tracing::warn!(%err, backlog = bus.backlog(), "redis: publish failed; buffering");
+                    bus.down();
+                    if !link::pause(&mut backoff, &shutdown).await {
+                        return;
+                    }
+                    continue 'connect;
+                }
+                let mut queue = bus.queue.lock().unwrap_or_else(PoisonError::into_inner);
+                // Only what was written leaves the queue; an overflow may have dropped some of
+                // the batch's envelopes meanwhile, so remove by seq, not by count.
+                for written in &batch {
+                    if queue
+                        .pending
+                        .front()
+                        .is_some_and(|front| Arc::ptr_eq(front, written))
+                    {
+                        queue.pending.pop_front();
+                    }
+                }
+                bus.metrics
+                    .publish_backlog
+                    .store(queue.pending.len() as u64, Relaxed);
+                bus.metrics.envelopes.fetch_add(batch.len() as u64, Relaxed);
+            }
+        }
+    }
+}
+
 impl EventBus for RedisPublishingBus {
     fn publish(&self, event: Event) -> Arc<Envelope> {
         let envelope = self.local.publish(event);
@@ -542,11 +571,9 @@ mod tests {
             Arc::new(BrokerMetrics::default()),
             Arc::clone(&lease),
         ));
-        let writer = tokio::spawn(Arc::clone(&engine).run_writer(
-            settings.clone(),
-            Arc::clone(&clock),
-            shutdown.clone(),
-        ));
+        let writer = engine
+            .writer(settings.clone(), Arc::clone(&clock), shutdown.clone())
+            .spawn();
         let follower = Arc::new(super::super::RedisFollowerBus::new(
             16,
             crate::HistoryLimits::default(),
@@ -554,7 +581,7 @@ mod tests {
             Arc::new(BrokerMetrics::default()),
         ));
         let mut rx = follower.subscribe();
-        let reader = tokio::spawn(Arc::clone(&follower).run(settings.clone(), shutdown.clone()));
+        let reader = follower.reader(settings.clone(), shutdown.clone()).spawn();
         let mut published = Vec::new();
         for id in 1..=5 {
             published.push(engine.publish(Event::TradeExecuted(fixtures::trade(

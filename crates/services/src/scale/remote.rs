@@ -175,7 +175,7 @@ impl From<WireError> for ServiceError {
 /// A command is executed only while `lease` says this process is the engine; otherwise it goes
 /// back to the head of the list, for the engine that holds the lease (or for this one, once its
 /// lease is confirmed again), and the server stops for good once the lease is lost.
-pub fn spawn_command_server(
+pub struct CommandServer {
     settings: RedisSettings,
     trade: Arc<dyn TradeService>,
     portfolio: Arc<dyn PortfolioService>,
@@ -183,8 +183,57 @@ pub fn spawn_command_server(
     metrics: Arc<BrokerMetrics>,
     lease: Arc<EngineLease>,
     shutdown: CancellationToken,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+}
+
+impl std::fmt::Debug for CommandServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommandServer")
+            .field("prefix", &self.settings.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CommandServer {
+    /// A server of the commands forwarded under `settings.prefix` to `trade` and `portfolio`,
+    /// until `shutdown`.
+    #[must_use]
+    pub fn new(
+        settings: RedisSettings,
+        trade: Arc<dyn TradeService>,
+        portfolio: Arc<dyn PortfolioService>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<BrokerMetrics>,
+        lease: Arc<EngineLease>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            settings,
+            trade,
+            portfolio,
+            clock,
+            metrics,
+            lease,
+            shutdown,
+        }
+    }
+
+    /// Runs the server on the tokio runtime.
+    #[must_use]
+    pub fn spawn(self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(self.run())
+    }
+
+    /// Serves forwarded commands until the shutdown token is cancelled or the lease is lost.
+    pub async fn run(self) {
+        let Self {
+            settings,
+            trade,
+            portfolio,
+            clock,
+            metrics,
+            lease,
+            shutdown,
+        } = self;
         let Ok(client) = redis::Client::open(settings.url.as_str()) else {
             tracing::error!("invalid bus.redis_url; forwarded commands are not served");
             return;
@@ -282,7 +331,7 @@ pub fn spawn_command_server(
                 });
             }
         }
-    })
+    }
 }
 
 async fn serve(
@@ -375,7 +424,11 @@ impl RemoteTrading {
             clock,
             metrics,
         });
-        let listener = tokio::spawn(Arc::clone(&inner).listen(shutdown));
+        let listener = ReplyListener {
+            client: Arc::clone(&inner),
+            shutdown,
+        };
+        let listener = tokio::spawn(listener.run());
         Ok((Self { inner }, listener))
     }
 
@@ -457,15 +510,23 @@ impl Client {
         }
         Ok(())
     }
+}
 
-    /// Reads this node's reply list and completes the waiting calls.
-    async fn listen(self: Arc<Self>, shutdown: CancellationToken) {
-        let key = self.settings.reply_key(&self.node);
+/// Reads a gateway node's reply list and completes the calls waiting in its [`RemoteTrading`].
+struct ReplyListener {
+    client: Arc<Client>,
+    shutdown: CancellationToken,
+}
+
+impl ReplyListener {
+    async fn run(self) {
+        let Self { client, shutdown } = self;
+        let key = client.settings.reply_key(&client.node);
         let timeout = Duration::from_secs(BLPOP_SECS + 3);
-        let mut backoff = link::backoff(&*self.clock);
+        let mut backoff = link::backoff(&*client.clock);
         'connect: loop {
             let Some(mut conn) =
-                link::connect(&self.client, timeout, &mut backoff, &shutdown).await
+                link::connect(&client.client, timeout, &mut backoff, &shutdown).await
             else {
                 return;
             };
@@ -481,7 +542,7 @@ impl Client {
                 match popped {
                     Ok(Some((_, raw))) => match serde_json::from_str::<Reply>(&raw) {
                         Ok(reply) => {
-                            let waiting = self
+                            let waiting = client
                                 .pending
                                 .lock()
                                 .unwrap_or_else(PoisonError::into_inner)
