@@ -235,7 +235,7 @@ impl Storage {
                 })
             })
             .db()?;
-        Ok(rows.collect::<Result<Vec<_>, _>>().db()?)
+        rows.collect::<Result<Vec<_>, _>>().db()
     }
 
     /// Returns every trade in execution order (for replaying the books).
@@ -659,7 +659,7 @@ impl Storage {
         let conn = self.lock();
         let mut statement = conn.prepare(sql).db()?;
         let rows = statement.query_map(params, read_order).db()?;
-        Ok(rows.collect::<Result<Vec<_>, _>>().db()?)
+        rows.collect::<Result<Vec<_>, _>>().db()
     }
 
     /// Stores a position's stop-loss and take-profit levels.
@@ -696,7 +696,7 @@ impl Storage {
         let conn = self.lock();
         let mut statement = conn.prepare(sql).db()?;
         let rows = statement.query_map(params, read_trade).db()?;
-        Ok(rows.collect::<Result<Vec<_>, _>>().db()?)
+        rows.collect::<Result<Vec<_>, _>>().db()
     }
 }
 
