@@ -57,3 +57,33 @@ pub(crate) async fn pause(backoff: &mut Backoff, shutdown: &CancellationToken) -
         () = tokio::time::sleep(backoff.next_delay()) => true,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeDelta;
+    use cryptobot_domain::fixtures;
+
+    use super::*;
+    use crate::ManualClock;
+
+    fn delays(clock: &ManualClock) -> Vec<Duration> {
+        let mut backoff = backoff(clock);
+        (0..8).map(|_| backoff.next_delay()).collect()
+    }
+
+    #[test]
+    fn links_started_at_other_times_reconnect_at_other_times() {
+        let clock = ManualClock::new(fixtures::instant());
+        let first = delays(&clock);
+        // TC0: the same start gives the same delays, within the jittered bounds
+        assert_eq!(delays(&clock), first);
+        assert!(
+            first
+                .iter()
+                .all(|delay| *delay >= BACKOFF_MIN / 2 && *delay <= BACKOFF_MAX)
+        );
+        // TC1: a node started a microsecond later waits differently (no lockstep)
+        clock.advance(TimeDelta::microseconds(1));
+        assert_ne!(delays(&clock), first);
+    }
+}
