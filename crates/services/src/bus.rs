@@ -94,7 +94,8 @@ pub enum BrokerHealth {
 /// [`Subscription::next`] logs each lag at `warn` with the subscriber's name and the number of
 /// envelopes missed, and hands that number to the hook of [`Subscription::on_lag`] (the callers'
 /// lag counters). The subscribers that use it tolerate a gap (tickers are latest-wins, signals
-/// go stale, clients see a jump in `seq` and resume); one that cannot must receive itself.
+/// go stale, clients see a jump in `seq` and resume); one that cannot must take the receiver of
+/// [`EventBus::subscribe`] and handle `RecvError::Lagged` itself.
 pub struct Subscription {
     receiver: broadcast::Receiver<Arc<Envelope>>,
     /// Names the subscriber in the lag warning.
