@@ -798,13 +798,41 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn ping_answers_pong_with_the_id() {
-        let actions = plain()
+    async fn ping_answers_pong_with_the_id_and_the_clock_time() {
+        use chrono::TimeZone as _;
+        // 2024-01-02T03:04:05.678901Z, so both the second and the microsecond are checked.
+        let start = chrono::Utc
+            .timestamp_micros(1_704_164_645_678_901)
+            .single()
+            .expect("a valid instant");
+        let clock = Arc::new(cryptobot_services::ManualClock::new(start));
+        let d = Dispatcher {
+            clock: Arc::clone(&clock) as Arc<dyn Clock>,
+            ..plain()
+        };
+        let actions = d
             .handle(msg(9, ClientRequest::Ping), &mut Subscriptions::new(8))
             .await;
-        assert!(matches!(
-            actions.as_slice(),
-            [Action::Send(ServerMessage::Pong { id: Some(_), ts_us, .. })] if *ts_us > 0
-        ));
+        assert_eq!(
+            actions,
+            [Action::Send(ServerMessage::Pong {
+                timestamp: 1_704_164_645,
+                ts_us: 1_704_164_645_678_901,
+                id: Some(json!(9)),
+            })]
+        );
+        // TC1: the answer follows the clock, not the wall time
+        clock.advance(chrono::TimeDelta::milliseconds(1_500));
+        let actions = d
+            .handle(msg(10, ClientRequest::Ping), &mut Subscriptions::new(8))
+            .await;
+        assert_eq!(
+            actions,
+            [Action::Send(ServerMessage::Pong {
+                timestamp: 1_704_164_647,
+                ts_us: 1_704_164_647_178_901,
+                id: Some(json!(10)),
+            })]
+        );
     }
 }
