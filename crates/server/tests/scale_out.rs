@@ -1,8 +1,9 @@
 //! Scale-out through Redis with real processes: one engine and gateway nodes on their own ports,
 //! real WebSocket clients, and a Redis restarted in the middle of a stream.
 //!
-//! Needs `REDIS_URL` (the restart test also needs `redis-server` on `PATH`); without it each test
-//! says "skipped" on stderr and returns. Every test uses its own key prefix and deletes its keys.
+//! Needs `REDIS_URL` (the restart and outage tests also need `redis-server` on `PATH`); without
+//! it each test says "skipped" on stderr and returns, and under `CI=true` it fails instead. Every
+//! test uses its own key prefix and deletes its keys.
 
 #[path = "../../../tests/src/http.rs"]
 #[allow(
@@ -11,6 +12,10 @@
     reason = "shared with the end-to-end suite, which uses all of it"
 )]
 mod http;
+/// The skip rule of every Redis-backed test (`CI=true` makes a skip a failure), shared with the
+/// services' unit tests.
+#[path = "../../services/src/scale/needs_redis.rs"]
+mod needs_redis;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -20,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+use needs_redis::{redis_url_or_skip as redis_url, skip};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -30,21 +36,13 @@ const GUARD: Duration = Duration::from_secs(20);
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-fn redis_url(test: &str) -> Option<String> {
-    let url = std::env::var("REDIS_URL")
-        .ok()
-        .filter(|url| !url.is_empty());
-    if url.is_none() {
-        skipped(test, "REDIS_URL not set");
-    }
-    url
-}
-
-/// Says so on the real stderr: the test harness captures `eprintln!` of passing tests, and a
-/// skip must never be silent.
-fn skipped(test: &str, why: &str) {
-    use std::io::Write as _;
-    let _ = writeln!(std::io::stderr(), "{test}: skipped: {why}");
+/// `redis-server` is missing: skipped, or failed under `CI=true`.
+fn no_redis_server(test: &str) {
+    skip(
+        test,
+        "redis-server not on PATH",
+        "install redis-server (the test starts and stops its own)",
+    );
 }
 
 fn unique(name: &str) -> String {
@@ -598,7 +596,7 @@ async fn redis_restarted_mid_stream() {
         .map(|addr| addr.port())
         .unwrap();
     let Some(mut redis) = OwnRedis::start(port) else {
-        skipped("redis_restarted_mid_stream", "redis-server not on PATH");
+        no_redis_server("redis_restarted_mid_stream");
         return;
     };
     let url = format!("redis://127.0.0.1:{port}");
@@ -867,10 +865,7 @@ async fn an_outage_longer_than_the_buffer_is_reported_not_hidden() {
         .map(|addr| addr.port())
         .unwrap();
     let Some(mut redis) = OwnRedis::start(port) else {
-        skipped(
-            "an_outage_longer_than_the_buffer_is_reported_not_hidden",
-            "redis-server not on PATH",
-        );
+        no_redis_server("an_outage_longer_than_the_buffer_is_reported_not_hidden");
         return;
     };
     let url = format!("redis://127.0.0.1:{port}");
@@ -1196,9 +1191,8 @@ async fn gateway_health_answers_at_once_with_a_dead_engine_and_during_a_redis_ou
         .map(|addr| addr.port())
         .unwrap();
     let Some(redis) = OwnRedis::start(port) else {
-        skipped(
+        no_redis_server(
             "gateway_health_answers_at_once_with_a_dead_engine_and_during_a_redis_outage",
-            "redis-server not on PATH",
         );
         return;
     };
