@@ -335,7 +335,7 @@ impl Application {
                     (Arc::new(market), state, MarketFeed::Simulated(feed))
                 }
                 MarketSource::Binance => {
-                    let config = settings.binance_config().map_err(StartupError::Config)?;
+                    let config = settings.binance_config();
                     tracing::info!(ws_url = %config.ws_url, stream = config.stream.suffix(), "market data from Binance");
                     let (market, feed) = BinanceMarket::new(
                         config,
@@ -394,7 +394,7 @@ impl Application {
             ));
         }
         tasks.push(spawn_signal_engine(
-            settings.signal_config(),
+            settings.signals,
             Arc::clone(&bus),
             Arc::clone(clock),
             Arc::clone(metrics),
@@ -408,7 +408,7 @@ impl Application {
             shutdown.clone(),
         ));
         tasks.push(spawn_alert_monitor(
-            settings.alert_config(),
+            settings.alerts,
             symbols,
             Arc::clone(&bus),
             Arc::clone(clock),

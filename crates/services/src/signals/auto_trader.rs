@@ -30,6 +30,22 @@ impl Default for AutoTraderConfig {
     }
 }
 
+impl AutoTraderConfig {
+    /// Checks that each buy spends something.
+    ///
+    /// # Errors
+    /// `auto_trade_amount` (the key of `amount`) is not greater than zero.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.amount <= Decimal::ZERO {
+            return Err(format!(
+                "auto_trade_amount must be greater than zero, got {}",
+                self.amount
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Spawns the auto-trader: on a buy signal it buys `config.amount` worth of the symbol, on a sell
 /// signal it sells the whole position if there is one. Orders carry origin
 /// [`TradeOrigin::Auto`] and client order id `auto-<SYMBOL>-<generated_at µs>-<seq>`, `seq` being
