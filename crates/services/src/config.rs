@@ -231,6 +231,49 @@ mod tests {
         assert!(err.starts_with("not a JSON list"), "{err}");
     }
 
+    /// `{}` gives the defaults, `overrides` changes one key, an unknown key is refused naming it.
+    fn reads_itself<T>(overrides: &str, changed: fn(&T) -> bool)
+    where
+        T: DeserializeOwned + Default + PartialEq + fmt::Debug,
+    {
+        let name = std::any::type_name::<T>();
+        assert_eq!(
+            serde_json::from_str::<T>("{}").unwrap(),
+            T::default(),
+            "{name}"
+        );
+        let config: T = serde_json::from_str(overrides).unwrap();
+        assert!(changed(&config), "{name}: {overrides}");
+        let err = serde_json::from_str::<T>(r#"{"typo": 1}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `typo`"), "{name}: {err}");
+    }
+
+    #[test]
+    fn every_service_configuration_reads_itself_with_defaults_and_no_unknown_keys() {
+        use crate::alerts::AlertConfig;
+        use crate::market::{BinanceConfig, BinanceStream, SimulatedMarketConfig};
+        use crate::signals::{AutoTraderConfig, SignalConfig};
+        use crate::trading::PaperTradingConfig;
+
+        reads_itself::<SimulatedMarketConfig>(
+            r#"{"symbols": "BTCUSDT,ETHUSDT", "initial_prices": {"BTCUSDT": "65000"}}"#,
+            |c| c.symbols.len() == 2 && c.initial_prices.len() == 1,
+        );
+        reads_itself::<BinanceConfig>(r#"{"stream": "bookTicker"}"#, |c| {
+            c.stream == BinanceStream::BookTicker
+        });
+        reads_itself::<PaperTradingConfig>(r#"{"fee_rate": "0.002"}"#, |c| {
+            c.fee_rate == Decimal::new(2, 3)
+        });
+        reads_itself::<AutoTraderConfig>(r#"{"amount": "25"}"#, |c| c.amount == Decimal::from(25));
+        reads_itself::<SignalConfig>(r#"{"short_window": 3}"#, |c| c.short_window == 3);
+        reads_itself::<AlertConfig>(r#"{"price_move_pct": "2.5"}"#, |c| {
+            c.price_move_pct == Decimal::new(25, 1)
+        });
+    }
+
     #[test]
     fn decimals_are_strings_or_whole_numbers_never_floats() {
         let amount = |json: &str| {
