@@ -36,13 +36,24 @@ const GUARD: Duration = Duration::from_secs(20);
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// `redis-server` is missing: skipped, or failed under `CI=true`.
-fn no_redis_server(test: &str) {
-    skip(
-        test,
-        "redis-server not on PATH",
-        "install redis-server (the test starts and stops its own)",
-    );
+/// A private `redis-server` on a free port for `test`, which stops and restarts it: the server,
+/// its port and its URL. `None` when the test is skipped (no `REDIS_URL`, or no `redis-server` on
+/// `PATH`), which fails under `CI=true`.
+fn own_redis(test: &str) -> Option<(OwnRedis, u16, String)> {
+    redis_url(test)?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .unwrap();
+    let Some(redis) = OwnRedis::start(port) else {
+        skip(
+            test,
+            "redis-server not on PATH",
+            "install redis-server (the test starts and stops its own)",
+        );
+        return None;
+    };
+    Some((redis, port, format!("redis://127.0.0.1:{port}")))
 }
 
 fn unique(name: &str) -> String {
@@ -588,18 +599,9 @@ impl Drop for OwnRedis {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restarted_mid_stream() {
-    if redis_url("redis_restarted_mid_stream").is_none() {
-        return;
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .unwrap();
-    let Some(mut redis) = OwnRedis::start(port) else {
-        no_redis_server("redis_restarted_mid_stream");
+    let Some((mut redis, port, url)) = own_redis("redis_restarted_mid_stream") else {
         return;
     };
-    let url = format!("redis://127.0.0.1:{port}");
     let prefix = unique("restart");
     let engine = Node::start("engine", &url, &prefix);
     let gateway = Node::start("gateway", &url, &prefix);
@@ -857,18 +859,11 @@ fn roles_and_redis_settings_are_checked_before_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_longer_than_the_buffer_is_reported_not_hidden() {
-    if redis_url("an_outage_longer_than_the_buffer_is_reported_not_hidden").is_none() {
-        return;
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .unwrap();
-    let Some(mut redis) = OwnRedis::start(port) else {
-        no_redis_server("an_outage_longer_than_the_buffer_is_reported_not_hidden");
+    let Some((mut redis, port, url)) =
+        own_redis("an_outage_longer_than_the_buffer_is_reported_not_hidden")
+    else {
         return;
     };
-    let url = format!("redis://127.0.0.1:{port}");
     let prefix = unique("overflow");
     // A buffer of 5 envelopes: the tickers alone (5 symbols x 10/s) overflow it within a second.
     let engine = Node::start_with(
@@ -1181,22 +1176,11 @@ async fn probe_until(node: &Node, status: u16, check: impl Fn(&Value) -> bool) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_health_answers_at_once_with_a_dead_engine_and_during_a_redis_outage() {
-    if redis_url("gateway_health_answers_at_once_with_a_dead_engine_and_during_a_redis_outage")
-        .is_none()
-    {
-        return;
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .unwrap();
-    let Some(redis) = OwnRedis::start(port) else {
-        no_redis_server(
-            "gateway_health_answers_at_once_with_a_dead_engine_and_during_a_redis_outage",
-        );
+    let Some((redis, _, url)) =
+        own_redis("gateway_health_answers_at_once_with_a_dead_engine_and_during_a_redis_outage")
+    else {
         return;
     };
-    let url = format!("redis://127.0.0.1:{port}");
     let prefix = unique("health");
     let env = [SHORT_LEASE, ("CRYPTOBOT__BUS__COMMAND_TIMEOUT_MS", "10000")];
     let engine = Node::start_with("engine", &url, &prefix, &env);

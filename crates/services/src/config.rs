@@ -107,10 +107,7 @@ where
     D: Deserializer<'de>,
     T: DeserializeOwned,
 {
-    deserializer.deserialize_any(ListVisitor {
-        comma_separated: true,
-        item: PhantomData,
-    })
+    read_list(deserializer, true)
 }
 
 /// Like [`list`], for items that are tables: a string must hold a JSON array.
@@ -122,8 +119,16 @@ where
     D: Deserializer<'de>,
     T: DeserializeOwned,
 {
+    read_list(deserializer, false)
+}
+
+fn read_list<'de, D, T>(deserializer: D, comma_separated: bool) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: DeserializeOwned,
+{
     deserializer.deserialize_any(ListVisitor {
-        comma_separated: false,
+        comma_separated,
         item: PhantomData,
     })
 }

@@ -810,29 +810,27 @@ mod tests {
             clock: Arc::clone(&clock) as Arc<dyn Clock>,
             ..plain()
         };
-        let actions = d
-            .handle(msg(9, ClientRequest::Ping), &mut Subscriptions::new(8))
-            .await;
-        assert_eq!(
-            actions,
-            [Action::Send(ServerMessage::Pong {
-                timestamp: 1_704_164_645,
-                ts_us: 1_704_164_645_678_901,
-                id: Some(json!(9)),
-            })]
-        );
-        // TC1: the answer follows the clock, not the wall time
-        clock.advance(chrono::TimeDelta::milliseconds(1_500));
-        let actions = d
-            .handle(msg(10, ClientRequest::Ping), &mut Subscriptions::new(8))
-            .await;
-        assert_eq!(
-            actions,
-            [Action::Send(ServerMessage::Pong {
-                timestamp: 1_704_164_647,
-                ts_us: 1_704_164_647_178_901,
-                id: Some(json!(10)),
-            })]
-        );
+        // (id, clock advance before the ping in ms, expected timestamp s, expected ts_us)
+        let cases = [
+            // TC0: the clock's time, in seconds and in microseconds, and the request's id
+            (9, 0, 1_704_164_645, 1_704_164_645_678_901),
+            // TC1: the answer follows the clock, not the wall time
+            (10, 1_500, 1_704_164_647, 1_704_164_647_178_901),
+        ];
+        for (id, advance_ms, timestamp, ts_us) in cases {
+            clock.advance(chrono::TimeDelta::milliseconds(advance_ms));
+            let actions = d
+                .handle(msg(id, ClientRequest::Ping), &mut Subscriptions::new(8))
+                .await;
+            assert_eq!(
+                actions,
+                [Action::Send(ServerMessage::Pong {
+                    timestamp,
+                    ts_us,
+                    id: Some(json!(id)),
+                })],
+                "ping {id}"
+            );
+        }
     }
 }
