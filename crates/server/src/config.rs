@@ -855,6 +855,16 @@ mod tests {
     }
 
     #[test]
+    fn the_bench_profile_loads() {
+        let bench = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/bench.toml");
+        let s = Settings::load_with_env(Some(&bench), env(&[])).unwrap();
+        assert_eq!(s.market.symbols.len(), 10);
+        assert!(!s.signals.enabled);
+        assert_eq!(s.ws.max_connections, 20_000);
+        assert_eq!(s.ws.portfolio_interval_secs, 60);
+    }
+
+    #[test]
     fn unknown_keys_in_a_file_name_the_key() {
         let file = temp_toml("[server]\nprot = 1\n");
         let err = Settings::load_with_env(Some(&file), env(&[]))
