@@ -844,14 +844,35 @@ mod tests {
             err.starts_with("market: symbols: BTCEUR does not end"),
             "{err}"
         );
-        // TC3: initial prices are read as decimals
+        // TC3: initial prices are read as decimals, from a file or a JSON object in the
+        // environment
+        let btc = Symbol::parse("BTCUSDT").unwrap();
         let file = temp_toml("[market]\ninitial_prices = { BTCUSDT = \"65000.5\" }\n");
         let s = Settings::load_with_env(Some(&file), env(&[])).unwrap();
-        let config = s.market_config().unwrap();
         assert_eq!(
-            config.initial_prices[&Symbol::parse("BTCUSDT").unwrap()].to_string(),
+            s.market_config().unwrap().initial_prices[&btc].to_string(),
             "65000.5"
         );
+        let prices = [(
+            "CRYPTOBOT__MARKET__INITIAL_PRICES",
+            r#"{"BTCUSDT": "64000"}"#,
+        )];
+        let s = Settings::load_with_env(None, env(&prices)).unwrap();
+        assert_eq!(
+            s.market_config().unwrap().initial_prices[&btc].to_string(),
+            "64000"
+        );
+        // TC4: a bad JSON object or price from the environment names the key
+        for value in [r#"{"BTCUSDT": 1.5}"#, r#"{"BTCUSDT""#, r#"{"btc": "1"}"#] {
+            let err =
+                Settings::load_with_env(None, env(&[("CRYPTOBOT__MARKET__INITIAL_PRICES", value)]))
+                    .unwrap_err()
+                    .to_string();
+            assert!(
+                err.contains("for key `market.initial_prices`"),
+                "{value}: {err}"
+            );
+        }
     }
 
     #[test]

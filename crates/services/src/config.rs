@@ -57,7 +57,9 @@ impl Visitor<'_> for DecimalVisitor {
     }
 }
 
-/// A table of [`decimal`]s, e.g. `initial_prices = { BTCUSDT = "65000" }`.
+/// A table of [`decimal`]s, e.g. `initial_prices = { BTCUSDT = "65000" }`, or (from an
+/// environment variable) the same as a JSON object, `{"BTCUSDT": "65000"}`; an empty string is an
+/// empty table.
 ///
 /// # Errors
 /// A key that is not a valid `K`, or a value that is not a [`decimal`].
@@ -91,9 +93,26 @@ where
             }
             Ok(table)
         }
+
+        /// A JSON object in a string, as from an environment variable.
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
+            if text.trim().is_empty() {
+                return Ok(BTreeMap::new());
+            }
+            let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text)
+                .map_err(|err| E::custom(format!("not a JSON object: {err}")))?;
+            object
+                .into_iter()
+                .map(|(key, value)| {
+                    let parsed = K::deserialize(key.as_str().into_deserializer())?;
+                    let value = decimal(value).map_err(|err| E::custom(format!("{key}: {err}")))?;
+                    Ok((parsed, value))
+                })
+                .collect()
+        }
     }
 
-    deserializer.deserialize_map(TableVisitor(PhantomData))
+    deserializer.deserialize_any(TableVisitor(PhantomData))
 }
 
 /// A list: a sequence (TOML, JSON), or, as it arrives from an environment variable, a string
@@ -147,7 +166,8 @@ impl<'de, T: DeserializeOwned> Visitor<'de> for ListVisitor<T> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        // The hint comes from the input: trust it only for a modest allocation.
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1_024));
         while let Some(item) = seq.next_element()? {
             items.push(item);
         }
