@@ -180,8 +180,11 @@ impl<'de, T: DeserializeOwned> Visitor<'de> for ListVisitor<T> {
             return Ok(Vec::new());
         }
         if text.starts_with('[') || !self.comma_separated {
-            return serde_json::from_str(text)
-                .map_err(|err| E::custom(format!("not a JSON list: {err}")));
+            return serde_json::from_str(text).map_err(|err| match err.classify() {
+                // Well-formed JSON with a bad item: the item's own reason says it.
+                serde_json::error::Category::Data => E::custom(err),
+                _ => E::custom(format!("not a JSON list: {err}")),
+            });
         }
         text.split(',')
             .map(str::trim)
@@ -243,6 +246,8 @@ mod tests {
         assert!(err.contains("invalid IP address"), "{err}");
         let err = addresses(r#"{"addresses": "[\"10.0.0.1\""}"#).unwrap_err();
         assert!(err.starts_with("not a JSON list"), "{err}");
+        let err = addresses(r#"{"addresses": "[\"proxy\"]"}"#).unwrap_err();
+        assert!(err.starts_with("invalid IP address syntax"), "{err}");
     }
 
     #[test]
