@@ -892,6 +892,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("prot"), "{err}");
+        // TC1: in every section, also from the environment
+        for section in [
+            "SERVER",
+            "MARKET",
+            "MARKET__BINANCE",
+            "TRADING",
+            "SIGNALS",
+            "ALERTS",
+            "STORAGE",
+            "BUS",
+            "LOG",
+            "WS",
+            "AUTH",
+        ] {
+            let key = format!("CRYPTOBOT__{section}__TYPO");
+            let err = Settings::load_with_env(None, vec![(key.clone(), "1".to_owned())])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("unknown field `typo`"), "{key}: {err}");
+        }
     }
 
     #[test]
