@@ -627,6 +627,13 @@ mod tests {
             .collect()
     }
 
+    /// The error of loading `file` with the environment `pairs`, as the server prints it.
+    fn load_error(file: Option<&Path>, pairs: &[(&str, &str)]) -> String {
+        Settings::load_with_env(file, env(pairs))
+            .unwrap_err()
+            .to_string()
+    }
+
     fn names(symbols: &[Symbol]) -> Vec<&str> {
         symbols.iter().map(Symbol::as_str).collect()
     }
@@ -700,9 +707,7 @@ mod tests {
             ("CRYPTOBOT__MARKET__SOURCE", "binance"),
             ("CRYPTOBOT__MARKET__BINANCE__WS_URL", "http://example.com"),
         ];
-        let err = Settings::load_with_env(None, env(&bad))
-            .unwrap_err()
-            .to_string();
+        let err = load_error(None, &bad);
         assert!(err.starts_with("market.binance: ws_url"), "{err}");
         assert!(Settings::load_with_env(None, env(&bad[1..])).is_ok());
         // TC2: an unknown source or stream is refused
@@ -795,9 +800,7 @@ mod tests {
                 "market.quote_assets",
             ),
         ] {
-            let err = Settings::load_with_env(None, env(&[(key, value)]))
-                .unwrap_err()
-                .to_string();
+            let err = load_error(None, &[(key, value)]);
             assert!(
                 err.contains(&format!("for key `{expected}`")),
                 "{key}={value}: {err}"
@@ -808,12 +811,7 @@ mod tests {
     #[test]
     fn market_checks_are_the_simulators_own() {
         // TC0: a symbol listed twice
-        let err = Settings::load_with_env(
-            None,
-            env(&[("CRYPTOBOT__MARKET__SYMBOLS", "BTCUSDT,BTCUSDT")]),
-        )
-        .unwrap_err()
-        .to_string();
+        let err = load_error(None, &[("CRYPTOBOT__MARKET__SYMBOLS", "BTCUSDT,BTCUSDT")]);
         assert_eq!(err, "market: symbols: BTCUSDT is listed twice");
         // TC1: a starting price that is not positive, or of a symbol not traded
         for (prices, expected) in [
@@ -831,15 +829,11 @@ mod tests {
             ),
         ] {
             let file = temp_toml(&format!("[market]\ninitial_prices = {prices}\n"));
-            let err = Settings::load_with_env(Some(&file), env(&[]))
-                .unwrap_err()
-                .to_string();
+            let err = load_error(Some(&file), &[]);
             assert!(err.contains(expected), "{prices}: {err}");
         }
         // TC2: a symbol without a known quote asset
-        let err = Settings::load_with_env(None, env(&[("CRYPTOBOT__MARKET__SYMBOLS", "BTCEUR")]))
-            .unwrap_err()
-            .to_string();
+        let err = load_error(None, &[("CRYPTOBOT__MARKET__SYMBOLS", "BTCEUR")]);
         assert!(
             err.starts_with("market: symbols: BTCEUR does not end"),
             "{err}"
@@ -864,10 +858,7 @@ mod tests {
         );
         // TC4: a bad JSON object or price from the environment names the key
         for value in [r#"{"BTCUSDT": 1.5}"#, r#"{"BTCUSDT""#, r#"{"btc": "1"}"#] {
-            let err =
-                Settings::load_with_env(None, env(&[("CRYPTOBOT__MARKET__INITIAL_PRICES", value)]))
-                    .unwrap_err()
-                    .to_string();
+            let err = load_error(None, &[("CRYPTOBOT__MARKET__INITIAL_PRICES", value)]);
             assert!(
                 err.contains("for key `market.initial_prices`"),
                 "{value}: {err}"
@@ -888,9 +879,7 @@ mod tests {
     #[test]
     fn unknown_keys_in_a_file_name_the_key() {
         let file = temp_toml("[server]\nprot = 1\n");
-        let err = Settings::load_with_env(Some(&file), env(&[]))
-            .unwrap_err()
-            .to_string();
+        let err = load_error(Some(&file), &[]);
         assert!(err.contains("prot"), "{err}");
         // TC1: in every section, also from the environment
         for section in [
@@ -918,19 +907,13 @@ mod tests {
     fn rejects_bad_values_with_the_key() {
         // TC0: money as a float
         let file = temp_toml("[trading]\ninitial_cash = 10.5\n");
-        let err = Settings::load_with_env(Some(&file), env(&[]))
-            .unwrap_err()
-            .to_string();
+        let err = load_error(Some(&file), &[]);
         assert!(err.contains("decimal written as a string"), "{err}");
         // TC1: invalid symbol
-        let err = Settings::load_with_env(None, env(&[("CRYPTOBOT__MARKET__SYMBOLS", "btc")]))
-            .unwrap_err()
-            .to_string();
+        let err = load_error(None, &[("CRYPTOBOT__MARKET__SYMBOLS", "btc")]);
         assert!(err.contains("symbols"), "{err}");
         // TC2: fee rate out of range
-        let err = Settings::load_with_env(None, env(&[("CRYPTOBOT__TRADING__FEE_RATE", "1.5")]))
-            .unwrap_err()
-            .to_string();
+        let err = load_error(None, &[("CRYPTOBOT__TRADING__FEE_RATE", "1.5")]);
         assert!(err.starts_with("trading: fee_rate"), "{err}");
         // TC3: decimals outside the grammar, in the file and from the environment
         for (key, value) in [
@@ -941,31 +924,21 @@ mod tests {
             ("CRYPTOBOT__TRADING__AUTO_TRADE_AMOUNT", ".5"),
             ("CRYPTOBOT__TRADING__INITIAL_CASH", "010"),
         ] {
-            let err = Settings::load_with_env(None, env(&[(key, value)]))
-                .unwrap_err()
-                .to_string();
+            let err = load_error(None, &[(key, value)]);
             assert!(err.contains("invalid decimal"), "{key}={value}: {err}");
         }
         let file = temp_toml("[trading]\ninitial_cash = -5\n");
-        let err = Settings::load_with_env(Some(&file), env(&[]))
-            .unwrap_err()
-            .to_string();
+        let err = load_error(Some(&file), &[]);
         assert!(err.contains("no sign allowed"), "{err}");
         // TC4: port not a number
-        let err = Settings::load_with_env(None, env(&[("CRYPTOBOT__SERVER__PORT", "lots")]))
-            .unwrap_err()
-            .to_string();
+        let err = load_error(None, &[("CRYPTOBOT__SERVER__PORT", "lots")]);
         assert!(err.contains("port"), "{err}");
         // TC4: a missing --config file
-        let err = Settings::load_with_env(Some(Path::new("/nonexistent/cryptobot.toml")), env(&[]))
-            .unwrap_err()
-            .to_string();
+        let err = load_error(Some(Path::new("/nonexistent/cryptobot.toml")), &[]);
         assert!(err.contains("nonexistent"), "{err}");
         // TC5: a lease shorter than a second (renewals would flood Redis) or longer than a minute
         for ttl in ["999", "60001"] {
-            let err = Settings::load_with_env(None, env(&[("CRYPTOBOT__BUS__LEASE_TTL_MS", ttl)]))
-                .unwrap_err()
-                .to_string();
+            let err = load_error(None, &[("CRYPTOBOT__BUS__LEASE_TTL_MS", ttl)]);
             assert!(
                 err.starts_with("bus.lease_ttl_ms: must be between"),
                 "{err}"
@@ -980,9 +953,7 @@ mod tests {
         assert!(!s.auth.allow_insecure);
         assert_eq!(s.gateway_config().unwrap().auth, Authenticator::None);
         // TC0: a public address without authentication is refused, naming both keys
-        let err = Settings::load_with_env(None, env(&[("CRYPTOBOT__SERVER__HOST", "0.0.0.0")]))
-            .unwrap_err()
-            .to_string();
+        let err = load_error(None, &[("CRYPTOBOT__SERVER__HOST", "0.0.0.0")]);
         assert!(err.starts_with("auth.mode:"), "{err}");
         assert!(err.contains("auth.allow_insecure"), "{err}");
         assert!(!err.contains('\n'), "one line: {err}");
@@ -1041,21 +1012,17 @@ mod tests {
             ("tok", "not a JSON list"),
         ];
         for (tokens, expected) in bad {
-            let err = Settings::load_with_env(
+            let err = load_error(
                 None,
-                env(&[
+                &[
                     ("CRYPTOBOT__AUTH__MODE", "token"),
                     ("CRYPTOBOT__AUTH__TOKENS", tokens),
-                ]),
-            )
-            .unwrap_err()
-            .to_string();
+                ],
+            );
             assert!(err.contains(expected), "{tokens}: {err}");
         }
         // TC5: jwt needs a secret of at least 32 bytes
-        let err = Settings::load_with_env(None, env(&[("CRYPTOBOT__AUTH__MODE", "jwt")]))
-            .unwrap_err()
-            .to_string();
+        let err = load_error(None, &[("CRYPTOBOT__AUTH__MODE", "jwt")]);
         assert!(err.starts_with("auth: jwt_secret"), "{err}");
         let jwt = [
             ("CRYPTOBOT__AUTH__MODE", "jwt"),
