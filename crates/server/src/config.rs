@@ -6,16 +6,18 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use config::{Config, Environment, File, FileFormat};
-use cryptobot_domain::Symbol;
+use cryptobot_domain::{Channel, Interval, Symbol};
 use cryptobot_services::alerts::AlertConfig;
-use cryptobot_services::market::{BinanceConfig, BinanceStream, SimulatedMarketConfig};
+use cryptobot_services::config::{decimal, decimal_map, json_list, list};
+use cryptobot_services::market::{BinanceConfig, SimulatedMarketConfig};
+use cryptobot_services::scale::RedisSettings;
 use cryptobot_services::signals::{AutoTraderConfig, SignalConfig};
 use cryptobot_services::trading::PaperTradingConfig;
 use cryptobot_ws_gateway::auth::JwtSecret;
 use cryptobot_ws_gateway::auth::{SCOPE_READ, SCOPE_TRADE};
 use cryptobot_ws_gateway::{Authenticator, GatewayConfig, StaticToken};
 use rust_decimal::Decimal;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 /// The defaults compiled into the binary, so it runs from any directory without files.
 const DEFAULTS: &str = include_str!("../config/default.toml");
@@ -23,6 +25,10 @@ const DEFAULTS: &str = include_str!("../config/default.toml");
 pub const ENV_PREFIX: &str = "CRYPTOBOT";
 
 /// Everything the server can be configured with. Unknown keys are errors, so typos surface.
+///
+/// A section that configures one service is that service's own configuration (`[signals]`,
+/// `[alerts]`, `[market.binance]`, `[ws]`), which checks itself; `[market]` and `[trading]` each
+/// configure two services, so they are read here and handed to both.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
@@ -33,9 +39,9 @@ pub struct Settings {
     /// `[trading]`: the paper account.
     pub trading: TradingSettings,
     /// `[signals]`: the moving-average strategy.
-    pub signals: SignalSettings,
+    pub signals: SignalConfig,
     /// `[alerts]`: alert thresholds.
-    pub alerts: AlertSettings,
+    pub alerts: AlertConfig,
     /// `[storage]`: the SQLite file.
     pub storage: StorageSettings,
     /// `[bus]`: the in-process event bus.
@@ -95,7 +101,7 @@ pub struct AuthSettings {
     pub mode: AuthMode,
     /// Static tokens of `mode = "token"`: a TOML array of tables, or (from the environment) the
     /// same as a JSON string.
-    #[serde(deserialize_with = "tokens_list_or_json")]
+    #[serde(deserialize_with = "json_list")]
     pub tokens: Vec<TokenSettings>,
     /// HS256 secret of `mode = "jwt"`, at least 32 bytes.
     pub jwt_secret: String,
@@ -182,25 +188,6 @@ impl AuthSettings {
     }
 }
 
-/// Accepts a list of token tables, or the same list as a JSON string (from the environment).
-fn tokens_list_or_json<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Vec<TokenSettings>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum ListOrJson {
-        List(Vec<TokenSettings>),
-        Json(String),
-    }
-    match ListOrJson::deserialize(deserializer)? {
-        ListOrJson::List(items) => Ok(items),
-        ListOrJson::Json(text) if text.trim().is_empty() => Ok(Vec::new()),
-        ListOrJson::Json(text) => serde_json::from_str(&text).map_err(|e| {
-            serde::de::Error::custom(format!("auth.tokens: not a JSON list of tokens: {e}"))
-        }),
-    }
-}
-
 /// `[server]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -282,17 +269,18 @@ impl MarketSource {
     }
 }
 
-/// `[market]`.
+/// `[market]`: read here because it configures the simulator and, with `source = "binance"`,
+/// the Binance connector.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MarketSettings {
     /// Where prices come from.
     pub source: MarketSource,
-    /// Traded symbols (a TOML list, or a comma-separated string from the environment).
-    #[serde(deserialize_with = "list_or_csv")]
-    pub symbols: Vec<String>,
+    /// Traded symbols (a TOML list; from the environment a JSON array or comma-separated).
+    #[serde(deserialize_with = "list")]
+    pub symbols: Vec<Symbol>,
     /// Quote assets used to split symbols into base and quote.
-    #[serde(deserialize_with = "list_or_csv")]
+    #[serde(deserialize_with = "list")]
     pub quote_assets: Vec<String>,
     /// Simulated ticker updates per second, per symbol.
     pub ticks_per_second: f64,
@@ -301,78 +289,33 @@ pub struct MarketSettings {
     /// Largest simulated move per tick, in basis points.
     pub volatility_bps: u32,
     /// Optional starting prices, e.g. `{ BTCUSDT = "65000" }`.
-    #[serde(default)]
-    pub initial_prices: BTreeMap<String, DecimalString>,
-    /// `[market.binance]`: the live exchange connector, used when `source = "binance"`.
-    pub binance: BinanceSettings,
+    #[serde(default, deserialize_with = "decimal_map")]
+    pub initial_prices: BTreeMap<Symbol, Decimal>,
+    /// `[market.binance]`: the live exchange connector, used when `source = "binance"` (its
+    /// symbols are `symbols`).
+    pub binance: BinanceConfig,
 }
 
-/// `[market.binance]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BinanceSettings {
-    /// Base WebSocket URL; the connector opens `<ws_url>/stream`.
-    pub ws_url: String,
-    /// `ticker` (24 h statistics, once a second) or `bookTicker` (best bid/ask, real time).
-    pub stream: BinanceStream,
-    /// First reconnect delay, in milliseconds.
-    pub reconnect_min_ms: u64,
-    /// Largest reconnect delay, in milliseconds.
-    pub reconnect_max_ms: u64,
-    /// Silence after which `feed_stalled` is raised, in seconds.
-    pub stale_after_secs: u64,
-    /// Silence (not even a ping) after which the connection is dropped as dead, in seconds.
-    pub idle_timeout_secs: u64,
-    /// Age after which the connection is renewed (Binance closes it at 24 h), in seconds.
-    pub max_connection_age_secs: u64,
-    /// Subscribe requests per second at most (Binance allows 5 incoming messages per second).
-    pub subscribe_rate_per_sec: u32,
-    /// Streams per subscribe request.
-    pub streams_per_subscribe: usize,
-    /// Longest wait for a connection, in seconds.
-    pub connect_timeout_secs: u64,
-}
-
-/// `[trading]`.
+/// `[trading]`: read here because it configures the paper trading engine and the auto-trader.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TradingSettings {
     /// Cash of a new paper account.
-    pub initial_cash: DecimalString,
+    #[serde(deserialize_with = "decimal")]
+    pub initial_cash: Decimal,
     /// Fee per trade as a fraction of its notional.
-    pub fee_rate: DecimalString,
+    #[serde(deserialize_with = "decimal")]
+    pub fee_rate: Decimal,
     /// Smallest accepted order notional.
-    pub min_notional: DecimalString,
+    #[serde(deserialize_with = "decimal")]
+    pub min_notional: Decimal,
     /// Open (resting) orders the account may hold at once.
     pub max_open_orders: usize,
     /// Whether the bot trades on its own signals.
     pub auto_trade: bool,
     /// Quote amount each automatic buy spends.
-    pub auto_trade_amount: DecimalString,
-}
-
-/// `[signals]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SignalSettings {
-    /// Whether the strategy runs.
-    pub enabled: bool,
-    /// Ticks in the short moving average.
-    pub short_window: usize,
-    /// Ticks in the long moving average.
-    pub long_window: usize,
-}
-
-/// `[alerts]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AlertSettings {
-    /// Price move, in percent, that raises a `price_move` alert.
-    pub price_move_pct: DecimalString,
-    /// Window of the price-move check, in seconds.
-    pub price_move_window_secs: u64,
-    /// Silence after which a symbol's feed counts as stalled, in seconds.
-    pub feed_stall_secs: u64,
+    #[serde(deserialize_with = "decimal")]
+    pub auto_trade_amount: Decimal,
 }
 
 /// `[storage]`.
@@ -415,60 +358,6 @@ pub struct BusSettings {
 pub struct LogSettings {
     /// Default filter when `RUST_LOG` is unset, e.g. `info` or `cryptobot_server=debug,info`.
     pub level: String,
-}
-
-/// A decimal written as a string in TOML or the environment (`"0.001"`), so money never passes
-/// through a float.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DecimalString(pub Decimal);
-
-impl<'de> Deserialize<'de> for DecimalString {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        // `deserialize_any` keeps the source's own type: a TOML float must not sneak in as text.
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Text(String),
-            Integer(i64),
-            Float(#[allow(dead_code, reason = "only the variant matters: floats are refused")] f64),
-        }
-        // The API's grammar (cryptobot_domain::money::parse_decimal): no sign, exponent, spaces
-        // or separators, so `"1_000"` cannot silently become 1000 here either.
-        match Raw::deserialize(deserializer)? {
-            Raw::Text(text) => cryptobot_domain::money::parse_decimal("value", &text)
-                .map(Self)
-                .map_err(|err| {
-                    let clipped: String = text.chars().take(32).collect();
-                    serde::de::Error::custom(format!("{clipped:?}: {err}"))
-                }),
-            Raw::Integer(whole) if whole < 0 => Err(serde::de::Error::custom(format!(
-                "{whole}: no sign allowed; expected a non-negative decimal"
-            ))),
-            Raw::Integer(whole) => Ok(Self(Decimal::from(whole))),
-            Raw::Float(_) => Err(serde::de::Error::custom(
-                "expected a decimal written as a string, e.g. \"0.001\", not a float",
-            )),
-        }
-    }
-}
-
-/// Accepts a list, or a comma-separated string (how lists arrive from environment variables).
-fn list_or_csv<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum ListOrCsv {
-        List(Vec<String>),
-        Csv(String),
-    }
-    Ok(match ListOrCsv::deserialize(deserializer)? {
-        ListOrCsv::List(items) => items,
-        ListOrCsv::Csv(text) => text
-            .split(',')
-            .map(str::trim)
-            .filter(|item| !item.is_empty())
-            .map(str::to_owned)
-            .collect(),
-    })
 }
 
 /// Why the settings could not be loaded.
@@ -523,19 +412,17 @@ impl Settings {
         Ok(settings)
     }
 
+    /// Checks every section (each service configuration checks itself), then the rules that
+    /// span sections.
     fn validate(&self) -> Result<(), ConfigError> {
-        let invalid =
-            |key: &'static str| move |message: String| ConfigError::Invalid { key, message };
         self.market_config().map(drop).map_err(invalid("market"))?;
         if self.market.source == MarketSource::Binance {
             self.binance_config()
-                .map(drop)
+                .validate()
                 .map_err(invalid("market.binance"))?;
         }
-        self.signal_config()
-            .validate()
-            .map_err(invalid("signals"))?;
-        self.alert_config().validate().map_err(invalid("alerts"))?;
+        self.signals.validate().map_err(invalid("signals"))?;
+        self.alerts.validate().map_err(invalid("alerts"))?;
         self.ws.validate().map_err(invalid("ws"))?;
         self.auth.authenticator().map_err(invalid("auth"))?;
         if self.auth.mode == AuthMode::None
@@ -550,59 +437,10 @@ impl Settings {
         self.trading_config()
             .validate()
             .map_err(invalid("trading"))?;
-        if self.trading.auto_trade_amount.0 <= Decimal::ZERO {
-            return Err(invalid("trading.auto_trade_amount")(
-                "must be greater than zero".into(),
-            ));
-        }
-        if self.bus.capacity == 0 || self.bus.capacity > 1 << 24 {
-            return Err(invalid("bus.capacity")(
-                "must be between 1 and 16777216".into(),
-            ));
-        }
-        if self.bus.history_size > 1 << 20 {
-            return Err(invalid("bus.history_size")(
-                "must be between 0 and 1048576".into(),
-            ));
-        }
-        if !(1..=86_400).contains(&self.bus.history_max_age_secs) {
-            return Err(invalid("bus.history_max_age_secs")(
-                "must be between 1 and 86400".into(),
-            ));
-        }
-        if self.bus.publish_buffer == 0 || self.bus.publish_buffer > 1 << 24 {
-            return Err(invalid("bus.publish_buffer")(
-                "must be between 1 and 16777216".into(),
-            ));
-        }
-        if !(100..=60_000).contains(&self.bus.command_timeout_ms) {
-            return Err(invalid("bus.command_timeout_ms")(
-                "must be between 100 and 60000".into(),
-            ));
-        }
-        if !(1_000..=60_000).contains(&self.bus.lease_ttl_ms) {
-            return Err(invalid("bus.lease_ttl_ms")(
-                "must be between 1000 and 60000".into(),
-            ));
-        }
-        if self.bus.redis_prefix.is_empty()
-            || !self
-                .bus
-                .redis_prefix
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
-        {
-            return Err(invalid("bus.redis_prefix")(
-                "must be non-empty ASCII letters, digits, '-', '_', '.' or ':'".into(),
-            ));
-        }
-        if self.bus.backend == BusBackend::Redis
-            && cryptobot_services::scale::url_problem(&self.bus.redis_url).is_some()
-        {
-            return Err(invalid("bus.redis_url")(
-                cryptobot_services::scale::url_problem(&self.bus.redis_url).unwrap_or_default(),
-            ));
-        }
+        self.auto_trader_config()
+            .validate()
+            .map_err(invalid("trading"))?;
+        self.bus.validate()?;
         if self.server.role != Role::All && self.bus.backend != BusBackend::Redis {
             return Err(invalid("server.role")(
                 "engine and gateway need bus.backend = \"redis\"".into(),
@@ -618,33 +456,22 @@ impl Settings {
     /// configured symbols, then `trades`, `portfolio`, `signals`, `alerts`, `orders`, then the
     /// candles of every symbol and interval).
     #[must_use]
-    pub fn redis_settings(&self) -> cryptobot_services::scale::RedisSettings {
-        let mut channels: Vec<cryptobot_domain::Channel> = self
-            .market
-            .symbols
-            .iter()
-            .filter_map(|symbol| cryptobot_domain::Symbol::parse(symbol).ok())
-            .map(cryptobot_domain::Channel::Ticker)
-            .collect();
+    pub fn redis_settings(&self) -> RedisSettings {
+        let symbols = &self.market.symbols;
+        let mut channels: Vec<Channel> = symbols.iter().cloned().map(Channel::Ticker).collect();
         channels.extend([
-            cryptobot_domain::Channel::Trades,
-            cryptobot_domain::Channel::Portfolio,
-            cryptobot_domain::Channel::Signals,
-            cryptobot_domain::Channel::Alerts,
-            cryptobot_domain::Channel::Orders,
+            Channel::Trades,
+            Channel::Portfolio,
+            Channel::Signals,
+            Channel::Alerts,
+            Channel::Orders,
         ]);
-        let symbols: Vec<cryptobot_domain::Symbol> = self
-            .market
-            .symbols
-            .iter()
-            .filter_map(|symbol| cryptobot_domain::Symbol::parse(symbol).ok())
-            .collect();
         for symbol in symbols {
-            for interval in cryptobot_domain::Interval::ALL {
-                channels.push(cryptobot_domain::Channel::Candles(symbol.clone(), interval));
+            for interval in Interval::ALL {
+                channels.push(Channel::Candles(symbol.clone(), interval));
             }
         }
-        cryptobot_services::scale::RedisSettings {
+        RedisSettings {
             url: self.bus.redis_url.clone(),
             prefix: self.bus.redis_prefix.clone(),
             stream_len: self.bus.history_size.max(1),
@@ -655,76 +482,46 @@ impl Settings {
         }
     }
 
-    /// The simulator's configuration, with symbols validated.
+    /// The simulator's configuration, checked by the simulator, after checking that every symbol
+    /// ends in one of `market.quote_assets`.
     ///
     /// # Errors
-    /// A message naming the invalid symbol or value.
+    /// A message naming the invalid key or value.
     pub fn market_config(&self) -> Result<SimulatedMarketConfig, String> {
-        let symbols = parse_symbols(&self.market.symbols)?;
-        let mut initial_prices = BTreeMap::new();
-        for (symbol, price) in &self.market.initial_prices {
-            let symbol = Symbol::parse(symbol).map_err(|e| format!("initial_prices: {e}"))?;
-            if !symbols.contains(&symbol) {
-                return Err(format!("initial_prices: {symbol} is not in market.symbols"));
-            }
-            if price.0 <= Decimal::ZERO {
-                return Err(format!(
-                    "initial_prices: {symbol} must be greater than zero"
-                ));
-            }
-            initial_prices.insert(symbol, price.0);
-        }
-        let quotes: Vec<&str> = self
-            .market
-            .quote_assets
-            .iter()
-            .map(String::as_str)
-            .collect();
-        if let Some(symbol) = symbols.iter().find(|s| s.split(&quotes).is_none()) {
+        let market = &self.market;
+        let quotes: Vec<&str> = market.quote_assets.iter().map(String::as_str).collect();
+        if let Some(symbol) = market.symbols.iter().find(|s| s.split(&quotes).is_none()) {
             return Err(format!(
                 "symbols: {symbol} does not end in one of the quote assets {quotes:?} (market.quote_assets)"
             ));
         }
         let config = SimulatedMarketConfig {
-            symbols,
-            ticks_per_second: self.market.ticks_per_second,
-            seed: self.market.seed,
-            volatility_bps: self.market.volatility_bps,
-            initial_prices,
+            symbols: market.symbols.clone(),
+            ticks_per_second: market.ticks_per_second,
+            seed: market.seed,
+            volatility_bps: market.volatility_bps,
+            initial_prices: market.initial_prices.clone(),
         };
         config.validate()?;
         Ok(config)
     }
 
-    /// The Binance connector's configuration: the symbols of `[market]`, the settings of
-    /// `[market.binance]` and a jitter seed that differs between runs, so several bots do not
-    /// reconnect in lockstep.
-    ///
-    /// # Errors
-    /// A message naming the invalid symbol or value.
-    pub fn binance_config(&self) -> Result<BinanceConfig, String> {
-        let symbols = self.market_config()?.symbols;
-        let b = &self.market.binance;
+    /// The Binance connector's configuration: `[market.binance]` with the symbols of `[market]`
+    /// and a jitter seed that differs between runs, so several bots do not reconnect in lockstep.
+    /// Checked by [`Settings::load`] when `market.source = "binance"`.
+    #[must_use]
+    pub fn binance_config(&self) -> BinanceConfig {
+        let binance = &self.market.binance;
         let jitter_seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64)
             ^ u64::from(std::process::id());
-        let config = BinanceConfig {
-            symbols,
-            ws_url: b.ws_url.trim().to_owned(),
-            stream: b.stream,
-            reconnect_min_ms: b.reconnect_min_ms,
-            reconnect_max_ms: b.reconnect_max_ms,
+        BinanceConfig {
+            symbols: self.market.symbols.clone(),
+            ws_url: binance.ws_url.trim().to_owned(),
             jitter_seed,
-            stale_after_secs: b.stale_after_secs,
-            idle_timeout_secs: b.idle_timeout_secs,
-            max_connection_age_secs: b.max_connection_age_secs,
-            subscribe_rate_per_sec: b.subscribe_rate_per_sec,
-            streams_per_subscribe: b.streams_per_subscribe,
-            connect_timeout_secs: b.connect_timeout_secs,
-        };
-        config.validate()?;
-        Ok(config)
+            ..binance.clone()
+        }
     }
 
     /// The WebSocket gateway's configuration, with the authenticator of `[auth]`.
@@ -738,64 +535,88 @@ impl Settings {
         })
     }
 
-    /// The paper trading engine's configuration.
+    /// The paper trading engine's configuration (`[trading]` without the auto-trader's keys).
     #[must_use]
     pub fn trading_config(&self) -> PaperTradingConfig {
         PaperTradingConfig {
-            initial_cash: self.trading.initial_cash.0,
-            fee_rate: self.trading.fee_rate.0,
-            min_notional: self.trading.min_notional.0,
+            initial_cash: self.trading.initial_cash,
+            fee_rate: self.trading.fee_rate,
+            min_notional: self.trading.min_notional,
             max_open_orders: self.trading.max_open_orders,
             ..PaperTradingConfig::default()
         }
     }
 
-    /// The auto-trader's configuration.
+    /// The auto-trader's configuration (`trading.auto_trade`, `trading.auto_trade_amount`).
     #[must_use]
-    pub fn auto_trader_config(&self) -> AutoTraderConfig {
+    pub const fn auto_trader_config(&self) -> AutoTraderConfig {
         AutoTraderConfig {
             enabled: self.trading.auto_trade,
-            amount: self.trading.auto_trade_amount.0,
-        }
-    }
-
-    /// The signal strategy's configuration.
-    #[must_use]
-    pub fn signal_config(&self) -> SignalConfig {
-        SignalConfig {
-            enabled: self.signals.enabled,
-            short_window: self.signals.short_window,
-            long_window: self.signals.long_window,
-        }
-    }
-
-    /// The alert monitor's configuration.
-    #[must_use]
-    pub fn alert_config(&self) -> AlertConfig {
-        AlertConfig {
-            price_move_pct: self.alerts.price_move_pct.0,
-            price_move_window_secs: self.alerts.price_move_window_secs,
-            feed_stall_secs: self.alerts.feed_stall_secs,
+            amount: self.trading.auto_trade_amount,
         }
     }
 }
 
-fn parse_symbols(names: &[String]) -> Result<Vec<Symbol>, String> {
-    let mut symbols: Vec<Symbol> = Vec::with_capacity(names.len());
-    for name in names {
-        let symbol = Symbol::parse(name).map_err(|e| format!("symbols: {e}"))?;
-        if symbols.contains(&symbol) {
-            return Err(format!("symbols: {symbol} is listed twice"));
+impl BusSettings {
+    /// Checks the ranges of `[bus]`, and the Redis URL when the backend is Redis.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the key, e.g. `bus.lease_ttl_ms`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        let ranges: [(&'static str, u64, u64, u64); 6] = [
+            ("bus.capacity", count(self.capacity), 1, 1 << 24),
+            ("bus.history_size", count(self.history_size), 0, 1 << 20),
+            (
+                "bus.history_max_age_secs",
+                self.history_max_age_secs,
+                1,
+                86_400,
+            ),
+            ("bus.publish_buffer", count(self.publish_buffer), 1, 1 << 24),
+            (
+                "bus.command_timeout_ms",
+                self.command_timeout_ms,
+                100,
+                60_000,
+            ),
+            ("bus.lease_ttl_ms", self.lease_ttl_ms, 1_000, 60_000),
+        ];
+        for (key, value, min, max) in ranges {
+            if !(min..=max).contains(&value) {
+                return Err(invalid(key)(format!("must be between {min} and {max}")));
+            }
         }
-        symbols.push(symbol);
+        if self.redis_prefix.is_empty()
+            || !self
+                .redis_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+        {
+            return Err(invalid("bus.redis_prefix")(
+                "must be non-empty ASCII letters, digits, '-', '_', '.' or ':'".into(),
+            ));
+        }
+        if self.backend == BusBackend::Redis
+            && let Some(problem) = cryptobot_services::scale::url_problem(&self.redis_url)
+        {
+            return Err(invalid("bus.redis_url")(problem));
+        }
+        Ok(())
     }
-    Ok(symbols)
+}
+
+/// Turns a section's or service's message into [`ConfigError::Invalid`] naming `key`.
+fn invalid(key: &'static str) -> impl Fn(String) -> ConfigError {
+    move |message| ConfigError::Invalid { key, message }
 }
 
 #[cfg(test)]
 mod tests {
     use std::io::Write;
     use std::time::Duration;
+
+    use cryptobot_services::market::BinanceStream;
 
     use super::*;
 
@@ -804,6 +625,17 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect()
+    }
+
+    /// The error of loading `file` with the environment `pairs`, as the server prints it.
+    fn load_error(file: Option<&Path>, pairs: &[(&str, &str)]) -> String {
+        Settings::load_with_env(file, env(pairs))
+            .unwrap_err()
+            .to_string()
+    }
+
+    fn names(symbols: &[Symbol]) -> Vec<&str> {
+        symbols.iter().map(Symbol::as_str).collect()
     }
 
     fn temp_toml(contents: &str) -> std::path::PathBuf {
@@ -825,12 +657,12 @@ mod tests {
         assert_eq!(s.server.workers, 0);
         assert_eq!(s.market.source, MarketSource::Simulated);
         assert_eq!(
-            s.market.symbols,
+            names(&s.market.symbols),
             ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT"]
         );
         assert!((s.market.ticks_per_second - 1.0).abs() < f64::EPSILON);
-        assert_eq!(s.trading.initial_cash.0, Decimal::from(10_000));
-        assert_eq!(s.trading.fee_rate.0.to_string(), "0.001");
+        assert_eq!(s.trading.initial_cash, Decimal::from(10_000));
+        assert_eq!(s.trading.fee_rate.to_string(), "0.001");
         assert!(s.trading.auto_trade);
         assert_eq!(s.storage.path, "data/cryptobot.db");
         assert_eq!(s.ws, GatewayConfig::default());
@@ -840,7 +672,7 @@ mod tests {
             cryptobot_services::scale::ENGINE_LEASE
         );
         // The Binance defaults are the connector's own.
-        let binance = s.binance_config().unwrap();
+        let binance = s.binance_config();
         assert_eq!(
             BinanceConfig {
                 jitter_seed: 0,
@@ -865,7 +697,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.market.source, MarketSource::Binance);
-        let binance = s.binance_config().unwrap();
+        let binance = s.binance_config();
         assert_eq!(binance.ws_url, "ws://127.0.0.1:9999");
         assert_eq!(binance.stream, BinanceStream::BookTicker);
         assert_eq!(binance.stale_after_secs, 3);
@@ -875,9 +707,7 @@ mod tests {
             ("CRYPTOBOT__MARKET__SOURCE", "binance"),
             ("CRYPTOBOT__MARKET__BINANCE__WS_URL", "http://example.com"),
         ];
-        let err = Settings::load_with_env(None, env(&bad))
-            .unwrap_err()
-            .to_string();
+        let err = load_error(None, &bad);
         assert!(err.starts_with("market.binance: ws_url"), "{err}");
         assert!(Settings::load_with_env(None, env(&bad[1..])).is_ok());
         // TC2: an unknown source or stream is refused
@@ -905,36 +735,185 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.server.port, 9000);
-        assert_eq!(s.trading.fee_rate.0.to_string(), "0.002");
-        assert_eq!(s.market.symbols, ["BTCUSDT", "ETHBTC"]);
+        assert_eq!(s.trading.fee_rate.to_string(), "0.002");
+        assert_eq!(names(&s.market.symbols), ["BTCUSDT", "ETHBTC"]);
+    }
+
+    #[test]
+    fn every_list_key_is_settable_from_the_environment_as_json() {
+        let s = Settings::load_with_env(
+            None,
+            env(&[
+                ("CRYPTOBOT__WS__TRUSTED_PROXIES", r#"["10.0.0.1", "::1"]"#),
+                (
+                    "CRYPTOBOT__WS__ALLOWED_ORIGINS",
+                    r#"["https://a.example", "https://b.example:8443"]"#,
+                ),
+                ("CRYPTOBOT__MARKET__SYMBOLS", r#"["BTCUSDT", "ETHBTC"]"#),
+                ("CRYPTOBOT__MARKET__QUOTE_ASSETS", r#"["USDT", "BTC"]"#),
+            ]),
+        )
+        .unwrap();
+        let proxies: Vec<IpAddr> = vec!["10.0.0.1".parse().unwrap(), "::1".parse().unwrap()];
+        assert_eq!(s.ws.trusted_proxies, proxies);
+        assert_eq!(
+            s.ws.allowed_origins,
+            ["https://a.example", "https://b.example:8443"]
+        );
+        assert_eq!(names(&s.market.symbols), ["BTCUSDT", "ETHBTC"]);
+        assert_eq!(s.market.quote_assets, ["USDT", "BTC"]);
+        // The gateway gets the lists as they were set.
+        let gateway = s.gateway_config().unwrap();
+        assert_eq!(gateway.trusted_proxies, proxies);
+        assert_eq!(gateway.allowed_origins.len(), 2);
+        // TC1: comma-separated still works, an empty variable is an empty list
+        let s = Settings::load_with_env(
+            None,
+            env(&[
+                ("CRYPTOBOT__WS__TRUSTED_PROXIES", "10.0.0.1, 10.0.0.2"),
+                ("CRYPTOBOT__WS__ALLOWED_ORIGINS", ""),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.ws.trusted_proxies.len(), 2);
+        assert!(s.ws.allowed_origins.is_empty());
+        // TC2: a bad item or bad JSON names the key
+        for (key, value, expected) in [
+            (
+                "CRYPTOBOT__WS__TRUSTED_PROXIES",
+                r#"["proxy"]"#,
+                "ws.trusted_proxies",
+            ),
+            (
+                "CRYPTOBOT__WS__ALLOWED_ORIGINS",
+                r#"["https://a""#,
+                "ws.allowed_origins",
+            ),
+            (
+                "CRYPTOBOT__MARKET__SYMBOLS",
+                r#"["btcusdt"]"#,
+                "market.symbols",
+            ),
+            (
+                "CRYPTOBOT__MARKET__QUOTE_ASSETS",
+                "[1]",
+                "market.quote_assets",
+            ),
+        ] {
+            let err = load_error(None, &[(key, value)]);
+            assert!(
+                err.contains(&format!("for key `{expected}`")),
+                "{key}={value}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn market_checks_are_the_simulators_own() {
+        // TC0: a symbol listed twice
+        let err = load_error(None, &[("CRYPTOBOT__MARKET__SYMBOLS", "BTCUSDT,BTCUSDT")]);
+        assert_eq!(err, "market: symbols: BTCUSDT is listed twice");
+        // TC1: a starting price that is not positive, or of a symbol not traded
+        for (prices, expected) in [
+            (
+                r#"{ BTCUSDT = "0" }"#,
+                "market: initial_prices: BTCUSDT must be greater than zero",
+            ),
+            (
+                r#"{ DOGEUSDT = "1" }"#,
+                "market: initial_prices: DOGEUSDT is not in symbols",
+            ),
+            (
+                r#"{ BTCUSDT = 1.5 }"#,
+                "not a float for key `market.initial_prices.BTCUSDT`",
+            ),
+        ] {
+            let file = temp_toml(&format!("[market]\ninitial_prices = {prices}\n"));
+            let err = load_error(Some(&file), &[]);
+            assert!(err.contains(expected), "{prices}: {err}");
+        }
+        // TC2: a symbol without a known quote asset
+        let err = load_error(None, &[("CRYPTOBOT__MARKET__SYMBOLS", "BTCEUR")]);
+        assert!(
+            err.starts_with("market: symbols: BTCEUR does not end"),
+            "{err}"
+        );
+        // TC3: initial prices are read as decimals, from a file or a JSON object in the
+        // environment
+        let btc = Symbol::parse("BTCUSDT").unwrap();
+        let file = temp_toml("[market]\ninitial_prices = { BTCUSDT = \"65000.5\" }\n");
+        let s = Settings::load_with_env(Some(&file), env(&[])).unwrap();
+        assert_eq!(
+            s.market_config().unwrap().initial_prices[&btc].to_string(),
+            "65000.5"
+        );
+        let prices = [(
+            "CRYPTOBOT__MARKET__INITIAL_PRICES",
+            r#"{"BTCUSDT": "64000"}"#,
+        )];
+        let s = Settings::load_with_env(None, env(&prices)).unwrap();
+        assert_eq!(
+            s.market_config().unwrap().initial_prices[&btc].to_string(),
+            "64000"
+        );
+        // TC4: a bad JSON object or price from the environment names the key
+        for value in [r#"{"BTCUSDT": 1.5}"#, r#"{"BTCUSDT""#, r#"{"btc": "1"}"#] {
+            let err = load_error(None, &[("CRYPTOBOT__MARKET__INITIAL_PRICES", value)]);
+            assert!(
+                err.contains("for key `market.initial_prices`"),
+                "{value}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_bench_profile_loads() {
+        let bench = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/bench.toml");
+        let s = Settings::load_with_env(Some(&bench), env(&[])).unwrap();
+        assert_eq!(s.market.symbols.len(), 10);
+        assert!(!s.signals.enabled);
+        assert_eq!(s.ws.max_connections, 20_000);
+        assert_eq!(s.ws.portfolio_interval_secs, 60);
     }
 
     #[test]
     fn unknown_keys_in_a_file_name_the_key() {
         let file = temp_toml("[server]\nprot = 1\n");
-        let err = Settings::load_with_env(Some(&file), env(&[]))
-            .unwrap_err()
-            .to_string();
+        let err = load_error(Some(&file), &[]);
         assert!(err.contains("prot"), "{err}");
+        // TC1: in every section, also from the environment
+        for section in [
+            "SERVER",
+            "MARKET",
+            "MARKET__BINANCE",
+            "TRADING",
+            "SIGNALS",
+            "ALERTS",
+            "STORAGE",
+            "BUS",
+            "LOG",
+            "WS",
+            "AUTH",
+        ] {
+            let key = format!("CRYPTOBOT__{section}__TYPO");
+            let err = Settings::load_with_env(None, vec![(key.clone(), "1".to_owned())])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("unknown field `typo`"), "{key}: {err}");
+        }
     }
 
     #[test]
     fn rejects_bad_values_with_the_key() {
         // TC0: money as a float
         let file = temp_toml("[trading]\ninitial_cash = 10.5\n");
-        let err = Settings::load_with_env(Some(&file), env(&[]))
-            .unwrap_err()
-            .to_string();
+        let err = load_error(Some(&file), &[]);
         assert!(err.contains("decimal written as a string"), "{err}");
         // TC1: invalid symbol
-        let err = Settings::load_with_env(None, env(&[("CRYPTOBOT__MARKET__SYMBOLS", "btc")]))
-            .unwrap_err()
-            .to_string();
+        let err = load_error(None, &[("CRYPTOBOT__MARKET__SYMBOLS", "btc")]);
         assert!(err.contains("symbols"), "{err}");
         // TC2: fee rate out of range
-        let err = Settings::load_with_env(None, env(&[("CRYPTOBOT__TRADING__FEE_RATE", "1.5")]))
-            .unwrap_err()
-            .to_string();
+        let err = load_error(None, &[("CRYPTOBOT__TRADING__FEE_RATE", "1.5")]);
         assert!(err.starts_with("trading: fee_rate"), "{err}");
         // TC3: decimals outside the grammar, in the file and from the environment
         for (key, value) in [
@@ -945,31 +924,21 @@ mod tests {
             ("CRYPTOBOT__TRADING__AUTO_TRADE_AMOUNT", ".5"),
             ("CRYPTOBOT__TRADING__INITIAL_CASH", "010"),
         ] {
-            let err = Settings::load_with_env(None, env(&[(key, value)]))
-                .unwrap_err()
-                .to_string();
+            let err = load_error(None, &[(key, value)]);
             assert!(err.contains("invalid decimal"), "{key}={value}: {err}");
         }
         let file = temp_toml("[trading]\ninitial_cash = -5\n");
-        let err = Settings::load_with_env(Some(&file), env(&[]))
-            .unwrap_err()
-            .to_string();
+        let err = load_error(Some(&file), &[]);
         assert!(err.contains("no sign allowed"), "{err}");
         // TC4: port not a number
-        let err = Settings::load_with_env(None, env(&[("CRYPTOBOT__SERVER__PORT", "lots")]))
-            .unwrap_err()
-            .to_string();
+        let err = load_error(None, &[("CRYPTOBOT__SERVER__PORT", "lots")]);
         assert!(err.contains("port"), "{err}");
         // TC4: a missing --config file
-        let err = Settings::load_with_env(Some(Path::new("/nonexistent/cryptobot.toml")), env(&[]))
-            .unwrap_err()
-            .to_string();
+        let err = load_error(Some(Path::new("/nonexistent/cryptobot.toml")), &[]);
         assert!(err.contains("nonexistent"), "{err}");
         // TC5: a lease shorter than a second (renewals would flood Redis) or longer than a minute
         for ttl in ["999", "60001"] {
-            let err = Settings::load_with_env(None, env(&[("CRYPTOBOT__BUS__LEASE_TTL_MS", ttl)]))
-                .unwrap_err()
-                .to_string();
+            let err = load_error(None, &[("CRYPTOBOT__BUS__LEASE_TTL_MS", ttl)]);
             assert!(
                 err.starts_with("bus.lease_ttl_ms: must be between"),
                 "{err}"
@@ -984,9 +953,7 @@ mod tests {
         assert!(!s.auth.allow_insecure);
         assert_eq!(s.gateway_config().unwrap().auth, Authenticator::None);
         // TC0: a public address without authentication is refused, naming both keys
-        let err = Settings::load_with_env(None, env(&[("CRYPTOBOT__SERVER__HOST", "0.0.0.0")]))
-            .unwrap_err()
-            .to_string();
+        let err = load_error(None, &[("CRYPTOBOT__SERVER__HOST", "0.0.0.0")]);
         assert!(err.starts_with("auth.mode:"), "{err}");
         assert!(err.contains("auth.allow_insecure"), "{err}");
         assert!(!err.contains('\n'), "one line: {err}");
@@ -1045,21 +1012,17 @@ mod tests {
             ("tok", "not a JSON list"),
         ];
         for (tokens, expected) in bad {
-            let err = Settings::load_with_env(
+            let err = load_error(
                 None,
-                env(&[
+                &[
                     ("CRYPTOBOT__AUTH__MODE", "token"),
                     ("CRYPTOBOT__AUTH__TOKENS", tokens),
-                ]),
-            )
-            .unwrap_err()
-            .to_string();
+                ],
+            );
             assert!(err.contains(expected), "{tokens}: {err}");
         }
         // TC5: jwt needs a secret of at least 32 bytes
-        let err = Settings::load_with_env(None, env(&[("CRYPTOBOT__AUTH__MODE", "jwt")]))
-            .unwrap_err()
-            .to_string();
+        let err = load_error(None, &[("CRYPTOBOT__AUTH__MODE", "jwt")]);
         assert!(err.starts_with("auth: jwt_secret"), "{err}");
         let jwt = [
             ("CRYPTOBOT__AUTH__MODE", "jwt"),

@@ -333,7 +333,7 @@ impl Application {
                     (Arc::new(market), state, MarketFeed::Simulated(feed))
                 }
                 MarketSource::Binance => {
-                    let config = settings.binance_config().map_err(StartupError::Config)?;
+                    let config = settings.binance_config();
                     tracing::info!(ws_url = %config.ws_url, stream = config.stream.suffix(), "market data from Binance");
                     let (market, feed) = BinanceMarket::new(
                         config,
@@ -397,7 +397,7 @@ impl Application {
         }
         tasks.push(
             SignalEngine::new(
-                settings.signal_config(),
+                settings.signals,
                 Arc::clone(&bus),
                 Arc::clone(clock),
                 Arc::clone(metrics),
@@ -417,7 +417,7 @@ impl Application {
         );
         tasks.push(
             AlertMonitor::new(
-                settings.alert_config(),
+                settings.alerts,
                 symbols,
                 Arc::clone(&bus),
                 Arc::clone(clock),

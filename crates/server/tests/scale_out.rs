@@ -1,8 +1,9 @@
 //! Scale-out through Redis with real processes: one engine and gateway nodes on their own ports,
 //! real WebSocket clients, and a Redis restarted in the middle of a stream.
 //!
-//! Needs `REDIS_URL` (the restart test also needs `redis-server` on `PATH`); without it each test
-//! says "skipped" on stderr and returns. Every test uses its own key prefix and deletes its keys.
+//! Needs `REDIS_URL` (the restart and outage tests also need `redis-server` on `PATH`); without
+//! it each test says "skipped" on stderr and returns, and under `CI=true` it fails instead. Every
+//! test uses its own key prefix and deletes its keys.
 
 #[path = "../../../tests/src/http.rs"]
 #[allow(
@@ -11,6 +12,10 @@
     reason = "shared with the end-to-end suite, which uses all of it"
 )]
 mod http;
+/// The skip rule of every Redis-backed test (`CI=true` makes a skip a failure), shared with the
+/// services' unit tests.
+#[path = "../../services/src/scale/needs_redis.rs"]
+mod needs_redis;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -20,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+use needs_redis::{redis_url_or_skip as redis_url, skip};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -30,21 +36,24 @@ const GUARD: Duration = Duration::from_secs(20);
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-fn redis_url(test: &str) -> Option<String> {
-    let url = std::env::var("REDIS_URL")
-        .ok()
-        .filter(|url| !url.is_empty());
-    if url.is_none() {
-        skipped(test, "REDIS_URL not set");
-    }
-    url
-}
-
-/// Says so on the real stderr: the test harness captures `eprintln!` of passing tests, and a
-/// skip must never be silent.
-fn skipped(test: &str, why: &str) {
-    use std::io::Write as _;
-    let _ = writeln!(std::io::stderr(), "{test}: skipped: {why}");
+/// A private `redis-server` on a free port for `test`, which stops and restarts it: the server,
+/// its port and its URL. `None` when the test is skipped (no `REDIS_URL`, or no `redis-server` on
+/// `PATH`), which fails under `CI=true`.
+fn own_redis(test: &str) -> Option<(OwnRedis, u16, String)> {
+    redis_url(test)?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .unwrap();
+    let Some(redis) = OwnRedis::start(port) else {
+        skip(
+            test,
+            "redis-server not on PATH",
+            "install redis-server (the test starts and stops its own)",
+        );
+        return None;
+    };
+    Some((redis, port, format!("redis://127.0.0.1:{port}")))
 }
 
 fn unique(name: &str) -> String {
@@ -590,18 +599,9 @@ impl Drop for OwnRedis {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restarted_mid_stream() {
-    if redis_url("redis_restarted_mid_stream").is_none() {
-        return;
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .unwrap();
-    let Some(mut redis) = OwnRedis::start(port) else {
-        skipped("redis_restarted_mid_stream", "redis-server not on PATH");
+    let Some((mut redis, port, url)) = own_redis("redis_restarted_mid_stream") else {
         return;
     };
-    let url = format!("redis://127.0.0.1:{port}");
     let prefix = unique("restart");
     let engine = Node::start("engine", &url, &prefix);
     let gateway = Node::start("gateway", &url, &prefix);
@@ -859,21 +859,11 @@ fn roles_and_redis_settings_are_checked_before_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_longer_than_the_buffer_is_reported_not_hidden() {
-    if redis_url("an_outage_longer_than_the_buffer_is_reported_not_hidden").is_none() {
-        return;
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .unwrap();
-    let Some(mut redis) = OwnRedis::start(port) else {
-        skipped(
-            "an_outage_longer_than_the_buffer_is_reported_not_hidden",
-            "redis-server not on PATH",
-        );
+    let Some((mut redis, port, url)) =
+        own_redis("an_outage_longer_than_the_buffer_is_reported_not_hidden")
+    else {
         return;
     };
-    let url = format!("redis://127.0.0.1:{port}");
     let prefix = unique("overflow");
     // A buffer of 5 envelopes: the tickers alone (5 symbols x 10/s) overflow it within a second.
     let engine = Node::start_with(
@@ -1186,23 +1176,11 @@ async fn probe_until(node: &Node, status: u16, check: impl Fn(&Value) -> bool) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_health_answers_at_once_with_a_dead_engine_and_during_a_redis_outage() {
-    if redis_url("gateway_health_answers_at_once_with_a_dead_engine_and_during_a_redis_outage")
-        .is_none()
-    {
-        return;
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .unwrap();
-    let Some(redis) = OwnRedis::start(port) else {
-        skipped(
-            "gateway_health_answers_at_once_with_a_dead_engine_and_during_a_redis_outage",
-            "redis-server not on PATH",
-        );
+    let Some((redis, _, url)) =
+        own_redis("gateway_health_answers_at_once_with_a_dead_engine_and_during_a_redis_outage")
+    else {
         return;
     };
-    let url = format!("redis://127.0.0.1:{port}");
     let prefix = unique("health");
     let env = [SHORT_LEASE, ("CRYPTOBOT__BUS__COMMAND_TIMEOUT_MS", "10000")];
     let engine = Node::start_with("engine", &url, &prefix, &env);

@@ -32,6 +32,8 @@ pub mod backoff;
 pub mod bus;
 /// Injected time.
 pub mod clock;
+/// How configuration values are read: decimal strings, and lists from TOML or the environment.
+pub mod config;
 /// The one error type of the services layer.
 pub mod error;
 /// Market data trait and the simulated market.

@@ -50,7 +50,8 @@ pub struct GatewayConfig {
     pub connect_burst_per_ip: u32,
     /// Reverse proxies whose `X-Forwarded-For` is trusted for the client's IP address (the last
     /// address of the header is used when the peer is one of these). Empty: the TCP peer is the
-    /// client.
+    /// client. From the environment: a JSON array or comma-separated addresses.
+    #[serde(deserialize_with = "cryptobot_services::config::list")]
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Frames (never-dropped events and replies, held ones included) that may wait for one
     /// connection before it is closed as a slow consumer; tickers are conflated and never count.
@@ -65,7 +66,9 @@ pub struct GatewayConfig {
     pub write_buffer_bytes: usize,
     /// Browser origins allowed to connect besides the server's own (exact `scheme://host[:port]`),
     /// `"*"` for any. Requests without `Origin` (non-browser clients) and requests whose `Origin`
-    /// host equals the `Host` header are always allowed.
+    /// host equals the `Host` header are always allowed. From the environment: a JSON array or
+    /// comma-separated origins.
+    #[serde(deserialize_with = "cryptobot_services::config::list")]
     pub allowed_origins: Vec<String>,
     /// Also allow browser pages served from `localhost`, `127.0.0.0/8` or `[::1]` on any port (a
     /// developer's own machine). Turn off on a public deployment.
@@ -318,5 +321,28 @@ mod tests {
         assert_eq!(config.portfolio_interval_secs, 10);
         assert_eq!(config.heartbeat_interval_secs, 15);
         assert!(serde_json::from_str::<GatewayConfig>(r#"{"heartbeat": 1}"#).is_err());
+    }
+
+    #[test]
+    fn lists_deserialize_from_sequences_and_from_strings() {
+        // TC0: sequences (TOML)
+        let config: GatewayConfig = serde_json::from_str(
+            r#"{"trusted_proxies": ["10.0.0.1"], "allowed_origins": ["https://a.example"]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            config.trusted_proxies,
+            ["10.0.0.1".parse::<std::net::IpAddr>().unwrap()]
+        );
+        assert_eq!(config.allowed_origins, ["https://a.example"]);
+        // TC1: strings holding a JSON array, as an environment variable does
+        let config: GatewayConfig = serde_json::from_str(
+            r#"{"trusted_proxies": "[\"10.0.0.1\", \"::1\"]", "allowed_origins": "[\"*\"]"}"#,
+        )
+        .unwrap();
+        assert_eq!(config.trusted_proxies.len(), 2);
+        assert_eq!(config.allowed_origins, ["*"]);
+        // TC2: an address that is not one is refused
+        assert!(serde_json::from_str::<GatewayConfig>(r#"{"trusted_proxies": "proxy"}"#).is_err());
     }
 }

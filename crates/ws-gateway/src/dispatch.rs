@@ -797,13 +797,39 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn ping_answers_pong_with_the_id() {
-        let actions = plain()
-            .handle(msg(9, ClientRequest::Ping), &mut Subscriptions::new(8))
-            .await;
-        assert!(matches!(
-            actions.as_slice(),
-            [Action::Send(ServerMessage::Pong { id: Some(_), ts_us, .. })] if *ts_us > 0
-        ));
+    async fn ping_answers_pong_with_the_id_and_the_clock_time() {
+        use chrono::TimeZone as _;
+        // 2024-01-02T03:04:05.678901Z, so both the second and the microsecond are checked.
+        let start = chrono::Utc
+            .timestamp_micros(1_704_164_645_678_901)
+            .single()
+            .expect("a valid instant");
+        let clock = Arc::new(cryptobot_services::ManualClock::new(start));
+        let d = Dispatcher {
+            clock: Arc::clone(&clock) as Arc<dyn Clock>,
+            ..plain()
+        };
+        // (id, clock advance before the ping in ms, expected timestamp s, expected ts_us)
+        let cases = [
+            // TC0: the clock's time, in seconds and in microseconds, and the request's id
+            (9, 0, 1_704_164_645, 1_704_164_645_678_901),
+            // TC1: the answer follows the clock, not the wall time
+            (10, 1_500, 1_704_164_647, 1_704_164_647_178_901),
+        ];
+        for (id, advance_ms, timestamp, ts_us) in cases {
+            clock.advance(chrono::TimeDelta::milliseconds(advance_ms));
+            let actions = d
+                .handle(msg(id, ClientRequest::Ping), &mut Subscriptions::new(8))
+                .await;
+            assert_eq!(
+                actions,
+                [Action::Send(ServerMessage::Pong {
+                    timestamp,
+                    ts_us,
+                    id: Some(json!(id)),
+                })],
+                "ping {id}"
+            );
+        }
     }
 }

@@ -27,10 +27,12 @@ const MAX_CHECK_PERIOD: Duration = Duration::from_secs(1);
 /// ...and at most this often.
 const MIN_CHECK_PERIOD: Duration = Duration::from_millis(100);
 
-/// Settings of the alert monitor (`[alerts]`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Settings of the alert monitor (`[alerts]`); missing keys take the defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct AlertConfig {
     /// A move of at least this many percent within the window raises `price_move`. Default 5.
+    #[serde(deserialize_with = "crate::config::decimal")]
     pub price_move_pct: Decimal,
     /// Window of the price-move check, in seconds. Default 60.
     pub price_move_window_secs: u64,

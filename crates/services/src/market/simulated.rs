@@ -25,10 +25,12 @@ const MIN_WAKE_PERIOD: Duration = Duration::from_millis(1);
 /// During a long catch-up burst the feed yields to the runtime after this many steps.
 const STEPS_PER_YIELD: u64 = 64;
 
-/// Settings of the simulated market.
-#[derive(Debug, Clone, PartialEq)]
+/// Settings of the simulated market; missing keys take the defaults.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SimulatedMarketConfig {
     /// Symbols to simulate, in the order the market lists them.
+    #[serde(deserialize_with = "crate::config::list")]
     pub symbols: Vec<Symbol>,
     /// Ticker updates per second, per symbol; 0.01 to 100 000.
     pub ticks_per_second: f64,
@@ -38,6 +40,7 @@ pub struct SimulatedMarketConfig {
     pub volatility_bps: u32,
     /// Starting prices overriding the built-in table
     /// ([`default_initial_price`]).
+    #[serde(deserialize_with = "crate::config::decimal_map")]
     pub initial_prices: BTreeMap<Symbol, Decimal>,
 }
 

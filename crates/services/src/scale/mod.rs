@@ -12,6 +12,9 @@ pub mod follower;
 pub mod lease;
 /// The Redis connection helper with reconnect backoff.
 mod link;
+/// Tests that need a real Redis: skipped without one, failed under `CI=true`.
+#[cfg(test)]
+mod needs_redis;
 /// The engine side: local bus plus an ordered, bounded writer to Redis Streams.
 pub mod publisher;
 /// Forwarded commands: the engine's server and the gateway's proxies.
@@ -22,6 +25,8 @@ use std::time::Duration;
 use cryptobot_domain::Channel;
 
 use crate::BrokerHealth;
+#[cfg(test)]
+use needs_redis::redis_url_or_skip;
 
 pub use follower::{RedisFollowerBus, StreamReader};
 pub use lease::{ENGINE_LEASE, EngineLease, LeaseKeeper, LeaseOutcome, acquire_engine_lease};
@@ -44,18 +49,6 @@ fn report_health(
         u64::from(health == BrokerHealth::Up),
         std::sync::atomic::Ordering::Relaxed,
     );
-}
-
-/// `REDIS_URL` for a test that needs a real Redis, or `None` after saying on the real stderr that
-/// `test` is skipped (the harness captures `eprintln!`, and a skip must never be silent).
-#[cfg(test)]
-fn redis_url_or_skip(test: &str) -> Option<String> {
-    let url = std::env::var("REDIS_URL").ok();
-    if url.is_none() {
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), "{test}: skipped: REDIS_URL not set");
-    }
-    url
 }
 
 /// Settings shared by every Redis piece of a node.

@@ -11,12 +11,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{EventBus, PortfolioService, ServiceError, Subscription, TradeService};
 
-/// Settings of the auto-trader (`trading.auto_trade`, `trading.auto_trade_amount`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Settings of the auto-trader (the server's `trading.auto_trade` and `trading.auto_trade_amount`);
+/// missing keys take the defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct AutoTraderConfig {
     /// Trade on signals at all. Default false.
     pub enabled: bool,
     /// Quote amount each buy spends. Default 100.
+    #[serde(deserialize_with = "crate::config::decimal")]
     pub amount: Decimal,
 }
 
@@ -26,6 +29,22 @@ impl Default for AutoTraderConfig {
             enabled: false,
             amount: Decimal::ONE_HUNDRED,
         }
+    }
+}
+
+impl AutoTraderConfig {
+    /// Checks that each buy spends something.
+    ///
+    /// # Errors
+    /// `auto_trade_amount` (the key of `amount`) is not greater than zero.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.amount <= Decimal::ZERO {
+            return Err(format!(
+                "auto_trade_amount must be greater than zero, got {}",
+                self.amount
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -20,8 +20,9 @@ use sma::{STRATEGY_NAME, SmaCrossover};
 /// Largest accepted long window, in ticks.
 pub const MAX_WINDOW: usize = 10_000;
 
-/// Settings of the signal engine (`[signals]`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Settings of the signal engine (`[signals]`); missing keys take the defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SignalConfig {
     /// Run the strategy at all. Default true.
     pub enabled: bool,

@@ -22,16 +22,20 @@ use super::storage::Storage;
 use super::{Execution, OpenOrders, Placement};
 use crate::{Clock, Envelope, EventBus, MarketService, ServiceError, ServiceMetrics, Subscription};
 
-/// Settings of the paper account (`[trading]`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Settings of the paper account (`[trading]`); missing keys take the defaults.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct PaperTradingConfig {
     /// Cash of a new account. Default 10 000. Ignored (with a warning) once the storage holds an
     /// account.
+    #[serde(deserialize_with = "crate::config::decimal")]
     pub initial_cash: Decimal,
     /// Fee charged on every trade's notional; `0 <= fee_rate < 1`. Default 0.001 (0.1 %).
+    #[serde(deserialize_with = "crate::config::decimal")]
     pub fee_rate: Decimal,
     /// Smallest order notional in the quote asset; smaller orders are `order_too_small`.
     /// Default 1.
+    #[serde(deserialize_with = "crate::config::decimal")]
     pub min_notional: Decimal,
     /// Commands that may wait for the engine before callers wait to send. Default 256.
     pub command_capacity: usize,

@@ -60,10 +60,13 @@ impl BinanceStream {
     }
 }
 
-/// Settings of the Binance connector (`[market.binance]`).
-#[derive(Debug, Clone, PartialEq)]
+/// Settings of the Binance connector (`[market.binance]`); missing keys take the defaults.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct BinanceConfig {
-    /// Symbols to subscribe to, in the order the market lists them.
+    /// Symbols to subscribe to, in the order the market lists them. Not a key of
+    /// `[market.binance]`: the server sets `market.symbols`.
+    #[serde(skip)]
     pub symbols: Vec<Symbol>,
     /// Base URL; the connector opens `<ws_url>/stream`. Default `wss://stream.binance.com:9443`.
     pub ws_url: String,
@@ -73,7 +76,9 @@ pub struct BinanceConfig {
     pub reconnect_min_ms: u64,
     /// Largest reconnect delay, in milliseconds. Default 30 000.
     pub reconnect_max_ms: u64,
-    /// Seed of the reconnect jitter.
+    /// Seed of the reconnect jitter. Not a key: the server picks one per run, so several bots do
+    /// not reconnect in lockstep.
+    #[serde(skip)]
     pub jitter_seed: u64,
     /// No update for this long raises `feed_stalled`. Default 10.
     pub stale_after_secs: u64,
