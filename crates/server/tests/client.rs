@@ -821,3 +821,60 @@ async fn orders_rest_fill_cancel_and_replay_with_typed_results_across_a_restart(
     assert_eq!(err.code(), Some(&ErrorCode::InvalidLimit), "{err}");
     client.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_orders_are_refetched_when_a_resume_cannot_replay_them() {
+    // No history: every resume of a channel with a gap is `recovered: false`.
+    let db = temp_db("orders-gap");
+    let server = Server::start(&db, &[("CRYPTOBOT__BUS__HISTORY_SIZE", "0")]);
+    wait_for_price(server.addr).await;
+    let proxy = Proxy::start(server.addr).await;
+    let config = fast_client(proxy.ws_url()).channels([Channel::Orders]);
+    let (client, mut updates) = Client::connect(config).await.unwrap();
+    next_matching(&mut updates, open_orders).await;
+    let ticker = http::request(server.addr, "GET", "/api/v1/tickers/BTCUSDT", None, b"")
+        .await
+        .json();
+    let last: Decimal = ticker["price"].as_str().unwrap().parse().unwrap();
+    let low = (last / Decimal::TWO).round_dp(2);
+    let btc = Symbol::parse("BTCUSDT").unwrap();
+    let qty: Decimal = "0.01".parse().unwrap();
+    let first = client
+        .place_order(&OrderRequest::limit(btc.clone(), Side::Buy, qty, low))
+        .await
+        .unwrap();
+    next_matching(&mut updates, order_event(first.order.id, OrderStatus::New)).await;
+    // Away while a second order is placed: its update can only come back through the refill.
+    proxy.block(true);
+    proxy.cut(Mode::Forward);
+    let body = json!({"symbol": "BTCUSDT", "side": "buy", "type": "limit",
+                      "quantity": "0.01", "price": low.to_string()});
+    let placed = http::request(
+        server.addr,
+        "POST",
+        "/api/v1/orders",
+        Some("application/json"),
+        body.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(placed.status, 201, "{}", placed.body);
+    let second = placed.json()["order"]["id"].as_u64().unwrap();
+    proxy.block(false);
+    let recovered = next_matching(&mut updates, |update| match update {
+        Update::Connected { recovered, .. } => Some(recovered),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        recovered.get(&Channel::Orders),
+        Some(&false),
+        "{recovered:?}"
+    );
+    let (seq, open) = next_matching(&mut updates, open_orders).await;
+    assert_eq!(seq, None, "fetched over REST");
+    assert_eq!(
+        open.iter().map(|o| o.id).collect::<Vec<_>>(),
+        [first.order.id, second]
+    );
+    client.close().await;
+}
