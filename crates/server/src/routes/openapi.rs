@@ -212,7 +212,6 @@ impl Modify for Contract {
 #[schema(as = Error)]
 #[allow(dead_code, reason = "a schema only: error.rs writes the body")]
 struct ErrorBody {
-    #[schema(inline)]
     error: String,
     #[schema(pattern = "^[a-z_]+$")]
     code: String,
