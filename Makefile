@@ -3,7 +3,7 @@ CARGO ?= cargo
 export CARGO_TARGET_DIR ?= $(CURDIR)/target
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint fmt fmt-check clippy clippy-core doc ci bin seed-client browser-test bench bench-smoke schemathesis asyncapi fuzz
+.PHONY: help run test lint fmt fmt-check clippy clippy-core doc ci bin seed-client browser-test bench bench-smoke openapi schemathesis asyncapi fuzz
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ seed-client: bin ## The seed's JavaScript client, unchanged, against the real bi
 browser-test: bin ## Dashboard tests in headless Chromium (needs Node and /usr/bin/chromium)
 	cd tests/browser && npm ci --no-audit --no-fund
 	cd tests/browser && CRYPTOBOT_BIN=$(CARGO_TARGET_DIR)/debug/cryptobot npm test
+
+openapi: ## Regenerate docs/openapi.json from the code (a test fails while they differ)
+	UPDATE_OPENAPI=1 cargo test -p cryptobot-server --lib --locked openapi
 
 schemathesis: bin ## schemathesis (PyPI) against the real binary, every check, ST_MAX_TIME s (default 60)
 	CRYPTOBOT_BIN=$(CARGO_TARGET_DIR)/debug/cryptobot scripts/schemathesis.sh

@@ -20,6 +20,8 @@ scripts/with-server.sh bash -c '
       -d "{\"symbol\":\"BTCUSDT\",\"side\":\"buy\",\"amount\":\"100\"}" && break
     sleep 0.2
   done
+  # One worker: with two threads, hypothesis parsing lambda sources trips CPython 3.11'"'"'s
+  # "AST constructor recursion depth mismatch" (a Runtime Error of the run, not of the server).
   st --config-file .ci/schemathesis.toml run "$HTTP_URL/api/v1/openapi.json" \
-    --checks all --max-time "${ST_MAX_TIME:-60}" --workers 2 --no-color 2>&1 | tail -40
+    --checks all --max-time "${ST_MAX_TIME:-60}" --workers 1 --no-color 2>&1 | tail -40
 '

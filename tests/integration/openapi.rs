@@ -42,7 +42,7 @@ async fn the_document_is_served_and_lists_exactly_the_documented_endpoints() {
     assert_eq!(spec["openapi"], "3.1.0");
     assert_eq!(
         spec,
-        serde_json::from_str::<Value>(cryptobot_server::routes::OPENAPI).unwrap()
+        serde_json::from_str::<Value>(&cryptobot_server::routes::OPENAPI).unwrap()
     );
     let mut documented = documented_endpoints();
     documented.sort();
@@ -66,7 +66,7 @@ async fn the_document_is_served_and_lists_exactly_the_documented_endpoints() {
 #[tokio::test]
 async fn every_operation_of_the_document_is_served() {
     let app = TestApp::spawn(&[]).await;
-    let spec: Value = serde_json::from_str(cryptobot_server::routes::OPENAPI).unwrap();
+    let spec: Value = serde_json::from_str(&cryptobot_server::routes::OPENAPI).unwrap();
     for (method, path) in operations(&spec) {
         let path = path.replace("{symbol}", "BTCUSDT");
         let body: &[u8] = if method == "GET" { b"" } else { b"{}" };

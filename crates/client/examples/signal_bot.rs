@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 
-use cryptobot_client::{Client, ClientConfig, ErrorCode, Order, Update};
+use cryptobot_client::{Client, ClientConfig, ErrorCode, TradeRequest, Update};
 use cryptobot_domain::{Channel, Event, SignalAction};
 use rust_decimal::Decimal;
 
@@ -35,10 +35,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             Update::Event(received) => match received.event {
                 Event::Signal(signal) => {
                     let order = match signal.action {
-                        SignalAction::Buy => Order::buy_amount(signal.symbol.clone(), amount),
+                        SignalAction::Buy => {
+                            TradeRequest::buy_amount(signal.symbol.clone(), amount)
+                        }
                         SignalAction::Sell => match held.get(signal.symbol.as_str()) {
                             Some(quantity) if !quantity.is_zero() => {
-                                Order::sell_quantity(signal.symbol.clone(), *quantity)
+                                TradeRequest::sell_quantity(signal.symbol.clone(), *quantity)
                             }
                             _ => continue,
                         },
@@ -83,6 +85,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 eprintln!("connected (epoch {epoch}, resumed {recovered:?})")
             }
             Update::Disconnected { reason } => eprintln!("disconnected: {reason}; reconnecting"),
+            // Only with the `orders` channel, which this bot does not follow.
+            Update::OpenOrders { .. } => {}
             Update::Stopped(err) => return Err(err.into()),
         }
     }

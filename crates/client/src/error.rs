@@ -45,6 +45,20 @@ pub enum ErrorCode {
     NoPosition,
     /// `duplicate_client_order_id`: the key was used for a different order.
     DuplicateClientOrderId,
+    /// `invalid_order`: a price or option that does not fit the order's type.
+    InvalidOrder,
+    /// `post_only_would_cross`: a post-only limit that would fill at once.
+    PostOnlyWouldCross,
+    /// `too_many_orders`: `trading.max_open_orders` open orders already.
+    TooManyOrders,
+    /// `unknown_order`: no order has this id or key.
+    UnknownOrder,
+    /// `order_not_open`: the order is already filled, canceled, rejected or expired.
+    OrderNotOpen,
+    /// `invalid_limit`: a listing's `limit` outside 1-1000.
+    InvalidLimit,
+    /// `invalid_query`: a listing's unknown `status`.
+    InvalidQuery,
     /// `storage_error` (retry later).
     StorageError,
     /// `unavailable` (retry later with the same `client_order_id`).
@@ -59,7 +73,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code the client knows, with its wire name.
-    const NAMES: [(&'static str, Self); 23] = [
+    const NAMES: [(&'static str, Self); 30] = [
         ("invalid_message", Self::InvalidMessage),
         ("unknown_type", Self::UnknownType),
         ("invalid_payload", Self::InvalidPayload),
@@ -79,6 +93,13 @@ impl ErrorCode {
         ("insufficient_position", Self::InsufficientPosition),
         ("no_position", Self::NoPosition),
         ("duplicate_client_order_id", Self::DuplicateClientOrderId),
+        ("invalid_order", Self::InvalidOrder),
+        ("post_only_would_cross", Self::PostOnlyWouldCross),
+        ("too_many_orders", Self::TooManyOrders),
+        ("unknown_order", Self::UnknownOrder),
+        ("order_not_open", Self::OrderNotOpen),
+        ("invalid_limit", Self::InvalidLimit),
+        ("invalid_query", Self::InvalidQuery),
         ("storage_error", Self::StorageError),
         ("unavailable", Self::Unavailable),
         ("internal", Self::Internal),
@@ -185,12 +206,12 @@ mod tests {
             assert_eq!(code.as_str(), name);
         }
         assert_eq!(
-            ErrorCode::parse("order_rejected"),
-            ErrorCode::Other("order_rejected".into())
+            ErrorCode::parse("order_vanished"),
+            ErrorCode::Other("order_vanished".into())
         );
         assert_eq!(
-            ErrorCode::parse("order_rejected").as_str(),
-            "order_rejected"
+            ErrorCode::parse("order_vanished").as_str(),
+            "order_vanished"
         );
         assert!(ErrorCode::Unavailable.is_retryable());
         assert!(!ErrorCode::InsufficientFunds.is_retryable());

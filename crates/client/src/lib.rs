@@ -1,9 +1,12 @@
 //! Client layer of cryptobot: what another Rust bot uses to consume the gateway.
 //!
 //! It provides [`Client`], which connects to `ws://HOST:PORT/api/v1/ws` with a token, delivers the
-//! domain's typed [`Event`]s, and sends commands (`manual_trade` with an idempotency key made for
-//! the caller, `update_position`, subscribe and unsubscribe) whose refusals are typed
-//! [`ErrorCode`]s. It reconnects by itself (exponential backoff with jitter), resumes with the
+//! domain's typed [`Event`]s, and sends commands (`manual_trade` with a [`TradeRequest`] and
+//! `place_order` with an [`OrderRequest`] built by [`NewOrder`], each with an idempotency key made
+//! for the caller; `cancel_order`, `cancel_all_orders`, `list_orders`, `update_position`,
+//! subscribe and unsubscribe) whose refusals are typed [`ErrorCode`]s. The `orders` channel comes
+//! as [`Event::OrderUpdated`] events plus an [`Update::OpenOrders`] snapshot on subscribing (and
+//! after a resume the server could not replay). It reconnects by itself (exponential backoff with jitter), resumes with the
 //! epoch and the `seq` of every channel, drops repeats, and refills trades over REST when the
 //! server cannot replay them, so a consumer of `trades` sees every trade exactly once and in order,
 //! across server restarts (docs/protocol.md, "Client reconnect recipe").
@@ -12,7 +15,7 @@
 //! Must not depend on: the services, the gateway, the server, actix.
 //!
 //! ```no_run
-//! use cryptobot_client::{Client, ClientConfig, Order, Update};
+//! use cryptobot_client::{Client, ClientConfig, TradeRequest, Update};
 //! use cryptobot_domain::{Channel, Event, SignalAction};
 //! use rust_decimal::Decimal;
 //!
@@ -26,7 +29,7 @@
 //!         && let Event::Signal(signal) = received.event
 //!         && signal.action == SignalAction::Buy
 //!     {
-//!         let order = Order::buy_amount(signal.symbol, Decimal::from(100));
+//!         let order = TradeRequest::buy_amount(signal.symbol, Decimal::from(100));
 //!         let done = client.manual_trade(&order).await?;
 //!         println!("bought {} at {}", done.trade.quantity, done.trade.price);
 //!     }
@@ -40,7 +43,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use cryptobot_domain::{
-    Channel, ClientOrderId, Event, LevelChange, OrderSize, Position, Side, Symbol, Trade,
+    Channel, ClientOrderId, Event, LevelChange, Order, OrderPage, OrderQuery, OrderRef,
+    OrderRequest, OrderSize, Position, Side, Symbol, Trade,
 };
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
@@ -49,6 +53,8 @@ use tokio::sync::{mpsc, oneshot};
 mod backoff;
 /// The client's error type and the gateway's stable error codes.
 pub mod error;
+/// Resting orders: request constructors, payloads, replies.
+mod orders;
 /// The REST calls of a trade refill.
 mod rest;
 /// Dedupe and resume state.
@@ -59,6 +65,7 @@ mod wire;
 mod worker;
 
 pub use error::{ClientError, ErrorCode};
+pub use orders::{NewOrder, OrderPlacement};
 
 /// Where the token goes at the upgrade (docs/protocol.md, "Connecting").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -206,6 +213,15 @@ pub enum Update {
         /// Per resumed channel, whether the server replayed what was missed.
         recovered: BTreeMap<Channel, bool>,
     },
+    /// The open orders (of the `orders` channel): sent on subscribing to it, and fetched again
+    /// after a resume the server could not replay. Replace what you hold with it, then apply the
+    /// order events that follow it (they come in `seq` order; one may already be in it).
+    OpenOrders {
+        /// The channel's `seq` it includes; `None` when fetched over REST after a resume.
+        seq: Option<u64>,
+        /// The open orders, oldest first.
+        orders: Vec<Order>,
+    },
     /// The connection was lost; the client reconnects by itself.
     Disconnected {
         /// What happened.
@@ -227,13 +243,15 @@ impl Updates {
         self.rx.recv().await
     }
 
-    /// The next event, skipping connection notices; `None` once the client stopped.
+    /// The next event, skipping connection notices and open-orders snapshots; `None` once the client stopped.
     pub async fn next_event(&mut self) -> Option<Received> {
         loop {
             match self.rx.recv().await? {
                 Update::Event(received) => return Some(received),
                 Update::Stopped(_) => return None,
-                Update::Connected { .. } | Update::Disconnected { .. } => {}
+                Update::Connected { .. }
+                | Update::Disconnected { .. }
+                | Update::OpenOrders { .. } => {}
             }
         }
     }
@@ -242,7 +260,7 @@ impl Updates {
 /// A `manual_trade` command. Each one gets a fresh `client_order_id` when it is built, so
 /// retrying the same value (after [`ClientError::Timeout`] or `unavailable`) never trades twice.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Order {
+pub struct TradeRequest {
     /// The pair.
     pub symbol: Symbol,
     /// Buy or sell.
@@ -253,7 +271,7 @@ pub struct Order {
     pub client_order_id: ClientOrderId,
 }
 
-impl Order {
+impl TradeRequest {
     /// An order with a generated `client_order_id`.
     #[must_use]
     pub fn new(symbol: Symbol, side: Side, size: OrderSize) -> Self {
@@ -400,8 +418,8 @@ impl Client {
     ///
     /// # Errors
     /// The server's refusal ([`ClientError::Server`] with e.g. [`ErrorCode::InsufficientFunds`]),
-    /// [`ClientError::Timeout`] (retry the same [`Order`]), or [`ClientError::Closed`].
-    pub async fn manual_trade(&self, order: &Order) -> Result<TradeExecution, ClientError> {
+    /// [`ClientError::Timeout`] (retry the same [`TradeRequest`]), or [`ClientError::Closed`].
+    pub async fn manual_trade(&self, order: &TradeRequest) -> Result<TradeExecution, ClientError> {
         let reply = self
             .request("manual_trade", Some(order.payload()), None)
             .await?;
@@ -436,6 +454,68 @@ impl Client {
         let reply = self.request("update_position", Some(payload), None).await?;
         serde_json::from_value(reply.get("payload").cloned().unwrap_or(Value::Null))
             .map_err(|err| ClientError::Protocol(format!("position_updated: {err}")))
+    }
+
+    /// Places an order (build it with [`NewOrder`], which sets its `client_order_id`; one without
+    /// a key gets one for this call). Committed before the reply; a repeat of the same key
+    /// returns the order as it is now with `replayed: true`.
+    ///
+    /// # Errors
+    /// [`ClientError::Server`] with e.g. [`ErrorCode::InvalidOrder`],
+    /// [`ErrorCode::PostOnlyWouldCross`], [`ErrorCode::TooManyOrders`],
+    /// [`ErrorCode::InsufficientFunds`] or [`ErrorCode::DuplicateClientOrderId`], or the
+    /// connection errors of [`Client::manual_trade`].
+    pub async fn place_order(&self, order: &OrderRequest) -> Result<OrderPlacement, ClientError> {
+        let payload = orders::place_payload(order);
+        let reply = self.request("place_order", Some(payload), None).await?;
+        let read = |err| orders::unexpected("order_placed", &err);
+        Ok(OrderPlacement {
+            order: serde_json::from_value(orders::reply_field(&reply, Some("order")))
+                .map_err(read)?,
+            replayed: serde_json::from_value(orders::reply_field(&reply, Some("replayed")))
+                .map_err(read)?,
+        })
+    }
+
+    /// Cancels one open order, by id or by `client_order_id`; returns it, canceled.
+    ///
+    /// # Errors
+    /// [`ErrorCode::UnknownOrder`], [`ErrorCode::OrderNotOpen`] (also when a cancel sent again
+    /// after a lost connection had already canceled it), `forbidden`, or the connection errors of
+    /// [`Client::manual_trade`].
+    pub async fn cancel_order(&self, order: &OrderRef) -> Result<Order, ClientError> {
+        let payload = orders::cancel_payload(order);
+        let reply = self.request("cancel_order", Some(payload), None).await?;
+        serde_json::from_value(orders::reply_field(&reply, None))
+            .map_err(|err| orders::unexpected("order_canceled", &err))
+    }
+
+    /// Cancels every open order, or those of `symbol`; returns the canceled ones (empty when
+    /// none was open).
+    ///
+    /// # Errors
+    /// `invalid_symbol`, `unknown_symbol`, `forbidden`, or the connection errors of
+    /// [`Client::manual_trade`].
+    pub async fn cancel_all_orders(
+        &self,
+        symbol: Option<&Symbol>,
+    ) -> Result<Vec<Order>, ClientError> {
+        let payload = symbol.map(|symbol| json!({"symbol": symbol.as_str()}));
+        let reply = self.request("cancel_all_orders", payload, None).await?;
+        serde_json::from_value(orders::reply_field(&reply, Some("orders")))
+            .map_err(|err| orders::unexpected("orders_canceled", &err))
+    }
+
+    /// One page of orders: newest first, oldest first with `after_id`; `more` says whether
+    /// another page follows (continue from the last order's id).
+    ///
+    /// # Errors
+    /// [`ErrorCode::InvalidLimit`], or the connection errors of [`Client::manual_trade`].
+    pub async fn list_orders(&self, query: &OrderQuery) -> Result<OrderPage, ClientError> {
+        let payload = orders::list_payload(query);
+        let reply = self.request("list_orders", Some(payload), None).await?;
+        serde_json::from_value(orders::reply_field(&reply, None))
+            .map_err(|err| orders::unexpected("orders", &err))
     }
 
     /// Closes the connection (a normal close) and stops reconnecting; waits until it is done.
@@ -482,14 +562,14 @@ mod tests {
     #[test]
     fn orders_carry_fresh_valid_keys_and_the_documented_payload() {
         let symbol = Symbol::parse("BTCUSDT").unwrap();
-        let a = Order::buy_amount(symbol.clone(), "100".parse().unwrap());
-        let b = Order::buy_amount(symbol.clone(), "100".parse().unwrap());
+        let a = TradeRequest::buy_amount(symbol.clone(), "100".parse().unwrap());
+        let b = TradeRequest::buy_amount(symbol.clone(), "100".parse().unwrap());
         assert_ne!(a.client_order_id, b.client_order_id);
         assert_eq!(
             a.payload(),
             json!({"symbol":"BTCUSDT","side":"buy","amount":"100","client_order_id":a.client_order_id.as_str()})
         );
-        let sell = Order::sell_quantity(symbol, "0.010".parse().unwrap());
+        let sell = TradeRequest::sell_quantity(symbol, "0.010".parse().unwrap());
         assert_eq!(sell.payload()["quantity"], "0.010");
         assert_eq!(sell.payload()["side"], "sell");
     }

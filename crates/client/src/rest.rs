@@ -1,14 +1,22 @@
-//! The REST calls the client needs to refill trades (`GET /api/v1/trades`, docs/api.md): a
-//! minimal HTTP/1.1 GET over the same plain TCP as the WebSocket, one request per connection.
+//! The REST calls the client needs to refill trades (`GET /api/v1/trades`, docs/api.md) and the
+//! open orders (`GET /api/v1/orders?status=open`): a minimal HTTP/1.1 GET over the same plain TCP as the WebSocket, one request per connection.
 
 use std::time::Duration;
 
-use cryptobot_domain::Trade;
+use cryptobot_domain::{Order, Trade};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::{ClientError, ErrorCode};
+
+/// Reads a listing's body as `T` (a macro, as the client does not depend on serde itself).
+macro_rules! decode {
+    ($t:ty, $path:expr, $body:expr) => {
+        serde_json::from_value::<$t>($body)
+            .map_err(|err| ClientError::Protocol(format!("GET {}: {err}", $path)))
+    };
+}
 
 /// Largest response body read: a page of 1000 trades is about 300 KiB.
 const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
@@ -27,7 +35,8 @@ pub(crate) struct Rest {
 impl Rest {
     /// The id of the newest trade (0 when there is none).
     pub(crate) async fn newest_trade_id(&self) -> Result<u64, ClientError> {
-        let (trades, _) = self.page("/api/v1/trades?limit=1").await?;
+        let path = "/api/v1/trades?limit=1";
+        let trades = decode!(Vec<Trade>, path, self.page(path).await?.0)?;
         Ok(trades.first().map_or(0, |trade| trade.id))
     }
 
@@ -37,7 +46,7 @@ impl Rest {
         let mut all = Vec::new();
         for _ in 0..MAX_PAGES {
             let (trades, next) = self.page(&path).await?;
-            all.extend(trades);
+            all.extend(decode!(Vec<Trade>, path, trades)?);
             match next {
                 Some(next) => path = next,
                 None => return Ok(all),
@@ -48,17 +57,34 @@ impl Rest {
         )))
     }
 
-    /// One page of trades and the path of the next one.
-    async fn page(&self, path: &str) -> Result<(Vec<Trade>, Option<String>), ClientError> {
+    /// Every open order, oldest first.
+    pub(crate) async fn open_orders(&self) -> Result<Vec<Order>, ClientError> {
+        let mut path = "/api/v1/orders?status=open&after_id=0&limit=1000".to_owned();
+        let mut all = Vec::new();
+        for _ in 0..MAX_PAGES {
+            let (orders, next) = self.page(&path).await?;
+            all.extend(decode!(Vec<Order>, path, orders)?);
+            match next {
+                Some(next) => path = next,
+                None => return Ok(all),
+            }
+        }
+        Err(ClientError::Protocol(format!(
+            "more than {MAX_PAGES} pages of orders"
+        )))
+    }
+
+    /// One page of a listing and the path of the next one.
+    async fn page(&self, path: &str) -> Result<(Value, Option<String>), ClientError> {
         let response = tokio::time::timeout(self.timeout, self.get(path))
             .await
             .map_err(|_| ClientError::Timeout(self.timeout))??;
         if response.status != 200 {
             return Err(refusal(response.status, &response.body));
         }
-        let trades = serde_json::from_slice(&response.body)
+        let items = serde_json::from_slice(&response.body)
             .map_err(|err| ClientError::Protocol(format!("GET {path}: {err}")))?;
-        Ok((trades, response.next_link))
+        Ok((items, response.next_link))
     }
 
     async fn get(&self, path: &str) -> Result<Response, ClientError> {

@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use cryptobot_domain::{Alert, Channel, Event, PortfolioSummary, Signal, Ticker, Trade};
+use cryptobot_domain::{
+    Alert, Candle, Channel, Event, Order, OrderUpdate, PortfolioSummary, Signal, Ticker, Trade,
+};
 use serde_json::{Value, json};
 
 use crate::{ClientError, ErrorCode};
@@ -22,6 +24,11 @@ pub(crate) enum Inbound {
         seq: Option<u64>,
         snapshot: bool,
         event: Event,
+    },
+    /// `open_orders`: the snapshot of the `orders` channel, as of `seq`.
+    OpenOrders {
+        seq: Option<u64>,
+        orders: Vec<Order>,
     },
     /// The direct reply to the request with this `id`: the whole frame, or its error.
     Reply {
@@ -74,6 +81,22 @@ pub(crate) fn parse(text: &str) -> Result<Inbound, ClientError> {
         }
         "signal" => event(|p| serde_json::from_value::<Signal>(p).map(Event::Signal)),
         "alert" => event(|p| serde_json::from_value::<Alert>(p).map(Event::Alert)),
+        "order_update" => event(|p| {
+            serde_json::from_value::<OrderUpdate>(p)
+                .map(|update| Event::OrderUpdated(Box::new(update)))
+        }),
+        "candle" => event(|p| serde_json::from_value::<Candle>(p).map(Event::Candle)),
+        "open_orders" => {
+            let orders = frame
+                .get("payload")
+                .and_then(|payload| payload.get("orders"))
+                .cloned()
+                .unwrap_or(Value::Null);
+            Ok(Inbound::OpenOrders {
+                seq: frame.get("seq").and_then(Value::as_u64),
+                orders: serde_json::from_value(orders).map_err(|err| protocol(&err))?,
+            })
+        }
         "server_shutdown" => Ok(Inbound::Shutdown),
         "error" => Ok(id.map_or(Inbound::Ignored, |id| Inbound::Reply {
             id,
@@ -204,7 +227,35 @@ mod tests {
                 client_timeout_secs: Some(45)
             }
         );
-        // TC5: garbage is a protocol error, not a panic
+        // TC5: an order update and the open-orders snapshot
+        let update = r#"{"type":"order_update","payload":{"event":"filled","order":{"id":2,"client_order_id":null,"symbol":"BTCUSDT","side":"buy","type":"limit","quantity":"0.001","amount":null,"price":"68250.00","stop_price":null,"time_in_force":"IOC","post_only":false,"status":"filled","reserved_cash":"0","reserved_quantity":"0","trade_id":1,"reason":null,"created_at":"2026-12-01T12:46:17.519162654Z","updated_at":"2026-12-01T12:46:17.519801014Z"}},"channel":"orders","timestamp":1796129177,"ts_us":1796129177521014,"seq":3}"#;
+        let Inbound::Push {
+            channel: Channel::Orders,
+            seq: Some(3),
+            event: Event::OrderUpdated(update),
+            ..
+        } = parse(update).unwrap()
+        else {
+            panic!("not an order update");
+        };
+        assert_eq!((update.order.id, update.order.trade_id), (2, Some(1)));
+        let open = r#"{"type":"open_orders","payload":{"orders":[{"id":1,"client_order_id":"web-o1","symbol":"BTCUSDT","side":"buy","type":"limit","quantity":"0.01","amount":null,"price":"61750.00","stop_price":null,"time_in_force":"GTC","post_only":false,"status":"new","reserved_cash":"618.1175","reserved_quantity":"0","trade_id":null,"reason":null,"created_at":"2026-12-01T12:46:17.514837065Z","updated_at":"2026-12-01T12:46:17.514837065Z"}]},"channel":"orders","timestamp":1796129177,"ts_us":1796129177516037,"seq":1,"snapshot":true}"#;
+        let Inbound::OpenOrders {
+            seq: Some(1),
+            mut orders,
+        } = parse(open).unwrap()
+        else {
+            panic!("not an open-orders snapshot");
+        };
+        assert_eq!(orders[0].price, Some("61750.00".parse().unwrap()));
+        // An update newer than the snapshot wins: the filled order leaves the open ones.
+        let mut filled = orders[0].clone();
+        filled.status = cryptobot_domain::OrderStatus::Filled;
+        let mut other = update.order.clone();
+        other.status = cryptobot_domain::OrderStatus::New;
+        crate::orders::patch_open_orders(&mut orders, [other, filled]);
+        assert_eq!(orders.iter().map(|o| o.id).collect::<Vec<_>>(), [2]);
+        // TC6: garbage is a protocol error, not a panic
         assert!(matches!(parse("{"), Err(ClientError::Protocol(_))));
         assert!(matches!(
             parse(r#"{"type":"signal","payload":{}}"#),

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
-use cryptobot_domain::{Channel, Event};
+use cryptobot_domain::{Channel, Event, Order};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::net::TcpStream;
@@ -25,6 +25,9 @@ use crate::{ClientConfig, ClientError, ErrorCode, Received, TokenPlacement, Upda
 const DEFAULT_IDLE: Duration = Duration::from_secs(45);
 /// How often abandoned requests (their caller timed out) are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(1);
+/// Order updates kept per connection for patching its `open_orders` snapshot, which comes right
+/// after the subscribe ack: live updates may overtake it.
+const RECENT_ORDER_UPDATES: usize = 256;
 /// The close code of an expired JWT (docs/protocol.md): reconnecting with it cannot help.
 const TOKEN_EXPIRED: u16 = 4401;
 
@@ -128,6 +131,11 @@ pub(crate) struct Worker {
     backoff: Backoff,
     /// The server's `Retry-After` of the last refused attempt.
     retry_after: Option<Duration>,
+    /// Whether the current connection's opening subscribe carried a `resume` (the server then
+    /// sends no `open_orders`).
+    resumed: bool,
+    /// The order updates of the current connection with their `seq`, newest last.
+    recent_orders: VecDeque<(u64, Order)>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -163,6 +171,8 @@ impl Worker {
             pending: BTreeMap::new(),
             next_id: 1,
             retry_after: None,
+            resumed: false,
+            recent_orders: VecDeque::new(),
         }
     }
 
@@ -300,6 +310,8 @@ impl Worker {
             .or(server_idle)
             .unwrap_or(DEFAULT_IDLE);
         self.tracker.on_welcome(epoch);
+        self.resumed = self.tracker.resume().is_some();
+        self.recent_orders.clear();
         let setup_id = self.next_id();
         let payload = wire::subscribe_payload(&self.wanted, self.tracker.resume());
         let opening = if self.wanted.is_empty() {
@@ -400,12 +412,19 @@ impl Worker {
     /// no later than that.
     async fn settle(&mut self, recovered: BTreeMap<Channel, bool>, epoch: u64) -> Result<(), End> {
         let trades_recovered = recovered.get(&Channel::Trades) == Some(&true);
+        let orders_recovered = recovered.get(&Channel::Orders) == Some(&true);
         let connected = Update::Connected { epoch, recovered };
         self.updates.send(connected).await.map_err(|_| End::Stop)?;
         if self.wanted.contains(&Channel::Trades) && !trades_recovered {
             // The socket is subscribed already, so a trade committed from now on comes live;
             // everything before it is in the history. The id dedupes the overlap.
             self.refill().await?;
+        }
+        if self.resumed && self.wanted.contains(&Channel::Orders) && !orders_recovered {
+            // A resume gets no `open_orders`: the state comes from the REST listing instead.
+            let orders = self.rest.open_orders().await.map_err(lost)?;
+            let snapshot = Update::OpenOrders { seq: None, orders };
+            self.updates.send(snapshot).await.map_err(|_| End::Stop)?;
         }
         Ok(())
     }
@@ -483,13 +502,6 @@ impl Worker {
 
     /// Delivers every trade after the last one delivered, from the REST history.
     async fn refill(&mut self) -> Result<(), End> {
-        let lost = |err: ClientError| {
-            if err.is_fatal() {
-                End::Fatal(err)
-            } else {
-                End::Lost(err.to_string())
-            }
-        };
         let Some(after) = self.tracker.last_trade_id() else {
             let newest = self.rest.newest_trade_id().await.map_err(lost)?;
             self.tracker.start_trades_after(newest);
@@ -537,6 +549,12 @@ impl Worker {
                     _ => None,
                 };
                 if self.tracker.accept(&channel, seq, trade_id) {
+                    if let (Event::OrderUpdated(update), Some(seq)) = (&event, seq) {
+                        if self.recent_orders.len() == RECENT_ORDER_UPDATES {
+                            self.recent_orders.pop_front();
+                        }
+                        self.recent_orders.push_back((seq, update.order.clone()));
+                    }
                     let received = Received {
                         channel,
                         seq,
@@ -546,6 +564,35 @@ impl Worker {
                     if self.updates.send(Update::Event(received)).await.is_err() {
                         return Some(End::Stop);
                     }
+                }
+            }
+            Inbound::OpenOrders { seq, mut orders } => {
+                if !self.wanted.contains(&Channel::Orders) {
+                    return None;
+                }
+                if let Some(seq) = seq {
+                    let newer = self
+                        .recent_orders
+                        .iter()
+                        .filter(|(update_seq, _)| *update_seq > seq)
+                        .map(|(_, order)| order.clone());
+                    crate::orders::patch_open_orders(&mut orders, newer);
+                    // Updates at or below its seq are in it: they are repeats from now on.
+                    self.tracker.accept(&Channel::Orders, Some(seq), None);
+                }
+                let seq = self
+                    .recent_orders
+                    .back()
+                    .map(|(newest, _)| *newest)
+                    .max(seq);
+                self.recent_orders.clear();
+                if self
+                    .updates
+                    .send(Update::OpenOrders { seq, orders })
+                    .await
+                    .is_err()
+                {
+                    return Some(End::Stop);
                 }
             }
             Inbound::Reply { id, result } => {
@@ -572,6 +619,15 @@ impl Worker {
             }
             None => {}
         }
+    }
+}
+
+/// A failed REST call as the end of the connection.
+fn lost(err: ClientError) -> End {
+    if err.is_fatal() {
+        End::Fatal(err)
+    } else {
+        End::Lost(err.to_string())
     }
 }
 

@@ -4,8 +4,9 @@
 //! models, signals, alerts, and the one [`Event`] enum that flows from the services to the clients.
 //! Money and quantities are [`rust_decimal::Decimal`] and travel over the wire as JSON strings.
 //!
-//! May depend on: serde, rust_decimal, chrono, thiserror. Must not depend on: tokio, actix, any I/O,
-//! or any other cryptobot crate. Everything here is pure and synchronous.
+//! May depend on: serde, rust_decimal, chrono, thiserror, and utoipa behind the `openapi` feature
+//! (a derive of the types' schemas for the server's OpenAPI document: no I/O). Must not depend on:
+//! tokio, actix, any I/O, or any other cryptobot crate. Everything here is pure and synchronous.
 
 /// The one error type of the domain layer.
 pub mod error;
@@ -18,6 +19,9 @@ pub mod fixtures;
 pub mod market;
 /// Money helpers: decimal parsing and rounding rules.
 pub mod money;
+/// OpenAPI schemas of the wire forms (behind the `openapi` feature).
+#[cfg(feature = "openapi")]
+pub mod openapi;
 /// Orders with a lifecycle: types, status, validation, updates.
 pub mod order;
 /// Positions, their valuation and the portfolio summary.

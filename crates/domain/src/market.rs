@@ -6,30 +6,39 @@ use crate::Symbol;
 
 /// The latest market state of one symbol.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Ticker {
     /// The trading pair.
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::SymbolText))]
     pub symbol: Symbol,
     /// Last traded price, in the quote asset.
     #[serde(with = "rust_decimal::serde::str")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::DecimalText))]
     pub price: Decimal,
     /// Best bid.
     #[serde(with = "rust_decimal::serde::str")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::DecimalText))]
     pub bid: Decimal,
     /// Best ask.
     #[serde(with = "rust_decimal::serde::str")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::DecimalText))]
     pub ask: Decimal,
     /// Traded base volume over the last 24 hours (for the simulator: since it started).
     #[serde(with = "rust_decimal::serde::str")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::DecimalText))]
     pub volume_24h: Decimal,
     /// Price change over the last 24 hours, in percent (for the simulator: since it started).
     #[serde(with = "rust_decimal::serde::str")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::DecimalText))]
     pub change_24h_pct: Decimal,
     /// When this state was observed.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub updated_at: DateTime<Utc>,
 }
 
 /// A candle interval: `1m`, `5m`, `1h` or `1d`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Interval {
     /// One minute.
     #[serde(rename = "1m")]
@@ -91,27 +100,35 @@ impl Interval {
 
 /// An OHLCV candle of one symbol and interval, keyed by the interval's start time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Candle {
     /// The pair.
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::SymbolText))]
     pub symbol: Symbol,
     /// Its interval.
     pub interval: Interval,
     /// Start of the interval (inclusive).
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub open_time: DateTime<Utc>,
     /// First price of the interval.
     #[serde(with = "rust_decimal::serde::str")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::DecimalText))]
     pub open: Decimal,
     /// Highest price.
     #[serde(with = "rust_decimal::serde::str")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::DecimalText))]
     pub high: Decimal,
     /// Lowest price.
     #[serde(with = "rust_decimal::serde::str")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::DecimalText))]
     pub low: Decimal,
     /// Last price.
     #[serde(with = "rust_decimal::serde::str")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::DecimalText))]
     pub close: Decimal,
     /// Base volume traded in the interval: how much the feed's cumulative volume grew.
     #[serde(with = "rust_decimal::serde::str")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::DecimalText))]
     pub volume: Decimal,
     /// True once the interval is over: the candle no longer changes.
     pub closed: bool,

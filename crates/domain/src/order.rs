@@ -10,6 +10,7 @@ use crate::{ClientOrderId, DomainError, OrderSize, Side, Symbol, money};
 /// The kind of an order as clients name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum OrderType {
     /// Fills at once at the last price (as `manual_trade`).
     Market,
@@ -45,6 +46,7 @@ impl OrderType {
 /// How long a limit order may rest.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum TimeInForce {
     /// Good till canceled: rests until it fills or is canceled.
     #[default]
@@ -80,6 +82,7 @@ impl TimeInForce {
 /// are final.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum OrderStatus {
     /// Accepted and resting (a stop order: waiting for its stop price).
     New,
@@ -304,24 +307,38 @@ pub const MAX_ORDERS_LIMIT: usize = 1000;
 /// An order listing as a client writes it (`GET /api/v1/orders` query, `list_orders` payload).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::IntoParams),
+    into_params(parameter_in = Query)
+)]
 pub struct OrderQueryInput {
     /// `open`, or one of `new`, `triggered`, `filled`, `canceled`, `rejected`, `expired`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(schema_with = crate::openapi::status_filter))]
     pub status: Option<String>,
     /// Only this symbol's orders.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::openapi::SymbolText>))]
     pub symbol: Option<String>,
     /// Only the order placed under this key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        param(value_type = Option<crate::openapi::ClientOrderIdText>)
+    )]
     pub client_order_id: Option<String>,
     /// Cursor: only orders with a smaller id (newest first).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(maximum = 18_446_744_073_709_551_615_u64))]
     pub before_id: Option<u64>,
     /// Cursor: only orders with a larger id (oldest first).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(maximum = 18_446_744_073_709_551_615_u64))]
     pub after_id: Option<u64>,
     /// Page size, 1 to 1000 (default 50).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 1000, default = 50))]
     pub limit: Option<usize>,
 }
 
@@ -360,12 +377,16 @@ impl OrderQueryInput {
 
 /// An order and where it is in its life, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Order {
     /// Storage id, increasing in placing order.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub id: u64,
     /// The idempotency key it was placed under, if any.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::nullable_client_order_id, required = true))]
     pub client_order_id: Option<ClientOrderId>,
     /// The pair.
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::SymbolText))]
     pub symbol: Symbol,
     /// Buy or sell.
     pub side: Side,
@@ -374,15 +395,19 @@ pub struct Order {
     pub order_type: OrderType,
     /// Base quantity asked for (absent for a market buy by amount).
     #[serde(default, with = "crate::money::opt_str")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::nullable_decimal, required = true))]
     pub quantity: Option<Decimal>,
     /// Quote amount asked for (market buys by amount only).
     #[serde(default, with = "crate::money::opt_str")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::nullable_decimal, required = true))]
     pub amount: Option<Decimal>,
     /// Limit price.
     #[serde(default, with = "crate::money::opt_str")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::nullable_decimal, required = true))]
     pub price: Option<Decimal>,
     /// Stop price.
     #[serde(default, with = "crate::money::opt_str")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::nullable_decimal, required = true))]
     pub stop_price: Option<Decimal>,
     /// `GTC`, `IOC` or `FOK`.
     pub time_in_force: TimeInForce,
@@ -392,19 +417,25 @@ pub struct Order {
     pub status: OrderStatus,
     /// Quote cash held back for an open buy (cost at its price plus fee); zero otherwise.
     #[serde(with = "rust_decimal::serde::str")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::DecimalText))]
     pub reserved_cash: Decimal,
     /// Base quantity held back for an open sell; zero otherwise.
     #[serde(with = "rust_decimal::serde::str")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::DecimalText))]
     pub reserved_quantity: Decimal,
     /// The trade that filled it.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, required = true))]
     pub trade_id: Option<u64>,
     /// Why it was rejected or expired.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub reason: Option<String>,
     /// When it was placed.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: DateTime<Utc>,
     /// When its status last changed.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub updated_at: DateTime<Utc>,
 }
 

@@ -6,31 +6,38 @@ use crate::{DomainError, Symbol, money};
 
 /// An open holding of one symbol.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Position {
     /// The pair held.
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::SymbolText))]
     pub symbol: Symbol,
     /// Base quantity held (always positive: a position with zero quantity is closed and removed).
     #[serde(with = "rust_decimal::serde::str")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::DecimalText))]
     pub quantity: Decimal,
     /// Quantity-weighted average buy price, fees excluded (`cost_basis / quantity`, rounded to
     /// money scale; for display only, all arithmetic uses `cost_basis`).
     #[serde(with = "rust_decimal::serde::str")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::DecimalText))]
     pub avg_entry_price: Decimal,
     /// What the held quantity cost, fees excluded. Kept exactly (money scale), so that
     /// `cash + sum(cost_basis) = initial_cash + realized_pnl` holds to the last digit.
     #[serde(with = "rust_decimal::serde::str")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::DecimalText))]
     pub cost_basis: Decimal,
     /// Sell everything when the price falls to or below this level.
     #[serde(
         serialize_with = "rust_decimal::serde::str_option::serialize",
         deserialize_with = "optional_decimal"
     )]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::nullable_decimal, required = true))]
     pub stop_loss: Option<Decimal>,
     /// Sell everything when the price rises to or above this level.
     #[serde(
         serialize_with = "rust_decimal::serde::str_option::serialize",
         deserialize_with = "optional_decimal"
     )]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::nullable_decimal, required = true))]
     pub take_profit: Option<Decimal>,
 }
 
@@ -190,18 +197,22 @@ impl PositionUpdate {
 
 /// A position valued at the latest market price.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PositionValuation {
     /// The position itself.
     #[serde(flatten)]
     pub position: Position,
     /// Latest price used for the valuation (the entry price when no price is known yet).
     #[serde(with = "rust_decimal::serde::str")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::DecimalText))]
     pub market_price: Decimal,
     /// `quantity * market_price`.
     #[serde(with = "rust_decimal::serde::str")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::DecimalText))]
     pub market_value: Decimal,
     /// `market_value - cost_basis`.
     #[serde(with = "rust_decimal::serde::str")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::DecimalText))]
     pub unrealized_pnl: Decimal,
 }
 
@@ -225,26 +236,33 @@ impl PositionValuation {
 /// Invariant: `total_value = cash + positions_value` and, for an account that started with
 /// `initial_cash`, `total_value = initial_cash + realized_pnl + unrealized_pnl`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PortfolioSummary {
     /// Free quote-asset cash.
     #[serde(with = "rust_decimal::serde::str")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::DecimalText))]
     pub cash: Decimal,
     /// Open positions, sorted by symbol.
     pub positions: Vec<PositionValuation>,
     /// Sum of the positions' market values.
     #[serde(with = "rust_decimal::serde::str")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::DecimalText))]
     pub positions_value: Decimal,
     /// `cash + positions_value`.
     #[serde(with = "rust_decimal::serde::str")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::DecimalText))]
     pub total_value: Decimal,
     /// Profit realized by all trades so far, fees included.
     #[serde(with = "rust_decimal::serde::str")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::DecimalText))]
     pub realized_pnl: Decimal,
     /// Sum of the positions' unrealized profit.
     #[serde(with = "rust_decimal::serde::str")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::DecimalText))]
     pub unrealized_pnl: Decimal,
     /// Fees paid so far.
     #[serde(with = "rust_decimal::serde::str")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::DecimalText))]
     pub fees_paid: Decimal,
     /// Number of trades executed so far.
     pub trade_count: u64,
@@ -252,19 +270,24 @@ pub struct PortfolioSummary {
     #[serde(default)]
     pub reserved: Reserved,
     /// When the summary was computed.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub as_of: DateTime<Utc>,
 }
 
 /// Funds held back by open orders: they cannot be spent by another order or trade.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Reserved {
     /// Cash held for open buys (cost at their price plus fee); part of `cash`.
     #[serde(with = "rust_decimal::serde::str")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::DecimalText))]
     pub cash: Decimal,
     /// `cash` minus the reserved cash: what a new buy may spend.
     #[serde(with = "rust_decimal::serde::str")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::DecimalText))]
     pub available_cash: Decimal,
     /// Base quantity held for open sells, per symbol (only symbols with a reservation).
+    #[cfg_attr(feature = "openapi", schema(value_type = std::collections::BTreeMap<String, crate::openapi::DecimalText>))]
     pub quantities: std::collections::BTreeMap<crate::Symbol, ReservedQuantity>,
 }
 

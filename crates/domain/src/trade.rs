@@ -7,6 +7,7 @@ use crate::{ClientOrderId, DomainError, Symbol, money};
 /// Direction of a trade.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Side {
     /// Spend quote asset to get base asset.
     Buy,
@@ -52,6 +53,7 @@ impl OrderSize {
 /// Who or what asked for a trade.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum TradeOrigin {
     /// A person or bot through the REST API or the WebSocket.
     Manual,
@@ -174,33 +176,44 @@ impl TradeInput {
 
 /// An executed (filled) trade, as committed to storage.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Trade {
     /// Storage id, increasing in execution order.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub id: u64,
     /// The pair traded.
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::SymbolText))]
     pub symbol: Symbol,
     /// Buy or sell.
     pub side: Side,
     /// Execution price.
     #[serde(with = "rust_decimal::serde::str")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::DecimalText))]
     pub price: Decimal,
     /// Base quantity traded.
     #[serde(with = "rust_decimal::serde::str")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::DecimalText))]
     pub quantity: Decimal,
     /// Fee paid, in the quote asset.
     #[serde(with = "rust_decimal::serde::str")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::DecimalText))]
     pub fee: Decimal,
     /// `price * quantity`, before fees.
     #[serde(with = "rust_decimal::serde::str")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::DecimalText))]
     pub notional: Decimal,
     /// Profit or loss this trade realized, fees included (a buy realizes minus its fee).
     #[serde(with = "rust_decimal::serde::str")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::DecimalText))]
     pub realized_pnl: Decimal,
     /// When it was executed.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub executed_at: DateTime<Utc>,
     /// The idempotency key it was executed under, if any.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::nullable_client_order_id, required = true))]
     pub client_order_id: Option<ClientOrderId>,
     /// Who asked for it.
+    #[cfg_attr(feature = "openapi", schema(inline))]
     pub origin: TradeOrigin,
 }
 

@@ -4,8 +4,8 @@
 //! [`startup`]), serves the REST API, `/metrics` and the WebSocket endpoint, and shuts everything
 //! down in order. Tests build the same [`Application`] on port 0.
 //!
-//! May depend on: every other cryptobot crate, actix-web, config, tracing-subscriber. Nothing
-//! depends on it except the binary and the tests.
+//! May depend on: every other cryptobot crate, actix-web, config, tracing-subscriber, utoipa (the
+//! OpenAPI document, [`routes::openapi`]). Nothing depends on it except the binary and the tests.
 
 /// Bearer-token authentication of the REST API.
 pub mod auth;

@@ -19,9 +19,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cryptobot_client::{
-    Client, ClientConfig, ClientError, ErrorCode, Order, TokenPlacement, Update,
+    Client, ClientConfig, ClientError, ErrorCode, NewOrder, TokenPlacement, TradeRequest, Update,
 };
-use cryptobot_domain::{Channel, Event, LevelChange, Symbol};
+use cryptobot_domain::{
+    Channel, Event, LevelChange, OrderQuery, OrderRef, OrderRequest, OrderStatus, Side,
+    StatusFilter, Symbol,
+};
+use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -320,7 +324,7 @@ fn start_consumer(
                         seen.trades_recovered += 1;
                     }
                 }
-                Update::Disconnected { .. } => {}
+                Update::Disconnected { .. } | Update::OpenOrders { .. } => {}
                 Update::Stopped(err) => panic!("client stopped: {err}"),
             }
         }
@@ -482,8 +486,8 @@ async fn commands_answer_with_typed_results_and_survive_a_dropped_connection() {
     let (client, mut updates) = Client::connect(fast_client(proxy.ws_url())).await.unwrap();
     let btc = Symbol::parse("BTCUSDT").unwrap();
 
-    // TC0: a trade, and the same Order again is replayed, not executed twice.
-    let order = Order::buy_amount(btc.clone(), "100".parse().unwrap());
+    // TC0: a trade, and the same TradeRequest again is replayed, not executed twice.
+    let order = TradeRequest::buy_amount(btc.clone(), "100".parse().unwrap());
     let first = client.manual_trade(&order).await.unwrap();
     assert!(!first.replayed);
     assert_eq!(
@@ -501,10 +505,11 @@ async fn commands_answer_with_typed_results_and_survive_a_dropped_connection() {
     assert!(matches!(&received.event, Event::TradeExecuted(trade) if trade.id == first.trade.id));
 
     // TC1: typed refusals.
-    let too_big = Order::buy_amount(btc.clone(), "100000000".parse().unwrap());
+    let too_big = TradeRequest::buy_amount(btc.clone(), "100000000".parse().unwrap());
     let err = client.manual_trade(&too_big).await.unwrap_err();
     assert_eq!(err.code(), Some(&ErrorCode::InsufficientFunds), "{err}");
-    let unknown = Order::buy_amount(Symbol::parse("DOGEUSDT").unwrap(), "10".parse().unwrap());
+    let unknown =
+        TradeRequest::buy_amount(Symbol::parse("DOGEUSDT").unwrap(), "10".parse().unwrap());
     assert_eq!(
         client.manual_trade(&unknown).await.unwrap_err().code(),
         Some(&ErrorCode::UnknownSymbol)
@@ -552,7 +557,7 @@ async fn commands_answer_with_typed_results_and_survive_a_dropped_connection() {
 
     // TC3: a command sent while the link is down is sent again on the next connection, once.
     proxy.cut(Mode::Forward);
-    let during = Order::buy_amount(btc.clone(), "50".parse().unwrap());
+    let during = TradeRequest::buy_amount(btc.clone(), "50".parse().unwrap());
     let done = client.manual_trade(&during).await.unwrap();
     assert!(!done.replayed);
     let path = format!(
@@ -602,7 +607,7 @@ async fn tokens_in_the_header_or_the_sub_protocol_and_their_refusals() {
         .token(READER)
         .token_placement(TokenPlacement::SubProtocol);
     let (reader, _updates) = Client::connect(config).await.unwrap();
-    let order = Order::buy_amount(Symbol::parse("BTCUSDT").unwrap(), "100".parse().unwrap());
+    let order = TradeRequest::buy_amount(Symbol::parse("BTCUSDT").unwrap(), "100".parse().unwrap());
     assert_eq!(
         reader.manual_trade(&order).await.unwrap_err().code(),
         Some(&ErrorCode::Forbidden)
@@ -620,4 +625,256 @@ async fn tokens_in_the_header_or_the_sub_protocol_and_their_refusals() {
     assert!(matches!(&received.event, Event::TradeExecuted(trade) if trade.id == done.trade.id));
     reader.close().await;
     trader.close().await;
+}
+
+/// The next update `pick` maps to something, within 5 s; others are skipped.
+async fn next_matching<T>(
+    updates: &mut cryptobot_client::Updates,
+    mut pick: impl FnMut(Update) -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let update = tokio::time::timeout(left, updates.recv())
+            .await
+            .expect("the update within 5 s")
+            .expect("the client runs");
+        if let Some(found) = pick(update) {
+            return found;
+        }
+    }
+}
+
+/// The `order_update` of `id` with event `kind`.
+fn order_event(
+    id: u64,
+    kind: OrderStatus,
+) -> impl FnMut(Update) -> Option<cryptobot_domain::Order> {
+    move |update| match update {
+        Update::Event(received) => match received.event {
+            Event::OrderUpdated(update) if update.order.id == id && update.event == kind => {
+                Some(update.order)
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn open_orders(update: Update) -> Option<(Option<u64>, Vec<cryptobot_domain::Order>)> {
+    match update {
+        Update::OpenOrders { seq, orders } => Some((seq, orders)),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_rest_fill_cancel_and_replay_with_typed_results_across_a_restart() {
+    let db = temp_db("orders");
+    let server = Server::start(&db, &[]);
+    wait_for_price(server.addr).await;
+    let proxy = Proxy::start(server.addr).await;
+    let config = fast_client(proxy.ws_url()).channels([Channel::Orders]);
+    let (client, mut updates) = Client::connect(config).await.unwrap();
+    // Subscribing to orders brings the open ones: none yet.
+    let (_, open) = next_matching(&mut updates, open_orders).await;
+    assert!(open.is_empty(), "{open:?}");
+    let ticker = http::request(server.addr, "GET", "/api/v1/tickers/BTCUSDT", None, b"")
+        .await
+        .json();
+    let last: Decimal = ticker["price"].as_str().unwrap().parse().unwrap();
+    let (low, high) = (
+        (last / Decimal::TWO).round_dp(2),
+        (last * Decimal::TWO).round_dp(2),
+    );
+    let btc = Symbol::parse("BTCUSDT").unwrap();
+    let qty: Decimal = "0.01".parse().unwrap();
+
+    // TC0: a limit buy far below the market rests, is listed and announced.
+    let resting = OrderRequest::limit(btc.clone(), Side::Buy, qty, low);
+    let placed = client.place_order(&resting).await.unwrap();
+    assert!(!placed.replayed);
+    assert_eq!(
+        (
+            placed.order.status,
+            placed.order.price,
+            placed.order.quantity
+        ),
+        (OrderStatus::New, Some(low), Some(qty))
+    );
+    assert_eq!(placed.order.client_order_id, resting.client_order_id);
+    let announced =
+        next_matching(&mut updates, order_event(placed.order.id, OrderStatus::New)).await;
+    assert_eq!(announced, placed.order);
+    let mut query = OrderQuery::latest(10);
+    query.status = Some(StatusFilter::Open);
+    let page = client.list_orders(&query).await.unwrap();
+    assert_eq!(page.orders, std::slice::from_ref(&placed.order));
+    assert!(!page.more);
+    // TC1: the same request again is the same order, not a second one.
+    let again = client.place_order(&resting).await.unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.order.id, placed.order.id);
+    assert_eq!(client.list_orders(&query).await.unwrap().orders.len(), 1);
+
+    // TC2: across a kill -9 the open order is back, and the client delivers it as the snapshot.
+    server.kill9();
+    let restarted = Server::start(&db, &[]);
+    proxy.set_upstream(restarted.addr);
+    proxy.cut(Mode::Forward);
+    let (_, open) = next_matching(&mut updates, open_orders).await;
+    assert_eq!(
+        open.iter().map(|o| o.id).collect::<Vec<_>>(),
+        [placed.order.id]
+    );
+    wait_for_price(restarted.addr).await;
+
+    // TC3: cancel by id; cancelling again or an unknown id are typed refusals.
+    let canceled = client
+        .cancel_order(&OrderRef::Id(placed.order.id))
+        .await
+        .unwrap();
+    assert_eq!(
+        (canceled.status, canceled.reserved_cash),
+        (OrderStatus::Canceled, Decimal::ZERO)
+    );
+    next_matching(
+        &mut updates,
+        order_event(placed.order.id, OrderStatus::Canceled),
+    )
+    .await;
+    let err = client
+        .cancel_order(&OrderRef::Id(placed.order.id))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(&ErrorCode::OrderNotOpen), "{err}");
+    let err = client.cancel_order(&OrderRef::Id(999)).await.unwrap_err();
+    assert_eq!(err.code(), Some(&ErrorCode::UnknownOrder), "{err}");
+
+    // TC4: cancel all, by key afterwards is not open either.
+    let a = client
+        .place_order(&OrderRequest::limit(btc.clone(), Side::Buy, qty, low))
+        .await
+        .unwrap();
+    let b = client
+        .place_order(&OrderRequest::limit(btc.clone(), Side::Buy, qty, low))
+        .await
+        .unwrap();
+    let all = client.cancel_all_orders(Some(&btc)).await.unwrap();
+    let mut ids: Vec<u64> = all.iter().map(|o| o.id).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, [a.order.id, b.order.id]);
+    assert!(all.iter().all(|o| o.status == OrderStatus::Canceled));
+    assert!(client.list_orders(&query).await.unwrap().orders.is_empty());
+    assert!(client.cancel_all_orders(None).await.unwrap().is_empty());
+    let key = OrderRef::ClientOrderId(a.order.client_order_id.clone().unwrap());
+    let err = client.cancel_order(&key).await.unwrap_err();
+    assert_eq!(err.code(), Some(&ErrorCode::OrderNotOpen), "{err}");
+
+    // TC5: a limit far above the ask crosses and fills at once, with its trade.
+    let crossing = OrderRequest::limit(btc.clone(), Side::Buy, "0.001".parse().unwrap(), high);
+    let filled = client.place_order(&crossing).await.unwrap();
+    assert_eq!(filled.order.status, OrderStatus::Filled, "{filled:?}");
+    let trade_id = filled.order.trade_id.expect("the fill's trade");
+    let event = next_matching(
+        &mut updates,
+        order_event(filled.order.id, OrderStatus::Filled),
+    )
+    .await;
+    assert_eq!(event.trade_id, Some(trade_id));
+    let trades = http::request(restarted.addr, "GET", "/api/v1/trades?limit=1", None, b"")
+        .await
+        .json();
+    assert_eq!(trades[0]["id"], trade_id);
+
+    // TC6: refusals are typed.
+    let err = client
+        .place_order(&OrderRequest::limit(btc.clone(), Side::Buy, qty, high).post_only())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(&ErrorCode::PostOnlyWouldCross), "{err}");
+    let mut no_price = OrderRequest::limit(btc.clone(), Side::Buy, qty, low);
+    no_price.price = None;
+    let err = client.place_order(&no_price).await.unwrap_err();
+    assert_eq!(err.code(), Some(&ErrorCode::InvalidOrder), "{err}");
+    let err = client
+        .place_order(&OrderRequest::limit(
+            btc.clone(),
+            Side::Buy,
+            Decimal::from(1000),
+            low,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(&ErrorCode::InsufficientFunds), "{err}");
+    // The key of a placed order, reused for another order.
+    let mut reused = OrderRequest::limit(btc.clone(), Side::Sell, qty, high);
+    reused.client_order_id = resting.client_order_id.clone();
+    let err = client.place_order(&reused).await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&ErrorCode::DuplicateClientOrderId),
+        "{err}"
+    );
+    query.limit = 0;
+    let err = client.list_orders(&query).await.unwrap_err();
+    assert_eq!(err.code(), Some(&ErrorCode::InvalidLimit), "{err}");
+    client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_orders_are_refetched_when_a_resume_cannot_replay_them() {
+    // No history: every resume of a channel with a gap is `recovered: false`.
+    let db = temp_db("orders-gap");
+    let server = Server::start(&db, &[("CRYPTOBOT__BUS__HISTORY_SIZE", "0")]);
+    wait_for_price(server.addr).await;
+    let proxy = Proxy::start(server.addr).await;
+    let config = fast_client(proxy.ws_url()).channels([Channel::Orders]);
+    let (client, mut updates) = Client::connect(config).await.unwrap();
+    next_matching(&mut updates, open_orders).await;
+    let ticker = http::request(server.addr, "GET", "/api/v1/tickers/BTCUSDT", None, b"")
+        .await
+        .json();
+    let last: Decimal = ticker["price"].as_str().unwrap().parse().unwrap();
+    let low = (last / Decimal::TWO).round_dp(2);
+    let btc = Symbol::parse("BTCUSDT").unwrap();
+    let qty: Decimal = "0.01".parse().unwrap();
+    let first = client
+        .place_order(&OrderRequest::limit(btc.clone(), Side::Buy, qty, low))
+        .await
+        .unwrap();
+    next_matching(&mut updates, order_event(first.order.id, OrderStatus::New)).await;
+    // Away while a second order is placed: its update can only come back through the refill.
+    proxy.block(true);
+    proxy.cut(Mode::Forward);
+    let body = json!({"symbol": "BTCUSDT", "side": "buy", "type": "limit",
+                      "quantity": "0.01", "price": low.to_string()});
+    let placed = http::request(
+        server.addr,
+        "POST",
+        "/api/v1/orders",
+        Some("application/json"),
+        body.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(placed.status, 201, "{}", placed.body);
+    let second = placed.json()["order"]["id"].as_u64().unwrap();
+    proxy.block(false);
+    let recovered = next_matching(&mut updates, |update| match update {
+        Update::Connected { recovered, .. } => Some(recovered),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        recovered.get(&Channel::Orders),
+        Some(&false),
+        "{recovered:?}"
+    );
+    let (seq, open) = next_matching(&mut updates, open_orders).await;
+    assert_eq!(seq, None, "fetched over REST");
+    assert_eq!(
+        open.iter().map(|o| o.id).collect::<Vec<_>>(),
+        [first.order.id, second]
+    );
+    client.close().await;
 }

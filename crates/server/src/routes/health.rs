@@ -23,6 +23,17 @@ const METRICS_SUMMARY_TIMEOUT: Duration = Duration::from_secs(1);
 /// the engine from its cached view (the engine's liveness mark in Redis, read on every poll of
 /// the streams), and is degraded at once while its broker is down, since it can then neither
 /// stream nor reach the engine.
+#[utoipa::path(
+    get,
+    path = "/api/v1/health",
+    operation_id = "health",
+    summary = "Liveness and the state of the feed, the engine and the broker",
+    responses(
+        (status = 200, description = "healthy", body = super::openapi::HealthBody),
+        (status = 503, description = "degraded", body = super::openapi::HealthBody),
+        (status = 429, response = super::openapi::RateLimited),
+    )
+)]
 pub(super) async fn health(state: web::Data<AppState>) -> HttpResponse {
     let broker_connected = state
         .broker
@@ -64,6 +75,16 @@ pub(super) async fn health(state: web::Data<AppState>) -> HttpResponse {
 
 /// Returns the server's clock, so a client can measure its offset: `server_time` (RFC 3339, UTC),
 /// `timestamp` (seconds) and `ts_us` (microseconds), the WebSocket `pong`'s fields.
+#[utoipa::path(
+    get,
+    path = "/api/v1/time",
+    operation_id = "time",
+    summary = "The server's clock",
+    responses(
+        (status = 200, description = "the clock", body = super::openapi::TimeBody),
+        (status = 429, response = super::openapi::RateLimited),
+    )
+)]
 pub(super) async fn time() -> HttpResponse {
     let now = chrono::Utc::now();
     HttpResponse::Ok().json(json!({
@@ -74,6 +95,18 @@ pub(super) async fn time() -> HttpResponse {
 }
 
 /// Renders counters and gauges in the Prometheus text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    summary = "Counters and gauges in the Prometheus text format",
+    responses(
+        (status = 200, description = "metrics", body = String, content_type = "text/plain"),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 429, response = super::openapi::RateLimited),
+    )
+)]
 pub(super) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let mut out = String::with_capacity(4096);
     let _ = writeln!(

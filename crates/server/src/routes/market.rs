@@ -7,11 +7,39 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 /// Returns the latest ticker of every configured symbol.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tickers",
+    operation_id = "tickers",
+    summary = "The latest ticker of every symbol, in market.symbols order",
+    responses(
+        (status = 200, description = "tickers", body = [cryptobot_domain::Ticker]),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 429, response = super::openapi::RateLimited),
+    )
+)]
 pub(super) async fn tickers(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(state.market.tickers().await)
 }
 
 /// Returns the latest ticker of one symbol.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tickers/{symbol}",
+    operation_id = "ticker",
+    summary = "The latest ticker of one symbol",
+    params(("symbol" = super::openapi::SymbolText, Path)),
+    responses(
+        (status = 200, description = "the ticker", body = cryptobot_domain::Ticker),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 429, response = super::openapi::RateLimited),
+        (status = 503, response = super::openapi::Unavailable),
+    )
+)]
 pub(super) async fn ticker(
     state: web::Data<AppState>,
     symbol: web::Path<String>,
@@ -21,17 +49,39 @@ pub(super) async fn ticker(
 }
 
 /// Query of `GET /candles/{symbol}`.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct CandlesQuery {
+    #[param(value_type = Option<cryptobot_domain::Interval>, default = "1m")]
     interval: Option<String>,
+    #[param(minimum = 1, maximum = 1000, default = 500)]
     limit: Option<usize>,
+    /// Only candles opened before this time (exclusive).
+    #[param(format = DateTime)]
     end: Option<String>,
 }
 
 /// Returns candle history of one symbol, oldest first (the newest last, the open candle included
 /// when `end` is not given): at most `limit` (1-1000, default 500) candles of `interval` (`1m`,
 /// `5m`, `1h`, `1d`; default `1m`) opened before `end` (RFC 3339, exclusive).
+#[utoipa::path(
+    get,
+    path = "/api/v1/candles/{symbol}",
+    operation_id = "candles",
+    summary = "OHLCV candle history of one symbol, oldest first (the open candle last when end is not given)",
+    params(("symbol" = super::openapi::SymbolText, Path), CandlesQuery),
+    responses(
+        (status = 200, description = "candles, oldest first", body = [cryptobot_domain::Candle]),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 429, response = super::openapi::RateLimited),
+        (status = 500, response = super::openapi::ServerError),
+        (status = 503, response = super::openapi::Unavailable),
+    )
+)]
 pub(super) async fn candles(
     state: web::Data<AppState>,
     symbol: web::Path<String>,

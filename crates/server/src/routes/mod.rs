@@ -3,7 +3,7 @@
 use actix_web::ResponseError;
 use actix_web::body::{BodySize, EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::StatusCode;
+use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::{Next, from_fn};
 use actix_web::web;
 
@@ -15,88 +15,168 @@ use crate::error::ApiError;
 mod dashboard;
 mod health;
 mod market;
+/// The OpenAPI document, derived from the handlers and types.
+pub mod openapi;
 mod orders;
 mod trading;
 
 /// Largest accepted JSON request body, in bytes.
 pub const MAX_JSON_BODY: usize = 16 * 1024;
 
+/// What wraps a route: the public probes and the document are only rate limited, `/metrics`
+/// and the `/api/v1` scope need a token when `auth.mode` is not `none` (docs/security.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Liveness probes carry no token; clients sync clocks and read the document before they
+    /// have one.
+    Public,
+    /// `/metrics`: outside `/api/v1`, behind the token.
+    Metrics,
+    /// Under `/api/v1`, behind the token.
+    Api,
+}
+
+/// One REST route: who may call it, its full path, its method and its handler. [`configure`]
+/// mounts exactly these, and a test holds them to the OpenAPI document both ways.
+struct ApiRoute {
+    access: Access,
+    path: &'static str,
+    method: Method,
+    handler: fn(actix_web::Route) -> actix_web::Route,
+}
+
+/// Every REST route, in mounting order (`/orders/by-client-id/..` before `/orders/{id}`).
+fn api_routes() -> [ApiRoute; 16] {
+    let route = |access, path, method, handler| ApiRoute {
+        access,
+        path,
+        method,
+        handler,
+    };
+    use Access::{Api, Metrics, Public};
+    [
+        route(Public, "/api/v1/health", Method::GET, |r| {
+            r.to(health::health)
+        }),
+        route(Public, "/api/v1/time", Method::GET, |r| r.to(health::time)),
+        route(Public, "/api/v1/openapi.json", Method::GET, |r| {
+            r.to(openapi)
+        }),
+        route(Metrics, "/metrics", Method::GET, |r| r.to(health::metrics)),
+        route(Api, "/api/v1/tickers", Method::GET, |r| {
+            r.to(market::tickers)
+        }),
+        route(Api, "/api/v1/tickers/{symbol}", Method::GET, |r| {
+            r.to(market::ticker)
+        }),
+        route(Api, "/api/v1/candles/{symbol}", Method::GET, |r| {
+            r.to(market::candles)
+        }),
+        route(Api, "/api/v1/portfolio", Method::GET, |r| {
+            r.to(trading::portfolio)
+        }),
+        route(Api, "/api/v1/trades", Method::GET, |r| {
+            r.to(trading::trades)
+        }),
+        route(Api, "/api/v1/trades", Method::POST, |r| {
+            r.to(trading::create_trade)
+        }),
+        route(Api, "/api/v1/positions/{symbol}", Method::PATCH, |r| {
+            r.to(trading::update_position)
+        }),
+        route(Api, "/api/v1/orders", Method::GET, |r| r.to(orders::list)),
+        route(Api, "/api/v1/orders", Method::POST, |r| r.to(orders::place)),
+        route(Api, "/api/v1/orders", Method::DELETE, |r| {
+            r.to(orders::cancel_all)
+        }),
+        route(
+            Api,
+            "/api/v1/orders/by-client-id/{client_order_id}",
+            Method::DELETE,
+            |r| r.to(orders::cancel_by_client_id),
+        ),
+        route(Api, "/api/v1/orders/{id}", Method::DELETE, |r| {
+            r.to(orders::cancel)
+        }),
+    ]
+}
+
+/// `(METHOD, path)` of every route [`configure`] mounts besides the dashboard (`/`,
+/// `/assets/*`: HTML, not API); the WebSocket endpoint is the gateway's
+/// (`cryptobot_ws_gateway::Gateway::configure`).
+#[must_use]
+pub fn mounted_routes() -> Vec<(String, String)> {
+    api_routes()
+        .iter()
+        .map(|route| (route.method.to_string(), route.path.to_owned()))
+        .collect()
+}
+
+/// One resource per path with every method of the table on it: a method a resource does not
+/// take is then 405, not a fall-through to 404.
+fn resource(path: &str, scope_prefix: &str, routes: &[ApiRoute]) -> actix_web::Resource {
+    let relative = path.strip_prefix(scope_prefix).unwrap_or(path);
+    routes
+        .iter()
+        .filter(|route| route.path == path)
+        .fold(web::resource(relative), |resource, route| {
+            resource.route((route.handler)(web::method(route.method.clone())))
+        })
+}
+
 /// Mounts the REST API, its extractor error handlers and the JSON 404 fallback.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(json_config())
         .app_data(query_config())
         .app_data(path_config())
-        .configure(dashboard::configure)
-        // Public: liveness probes carry no token. Everything else below needs one when
-        // `auth.mode` is not `none` (docs/security.md).
-        // The rate limit wraps authentication (the last `wrap` runs first), so guessing tokens
-        // is limited too; health probes are limited like everything else.
-        .service(
-            web::resource("/api/v1/health")
-                .wrap(from_fn(limit_rest_rate))
-                .route(web::get().to(health::health)),
-        )
-        // Public like health: the time reveals nothing, and clients sync clocks before logging in.
-        .service(
-            web::resource("/api/v1/time")
-                .wrap(from_fn(limit_rest_rate))
-                .route(web::get().to(health::time)),
-        )
-        // Public like health: what the API looks like is no secret, and client generators and
-        // fuzzers read it before they have a token.
-        .service(
-            web::resource("/api/v1/openapi.json")
-                .wrap(from_fn(limit_rest_rate))
-                .route(web::get().to(openapi)),
-        )
-        .service(
-            web::resource("/metrics")
-                .wrap(from_fn(require_auth))
-                .wrap(from_fn(limit_rest_rate))
-                .route(web::get().to(health::metrics)),
-        )
-        .service(
-            web::scope("/api/v1")
-                .wrap(from_fn(require_auth))
-                .wrap(from_fn(limit_rest_rate))
-                // Resources, not scope routes: a method a resource does not take is then 405, not
-                // a fall-through to 404.
-                .service(web::resource("/tickers").route(web::get().to(market::tickers)))
-                .service(web::resource("/tickers/{symbol}").route(web::get().to(market::ticker)))
-                .service(web::resource("/candles/{symbol}").route(web::get().to(market::candles)))
-                .service(web::resource("/portfolio").route(web::get().to(trading::portfolio)))
-                .service(
-                    web::resource("/trades")
-                        .route(web::get().to(trading::trades))
-                        .route(web::post().to(trading::create_trade)),
-                )
-                .service(
-                    web::resource("/positions/{symbol}")
-                        .route(web::patch().to(trading::update_position)),
-                )
-                .service(
-                    web::resource("/orders")
-                        .route(web::get().to(orders::list))
-                        .route(web::post().to(orders::place))
-                        .route(web::delete().to(orders::cancel_all)),
-                )
-                .service(
-                    web::resource("/orders/by-client-id/{client_order_id}")
-                        .route(web::delete().to(orders::cancel_by_client_id)),
-                )
-                .service(web::resource("/orders/{id}").route(web::delete().to(orders::cancel))),
-        );
+        .configure(dashboard::configure);
+    let routes = api_routes();
+    let mut paths: Vec<(Access, &str)> = Vec::new();
+    for route in &routes {
+        if !paths.iter().any(|(_, path)| *path == route.path) {
+            paths.push((route.access, route.path));
+        }
+    }
+    // The rate limit wraps authentication (the last `wrap` runs first), so guessing tokens is
+    // limited too; health probes are limited like everything else.
+    let mut api = web::scope("/api/v1")
+        .wrap(from_fn(require_auth))
+        .wrap(from_fn(limit_rest_rate));
+    for (access, path) in paths {
+        match access {
+            Access::Public => {
+                cfg.service(resource(path, "", &routes).wrap(from_fn(limit_rest_rate)));
+            }
+            Access::Metrics => {
+                cfg.service(
+                    resource(path, "", &routes)
+                        .wrap(from_fn(require_auth))
+                        .wrap(from_fn(limit_rest_rate)),
+                );
+            }
+            Access::Api => api = api.service(resource(path, "/api/v1", &routes)),
+        }
+    }
+    cfg.service(api);
 }
 
-/// The OpenAPI 3.1 document of this API, kept in docs/ beside the prose contract (docs/api.md)
-/// and compiled in, so the served document is the reviewed one.
-pub const OPENAPI: &str = include_str!("../../../../docs/openapi.json");
+pub use openapi::OPENAPI;
 
 /// Serves [`OPENAPI`].
+#[utoipa::path(
+    get,
+    path = "/api/v1/openapi.json",
+    operation_id = "openapi",
+    summary = "This document",
+    responses(
+        (status = 200, description = "the OpenAPI 3.1 document", body = inline(openapi::OpenApiBody)),
+        (status = 429, response = openapi::RateLimited),
+    )
+)]
 async fn openapi() -> actix_web::HttpResponse {
     actix_web::HttpResponse::Ok()
         .content_type("application/json")
-        .body(OPENAPI)
+        .body(OPENAPI.as_str())
 }
 
 /// The methods a path takes, for the `Allow` header of a 405 (RFC 9110 requires it), read from
@@ -104,7 +184,7 @@ async fn openapi() -> actix_web::HttpResponse {
 fn allowed_methods(path: &str) -> Option<String> {
     static TABLE: std::sync::LazyLock<Vec<(Vec<String>, String)>> =
         std::sync::LazyLock::new(|| {
-            let spec: serde_json::Value = serde_json::from_str(OPENAPI).unwrap_or_default();
+            let spec: serde_json::Value = serde_json::from_str(&OPENAPI).unwrap_or_default();
             spec["paths"]
                 .as_object()
                 .into_iter()

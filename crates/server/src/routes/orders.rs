@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-#[derive(Debug, Serialize)]
-struct PlacedResponse {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = OrderResponse)]
+pub(super) struct PlacedResponse {
     order: Order,
     /// True when this repeats an earlier `client_order_id` and nothing was placed now.
     replayed: bool,
@@ -23,6 +24,28 @@ struct PlacedResponse {
 /// Places an order. 201 for a new order (whatever its status after placing: `new`, or already
 /// `filled` / `expired`), 200 for a replayed one. The body is validated as the WebSocket's
 /// `place_order` payload is, by the same [`OrderInput`].
+#[utoipa::path(
+    post,
+    path = "/api/v1/orders",
+    operation_id = "placeOrder",
+    summary = "Places a market, limit, stop-market or stop-limit order (idempotent with client_order_id)",
+    request_body = super::openapi::OrderInputSchema,
+    responses(
+        (status = 201, description = "a new order (status new, filled or expired)", body = PlacedResponse),
+        (status = 200, description = "replayed: the client_order_id had placed this order already", body = PlacedResponse),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 409, response = super::openapi::Conflict),
+        (status = 413, response = super::openapi::PayloadTooLarge),
+        (status = 415, response = super::openapi::UnsupportedMediaType),
+        (status = 422, response = super::openapi::Unprocessable),
+        (status = 429, response = super::openapi::RateLimited),
+        (status = 500, response = super::openapi::ServerError),
+        (status = 503, response = super::openapi::Unavailable),
+    )
+)]
 pub(super) async fn place(
     state: web::Data<AppState>,
     body: web::Json<OrderInput>,
@@ -44,6 +67,22 @@ pub(super) async fn place(
 
 /// Returns one page of orders as a JSON array (newest first, oldest first with `after_id`), with
 /// a `Link: <...>; rel="next"` header when more match, as `GET /trades`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/orders",
+    operation_id = "listOrders",
+    summary = "One page of orders; Link: <...>; rel=\"next\" to the next page",
+    params(cryptobot_domain::OrderQueryInput),
+    responses(
+        (status = 200, description = "a page of orders, newest first (oldest first with after_id)", body = [cryptobot_domain::Order], headers(("Link" = String, description = "RFC 8288 link to the next page, when more orders match"))),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 429, response = super::openapi::RateLimited),
+        (status = 500, response = super::openapi::ServerError),
+        (status = 503, response = super::openapi::Unavailable),
+    )
+)]
 pub(super) async fn list(
     state: web::Data<AppState>,
     query: web::Query<OrderQueryInput>,
@@ -85,6 +124,24 @@ fn next_page(query: &OrderQuery, last_id: u64) -> String {
 
 /// Cancels an open order by id: 200 with the order canceled, 404 `unknown_order`, 409
 /// `order_not_open`.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/orders/{id}",
+    operation_id = "cancelOrder",
+    summary = "Cancels one open order by id",
+    params(("id" = u64, Path, maximum = 18446744073709551615_u64)),
+    responses(
+        (status = 200, description = "the order, canceled", body = cryptobot_domain::Order),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 409, response = super::openapi::Conflict),
+        (status = 429, response = super::openapi::RateLimited),
+        (status = 500, response = super::openapi::ServerError),
+        (status = 503, response = super::openapi::Unavailable),
+    )
+)]
 pub(super) async fn cancel(
     state: web::Data<AppState>,
     id: web::Path<u64>,
@@ -94,6 +151,24 @@ pub(super) async fn cancel(
 }
 
 /// Cancels an open order by its `client_order_id`.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/orders/by-client-id/{client_order_id}",
+    operation_id = "cancelOrderByClientId",
+    summary = "Cancels one open order by its client_order_id",
+    params(("client_order_id" = super::openapi::ClientOrderIdText, Path)),
+    responses(
+        (status = 200, description = "the order, canceled", body = cryptobot_domain::Order),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 409, response = super::openapi::Conflict),
+        (status = 429, response = super::openapi::RateLimited),
+        (status = 500, response = super::openapi::ServerError),
+        (status = 503, response = super::openapi::Unavailable),
+    )
+)]
 pub(super) async fn cancel_by_client_id(
     state: web::Data<AppState>,
     key: web::Path<String>,
@@ -107,18 +182,37 @@ pub(super) async fn cancel_by_client_id(
 }
 
 /// Query of `DELETE /orders`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct CancelAllQuery {
+    #[param(value_type = Option<super::openapi::SymbolText>)]
     symbol: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct CanceledResponse {
     orders: Vec<Order>,
 }
 
 /// Cancels every open order (of `symbol` only, when given): 200 with those canceled.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/orders",
+    operation_id = "cancelAllOrders",
+    summary = "Cancels every open order (of one symbol, when given)",
+    params(CancelAllQuery),
+    responses(
+        (status = 200, description = "the orders canceled", body = inline(CanceledResponse)),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 429, response = super::openapi::RateLimited),
+        (status = 500, response = super::openapi::ServerError),
+        (status = 503, response = super::openapi::Unavailable),
+    )
+)]
 pub(super) async fn cancel_all(
     state: web::Data<AppState>,
     query: web::Query<CancelAllQuery>,

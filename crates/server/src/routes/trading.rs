@@ -17,20 +17,42 @@ const DEFAULT_TRADES_LIMIT: usize = 50;
 const MAX_TRADES_LIMIT: usize = 1000;
 
 /// Returns cash and positions valued at the latest prices.
+#[utoipa::path(
+    get,
+    path = "/api/v1/portfolio",
+    operation_id = "portfolio",
+    summary = "Cash and positions valued at the latest prices",
+    responses(
+        (status = 200, description = "the summary", body = cryptobot_domain::PortfolioSummary),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 429, response = super::openapi::RateLimited),
+        (status = 500, response = super::openapi::ServerError),
+        (status = 503, response = super::openapi::Unavailable),
+    )
+)]
 pub(super) async fn portfolio(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(state.portfolio.summary().await?))
 }
 
 /// Query of `GET /trades`; every value is read as text and checked here, so each gets its code.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct TradesQuery {
+    #[param(minimum = 1, maximum = 1000, default = 50)]
     limit: Option<usize>,
+    #[param(value_type = Option<super::openapi::SymbolText>)]
     symbol: Option<String>,
+    #[param(value_type = Option<super::openapi::ClientOrderIdText>)]
     client_order_id: Option<String>,
+    #[param(format = DateTime)]
     from: Option<String>,
+    #[param(format = DateTime)]
     to: Option<String>,
+    #[param(maximum = 18_446_744_073_709_551_615_u64)]
     before_id: Option<u64>,
+    #[param(maximum = 18_446_744_073_709_551_615_u64)]
     after_id: Option<u64>,
 }
 
@@ -84,6 +106,22 @@ impl TradesQuery {
 /// Returns one page of trades (newest first, oldest first with `after_id`) as a JSON array. When
 /// more trades match, a `Link: <...>; rel="next"` header gives the next page's URL: the same query
 /// with the cursor moved past the page's last trade.
+#[utoipa::path(
+    get,
+    path = "/api/v1/trades",
+    operation_id = "listTrades",
+    summary = "One page of the trade history; Link: <...>; rel=\"next\" to the next page",
+    params(TradesQuery),
+    responses(
+        (status = 200, description = "a page of trades, newest first (oldest first with after_id)", body = [cryptobot_domain::Trade], headers(("Link" = String, description = "RFC 8288 link to the next page, when more trades match"))),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 429, response = super::openapi::RateLimited),
+        (status = 500, response = super::openapi::ServerError),
+        (status = 503, response = super::openapi::Unavailable),
+    )
+)]
 pub(super) async fn trades(
     state: web::Data<AppState>,
     query: web::Query<TradesQuery>,
@@ -123,8 +161,8 @@ fn next_page(query: &TradeQuery, last_id: u64) -> String {
     format!("/api/v1/trades?{}", pairs.join("&"))
 }
 
-#[derive(Debug, Serialize)]
-struct TradeResponse {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct TradeResponse {
     trade: Trade,
     /// True when this repeats an earlier `client_order_id` and nothing was executed now.
     replayed: bool,
@@ -157,6 +195,28 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
 
 /// Executes a manual market order. 201 for a new trade, 200 for a replayed one. The body is
 /// validated as the WebSocket's `manual_trade` payload is, by the same [`TradeInput`].
+#[utoipa::path(
+    post,
+    path = "/api/v1/trades",
+    operation_id = "createTrade",
+    summary = "Executes a market order at the latest price (idempotent with client_order_id)",
+    request_body = super::openapi::TradeInputSchema,
+    responses(
+        (status = 201, description = "a new trade", body = TradeResponse),
+        (status = 200, description = "replayed: the client_order_id had executed already", body = TradeResponse),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 409, response = super::openapi::Conflict),
+        (status = 413, response = super::openapi::PayloadTooLarge),
+        (status = 415, response = super::openapi::UnsupportedMediaType),
+        (status = 422, response = super::openapi::Unprocessable),
+        (status = 429, response = super::openapi::RateLimited),
+        (status = 500, response = super::openapi::ServerError),
+        (status = 503, response = super::openapi::Unavailable),
+    )
+)]
 pub(super) async fn create_trade(
     state: web::Data<AppState>,
     body: web::Json<Object<TradeInput>>,
@@ -178,6 +238,27 @@ pub(super) async fn create_trade(
 
 /// Sets or clears a position's stop-loss and take-profit. A valid symbol the market does not
 /// trade is 404 `unknown_symbol` (as `GET /tickers/{symbol}`), one merely not held `no_position`.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/positions/{symbol}",
+    operation_id = "updatePosition",
+    summary = "Sets or clears a held position's stop-loss and take-profit",
+    request_body = super::openapi::PositionUpdateInputSchema,
+    params(("symbol" = super::openapi::SymbolText, Path)),
+    responses(
+        (status = 200, description = "the updated position", body = cryptobot_domain::Position),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 413, response = super::openapi::PayloadTooLarge),
+        (status = 415, response = super::openapi::UnsupportedMediaType),
+        (status = 422, response = super::openapi::Unprocessable),
+        (status = 429, response = super::openapi::RateLimited),
+        (status = 500, response = super::openapi::ServerError),
+        (status = 503, response = super::openapi::Unavailable),
+    )
+)]
 pub(super) async fn update_position(
     state: web::Data<AppState>,
     symbol: web::Path<String>,
