@@ -63,16 +63,16 @@ http {
 }
 CONF
 
-cat >"$check_dir/server.toml" <<CONF
-[auth]
-mode = "token"
-tokens = [{ name = "nginx-check", token = "nginx-check-token-0123456789", scopes = ["read", "trade"] }]
-
-[ws]
-# Only the page's own origin: a browser at https://127.0.0.1:PORT is let in because Host keeps the port.
-allow_localhost_origins = false
-trusted_proxies = ["127.0.0.1"]
-CONF
+# The production example as the server's config; the token comes from the environment, as it
+# must: without one the server refuses to start.
+prod=deploy/cryptobot.prod.toml
+bin="${CRYPTOBOT_BIN:-${CARGO_TARGET_DIR:-target}/debug/cryptobot}"
+if refusal="$(CRYPTOBOT__SERVER__PORT=0 CRYPTOBOT__STORAGE__PATH="$check_dir/refused.db" timeout 20 "$bin" --config "$prod" 2>&1)"; then
+  echo "nginx-check: $prod started without any auth token"; exit 1
+fi
+grep -Eq "auth(\.|: )tokens" <<<"$refusal" || { echo "nginx-check: $prod without a token did not name auth tokens:"; echo "$refusal"; exit 1; }
+echo "nginx-check: $prod without a token is refused: $(tail -1 <<<"$refusal")"
+export CRYPTOBOT__AUTH__TOKENS='[{"name":"nginx-check","token":"nginx-check-token-0123456789","scopes":["read","trade"]}]'
 
 run_through_nginx() {
   set -euo pipefail
@@ -88,4 +88,4 @@ run_through_nginx() {
 }
 export -f run_through_nginx
 export check_dir tls_port conf
-CRYPTOBOT_ARGS="--config $check_dir/server.toml" scripts/with-server.sh bash -c run_through_nginx
+CRYPTOBOT_ARGS="--config $prod" scripts/with-server.sh bash -c run_through_nginx
