@@ -3,7 +3,7 @@ CARGO ?= cargo
 export CARGO_TARGET_DIR ?= $(CURDIR)/target
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint fmt fmt-check clippy clippy-core doc ci bin seed-client browser-test bench bench-smoke openapi schemathesis asyncapi fuzz
+.PHONY: help run test lint fmt fmt-check clippy clippy-core doc ci bin seed-client browser-test bench bench-smoke openapi schemathesis asyncapi fuzz nginx-check deploy-check
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -53,6 +53,12 @@ asyncapi: bin ## docs/asyncapi.yaml against docs/protocol.md's examples and real
 	  CRYPTOBOT__SIGNALS__LONG_WINDOW=4 CRYPTOBOT__ALERTS__PRICE_MOVE_PCT=0.3 CRYPTOBOT__WS__PORTFOLIO_INTERVAL_SECS=1 \
 	  scripts/with-server.sh python3 scripts/asyncapi_check.py
 
+nginx-check: seed-client ## deploy/nginx/cryptobot.conf: nginx -t, then REST and a WebSocket through it over TLS (needs nginx, openssl)
+	CRYPTOBOT_BIN=$(CARGO_TARGET_DIR)/debug/cryptobot scripts/nginx-check.sh
+
+deploy-check: bin ## Dockerfile (hadolint), deploy/compose.yaml (docker-compose config), the systemd unit, LICENSE
+	CRYPTOBOT_BIN=$(CARGO_TARGET_DIR)/debug/cryptobot scripts/deploy-check.sh
+
 fuzz: ## cargo-fuzz targets (frame guard, request parser), FUZZ_SECS s each (default 300)
 	scripts/fuzz.sh
 
@@ -63,4 +69,4 @@ bench: ## WebSocket fan-out scenarios (release build), rows appended to docs/ben
 bench-smoke: ## A few seconds of cryptobot-load against the debug binary: messages must flow
 	BENCH_PROFILE=debug scripts/bench.sh smoke
 
-ci: lint test doc seed-client browser-test schemathesis asyncapi fuzz bench-smoke ## What CI runs
+ci: lint test doc seed-client browser-test nginx-check deploy-check schemathesis asyncapi fuzz bench-smoke ## What CI runs

@@ -10,7 +10,16 @@ bin="${CRYPTOBOT_BIN:-${CARGO_TARGET_DIR:-target}/debug/cryptobot}"
 work="$(mktemp -d)"
 log="$work/server.log"
 cleanup() {
-  if [ -n "${pid:-}" ]; then kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+  if [ -n "${pid:-}" ]; then
+    kill -TERM "$pid" 2>/dev/null || true
+    # A server that ignores SIGTERM (it once did, on a full disk) must not hang the caller.
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then
+      echo "with-server.sh: the server ignored SIGTERM for 10 s; killed" >&2
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT
