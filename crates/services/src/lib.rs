@@ -48,7 +48,10 @@ pub mod signals;
 /// Trade and portfolio traits, the paper trading engine and its storage.
 pub mod trading;
 
-pub use bus::{BrokerHealth, Envelope, EventBus, HistoryLimits, InMemoryBus, Replay, Subscription};
+pub use bus::{
+    BrokerHealth, BusBackend, BusConfig, Envelope, EventBus, HistoryLimits, InMemoryBus, Replay,
+    Subscription,
+};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::ServiceError;
 pub use market::MarketService;

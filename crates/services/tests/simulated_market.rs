@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use cryptobot_domain::fixtures::{dec, instant, symbol};
 use cryptobot_domain::{Event, Symbol, Ticker};
-use cryptobot_services::market::{SimulatedMarket, SimulatedMarketConfig};
+use cryptobot_services::market::{MarketConfig, SimulatedMarket};
 use cryptobot_services::{
     Clock, EventBus, InMemoryBus, ManualClock, MarketService, ServiceError, ServiceMetrics,
 };
@@ -24,14 +24,14 @@ struct Harness {
 }
 
 /// Builds a market on a fresh bus, subscribes, and starts the feed.
-fn start(config: SimulatedMarketConfig) -> Harness {
+fn start(config: MarketConfig) -> Harness {
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(instant()));
     let bus = Arc::new(InMemoryBus::new(1 << 20, Arc::clone(&clock)));
     let events = bus.subscribe();
     let metrics = Arc::new(ServiceMetrics::default());
     let shutdown = CancellationToken::new();
     let (market, feed) = SimulatedMarket::new(
-        config,
+        &config,
         Arc::clone(&bus) as Arc<dyn EventBus>,
         clock,
         Arc::clone(&metrics),
@@ -68,11 +68,11 @@ impl Harness {
     }
 }
 
-fn config(symbols: &[&str], ticks_per_second: f64) -> SimulatedMarketConfig {
-    SimulatedMarketConfig {
+fn config(symbols: &[&str], ticks_per_second: f64) -> MarketConfig {
+    MarketConfig {
         symbols: symbols.iter().map(|s| symbol(s)).collect(),
         ticks_per_second,
-        ..SimulatedMarketConfig::default()
+        ..MarketConfig::default()
     }
 }
 
@@ -193,7 +193,7 @@ async fn handle_serves_latest_prices_and_rejects_unknown_symbols() {
 async fn same_seed_replays_the_same_prices() {
     let mut runs = Vec::new();
     for seed in [7, 7, 8] {
-        let harness = start(SimulatedMarketConfig {
+        let harness = start(MarketConfig {
             seed,
             volatility_bps: 50,
             ..config(&["BTCUSDT", "ETHUSDT"], 10.0)
