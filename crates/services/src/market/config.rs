@@ -173,7 +173,8 @@ impl BinanceStream {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BinanceConfig {
-    /// Base URL; the connector opens `<ws_url>/stream`. Default `wss://stream.binance.com:9443`.
+    /// Base URL (surrounding blanks ignored); the connector opens `<ws_url>/stream`. Default
+    /// `wss://stream.binance.com:9443`.
     pub ws_url: String,
     /// Stream subscribed per symbol. Default `ticker`.
     pub stream: BinanceStream,
@@ -221,7 +222,9 @@ impl BinanceConfig {
     /// or a maximum below the minimum (at most an hour), a duration outside 1..=86400 s, a rate
     /// outside 1..=100 or a batch outside 1..=1024.
     pub fn validate(&self) -> Result<(), String> {
-        if !(self.ws_url.starts_with("ws://") || self.ws_url.starts_with("wss://")) {
+        // Surrounding blanks (easily picked up from an environment variable) are not part of it.
+        let url = self.ws_url.trim();
+        if !(url.starts_with("ws://") || url.starts_with("wss://")) {
             return Err(format!(
                 "ws_url must start with ws:// or wss://, got {:?}",
                 self.ws_url
@@ -270,8 +273,8 @@ mod tests {
     #[test]
     fn market_validation_names_the_problem() {
         let ok = MarketConfig::default();
-        assert_eq!(ok.validate(), Ok(()));
         let btc = ok.symbols[0].clone();
+        assert_eq!(ok.validate(), Ok(()));
         let cases: Vec<(MarketConfig, &str)> = vec![
             // TC0: no symbols
             (

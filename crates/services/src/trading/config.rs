@@ -90,11 +90,9 @@ impl TradingConfig {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use cryptobot_domain::fixtures::dec;
 
-    fn dec(text: &str) -> Decimal {
-        text.parse().unwrap()
-    }
+    use super::*;
 
     #[test]
     fn default_config_is_valid_and_matches_the_documented_values() {

@@ -429,13 +429,16 @@ mod tests {
         // TC0: below 5 incoming messages per second, below the 24 h connection limit
         assert!(config.subscribe_rate_per_sec < 5);
         assert!(config.max_connection_age_secs < 86_400);
-        // TC1: the combined-stream endpoint, with or without a trailing slash
+        // TC1: the combined-stream endpoint, with or without a trailing slash or blanks
         assert_eq!(config.stream_url(), "wss://stream.binance.com:9443/stream");
-        let slash = BinanceConfig {
-            ws_url: "ws://127.0.0.1:1/".into(),
-            ..config
-        };
-        assert_eq!(slash.stream_url(), "ws://127.0.0.1:1/stream");
+        for url in ["ws://127.0.0.1:1/", " ws://127.0.0.1:1 "] {
+            let other = BinanceConfig {
+                ws_url: url.into(),
+                ..config.clone()
+            };
+            assert_eq!(other.validate(), Ok(()), "{url:?}");
+            assert_eq!(other.stream_url(), "ws://127.0.0.1:1/stream", "{url:?}");
+        }
     }
 
     #[test]
