@@ -487,6 +487,107 @@ mod tests {
     }
 
     #[test]
+    fn every_key_of_market_trading_and_bus_is_settable_from_the_environment() {
+        let s = Settings::load_with_env(
+            None,
+            env(&[
+                ("CRYPTOBOT__MARKET__SOURCE", "binance"),
+                ("CRYPTOBOT__MARKET__SYMBOLS", "BTCUSDT,ETHBTC"),
+                ("CRYPTOBOT__MARKET__QUOTE_ASSETS", "USDT,BTC"),
+                ("CRYPTOBOT__MARKET__TICKS_PER_SECOND", "2.5"),
+                ("CRYPTOBOT__MARKET__SEED", "7"),
+                ("CRYPTOBOT__MARKET__VOLATILITY_BPS", "25"),
+                ("CRYPTOBOT__MARKET__INITIAL_PRICES", r#"{"ETHBTC": "0.05"}"#),
+                ("CRYPTOBOT__MARKET__BINANCE__RECONNECT_MAX_MS", "9000"),
+                ("CRYPTOBOT__TRADING__INITIAL_CASH", "500"),
+                ("CRYPTOBOT__TRADING__FEE_RATE", "0.002"),
+                ("CRYPTOBOT__TRADING__MIN_NOTIONAL", "5"),
+                ("CRYPTOBOT__TRADING__MAX_OPEN_ORDERS", "3"),
+                ("CRYPTOBOT__TRADING__AUTO_TRADE", "false"),
+                ("CRYPTOBOT__TRADING__AUTO_TRADE_AMOUNT", "12.5"),
+                ("CRYPTOBOT__BUS__CAPACITY", "128"),
+                ("CRYPTOBOT__BUS__HISTORY_SIZE", "0"),
+                ("CRYPTOBOT__BUS__HISTORY_MAX_AGE_SECS", "60"),
+                ("CRYPTOBOT__BUS__BACKEND", "redis"),
+                ("CRYPTOBOT__BUS__REDIS_URL", "redis://10.0.0.5:6380/2"),
+                ("CRYPTOBOT__BUS__REDIS_PREFIX", "blue:1"),
+                ("CRYPTOBOT__BUS__PUBLISH_BUFFER", "10"),
+                ("CRYPTOBOT__BUS__COMMAND_TIMEOUT_MS", "250"),
+                ("CRYPTOBOT__BUS__LEASE_TTL_MS", "2000"),
+            ]),
+        )
+        .unwrap();
+        let market = &s.market;
+        assert_eq!(market.source, MarketSource::Binance);
+        assert_eq!(names(&market.symbols), ["BTCUSDT", "ETHBTC"]);
+        assert_eq!(market.quote_assets, ["USDT", "BTC"]);
+        assert!((market.ticks_per_second - 2.5).abs() < f64::EPSILON);
+        assert_eq!((market.seed, market.volatility_bps), (7, 25));
+        let eth_btc = Symbol::parse("ETHBTC").unwrap();
+        assert_eq!(market.initial_prices[&eth_btc].to_string(), "0.05");
+        assert_eq!(market.binance.reconnect_max_ms, 9000);
+        let trading = &s.trading;
+        assert_eq!(
+            [
+                trading.initial_cash,
+                trading.fee_rate,
+                trading.min_notional,
+                trading.auto_trade_amount
+            ]
+            .map(|d| d.to_string()),
+            ["500", "0.002", "5", "12.5"]
+        );
+        assert_eq!(trading.max_open_orders, 3);
+        assert!(!trading.auto_trade);
+        let bus = &s.bus;
+        assert_eq!(
+            (bus.capacity, bus.history_size, bus.publish_buffer),
+            (128, 0, 10)
+        );
+        assert_eq!(bus.backend, BusBackend::Redis);
+        assert_eq!(
+            (
+                bus.history_max_age_secs,
+                bus.command_timeout_ms,
+                bus.lease_ttl_ms
+            ),
+            (60, 250, 2000)
+        );
+        // What the services get from [bus] and [market]: the replay bounds and the Redis settings.
+        assert_eq!(bus.history_limits().max_age_us, 60_000_000);
+        let redis = bus.redis_settings(&market.symbols);
+        assert_eq!(redis.url, "redis://10.0.0.5:6380/2");
+        assert_eq!(redis.prefix, "blue:1");
+        assert_eq!(redis.stream_len, 1, "a stream keeps at least one entry");
+        assert_eq!(redis.command_timeout, Duration::from_millis(250));
+        assert_eq!(redis.lease_ttl, Duration::from_secs(2));
+        // TC1: a bus key out of range or a bad Redis URL is named with its section
+        for (key, value, expected) in [
+            (
+                "CRYPTOBOT__BUS__CAPACITY",
+                "0",
+                "bus.capacity: must be between 1 and",
+            ),
+            (
+                "CRYPTOBOT__BUS__REDIS_PREFIX",
+                "a b",
+                "bus.redis_prefix: must be non-empty",
+            ),
+        ] {
+            let err = load_error(None, &[(key, value)]);
+            assert!(err.starts_with(expected), "{key}={value}: {err}");
+        }
+        let err = load_error(
+            None,
+            &[
+                ("CRYPTOBOT__BUS__BACKEND", "redis"),
+                ("CRYPTOBOT__BUS__REDIS_URL", "rediss://x"),
+            ],
+        );
+        assert!(err.starts_with("bus.redis_url: must start with"), "{err}");
+    }
+
+    #[test]
     fn every_list_key_is_settable_from_the_environment_as_json() {
         let s = Settings::load_with_env(
             None,

@@ -474,6 +474,105 @@ mod tests {
     use super::*;
     use crate::{ManualClock, SystemClock};
 
+    #[test]
+    fn bus_config_checks_name_the_key() {
+        let ok = BusConfig::default();
+        assert_eq!(ok.validate(), Ok(()));
+        assert_eq!(ok.history_limits(), HistoryLimits::default());
+        let cases = [
+            // TC0: each range, just outside it
+            (
+                BusConfig {
+                    capacity: 0,
+                    ..ok.clone()
+                },
+                "capacity",
+            ),
+            (
+                BusConfig {
+                    history_size: (1 << 20) + 1,
+                    ..ok.clone()
+                },
+                "history_size",
+            ),
+            (
+                BusConfig {
+                    history_max_age_secs: 0,
+                    ..ok.clone()
+                },
+                "history_max_age_secs",
+            ),
+            (
+                BusConfig {
+                    publish_buffer: 0,
+                    ..ok.clone()
+                },
+                "publish_buffer",
+            ),
+            (
+                BusConfig {
+                    command_timeout_ms: 99,
+                    ..ok.clone()
+                },
+                "command_timeout_ms",
+            ),
+            (
+                BusConfig {
+                    lease_ttl_ms: 60_001,
+                    ..ok.clone()
+                },
+                "lease_ttl_ms",
+            ),
+            // TC1: a prefix that is empty or has a blank
+            (
+                BusConfig {
+                    redis_prefix: String::new(),
+                    ..ok.clone()
+                },
+                "redis_prefix",
+            ),
+            (
+                BusConfig {
+                    redis_prefix: "a b".into(),
+                    ..ok.clone()
+                },
+                "redis_prefix",
+            ),
+        ];
+        for (config, key) in cases {
+            assert_eq!(config.validate().map_err(|e| e.key), Err(key), "{config:?}");
+        }
+        // TC2: the Redis URL matters only with the Redis backend
+        let memory = BusConfig {
+            redis_url: "rediss://x".into(),
+            ..ok
+        };
+        assert_eq!(memory.validate(), Ok(()));
+        let redis = BusConfig {
+            backend: BusBackend::Redis,
+            ..memory
+        };
+        let expected = if cfg!(feature = "redis") {
+            "redis_url"
+        } else {
+            "backend"
+        };
+        assert_eq!(redis.validate().map_err(|e| e.key), Err(expected));
+        // TC3: the history bounds in microseconds
+        let day = BusConfig {
+            history_size: 7,
+            history_max_age_secs: 86_400,
+            ..BusConfig::default()
+        };
+        assert_eq!(
+            day.history_limits(),
+            HistoryLimits {
+                size: 7,
+                max_age_us: 86_400_000_000
+            }
+        );
+    }
+
     #[tokio::test]
     async fn numbers_events_per_channel_and_delivers_in_order() {
         let bus = InMemoryBus::new(16, Arc::new(SystemClock));

@@ -6,7 +6,8 @@
 //! the auto-trader and the alert monitor. Every state change is published on the event bus.
 //!
 //! The core (bus, clock, error, backoff, the market and trading traits, pure matching and books,
-//! metrics, signals, alerts, the simulated market, the in-memory bus) builds with no feature. The
+//! metrics, signals, alerts, the simulated market, the in-memory bus, and the configuration of
+//! every section they serve, adapters' included) builds with no feature. The
 //! adapters are features, all on by default:
 //! - `sqlite`: the paper trading engine (`trading::PaperTrading`), its storage and the candle
 //!   history (bundled SQLite through rusqlite);
