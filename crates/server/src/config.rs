@@ -1,22 +1,19 @@
 //! Settings: embedded defaults, overridden by an optional TOML file, overridden by
 //! `CRYPTOBOT__SECTION__KEY` environment variables.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
 
 use config::{Config, Environment, File, FileFormat};
-use cryptobot_domain::{Channel, Interval, Symbol};
 use cryptobot_services::alerts::AlertConfig;
-use cryptobot_services::config::{decimal, decimal_map, json_list, list};
-use cryptobot_services::market::{BinanceConfig, SimulatedMarketConfig};
-use cryptobot_services::scale::RedisSettings;
-use cryptobot_services::signals::{AutoTraderConfig, SignalConfig};
-use cryptobot_services::trading::PaperTradingConfig;
+use cryptobot_services::config::json_list;
+use cryptobot_services::market::{MarketConfig, MarketSource};
+use cryptobot_services::signals::SignalConfig;
+use cryptobot_services::trading::TradingConfig;
+use cryptobot_services::{BusBackend, BusConfig};
 use cryptobot_ws_gateway::auth::JwtSecret;
 use cryptobot_ws_gateway::auth::{SCOPE_READ, SCOPE_TRADE};
 use cryptobot_ws_gateway::{Authenticator, GatewayConfig, StaticToken};
-use rust_decimal::Decimal;
 use serde::Deserialize;
 
 /// The defaults compiled into the binary, so it runs from any directory without files.
@@ -26,26 +23,27 @@ pub const ENV_PREFIX: &str = "CRYPTOBOT";
 
 /// Everything the server can be configured with. Unknown keys are errors, so typos surface.
 ///
-/// A section that configures one service is that service's own configuration (`[signals]`,
-/// `[alerts]`, `[market.binance]`, `[ws]`), which checks itself; `[market]` and `[trading]` each
-/// configure two services, so they are read here and handed to both.
+/// Every section but the server's own (`[server]`, `[auth]`, `[storage]`, `[log]`) is the
+/// configuration type of the services it configures (`[market]` with `[market.binance]`,
+/// `[trading]`, `[signals]`, `[alerts]`, `[bus]`, `[ws]`), which checks itself; the server adds
+/// only the rules that span sections.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     /// `[server]`: listening address and HTTP workers.
     pub server: ServerSettings,
-    /// `[market]`: where prices come from.
-    pub market: MarketSettings,
-    /// `[trading]`: the paper account.
-    pub trading: TradingSettings,
+    /// `[market]`: where prices come from; the simulator and the Binance connector read it.
+    pub market: MarketConfig,
+    /// `[trading]`: the paper account; the paper trading engine and the auto-trader read it.
+    pub trading: TradingConfig,
     /// `[signals]`: the moving-average strategy.
     pub signals: SignalConfig,
     /// `[alerts]`: alert thresholds.
     pub alerts: AlertConfig,
     /// `[storage]`: the SQLite file.
     pub storage: StorageSettings,
-    /// `[bus]`: the in-process event bus.
-    pub bus: BusSettings,
+    /// `[bus]`: the event bus, in-process or through Redis.
+    pub bus: BusConfig,
     /// `[log]`: logging.
     pub log: LogSettings,
     /// `[ws]`: the WebSocket gateway's policies (documented in docs/protocol.md).
@@ -238,118 +236,12 @@ impl Role {
     }
 }
 
-/// Where events travel between the services and the gateways.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BusBackend {
-    /// In this process only.
-    Memory,
-    /// Through Redis Streams (`bus.redis_url`), so several nodes serve as one.
-    Redis,
-}
-
-/// Source of market data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MarketSource {
-    /// The embedded random-walk simulator.
-    Simulated,
-    /// Binance spot's public market streams (`[market.binance]`).
-    Binance,
-}
-
-impl MarketSource {
-    /// The name used in the configuration and reported by `/api/v1/health`.
-    #[must_use]
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Simulated => "simulated",
-            Self::Binance => "binance",
-        }
-    }
-}
-
-/// `[market]`: read here because it configures the simulator and, with `source = "binance"`,
-/// the Binance connector.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MarketSettings {
-    /// Where prices come from.
-    pub source: MarketSource,
-    /// Traded symbols (a TOML list; from the environment a JSON array or comma-separated).
-    #[serde(deserialize_with = "list")]
-    pub symbols: Vec<Symbol>,
-    /// Quote assets used to split symbols into base and quote.
-    #[serde(deserialize_with = "list")]
-    pub quote_assets: Vec<String>,
-    /// Simulated ticker updates per second, per symbol.
-    pub ticks_per_second: f64,
-    /// Seed of the simulator's random walk.
-    pub seed: u64,
-    /// Largest simulated move per tick, in basis points.
-    pub volatility_bps: u32,
-    /// Optional starting prices, e.g. `{ BTCUSDT = "65000" }`.
-    #[serde(default, deserialize_with = "decimal_map")]
-    pub initial_prices: BTreeMap<Symbol, Decimal>,
-    /// `[market.binance]`: the live exchange connector, used when `source = "binance"` (its
-    /// symbols are `symbols`).
-    pub binance: BinanceConfig,
-}
-
-/// `[trading]`: read here because it configures the paper trading engine and the auto-trader.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TradingSettings {
-    /// Cash of a new paper account.
-    #[serde(deserialize_with = "decimal")]
-    pub initial_cash: Decimal,
-    /// Fee per trade as a fraction of its notional.
-    #[serde(deserialize_with = "decimal")]
-    pub fee_rate: Decimal,
-    /// Smallest accepted order notional.
-    #[serde(deserialize_with = "decimal")]
-    pub min_notional: Decimal,
-    /// Open (resting) orders the account may hold at once.
-    pub max_open_orders: usize,
-    /// Whether the bot trades on its own signals.
-    pub auto_trade: bool,
-    /// Quote amount each automatic buy spends.
-    #[serde(deserialize_with = "decimal")]
-    pub auto_trade_amount: Decimal,
-}
-
 /// `[storage]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageSettings {
     /// SQLite file (parent directories are created); `:memory:` keeps nothing.
     pub path: String,
-}
-
-/// `[bus]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BusSettings {
-    /// Events retained for slow subscribers of the in-process bus.
-    pub capacity: usize,
-    /// Events kept per channel for clients that resume after a reconnect (0 to 1048576).
-    pub history_size: usize,
-    /// Oldest event replayed to a resuming client, in seconds (1 to 86400).
-    pub history_max_age_secs: u64,
-    /// `memory` or `redis`.
-    pub backend: BusBackend,
-    /// Redis to use with `backend = "redis"`: `redis://host:port[/db]`.
-    pub redis_url: String,
-    /// Prefix of every Redis key (one per deployment).
-    pub redis_prefix: String,
-    /// Events the engine buffers while Redis is unreachable (1 to 16777216).
-    pub publish_buffer: usize,
-    /// How long a gateway node waits for the engine's answer to a forwarded command (100 to 60000).
-    pub command_timeout_ms: u64,
-    /// Time-to-live of the engine's lease on `redis_prefix`, in milliseconds (1000 to 60000): a
-    /// crashed engine's successor waits at most this long, and an engine paused longer may have
-    /// been replaced, so it writes nothing until it renewed the lease.
-    pub lease_ttl_ms: u64,
 }
 
 /// `[log]`.
@@ -369,8 +261,8 @@ pub enum ConfigError {
     /// The values were read but are not acceptable.
     #[error("{key}: {message}")]
     Invalid {
-        /// The offending key, e.g. `market.symbols`.
-        key: &'static str,
+        /// The offending key or section, e.g. `bus.lease_ttl_ms` or `market`.
+        key: String,
         /// What is wrong with it.
         message: String,
     },
@@ -415,9 +307,10 @@ impl Settings {
     /// Checks every section (each service configuration checks itself), then the rules that
     /// span sections.
     fn validate(&self) -> Result<(), ConfigError> {
-        self.market_config().map(drop).map_err(invalid("market"))?;
+        self.market.validate().map_err(invalid("market"))?;
         if self.market.source == MarketSource::Binance {
-            self.binance_config()
+            self.market
+                .binance
                 .validate()
                 .map_err(invalid("market.binance"))?;
         }
@@ -434,13 +327,10 @@ impl Settings {
                 self.server.host
             )));
         }
-        self.trading_config()
+        self.trading.validate().map_err(invalid("trading"))?;
+        self.bus
             .validate()
-            .map_err(invalid("trading"))?;
-        self.auto_trader_config()
-            .validate()
-            .map_err(invalid("trading"))?;
-        self.bus.validate()?;
+            .map_err(|problem| invalid(&format!("bus.{}", problem.key))(problem.message))?;
         if self.server.role != Role::All && self.bus.backend != BusBackend::Redis {
             return Err(invalid("server.role")(
                 "engine and gateway need bus.backend = \"redis\"".into(),
@@ -450,78 +340,6 @@ impl Settings {
             return Err(invalid("storage.path")("must not be empty".into()));
         }
         Ok(())
-    }
-
-    /// The Redis settings of `[bus]`, with the channels the engine publishes (tickers of the
-    /// configured symbols, then `trades`, `portfolio`, `signals`, `alerts`, `orders`, then the
-    /// candles of every symbol and interval).
-    #[must_use]
-    pub fn redis_settings(&self) -> RedisSettings {
-        let symbols = &self.market.symbols;
-        let mut channels: Vec<Channel> = symbols.iter().cloned().map(Channel::Ticker).collect();
-        channels.extend([
-            Channel::Trades,
-            Channel::Portfolio,
-            Channel::Signals,
-            Channel::Alerts,
-            Channel::Orders,
-        ]);
-        for symbol in symbols {
-            for interval in Interval::ALL {
-                channels.push(Channel::Candles(symbol.clone(), interval));
-            }
-        }
-        RedisSettings {
-            url: self.bus.redis_url.clone(),
-            prefix: self.bus.redis_prefix.clone(),
-            stream_len: self.bus.history_size.max(1),
-            publish_buffer: self.bus.publish_buffer,
-            command_timeout: std::time::Duration::from_millis(self.bus.command_timeout_ms),
-            lease_ttl: std::time::Duration::from_millis(self.bus.lease_ttl_ms),
-            channels,
-        }
-    }
-
-    /// The simulator's configuration, checked by the simulator, after checking that every symbol
-    /// ends in one of `market.quote_assets`.
-    ///
-    /// # Errors
-    /// A message naming the invalid key or value.
-    pub fn market_config(&self) -> Result<SimulatedMarketConfig, String> {
-        let market = &self.market;
-        let quotes: Vec<&str> = market.quote_assets.iter().map(String::as_str).collect();
-        if let Some(symbol) = market.symbols.iter().find(|s| s.split(&quotes).is_none()) {
-            return Err(format!(
-                "symbols: {symbol} does not end in one of the quote assets {quotes:?} (market.quote_assets)"
-            ));
-        }
-        let config = SimulatedMarketConfig {
-            symbols: market.symbols.clone(),
-            ticks_per_second: market.ticks_per_second,
-            seed: market.seed,
-            volatility_bps: market.volatility_bps,
-            initial_prices: market.initial_prices.clone(),
-        };
-        config.validate()?;
-        Ok(config)
-    }
-
-    /// The Binance connector's configuration: `[market.binance]` with the symbols of `[market]`
-    /// and a jitter seed that differs between runs, so several bots do not reconnect in lockstep.
-    /// Checked by [`Settings::load`] when `market.source = "binance"`.
-    #[must_use]
-    pub fn binance_config(&self) -> BinanceConfig {
-        let binance = &self.market.binance;
-        let jitter_seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64)
-            ^ u64::from(std::process::id());
-        BinanceConfig {
-            symbols: self.market.symbols.clone(),
-            ws_url: binance.ws_url.trim().to_owned(),
-            jitter_seed,
-            ..binance.clone()
-        }
     }
 
     /// The WebSocket gateway's configuration, with the authenticator of `[auth]`.
@@ -534,81 +352,14 @@ impl Settings {
             ..self.ws.clone()
         })
     }
-
-    /// The paper trading engine's configuration (`[trading]` without the auto-trader's keys).
-    #[must_use]
-    pub fn trading_config(&self) -> PaperTradingConfig {
-        PaperTradingConfig {
-            initial_cash: self.trading.initial_cash,
-            fee_rate: self.trading.fee_rate,
-            min_notional: self.trading.min_notional,
-            max_open_orders: self.trading.max_open_orders,
-            ..PaperTradingConfig::default()
-        }
-    }
-
-    /// The auto-trader's configuration (`trading.auto_trade`, `trading.auto_trade_amount`).
-    #[must_use]
-    pub const fn auto_trader_config(&self) -> AutoTraderConfig {
-        AutoTraderConfig {
-            enabled: self.trading.auto_trade,
-            amount: self.trading.auto_trade_amount,
-        }
-    }
-}
-
-impl BusSettings {
-    /// Checks the ranges of `[bus]`, and the Redis URL when the backend is Redis.
-    ///
-    /// # Errors
-    /// [`ConfigError::Invalid`] naming the key, e.g. `bus.lease_ttl_ms`.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
-        let ranges: [(&'static str, u64, u64, u64); 6] = [
-            ("bus.capacity", count(self.capacity), 1, 1 << 24),
-            ("bus.history_size", count(self.history_size), 0, 1 << 20),
-            (
-                "bus.history_max_age_secs",
-                self.history_max_age_secs,
-                1,
-                86_400,
-            ),
-            ("bus.publish_buffer", count(self.publish_buffer), 1, 1 << 24),
-            (
-                "bus.command_timeout_ms",
-                self.command_timeout_ms,
-                100,
-                60_000,
-            ),
-            ("bus.lease_ttl_ms", self.lease_ttl_ms, 1_000, 60_000),
-        ];
-        for (key, value, min, max) in ranges {
-            if !(min..=max).contains(&value) {
-                return Err(invalid(key)(format!("must be between {min} and {max}")));
-            }
-        }
-        if self.redis_prefix.is_empty()
-            || !self
-                .redis_prefix
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
-        {
-            return Err(invalid("bus.redis_prefix")(
-                "must be non-empty ASCII letters, digits, '-', '_', '.' or ':'".into(),
-            ));
-        }
-        if self.backend == BusBackend::Redis
-            && let Some(problem) = cryptobot_services::scale::url_problem(&self.redis_url)
-        {
-            return Err(invalid("bus.redis_url")(problem));
-        }
-        Ok(())
-    }
 }
 
 /// Turns a section's or service's message into [`ConfigError::Invalid`] naming `key`.
-fn invalid(key: &'static str) -> impl Fn(String) -> ConfigError {
-    move |message| ConfigError::Invalid { key, message }
+fn invalid(key: &str) -> impl Fn(String) -> ConfigError + '_ {
+    move |message| ConfigError::Invalid {
+        key: key.to_owned(),
+        message,
+    }
 }
 
 #[cfg(test)]
@@ -616,7 +367,9 @@ mod tests {
     use std::io::Write;
     use std::time::Duration;
 
+    use cryptobot_domain::Symbol;
     use cryptobot_services::market::BinanceStream;
+    use rust_decimal::Decimal;
 
     use super::*;
 
@@ -671,16 +424,10 @@ mod tests {
             Duration::from_millis(s.bus.lease_ttl_ms),
             cryptobot_services::scale::ENGINE_LEASE
         );
-        // The Binance defaults are the connector's own.
-        let binance = s.binance_config();
-        assert_eq!(
-            BinanceConfig {
-                jitter_seed: 0,
-                symbols: vec![],
-                ..binance
-            },
-            BinanceConfig::default()
-        );
+        // Each service section's defaults are the service's own.
+        assert_eq!(s.market, MarketConfig::default());
+        assert_eq!(s.trading, TradingConfig::default());
+        assert_eq!(s.bus, BusConfig::default());
     }
 
     #[test]
@@ -697,11 +444,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.market.source, MarketSource::Binance);
-        let binance = s.binance_config();
+        let binance = &s.market.binance;
         assert_eq!(binance.ws_url, "ws://127.0.0.1:9999");
         assert_eq!(binance.stream, BinanceStream::BookTicker);
         assert_eq!(binance.stale_after_secs, 3);
-        assert_eq!(binance.symbols.len(), 2);
+        assert_eq!(s.market.symbols.len(), 2);
         // TC1: a bad value is reported under market.binance, only when Binance is the source
         let bad = [
             ("CRYPTOBOT__MARKET__SOURCE", "binance"),
@@ -737,6 +484,107 @@ mod tests {
         assert_eq!(s.server.port, 9000);
         assert_eq!(s.trading.fee_rate.to_string(), "0.002");
         assert_eq!(names(&s.market.symbols), ["BTCUSDT", "ETHBTC"]);
+    }
+
+    #[test]
+    fn every_key_of_market_trading_and_bus_is_settable_from_the_environment() {
+        let s = Settings::load_with_env(
+            None,
+            env(&[
+                ("CRYPTOBOT__MARKET__SOURCE", "binance"),
+                ("CRYPTOBOT__MARKET__SYMBOLS", "BTCUSDT,ETHBTC"),
+                ("CRYPTOBOT__MARKET__QUOTE_ASSETS", "USDT,BTC"),
+                ("CRYPTOBOT__MARKET__TICKS_PER_SECOND", "2.5"),
+                ("CRYPTOBOT__MARKET__SEED", "7"),
+                ("CRYPTOBOT__MARKET__VOLATILITY_BPS", "25"),
+                ("CRYPTOBOT__MARKET__INITIAL_PRICES", r#"{"ETHBTC": "0.05"}"#),
+                ("CRYPTOBOT__MARKET__BINANCE__RECONNECT_MAX_MS", "9000"),
+                ("CRYPTOBOT__TRADING__INITIAL_CASH", "500"),
+                ("CRYPTOBOT__TRADING__FEE_RATE", "0.002"),
+                ("CRYPTOBOT__TRADING__MIN_NOTIONAL", "5"),
+                ("CRYPTOBOT__TRADING__MAX_OPEN_ORDERS", "3"),
+                ("CRYPTOBOT__TRADING__AUTO_TRADE", "false"),
+                ("CRYPTOBOT__TRADING__AUTO_TRADE_AMOUNT", "12.5"),
+                ("CRYPTOBOT__BUS__CAPACITY", "128"),
+                ("CRYPTOBOT__BUS__HISTORY_SIZE", "0"),
+                ("CRYPTOBOT__BUS__HISTORY_MAX_AGE_SECS", "60"),
+                ("CRYPTOBOT__BUS__BACKEND", "redis"),
+                ("CRYPTOBOT__BUS__REDIS_URL", "redis://10.0.0.5:6380/2"),
+                ("CRYPTOBOT__BUS__REDIS_PREFIX", "blue:1"),
+                ("CRYPTOBOT__BUS__PUBLISH_BUFFER", "10"),
+                ("CRYPTOBOT__BUS__COMMAND_TIMEOUT_MS", "250"),
+                ("CRYPTOBOT__BUS__LEASE_TTL_MS", "2000"),
+            ]),
+        )
+        .unwrap();
+        let market = &s.market;
+        assert_eq!(market.source, MarketSource::Binance);
+        assert_eq!(names(&market.symbols), ["BTCUSDT", "ETHBTC"]);
+        assert_eq!(market.quote_assets, ["USDT", "BTC"]);
+        assert!((market.ticks_per_second - 2.5).abs() < f64::EPSILON);
+        assert_eq!((market.seed, market.volatility_bps), (7, 25));
+        let eth_btc = Symbol::parse("ETHBTC").unwrap();
+        assert_eq!(market.initial_prices[&eth_btc].to_string(), "0.05");
+        assert_eq!(market.binance.reconnect_max_ms, 9000);
+        let trading = &s.trading;
+        assert_eq!(
+            [
+                trading.initial_cash,
+                trading.fee_rate,
+                trading.min_notional,
+                trading.auto_trade_amount
+            ]
+            .map(|d| d.to_string()),
+            ["500", "0.002", "5", "12.5"]
+        );
+        assert_eq!(trading.max_open_orders, 3);
+        assert!(!trading.auto_trade);
+        let bus = &s.bus;
+        assert_eq!(
+            (bus.capacity, bus.history_size, bus.publish_buffer),
+            (128, 0, 10)
+        );
+        assert_eq!(bus.backend, BusBackend::Redis);
+        assert_eq!(
+            (
+                bus.history_max_age_secs,
+                bus.command_timeout_ms,
+                bus.lease_ttl_ms
+            ),
+            (60, 250, 2000)
+        );
+        // What the services get from [bus] and [market]: the replay bounds and the Redis settings.
+        assert_eq!(bus.history_limits().max_age_us, 60_000_000);
+        let redis = bus.redis_settings(&market.symbols);
+        assert_eq!(redis.url, "redis://10.0.0.5:6380/2");
+        assert_eq!(redis.prefix, "blue:1");
+        assert_eq!(redis.stream_len, 1, "a stream keeps at least one entry");
+        assert_eq!(redis.command_timeout, Duration::from_millis(250));
+        assert_eq!(redis.lease_ttl, Duration::from_secs(2));
+        // TC1: a bus key out of range or a bad Redis URL is named with its section
+        for (key, value, expected) in [
+            (
+                "CRYPTOBOT__BUS__CAPACITY",
+                "0",
+                "bus.capacity: must be between 1 and",
+            ),
+            (
+                "CRYPTOBOT__BUS__REDIS_PREFIX",
+                "a b",
+                "bus.redis_prefix: must be non-empty",
+            ),
+        ] {
+            let err = load_error(None, &[(key, value)]);
+            assert!(err.starts_with(expected), "{key}={value}: {err}");
+        }
+        let err = load_error(
+            None,
+            &[
+                ("CRYPTOBOT__BUS__BACKEND", "redis"),
+                ("CRYPTOBOT__BUS__REDIS_URL", "rediss://x"),
+            ],
+        );
+        assert!(err.starts_with("bus.redis_url: must start with"), "{err}");
     }
 
     #[test]
@@ -843,19 +691,13 @@ mod tests {
         let btc = Symbol::parse("BTCUSDT").unwrap();
         let file = temp_toml("[market]\ninitial_prices = { BTCUSDT = \"65000.5\" }\n");
         let s = Settings::load_with_env(Some(&file), env(&[])).unwrap();
-        assert_eq!(
-            s.market_config().unwrap().initial_prices[&btc].to_string(),
-            "65000.5"
-        );
+        assert_eq!(s.market.initial_prices[&btc].to_string(), "65000.5");
         let prices = [(
             "CRYPTOBOT__MARKET__INITIAL_PRICES",
             r#"{"BTCUSDT": "64000"}"#,
         )];
         let s = Settings::load_with_env(None, env(&prices)).unwrap();
-        assert_eq!(
-            s.market_config().unwrap().initial_prices[&btc].to_string(),
-            "64000"
-        );
+        assert_eq!(s.market.initial_prices[&btc].to_string(), "64000");
         // TC4: a bad JSON object or price from the environment names the key
         for value in [r#"{"BTCUSDT": 1.5}"#, r#"{"BTCUSDT""#, r#"{"btc": "1"}"#] {
             let err = load_error(None, &[("CRYPTOBOT__MARKET__INITIAL_PRICES", value)]);

@@ -22,7 +22,8 @@ use actix_web::http::KeepAlive;
 use actix_web::{App, HttpServer, web};
 use cryptobot_services::alerts::AlertMonitor;
 use cryptobot_services::market::{
-    BinanceFeed, BinanceMarket, CandleAggregator, FeedState, SimulatedFeed, SimulatedMarket,
+    BinanceFeed, BinanceMarket, CandleAggregator, FeedState, MarketSource, SimulatedFeed,
+    SimulatedMarket,
 };
 use cryptobot_services::scale::{
     BrokerMetrics, CommandServer, EngineLease, LeaseKeeper, LeaseOutcome, RedisFollowerBus,
@@ -31,14 +32,14 @@ use cryptobot_services::scale::{
 use cryptobot_services::signals::{AutoTrader, SignalEngine};
 use cryptobot_services::trading::{PaperTrading, Storage};
 use cryptobot_services::{
-    Clock, EventBus, HistoryLimits, InMemoryBus, MarketService, PortfolioService, ServiceError,
-    ServiceMetrics, SystemClock, TradeService,
+    BusBackend, Clock, EventBus, HistoryLimits, InMemoryBus, MarketService, PortfolioService,
+    ServiceError, ServiceMetrics, SystemClock, TradeService,
 };
 use cryptobot_ws_gateway::{Gateway, GatewayServices};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{BusBackend, MarketSource, Role, Settings};
+use crate::config::{Role, Settings};
 use crate::rate_limit::RestRateLimit;
 use crate::routes;
 use crate::state::AppState;
@@ -138,12 +139,7 @@ impl Application {
         let shutdown = CancellationToken::new();
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let metrics = Arc::new(ServiceMetrics::default());
-        let history = HistoryLimits {
-            size: settings.bus.history_size,
-            max_age_us: i64::try_from(settings.bus.history_max_age_secs)
-                .unwrap_or(86_400)
-                .saturating_mul(1_000_000),
-        };
+        let history = settings.bus.history_limits();
 
         let addr = SocketAddr::new(settings.server.host, settings.server.port);
         // Bind before starting anything, so a port in use fails fast and leaves nothing running.
@@ -277,7 +273,7 @@ impl Application {
             BusBackend::Memory => (Arc::new(local), None, None),
             BusBackend::Redis => {
                 // One engine per prefix: a second one would replace the first one's streams.
-                let redis = settings.redis_settings();
+                let redis = settings.bus.redis_settings(&settings.market.symbols);
                 // The token is the epoch: gateways compare the engine's liveness mark with the
                 // epoch they follow.
                 let lease = Arc::new(EngineLease::new(local.epoch(), redis.lease_ttl));
@@ -307,7 +303,7 @@ impl Application {
                 ));
                 tasks.push(
                     bus.writer(
-                        settings.redis_settings(),
+                        settings.bus.redis_settings(&settings.market.symbols),
                         Arc::clone(clock),
                         shutdown.clone(),
                     )
@@ -317,13 +313,13 @@ impl Application {
             }
         };
 
-        let market_config = settings.market_config().map_err(StartupError::Config)?;
-        let symbols = market_config.symbols.clone();
+        settings.market.validate().map_err(StartupError::Config)?;
+        let symbols = settings.market.symbols.clone();
         let (market, feed_state, feed): (Arc<dyn MarketService>, FeedState, MarketFeed) =
             match settings.market.source {
                 MarketSource::Simulated => {
                     let (market, feed) = SimulatedMarket::new(
-                        market_config,
+                        &settings.market,
                         Arc::clone(&bus),
                         Arc::clone(clock),
                         Arc::clone(metrics),
@@ -333,10 +329,11 @@ impl Application {
                     (Arc::new(market), state, MarketFeed::Simulated(feed))
                 }
                 MarketSource::Binance => {
-                    let config = settings.binance_config();
+                    let config = &settings.market.binance;
                     tracing::info!(ws_url = %config.ws_url, stream = config.stream.suffix(), "market data from Binance");
                     let (market, feed) = BinanceMarket::new(
-                        config,
+                        &settings.market,
+                        jitter_seed(),
                         Arc::clone(&bus),
                         Arc::clone(clock),
                         Arc::clone(metrics),
@@ -364,7 +361,7 @@ impl Application {
         );
         tasks.push(aggregator.spawn());
         let (trading, engine_task) = PaperTrading::spawn(
-            settings.trading_config(),
+            settings.trading.clone(),
             storage,
             Arc::clone(&market),
             Arc::clone(&bus),
@@ -384,7 +381,7 @@ impl Application {
         if let (Some(broker), Some(lease)) = (&broker, &lease) {
             tasks.push(
                 CommandServer::new(
-                    settings.redis_settings(),
+                    settings.bus.redis_settings(&settings.market.symbols),
                     Arc::clone(&trade),
                     Arc::clone(&portfolio),
                     Arc::clone(clock),
@@ -407,7 +404,7 @@ impl Application {
         );
         tasks.push(
             AutoTrader::new(
-                settings.auto_trader_config(),
+                &settings.trading,
                 &*bus,
                 Arc::clone(&trade),
                 Arc::clone(&portfolio),
@@ -447,11 +444,9 @@ impl Application {
         clock: &Arc<dyn Clock>,
         shutdown: &CancellationToken,
     ) -> Result<Core, StartupError> {
-        let redis = settings.redis_settings();
-        let symbols = settings
-            .market_config()
-            .map_err(StartupError::Config)?
-            .symbols;
+        let redis = settings.bus.redis_settings(&settings.market.symbols);
+        settings.market.validate().map_err(StartupError::Config)?;
+        let symbols = settings.market.symbols.clone();
         let broker = Arc::new(BrokerMetrics::default());
         let bus = Arc::new(RedisFollowerBus::new(
             settings.bus.capacity,
@@ -627,4 +622,13 @@ fn request_head_timeout(ms: u64) -> Duration {
         0 => Duration::ZERO,
         ms => Duration::from_millis(ms) + ACTIX_CLOCK_GRANULARITY,
     }
+}
+
+/// A seed of the Binance connector's reconnect jitter that differs between runs and processes, so
+/// several bots do not reconnect in lockstep.
+fn jitter_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ u64::from(std::process::id())
 }

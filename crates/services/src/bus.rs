@@ -6,9 +6,11 @@ use std::fmt::Debug;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use cryptobot_domain::{Channel, Event};
+use serde::Deserialize;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::InvalidSetting;
 use crate::{Clock, ServiceError};
 
 /// An event as published: stamped with its channel, its sequence number on that channel and the
@@ -173,6 +175,123 @@ pub enum Replay {
         /// The `seq` of the last envelope published on the channel.
         latest: u64,
     },
+}
+
+/// Where events travel between the services and the gateways.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BusBackend {
+    /// In this process only.
+    #[default]
+    Memory,
+    /// Through Redis Streams (`redis_url`, feature `redis`), so several nodes serve as one.
+    Redis,
+}
+
+/// Settings of the event bus (`[bus]`); missing keys take the defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BusConfig {
+    /// Events retained for slow subscribers of the in-process bus (1 to 16777216). Default 65536.
+    pub capacity: usize,
+    /// Events kept per channel for clients that resume after a reconnect (0 to 1048576).
+    /// Default 1000.
+    pub history_size: usize,
+    /// Oldest event replayed to a resuming client, in seconds (1 to 86400). Default 300.
+    pub history_max_age_secs: u64,
+    /// `memory` or `redis`. Default `memory`.
+    pub backend: BusBackend,
+    /// Redis to use with `backend = "redis"`: `redis://host:port[/db]`.
+    pub redis_url: String,
+    /// Prefix of every Redis key (one per deployment). Default `cryptobot`.
+    pub redis_prefix: String,
+    /// Events the engine buffers while Redis is unreachable (1 to 16777216). Default 100000.
+    pub publish_buffer: usize,
+    /// How long a gateway node waits for the engine's answer to a forwarded command, in
+    /// milliseconds (100 to 60000). Default 5000.
+    pub command_timeout_ms: u64,
+    /// Time-to-live of the engine's lease on `redis_prefix`, in milliseconds (1000 to 60000): a
+    /// crashed engine's successor waits at most this long, and an engine paused longer may have
+    /// been replaced, so it writes nothing until it renewed the lease. Default 10000.
+    pub lease_ttl_ms: u64,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        Self {
+            capacity: 65_536,
+            history_size: 1000,
+            history_max_age_secs: 300,
+            backend: BusBackend::Memory,
+            redis_url: "redis://127.0.0.1:6379".to_owned(),
+            redis_prefix: "cryptobot".to_owned(),
+            publish_buffer: 100_000,
+            command_timeout_ms: 5000,
+            lease_ttl_ms: 10_000,
+        }
+    }
+}
+
+impl BusConfig {
+    /// Checks the ranges, the key prefix, and the Redis URL when the backend is Redis.
+    ///
+    /// # Errors
+    /// [`InvalidSetting`] naming the key, e.g. `lease_ttl_ms`; without the `redis` feature the
+    /// `redis` backend itself is refused.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        let ranges: [(&'static str, u64, u64, u64); 6] = [
+            ("capacity", count(self.capacity), 1, 1 << 24),
+            ("history_size", count(self.history_size), 0, 1 << 20),
+            ("history_max_age_secs", self.history_max_age_secs, 1, 86_400),
+            ("publish_buffer", count(self.publish_buffer), 1, 1 << 24),
+            ("command_timeout_ms", self.command_timeout_ms, 100, 60_000),
+            ("lease_ttl_ms", self.lease_ttl_ms, 1_000, 60_000),
+        ];
+        for (key, value, min, max) in ranges {
+            if !(min..=max).contains(&value) {
+                return Err(InvalidSetting::new(
+                    key,
+                    format!("must be between {min} and {max}"),
+                ));
+            }
+        }
+        if self.redis_prefix.is_empty()
+            || !self
+                .redis_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+        {
+            return Err(InvalidSetting::new(
+                "redis_prefix",
+                "must be non-empty ASCII letters, digits, '-', '_', '.' or ':'",
+            ));
+        }
+        if self.backend == BusBackend::Redis {
+            #[cfg(feature = "redis")]
+            if let Some(problem) = crate::scale::url_problem(&self.redis_url) {
+                return Err(InvalidSetting::new("redis_url", problem));
+            }
+            #[cfg(not(feature = "redis"))]
+            return Err(InvalidSetting::new(
+                "backend",
+                "\"redis\" needs the `redis` feature of cryptobot-services",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The bounds of the replay history: `history_size` envelopes, none older than
+    /// `history_max_age_secs`.
+    #[must_use]
+    pub fn history_limits(&self) -> HistoryLimits {
+        HistoryLimits {
+            size: self.history_size,
+            max_age_us: i64::try_from(self.history_max_age_secs)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(1_000_000),
+        }
+    }
 }
 
 /// Bounds of the per-channel replay history.
@@ -354,6 +473,105 @@ mod tests {
 
     use super::*;
     use crate::{ManualClock, SystemClock};
+
+    #[test]
+    fn bus_config_checks_name_the_key() {
+        let ok = BusConfig::default();
+        assert_eq!(ok.validate(), Ok(()));
+        assert_eq!(ok.history_limits(), HistoryLimits::default());
+        let cases = [
+            // TC0: each range, just outside it
+            (
+                BusConfig {
+                    capacity: 0,
+                    ..ok.clone()
+                },
+                "capacity",
+            ),
+            (
+                BusConfig {
+                    history_size: (1 << 20) + 1,
+                    ..ok.clone()
+                },
+                "history_size",
+            ),
+            (
+                BusConfig {
+                    history_max_age_secs: 0,
+                    ..ok.clone()
+                },
+                "history_max_age_secs",
+            ),
+            (
+                BusConfig {
+                    publish_buffer: 0,
+                    ..ok.clone()
+                },
+                "publish_buffer",
+            ),
+            (
+                BusConfig {
+                    command_timeout_ms: 99,
+                    ..ok.clone()
+                },
+                "command_timeout_ms",
+            ),
+            (
+                BusConfig {
+                    lease_ttl_ms: 60_001,
+                    ..ok.clone()
+                },
+                "lease_ttl_ms",
+            ),
+            // TC1: a prefix that is empty or has a blank
+            (
+                BusConfig {
+                    redis_prefix: String::new(),
+                    ..ok.clone()
+                },
+                "redis_prefix",
+            ),
+            (
+                BusConfig {
+                    redis_prefix: "a b".into(),
+                    ..ok.clone()
+                },
+                "redis_prefix",
+            ),
+        ];
+        for (config, key) in cases {
+            assert_eq!(config.validate().map_err(|e| e.key), Err(key), "{config:?}");
+        }
+        // TC2: the Redis URL matters only with the Redis backend
+        let memory = BusConfig {
+            redis_url: "rediss://x".into(),
+            ..ok
+        };
+        assert_eq!(memory.validate(), Ok(()));
+        let redis = BusConfig {
+            backend: BusBackend::Redis,
+            ..memory
+        };
+        let expected = if cfg!(feature = "redis") {
+            "redis_url"
+        } else {
+            "backend"
+        };
+        assert_eq!(redis.validate().map_err(|e| e.key), Err(expected));
+        // TC3: the history bounds in microseconds
+        let day = BusConfig {
+            history_size: 7,
+            history_max_age_secs: 86_400,
+            ..BusConfig::default()
+        };
+        assert_eq!(
+            day.history_limits(),
+            HistoryLimits {
+                size: 7,
+                max_age_us: 86_400_000_000
+            }
+        );
+    }
 
     #[tokio::test]
     async fn numbers_events_per_channel_and_delivers_in_order() {

@@ -11,6 +11,28 @@ use serde::de::{
     self, DeserializeOwned, Deserializer, IntoDeserializer, MapAccess, SeqAccess, Visitor,
 };
 
+/// A setting that is not acceptable, for configurations whose checks name the key within their
+/// section (the caller adds the section).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct InvalidSetting {
+    /// The key within its section, e.g. `lease_ttl_ms`.
+    pub key: &'static str,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl InvalidSetting {
+    /// The problem `message` with the key `key`.
+    #[must_use]
+    pub fn new(key: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            key,
+            message: message.into(),
+        }
+    }
+}
+
 /// A non-negative decimal in the API's grammar ([`cryptobot_domain::money::parse_decimal`]),
 /// written as a string (`"0.001"`) or a whole number: money never passes through a float, and
 /// `"1_000"`, `"1e-3"`, `"+10"` or `".5"` are refused rather than guessed at.
@@ -283,23 +305,24 @@ mod tests {
     #[test]
     fn every_service_configuration_reads_itself_with_defaults_and_no_unknown_keys() {
         use crate::alerts::AlertConfig;
-        use crate::market::SimulatedMarketConfig;
-        use crate::signals::{AutoTraderConfig, SignalConfig};
+        use crate::market::{BinanceConfig, BinanceStream, MarketConfig};
+        use crate::signals::SignalConfig;
+        use crate::trading::TradingConfig;
+        use crate::{BusBackend, BusConfig};
 
-        reads_itself::<SimulatedMarketConfig>(
+        reads_itself::<MarketConfig>(
             r#"{"symbols": "BTCUSDT,ETHUSDT", "initial_prices": {"BTCUSDT": "65000"}}"#,
             |c| c.symbols.len() == 2 && c.initial_prices.len() == 1,
         );
-        // The Binance and paper trading configurations exist only with their adapters.
-        #[cfg(feature = "binance")]
-        reads_itself::<crate::market::BinanceConfig>(r#"{"stream": "bookTicker"}"#, |c| {
-            c.stream == crate::market::BinanceStream::BookTicker
+        reads_itself::<BinanceConfig>(r#"{"stream": "bookTicker"}"#, |c| {
+            c.stream == BinanceStream::BookTicker
         });
-        #[cfg(feature = "sqlite")]
-        reads_itself::<crate::trading::PaperTradingConfig>(r#"{"fee_rate": "0.002"}"#, |c| {
-            c.fee_rate == Decimal::new(2, 3)
+        reads_itself::<TradingConfig>(r#"{"fee_rate": "0.002", "auto_trade": false}"#, |c| {
+            c.fee_rate == Decimal::new(2, 3) && !c.auto_trade
         });
-        reads_itself::<AutoTraderConfig>(r#"{"amount": "25"}"#, |c| c.amount == Decimal::from(25));
+        reads_itself::<BusConfig>(r#"{"backend": "redis", "lease_ttl_ms": 2000}"#, |c| {
+            c.backend == BusBackend::Redis && c.lease_ttl_ms == 2000
+        });
         reads_itself::<SignalConfig>(r#"{"short_window": 3}"#, |c| c.short_window == 3);
         reads_itself::<AlertConfig>(r#"{"price_move_pct": "2.5"}"#, |c| {
             c.price_move_pct == Decimal::new(25, 1)

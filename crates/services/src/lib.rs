@@ -6,7 +6,8 @@
 //! the auto-trader and the alert monitor. Every state change is published on the event bus.
 //!
 //! The core (bus, clock, error, backoff, the market and trading traits, pure matching and books,
-//! metrics, signals, alerts, the simulated market, the in-memory bus) builds with no feature. The
+//! metrics, signals, alerts, the simulated market, the in-memory bus, and the configuration of
+//! every section they serve, adapters' included) builds with no feature. The
 //! adapters are features, all on by default:
 //! - `sqlite`: the paper trading engine (`trading::PaperTrading`), its storage and the candle
 //!   history (bundled SQLite through rusqlite);
@@ -48,7 +49,10 @@ pub mod signals;
 /// Trade and portfolio traits, the paper trading engine and its storage.
 pub mod trading;
 
-pub use bus::{BrokerHealth, Envelope, EventBus, HistoryLimits, InMemoryBus, Replay, Subscription};
+pub use bus::{
+    BrokerHealth, BusBackend, BusConfig, Envelope, EventBus, HistoryLimits, InMemoryBus, Replay,
+    Subscription,
+};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::ServiceError;
 pub use market::MarketService;

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use cryptobot_domain::{AlertType, Event, Symbol, Ticker};
 use cryptobot_services::bus::Envelope;
-use cryptobot_services::market::{BinanceConfig, BinanceMarket, BinanceStream, FeedState};
+use cryptobot_services::market::{
+    BinanceConfig, BinanceMarket, BinanceStream, FeedState, MarketConfig, MarketSource,
+};
 use cryptobot_services::{EventBus, InMemoryBus, MarketService, ServiceMetrics, SystemClock};
 use futures_util::{SinkExt, StreamExt};
 use rust_decimal::Decimal;
@@ -118,9 +120,10 @@ struct Connector {
     task: JoinHandle<()>,
 }
 
-/// The market and its connector, started; the token stops it.
+/// The market of `symbols` and its connector with `binance`, started; the token stops it.
 fn spawn_feed(
-    config: BinanceConfig,
+    symbols: &[&str],
+    binance: BinanceConfig,
     bus: Arc<InMemoryBus>,
     clock: Arc<SystemClock>,
 ) -> (
@@ -128,9 +131,18 @@ fn spawn_feed(
     CancellationToken,
     tokio::task::JoinHandle<()>,
 ) {
+    let config = MarketConfig {
+        source: MarketSource::Binance,
+        symbols: symbols.iter().map(|s| Symbol::parse(s).unwrap()).collect(),
+        binance,
+        ..MarketConfig::default()
+    };
+    assert_eq!(config.validate(), Ok(()));
+    assert_eq!(config.binance.validate(), Ok(()));
     let shutdown = CancellationToken::new();
     let (market, feed) = BinanceMarket::new(
-        config,
+        &config,
+        7,
         bus,
         clock,
         Arc::new(ServiceMetrics::default()),
@@ -144,7 +156,6 @@ impl Connector {
         let clock = Arc::new(SystemClock);
         let bus = Arc::new(InMemoryBus::new(1024, clock.clone()));
         let mut config = BinanceConfig {
-            symbols: symbols.iter().map(|s| Symbol::parse(s).unwrap()).collect(),
             ws_url: exchange.url(),
             reconnect_min_ms: 10,
             reconnect_max_ms: 50,
@@ -153,9 +164,8 @@ impl Connector {
             ..BinanceConfig::default()
         };
         tune(&mut config);
-        assert_eq!(config.validate(), Ok(()));
         let events = bus.subscribe();
-        let (market, shutdown, task) = spawn_feed(config, bus, clock);
+        let (market, shutdown, task) = spawn_feed(symbols, config, bus, clock);
         Self {
             state: market.feed_state(),
             market,
@@ -420,13 +430,12 @@ async fn an_unreachable_exchange_is_retried_until_shutdown() {
     let clock = Arc::new(SystemClock);
     let bus = Arc::new(InMemoryBus::new(16, clock.clone()));
     let config = BinanceConfig {
-        symbols: vec![Symbol::parse("BTCUSDT").unwrap()],
         ws_url: format!("ws://{addr}"),
         reconnect_min_ms: 5,
         reconnect_max_ms: 10,
         ..BinanceConfig::default()
     };
-    let (market, shutdown, task) = spawn_feed(config, bus, clock);
+    let (market, shutdown, task) = spawn_feed(&["BTCUSDT"], config, bus, clock);
     let state = market.feed_state();
     tokio::time::timeout(LIMIT, async {
         while state.status().reconnects < 3 {

@@ -20,7 +20,7 @@ use cryptobot_domain::{
     OrderRequest, OrderSize, OrderStatus, OrderType, PortfolioSummary, PositionUpdate, Severity,
     Side, StatusFilter, Symbol, Ticker, TimeInForce, Trade, TradeOrigin, TradeQuery, TradeRequest,
 };
-use cryptobot_services::trading::{PaperTrading, PaperTradingConfig, Storage};
+use cryptobot_services::trading::{PaperTrading, Storage, TradingConfig};
 use cryptobot_services::{
     Clock, Envelope, EventBus, InMemoryBus, ManualClock, MarketService, PortfolioService,
     ServiceError, ServiceMetrics, TradeService,

@@ -13,7 +13,7 @@ use cryptobot_domain::{
     AlertType, ClientOrderId, DomainError, Event, LevelChange, OrderSize, PortfolioSummary,
     PositionUpdate, Severity, Side, Symbol, Ticker, Trade, TradeOrigin, TradeRequest,
 };
-use cryptobot_services::trading::{PaperTrading, PaperTradingConfig, Storage};
+use cryptobot_services::trading::{PaperTrading, Storage, TradingConfig};
 use cryptobot_services::{
     Clock, Envelope, EventBus, InMemoryBus, ManualClock, MarketService, PortfolioService,
     ServiceError, ServiceMetrics, TradeService,
@@ -682,9 +682,9 @@ async fn engine_stops_when_every_handle_is_dropped() {
 async fn invalid_config_is_refused_at_spawn() {
     let w = world();
     let err = PaperTrading::spawn(
-        PaperTradingConfig {
+        TradingConfig {
             fee_rate: Decimal::ONE,
-            ..PaperTradingConfig::default()
+            ..TradingConfig::default()
         },
         Storage::open(":memory:").unwrap(),
         Arc::clone(&w.market) as Arc<dyn MarketService>,

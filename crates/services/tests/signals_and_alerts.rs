@@ -285,8 +285,8 @@ mod auto_trader {
     use cryptobot_domain::{
         OrderSize, PortfolioSummary, Position, PositionValuation, Side, TradeOrigin, TradeRequest,
     };
-    use cryptobot_services::signals::{AutoTrader, AutoTraderConfig};
-    use cryptobot_services::trading::{MockPortfolioService, MockTradeService};
+    use cryptobot_services::signals::AutoTrader;
+    use cryptobot_services::trading::{MockPortfolioService, MockTradeService, TradingConfig};
     use cryptobot_services::{Execution, PortfolioService, ServiceError, TradeService};
     use rust_decimal::Decimal;
     use tokio::sync::mpsc;
@@ -379,12 +379,13 @@ mod auto_trader {
         portfolio
             .expect_summary()
             .returning(|| Ok(holding("BTCUSDT", "0.5")));
-        let config = AutoTraderConfig {
-            enabled: true,
-            amount: dec("250"),
+        let config = TradingConfig {
+            auto_trade: true,
+            auto_trade_amount: dec("250"),
+            ..TradingConfig::default()
         };
         let task = AutoTrader::new(
-            config,
+            &config,
             &*w.bus,
             Arc::new(trade) as Arc<dyn TradeService>,
             Arc::new(portfolio) as Arc<dyn PortfolioService>,
@@ -440,8 +441,12 @@ mod auto_trader {
         trade.expect_execute().never();
         let mut portfolio = MockPortfolioService::new();
         portfolio.expect_summary().never();
+        let off = TradingConfig {
+            auto_trade: false,
+            ..TradingConfig::default()
+        };
         let task = AutoTrader::new(
-            AutoTraderConfig::default(),
+            &off,
             &*w.bus,
             Arc::new(trade) as Arc<dyn TradeService>,
             Arc::new(portfolio) as Arc<dyn PortfolioService>,
@@ -454,6 +459,5 @@ mod auto_trader {
         // (and panicked the task, which `stop` reports).
         tokio::time::sleep(Duration::from_secs(1)).await;
         w.stop(task).await;
-        assert!(!AutoTraderConfig::default().enabled);
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use cryptobot_domain::fixtures::{dec, instant, symbol};
 use cryptobot_domain::{Event, Symbol, Ticker};
-use cryptobot_services::market::{SimulatedMarket, SimulatedMarketConfig};
+use cryptobot_services::market::{MarketConfig, SimulatedMarket};
 use cryptobot_services::{
     Clock, EventBus, InMemoryBus, ManualClock, MarketService, ServiceError, ServiceMetrics,
 };
@@ -24,7 +24,7 @@ struct Harness {
 }
 
 /// Builds a market on a fresh bus, subscribes, and starts the feed.
-fn start(config: SimulatedMarketConfig) -> Harness {
+fn start(config: &MarketConfig) -> Harness {
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(instant()));
     let bus = Arc::new(InMemoryBus::new(1 << 20, Arc::clone(&clock)));
     let events = bus.subscribe();
@@ -68,11 +68,11 @@ impl Harness {
     }
 }
 
-fn config(symbols: &[&str], ticks_per_second: f64) -> SimulatedMarketConfig {
-    SimulatedMarketConfig {
+fn config(symbols: &[&str], ticks_per_second: f64) -> MarketConfig {
+    MarketConfig {
         symbols: symbols.iter().map(|s| symbol(s)).collect(),
         ticks_per_second,
-        ..SimulatedMarketConfig::default()
+        ..MarketConfig::default()
     }
 }
 
@@ -82,7 +82,7 @@ fn count(tickers: &[Ticker], name: &str) -> usize {
 
 #[tokio::test(start_paused = true)]
 async fn feed_publishes_initial_tickers_then_the_configured_rate() {
-    let harness = start(config(&["BTCUSDT", "ETHUSDT"], 3.0));
+    let harness = start(&config(&["BTCUSDT", "ETHUSDT"], 3.0));
     tokio::time::sleep(Duration::from_secs(10)).await;
     let (tickers, metrics) = harness.stop().await;
 
@@ -117,7 +117,7 @@ async fn high_rates_are_emitted_in_batches_without_losing_count() {
         (100_000.0, Duration::from_millis(200), 20_000),
     ];
     for (rate, run_for, expected) in cases {
-        let harness = start(config(&["SOLUSDT"], rate));
+        let harness = start(&config(&["SOLUSDT"], rate));
         tokio::time::sleep(run_for).await;
         let (tickers, metrics) = harness.stop().await;
         let published = metrics.ticks_published.load(Ordering::Relaxed);
@@ -134,7 +134,7 @@ async fn high_rates_are_emitted_in_batches_without_losing_count() {
 
 #[tokio::test(start_paused = true)]
 async fn slow_rates_tick_once_per_period() {
-    let harness = start(config(&["BTCUSDT"], 0.5));
+    let harness = start(&config(&["BTCUSDT"], 0.5));
     tokio::time::sleep(Duration::from_millis(6_500)).await;
     let (tickers, _) = harness.stop().await;
     // Initial ticker plus one every 2 s: at 2, 4 and 6 s.
@@ -145,7 +145,7 @@ async fn slow_rates_tick_once_per_period() {
 async fn handle_serves_latest_prices_and_rejects_unknown_symbols() {
     let mut cfg = config(&["XRPUSDT", "BTCUSDT", "DOGEUSDT"], 5.0);
     cfg.initial_prices = BTreeMap::from([(symbol("BTCUSDT"), dec("70000"))]);
-    let harness = start(cfg);
+    let harness = start(&cfg);
     let market = harness.market.clone();
 
     // TC0: prices are there before the feed has run at all
@@ -193,7 +193,7 @@ async fn handle_serves_latest_prices_and_rejects_unknown_symbols() {
 async fn same_seed_replays_the_same_prices() {
     let mut runs = Vec::new();
     for seed in [7, 7, 8] {
-        let harness = start(SimulatedMarketConfig {
+        let harness = start(&MarketConfig {
             seed,
             volatility_bps: 50,
             ..config(&["BTCUSDT", "ETHUSDT"], 10.0)
@@ -215,7 +215,7 @@ async fn same_seed_replays_the_same_prices() {
 #[tokio::test(start_paused = true)]
 async fn symbols_take_turns_instead_of_ticking_together() {
     let names = ["BTCUSDT", "ETHUSDT", "SOLUSDT"];
-    let harness = start(config(&names, 10.0));
+    let harness = start(&config(&names, 10.0));
     // 30 steps/s: one symbol every 33 ms, not all three together every 100 ms. At 50 ms only
     // the first has moved.
     tokio::time::sleep(Duration::from_millis(50)).await;

@@ -14,6 +14,8 @@ pub mod binance;
 pub mod candle_history;
 /// OHLCV candles aggregated from the tickers: the pure book and the history query.
 pub mod candles;
+/// `[market]`: the market's settings, the simulator's and the Binance connector's.
+pub mod config;
 /// Observable health of a market feed.
 pub mod feed_state;
 /// The latest-ticker map both market sources serve from.
@@ -24,13 +26,14 @@ pub mod price_model;
 pub mod simulated;
 
 #[cfg(feature = "binance")]
-pub use binance::{BinanceConfig, BinanceFeed, BinanceMarket, BinanceStream};
+pub use binance::{BinanceFeed, BinanceMarket};
 #[cfg(feature = "sqlite")]
 pub use candle_history::{CandleAggregator, CandleHistory};
 pub use candles::{CandleBook, CandleQuery};
+pub use config::{BinanceConfig, BinanceStream, MarketConfig, MarketSource};
 pub use feed_state::{FeedState, FeedStatus};
 pub use latest::{LatestTickers, ServesLatestTickers};
-pub use simulated::{SimulatedFeed, SimulatedMarket, SimulatedMarketConfig};
+pub use simulated::{SimulatedFeed, SimulatedMarket};
 
 /// Latest prices of the configured symbols.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]

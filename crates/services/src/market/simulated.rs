@@ -1,105 +1,21 @@
 //! The simulated market: a feed actor walking seeded prices and a cloneable handle serving them.
 
-use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cryptobot_domain::{Event, Symbol, Ticker};
-use rust_decimal::Decimal;
+use cryptobot_domain::{Event, Ticker};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
+use super::config::{MAX_TICKS_PER_SECOND, MIN_TICKS_PER_SECOND, MarketConfig};
 use super::price_model::{PriceModel, default_initial_price};
 use super::{LatestTickers, ServesLatestTickers};
 use crate::{Clock, EventBus, ServiceMetrics};
-
-/// Lowest accepted `ticks_per_second`.
-pub const MIN_TICKS_PER_SECOND: f64 = 0.01;
-/// Highest accepted `ticks_per_second`.
-pub const MAX_TICKS_PER_SECOND: f64 = 100_000.0;
-/// Highest accepted `volatility_bps` (a move of up to 100 % per tick).
-pub const MAX_VOLATILITY_BPS: u32 = 10_000;
 
 /// The feed never wakes more often than this; faster rates emit several ticks per wake.
 const MIN_WAKE_PERIOD: Duration = Duration::from_millis(1);
 /// During a long catch-up burst the feed yields to the runtime after this many steps.
 const STEPS_PER_YIELD: u64 = 64;
-
-/// Settings of the simulated market; missing keys take the defaults.
-#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SimulatedMarketConfig {
-    /// Symbols to simulate, in the order the market lists them.
-    #[serde(deserialize_with = "crate::config::list")]
-    pub symbols: Vec<Symbol>,
-    /// Ticker updates per second, per symbol; 0.01 to 100 000.
-    pub ticks_per_second: f64,
-    /// Seed of the random walk: the same seed gives the same prices.
-    pub seed: u64,
-    /// Largest move per tick, in basis points; at most 10 000.
-    pub volatility_bps: u32,
-    /// Starting prices overriding the built-in table
-    /// ([`default_initial_price`]).
-    #[serde(deserialize_with = "crate::config::decimal_map")]
-    pub initial_prices: BTreeMap<Symbol, Decimal>,
-}
-
-impl Default for SimulatedMarketConfig {
-    fn default() -> Self {
-        let symbols = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT"]
-            .into_iter()
-            .filter_map(|name| Symbol::parse(name).ok())
-            .collect();
-        Self {
-            symbols,
-            ticks_per_second: 1.0,
-            seed: 42,
-            volatility_bps: 10,
-            initial_prices: BTreeMap::new(),
-        }
-    }
-}
-
-impl SimulatedMarketConfig {
-    /// Checks the settings.
-    ///
-    /// # Errors
-    /// A message naming the problem: no symbols, a symbol listed twice, a rate outside
-    /// 0.01..=100000 (or not a number), a volatility above 10 000 bps, or an initial price that is
-    /// not positive or names a symbol that is not simulated.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.symbols.is_empty() {
-            return Err("symbols: at least one symbol is required".to_owned());
-        }
-        let mut seen = HashSet::with_capacity(self.symbols.len());
-        if let Some(duplicate) = self.symbols.iter().find(|s| !seen.insert(*s)) {
-            return Err(format!("symbols: {duplicate} is listed twice"));
-        }
-        if !(MIN_TICKS_PER_SECOND..=MAX_TICKS_PER_SECOND).contains(&self.ticks_per_second) {
-            return Err(format!(
-                "ticks_per_second must be between {MIN_TICKS_PER_SECOND} and {MAX_TICKS_PER_SECOND}, got {}",
-                self.ticks_per_second
-            ));
-        }
-        if self.volatility_bps > MAX_VOLATILITY_BPS {
-            return Err(format!(
-                "volatility_bps must be at most {MAX_VOLATILITY_BPS}, got {}",
-                self.volatility_bps
-            ));
-        }
-        for (symbol, price) in &self.initial_prices {
-            if !self.symbols.contains(symbol) {
-                return Err(format!("initial_prices: {symbol} is not in symbols"));
-            }
-            if *price <= Decimal::ZERO {
-                return Err(format!(
-                    "initial_prices: {symbol} must be greater than zero, got {price}"
-                ));
-            }
-        }
-        Ok(())
-    }
-}
 
 /// Cloneable handle of the simulated market: serves the latest ticker of each symbol.
 #[derive(Debug, Clone)]
@@ -111,20 +27,21 @@ impl SimulatedMarket {
     /// Builds the handle (latest tickers populated immediately with the initial prices, so trading
     /// works from the first instant) and the feed actor that drives it.
     ///
-    /// The configuration should have passed [`SimulatedMarketConfig::validate`]; if not, an
+    /// It simulates `config.symbols` with the simulator's keys of `[market]`. The configuration
+    /// should have passed [`MarketConfig::validate`]; if not, an
     /// out-of-range rate is clamped into range (a rate that is not a number becomes 1/s) and a
     /// symbol listed twice is simulated once, rather than panicking. The feed runs until
     /// `shutdown` is cancelled.
     #[must_use]
     pub fn new(
-        config: SimulatedMarketConfig,
+        config: &MarketConfig,
         bus: Arc<dyn EventBus>,
         clock: Arc<dyn Clock>,
         metrics: Arc<ServiceMetrics>,
         shutdown: CancellationToken,
     ) -> (Self, SimulatedFeed) {
         let now = clock.now();
-        let latest = LatestTickers::new(config.symbols, []);
+        let latest = LatestTickers::new(config.symbols.clone(), []);
         let symbols = latest.symbols().to_vec();
         let models: Vec<PriceModel> = symbols
             .iter()
@@ -360,93 +277,5 @@ mod tests {
         assert!((sanitize_rate(0.0) - MIN_TICKS_PER_SECOND).abs() < f64::EPSILON);
         assert!((sanitize_rate(f64::INFINITY) - MAX_TICKS_PER_SECOND).abs() < f64::EPSILON);
         assert!((sanitize_rate(5.0) - 5.0).abs() < f64::EPSILON);
-    }
-
-    #[test]
-    fn validation_names_the_problem() {
-        let ok = SimulatedMarketConfig::default();
-        assert_eq!(ok.validate(), Ok(()));
-        let btc = ok.symbols[0].clone();
-        let cases: Vec<(SimulatedMarketConfig, &str)> = vec![
-            // TC0: no symbols
-            (
-                SimulatedMarketConfig {
-                    symbols: vec![],
-                    ..ok.clone()
-                },
-                "at least one symbol",
-            ),
-            // TC1: duplicate symbol
-            (
-                SimulatedMarketConfig {
-                    symbols: vec![btc.clone(), btc.clone()],
-                    ..ok.clone()
-                },
-                "listed twice",
-            ),
-            // TC2: rates out of range, and NaN
-            (
-                SimulatedMarketConfig {
-                    ticks_per_second: 0.001,
-                    ..ok.clone()
-                },
-                "ticks_per_second",
-            ),
-            (
-                SimulatedMarketConfig {
-                    ticks_per_second: 100_001.0,
-                    ..ok.clone()
-                },
-                "ticks_per_second",
-            ),
-            (
-                SimulatedMarketConfig {
-                    ticks_per_second: f64::NAN,
-                    ..ok.clone()
-                },
-                "ticks_per_second",
-            ),
-            // TC3: volatility too large
-            (
-                SimulatedMarketConfig {
-                    volatility_bps: 10_001,
-                    ..ok.clone()
-                },
-                "volatility_bps",
-            ),
-            // TC4: initial price not positive, or for a symbol not simulated
-            (
-                SimulatedMarketConfig {
-                    initial_prices: BTreeMap::from([(btc, Decimal::ZERO)]),
-                    ..ok.clone()
-                },
-                "greater than zero",
-            ),
-            (
-                SimulatedMarketConfig {
-                    initial_prices: BTreeMap::from([(
-                        Symbol::parse("DOGEUSDT").unwrap(),
-                        Decimal::ONE,
-                    )]),
-                    ..ok.clone()
-                },
-                "not in symbols",
-            ),
-        ];
-        for (config, expected) in cases {
-            let err = config.validate().unwrap_err();
-            assert!(
-                err.contains(expected),
-                "{err:?} should mention {expected:?}"
-            );
-        }
-        // TC5: the bounds themselves are accepted
-        for rate in [MIN_TICKS_PER_SECOND, MAX_TICKS_PER_SECOND] {
-            let config = SimulatedMarketConfig {
-                ticks_per_second: rate,
-                ..ok.clone()
-            };
-            assert_eq!(config.validate(), Ok(()));
-        }
     }
 }

@@ -22,9 +22,9 @@ pub mod remote;
 
 use std::time::Duration;
 
-use cryptobot_domain::Channel;
+use cryptobot_domain::{Channel, Interval, Symbol};
 
-use crate::BrokerHealth;
+use crate::{BrokerHealth, BusConfig};
 #[cfg(test)]
 use needs_redis::redis_url_or_skip;
 
@@ -69,6 +69,37 @@ pub struct RedisSettings {
     pub lease_ttl: Duration,
     /// Channels the engine publishes (tickers of the configured symbols and the fixed channels).
     pub channels: Vec<Channel>,
+}
+
+impl BusConfig {
+    /// The Redis settings of `[bus]`, with the channels the engine publishes: tickers of
+    /// `symbols`, then `trades`, `portfolio`, `signals`, `alerts`, `orders`, then the candles of
+    /// every symbol and interval.
+    #[must_use]
+    pub fn redis_settings(&self, symbols: &[Symbol]) -> RedisSettings {
+        let mut channels: Vec<Channel> = symbols.iter().cloned().map(Channel::Ticker).collect();
+        channels.extend([
+            Channel::Trades,
+            Channel::Portfolio,
+            Channel::Signals,
+            Channel::Alerts,
+            Channel::Orders,
+        ]);
+        for symbol in symbols {
+            for interval in Interval::ALL {
+                channels.push(Channel::Candles(symbol.clone(), interval));
+            }
+        }
+        RedisSettings {
+            url: self.redis_url.clone(),
+            prefix: self.redis_prefix.clone(),
+            stream_len: self.history_size.max(1),
+            publish_buffer: self.publish_buffer,
+            command_timeout: Duration::from_millis(self.command_timeout_ms),
+            lease_ttl: Duration::from_millis(self.lease_ttl_ms),
+            channels,
+        }
+    }
 }
 
 impl RedisSettings {

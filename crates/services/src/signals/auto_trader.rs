@@ -9,46 +9,10 @@ use rust_decimal::Decimal;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::trading::TradingConfig;
 use crate::{EventBus, PortfolioService, ServiceError, Subscription, TradeService};
 
-/// Settings of the auto-trader (the server's `trading.auto_trade` and `trading.auto_trade_amount`);
-/// missing keys take the defaults.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AutoTraderConfig {
-    /// Trade on signals at all. Default false.
-    pub enabled: bool,
-    /// Quote amount each buy spends. Default 100.
-    #[serde(deserialize_with = "crate::config::decimal")]
-    pub amount: Decimal,
-}
-
-impl Default for AutoTraderConfig {
-    fn default() -> Self {
-        Self {
-            enabled: false,
-            amount: Decimal::ONE_HUNDRED,
-        }
-    }
-}
-
-impl AutoTraderConfig {
-    /// Checks that each buy spends something.
-    ///
-    /// # Errors
-    /// `auto_trade_amount` (the key of `amount`) is not greater than zero.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.amount <= Decimal::ZERO {
-            return Err(format!(
-                "auto_trade_amount must be greater than zero, got {}",
-                self.amount
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// The auto-trader: on a buy signal it buys `config.amount` worth of the symbol, on a sell signal
+/// The auto-trader: on a buy signal it buys `trading.auto_trade_amount` worth of the symbol, on a sell signal
 /// it sells the whole position if there is one. Orders carry origin [`TradeOrigin::Auto`] and
 /// client order id `auto-<SYMBOL>-<generated_at µs>-<seq>`, `seq` being the signal's sequence
 /// number on the `signals` channel. The timestamp keeps ids unique across restarts (sequence
@@ -58,7 +22,10 @@ impl AutoTraderConfig {
 /// itself). Signals missed in a lag are stale by then and skipped. When disabled it only waits for
 /// the shutdown token.
 pub struct AutoTrader {
-    config: AutoTraderConfig,
+    /// `trading.auto_trade`: when off, the auto-trader only waits for the shutdown token.
+    enabled: bool,
+    /// `trading.auto_trade_amount`: the quote amount each buy spends.
+    amount: Decimal,
     /// The subscription is all the auto-trader needs from the bus.
     events: Subscription,
     trade: Arc<dyn TradeService>,
@@ -69,23 +36,26 @@ pub struct AutoTrader {
 impl std::fmt::Debug for AutoTrader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AutoTrader")
-            .field("config", &self.config)
+            .field("enabled", &self.enabled)
+            .field("amount", &self.amount)
             .finish_non_exhaustive()
     }
 }
 
 impl AutoTrader {
-    /// Builds the auto-trader and subscribes it to `bus`; it stops when `shutdown` is cancelled.
+    /// Builds the auto-trader following `trading.auto_trade` and `trading.auto_trade_amount` and
+    /// subscribes it to `bus`; it stops when `shutdown` is cancelled.
     #[must_use]
     pub fn new(
-        config: AutoTraderConfig,
+        config: &TradingConfig,
         bus: &dyn EventBus,
         trade: Arc<dyn TradeService>,
         portfolio: Arc<dyn PortfolioService>,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
-            config,
+            enabled: config.auto_trade,
+            amount: config.auto_trade_amount,
             events: Subscription::new(bus.subscribe(), "auto-trader"),
             trade,
             portfolio,
@@ -101,7 +71,7 @@ impl AutoTrader {
 
     /// Follows signals until the shutdown token is cancelled or the bus closes.
     pub async fn run(mut self) {
-        if !self.config.enabled {
+        if !self.enabled {
             self.shutdown.cancelled().await;
             return;
         }
@@ -112,7 +82,7 @@ impl AutoTrader {
             tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => break,
-                () = follow(signal, envelope.seq, self.config.amount, self.trade.as_ref(), self.portfolio.as_ref()) => {}
+                () = follow(signal, envelope.seq, self.amount, self.trade.as_ref(), self.portfolio.as_ref()) => {}
             }
         }
         tracing::debug!("auto-trader stopped");

@@ -14,7 +14,7 @@ mod auto_trader;
 /// The pure SMA crossover strategy.
 pub mod sma;
 
-pub use auto_trader::{AutoTrader, AutoTraderConfig};
+pub use auto_trader::AutoTrader;
 use sma::{STRATEGY_NAME, SmaCrossover};
 
 /// Largest accepted long window, in ticks.

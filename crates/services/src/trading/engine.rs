@@ -16,82 +16,15 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::book::{self, Step};
+use super::config::TradingConfig;
 use super::ledger::{Account, Ledger};
-use super::matching::{self, Available, MatchRules};
+use super::matching::{self, Available};
 use super::storage::Storage;
 use super::{Execution, OpenOrders, Placement};
 use crate::{Clock, Envelope, EventBus, MarketService, ServiceError, ServiceMetrics, Subscription};
 
-/// Settings of the paper account (`[trading]`); missing keys take the defaults.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PaperTradingConfig {
-    /// Cash of a new account. Default 10 000. Ignored (with a warning) once the storage holds an
-    /// account.
-    #[serde(deserialize_with = "crate::config::decimal")]
-    pub initial_cash: Decimal,
-    /// Fee charged on every trade's notional; `0 <= fee_rate < 1`. Default 0.001 (0.1 %).
-    #[serde(deserialize_with = "crate::config::decimal")]
-    pub fee_rate: Decimal,
-    /// Smallest order notional in the quote asset; smaller orders are `order_too_small`.
-    /// Default 1.
-    #[serde(deserialize_with = "crate::config::decimal")]
-    pub min_notional: Decimal,
-    /// Commands that may wait for the engine before callers wait to send. Default 256.
-    pub command_capacity: usize,
-    /// Open (resting) orders the account may hold at once; more are `too_many_orders`.
-    /// Default 200.
-    pub max_open_orders: usize,
-}
-
-impl Default for PaperTradingConfig {
-    fn default() -> Self {
-        Self {
-            initial_cash: Decimal::from(10_000),
-            fee_rate: Decimal::new(1, 3),
-            min_notional: Decimal::ONE,
-            command_capacity: 256,
-            max_open_orders: 200,
-        }
-    }
-}
-
-impl PaperTradingConfig {
-    /// The rules order matching applies to every fill.
-    #[must_use]
-    pub const fn match_rules(&self) -> MatchRules {
-        MatchRules {
-            fee_rate: self.fee_rate,
-            min_notional: self.min_notional,
-        }
-    }
-
-    /// Checks the ranges: `initial_cash >= 0`, `0 <= fee_rate < 1`, `min_notional >= 0`.
-    ///
-    /// # Errors
-    /// A message naming the first setting out of range.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.initial_cash < Decimal::ZERO {
-            return Err(format!(
-                "initial_cash must not be negative, got {}",
-                self.initial_cash
-            ));
-        }
-        if !(Decimal::ZERO..Decimal::ONE).contains(&self.fee_rate) {
-            return Err(format!(
-                "fee_rate must be at least 0 and below 1, got {}",
-                self.fee_rate
-            ));
-        }
-        if self.min_notional < Decimal::ZERO {
-            return Err(format!(
-                "min_notional must not be negative, got {}",
-                self.min_notional
-            ));
-        }
-        Ok(())
-    }
-}
+/// Commands that may wait for the engine before callers wait to send.
+const COMMAND_CAPACITY: usize = 256;
 
 /// A request to the engine, with the channel its answer goes back on.
 #[derive(Debug)]
@@ -166,7 +99,7 @@ pub(crate) struct PaperEngine {
     bus: Arc<dyn EventBus>,
     clock: Arc<dyn Clock>,
     metrics: Arc<ServiceMetrics>,
-    config: PaperTradingConfig,
+    config: TradingConfig,
     commands: mpsc::Receiver<Command>,
     /// Every bus envelope; only tickers matter (for stop-loss / take-profit). Tickers are
     /// latest-wins and execution prices come from the market, so tickers skipped in a lag only
@@ -190,13 +123,13 @@ impl std::fmt::Debug for PaperEngine {
 impl PaperEngine {
     /// Loads the books from storage (initializing a new account), checks them against the
     /// trade log and subscribes to the bus; returns the engine and the sender of its commands
-    /// (`config.command_capacity` may wait). Blocks on the storage.
+    /// ([`COMMAND_CAPACITY`] may wait). Blocks on the storage.
     ///
     /// # Errors
     /// [`ServiceError::Unavailable`] for a configuration out of range; [`ServiceError::Storage`]
     /// when the storage cannot be read or its books do not balance.
     pub(crate) fn load(
-        config: PaperTradingConfig,
+        config: TradingConfig,
         storage: Storage,
         market: Arc<dyn MarketService>,
         bus: Arc<dyn EventBus>,
@@ -214,7 +147,7 @@ impl PaperEngine {
             .checked_add(1)
             .ok_or_else(|| ServiceError::Storage("order ids exhausted".into()))?;
         // A zero capacity would panic in tokio; one slot still works, just with more waiting.
-        let (sender, commands) = mpsc::channel(config.command_capacity.max(1));
+        let (sender, commands) = mpsc::channel(COMMAND_CAPACITY);
         let lagged = Arc::clone(&metrics);
         let ticks =
             Subscription::new(bus.subscribe(), "paper trading engine").on_lag(move |missed| {
@@ -1020,10 +953,7 @@ fn load_open_orders(
 }
 
 /// Reads the books and checks them against the trade log; returns them with the next trade id.
-fn load_books(
-    storage: &Storage,
-    config: &PaperTradingConfig,
-) -> Result<(Ledger, u64), ServiceError> {
+fn load_books(storage: &Storage, config: &TradingConfig) -> Result<(Ledger, u64), ServiceError> {
     let trades = storage.load_trades()?;
     let positions = storage.load_positions()?;
     let account = match storage.load_account()? {
@@ -1081,56 +1011,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn default_config_is_valid_and_matches_the_documented_values() {
-        let config = PaperTradingConfig::default();
-        assert_eq!(config.initial_cash, dec("10000"));
-        assert_eq!(config.fee_rate, dec("0.001"));
-        assert_eq!(config.min_notional, dec("1"));
-        assert_eq!(config.command_capacity, 256);
-        assert_eq!(config.validate(), Ok(()));
-        assert_eq!(
-            config.match_rules(),
-            MatchRules {
-                fee_rate: dec("0.001"),
-                min_notional: dec("1")
-            }
-        );
-    }
-
-    #[test]
-    fn config_out_of_range_is_refused() {
-        let base = PaperTradingConfig::default();
-        let cases = [
-            // TC0: negative cash
-            PaperTradingConfig {
-                initial_cash: dec("-1"),
-                ..base.clone()
-            },
-            // TC1: fee of 100 %
-            PaperTradingConfig {
-                fee_rate: Decimal::ONE,
-                ..base.clone()
-            },
-            // TC2: negative fee
-            PaperTradingConfig {
-                fee_rate: dec("-0.001"),
-                ..base.clone()
-            },
-            // TC3: negative minimum
-            PaperTradingConfig {
-                min_notional: dec("-1"),
-                ..base
-            },
-        ];
-        for config in cases {
-            assert!(config.validate().is_err(), "{config:?}");
-        }
-    }
-
-    #[test]
     fn new_storage_gets_an_account_with_the_configured_cash() {
         let storage = Storage::open(":memory:").unwrap();
-        let (ledger, next) = load_books(&storage, &PaperTradingConfig::default()).unwrap();
+        let (ledger, next) = load_books(&storage, &TradingConfig::default()).unwrap();
         assert_eq!(ledger, Ledger::new(dec("10000")));
         assert_eq!(next, 1);
         assert_eq!(
@@ -1142,7 +1025,7 @@ mod tests {
     #[test]
     fn stored_books_that_disagree_with_the_trade_log_are_refused() {
         let storage = Storage::open(":memory:").unwrap();
-        load_books(&storage, &PaperTradingConfig::default()).unwrap();
+        load_books(&storage, &TradingConfig::default()).unwrap();
         let buy = trade(1, "BTCUSDT", "10", "1");
         let mut books = Ledger::new(dec("10000"));
         books.apply(&buy).unwrap();
@@ -1158,7 +1041,7 @@ mod tests {
                 },
             )
             .unwrap();
-        let err = load_books(&storage, &PaperTradingConfig::default()).unwrap_err();
+        let err = load_books(&storage, &TradingConfig::default()).unwrap_err();
         assert!(
             err.to_string()
                 .contains("books do not balance: stored cash"),
@@ -1169,10 +1052,10 @@ mod tests {
     #[test]
     fn stored_initial_cash_wins_over_the_configured_one() {
         let storage = Storage::open(":memory:").unwrap();
-        load_books(&storage, &PaperTradingConfig::default()).unwrap();
-        let config = PaperTradingConfig {
+        load_books(&storage, &TradingConfig::default()).unwrap();
+        let config = TradingConfig {
             initial_cash: dec("5"),
-            ..PaperTradingConfig::default()
+            ..TradingConfig::default()
         };
         let (ledger, _) = load_books(&storage, &config).unwrap();
         assert_eq!(ledger.account().initial_cash, dec("10000"));

@@ -12,7 +12,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::engine::{Command, PaperEngine, PaperTradingConfig};
+use super::config::TradingConfig;
+use super::engine::{Command, PaperEngine};
 use super::storage::Storage;
 use super::{Execution, OpenOrders, Placement, PortfolioService, TradeService};
 use crate::market::{CandleHistory, CandleQuery};
@@ -38,10 +39,10 @@ impl PaperTrading {
     ///
     /// # Errors
     /// [`ServiceError::Unavailable`] when the configuration is out of range (see
-    /// [`PaperTradingConfig::validate`]); [`ServiceError::Storage`] when the storage cannot be
+    /// [`TradingConfig::validate`]); [`ServiceError::Storage`] when the storage cannot be
     /// read or its books do not agree with its trade log (`books do not balance: ...`).
     pub fn spawn(
-        config: PaperTradingConfig,
+        config: TradingConfig,
         storage: Storage,
         market: Arc<dyn MarketService>,
         bus: Arc<dyn EventBus>,

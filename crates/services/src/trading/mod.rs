@@ -11,7 +11,9 @@ use crate::ServiceError;
 
 /// Resting orders: when a ticker fills or triggers them, what they reserve.
 pub mod book;
-/// The paper trading engine actor and its configuration.
+/// `[trading]`: the paper account's settings and the auto-trader's.
+pub mod config;
+/// The paper trading engine actor.
 #[cfg(feature = "sqlite")]
 pub mod engine;
 /// The cloneable handle implementing [`TradeService`] and [`PortfolioService`].
@@ -25,8 +27,7 @@ pub mod matching;
 #[cfg(feature = "sqlite")]
 pub mod storage;
 
-#[cfg(feature = "sqlite")]
-pub use engine::PaperTradingConfig;
+pub use config::TradingConfig;
 #[cfg(feature = "sqlite")]
 pub use handle::PaperTrading;
 pub use ledger::{Account, Ledger};

@@ -100,7 +100,7 @@ fn world_with_bus_capacity(capacity: usize) -> World {
 impl World {
     fn try_start(&self, storage: Storage) -> Result<(PaperTrading, JoinHandle<()>), ServiceError> {
         PaperTrading::spawn(
-            PaperTradingConfig::default(),
+            TradingConfig::default(),
             storage,
             Arc::clone(&self.market) as Arc<dyn MarketService>,
             Arc::clone(&self.bus),

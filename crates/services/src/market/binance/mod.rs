@@ -13,13 +13,13 @@ use std::time::Duration;
 
 use cryptobot_domain::{Alert, AlertType, Event, Severity, Symbol};
 use futures_util::{SinkExt, StreamExt};
-use serde::Deserialize;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
+use super::config::{BinanceConfig, MAX_SECS, MarketConfig};
 use super::feed_state::FeedState;
 use super::{LatestTickers, ServesLatestTickers};
 use crate::backoff::Backoff;
@@ -30,155 +30,11 @@ mod wire;
 
 use wire::Frame;
 
-/// Most streams Binance allows on one connection.
-pub const MAX_STREAMS: usize = 1024;
-/// Longest accepted duration setting, in seconds: one day (also Binance's connection limit).
-pub const MAX_SECS: u64 = 86_400;
-
-/// Which Binance stream each symbol is subscribed to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-pub enum BinanceStream {
-    /// `<symbol>@ticker`: rolling 24-hour statistics with last price, bid, ask, volume and change,
-    /// once a second.
-    #[default]
-    #[serde(rename = "ticker")]
-    Ticker,
-    /// `<symbol>@bookTicker`: best bid and ask in real time; the price is their mid, volume and
-    /// change stay zero.
-    #[serde(rename = "bookTicker")]
-    BookTicker,
-}
-
-impl BinanceStream {
-    /// The stream name's suffix, e.g. `ticker`.
-    #[must_use]
-    pub const fn suffix(self) -> &'static str {
-        match self {
-            Self::Ticker => "ticker",
-            Self::BookTicker => "bookTicker",
-        }
-    }
-}
-
-/// Settings of the Binance connector (`[market.binance]`); missing keys take the defaults.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct BinanceConfig {
-    /// Symbols to subscribe to, in the order the market lists them. Not a key of
-    /// `[market.binance]`: the server sets `market.symbols`.
-    #[serde(skip)]
-    pub symbols: Vec<Symbol>,
-    /// Base URL; the connector opens `<ws_url>/stream`. Default `wss://stream.binance.com:9443`.
-    pub ws_url: String,
-    /// Stream subscribed per symbol. Default `ticker`.
-    pub stream: BinanceStream,
-    /// First reconnect delay, in milliseconds. Default 500.
-    pub reconnect_min_ms: u64,
-    /// Largest reconnect delay, in milliseconds. Default 30 000.
-    pub reconnect_max_ms: u64,
-    /// Seed of the reconnect jitter. Not a key: the server picks one per run, so several bots do
-    /// not reconnect in lockstep.
-    #[serde(skip)]
-    pub jitter_seed: u64,
-    /// No update for this long raises `feed_stalled`. Default 10.
-    pub stale_after_secs: u64,
-    /// No frame at all (not even a ping) for this long drops the connection as dead. Default 60.
-    pub idle_timeout_secs: u64,
-    /// Reconnect proactively after this long; Binance closes connections after 24 h. Default 23 h.
-    pub max_connection_age_secs: u64,
-    /// Subscribe requests sent per second at most (Binance accepts 5 incoming messages/s,
-    /// pongs included). Default 4.
-    pub subscribe_rate_per_sec: u32,
-    /// Streams named in one subscribe request. Default 100.
-    pub streams_per_subscribe: usize,
-    /// Longest wait for a connection (TCP, TLS and WebSocket handshake). Default 10.
-    pub connect_timeout_secs: u64,
-}
-
-impl Default for BinanceConfig {
-    fn default() -> Self {
-        Self {
-            symbols: Vec::new(),
-            ws_url: "wss://stream.binance.com:9443".to_owned(),
-            stream: BinanceStream::Ticker,
-            reconnect_min_ms: 500,
-            reconnect_max_ms: 30_000,
-            jitter_seed: 0,
-            stale_after_secs: 10,
-            idle_timeout_secs: 60,
-            max_connection_age_secs: 23 * 3_600,
-            subscribe_rate_per_sec: 4,
-            streams_per_subscribe: 100,
-            connect_timeout_secs: 10,
-        }
-    }
-}
-
 impl BinanceConfig {
-    /// Checks the settings.
-    ///
-    /// # Errors
-    /// A message naming the field: no symbols or more than 1024, a symbol listed twice, a URL that
-    /// is not `ws://` or `wss://`, a reconnect delay of 0 or a maximum below the minimum (at most
-    /// an hour), a duration outside 1..=86400 s, a rate outside 1..=100 or a batch outside
-    /// 1..=1024.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.symbols.is_empty() || self.symbols.len() > MAX_STREAMS {
-            return Err(format!(
-                "symbols: between 1 and {MAX_STREAMS} symbols are required, got {}",
-                self.symbols.len()
-            ));
-        }
-        let mut seen = HashSet::with_capacity(self.symbols.len());
-        if let Some(duplicate) = self.symbols.iter().find(|s| !seen.insert(*s)) {
-            return Err(format!("symbols: {duplicate} is listed twice"));
-        }
-        if !(self.ws_url.starts_with("ws://") || self.ws_url.starts_with("wss://")) {
-            return Err(format!(
-                "ws_url must start with ws:// or wss://, got {:?}",
-                self.ws_url
-            ));
-        }
-        if !(1..=3_600_000).contains(&self.reconnect_min_ms)
-            || !(self.reconnect_min_ms..=3_600_000).contains(&self.reconnect_max_ms)
-        {
-            return Err(format!(
-                "reconnect_min_ms and reconnect_max_ms must satisfy 1 <= min <= max <= 3600000, got {} and {}",
-                self.reconnect_min_ms, self.reconnect_max_ms
-            ));
-        }
-        for (field, value) in [
-            ("stale_after_secs", self.stale_after_secs),
-            ("idle_timeout_secs", self.idle_timeout_secs),
-            ("max_connection_age_secs", self.max_connection_age_secs),
-            ("connect_timeout_secs", self.connect_timeout_secs),
-        ] {
-            if !(1..=MAX_SECS).contains(&value) {
-                return Err(format!(
-                    "{field} must be between 1 and {MAX_SECS}, got {value}"
-                ));
-            }
-        }
-        if !(1..=100).contains(&self.subscribe_rate_per_sec) {
-            return Err(format!(
-                "subscribe_rate_per_sec must be between 1 and 100, got {}",
-                self.subscribe_rate_per_sec
-            ));
-        }
-        if !(1..=MAX_STREAMS).contains(&self.streams_per_subscribe) {
-            return Err(format!(
-                "streams_per_subscribe must be between 1 and {MAX_STREAMS}, got {}",
-                self.streams_per_subscribe
-            ));
-        }
-        Ok(())
-    }
-
     /// The subscribe requests' stream lists, in order: every symbol's stream, in batches of
     /// `streams_per_subscribe`.
-    fn subscription_batches(&self) -> VecDeque<Vec<String>> {
-        let names: Vec<String> = self
-            .symbols
+    fn subscription_batches(&self, symbols: &[Symbol]) -> VecDeque<Vec<String>> {
+        let names: Vec<String> = symbols
             .iter()
             .map(|symbol| wire::stream_name(symbol, self.stream))
             .collect();
@@ -190,7 +46,7 @@ impl BinanceConfig {
 
     /// The URL connected to: the combined-stream endpoint under `ws_url`.
     fn stream_url(&self) -> String {
-        format!("{}/stream", self.ws_url.trim_end_matches('/'))
+        format!("{}/stream", self.ws_url.trim().trim_end_matches('/'))
     }
 }
 
@@ -203,20 +59,22 @@ pub struct BinanceMarket {
 
 impl BinanceMarket {
     /// Builds the handle (no prices until the first update arrives) and the connector actor that
-    /// drives it until `shutdown` is cancelled. The configuration should have passed
-    /// [`BinanceConfig::validate`]; a symbol listed twice is subscribed once rather than
-    /// panicking.
+    /// drives it until `shutdown` is cancelled: it subscribes to `config.symbols` with the
+    /// settings of `config.binance`, and `jitter_seed` seeds its reconnect jitter (give every
+    /// process its own, so several bots do not reconnect in lockstep). The configuration should
+    /// have passed [`MarketConfig::validate`] and [`BinanceConfig::validate`]; a symbol listed
+    /// twice is subscribed once rather than panicking.
     #[must_use]
     pub fn new(
-        config: BinanceConfig,
+        config: &MarketConfig,
+        jitter_seed: u64,
         bus: Arc<dyn EventBus>,
         clock: Arc<dyn Clock>,
         metrics: Arc<ServiceMetrics>,
         shutdown: CancellationToken,
     ) -> (Self, BinanceFeed) {
-        let mut config = config;
-        let latest = LatestTickers::new(std::mem::take(&mut config.symbols), []);
-        config.symbols = latest.symbols().to_vec();
+        let latest = LatestTickers::new(config.symbols.clone(), []);
+        let config = config.binance.clone();
         let state = FeedState::new("binance", Arc::clone(&clock));
         let market = Self {
             latest: latest.clone(),
@@ -225,7 +83,7 @@ impl BinanceMarket {
         let backoff = Backoff::new(
             Duration::from_millis(config.reconnect_min_ms),
             Duration::from_millis(config.reconnect_max_ms),
-            config.jitter_seed,
+            jitter_seed,
         );
         let feed = BinanceFeed {
             known: latest.symbols().iter().cloned().collect(),
@@ -402,7 +260,7 @@ impl BinanceFeed {
         tracing::info!(%url, "market feed connected");
         self.state.set_connected(true);
 
-        let mut pending = self.config.subscription_batches();
+        let mut pending = self.config.subscription_batches(self.latest.symbols());
         let rate = self.config.subscribe_rate_per_sec.max(1);
         let mut subscribe_slots = tokio::time::interval(Duration::from_secs(1) / rate);
         subscribe_slots.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -566,113 +424,31 @@ mod tests {
     }
 
     #[test]
-    fn validation_names_the_problem() {
-        let ok = BinanceConfig {
-            symbols: symbols(&["BTCUSDT"]),
-            ..BinanceConfig::default()
-        };
-        assert_eq!(ok.validate(), Ok(()));
-        let cases: Vec<(BinanceConfig, &str)> = vec![
-            // TC0: symbols
-            (
-                BinanceConfig {
-                    symbols: vec![],
-                    ..ok.clone()
-                },
-                "symbols",
-            ),
-            (
-                BinanceConfig {
-                    symbols: symbols(&["BTCUSDT", "BTCUSDT"]),
-                    ..ok.clone()
-                },
-                "listed twice",
-            ),
-            // TC1: URL scheme
-            (
-                BinanceConfig {
-                    ws_url: "https://x".into(),
-                    ..ok.clone()
-                },
-                "ws_url",
-            ),
-            // TC2: backoff bounds
-            (
-                BinanceConfig {
-                    reconnect_min_ms: 0,
-                    ..ok.clone()
-                },
-                "reconnect_min_ms",
-            ),
-            (
-                BinanceConfig {
-                    reconnect_min_ms: 100,
-                    reconnect_max_ms: 50,
-                    ..ok.clone()
-                },
-                "reconnect_min_ms",
-            ),
-            // TC3: durations
-            (
-                BinanceConfig {
-                    stale_after_secs: 0,
-                    ..ok.clone()
-                },
-                "stale_after_secs",
-            ),
-            (
-                BinanceConfig {
-                    max_connection_age_secs: 86_401,
-                    ..ok.clone()
-                },
-                "max_connection_age_secs",
-            ),
-            // TC4: rate and batch
-            (
-                BinanceConfig {
-                    subscribe_rate_per_sec: 0,
-                    ..ok.clone()
-                },
-                "subscribe_rate_per_sec",
-            ),
-            (
-                BinanceConfig {
-                    streams_per_subscribe: 0,
-                    ..ok
-                },
-                "streams_per_subscribe",
-            ),
-        ];
-        for (config, field) in cases {
-            let err = config.validate().unwrap_err();
-            assert!(err.contains(field), "{field}: {err}");
-        }
-    }
-
-    #[test]
     fn the_defaults_stay_within_binance_limits() {
         let config = BinanceConfig::default();
         // TC0: below 5 incoming messages per second, below the 24 h connection limit
         assert!(config.subscribe_rate_per_sec < 5);
         assert!(config.max_connection_age_secs < 86_400);
-        // TC1: the combined-stream endpoint, with or without a trailing slash
+        // TC1: the combined-stream endpoint, with or without a trailing slash or blanks
         assert_eq!(config.stream_url(), "wss://stream.binance.com:9443/stream");
-        let slash = BinanceConfig {
-            ws_url: "ws://127.0.0.1:1/".into(),
-            ..config
-        };
-        assert_eq!(slash.stream_url(), "ws://127.0.0.1:1/stream");
+        for url in ["ws://127.0.0.1:1/", " ws://127.0.0.1:1 "] {
+            let other = BinanceConfig {
+                ws_url: url.into(),
+                ..config.clone()
+            };
+            assert_eq!(other.validate(), Ok(()), "{url:?}");
+            assert_eq!(other.stream_url(), "ws://127.0.0.1:1/stream", "{url:?}");
+        }
     }
 
     #[test]
     fn subscriptions_are_split_into_batches() {
         let config = BinanceConfig {
-            symbols: symbols(&["BTCUSDT", "ETHUSDT", "SOLUSDT"]),
             streams_per_subscribe: 2,
             ..BinanceConfig::default()
         };
         assert_eq!(
-            config.subscription_batches(),
+            config.subscription_batches(&symbols(&["BTCUSDT", "ETHUSDT", "SOLUSDT"])),
             [
                 vec!["btcusdt@ticker".to_owned(), "ethusdt@ticker".to_owned()],
                 vec!["solusdt@ticker".to_owned()]

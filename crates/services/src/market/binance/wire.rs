@@ -6,7 +6,7 @@ use cryptobot_domain::{Symbol, Ticker};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
-use super::BinanceStream;
+use crate::market::BinanceStream;
 
 /// One message received on a combined-stream connection, as far as the feed cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
