@@ -250,6 +250,44 @@ pub struct StorageSettings {
 pub struct LogSettings {
     /// Default filter when `RUST_LOG` is unset, e.g. `info` or `cryptobot_server=debug,info`.
     pub level: String,
+    /// How each line is written to stderr.
+    pub format: LogFormat,
+}
+
+/// `log.format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `2026-12-01T10:00:00Z  INFO target: message key=value`, for people.
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `target`, `fields`), for log shippers.
+    Json,
+}
+
+impl LogSettings {
+    /// Checks that `level` is a filter of levels: each comma-separated directive is a level
+    /// (`off`, `error`, `warn`, `info`, `debug`, `trace`) or `target=level`. tracing itself would
+    /// take a bare word such as `verbose` as the name of a target and log nothing else.
+    ///
+    /// # Errors
+    /// The directive that is not one of those.
+    pub fn validate(&self) -> Result<(), String> {
+        const HINT: &str = "expected a level (off, error, warn, info, debug, trace) or target=level, \
+                            comma-separated, e.g. \"cryptobot_services=debug,info\"";
+        for directive in self.level.split(',').map(str::trim) {
+            let level = directive.rsplit_once('=').map_or(directive, |(_, level)| level);
+            if level
+                .parse::<tracing_subscriber::filter::LevelFilter>()
+                .is_err()
+            {
+                return Err(format!("{directive:?} is not valid: {HINT}"));
+            }
+        }
+        tracing_subscriber::EnvFilter::builder()
+            .parse(&self.level)
+            .map(drop)
+            .map_err(|err| format!("{err}: {HINT}"))
+    }
 }
 
 /// Why the settings could not be loaded.
@@ -339,6 +377,7 @@ impl Settings {
         if self.storage.path.trim().is_empty() {
             return Err(invalid("storage.path")("must not be empty".into()));
         }
+        self.log.validate().map_err(invalid("log.level"))?;
         Ok(())
     }
 
@@ -400,6 +439,34 @@ mod tests {
         let mut file = std::fs::File::create(&path).unwrap();
         file.write_all(contents.as_bytes()).unwrap();
         path
+    }
+
+    #[test]
+    fn log_level_and_format_are_checked_like_any_key() {
+        let s = Settings::load_with_env(None, env(&[])).unwrap();
+        assert_eq!((s.log.level.as_str(), s.log.format), ("info", LogFormat::Text));
+        let s = Settings::load_with_env(
+            None,
+            env(&[
+                ("CRYPTOBOT__LOG__LEVEL", "cryptobot_services=debug,info"),
+                ("CRYPTOBOT__LOG__FORMAT", "json"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.log.format, LogFormat::Json);
+        assert_eq!(s.log.level, "cryptobot_services=debug,info");
+        // TC0: a level tracing does not know
+        let err = load_error(None, &[("CRYPTOBOT__LOG__LEVEL", "loud")]);
+        assert!(err.starts_with("log.level: "), "{err}");
+        // TC1: a bare word, which tracing would take for a target
+        let err = load_error(None, &[("CRYPTOBOT__LOG__LEVEL", "info,verbose")]);
+        assert!(err.starts_with("log.level: \"verbose\" is not valid"), "{err}");
+        // TC2: a target with a level that is not one
+        let err = load_error(None, &[("CRYPTOBOT__LOG__LEVEL", "cryptobot_server=chatty")]);
+        assert!(err.starts_with("log.level: \"cryptobot_server=chatty\""), "{err}");
+        // TC3: a format that is not text or json
+        let err = load_error(None, &[("CRYPTOBOT__LOG__FORMAT", "xml")]);
+        assert!(err.contains("log.format") && err.contains("xml"), "{err}");
     }
 
     #[test]

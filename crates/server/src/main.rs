@@ -1,5 +1,6 @@
 //! The `cryptobot` binary: `cryptobot [--config FILE] [--role all|engine|gateway]`.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -19,46 +20,80 @@ const EXIT_RUNTIME: u8 = 1;
 /// Exit code of an engine that lost its Redis lease to another engine (docs/operations.md).
 const EXIT_FENCED: u8 = 3;
 
+/// `eprintln!` that cannot panic: when whoever read stderr has gone away, the message is lost
+/// but the exit code still tells.
+macro_rules! report {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 fn main() -> ExitCode {
     let (config_file, role) = match parse_args(std::env::args().skip(1)) {
         Ok(Some(args)) => args,
         Ok(None) => return ExitCode::SUCCESS,
         Err(message) => {
-            eprintln!("error: {message}\n\n{USAGE}");
+            report!("error: {message}\n\n{USAGE}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    let sources = config_sources(config_file.as_deref(), role.is_some());
     // `--role` is one more override, applied after the environment's.
     let role = role.map(|role| ("CRYPTOBOT__SERVER__ROLE".to_owned(), role));
     let settings =
         match Settings::load_with_env(config_file.as_deref(), std::env::vars().chain(role)) {
             Ok(settings) => settings,
             Err(err) => {
-                eprintln!("error: invalid configuration: {err}");
+                report!("error: invalid configuration: {err}");
                 return ExitCode::from(EXIT_CONFIG);
             }
         };
-    telemetry::init(&settings.log.level);
+    telemetry::init(&settings.log);
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        role = settings.server.role.as_str(),
+        config = %sources,
+        "cryptobot starting"
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(runtime) => runtime,
         Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
+            report!("error: cannot start the async runtime: {err}");
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
     match runtime.block_on(run(settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err}");
+            report!("error: {err}");
             match err {
                 cryptobot_server::StartupError::LeaseLost { .. } => ExitCode::from(EXIT_FENCED),
                 _ => ExitCode::from(EXIT_RUNTIME),
             }
         }
     }
+}
+
+/// Where the settings came from, in the order they apply, e.g. `defaults, prod.toml,
+/// environment (3 keys), --role`. Values are not shown: some are secrets.
+fn config_sources(file: Option<&std::path::Path>, role_flag: bool) -> String {
+    let mut sources = vec!["defaults".to_owned()];
+    if let Some(file) = file {
+        sources.push(file.display().to_string());
+    }
+    let keys = std::env::vars_os()
+        .filter(|(key, _)| key.to_string_lossy().starts_with("CRYPTOBOT__"))
+        .count();
+    if keys > 0 {
+        sources.push(format!("environment ({keys} keys)"));
+    }
+    if role_flag {
+        sources.push("--role".to_owned());
+    }
+    sources.join(", ")
 }
 
 async fn run(settings: Settings) -> Result<(), cryptobot_server::StartupError> {
@@ -150,11 +185,11 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "-h" | "--help" => {
-                println!("{USAGE}");
+                let _ = writeln!(std::io::stdout(), "{USAGE}");
                 return Ok(None);
             }
             "-V" | "--version" => {
-                println!("cryptobot {}", env!("CARGO_PKG_VERSION"));
+                let _ = writeln!(std::io::stdout(), "cryptobot {}", env!("CARGO_PKG_VERSION"));
                 return Ok(None);
             }
             "-c" | "--config" => {
