@@ -18,13 +18,13 @@ use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReaso
 use cryptobot_domain::{Channel, Symbol};
 use cryptobot_services::{Envelope, Replay};
 use serde_json::Value;
-use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::GatewayConfig;
 use crate::dispatch::{Action, Dispatcher, Subscriptions};
 use crate::fanout::{Port, PortFailure, WorkerFanout};
+use crate::guards::{ActiveGuard, IpSlot};
 use crate::hub::{HubShared, frame_bytes};
 use crate::inbound::InboundBudget;
 use crate::metrics::GatewayMetrics;
@@ -160,34 +160,6 @@ impl RateLimit {
     }
 }
 
-/// Keeps the count of running actors right even if the task is dropped mid-flight.
-#[derive(Debug)]
-pub(crate) struct ActiveGuard {
-    /// Number of running actors (the gateway's `closed()` waits for it to reach zero).
-    pub(crate) active: Arc<watch::Sender<usize>>,
-    /// Counters.
-    pub(crate) metrics: Arc<GatewayMetrics>,
-}
-
-impl ActiveGuard {
-    /// Counts one more running actor.
-    pub(crate) fn new(active: Arc<watch::Sender<usize>>, metrics: Arc<GatewayMetrics>) -> Self {
-        active.send_modify(|n| *n += 1);
-        GatewayMetrics::incr(&metrics.connections_open);
-        GatewayMetrics::incr(&metrics.connections_total);
-        Self { active, metrics }
-    }
-}
-
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        self.active.send_modify(|n| *n = n.saturating_sub(1));
-        self.metrics
-            .connections_open
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
 /// What the outbound port tells the actor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outbound {
@@ -219,7 +191,7 @@ pub(crate) struct Connection {
     /// Who opened the connection; its scopes gate `manual_trade` and `update_position`.
     pub(crate) principal: crate::auth::Principal,
     /// Counts this connection against its client IP until the actor ends.
-    pub(crate) _ip_slot: Option<crate::handshake::IpSlot>,
+    pub(crate) _ip_slot: Option<IpSlot>,
     /// When the client last sent anything.
     pub(crate) last_seen: Instant,
     /// Counters.

@@ -1,11 +1,10 @@
 //! The upgrade handshake: the checks before a connection is admitted (attempt rate, connection
 //! limits, origin, authentication, scopes), the upgrade itself and the start of the actor.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
@@ -13,9 +12,10 @@ use tokio::time::Instant;
 
 use crate::auth::Principal;
 use crate::config::GatewayConfig;
-use crate::connection::{ActiveGuard, Behaviour, Connection};
+use crate::connection::{Behaviour, Connection};
 use crate::dispatch::Subscriptions;
 use crate::fanout::{Port, WorkerFanout};
+use crate::guards::{ActiveGuard, IpSlot};
 use crate::inbound::{GuardedPayload, InboundBudget};
 use crate::limits::retry_after_secs;
 use crate::metrics::GatewayMetrics;
@@ -237,47 +237,6 @@ pub fn client_ip(req: &HttpRequest, trusted: &[IpAddr]) -> Option<IpAddr> {
     Some(forwarded.unwrap_or(peer))
 }
 
-/// One connection counted against its client IP address; released on drop.
-#[derive(Debug)]
-pub(crate) struct IpSlot {
-    map: Arc<Mutex<HashMap<IpAddr, usize>>>,
-    ip: IpAddr,
-}
-
-impl IpSlot {
-    /// Counts one more connection from `ip`, or `None` when it already has `limit`.
-    fn acquire(map: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr, limit: usize) -> Option<Self> {
-        // A poisoned lock only means another thread panicked mid-update; the counts stay usable.
-        let mut counts = map
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let count = counts.entry(ip).or_insert(0);
-        if *count >= limit {
-            return None;
-        }
-        *count += 1;
-        Some(Self {
-            map: Arc::clone(map),
-            ip,
-        })
-    }
-}
-
-impl Drop for IpSlot {
-    fn drop(&mut self) {
-        let mut counts = self
-            .map
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(count) = counts.get_mut(&self.ip) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                counts.remove(&self.ip);
-            }
-        }
-    }
-}
-
 /// Browsers always send `Origin`; other clients usually do not. Cross-site WebSocket hijacking is
 /// prevented by accepting only the listed origins, or the page's own origin when none is listed.
 fn origin_allowed(req: &HttpRequest, config: &GatewayConfig) -> bool {
@@ -459,25 +418,5 @@ mod tests {
             client_ip(&request("10.0.0.1"), &[]),
             "10.0.0.1".parse().ok()
         );
-    }
-
-    #[test]
-    fn ip_slots_count_and_release() {
-        let map = Arc::new(Mutex::new(HashMap::new()));
-        let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        let first = IpSlot::acquire(&map, ip, 2).unwrap();
-        let second = IpSlot::acquire(&map, ip, 2).unwrap();
-        assert!(
-            IpSlot::acquire(&map, ip, 2).is_none(),
-            "third over the limit"
-        );
-        assert!(
-            IpSlot::acquire(&map, "192.0.2.2".parse().unwrap(), 2).is_some(),
-            "other IPs unaffected"
-        );
-        drop(first);
-        let third = IpSlot::acquire(&map, ip, 2).unwrap();
-        drop((second, third));
-        assert!(map.lock().unwrap().is_empty(), "no entry left behind");
     }
 }

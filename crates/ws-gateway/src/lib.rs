@@ -23,6 +23,8 @@ mod fanout;
 /// The properties the fuzz targets check (`fuzzing` feature; fuzz/, `make fuzz`).
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+/// Drop guards of the running-actor count and the per-address connection count.
+mod guards;
 /// The upgrade handshake and its checks.
 mod handshake;
 /// The fan-out hub.
@@ -65,6 +67,7 @@ pub use protocol::{ClientMessage, ClientRequest, ServerMessage};
 
 use connection::Behaviour;
 use dispatch::Dispatcher;
+use guards::HubGuard;
 use hub::HubShared;
 use limits::IpRateLimiter;
 
@@ -145,7 +148,7 @@ impl Gateway {
         let active = Arc::new(watch::Sender::new(0_usize));
         let interval = (config.portfolio_interval_secs > 0)
             .then(|| Duration::from_secs(config.portfolio_interval_secs));
-        let hub_guard = ActiveGuardHub::new(Arc::clone(&active));
+        let hub_guard = HubGuard::new(Arc::clone(&active));
         let task = hub::spawn(
             Arc::clone(&hub),
             services.bus.as_ref(),
@@ -300,21 +303,5 @@ impl Gateway {
     pub async fn closed(&self) {
         let mut receiver = self.inner.active.subscribe();
         let _ = receiver.wait_for(|running| *running == 0).await;
-    }
-}
-
-/// Decrements the running count when the hub task ends.
-struct ActiveGuardHub(Arc<watch::Sender<usize>>);
-
-impl ActiveGuardHub {
-    fn new(active: Arc<watch::Sender<usize>>) -> Self {
-        active.send_modify(|n| *n += 1);
-        Self(active)
-    }
-}
-
-impl Drop for ActiveGuardHub {
-    fn drop(&mut self) {
-        self.0.send_modify(|n| *n = n.saturating_sub(1));
     }
 }
