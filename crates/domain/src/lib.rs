@@ -43,6 +43,6 @@ pub use portfolio::{
 pub use signal::{Alert, AlertType, Severity, Signal, SignalAction};
 pub use symbol::{ClientOrderId, Symbol};
 pub use trade::{
-    BoughtCoin, OrderSize, Side, Trade, TradeInput, TradeOrigin, TradePage, TradeQuery,
+    BoughtCoin, OrderSize, Side, SizeText, Trade, TradeInput, TradeOrigin, TradePage, TradeQuery,
     TradeRequest,
 };

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::{ClientOrderId, DomainError, OrderSize, Side, Symbol, money};
+use crate::{ClientOrderId, DomainError, OrderSize, Side, SizeText, Symbol, money};
 
 /// The kind of an order as clients name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -199,18 +199,11 @@ impl OrderInput {
     /// The [`crate::TradeInput::into_request`] errors, then [`DomainError::InvalidOrder`] for a
     /// price or option that does not fit the type (e.g. a limit order without `price`).
     pub fn into_request(self) -> Result<OrderRequest, DomainError> {
-        let (field, text, amount) = match (&self.quantity, &self.amount) {
-            (Some(quantity), None) => ("quantity", quantity, false),
-            (None, Some(amount)) => ("amount", amount, true),
-            _ => return Err(DomainError::SizeRequired),
-        };
+        let size = SizeText::pick(self.quantity.as_deref(), self.amount.as_deref())?;
+        let amount = size.is_amount();
         let symbol = Symbol::parse(&self.symbol)?;
-        let client_order_id = self
-            .client_order_id
-            .as_deref()
-            .map(ClientOrderId::parse)
-            .transpose()?;
-        let value = money::parse_decimal(field, text)?;
+        let client_order_id = ClientOrderId::parse_optional(self.client_order_id.as_deref())?;
+        let size = size.parse()?;
         let price = self
             .price
             .as_deref()
@@ -221,12 +214,7 @@ impl OrderInput {
             .as_deref()
             .map(|text| money::parse_decimal("stop_price", text))
             .transpose()?;
-        let size = if amount {
-            OrderSize::Amount(value)
-        } else {
-            OrderSize::Quantity(value)
-        }
-        .validate()?;
+        let size = size.validate()?;
         for (name, price) in [("price", price), ("stop_price", stop_price)] {
             if let Some(price) = price {
                 money::ensure_positive(name, price)?;
@@ -346,11 +334,7 @@ impl OrderQueryInput {
         Ok(OrderQuery {
             status,
             symbol: self.symbol.as_deref().map(Symbol::parse).transpose()?,
-            client_order_id: self
-                .client_order_id
-                .as_deref()
-                .map(ClientOrderId::parse)
-                .transpose()?,
+            client_order_id: ClientOrderId::parse_optional(self.client_order_id.as_deref())?,
             before_id: self.before_id,
             after_id: self.after_id,
             limit,

@@ -211,10 +211,8 @@ impl Envelope {
                 format!("Invalid payload for {what}: {}", clip(&err.to_string())),
             )
         };
-        let domain = |what: &str, err: &DomainError| match err.code() {
-            codes::INVALID_PAYLOAD => invalid(what, err),
-            code => RequestError::new(id.clone(), code, err.to_string()),
-        };
+        // The domain's own message, the one the REST API answers with too.
+        let domain = |err: &DomainError| RequestError::new(id.clone(), err.code(), err.to_string());
         // serde reads a struct from a JSON array too (`[null, null]` as the fields in order): a
         // payload is an object, whatever the type.
         let ticker = matches!(kind.as_str(), "subscribe_ticker" | "unsubscribe_ticker");
@@ -274,7 +272,7 @@ impl Envelope {
                     .map_err(|err| invalid(&kind, &err))?;
                 let request = input
                     .into_request(TradeOrigin::Manual)
-                    .map_err(|err| domain(&kind, &err))?;
+                    .map_err(|err| domain(&err))?;
                 ClientRequest::ManualTrade(ManualTrade {
                     symbol: request.symbol,
                     side: request.side,
@@ -295,14 +293,14 @@ impl Envelope {
                 };
                 let input = serde_json::from_value::<PositionUpdateInput>(Value::Object(fields))
                     .map_err(|err| invalid(&kind, &err))?;
-                let symbol = Symbol::parse(&symbol).map_err(|err| domain(&kind, &err))?;
-                let update = input.parse().map_err(|err| domain(&kind, &err))?;
+                let symbol = Symbol::parse(&symbol).map_err(|err| domain(&err))?;
+                let update = input.parse().map_err(|err| domain(&err))?;
                 ClientRequest::UpdatePosition { symbol, update }
             }
             "place_order" => {
                 let input = serde_json::from_value::<OrderInput>(payload)
                     .map_err(|err| invalid(&kind, &err))?;
-                let request = input.into_request().map_err(|err| domain(&kind, &err))?;
+                let request = input.into_request().map_err(|err| domain(&err))?;
                 ClientRequest::PlaceOrder(Box::new(request))
             }
             "cancel_order" => {
@@ -311,7 +309,7 @@ impl Envelope {
                 match (target.order_id, target.client_order_id) {
                     (Some(order_id), None) => ClientRequest::CancelOrder(OrderRef::Id(order_id)),
                     (None, Some(text)) => {
-                        let key = ClientOrderId::parse(&text).map_err(|err| domain(&kind, &err))?;
+                        let key = ClientOrderId::parse(&text).map_err(|err| domain(&err))?;
                         ClientRequest::CancelOrder(OrderRef::ClientOrderId(key))
                     }
                     _ => {
@@ -334,7 +332,7 @@ impl Envelope {
                     .as_deref()
                     .map(Symbol::parse)
                     .transpose()
-                    .map_err(|err| domain(&kind, &err))?;
+                    .map_err(|err| domain(&err))?;
                 ClientRequest::CancelAllOrders(symbol)
             }
             "list_orders" => {
@@ -344,7 +342,7 @@ impl Envelope {
                     serde_json::from_value::<OrderQueryInput>(payload)
                         .map_err(|err| invalid(&kind, &err))?
                 };
-                ClientRequest::ListOrders(input.parse().map_err(|err| domain(&kind, &err))?)
+                ClientRequest::ListOrders(input.parse().map_err(|err| domain(&err))?)
             }
             "ping" => ClientRequest::Ping,
             _ => {
@@ -1151,7 +1149,19 @@ mod tests {
             let text = format!(r#"{{"type":"manual_trade","payload":{bad}}}"#);
             assert_eq!(parse_err(&text).1, "invalid_payload", "{bad}");
         }
-        // TC6: field validation gets the REST API's codes
+        // TC6: both sizes or neither: the domain's message, as the REST API words it
+        for bad in [
+            r#"{"symbol":"BTCUSDT","side":"buy","quantity":"1","amount":"1"}"#,
+            r#"{"symbol":"BTCUSDT","side":"buy"}"#,
+        ] {
+            let text = format!(r#"{{"type":"manual_trade","payload":{bad}}}"#);
+            assert_eq!(
+                parse_err(&text),
+                (DomainError::SizeRequired.to_string(), "invalid_payload"),
+                "{bad}"
+            );
+        }
+        // TC7: field validation gets the REST API's codes
         for (bad, code) in [
             (
                 r#"{"symbol":"btcusdt","side":"buy","quantity":"1"}"#,

@@ -58,11 +58,7 @@ impl TradesQuery {
         };
         let query = TradeQuery {
             symbol: self.symbol.as_deref().map(Symbol::parse).transpose()?,
-            client_order_id: self
-                .client_order_id
-                .as_deref()
-                .map(ClientOrderId::parse)
-                .transpose()?,
+            client_order_id: ClientOrderId::parse_optional(self.client_order_id.as_deref())?,
             from: time("from", self.from)?,
             to: time("to", self.to)?,
             before_id: self.before_id,
