@@ -189,7 +189,7 @@ pub(crate) struct Connection {
     /// Channels this client receives (the outbox gets a copy of the never-dropped ones).
     pub(crate) subs: Subscriptions,
     /// Who opened the connection; its scopes gate `manual_trade` and `update_position`.
-    pub(crate) principal: crate::auth::Principal,
+    pub(crate) principal: cryptobot_access::Principal,
     /// Counts this connection against its client IP until the actor ends.
     pub(crate) _ip_slot: Option<IpSlot>,
     /// When the client last sent anything.

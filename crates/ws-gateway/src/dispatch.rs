@@ -16,11 +16,11 @@ use cryptobot_services::{
 };
 use serde_json::Value;
 
-use crate::auth::Principal;
 use crate::protocol::{
     ClientMessage, ClientRequest, ConnectionLimits, Envelope, EventMeta, ManualTrade, OrderList,
     OrderPlaced, RequestError, ResumeRequest, ServerMessage, TradeExecuted, codes,
 };
+use cryptobot_access::Principal;
 
 /// Message types that change the account and so need the `trade` scope.
 const TRADE_SCOPED: [&str; 5] = [

@@ -8,16 +8,15 @@ use std::sync::atomic::Ordering;
 
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
+use cryptobot_access::{Principal, client_ip, retry_after_secs};
 use tokio::time::Instant;
 
-use crate::auth::Principal;
 use crate::config::GatewayConfig;
 use crate::connection::{Behaviour, Connection};
 use crate::dispatch::Subscriptions;
 use crate::fanout::{Port, WorkerFanout};
 use crate::guards::{ActiveGuard, IpSlot};
 use crate::inbound::{GuardedPayload, InboundBudget};
-use crate::limits::retry_after_secs;
 use crate::metrics::GatewayMetrics;
 use crate::outbox::Outbox;
 use crate::wire::OutboundBody;
@@ -218,25 +217,6 @@ fn refusal(
     Box::new(response.json(serde_json::json!({ "error": message, "code": code })))
 }
 
-/// The client's IP address: the TCP peer, or the last `X-Forwarded-For` entry when the peer is a
-/// trusted proxy (earlier entries could be forged by the client). Shared with the REST API's
-/// per-address limits.
-#[must_use]
-pub fn client_ip(req: &HttpRequest, trusted: &[IpAddr]) -> Option<IpAddr> {
-    let peer = req.peer_addr()?.ip();
-    if !trusted.contains(&peer) {
-        return Some(peer);
-    }
-    let forwarded = req
-        .headers()
-        .get_all("x-forwarded-for")
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .last()
-        .and_then(|last| last.trim().parse().ok());
-    Some(forwarded.unwrap_or(peer))
-}
-
 /// Browsers always send `Origin`; other clients usually do not. Cross-site WebSocket hijacking is
 /// prevented by accepting only the listed origins, or the page's own origin when none is listed.
 fn origin_allowed(req: &HttpRequest, config: &GatewayConfig) -> bool {
@@ -392,31 +372,5 @@ mod tests {
         assert!(!offer(&["bearer.abc"]));
         assert!(!offer(&["graphql-ws"]));
         assert!(!offer(&["cryptobot.v2, bearer.abc"]));
-    }
-
-    #[test]
-    fn client_ip_trusts_forwarded_for_only_from_trusted_proxies() {
-        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
-        let request = |peer: &str| {
-            TestRequest::default()
-                .peer_addr(format!("{peer}:40000").parse().unwrap())
-                .insert_header(("X-Forwarded-For", "6.6.6.6, 203.0.113.7"))
-                .to_http_request()
-        };
-        // TC0: an untrusted peer is the client, whatever it claims
-        assert_eq!(
-            client_ip(&request("198.51.100.2"), &[proxy]),
-            "198.51.100.2".parse().ok()
-        );
-        // TC1: a trusted proxy: the last forwarded address (the one the proxy saw)
-        assert_eq!(
-            client_ip(&request("10.0.0.1"), &[proxy]),
-            "203.0.113.7".parse().ok()
-        );
-        // TC2: no trusted proxies configured
-        assert_eq!(
-            client_ip(&request("10.0.0.1"), &[]),
-            "10.0.0.1".parse().ok()
-        );
     }
 }

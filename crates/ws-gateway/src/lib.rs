@@ -7,11 +7,13 @@
 //! with the [`GatewayServices`], [`Gateway::configure`] to mount `GET {path}` on an actix-web app,
 //! [`Gateway::on_connect`] for socket tuning, [`Gateway::render_metrics`] and [`Gateway::closed`].
 //!
-//! May depend on: the domain and services crates (traits only), actix-web, actix-ws, tokio.
+//! Who may connect is decided by the access crate's rules (tokens, client address, per-address
+//! rates), the same ones the REST API applies.
+//!
+//! May depend on: the domain, access and services crates (services: traits only), actix-web,
+//! actix-ws, tokio.
 //! Must not depend on: the server crate or any concrete service implementation.
 
-/// Bearer-token authentication shared with the REST API.
-pub mod auth;
 /// `[ws]` settings.
 pub mod config;
 /// The per-connection actor.
@@ -31,8 +33,6 @@ mod handshake;
 mod hub;
 /// The inbound size guard: frame headers read off the raw stream.
 mod inbound;
-/// Per-address request rates (connection attempts here, REST requests in the server).
-pub mod limits;
 /// Gateway counters.
 pub mod metrics;
 /// The delivery core of one connection: order, dedupe, holding and conflation (public for the
@@ -57,19 +57,21 @@ use cryptobot_services::{
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-pub use auth::{AuthError, Authenticator, Principal, StaticToken};
 pub use config::GatewayConfig;
 pub use connection::End;
-pub use handshake::client_ip;
+/// The access rules the upgrade applies (the `auth` of [`GatewayConfig`]), re-exported so that
+/// an embedder configures the gateway with this crate alone.
+pub use cryptobot_access::auth;
+pub use cryptobot_access::{AuthError, Authenticator, Principal, StaticToken};
 pub use hub::frame_bytes;
 pub use metrics::GatewayMetrics;
 pub use protocol::{ClientMessage, ClientRequest, ServerMessage};
 
 use connection::Behaviour;
+use cryptobot_access::IpRateLimiter;
 use dispatch::Dispatcher;
 use guards::HubGuard;
 use hub::HubShared;
-use limits::IpRateLimiter;
 
 /// Distinguishes gateways in one process (each has its own fan-out on every worker).
 static NEXT_GATEWAY_ID: AtomicU64 = AtomicU64::new(1);
