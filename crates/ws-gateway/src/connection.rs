@@ -29,7 +29,7 @@ use crate::hub::{HubShared, frame_bytes};
 use crate::inbound::InboundBudget;
 use crate::metrics::GatewayMetrics;
 use crate::outbox::Frame;
-use crate::protocol::{EventMeta, ResumeRequest, ServerMessage};
+use crate::protocol::{EventMeta, ResumeRequest, ServerMessage, codes};
 
 /// Longest wait for the portfolio summary sent as a snapshot after a failed resume.
 const SNAPSHOT_FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -64,9 +64,6 @@ pub enum End {
     NewEpoch,
 }
 
-/// Close code for a text message that is not valid UTF-8 (RFC 6455 §7.4.1).
-const INVALID_UTF8_CLOSE_CODE: u16 = 1007;
-
 impl End {
     /// The close frame to send, if any.
     pub(crate) fn close_reason(&self, config: &GatewayConfig) -> Option<CloseReason> {
@@ -79,7 +76,7 @@ impl End {
             Self::TooBig => (config.close_code_too_big, "message too big"),
             Self::Binary => (config.close_code_binary, "binary frames are not supported"),
             Self::Protocol(_) => (config.close_code_protocol, "protocol error"),
-            Self::InvalidUtf8 => (INVALID_UTF8_CLOSE_CODE, "invalid UTF-8 in a text message"),
+            Self::InvalidUtf8 => (codes::CLOSE_INVALID_UTF8, "invalid UTF-8 in a text message"),
             Self::RateLimited => (config.close_code_rate_limited, "rate limit exceeded"),
             Self::TokenExpired => (config.close_code_token_expired, "token expired"),
             Self::NewEpoch => (config.close_code_new_epoch, "new epoch"),
@@ -292,7 +289,7 @@ impl Connection {
                 // The message is dropped unread; the client learns why and may slow down.
                 let warning = ServerMessage::error(
                     None,
-                    "rate_limited",
+                    codes::RATE_LIMITED,
                     format!(
                         "more than {} messages per second: message dropped",
                         self.config.max_messages_per_sec

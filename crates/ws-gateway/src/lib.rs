@@ -40,6 +40,10 @@ pub mod metrics;
 pub mod outbox;
 /// Wire messages and error codes.
 pub mod protocol;
+/// Requests encoded as a client writes them, for tests, fuzz targets and benches
+/// (`test-support` feature).
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;
 /// The socket writer: the upgraded response's body, encoding each outbox at write time.
 mod wire;
 
