@@ -132,19 +132,16 @@ impl TradeOrigin {
     }
 }
 
-/// A validated command to trade at market.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A validated command to trade at market. The fields are private so that every request passed
+/// [`TradeRequest::new`]'s checks (a positive size).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TradeRequest {
-    /// The pair to trade.
-    pub symbol: Symbol,
-    /// Buy or sell.
-    pub side: Side,
-    /// Quantity or quote amount.
-    pub size: OrderSize,
+    symbol: Symbol,
+    side: Side,
+    size: OrderSize,
     /// Idempotency key: a repeat with the same key returns the first result.
-    pub client_order_id: Option<ClientOrderId>,
-    /// Who asked.
-    pub origin: TradeOrigin,
+    client_order_id: Option<ClientOrderId>,
+    origin: TradeOrigin,
 }
 
 impl TradeRequest {
@@ -166,6 +163,53 @@ impl TradeRequest {
             client_order_id,
             origin,
         })
+    }
+
+    /// The pair to trade.
+    #[must_use]
+    pub const fn symbol(&self) -> &Symbol {
+        &self.symbol
+    }
+
+    /// Buy or sell.
+    #[must_use]
+    pub const fn side(&self) -> Side {
+        self.side
+    }
+
+    /// Quantity or quote amount, positive.
+    #[must_use]
+    pub const fn size(&self) -> OrderSize {
+        self.size
+    }
+
+    /// Idempotency key: a repeat with the same key returns the first result.
+    #[must_use]
+    pub const fn client_order_id(&self) -> Option<&ClientOrderId> {
+        self.client_order_id.as_ref()
+    }
+
+    /// Who asked.
+    #[must_use]
+    pub const fn origin(&self) -> TradeOrigin {
+        self.origin
+    }
+}
+
+/// Reads a request through [`TradeRequest::new`], so a serialized one is checked again.
+impl<'de> Deserialize<'de> for TradeRequest {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Fields {
+            symbol: Symbol,
+            side: Side,
+            size: OrderSize,
+            client_order_id: Option<ClientOrderId>,
+            origin: TradeOrigin,
+        }
+        let f = Fields::deserialize(deserializer)?;
+        Self::new(f.symbol, f.side, f.size, f.client_order_id, f.origin)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -498,6 +542,12 @@ mod tests {
                 .unwrap_err();
             assert_eq!(err.code(), "invalid_size");
         }
+        // A serialized request (a command forwarded between nodes) is read through the
+        // constructor too.
+        let text = r#"{"symbol":"BTCUSDT","side":"buy","size":{"quantity":"0"},"client_order_id":null,"origin":"manual"}"#;
+        assert!(serde_json::from_str::<TradeRequest>(text).is_err());
+        let one = serde_json::from_str::<TradeRequest>(&text.replace("\"0\"", "\"1\"")).unwrap();
+        assert_eq!(one.size(), OrderSize::Quantity(Decimal::ONE));
     }
 
     #[test]

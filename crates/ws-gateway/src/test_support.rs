@@ -38,16 +38,16 @@ pub fn client_json(message: &ClientMessage) -> String {
         }
         ClientRequest::ListSubscriptions => ("list_subscriptions", Value::Null),
         ClientRequest::ManualTrade(trade) => {
-            let (quantity, amount) = match trade.size {
+            let (quantity, amount) = match trade.size() {
                 OrderSize::Quantity(q) => (Some(q.to_string()), None),
                 OrderSize::Amount(a) => (None, Some(a.to_string())),
             };
             let payload = TradeInput {
-                symbol: trade.symbol.to_string(),
-                side: trade.side,
+                symbol: trade.symbol().to_string(),
+                side: trade.side(),
                 quantity,
                 amount,
-                client_order_id: trade.client_order_id.as_ref().map(ToString::to_string),
+                client_order_id: trade.client_order_id().map(ToString::to_string),
             };
             (
                 "manual_trade",

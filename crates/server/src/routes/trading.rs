@@ -158,7 +158,7 @@ pub(super) async fn create_trade(
     body: web::Json<Object<TradeInput>>,
 ) -> Result<HttpResponse, ApiError> {
     let request = body.into_inner().0.into_request(TradeOrigin::Manual)?;
-    let idempotent = request.client_order_id.is_some();
+    let idempotent = request.client_order_id().is_some();
     let execution = state.trade.execute(request).await?;
     let mut response = if execution.replayed {
         HttpResponse::Ok()

@@ -46,7 +46,7 @@ pub fn match_order(
 ) -> Result<Fill, ServiceError> {
     let available = Available {
         cash: ledger.cash(),
-        quantity: ledger.held(&request.symbol),
+        quantity: ledger.held(&request.symbol()),
     };
     match_with(request, ticker, ledger, config, available)
 }
@@ -72,15 +72,15 @@ pub fn match_with(
     config: &PaperTradingConfig,
     available: Available,
 ) -> Result<Fill, ServiceError> {
-    let size = request.size.validate()?;
+    let size = request.size().validate()?;
     let price = ticker.price;
-    if ticker.symbol != request.symbol || price <= Decimal::ZERO {
-        return Err(ServiceError::NoPrice(request.symbol.clone()));
+    if ticker.symbol != *request.symbol() || price <= Decimal::ZERO {
+        return Err(ServiceError::NoPrice(request.symbol().clone()));
     }
     let cash = available.cash;
     let held = available.quantity;
     // A size so large that the arithmetic overflows can never be afforded or held.
-    let too_large = || match request.side {
+    let too_large = || match request.side() {
         Side::Buy => ServiceError::InsufficientFunds {
             needed: Decimal::MAX,
             available: cash,
@@ -94,7 +94,7 @@ pub fn match_with(
         },
     };
 
-    let quantity = match (request.side, size) {
+    let quantity = match (request.side(), size) {
         (_, OrderSize::Quantity(quantity)) => quantity,
         (Side::Buy, OrderSize::Amount(amount)) => Decimal::ONE
             .checked_add(config.fee_rate)
@@ -121,7 +121,7 @@ pub fn match_with(
         .map(round_money)
         .ok_or_else(too_large)?;
 
-    match request.side {
+    match request.side() {
         Side::Buy => {
             let needed = notional.checked_add(fee).ok_or_else(too_large)?;
             if cash < needed {
@@ -141,7 +141,7 @@ pub fn match_with(
         }
     }
     let realized_pnl =
-        ledger.realized_by(&request.symbol, request.side, quantity, notional, fee)?;
+        ledger.realized_by(&request.symbol(), request.side(), quantity, notional, fee)?;
     Ok(Fill {
         price,
         quantity,
@@ -162,14 +162,15 @@ mod tests {
         PaperTradingConfig::default()
     }
 
-    fn request(side: Side, size: OrderSize) -> TradeRequest {
-        TradeRequest {
-            symbol: symbol("BTCUSDT"),
+    /// A zero or negative size is refused here, by the request's own constructor.
+    fn request(side: Side, size: OrderSize) -> Result<TradeRequest, ServiceError> {
+        Ok(TradeRequest::new(
+            symbol("BTCUSDT"),
             side,
             size,
-            client_order_id: None,
-            origin: TradeOrigin::Manual,
-        }
+            None,
+            TradeOrigin::Manual,
+        )?)
     }
 
     fn qty(text: &str) -> OrderSize {
@@ -195,7 +196,7 @@ mod tests {
         price: &str,
     ) -> Result<Fill, ServiceError> {
         match_order(
-            &request(side, size),
+            &request(side, size)?,
             &ticker("BTCUSDT", price),
             ledger,
             &config(),
@@ -258,7 +259,7 @@ mod tests {
         };
         // TC0: notional 0.000000015 rounds up to 0.00000002; its fee (2e-11) rounds to zero.
         let got = match_order(
-            &request(Side::Buy, qty("0.5")),
+            &request(Side::Buy, qty("0.5")).unwrap(),
             &ticker("BTCUSDT", "0.00000003"),
             &ledger,
             &no_minimum,
@@ -397,7 +398,7 @@ mod tests {
     fn ticker_of_another_symbol_is_no_price() {
         let ledger = Ledger::new(dec("100"));
         let err = match_order(
-            &request(Side::Buy, qty("1")),
+            &request(Side::Buy, qty("1")).unwrap(),
             &ticker("ETHUSDT", "10"),
             &ledger,
             &config(),

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use cryptobot_domain::{
     Channel, ClientOrderId, DomainError, OrderInput, OrderQuery, OrderQueryInput, OrderRef,
-    OrderRequest, OrderSize, PositionUpdate, PositionUpdateInput, Side, Symbol, TradeInput,
-    TradeOrigin,
+    OrderRequest, PositionUpdate, PositionUpdateInput, Symbol, TradeInput, TradeOrigin,
+    TradeRequest,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -52,8 +52,9 @@ pub enum ClientRequest {
     Unsubscribe(Vec<Channel>),
     /// `list_subscriptions`: the active channel set.
     ListSubscriptions,
-    /// `manual_trade {symbol, side, quantity | amount, client_order_id}` (seed).
-    ManualTrade(ManualTrade),
+    /// `manual_trade {symbol, side, quantity | amount, client_order_id}` (seed), validated; its
+    /// origin is `manual`.
+    ManualTrade(TradeRequest),
     /// `update_position {symbol, stop_loss, take_profit}` (seed).
     UpdatePosition {
         /// The position's symbol.
@@ -88,19 +89,6 @@ pub struct ResumeRequest {
     pub last_seq: BTreeMap<Channel, u64>,
     /// True for a `resume` message (reply `resumed`), false for `subscribe` (reply `subscribed`).
     pub standalone: bool,
-}
-
-/// Payload of `manual_trade`, validated (sizes are positive decimals of the grammar).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ManualTrade {
-    /// The pair.
-    pub symbol: Symbol,
-    /// `buy` or `sell`.
-    pub side: Side,
-    /// Base quantity or quote amount.
-    pub size: OrderSize,
-    /// Idempotency key.
-    pub client_order_id: Option<ClientOrderId>,
 }
 
 /// A request that could not be understood: becomes an `error` frame.
@@ -251,12 +239,7 @@ impl Envelope {
                 let request = input
                     .into_request(TradeOrigin::Manual)
                     .map_err(|err| domain(&err))?;
-                ClientRequest::ManualTrade(ManualTrade {
-                    symbol: request.symbol,
-                    side: request.side,
-                    size: request.size,
-                    client_order_id: request.client_order_id,
-                })
+                ClientRequest::ManualTrade(request)
             }
             "update_position" => {
                 // Shape first (as for manual_trade), then the symbol's spelling, then the levels.
@@ -447,7 +430,7 @@ fn clip(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use cryptobot_domain::{LevelChange, fixtures};
+    use cryptobot_domain::{LevelChange, OrderSize, Side, fixtures};
     use serde_json::json;
 
     use super::*;
@@ -598,7 +581,7 @@ mod tests {
         let ClientRequest::ManualTrade(trade) = ok.request else {
             panic!("not a trade")
         };
-        assert_eq!(trade.size, OrderSize::Amount(fixtures::dec("100.5")));
+        assert_eq!(trade.size(), OrderSize::Amount(fixtures::dec("100.5")));
         assert_eq!(ok.id, Some(json!(7)));
         for bad in [
             // TC0: float
@@ -816,12 +799,16 @@ mod tests {
                 Channel::Ticker(fixtures::symbol("ETHUSDT")),
             ]),
             ClientRequest::Unsubscribe(vec![Channel::Alerts]),
-            ClientRequest::ManualTrade(ManualTrade {
-                symbol: fixtures::symbol("BTCUSDT"),
-                side: Side::Sell,
-                size: OrderSize::Quantity(fixtures::dec("0.25")),
-                client_order_id: Some(ClientOrderId::parse("x1").unwrap()),
-            }),
+            ClientRequest::ManualTrade(
+                TradeRequest::new(
+                    fixtures::symbol("BTCUSDT"),
+                    Side::Sell,
+                    OrderSize::Quantity(fixtures::dec("0.25")),
+                    Some(ClientOrderId::parse("x1").unwrap()),
+                    TradeOrigin::Manual,
+                )
+                .unwrap(),
+            ),
             ClientRequest::UpdatePosition {
                 symbol: fixtures::symbol("BTCUSDT"),
                 update: PositionUpdate {

@@ -11,9 +11,7 @@ pub mod codes;
 /// Frames the server sends.
 pub mod server;
 
-pub use client::{
-    ClientMessage, ClientRequest, Envelope, ManualTrade, RequestError, ResumeRequest,
-};
+pub use client::{ClientMessage, ClientRequest, Envelope, RequestError, ResumeRequest};
 pub use server::{
     ConnectionLimits, EventMeta, OrderList, OrderPlaced, ServerMessage, TradeExecuted,
     TradeNotification,
