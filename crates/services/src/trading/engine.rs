@@ -340,11 +340,11 @@ impl PaperEngine {
     /// Fills, commits, applies and publishes one trade. The books in memory change only after
     /// the storage committed; on any error nothing changed.
     async fn trade(&mut self, request: &TradeRequest) -> Result<Trade, ServiceError> {
-        if !self.market.symbols().contains(&request.symbol()) {
+        if !self.market.symbols().contains(request.symbol()) {
             return Err(ServiceError::UnknownSymbol(request.symbol().clone()));
         }
-        let ticker = self.market.ticker(&request.symbol()).await?;
-        let available = self.available(&request.symbol());
+        let ticker = self.market.ticker(request.symbol()).await?;
+        let available = self.available(request.symbol());
         let (trade, books) = self.prepare(request, &ticker, available)?;
         self.commit(trade, books, request.size(), None).await
     }

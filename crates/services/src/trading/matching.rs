@@ -46,7 +46,7 @@ pub fn match_order(
 ) -> Result<Fill, ServiceError> {
     let available = Available {
         cash: ledger.cash(),
-        quantity: ledger.held(&request.symbol()),
+        quantity: ledger.held(request.symbol()),
     };
     match_with(request, ticker, ledger, config, available)
 }
@@ -141,7 +141,7 @@ pub fn match_with(
         }
     }
     let realized_pnl =
-        ledger.realized_by(&request.symbol(), request.side(), quantity, notional, fee)?;
+        ledger.realized_by(request.symbol(), request.side(), quantity, notional, fee)?;
     Ok(Fill {
         price,
         quantity,
