@@ -1,5 +1,5 @@
-//! The wire protocol: inbound [`ClientMessage`]s ([`client`]), outbound [`ServerMessage`]s
-//! ([`server`]) and the stable error codes ([`codes`]).
+//! The wire protocol: inbound [`ClientMessage`]s (`client`), outbound [`ServerMessage`]s
+//! (`server`) and the stable error codes (`codes`).
 //!
 //! Pure and synchronous, so every shape is unit-tested without a socket. The seed's messages keep
 //! their exact field names; everything added is additional fields or new message types.
