@@ -1,6 +1,6 @@
 //! REST authentication: a middleware that authenticates every request it wraps with the same
-//! [`Authenticator`] as the WebSocket upgrade (the access crate's) and checks the scope the
-//! method needs.
+//! [`Authenticator`](cryptobot_access::Authenticator) as the WebSocket upgrade (the access
+//! crate's) and checks the scope the method needs.
 
 use std::future::Future;
 use std::pin::Pin;
