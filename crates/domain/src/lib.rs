@@ -33,8 +33,8 @@ pub use error::DomainError;
 pub use event::{Channel, Event};
 pub use market::{Candle, Interval, Ticker};
 pub use order::{
-    Order, OrderEventKind, OrderInput, OrderPage, OrderQuery, OrderQueryInput, OrderRef,
-    OrderRequest, OrderStatus, OrderType, OrderUpdate, StatusFilter, TimeInForce,
+    Order, OrderEventKind, OrderFields, OrderInput, OrderPage, OrderQuery, OrderQueryInput,
+    OrderRef, OrderRequest, OrderStatus, OrderType, OrderUpdate, StatusFilter, TimeInForce,
 };
 pub use portfolio::{
     LevelChange, LevelInput, PortfolioSummary, Position, PositionUpdate, PositionUpdateInput,
