@@ -780,7 +780,7 @@ mod tests {
             (
                 OrderFields {
                     size: OrderSize::Amount(Decimal::TEN),
-                    ..limit.clone()
+                    ..limit
                 },
                 "invalid_order",
             ),
