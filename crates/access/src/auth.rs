@@ -139,29 +139,19 @@ impl Authenticator {
     /// # Errors
     /// [`AuthError::Missing`] without any token, [`AuthError::Invalid`] when none matches.
     pub fn authenticate(&self, req: &(impl RequestParts + ?Sized)) -> Result<Principal, AuthError> {
-        match self {
-            Self::None => Ok(Principal::anonymous()),
-            Self::Tokens(tokens) => {
-                let candidates = candidate_tokens(req);
-                if candidates.is_empty() {
-                    return Err(AuthError::Missing);
-                }
-                candidates
-                    .iter()
-                    .find_map(|candidate| Self::match_token(tokens, candidate))
-                    .ok_or(AuthError::Invalid)
-            }
-            Self::Jwt(secret) => {
-                let candidates = candidate_tokens(req);
-                if candidates.is_empty() {
-                    return Err(AuthError::Missing);
-                }
-                candidates
-                    .iter()
-                    .find_map(|candidate| decode_jwt(&secret.0, candidate).ok())
-                    .ok_or(AuthError::Invalid)
-            }
+        if !self.is_enabled() {
+            return Ok(Principal::anonymous());
         }
+        let check = |candidate: &String| match self {
+            Self::None => None,
+            Self::Tokens(tokens) => Self::match_token(tokens, candidate),
+            Self::Jwt(secret) => decode_jwt(&secret.0, candidate).ok(),
+        };
+        let candidates = candidate_tokens(req);
+        if candidates.is_empty() {
+            return Err(AuthError::Missing);
+        }
+        candidates.iter().find_map(check).ok_or(AuthError::Invalid)
     }
 
     /// Compares against every token (no early exit), so timing reveals neither which token nor
