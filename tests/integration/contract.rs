@@ -160,6 +160,11 @@ async fn both_paths_refuse_the_same_input_with_the_same_code_and_trade_nothing()
             (Some("error"), Some(*code), Some(n as u64)),
             "WebSocket {name}: {ws}"
         );
+        // One rule, one message: what the domain refuses (every case here but serde's shape
+        // errors) is worded the same on both paths.
+        if *code != "invalid_payload" || name == "both sizes" {
+            assert_eq!(ws["error"], rest.json()["error"], "{name}");
+        }
     }
     // TC4: price levels follow the same grammar on both paths (checked before the position)
     for (n, level) in ["1_000", "+5", ".5", "1e3", "5."].into_iter().enumerate() {

@@ -101,7 +101,10 @@ impl TestApp {
     /// # Panics
     /// When the application does not start: a failed test.
     pub async fn spawn_on(storage_path: PathBuf, extra: &[(&str, &str)]) -> Self {
-        cryptobot_server::telemetry::init("warn");
+        cryptobot_server::telemetry::init(&cryptobot_server::config::LogSettings {
+            level: "warn".into(),
+            format: cryptobot_server::config::LogFormat::Text,
+        });
         let settings = test_settings(&storage_path, extra);
         let app = Application::build(settings)
             .await

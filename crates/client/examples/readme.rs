@@ -19,7 +19,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let done = client.manual_trade(&order).await?;
                 // and a resting sell 2% higher, with its own idempotency key
                 let price = (done.trade.price * Decimal::new(102, 2)).round_dp(2);
-                let sell = OrderRequest::limit(s.symbol, Side::Sell, done.trade.quantity, price);
+                let sell = OrderRequest::limit(s.symbol, Side::Sell, done.trade.quantity, price)?;
                 client.place_order(&sell).await?;
             }
             Event::TradeExecuted(trade) => println!("trade #{}", trade.id), // once, in order

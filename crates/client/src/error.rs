@@ -169,6 +169,10 @@ pub enum ClientError {
     /// A frame or body the client could not read (a server of another version).
     #[error("unexpected reply: {0}")]
     Protocol(String),
+    /// A request the server would refuse, caught before sending (e.g. an order with a zero
+    /// price); its [`cryptobot_domain::DomainError::code`] is the code the server would answer with.
+    #[error("invalid request: {0}")]
+    InvalidRequest(#[from] cryptobot_domain::DomainError),
 }
 
 impl ClientError {
@@ -181,12 +185,14 @@ impl ClientError {
         }
     }
 
-    /// True when reconnecting cannot help: a refused token, scope or request (HTTP 400, 401, 403).
+    /// True when reconnecting cannot help: a refused token, scope or request (HTTP 400, 401, 403),
+    /// or a request the client refused itself.
     #[must_use]
     pub const fn is_fatal(&self) -> bool {
         matches!(
             self,
             Self::InvalidUrl(_)
+                | Self::InvalidRequest(_)
                 | Self::Server {
                     status: Some(400 | 401 | 403),
                     ..

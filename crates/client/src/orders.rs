@@ -2,8 +2,8 @@
 //! set an idempotency key, the payloads of the order commands, and their replies.
 
 use cryptobot_domain::{
-    Order, OrderInput, OrderQuery, OrderRef, OrderRequest, OrderSize, OrderType, Side, Symbol,
-    TimeInForce,
+    DomainError, Order, OrderFields, OrderInput, OrderQuery, OrderRef, OrderRequest, OrderSize,
+    OrderType, Side, Symbol, TimeInForce,
 };
 use rust_decimal::Decimal;
 use serde_json::Value;
@@ -13,14 +13,30 @@ use crate::{ClientError, generate_client_order_id};
 /// Constructors of [`OrderRequest`] for `place_order`, each with a fresh `client_order_id`, so
 /// that placing the same value again (after [`ClientError::Timeout`] or `unavailable`) returns the
 /// same order instead of placing a second one. Bring the trait into scope and write
-/// `OrderRequest::limit(..)`.
+/// `OrderRequest::limit(..)?`. Each checks the order as the server does
+/// ([`OrderRequest::new`]): a request that cannot be placed is never built.
+///
+/// # Errors
+/// [`DomainError`] for a zero or negative size or price, or an option the type does not take
+/// (`time_in_force` other than GTC on a non-limit order, `post_only` on anything but a GTC
+/// limit order); it converts into [`ClientError::InvalidRequest`].
 pub trait NewOrder: Sized {
     /// A market order of `size` (a quote amount for buys only).
-    fn market(symbol: Symbol, side: Side, size: OrderSize) -> Self;
+    fn market(symbol: Symbol, side: Side, size: OrderSize) -> Result<Self, DomainError>;
     /// A GTC limit order of `quantity` at `price`.
-    fn limit(symbol: Symbol, side: Side, quantity: Decimal, price: Decimal) -> Self;
+    fn limit(
+        symbol: Symbol,
+        side: Side,
+        quantity: Decimal,
+        price: Decimal,
+    ) -> Result<Self, DomainError>;
     /// A stop-market order: fills at the last price once it reaches `stop_price`.
-    fn stop_market(symbol: Symbol, side: Side, quantity: Decimal, stop_price: Decimal) -> Self;
+    fn stop_market(
+        symbol: Symbol,
+        side: Side,
+        quantity: Decimal,
+        stop_price: Decimal,
+    ) -> Result<Self, DomainError>;
     /// A stop-limit order: rests at `price` once the last price reaches `stop_price`.
     fn stop_limit(
         symbol: Symbol,
@@ -28,26 +44,34 @@ pub trait NewOrder: Sized {
         quantity: Decimal,
         stop_price: Decimal,
         price: Decimal,
-    ) -> Self;
+    ) -> Result<Self, DomainError>;
     /// The same order with another time in force (`IOC`, `FOK`; limit orders only).
-    #[must_use]
-    fn time_in_force(self, time_in_force: TimeInForce) -> Self;
+    fn time_in_force(self, time_in_force: TimeInForce) -> Result<Self, DomainError>;
     /// The same order, refused instead of filled on placing (GTC limit orders only).
-    #[must_use]
-    fn post_only(self) -> Self;
+    fn post_only(self) -> Result<Self, DomainError>;
 }
 
 impl NewOrder for OrderRequest {
-    fn market(symbol: Symbol, side: Side, size: OrderSize) -> Self {
+    fn market(symbol: Symbol, side: Side, size: OrderSize) -> Result<Self, DomainError> {
         request(symbol, side, OrderType::Market, size, None, None)
     }
 
-    fn limit(symbol: Symbol, side: Side, quantity: Decimal, price: Decimal) -> Self {
+    fn limit(
+        symbol: Symbol,
+        side: Side,
+        quantity: Decimal,
+        price: Decimal,
+    ) -> Result<Self, DomainError> {
         let size = OrderSize::Quantity(quantity);
         request(symbol, side, OrderType::Limit, size, Some(price), None)
     }
 
-    fn stop_market(symbol: Symbol, side: Side, quantity: Decimal, stop_price: Decimal) -> Self {
+    fn stop_market(
+        symbol: Symbol,
+        side: Side,
+        quantity: Decimal,
+        stop_price: Decimal,
+    ) -> Result<Self, DomainError> {
         let size = OrderSize::Quantity(quantity);
         request(
             symbol,
@@ -65,7 +89,7 @@ impl NewOrder for OrderRequest {
         quantity: Decimal,
         stop_price: Decimal,
         price: Decimal,
-    ) -> Self {
+    ) -> Result<Self, DomainError> {
         let size = OrderSize::Quantity(quantity);
         request(
             symbol,
@@ -77,14 +101,16 @@ impl NewOrder for OrderRequest {
         )
     }
 
-    fn time_in_force(mut self, time_in_force: TimeInForce) -> Self {
-        self.time_in_force = time_in_force;
-        self
+    fn time_in_force(self, time_in_force: TimeInForce) -> Result<Self, DomainError> {
+        let mut fields = OrderFields::clone(&self);
+        fields.time_in_force = time_in_force;
+        Self::new(fields)
     }
 
-    fn post_only(mut self) -> Self {
-        self.post_only = true;
-        self
+    fn post_only(self) -> Result<Self, DomainError> {
+        let mut fields = OrderFields::clone(&self);
+        fields.post_only = true;
+        Self::new(fields)
     }
 }
 
@@ -95,8 +121,8 @@ fn request(
     size: OrderSize,
     price: Option<Decimal>,
     stop_price: Option<Decimal>,
-) -> OrderRequest {
-    OrderRequest {
+) -> Result<OrderRequest, DomainError> {
+    OrderRequest::new(OrderFields {
         symbol,
         side,
         order_type,
@@ -106,7 +132,7 @@ fn request(
         time_in_force: TimeInForce::Gtc,
         post_only: false,
         client_order_id: Some(generate_client_order_id()),
-    }
+    })
 }
 
 /// The answer to a `place_order`.
@@ -186,8 +212,8 @@ mod tests {
         let qty: Decimal = "0.01".parse().unwrap();
         let price: Decimal = "61750.00".parse().unwrap();
         // TC0: a limit order, as docs/protocol.md shows it
-        let limit = OrderRequest::limit(btc(), Side::Buy, qty, price);
-        let again = OrderRequest::limit(btc(), Side::Buy, qty, price);
+        let limit = OrderRequest::limit(btc(), Side::Buy, qty, price).unwrap();
+        let again = OrderRequest::limit(btc(), Side::Buy, qty, price).unwrap();
         assert_ne!(limit.client_order_id, again.client_order_id);
         let key = limit.client_order_id.clone().unwrap();
         assert_eq!(
@@ -197,19 +223,32 @@ mod tests {
                    "client_order_id":key.as_str()})
         );
         // TC1: a stop-limit sell, IOC and post-only set by the modifiers
-        let stop = OrderRequest::stop_limit(btc(), Side::Sell, qty, price, price);
+        let stop = OrderRequest::stop_limit(btc(), Side::Sell, qty, price, price).unwrap();
         assert_eq!(place_payload(&stop)["stop_price"], "61750.00");
         assert_eq!(place_payload(&stop)["type"], "stop_limit");
-        let ioc = OrderRequest::limit(btc(), Side::Buy, qty, price).time_in_force(TimeInForce::Ioc);
+        let ioc = OrderRequest::limit(btc(), Side::Buy, qty, price)
+            .unwrap()
+            .time_in_force(TimeInForce::Ioc)
+            .unwrap();
         assert_eq!(place_payload(&ioc)["time_in_force"], "IOC");
-        assert_eq!(place_payload(&limit.post_only())["post_only"], true);
+        assert_eq!(
+            place_payload(&limit.post_only().unwrap())["post_only"],
+            true
+        );
         // TC2: a market buy by amount; a request without a key gets one
-        let mut market =
-            OrderRequest::market(btc(), Side::Buy, OrderSize::Amount(Decimal::from(100)));
-        market.client_order_id = None;
+        let market = OrderRequest::market(btc(), Side::Buy, OrderSize::Amount(Decimal::from(100)))
+            .unwrap()
+            .with_client_order_id(None);
         let payload = place_payload(&market);
         assert_eq!(payload["amount"], "100");
         assert!(ClientOrderId::parse(payload["client_order_id"].as_str().unwrap()).is_ok());
+        // TC3: what the server would refuse is not built, with the server's code
+        let zero = OrderRequest::limit(btc(), Side::Buy, qty, Decimal::ZERO).unwrap_err();
+        assert_eq!(zero.code(), "invalid_size");
+        let stop = OrderRequest::stop_market(btc(), Side::Sell, qty, price).unwrap();
+        assert_eq!(stop.post_only().unwrap_err().code(), "invalid_order");
+        let err = ClientError::from(zero);
+        assert!(err.is_fatal(), "{err}");
     }
 
     #[test]

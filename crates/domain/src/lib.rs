@@ -37,8 +37,8 @@ pub use error::DomainError;
 pub use event::{Channel, Event};
 pub use market::{Candle, Interval, Ticker};
 pub use order::{
-    Order, OrderEventKind, OrderInput, OrderPage, OrderQuery, OrderQueryInput, OrderRef,
-    OrderRequest, OrderStatus, OrderType, OrderUpdate, StatusFilter, TimeInForce,
+    Order, OrderEventKind, OrderFields, OrderInput, OrderPage, OrderQuery, OrderQueryInput,
+    OrderRef, OrderRequest, OrderStatus, OrderType, OrderUpdate, StatusFilter, TimeInForce,
 };
 pub use portfolio::{
     LevelChange, LevelInput, PortfolioSummary, Position, PositionUpdate, PositionUpdateInput,
@@ -47,6 +47,6 @@ pub use portfolio::{
 pub use signal::{Alert, AlertType, Severity, Signal, SignalAction};
 pub use symbol::{ClientOrderId, Symbol};
 pub use trade::{
-    BoughtCoin, OrderSize, Side, Trade, TradeInput, TradeOrigin, TradePage, TradeQuery,
+    BoughtCoin, OrderSize, Side, SizeText, Trade, TradeInput, TradeOrigin, TradePage, TradeQuery,
     TradeRequest,
 };

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::{ClientOrderId, DomainError, OrderSize, Side, Symbol, money};
+use crate::{ClientOrderId, DomainError, OrderSize, Side, SizeText, Symbol, money};
 
 /// The kind of an order as clients name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -134,9 +134,11 @@ impl OrderStatus {
     }
 }
 
-/// A validated order command.
+/// The values of an order command, typed but not yet checked together: what
+/// [`OrderRequest::new`] checks (a positive size and prices, and the fields the type needs or
+/// forbids).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OrderRequest {
+pub struct OrderFields {
     /// The pair.
     pub symbol: Symbol,
     /// Buy or sell.
@@ -157,6 +159,83 @@ pub struct OrderRequest {
     pub post_only: bool,
     /// Idempotency key, shared with trades.
     pub client_order_id: Option<ClientOrderId>,
+}
+
+/// A validated order command: [`OrderFields`] that passed [`OrderRequest::new`]. Its fields are
+/// read through `Deref` and cannot be changed, so every request in the system passed the checks
+/// (deserializing included: commands travel between nodes as JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct OrderRequest(OrderFields);
+
+impl OrderRequest {
+    /// Checks `fields` together, in the documented order (docs/protocol.md "Order of checks"):
+    /// a positive size, positive prices, then what the type needs or forbids.
+    ///
+    /// # Errors
+    /// [`DomainError::NotPositive`] for a zero or negative size or price, then
+    /// [`DomainError::InvalidOrder`] for a price or option that does not fit the type (e.g. a
+    /// limit order without `price`).
+    pub fn new(fields: OrderFields) -> Result<Self, DomainError> {
+        fields.size.validate()?;
+        for (name, price) in [("price", fields.price), ("stop_price", fields.stop_price)] {
+            if let Some(price) = price {
+                money::ensure_positive(name, price)?;
+            }
+        }
+        let invalid = |why: &str| Err(DomainError::InvalidOrder(why.to_owned()));
+        let kind = fields.order_type;
+        let needs_price = matches!(kind, OrderType::Limit | OrderType::StopLimit);
+        let needs_stop = matches!(kind, OrderType::StopMarket | OrderType::StopLimit);
+        if needs_price != fields.price.is_some() {
+            return invalid(if needs_price {
+                "price is required for limit and stop_limit orders"
+            } else {
+                "price is only for limit and stop_limit orders"
+            });
+        }
+        if needs_stop != fields.stop_price.is_some() {
+            return invalid(if needs_stop {
+                "stop_price is required for stop_market and stop_limit orders"
+            } else {
+                "stop_price is only for stop_market and stop_limit orders"
+            });
+        }
+        let amount = matches!(fields.size, OrderSize::Amount(_));
+        if amount && !(kind == OrderType::Market && fields.side == Side::Buy) {
+            return invalid("amount is only for market buys; give quantity");
+        }
+        if fields.time_in_force != TimeInForce::Gtc && kind != OrderType::Limit {
+            return invalid("time_in_force is only for limit orders");
+        }
+        if fields.post_only
+            && (kind != OrderType::Limit || fields.time_in_force != TimeInForce::Gtc)
+        {
+            return invalid("post_only is only for GTC limit orders");
+        }
+        Ok(Self(fields))
+    }
+
+    /// The same order with another idempotency key (the key is not checked with the others).
+    #[must_use]
+    pub fn with_client_order_id(mut self, key: Option<ClientOrderId>) -> Self {
+        self.0.client_order_id = key;
+        self
+    }
+}
+
+impl std::ops::Deref for OrderRequest {
+    type Target = OrderFields;
+
+    fn deref(&self) -> &OrderFields {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for OrderRequest {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Self::new(OrderFields::deserialize(deserializer)?).map_err(serde::de::Error::custom)
+    }
 }
 
 /// An order command as a client writes it (REST body, WebSocket `place_order` payload): every
@@ -202,18 +281,10 @@ impl OrderInput {
     /// The [`crate::TradeInput::into_request`] errors, then [`DomainError::InvalidOrder`] for a
     /// price or option that does not fit the type (e.g. a limit order without `price`).
     pub fn into_request(self) -> Result<OrderRequest, DomainError> {
-        let (field, text, amount) = match (&self.quantity, &self.amount) {
-            (Some(quantity), None) => ("quantity", quantity, false),
-            (None, Some(amount)) => ("amount", amount, true),
-            _ => return Err(DomainError::SizeRequired),
-        };
+        let size = SizeText::pick(self.quantity.as_deref(), self.amount.as_deref())?;
         let symbol = Symbol::parse(&self.symbol)?;
-        let client_order_id = self
-            .client_order_id
-            .as_deref()
-            .map(ClientOrderId::parse)
-            .transpose()?;
-        let value = money::parse_decimal(field, text)?;
+        let client_order_id = ClientOrderId::parse_optional(self.client_order_id.as_deref())?;
+        let size = size.parse()?;
         let price = self
             .price
             .as_deref()
@@ -224,55 +295,15 @@ impl OrderInput {
             .as_deref()
             .map(|text| money::parse_decimal("stop_price", text))
             .transpose()?;
-        let size = if amount {
-            OrderSize::Amount(value)
-        } else {
-            OrderSize::Quantity(value)
-        }
-        .validate()?;
-        for (name, price) in [("price", price), ("stop_price", stop_price)] {
-            if let Some(price) = price {
-                money::ensure_positive(name, price)?;
-            }
-        }
-        let invalid = |why: &str| Err(DomainError::InvalidOrder(why.to_owned()));
-        let kind = self.order_type;
-        let needs_price = matches!(kind, OrderType::Limit | OrderType::StopLimit);
-        let needs_stop = matches!(kind, OrderType::StopMarket | OrderType::StopLimit);
-        if needs_price != price.is_some() {
-            return invalid(if needs_price {
-                "price is required for limit and stop_limit orders"
-            } else {
-                "price is only for limit and stop_limit orders"
-            });
-        }
-        if needs_stop != stop_price.is_some() {
-            return invalid(if needs_stop {
-                "stop_price is required for stop_market and stop_limit orders"
-            } else {
-                "stop_price is only for stop_market and stop_limit orders"
-            });
-        }
-        if amount && !(kind == OrderType::Market && self.side == Side::Buy) {
-            return invalid("amount is only for market buys; give quantity");
-        }
-        let time_in_force = self.time_in_force.unwrap_or_default();
-        if time_in_force != TimeInForce::Gtc && kind != OrderType::Limit {
-            return invalid("time_in_force is only for limit orders");
-        }
-        let post_only = self.post_only.unwrap_or(false);
-        if post_only && (kind != OrderType::Limit || time_in_force != TimeInForce::Gtc) {
-            return invalid("post_only is only for GTC limit orders");
-        }
-        Ok(OrderRequest {
+        OrderRequest::new(OrderFields {
             symbol,
             side: self.side,
-            order_type: kind,
+            order_type: self.order_type,
             size,
             price,
             stop_price,
-            time_in_force,
-            post_only,
+            time_in_force: self.time_in_force.unwrap_or_default(),
+            post_only: self.post_only.unwrap_or(false),
             client_order_id,
         })
     }
@@ -363,11 +394,7 @@ impl OrderQueryInput {
         Ok(OrderQuery {
             status,
             symbol: self.symbol.as_deref().map(Symbol::parse).transpose()?,
-            client_order_id: self
-                .client_order_id
-                .as_deref()
-                .map(ClientOrderId::parse)
-                .transpose()?,
+            client_order_id: ClientOrderId::parse_optional(self.client_order_id.as_deref())?,
             before_id: self.before_id,
             after_id: self.after_id,
             limit,
@@ -732,6 +759,77 @@ mod tests {
         let json = serde_json::to_string(&limit).unwrap();
         assert!(json.contains(r#""price":"100.50""#), "{json}");
         assert_eq!(serde_json::from_str::<OrderRequest>(&json).unwrap(), limit);
+        // A serialized request is read through OrderRequest::new: a limit without its price, or a
+        // zero size, is refused there too.
+        for bad in [
+            json.replace(r#""price":"100.50""#, r#""price":null"#),
+            json.replace(r#""quantity":"0.5""#, r#""quantity":"0""#),
+        ] {
+            assert_ne!(bad, json);
+            assert!(serde_json::from_str::<OrderRequest>(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn order_request_new_checks_the_fields_together() {
+        let limit: OrderFields = (*OrderInput {
+            price: Some("10".into()),
+            ..input(OrderType::Limit)
+        }
+        .into_request()
+        .unwrap())
+        .clone();
+        // TC0: the fields as they are pass
+        assert_eq!(
+            OrderRequest::new(limit.clone()).map(|r| r.price),
+            Ok(Some(Decimal::TEN))
+        );
+        // TC1: each rule, by its error
+        let cases = [
+            (
+                OrderFields {
+                    price: None,
+                    ..limit.clone()
+                },
+                "invalid_order",
+            ),
+            (
+                OrderFields {
+                    price: Some(Decimal::ZERO),
+                    ..limit.clone()
+                },
+                "invalid_size",
+            ),
+            (
+                OrderFields {
+                    size: OrderSize::Quantity(Decimal::ZERO),
+                    ..limit.clone()
+                },
+                "invalid_size",
+            ),
+            (
+                OrderFields {
+                    time_in_force: TimeInForce::Ioc,
+                    post_only: true,
+                    ..limit.clone()
+                },
+                "invalid_order",
+            ),
+            (
+                OrderFields {
+                    size: OrderSize::Amount(Decimal::TEN),
+                    ..limit
+                },
+                "invalid_order",
+            ),
+        ];
+        for (n, (fields, code)) in cases.into_iter().enumerate() {
+            assert_eq!(
+                OrderRequest::new(fields).map_err(|e| e.code()),
+                Err(code),
+                "TC1.{n}"
+            );
+        }
     }
 
     #[test]

@@ -89,6 +89,14 @@ impl ClientOrderId {
         }
     }
 
+    /// [`ClientOrderId::parse`] for an optional field: `None` stays `None`.
+    ///
+    /// # Errors
+    /// As [`ClientOrderId::parse`].
+    pub fn parse_optional(text: Option<&str>) -> Result<Option<Self>, DomainError> {
+        text.map(Self::parse).transpose()
+    }
+
     /// Returns the id as text.
     #[must_use]
     pub fn as_str(&self) -> &str {

@@ -50,6 +50,54 @@ impl OrderSize {
     }
 }
 
+/// The one size a client wrote (`quantity` or `amount`, as text), picked but not read yet: the
+/// quantity-or-amount rule of every trading command (REST bodies, WebSocket payloads), split in
+/// two steps so the other fields are checked in between (docs/protocol.md "Order of checks").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SizeText<'a> {
+    text: &'a str,
+    amount: bool,
+}
+
+impl<'a> SizeText<'a> {
+    /// Picks the size from the two optional fields: exactly one must be given.
+    ///
+    /// # Errors
+    /// [`DomainError::SizeRequired`] for both or neither.
+    pub const fn pick(
+        quantity: Option<&'a str>,
+        amount: Option<&'a str>,
+    ) -> Result<Self, DomainError> {
+        match (quantity, amount) {
+            (Some(text), None) => Ok(Self {
+                text,
+                amount: false,
+            }),
+            (None, Some(text)) => Ok(Self { text, amount: true }),
+            _ => Err(DomainError::SizeRequired),
+        }
+    }
+
+    /// True for a quote `amount`, false for a base `quantity`.
+    #[must_use]
+    pub const fn is_amount(self) -> bool {
+        self.amount
+    }
+
+    /// Reads the decimal (the grammar of [`money::parse_decimal`], named after its field); its
+    /// sign is checked by [`OrderSize::validate`], after the other decimals of the command.
+    ///
+    /// # Errors
+    /// [`DomainError::InvalidDecimal`] naming `quantity` or `amount`.
+    pub fn parse(self) -> Result<OrderSize, DomainError> {
+        if self.amount {
+            money::parse_decimal("amount", self.text).map(OrderSize::Amount)
+        } else {
+            money::parse_decimal("quantity", self.text).map(OrderSize::Quantity)
+        }
+    }
+}
+
 /// Who or what asked for a trade.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -86,19 +134,16 @@ impl TradeOrigin {
     }
 }
 
-/// A validated command to trade at market.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A validated command to trade at market. The fields are private so that every request passed
+/// [`TradeRequest::new`]'s checks (a positive size).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TradeRequest {
-    /// The pair to trade.
-    pub symbol: Symbol,
-    /// Buy or sell.
-    pub side: Side,
-    /// Quantity or quote amount.
-    pub size: OrderSize,
+    symbol: Symbol,
+    side: Side,
+    size: OrderSize,
     /// Idempotency key: a repeat with the same key returns the first result.
-    pub client_order_id: Option<ClientOrderId>,
-    /// Who asked.
-    pub origin: TradeOrigin,
+    client_order_id: Option<ClientOrderId>,
+    origin: TradeOrigin,
 }
 
 impl TradeRequest {
@@ -120,6 +165,53 @@ impl TradeRequest {
             client_order_id,
             origin,
         })
+    }
+
+    /// The pair to trade.
+    #[must_use]
+    pub const fn symbol(&self) -> &Symbol {
+        &self.symbol
+    }
+
+    /// Buy or sell.
+    #[must_use]
+    pub const fn side(&self) -> Side {
+        self.side
+    }
+
+    /// Quantity or quote amount, positive.
+    #[must_use]
+    pub const fn size(&self) -> OrderSize {
+        self.size
+    }
+
+    /// Idempotency key: a repeat with the same key returns the first result.
+    #[must_use]
+    pub const fn client_order_id(&self) -> Option<&ClientOrderId> {
+        self.client_order_id.as_ref()
+    }
+
+    /// Who asked.
+    #[must_use]
+    pub const fn origin(&self) -> TradeOrigin {
+        self.origin
+    }
+}
+
+/// Reads a request through [`TradeRequest::new`], so a serialized one is checked again.
+impl<'de> Deserialize<'de> for TradeRequest {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Fields {
+            symbol: Symbol,
+            side: Side,
+            size: OrderSize,
+            client_order_id: Option<ClientOrderId>,
+            origin: TradeOrigin,
+        }
+        let f = Fields::deserialize(deserializer)?;
+        Self::new(f.symbol, f.side, f.size, f.client_order_id, f.origin)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -153,23 +245,10 @@ impl TradeInput {
     /// [`DomainError::InvalidClientOrderId`], [`DomainError::InvalidDecimal`] or
     /// [`DomainError::NotPositive`], the first that applies.
     pub fn into_request(self, origin: TradeOrigin) -> Result<TradeRequest, DomainError> {
-        let (field, text, amount) = match (&self.quantity, &self.amount) {
-            (Some(quantity), None) => ("quantity", quantity, false),
-            (None, Some(amount)) => ("amount", amount, true),
-            _ => return Err(DomainError::SizeRequired),
-        };
+        let size = SizeText::pick(self.quantity.as_deref(), self.amount.as_deref())?;
         let symbol = Symbol::parse(&self.symbol)?;
-        let client_order_id = self
-            .client_order_id
-            .as_deref()
-            .map(ClientOrderId::parse)
-            .transpose()?;
-        let value = money::parse_decimal(field, text)?;
-        let size = if amount {
-            OrderSize::Amount(value)
-        } else {
-            OrderSize::Quantity(value)
-        };
+        let client_order_id = ClientOrderId::parse_optional(self.client_order_id.as_deref())?;
+        let size = size.parse()?;
         TradeRequest::new(symbol, self.side, size, client_order_id, origin)
     }
 }
@@ -436,6 +515,36 @@ mod tests {
     }
 
     #[test]
+    fn size_text_takes_exactly_one_size_and_names_its_field() {
+        let dec = |text| Decimal::from_str(text).unwrap();
+        // TC0: one size, read with its own field's name
+        let quantity = SizeText::pick(Some("0.5"), None).unwrap();
+        assert!(!quantity.is_amount());
+        assert_eq!(quantity.parse(), Ok(OrderSize::Quantity(dec("0.5"))));
+        let amount = SizeText::pick(None, Some("100")).unwrap();
+        assert!(amount.is_amount());
+        assert_eq!(amount.parse(), Ok(OrderSize::Amount(dec("100"))));
+        // TC1: both or neither
+        assert_eq!(
+            SizeText::pick(Some("1"), Some("1")),
+            Err(DomainError::SizeRequired)
+        );
+        assert_eq!(SizeText::pick(None, None), Err(DomainError::SizeRequired));
+        // TC2: the grammar names the field; zero is well-formed (its sign is checked later)
+        assert_eq!(
+            SizeText::pick(None, Some("1e3")).unwrap().parse(),
+            Err(DomainError::InvalidDecimal {
+                field: "amount",
+                reason: "no exponent allowed"
+            })
+        );
+        assert_eq!(
+            SizeText::pick(Some("0"), None).unwrap().parse(),
+            Ok(OrderSize::Quantity(Decimal::ZERO))
+        );
+    }
+
+    #[test]
     fn rejects_non_positive_sizes() {
         let symbol = Symbol::parse("BTCUSDT").unwrap();
         for size in [
@@ -446,6 +555,12 @@ mod tests {
                 .unwrap_err();
             assert_eq!(err.code(), "invalid_size");
         }
+        // A serialized request (a command forwarded between nodes) is read through the
+        // constructor too.
+        let text = r#"{"symbol":"BTCUSDT","side":"buy","size":{"quantity":"0"},"client_order_id":null,"origin":"manual"}"#;
+        assert!(serde_json::from_str::<TradeRequest>(text).is_err());
+        let one = serde_json::from_str::<TradeRequest>(&text.replace("\"0\"", "\"1\"")).unwrap();
+        assert_eq!(one.size(), OrderSize::Quantity(Decimal::ONE));
     }
 
     #[test]

@@ -5,15 +5,15 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use config::{Config, Environment, File, FileFormat};
+use cryptobot_access::auth::{JwtSecret, SCOPE_READ, SCOPE_TRADE};
+use cryptobot_access::{Authenticator, StaticToken};
 use cryptobot_services::alerts::AlertConfig;
 use cryptobot_services::config::json_list;
 use cryptobot_services::market::{MarketConfig, MarketSource};
 use cryptobot_services::signals::SignalConfig;
 use cryptobot_services::trading::TradingConfig;
 use cryptobot_services::{BusBackend, BusConfig};
-use cryptobot_ws_gateway::auth::JwtSecret;
-use cryptobot_ws_gateway::auth::{SCOPE_READ, SCOPE_TRADE};
-use cryptobot_ws_gateway::{Authenticator, GatewayConfig, StaticToken};
+use cryptobot_ws_gateway::GatewayConfig;
 use serde::Deserialize;
 
 /// The defaults compiled into the binary, so it runs from any directory without files.
@@ -275,7 +275,9 @@ impl LogSettings {
         const HINT: &str = "expected a level (off, error, warn, info, debug, trace) or target=level, \
                             comma-separated, e.g. \"cryptobot_services=debug,info\"";
         for directive in self.level.split(',').map(str::trim) {
-            let level = directive.rsplit_once('=').map_or(directive, |(_, level)| level);
+            let level = directive
+                .rsplit_once('=')
+                .map_or(directive, |(_, level)| level);
             if level
                 .parse::<tracing_subscriber::filter::LevelFilter>()
                 .is_err()
@@ -444,7 +446,10 @@ mod tests {
     #[test]
     fn log_level_and_format_are_checked_like_any_key() {
         let s = Settings::load_with_env(None, env(&[])).unwrap();
-        assert_eq!((s.log.level.as_str(), s.log.format), ("info", LogFormat::Text));
+        assert_eq!(
+            (s.log.level.as_str(), s.log.format),
+            ("info", LogFormat::Text)
+        );
         let s = Settings::load_with_env(
             None,
             env(&[
@@ -460,10 +465,19 @@ mod tests {
         assert!(err.starts_with("log.level: "), "{err}");
         // TC1: a bare word, which tracing would take for a target
         let err = load_error(None, &[("CRYPTOBOT__LOG__LEVEL", "info,verbose")]);
-        assert!(err.starts_with("log.level: \"verbose\" is not valid"), "{err}");
+        assert!(
+            err.starts_with("log.level: \"verbose\" is not valid"),
+            "{err}"
+        );
         // TC2: a target with a level that is not one
-        let err = load_error(None, &[("CRYPTOBOT__LOG__LEVEL", "cryptobot_server=chatty")]);
-        assert!(err.starts_with("log.level: \"cryptobot_server=chatty\""), "{err}");
+        let err = load_error(
+            None,
+            &[("CRYPTOBOT__LOG__LEVEL", "cryptobot_server=chatty")],
+        );
+        assert!(
+            err.starts_with("log.level: \"cryptobot_server=chatty\""),
+            "{err}"
+        );
         // TC3: a format that is not text or json
         let err = load_error(None, &[("CRYPTOBOT__LOG__FORMAT", "xml")]);
         assert!(err.contains("log.format") && err.contains("xml"), "{err}");

@@ -1,16 +1,18 @@
 //! Per-client-address rate of REST requests, checked before authentication so that guessing
-//! tokens is limited too. The client address is found as the gateway finds it (`ws.trusted_proxies`).
+//! tokens is limited too. The client address and the limiter are the access crate's, as the
+//! gateway's (`ws.trusted_proxies`).
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
+use actix_web::ResponseError;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header;
 use actix_web::middleware::Next;
-use actix_web::{ResponseError, web};
-use cryptobot_ws_gateway::client_ip;
-use cryptobot_ws_gateway::limits::{IpRateLimiter, retry_after_secs};
+use cryptobot_access::{IpRateLimiter, client_ip, retry_after_secs};
 
+use crate::auth::MiddlewareFuture;
 use crate::error::ApiError;
 
 /// The REST limiter and how to find the client's address; shared by every worker.
@@ -32,25 +34,31 @@ impl RestRateLimit {
     }
 }
 
-/// Answers 429 `rate_limited` with `Retry-After` when the client's address is over the rate; the
-/// handler does not run. Every answer, refused or not, carries `RateLimit-Limit` (the burst),
+/// Builds the rate-limit middleware (for `wrap(from_fn(..))`) around `limit`: answers 429
+/// `rate_limited` with `Retry-After` when the client's address is over the rate; the handler does
+/// not run. Every answer, refused or not, carries `RateLimit-Limit` (the burst),
 /// `RateLimit-Remaining` (requests this address may still send at once) and `RateLimit-Reset`
-/// (seconds until the whole burst is back), as in the IETF `RateLimit` header draft. Without a
-/// [`RestRateLimit`] in the app data, or with an unlimited one, nothing is limited or announced.
-///
-/// # Errors
-/// Only those of the wrapped service.
-pub async fn limit_rest_rate(
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let checked = req
-        .app_data::<web::Data<RestRateLimit>>()
-        .and_then(|limit| {
-            let limiter = limit.limiter.as_ref()?;
+/// (seconds until the whole burst is back), as in the IETF `RateLimit` header draft. With an
+/// unlimited [`RestRateLimit`] nothing is limited or announced.
+pub fn limit_rest_rate<B: MessageBody + 'static>(
+    limit: Arc<RestRateLimit>,
+) -> impl Fn(ServiceRequest, Next<B>) -> MiddlewareFuture<B> + 'static {
+    move |req, next| {
+        let checked = limit.limiter.as_ref().and_then(|limiter| {
             let ip = client_ip(req.request(), &limit.trusted_proxies)?;
             Some((limiter.burst(), limiter.check_quota(ip)))
         });
+        Box::pin(answer(checked, req, next))
+    }
+}
+
+/// Passes the request on or refuses it, per `checked` (the burst and the quota, `None` when
+/// unlimited), and announces the quota on the answer.
+async fn answer<B: MessageBody>(
+    checked: Option<(u32, Result<cryptobot_access::Quota, std::time::Duration>)>,
+    req: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
     let (limit, quota) = match checked {
         None => {
             return next

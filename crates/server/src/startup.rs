@@ -207,22 +207,23 @@ impl Application {
             broker,
             role: settings.server.role,
         });
-        let rest_rate = web::Data::new(RestRateLimit::new(
-            settings.server.rest_rate_per_ip,
-            settings.server.rest_burst_per_ip,
-            settings.ws.trusted_proxies.clone(),
-        ));
+        let access = routes::RestAccess::new(
+            authenticator,
+            RestRateLimit::new(
+                settings.server.rest_rate_per_ip,
+                settings.server.rest_burst_per_ip,
+                settings.ws.trusted_proxies.clone(),
+            ),
+        );
         let app_gateway = gateway.clone();
         let mut server = HttpServer::new(move || {
             let gateway = app_gateway.clone();
             App::new()
                 .app_data(state.clone())
-                .app_data(rest_rate.clone())
-                .app_data(web::Data::from(Arc::clone(&authenticator)))
                 // Before the REST scope: a matched `/api/v1` scope does not fall through to
                 // services registered after it, so the WebSocket route must come first.
                 .configure(move |cfg| gateway.configure(cfg))
-                .configure(routes::configure)
+                .configure(|cfg| routes::configure(cfg, &access))
                 .default_service(web::to(routes::not_found))
                 .wrap(actix_web::middleware::from_fn(routes::json_bodiless_errors))
         })

@@ -23,7 +23,7 @@ use cryptobot_client::{
 };
 use cryptobot_domain::{
     Channel, Event, LevelChange, OrderQuery, OrderRef, OrderRequest, OrderStatus, Side,
-    StatusFilter, Symbol,
+    StatusFilter, Symbol, TimeInForce,
 };
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
@@ -691,7 +691,7 @@ async fn orders_rest_fill_cancel_and_replay_with_typed_results_across_a_restart(
     let qty: Decimal = "0.01".parse().unwrap();
 
     // TC0: a limit buy far below the market rests, is listed and announced.
-    let resting = OrderRequest::limit(btc.clone(), Side::Buy, qty, low);
+    let resting = OrderRequest::limit(btc.clone(), Side::Buy, qty, low).unwrap();
     let placed = client.place_order(&resting).await.unwrap();
     assert!(!placed.replayed);
     assert_eq!(
@@ -753,11 +753,11 @@ async fn orders_rest_fill_cancel_and_replay_with_typed_results_across_a_restart(
 
     // TC4: cancel all, by key afterwards is not open either.
     let a = client
-        .place_order(&OrderRequest::limit(btc.clone(), Side::Buy, qty, low))
+        .place_order(&OrderRequest::limit(btc.clone(), Side::Buy, qty, low).unwrap())
         .await
         .unwrap();
     let b = client
-        .place_order(&OrderRequest::limit(btc.clone(), Side::Buy, qty, low))
+        .place_order(&OrderRequest::limit(btc.clone(), Side::Buy, qty, low).unwrap())
         .await
         .unwrap();
     let all = client.cancel_all_orders(Some(&btc)).await.unwrap();
@@ -772,7 +772,8 @@ async fn orders_rest_fill_cancel_and_replay_with_typed_results_across_a_restart(
     assert_eq!(err.code(), Some(&ErrorCode::OrderNotOpen), "{err}");
 
     // TC5: a limit far above the ask crosses and fills at once, with its trade.
-    let crossing = OrderRequest::limit(btc.clone(), Side::Buy, "0.001".parse().unwrap(), high);
+    let crossing =
+        OrderRequest::limit(btc.clone(), Side::Buy, "0.001".parse().unwrap(), high).unwrap();
     let filled = client.place_order(&crossing).await.unwrap();
     assert_eq!(filled.order.status, OrderStatus::Filled, "{filled:?}");
     let trade_id = filled.order.trade_id.expect("the fill's trade");
@@ -789,27 +790,38 @@ async fn orders_rest_fill_cancel_and_replay_with_typed_results_across_a_restart(
 
     // TC6: refusals are typed.
     let err = client
-        .place_order(&OrderRequest::limit(btc.clone(), Side::Buy, qty, high).post_only())
+        .place_order(
+            &OrderRequest::limit(btc.clone(), Side::Buy, qty, high)
+                .unwrap()
+                .post_only()
+                .unwrap(),
+        )
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some(&ErrorCode::PostOnlyWouldCross), "{err}");
-    let mut no_price = OrderRequest::limit(btc.clone(), Side::Buy, qty, low);
-    no_price.price = None;
-    let err = client.place_order(&no_price).await.unwrap_err();
-    assert_eq!(err.code(), Some(&ErrorCode::InvalidOrder), "{err}");
+    // An order the server would refuse is refused before it is sent, with the server's code.
+    let err = ClientError::from(
+        OrderRequest::limit(btc.clone(), Side::Buy, qty, low)
+            .unwrap()
+            .time_in_force(TimeInForce::Fok)
+            .and_then(NewOrder::post_only)
+            .unwrap_err(),
+    );
+    assert!(
+        matches!(&err, ClientError::InvalidRequest(e) if e.code() == "invalid_order"),
+        "{err}"
+    );
     let err = client
-        .place_order(&OrderRequest::limit(
-            btc.clone(),
-            Side::Buy,
-            Decimal::from(1000),
-            low,
-        ))
+        .place_order(
+            &OrderRequest::limit(btc.clone(), Side::Buy, Decimal::from(1000), low).unwrap(),
+        )
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some(&ErrorCode::InsufficientFunds), "{err}");
     // The key of a placed order, reused for another order.
-    let mut reused = OrderRequest::limit(btc.clone(), Side::Sell, qty, high);
-    reused.client_order_id = resting.client_order_id.clone();
+    let reused = OrderRequest::limit(btc.clone(), Side::Sell, qty, high)
+        .unwrap()
+        .with_client_order_id(resting.client_order_id.clone());
     let err = client.place_order(&reused).await.unwrap_err();
     assert_eq!(
         err.code(),
@@ -840,7 +852,7 @@ async fn open_orders_are_refetched_when_a_resume_cannot_replay_them() {
     let btc = Symbol::parse("BTCUSDT").unwrap();
     let qty: Decimal = "0.01".parse().unwrap();
     let first = client
-        .place_order(&OrderRequest::limit(btc.clone(), Side::Buy, qty, low))
+        .place_order(&OrderRequest::limit(btc.clone(), Side::Buy, qty, low).unwrap())
         .await
         .unwrap();
     next_matching(&mut updates, order_event(first.order.id, OrderStatus::New)).await;

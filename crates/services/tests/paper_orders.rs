@@ -16,9 +16,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cryptobot_domain::fixtures::{self, dec, instant, symbol};
 use cryptobot_domain::{
-    AlertType, Channel, ClientOrderId, DomainError, Event, LevelChange, OrderQuery, OrderRef,
-    OrderRequest, OrderSize, OrderStatus, OrderType, PortfolioSummary, PositionUpdate, Severity,
-    Side, StatusFilter, Symbol, Ticker, TimeInForce, Trade, TradeOrigin, TradeQuery, TradeRequest,
+    AlertType, Channel, ClientOrderId, DomainError, Event, LevelChange, OrderFields, OrderQuery,
+    OrderRef, OrderRequest, OrderSize, OrderStatus, OrderType, PortfolioSummary, PositionUpdate,
+    Severity, Side, StatusFilter, Symbol, Ticker, TimeInForce, Trade, TradeOrigin, TradeQuery,
+    TradeRequest,
 };
 use cryptobot_services::trading::{PaperTrading, Storage, TradingConfig};
 use cryptobot_services::{
@@ -33,7 +34,16 @@ use tokio_util::sync::CancellationToken;
 include!("support/paper_harness.rs");
 
 fn limit(side: Side, quantity: &str, price: &str, cid: Option<&str>) -> OrderRequest {
-    OrderRequest {
+    checked(limit_fields(side, quantity, price, cid))
+}
+
+/// The request, checked (every order these tests place is valid).
+fn checked(fields: OrderFields) -> OrderRequest {
+    OrderRequest::new(fields).expect("a valid order")
+}
+
+fn limit_fields(side: Side, quantity: &str, price: &str, cid: Option<&str>) -> OrderFields {
+    OrderFields {
         symbol: symbol("BTCUSDT"),
         side,
         order_type: OrderType::Limit,
@@ -47,7 +57,7 @@ fn limit(side: Side, quantity: &str, price: &str, cid: Option<&str>) -> OrderReq
 }
 
 fn stop(side: Side, quantity: &str, stop_price: &str, limit_price: Option<&str>) -> OrderRequest {
-    OrderRequest {
+    checked(OrderFields {
         order_type: if limit_price.is_some() {
             OrderType::StopLimit
         } else {
@@ -55,8 +65,8 @@ fn stop(side: Side, quantity: &str, stop_price: &str, limit_price: Option<&str>)
         },
         price: limit_price.map(dec),
         stop_price: Some(dec(stop_price)),
-        ..limit(side, quantity, "1", None)
-    }
+        ..limit_fields(side, quantity, "1", None)
+    })
 }
 
 fn order_events(events: &[Event]) -> Vec<(OrderStatus, u64)> {
@@ -124,10 +134,12 @@ async fn immediate_or_cancel_fill_or_kill_and_post_only() {
     let w = world();
     let (trading, task) = w.start_in_memory();
     w.tick("BTCUSDT", "100"); // bid 99.99, ask 100.01
-    let with = |tif: TimeInForce, price: &str, post_only: bool| OrderRequest {
-        time_in_force: tif,
-        post_only,
-        ..limit(Side::Buy, "1", price, None)
+    let with = |tif: TimeInForce, price: &str, post_only: bool| {
+        checked(OrderFields {
+            time_in_force: tif,
+            post_only,
+            ..limit_fields(Side::Buy, "1", price, None)
+        })
     };
     // TC0: IOC that crosses fills at once at the ask
     let ioc = guarded(trading.place_order(with(TimeInForce::Ioc, "101", false)))
@@ -314,10 +326,10 @@ async fn cancels_by_id_and_key_and_cancel_all_by_symbol() {
         .await
         .unwrap()
         .order;
-    let eth = OrderRequest {
+    let eth = checked(OrderFields {
         symbol: symbol("ETHUSDT"),
-        ..limit(Side::Buy, "1", "9", None)
-    };
+        ..limit_fields(Side::Buy, "1", "9", None)
+    });
     let c = guarded(trading.place_order(eth)).await.unwrap().order;
     // TC0: by client order id
     let canceled =

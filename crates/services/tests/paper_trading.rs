@@ -162,7 +162,7 @@ async fn rejected_trades_publish_alerts_and_change_nothing() {
         assert_eq!(alert.alert_type, AlertType::TradeRejected);
         assert_eq!(alert.severity, Severity::Warning);
         assert_eq!(alert.message, *message, "error was {err}");
-        assert_eq!(alert.symbol, Some(request.symbol.clone()));
+        assert_eq!(alert.symbol, Some(request.symbol().clone()));
     }
     assert_eq!(w.count(&w.metrics.trades_rejected), cases.len() as u64);
     assert_eq!(w.count(&w.metrics.trades_executed), 0);

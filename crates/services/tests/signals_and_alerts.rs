@@ -330,13 +330,14 @@ mod auto_trader {
     }
 
     fn request(name: &str, side: Side, size: OrderSize, id: &str) -> TradeRequest {
-        TradeRequest {
-            symbol: symbol(name),
+        TradeRequest::new(
+            symbol(name),
             side,
             size,
-            client_order_id: Some(cryptobot_domain::ClientOrderId::parse(id).unwrap()),
-            origin: TradeOrigin::Auto,
-        }
+            Some(cryptobot_domain::ClientOrderId::parse(id).unwrap()),
+            TradeOrigin::Auto,
+        )
+        .unwrap()
     }
 
     /// A trade service that reports every request on a channel; the first call is rejected to
@@ -357,7 +358,7 @@ mod auto_trader {
                     });
                 }
                 Ok(Execution {
-                    trade: fixtures::trade(calls, request.symbol.as_str(), "100", "1"),
+                    trade: fixtures::trade(calls, request.symbol().as_str(), "100", "1"),
                     replayed: false,
                 })
             });

@@ -65,8 +65,8 @@ struct ToyTrading {
 #[async_trait]
 impl TradeService for ToyTrading {
     async fn execute(&self, request: TradeRequest) -> Result<Execution, ServiceError> {
-        let price = self.market.ticker(&request.symbol).await?.price;
-        let quantity = match request.size {
+        let price = self.market.ticker(request.symbol()).await?.price;
+        let quantity = match request.size() {
             OrderSize::Quantity(q) => q,
             OrderSize::Amount(a) => (a / price).round_dp(8),
         };
@@ -74,16 +74,16 @@ impl TradeService for ToyTrading {
             let mut trades = self.trades.lock().unwrap_or_else(PoisonError::into_inner);
             let trade = Trade {
                 id: trades.len() as u64 + 1,
-                symbol: request.symbol,
-                side: request.side,
+                symbol: request.symbol().clone(),
+                side: request.side(),
                 price,
                 quantity,
                 fee: Decimal::ZERO,
                 notional: price * quantity,
                 realized_pnl: Decimal::ZERO,
                 executed_at: SystemClock.now(),
-                client_order_id: request.client_order_id,
-                origin: request.origin,
+                client_order_id: request.client_order_id().cloned(),
+                origin: request.origin(),
             };
             trades.push(trade.clone());
             trade

@@ -18,18 +18,18 @@ use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReaso
 use cryptobot_domain::{Channel, Symbol};
 use cryptobot_services::{Envelope, Replay};
 use serde_json::Value;
-use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::GatewayConfig;
 use crate::dispatch::{Action, Dispatcher, Subscriptions};
 use crate::fanout::{Port, PortFailure, WorkerFanout};
+use crate::guards::{ActiveGuard, IpSlot};
 use crate::hub::{HubShared, frame_bytes};
 use crate::inbound::InboundBudget;
 use crate::metrics::GatewayMetrics;
 use crate::outbox::Frame;
-use crate::protocol::{EventMeta, ResumeRequest, ServerMessage};
+use crate::protocol::{EventMeta, ResumeRequest, ServerMessage, codes};
 
 /// Longest wait for the portfolio summary sent as a snapshot after a failed resume.
 const SNAPSHOT_FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -64,9 +64,6 @@ pub enum End {
     NewEpoch,
 }
 
-/// Close code for a text message that is not valid UTF-8 (RFC 6455 §7.4.1).
-const INVALID_UTF8_CLOSE_CODE: u16 = 1007;
-
 impl End {
     /// The close frame to send, if any.
     pub(crate) fn close_reason(&self, config: &GatewayConfig) -> Option<CloseReason> {
@@ -79,7 +76,7 @@ impl End {
             Self::TooBig => (config.close_code_too_big, "message too big"),
             Self::Binary => (config.close_code_binary, "binary frames are not supported"),
             Self::Protocol(_) => (config.close_code_protocol, "protocol error"),
-            Self::InvalidUtf8 => (INVALID_UTF8_CLOSE_CODE, "invalid UTF-8 in a text message"),
+            Self::InvalidUtf8 => (codes::CLOSE_INVALID_UTF8, "invalid UTF-8 in a text message"),
             Self::RateLimited => (config.close_code_rate_limited, "rate limit exceeded"),
             Self::TokenExpired => (config.close_code_token_expired, "token expired"),
             Self::NewEpoch => (config.close_code_new_epoch, "new epoch"),
@@ -160,34 +157,6 @@ impl RateLimit {
     }
 }
 
-/// Keeps the count of running actors right even if the task is dropped mid-flight.
-#[derive(Debug)]
-pub(crate) struct ActiveGuard {
-    /// Number of running actors (the gateway's `closed()` waits for it to reach zero).
-    pub(crate) active: Arc<watch::Sender<usize>>,
-    /// Counters.
-    pub(crate) metrics: Arc<GatewayMetrics>,
-}
-
-impl ActiveGuard {
-    /// Counts one more running actor.
-    pub(crate) fn new(active: Arc<watch::Sender<usize>>, metrics: Arc<GatewayMetrics>) -> Self {
-        active.send_modify(|n| *n += 1);
-        GatewayMetrics::incr(&metrics.connections_open);
-        GatewayMetrics::incr(&metrics.connections_total);
-        Self { active, metrics }
-    }
-}
-
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        self.active.send_modify(|n| *n = n.saturating_sub(1));
-        self.metrics
-            .connections_open
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
 /// What the outbound port tells the actor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outbound {
@@ -217,9 +186,9 @@ pub(crate) struct Connection {
     /// Channels this client receives (the outbox gets a copy of the never-dropped ones).
     pub(crate) subs: Subscriptions,
     /// Who opened the connection; its scopes gate `manual_trade` and `update_position`.
-    pub(crate) principal: crate::auth::Principal,
+    pub(crate) principal: cryptobot_access::Principal,
     /// Counts this connection against its client IP until the actor ends.
-    pub(crate) _ip_slot: Option<crate::handshake::IpSlot>,
+    pub(crate) _ip_slot: Option<IpSlot>,
     /// When the client last sent anything.
     pub(crate) last_seen: Instant,
     /// Counters.
@@ -320,7 +289,7 @@ impl Connection {
                 // The message is dropped unread; the client learns why and may slow down.
                 let warning = ServerMessage::error(
                     None,
-                    "rate_limited",
+                    codes::RATE_LIMITED,
                     format!(
                         "more than {} messages per second: message dropped",
                         self.config.max_messages_per_sec

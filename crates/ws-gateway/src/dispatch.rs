@@ -6,20 +6,18 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use cryptobot_domain::{
-    Alert, AlertType, Channel, OrderRequest, Severity, Symbol, TradeOrigin, TradeRequest,
-};
+use cryptobot_domain::{Alert, AlertType, Channel, OrderRequest, Severity, Symbol, TradeRequest};
 use cryptobot_services::{
     BrokerHealth, Clock, Envelope as BusEnvelope, EventBus, MarketService, PortfolioService,
     ServiceError, TradeService,
 };
 use serde_json::Value;
 
-use crate::auth::Principal;
 use crate::protocol::{
-    ClientMessage, ClientRequest, ConnectionLimits, Envelope, EventMeta, ManualTrade, OrderList,
-    OrderPlaced, RequestError, ResumeRequest, ServerMessage, TradeExecuted, codes,
+    ClientMessage, ClientRequest, ConnectionLimits, Envelope, EventMeta, OrderList, OrderPlaced,
+    RequestError, ResumeRequest, ServerMessage, TradeExecuted, codes,
 };
+use cryptobot_access::Principal;
 
 /// Message types that change the account and so need the `trade` scope.
 const TRADE_SCOPED: [&str; 5] = [
@@ -371,21 +369,11 @@ impl Dispatcher {
         })
     }
 
-    async fn trade(&self, trade: ManualTrade, id: Option<Value>) -> ServerMessage {
-        let note = trade
-            .client_order_id
+    async fn trade(&self, request: TradeRequest, id: Option<Value>) -> ServerMessage {
+        let note = request
+            .client_order_id()
             .is_none()
             .then(|| NOT_IDEMPOTENT_NOTE.to_owned());
-        let request = match TradeRequest::new(
-            trade.symbol,
-            trade.side,
-            trade.size,
-            trade.client_order_id,
-            TradeOrigin::Manual,
-        ) {
-            Ok(request) => request,
-            Err(err) => return service_error(id, &ServiceError::Domain(err)),
-        };
         match self.trade.execute(request).await {
             Ok(execution) => ServerMessage::TradeExecuted {
                 payload: Box::new(TradeExecuted {
@@ -532,6 +520,8 @@ mod tests {
     use cryptobot_services::trading::{MockPortfolioService, MockTradeService};
     use cryptobot_services::{Execution, InMemoryBus, SystemClock};
     use serde_json::json;
+
+    use cryptobot_domain::TradeOrigin;
 
     use super::*;
 
@@ -714,7 +704,7 @@ mod tests {
         let mut trade = MockTradeService::new();
         trade
             .expect_execute()
-            .withf(|r| r.origin == TradeOrigin::Manual && r.symbol.as_str() == "BTCUSDT")
+            .withf(|r| r.origin() == TradeOrigin::Manual && r.symbol().as_str() == "BTCUSDT")
             .times(1)
             .returning(|_| {
                 Ok(Execution {
@@ -724,7 +714,7 @@ mod tests {
             });
         trade
             .expect_execute()
-            .withf(|r| r.symbol.as_str() == "ETHUSDT")
+            .withf(|r| r.symbol().as_str() == "ETHUSDT")
             .returning(|_| {
                 Err(ServiceError::InsufficientFunds {
                     needed: fixtures::dec("10"),
@@ -734,12 +724,16 @@ mod tests {
         let d = dispatcher(trade, MockPortfolioService::new());
         let mut subs = Subscriptions::new(8);
         let order = |symbol: &str, size: &str| {
-            ClientRequest::ManualTrade(ManualTrade {
-                symbol: fixtures::symbol(symbol),
-                side: Side::Buy,
-                size: OrderSize::Quantity(fixtures::dec(size)),
-                client_order_id: None,
-            })
+            ClientRequest::ManualTrade(
+                TradeRequest::new(
+                    fixtures::symbol(symbol),
+                    Side::Buy,
+                    OrderSize::Quantity(fixtures::dec(size)),
+                    None,
+                    TradeOrigin::Manual,
+                )
+                .unwrap(),
+            )
         };
         // TC0: executed, with the not-idempotent note
         let actions = d.handle(msg(1, order("BTCUSDT", "1")), &mut subs).await;
@@ -753,9 +747,6 @@ mod tests {
         // TC1: the service's code is forwarded
         let actions = d.handle(msg(2, order("ETHUSDT", "1")), &mut subs).await;
         assert_eq!(error_code(&actions).as_deref(), Some("insufficient_funds"));
-        // TC2: the domain rejects a zero size before the service is called
-        let actions = d.handle(msg(3, order("BTCUSDT", "0")), &mut subs).await;
-        assert_eq!(error_code(&actions).as_deref(), Some("invalid_size"));
     }
 
     #[tokio::test]

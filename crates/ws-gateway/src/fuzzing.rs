@@ -3,6 +3,7 @@
 
 use crate::ClientMessage;
 use crate::inbound::FrameMeter;
+use crate::test_support::client_json;
 
 /// Every error code docs/protocol.md documents for a request the parser refuses.
 const PARSER_CODES: [&str; 8] = [
@@ -27,7 +28,7 @@ const LIMITS: [usize; 3] = [128, 1_000, 65_536];
 pub fn check_client_message(text: &str) {
     match ClientMessage::parse(text) {
         Ok(message) => {
-            let again = ClientMessage::parse(&message.to_json());
+            let again = ClientMessage::parse(&client_json(&message));
             assert_eq!(again.as_ref(), Ok(&message), "re-encoding {text:?}");
         }
         Err(err) => {

@@ -1,23 +1,22 @@
 //! The upgrade handshake: the checks before a connection is admitted (attempt rate, connection
 //! limits, origin, authentication, scopes), the upgrade itself and the start of the actor.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
+use cryptobot_access::{Principal, client_ip, retry_after_secs};
 use tokio::time::Instant;
 
-use crate::auth::Principal;
 use crate::config::GatewayConfig;
-use crate::connection::{ActiveGuard, Behaviour, Connection};
+use crate::connection::{Behaviour, Connection};
 use crate::dispatch::Subscriptions;
 use crate::fanout::{Port, WorkerFanout};
+use crate::guards::{ActiveGuard, IpSlot};
 use crate::inbound::{GuardedPayload, InboundBudget};
-use crate::limits::retry_after_secs;
 use crate::metrics::GatewayMetrics;
 use crate::outbox::Outbox;
 use crate::wire::OutboundBody;
@@ -218,66 +217,6 @@ fn refusal(
     Box::new(response.json(serde_json::json!({ "error": message, "code": code })))
 }
 
-/// The client's IP address: the TCP peer, or the last `X-Forwarded-For` entry when the peer is a
-/// trusted proxy (earlier entries could be forged by the client). Shared with the REST API's
-/// per-address limits.
-#[must_use]
-pub fn client_ip(req: &HttpRequest, trusted: &[IpAddr]) -> Option<IpAddr> {
-    let peer = req.peer_addr()?.ip();
-    if !trusted.contains(&peer) {
-        return Some(peer);
-    }
-    let forwarded = req
-        .headers()
-        .get_all("x-forwarded-for")
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .last()
-        .and_then(|last| last.trim().parse().ok());
-    Some(forwarded.unwrap_or(peer))
-}
-
-/// One connection counted against its client IP address; released on drop.
-#[derive(Debug)]
-pub(crate) struct IpSlot {
-    map: Arc<Mutex<HashMap<IpAddr, usize>>>,
-    ip: IpAddr,
-}
-
-impl IpSlot {
-    /// Counts one more connection from `ip`, or `None` when it already has `limit`.
-    fn acquire(map: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr, limit: usize) -> Option<Self> {
-        // A poisoned lock only means another thread panicked mid-update; the counts stay usable.
-        let mut counts = map
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let count = counts.entry(ip).or_insert(0);
-        if *count >= limit {
-            return None;
-        }
-        *count += 1;
-        Some(Self {
-            map: Arc::clone(map),
-            ip,
-        })
-    }
-}
-
-impl Drop for IpSlot {
-    fn drop(&mut self) {
-        let mut counts = self
-            .map
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(count) = counts.get_mut(&self.ip) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                counts.remove(&self.ip);
-            }
-        }
-    }
-}
-
 /// Browsers always send `Origin`; other clients usually do not. Cross-site WebSocket hijacking is
 /// prevented by accepting only the listed origins, or the page's own origin when none is listed.
 fn origin_allowed(req: &HttpRequest, config: &GatewayConfig) -> bool {
@@ -433,51 +372,5 @@ mod tests {
         assert!(!offer(&["bearer.abc"]));
         assert!(!offer(&["graphql-ws"]));
         assert!(!offer(&["cryptobot.v2, bearer.abc"]));
-    }
-
-    #[test]
-    fn client_ip_trusts_forwarded_for_only_from_trusted_proxies() {
-        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
-        let request = |peer: &str| {
-            TestRequest::default()
-                .peer_addr(format!("{peer}:40000").parse().unwrap())
-                .insert_header(("X-Forwarded-For", "6.6.6.6, 203.0.113.7"))
-                .to_http_request()
-        };
-        // TC0: an untrusted peer is the client, whatever it claims
-        assert_eq!(
-            client_ip(&request("198.51.100.2"), &[proxy]),
-            "198.51.100.2".parse().ok()
-        );
-        // TC1: a trusted proxy: the last forwarded address (the one the proxy saw)
-        assert_eq!(
-            client_ip(&request("10.0.0.1"), &[proxy]),
-            "203.0.113.7".parse().ok()
-        );
-        // TC2: no trusted proxies configured
-        assert_eq!(
-            client_ip(&request("10.0.0.1"), &[]),
-            "10.0.0.1".parse().ok()
-        );
-    }
-
-    #[test]
-    fn ip_slots_count_and_release() {
-        let map = Arc::new(Mutex::new(HashMap::new()));
-        let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        let first = IpSlot::acquire(&map, ip, 2).unwrap();
-        let second = IpSlot::acquire(&map, ip, 2).unwrap();
-        assert!(
-            IpSlot::acquire(&map, ip, 2).is_none(),
-            "third over the limit"
-        );
-        assert!(
-            IpSlot::acquire(&map, "192.0.2.2".parse().unwrap(), 2).is_some(),
-            "other IPs unaffected"
-        );
-        drop(first);
-        let third = IpSlot::acquire(&map, ip, 2).unwrap();
-        drop((second, third));
-        assert!(map.lock().unwrap().is_empty(), "no entry left behind");
     }
 }

@@ -7,15 +7,17 @@
 //! with the [`GatewayServices`], [`Gateway::configure`] to mount `GET {path}` on an actix-web app,
 //! [`Gateway::on_connect`] for socket tuning, [`Gateway::render_metrics`] and [`Gateway::closed`].
 //!
-//! May depend on: the domain and services crates (traits only), actix-web, actix-ws, tokio.
+//! Who may connect is decided by the access crate's rules (tokens, client address, per-address
+//! rates), the same ones the REST API applies.
+//!
+//! May depend on: the domain, access and services crates (services: traits only), actix-web,
+//! actix-ws, tokio.
 //! Must not depend on: the server crate or any concrete service implementation. It takes
 //! `cryptobot-services` with `default-features = false`, so an embedder compiles no SQLite, Redis,
 //! rustls, ring or tungstenite: `cargo tree -p cryptobot-ws-gateway -e normal --prefix none |
 //! sort -u | wc -l` counts 235 lines (179 distinct crates; 270 and 205 with the services'
 //! adapters).
 
-/// Bearer-token authentication shared with the REST API.
-pub mod auth;
 /// `[ws]` settings.
 pub mod config;
 /// The per-connection actor.
@@ -27,14 +29,14 @@ mod fanout;
 /// The properties the fuzz targets check (`fuzzing` feature; fuzz/, `make fuzz`).
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+/// Drop guards of the running-actor count and the per-address connection count.
+mod guards;
 /// The upgrade handshake and its checks.
 mod handshake;
 /// The fan-out hub.
 mod hub;
 /// The inbound size guard: frame headers read off the raw stream.
 mod inbound;
-/// Per-address request rates (connection attempts here, REST requests in the server).
-pub mod limits;
 /// Gateway counters.
 pub mod metrics;
 /// The delivery core of one connection: order, dedupe, holding and conflation (public for the
@@ -42,6 +44,10 @@ pub mod metrics;
 pub mod outbox;
 /// Wire messages and error codes.
 pub mod protocol;
+/// Requests encoded as a client writes them, for tests, fuzz targets and benches
+/// (`test-support` feature).
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;
 /// The socket writer: the upgraded response's body, encoding each outbox at write time.
 mod wire;
 
@@ -59,18 +65,21 @@ use cryptobot_services::{
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-pub use auth::{AuthError, Authenticator, Principal, StaticToken};
 pub use config::GatewayConfig;
 pub use connection::End;
-pub use handshake::client_ip;
+/// The access rules the upgrade applies (the `auth` of [`GatewayConfig`]), re-exported so that
+/// an embedder configures the gateway with this crate alone.
+pub use cryptobot_access::auth;
+pub use cryptobot_access::{AuthError, Authenticator, Principal, StaticToken};
 pub use hub::frame_bytes;
 pub use metrics::GatewayMetrics;
 pub use protocol::{ClientMessage, ClientRequest, ServerMessage};
 
 use connection::Behaviour;
+use cryptobot_access::IpRateLimiter;
 use dispatch::Dispatcher;
+use guards::HubGuard;
 use hub::HubShared;
-use limits::IpRateLimiter;
 
 /// Distinguishes gateways in one process (each has its own fan-out on every worker).
 static NEXT_GATEWAY_ID: AtomicU64 = AtomicU64::new(1);
@@ -149,7 +158,7 @@ impl Gateway {
         let active = Arc::new(watch::Sender::new(0_usize));
         let interval = (config.portfolio_interval_secs > 0)
             .then(|| Duration::from_secs(config.portfolio_interval_secs));
-        let hub_guard = ActiveGuardHub::new(Arc::clone(&active));
+        let hub_guard = HubGuard::new(Arc::clone(&active));
         let task = hub::spawn(
             Arc::clone(&hub),
             services.bus.as_ref(),
@@ -304,21 +313,5 @@ impl Gateway {
     pub async fn closed(&self) {
         let mut receiver = self.inner.active.subscribe();
         let _ = receiver.wait_for(|running| *running == 0).await;
-    }
-}
-
-/// Decrements the running count when the hub task ends.
-struct ActiveGuardHub(Arc<watch::Sender<usize>>);
-
-impl ActiveGuardHub {
-    fn new(active: Arc<watch::Sender<usize>>) -> Self {
-        active.send_modify(|n| *n += 1);
-        Self(active)
-    }
-}
-
-impl Drop for ActiveGuardHub {
-    fn drop(&mut self) {
-        self.0.send_modify(|n| *n = n.saturating_sub(1));
     }
 }

@@ -272,19 +272,19 @@ async fn manual_trade_replies_and_broadcasts_and_forwards_error_codes() {
         |bus| {
             let mut trade = MockTradeService::new();
             trade.expect_execute().returning(move |request| {
-                if request.symbol.as_str() == "ETHUSDT" {
+                if request.symbol().as_str() == "ETHUSDT" {
                     return Err(ServiceError::InsufficientFunds {
                         needed: fixtures::dec("10"),
                         available: fixtures::dec("1"),
                     });
                 }
                 let mut trade = fixtures::trade(11, "BTCUSDT", "100", "0.5");
-                trade.client_order_id = request.client_order_id.clone();
+                trade.client_order_id = request.client_order_id().cloned();
                 // Like the real engine: commit, then publish.
                 bus.publish(Event::TradeExecuted(trade.clone()));
                 Ok(Execution {
                     trade,
-                    replayed: request.client_order_id.is_some(),
+                    replayed: request.client_order_id().is_some(),
                 })
             });
             trade

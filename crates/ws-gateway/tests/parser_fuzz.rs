@@ -2,6 +2,7 @@
 //! always yield a request or a documented error code, and accepted requests survive re-encoding.
 
 use cryptobot_ws_gateway::ClientMessage;
+use cryptobot_ws_gateway::test_support::client_json;
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 
@@ -182,7 +183,7 @@ fn envelope() -> impl Strategy<Value = Value> {
 fn check(text: &str) -> Result<(), TestCaseError> {
     match ClientMessage::parse(text) {
         Ok(message) => {
-            let again = ClientMessage::parse(&message.to_json());
+            let again = ClientMessage::parse(&client_json(&message));
             prop_assert_eq!(again, Ok(message), "re-encoding {}", text);
         }
         Err(err) => {

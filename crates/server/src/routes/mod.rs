@@ -1,16 +1,18 @@
 //! REST routes under `/api/v1`, mounted by one function so `main` and tests share the wiring.
 
+use std::sync::Arc;
+
 use actix_web::ResponseError;
 use actix_web::body::{BodySize, EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::{Next, from_fn};
 use actix_web::web;
+use cryptobot_access::Authenticator;
 
 use crate::auth::require_auth;
-use crate::rate_limit::limit_rest_rate;
-
 use crate::error::ApiError;
+use crate::rate_limit::{RestRateLimit, limit_rest_rate};
 
 mod dashboard;
 mod health;
@@ -22,6 +24,25 @@ mod trading;
 
 /// Largest accepted JSON request body, in bytes.
 pub const MAX_JSON_BODY: usize = 16 * 1024;
+
+/// What guards the REST routes: the per-address rate, then authentication. The routes are built
+/// with it rather than finding it in the app data, so an app cannot mount them unguarded.
+#[derive(Debug, Clone)]
+pub struct RestAccess {
+    authenticator: Arc<Authenticator>,
+    rate: Arc<RestRateLimit>,
+}
+
+impl RestAccess {
+    /// The guards: `authenticator` (the WebSocket upgrade's too) and the REST rate.
+    #[must_use]
+    pub fn new(authenticator: Arc<Authenticator>, rate: RestRateLimit) -> Self {
+        Self {
+            authenticator,
+            rate: Arc::new(rate),
+        }
+    }
+}
 
 /// What wraps a route: the public probes and the document are only rate limited, `/metrics`
 /// and the `/api/v1` scope need a token when `auth.mode` is not `none` (docs/security.md).
@@ -124,8 +145,9 @@ fn resource(path: &str, scope_prefix: &str, routes: &[ApiRoute]) -> actix_web::R
         })
 }
 
-/// Mounts the REST API, its extractor error handlers and the JSON 404 fallback.
-pub fn configure(cfg: &mut web::ServiceConfig) {
+/// Mounts the REST API behind `access`, its extractor error handlers and the JSON 404 fallback.
+pub fn configure(cfg: &mut web::ServiceConfig, access: &RestAccess) {
+    let (rate, auth) = (&access.rate, &access.authenticator);
     cfg.app_data(json_config())
         .app_data(query_config())
         .app_data(path_config())
@@ -140,18 +162,20 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     // The rate limit wraps authentication (the last `wrap` runs first), so guessing tokens is
     // limited too; health probes are limited like everything else.
     let mut api = web::scope("/api/v1")
-        .wrap(from_fn(require_auth))
-        .wrap(from_fn(limit_rest_rate));
+        .wrap(from_fn(require_auth(Arc::clone(auth))))
+        .wrap(from_fn(limit_rest_rate(Arc::clone(rate))));
     for (access, path) in paths {
         match access {
             Access::Public => {
-                cfg.service(resource(path, "", &routes).wrap(from_fn(limit_rest_rate)));
+                cfg.service(
+                    resource(path, "", &routes).wrap(from_fn(limit_rest_rate(Arc::clone(rate)))),
+                );
             }
             Access::Metrics => {
                 cfg.service(
                     resource(path, "", &routes)
-                        .wrap(from_fn(require_auth))
-                        .wrap(from_fn(limit_rest_rate)),
+                        .wrap(from_fn(require_auth(Arc::clone(auth))))
+                        .wrap(from_fn(limit_rest_rate(Arc::clone(rate)))),
                 );
             }
             Access::Api => api = api.service(resource(path, "/api/v1", &routes)),
@@ -305,4 +329,80 @@ fn path_config() -> web::PathConfig {
         }
         .into()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::{App, test};
+    use cryptobot_access::StaticToken;
+
+    use super::*;
+
+    fn access(per_sec: u32) -> RestAccess {
+        let authenticator = Authenticator::Tokens(vec![StaticToken {
+            name: "reader".to_owned(),
+            token: "r3ad".to_owned(),
+            scopes: vec!["read".to_owned()],
+        }]);
+        RestAccess::new(
+            Arc::new(authenticator),
+            RestRateLimit::new(per_sec, 1, Vec::new()),
+        )
+    }
+
+    #[actix_web::test]
+    async fn routes_are_guarded_by_what_they_were_built_with_not_by_app_data() {
+        // No Authenticator in the app data: the routes still check the one they hold.
+        let access = access(0);
+        let app = test::init_service(App::new().configure(|cfg| configure(cfg, &access))).await;
+        let cases = [
+            // TC0: no token
+            ("GET", "/api/v1/portfolio", None, 401, "unauthorized"),
+            ("GET", "/metrics", None, 401, "unauthorized"),
+            // TC1: a wrong token
+            ("GET", "/api/v1/tickers", Some("nope"), 401, "unauthorized"),
+            // TC2: a read token on a method that trades
+            ("POST", "/api/v1/trades", Some("r3ad"), 403, "forbidden"),
+        ];
+        for (method, path, token, status, code) in cases {
+            let mut req = test::TestRequest::default()
+                .method(method.parse().unwrap())
+                .uri(path);
+            if let Some(token) = token {
+                req = req.insert_header(("Authorization", format!("Bearer {token}")));
+            }
+            let res = test::call_service(&app, req.to_request()).await;
+            assert_eq!(res.status().as_u16(), status, "{method} {path}");
+            let body: serde_json::Value = test::read_body_json(res).await;
+            assert_eq!(body["code"], code, "{method} {path}");
+        }
+        // TC3: public routes need no token
+        let res = test::call_service(
+            &app,
+            test::TestRequest::get().uri("/api/v1/time").to_request(),
+        )
+        .await;
+        assert_eq!(res.status().as_u16(), 200);
+    }
+
+    #[actix_web::test]
+    async fn the_rest_rate_is_the_one_the_routes_were_built_with() {
+        let access = access(1);
+        let app = test::init_service(App::new().configure(|cfg| configure(cfg, &access))).await;
+        let request = || {
+            test::TestRequest::get()
+                .uri("/api/v1/time")
+                .peer_addr("192.0.2.9:5000".parse().unwrap())
+                .to_request()
+        };
+        // TC0: the burst of one passes and is announced
+        let first = test::call_service(&app, request()).await;
+        assert_eq!(first.status().as_u16(), 200);
+        assert_eq!(first.headers().get("ratelimit-limit").unwrap(), "1");
+        assert_eq!(first.headers().get("ratelimit-remaining").unwrap(), "0");
+        // TC1: the next one at once is refused with a wait
+        let second = test::call_service(&app, request()).await;
+        assert_eq!(second.status().as_u16(), 429);
+        assert_eq!(second.headers().get("retry-after").unwrap(), "1");
+    }
 }

@@ -80,11 +80,7 @@ impl TradesQuery {
         };
         let query = TradeQuery {
             symbol: self.symbol.as_deref().map(Symbol::parse).transpose()?,
-            client_order_id: self
-                .client_order_id
-                .as_deref()
-                .map(ClientOrderId::parse)
-                .transpose()?,
+            client_order_id: ClientOrderId::parse_optional(self.client_order_id.as_deref())?,
             from: time("from", self.from)?,
             to: time("to", self.to)?,
             before_id: self.before_id,
@@ -222,7 +218,7 @@ pub(super) async fn create_trade(
     body: web::Json<Object<TradeInput>>,
 ) -> Result<HttpResponse, ApiError> {
     let request = body.into_inner().0.into_request(TradeOrigin::Manual)?;
-    let idempotent = request.client_order_id.is_some();
+    let idempotent = request.client_order_id().is_some();
     let execution = state.trade.execute(request).await?;
     let mut response = if execution.replayed {
         HttpResponse::Ok()

@@ -115,12 +115,18 @@ async fn follow(
             return;
         }
     };
-    let request = TradeRequest {
-        symbol: symbol.clone(),
+    let request = match TradeRequest::new(
+        symbol.clone(),
         side,
         size,
-        client_order_id: Some(client_order_id),
-        origin: TradeOrigin::Auto,
+        Some(client_order_id),
+        TradeOrigin::Auto,
+    ) {
+        Ok(request) => request,
+        Err(err) => {
+            tracing::error!(%symbol, seq, %err, "auto-trade skipped: not a valid trade");
+            return;
+        }
     };
     match trade.execute(request).await {
         Ok(execution) if execution.replayed => {

@@ -209,7 +209,7 @@ impl PaperEngine {
             Command::Execute { request, reply } => {
                 let result = self.execute(&request).await;
                 if let Err(err) = &result {
-                    self.rejected(&request, err);
+                    self.rejected(request.symbol(), request.side(), err);
                 }
                 let _ = reply.send(result);
             }
@@ -257,7 +257,7 @@ impl PaperEngine {
 
     /// Executes an order, or answers a repeated `client_order_id` with the original trade.
     async fn execute(&mut self, request: &TradeRequest) -> Result<Execution, ServiceError> {
-        if let Some(id) = request.client_order_id.clone() {
+        if let Some(id) = request.client_order_id().cloned() {
             let storage = self.storage.clone();
             let lookup = id.clone();
             // One namespace for trades and orders: a key an order was placed under is taken.
@@ -271,9 +271,9 @@ impl PaperEngine {
             let lookup = id.clone();
             if let Some(stored) = blocking(move || storage.find_by_client_order_id(&lookup)).await?
             {
-                let same = stored.trade.symbol == request.symbol
-                    && stored.trade.side == request.side
-                    && stored.size == request.size;
+                let same = stored.trade.symbol == *request.symbol()
+                    && stored.trade.side == request.side()
+                    && stored.size == request.size();
                 if !same {
                     return Err(ServiceError::DuplicateClientOrderId(id));
                 }
@@ -294,13 +294,13 @@ impl PaperEngine {
     /// Fills, commits, applies and publishes one trade. The books in memory change only after
     /// the storage committed; on any error nothing changed.
     async fn trade(&mut self, request: &TradeRequest) -> Result<Trade, ServiceError> {
-        if !self.market.symbols().contains(&request.symbol) {
-            return Err(ServiceError::UnknownSymbol(request.symbol.clone()));
+        if !self.market.symbols().contains(request.symbol()) {
+            return Err(ServiceError::UnknownSymbol(request.symbol().clone()));
         }
-        let ticker = self.market.ticker(&request.symbol).await?;
-        let available = self.available(&request.symbol);
+        let ticker = self.market.ticker(request.symbol()).await?;
+        let available = self.available(request.symbol());
         let (trade, books) = self.prepare(request, &ticker, available)?;
-        self.commit(trade, books, request.size, None).await
+        self.commit(trade, books, request.size(), None).await
     }
 
     /// The trade a request fills at `ticker.price` against `available` funds, and the books it
@@ -448,7 +448,7 @@ impl PaperEngine {
             updated_at: now,
         };
         if request.order_type == OrderType::Market {
-            let trade_request = trade_request(&order);
+            let trade_request = trade_request(&order)?;
             let (trade, books) =
                 self.prepare(&trade_request, &ticker, self.available(&request.symbol))?;
             order.status = OrderStatus::Filled;
@@ -577,7 +577,6 @@ impl PaperEngine {
 
     /// Fills an open order at `price`, against the funds it reserved plus the free ones.
     async fn fill(&mut self, order: Order, price: Decimal, ticker: &Ticker) -> Order {
-        let request = trade_request(&order);
         let mut available = self.available(&order.symbol);
         available.cash += order.reserved_cash;
         available.quantity += order.reserved_quantity;
@@ -585,7 +584,9 @@ impl PaperEngine {
             price,
             ..ticker.clone()
         };
-        let (trade, books) = match self.prepare(&request, &at, available) {
+        let prepared =
+            trade_request(&order).and_then(|request| self.prepare(&request, &at, available));
+        let (trade, books) = match prepared {
             Ok(prepared) => prepared,
             Err(err) => {
                 let reason = err.to_string();
@@ -701,32 +702,21 @@ impl PaperEngine {
 
     /// Counts a refused order and raises a `trade_rejected` alert, as for trades.
     fn refused(&self, request: &OrderRequest, err: &ServiceError) {
-        let as_trade = TradeRequest {
-            symbol: request.symbol.clone(),
-            side: request.side,
-            size: request.size,
-            client_order_id: request.client_order_id.clone(),
-            origin: TradeOrigin::Manual,
-        };
-        self.rejected(&as_trade, err);
+        self.rejected(&request.symbol, request.side, err);
     }
 
-    /// Counts a rejected order and raises a `trade_rejected` alert.
-    fn rejected(&self, request: &TradeRequest, err: &ServiceError) {
+    /// Counts a rejected trade or order and raises a `trade_rejected` alert.
+    fn rejected(&self, symbol: &Symbol, side: Side, err: &ServiceError) {
         if matches!(err, ServiceError::Unavailable(_)) {
             return;
         }
         ServiceMetrics::incr(&self.metrics.trades_rejected);
-        tracing::info!(symbol = %request.symbol, side = request.side.as_str(), code = err.code(), %err, "trade rejected");
+        tracing::info!(%symbol, side = side.as_str(), code = err.code(), %err, "trade rejected");
         self.alert(
             AlertType::TradeRejected,
             Severity::Warning,
-            format!(
-                "{} {} rejected: {err}",
-                request.side.as_str(),
-                request.symbol
-            ),
-            &request.symbol,
+            format!("{} {symbol} rejected: {err}", side.as_str()),
+            symbol,
         );
     }
 
@@ -790,14 +780,18 @@ impl PaperEngine {
             // All of it is held by open sell orders; they sell it.
             return;
         }
-        let request = TradeRequest {
-            symbol: position.symbol.clone(),
-            side: Side::Sell,
-            size: OrderSize::Quantity(free),
-            client_order_id: None,
+        let request = TradeRequest::new(
+            position.symbol.clone(),
+            Side::Sell,
+            OrderSize::Quantity(free),
+            None,
             origin,
+        );
+        let traded = match request {
+            Ok(request) => self.trade(&request).await,
+            Err(err) => Err(err.into()),
         };
-        match self.trade(&request).await {
+        match traded {
             Ok(trade) => self.alert(
                 alert_type,
                 Severity::Warning,
@@ -909,14 +903,17 @@ impl PaperEngine {
 }
 
 /// The market order a fill of `order` is: its quantity (or amount), under its key.
-fn trade_request(order: &Order) -> TradeRequest {
-    TradeRequest {
-        symbol: order.symbol.clone(),
-        side: order.side,
-        size: order.size(),
-        client_order_id: order.client_order_id.clone(),
-        origin: TradeOrigin::Manual,
-    }
+///
+/// # Errors
+/// [`ServiceError::Domain`] for a stored order whose size is not positive.
+fn trade_request(order: &Order) -> Result<TradeRequest, ServiceError> {
+    Ok(TradeRequest::new(
+        order.symbol.clone(),
+        order.side,
+        order.size(),
+        order.client_order_id.clone(),
+        TradeOrigin::Manual,
+    )?)
 }
 
 /// Reads the open orders and checks that what they reserve is covered by the books: their cash

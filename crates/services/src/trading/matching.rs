@@ -40,16 +40,16 @@ impl Fill {
     pub fn into_trade(self, id: u64, request: &TradeRequest, executed_at: DateTime<Utc>) -> Trade {
         Trade {
             id,
-            symbol: request.symbol.clone(),
-            side: request.side,
+            symbol: request.symbol().clone(),
+            side: request.side(),
             price: self.price,
             quantity: self.quantity,
             fee: self.fee,
             notional: self.notional,
             realized_pnl: self.realized_pnl,
             executed_at,
-            client_order_id: request.client_order_id.clone(),
-            origin: request.origin,
+            client_order_id: request.client_order_id().cloned(),
+            origin: request.origin(),
         }
     }
 }
@@ -75,7 +75,7 @@ pub fn match_order(
 ) -> Result<Fill, ServiceError> {
     let available = Available {
         cash: ledger.cash(),
-        quantity: ledger.held(&request.symbol),
+        quantity: ledger.held(request.symbol()),
     };
     match_with(request, ticker, ledger, rules, available)
 }
@@ -101,15 +101,15 @@ pub fn match_with(
     rules: MatchRules,
     available: Available,
 ) -> Result<Fill, ServiceError> {
-    let size = request.size.validate()?;
+    let size = request.size().validate()?;
     let price = ticker.price;
-    if ticker.symbol != request.symbol || price <= Decimal::ZERO {
-        return Err(ServiceError::NoPrice(request.symbol.clone()));
+    if ticker.symbol != *request.symbol() || price <= Decimal::ZERO {
+        return Err(ServiceError::NoPrice(request.symbol().clone()));
     }
     let cash = available.cash;
     let held = available.quantity;
     // A size so large that the arithmetic overflows can never be afforded or held.
-    let too_large = || match request.side {
+    let too_large = || match request.side() {
         Side::Buy => ServiceError::InsufficientFunds {
             needed: Decimal::MAX,
             available: cash,
@@ -123,7 +123,7 @@ pub fn match_with(
         },
     };
 
-    let quantity = match (request.side, size) {
+    let quantity = match (request.side(), size) {
         (_, OrderSize::Quantity(quantity)) => quantity,
         (Side::Buy, OrderSize::Amount(amount)) => Decimal::ONE
             .checked_add(rules.fee_rate)
@@ -150,7 +150,7 @@ pub fn match_with(
         .map(round_money)
         .ok_or_else(too_large)?;
 
-    match request.side {
+    match request.side() {
         Side::Buy => {
             let needed = notional.checked_add(fee).ok_or_else(too_large)?;
             if cash < needed {
@@ -170,7 +170,7 @@ pub fn match_with(
         }
     }
     let realized_pnl =
-        ledger.realized_by(&request.symbol, request.side, quantity, notional, fee)?;
+        ledger.realized_by(request.symbol(), request.side(), quantity, notional, fee)?;
     Ok(Fill {
         price,
         quantity,
@@ -195,14 +195,15 @@ mod tests {
         }
     }
 
-    fn request(side: Side, size: OrderSize) -> TradeRequest {
-        TradeRequest {
-            symbol: symbol("BTCUSDT"),
+    /// A zero or negative size is refused here, by the request's own constructor.
+    fn request(side: Side, size: OrderSize) -> Result<TradeRequest, ServiceError> {
+        Ok(TradeRequest::new(
+            symbol("BTCUSDT"),
             side,
             size,
-            client_order_id: None,
-            origin: TradeOrigin::Manual,
-        }
+            None,
+            TradeOrigin::Manual,
+        )?)
     }
 
     fn qty(text: &str) -> OrderSize {
@@ -228,7 +229,7 @@ mod tests {
         price: &str,
     ) -> Result<Fill, ServiceError> {
         match_order(
-            &request(side, size),
+            &request(side, size)?,
             &ticker("BTCUSDT", price),
             ledger,
             config(),
@@ -291,7 +292,7 @@ mod tests {
         };
         // TC0: notional 0.000000015 rounds up to 0.00000002; its fee (2e-11) rounds to zero.
         let got = match_order(
-            &request(Side::Buy, qty("0.5")),
+            &request(Side::Buy, qty("0.5")).unwrap(),
             &ticker("BTCUSDT", "0.00000003"),
             &ledger,
             no_minimum,
@@ -430,7 +431,7 @@ mod tests {
     fn ticker_of_another_symbol_is_no_price() {
         let ledger = Ledger::new(dec("100"));
         let err = match_order(
-            &request(Side::Buy, qty("1")),
+            &request(Side::Buy, qty("1")).unwrap(),
             &ticker("ETHUSDT", "10"),
             &ledger,
             config(),
@@ -443,7 +444,7 @@ mod tests {
     fn a_fill_applies_cleanly_to_the_books_it_was_matched_against() {
         let mut ledger = holding("1000", "100", "1.5");
         let got = fill(&ledger, Side::Sell, qty("0.7"), "123.45").unwrap();
-        let trade = got.into_trade(2, &request(Side::Sell, qty("0.7")), instant());
+        let trade = got.into_trade(2, &request(Side::Sell, qty("0.7")).unwrap(), instant());
         assert_eq!(
             (trade.id, trade.symbol.as_str(), trade.side, trade.origin),
             (2, "BTCUSDT", Side::Sell, TradeOrigin::Manual)

@@ -148,13 +148,14 @@ impl World {
 }
 
 fn order(side: Side, name: &str, size: OrderSize, id: Option<&str>) -> TradeRequest {
-    TradeRequest {
-        symbol: symbol(name),
+    TradeRequest::new(
+        symbol(name),
         side,
         size,
-        client_order_id: id.map(|id| ClientOrderId::parse(id).unwrap()),
-        origin: TradeOrigin::Manual,
-    }
+        id.map(|id| ClientOrderId::parse(id).unwrap()),
+        TradeOrigin::Manual,
+    )
+    .unwrap()
 }
 
 fn qty(text: &str) -> OrderSize {

@@ -1,40 +1,18 @@
-//! The wire protocol: inbound [`ClientMessage`]s, outbound [`ServerMessage`]s and error codes.
-//!
-//! Pure and synchronous, so every shape is unit-tested without a socket. The seed's messages keep
-//! their exact field names; everything added is additional fields or new message types.
+//! What clients send: the envelope, each request's payload, and their parsing with the seed's
+//! texts and stable codes.
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
 use cryptobot_domain::{
-    Alert, Candle, Channel, ClientOrderId, DomainError, Order, OrderInput, OrderPage, OrderQuery,
-    OrderQueryInput, OrderRef, OrderRequest, OrderSize, OrderUpdate, PortfolioSummary, Position,
-    PositionUpdate, PositionUpdateInput, Side, Signal, Symbol, Ticker, Trade, TradeInput,
-    TradeOrigin,
+    Channel, ClientOrderId, DomainError, OrderInput, OrderQuery, OrderQueryInput, OrderRef,
+    OrderRequest, PositionUpdate, PositionUpdateInput, Symbol, TradeInput, TradeOrigin,
+    TradeRequest,
 };
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 
-/// Stable machine-readable error codes of the gateway itself (service errors add their own codes,
-/// see `ServiceError::code`).
-pub mod codes {
-    /// The frame is not a JSON object with a string `type`.
-    pub const INVALID_MESSAGE: &str = "invalid_message";
-    /// `type` names no message.
-    pub const UNKNOWN_TYPE: &str = "unknown_type";
-    /// The payload does not have the message's shape.
-    pub const INVALID_PAYLOAD: &str = "invalid_payload";
-    /// A channel name that is not one of the channels.
-    pub const UNKNOWN_CHANNEL: &str = "unknown_channel";
-    /// A symbol that is not traded here.
-    pub const UNKNOWN_SYMBOL: &str = "unknown_symbol";
-    /// The subscription would exceed `max_subscriptions`.
-    pub const TOO_MANY_SUBSCRIPTIONS: &str = "too_many_subscriptions";
-    /// The service failed in an unexpected way.
-    pub const INTERNAL: &str = "internal_error";
-    /// The connection's token lacks the scope the message needs.
-    pub const FORBIDDEN: &str = "forbidden";
-}
+use super::codes;
+use super::server::ServerMessage;
 
 /// The message types with a payload besides the seed's ticker subscriptions.
 const KNOWN_TYPES: [&str; 9] = [
@@ -74,8 +52,9 @@ pub enum ClientRequest {
     Unsubscribe(Vec<Channel>),
     /// `list_subscriptions`: the active channel set.
     ListSubscriptions,
-    /// `manual_trade {symbol, side, quantity | amount, client_order_id}` (seed).
-    ManualTrade(ManualTrade),
+    /// `manual_trade {symbol, side, quantity | amount, client_order_id}` (seed), validated; its
+    /// origin is `manual`.
+    ManualTrade(TradeRequest),
     /// `update_position {symbol, stop_loss, take_profit}` (seed).
     UpdatePosition {
         /// The position's symbol.
@@ -110,19 +89,6 @@ pub struct ResumeRequest {
     pub last_seq: BTreeMap<Channel, u64>,
     /// True for a `resume` message (reply `resumed`), false for `subscribe` (reply `subscribed`).
     pub standalone: bool,
-}
-
-/// Payload of `manual_trade`, validated (sizes are positive decimals of the grammar).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ManualTrade {
-    /// The pair.
-    pub symbol: Symbol,
-    /// `buy` or `sell`.
-    pub side: Side,
-    /// Base quantity or quote amount.
-    pub size: OrderSize,
-    /// Idempotency key.
-    pub client_order_id: Option<ClientOrderId>,
 }
 
 /// A request that could not be understood: becomes an `error` frame.
@@ -211,10 +177,8 @@ impl Envelope {
                 format!("Invalid payload for {what}: {}", clip(&err.to_string())),
             )
         };
-        let domain = |what: &str, err: &DomainError| match err.code() {
-            codes::INVALID_PAYLOAD => invalid(what, err),
-            code => RequestError::new(id.clone(), code, err.to_string()),
-        };
+        // The domain's own message, the one the REST API answers with too.
+        let domain = |err: &DomainError| RequestError::new(id.clone(), err.code(), err.to_string());
         // serde reads a struct from a JSON array too (`[null, null]` as the fields in order): a
         // payload is an object, whatever the type.
         let ticker = matches!(kind.as_str(), "subscribe_ticker" | "unsubscribe_ticker");
@@ -274,13 +238,8 @@ impl Envelope {
                     .map_err(|err| invalid(&kind, &err))?;
                 let request = input
                     .into_request(TradeOrigin::Manual)
-                    .map_err(|err| domain(&kind, &err))?;
-                ClientRequest::ManualTrade(ManualTrade {
-                    symbol: request.symbol,
-                    side: request.side,
-                    size: request.size,
-                    client_order_id: request.client_order_id,
-                })
+                    .map_err(|err| domain(&err))?;
+                ClientRequest::ManualTrade(request)
             }
             "update_position" => {
                 // Shape first (as for manual_trade), then the symbol's spelling, then the levels.
@@ -295,14 +254,14 @@ impl Envelope {
                 };
                 let input = serde_json::from_value::<PositionUpdateInput>(Value::Object(fields))
                     .map_err(|err| invalid(&kind, &err))?;
-                let symbol = Symbol::parse(&symbol).map_err(|err| domain(&kind, &err))?;
-                let update = input.parse().map_err(|err| domain(&kind, &err))?;
+                let symbol = Symbol::parse(&symbol).map_err(|err| domain(&err))?;
+                let update = input.parse().map_err(|err| domain(&err))?;
                 ClientRequest::UpdatePosition { symbol, update }
             }
             "place_order" => {
                 let input = serde_json::from_value::<OrderInput>(payload)
                     .map_err(|err| invalid(&kind, &err))?;
-                let request = input.into_request().map_err(|err| domain(&kind, &err))?;
+                let request = input.into_request().map_err(|err| domain(&err))?;
                 ClientRequest::PlaceOrder(Box::new(request))
             }
             "cancel_order" => {
@@ -311,7 +270,7 @@ impl Envelope {
                 match (target.order_id, target.client_order_id) {
                     (Some(order_id), None) => ClientRequest::CancelOrder(OrderRef::Id(order_id)),
                     (None, Some(text)) => {
-                        let key = ClientOrderId::parse(&text).map_err(|err| domain(&kind, &err))?;
+                        let key = ClientOrderId::parse(&text).map_err(|err| domain(&err))?;
                         ClientRequest::CancelOrder(OrderRef::ClientOrderId(key))
                     }
                     _ => {
@@ -334,7 +293,7 @@ impl Envelope {
                     .as_deref()
                     .map(Symbol::parse)
                     .transpose()
-                    .map_err(|err| domain(&kind, &err))?;
+                    .map_err(|err| domain(&err))?;
                 ClientRequest::CancelAllOrders(symbol)
             }
             "list_orders" => {
@@ -344,7 +303,7 @@ impl Envelope {
                     serde_json::from_value::<OrderQueryInput>(payload)
                         .map_err(|err| invalid(&kind, &err))?
                 };
-                ClientRequest::ListOrders(input.parse().map_err(|err| domain(&kind, &err))?)
+                ClientRequest::ListOrders(input.parse().map_err(|err| domain(&err))?)
             }
             "ping" => ClientRequest::Ping,
             _ => {
@@ -359,18 +318,7 @@ impl Envelope {
     }
 }
 
-/// The envelope as a client writes it (used by [`ClientMessage::to_json`]).
-#[derive(Serialize)]
-struct RawEnvelope {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(skip_serializing_if = "Value::is_null")]
-    payload: Value,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    id: Option<Value>,
-}
-
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CancelPayload {
     #[serde(default)]
@@ -379,33 +327,33 @@ struct CancelPayload {
     client_order_id: Option<String>,
 }
 
-#[derive(Default, Serialize, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CancelAllPayload {
     #[serde(default)]
     symbol: Option<String>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct SymbolPayload {
     symbol: String,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ChannelsPayload {
     channels: Vec<String>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SubscribePayload {
     channels: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     resume: Option<ResumePayload>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ResumePayload {
     epoch: u64,
@@ -419,120 +367,6 @@ impl ClientMessage {
     /// Those of both steps.
     pub fn parse(text: &str) -> Result<Self, RequestError> {
         Envelope::parse(text)?.into_message()
-    }
-
-    /// Encodes the message as a client would send it (used by tests, examples and Rust clients).
-    #[must_use]
-    pub fn to_json(&self) -> String {
-        let (kind, payload) = match &self.request {
-            ClientRequest::SubscribeTicker(symbol) => {
-                ("subscribe_ticker", serde_json::json!({ "symbol": symbol }))
-            }
-            ClientRequest::UnsubscribeTicker(symbol) => (
-                "unsubscribe_ticker",
-                serde_json::json!({ "symbol": symbol }),
-            ),
-            ClientRequest::Subscribe(channels) => {
-                ("subscribe", serde_json::json!({ "channels": channels }))
-            }
-            ClientRequest::Unsubscribe(channels) => {
-                ("unsubscribe", serde_json::json!({ "channels": channels }))
-            }
-            ClientRequest::ListSubscriptions => ("list_subscriptions", Value::Null),
-            ClientRequest::ManualTrade(trade) => {
-                let (quantity, amount) = match trade.size {
-                    OrderSize::Quantity(q) => (Some(q.to_string()), None),
-                    OrderSize::Amount(a) => (None, Some(a.to_string())),
-                };
-                let payload = TradeInput {
-                    symbol: trade.symbol.to_string(),
-                    side: trade.side,
-                    quantity,
-                    amount,
-                    client_order_id: trade.client_order_id.as_ref().map(ToString::to_string),
-                };
-                (
-                    "manual_trade",
-                    serde_json::to_value(payload).unwrap_or(Value::Null),
-                )
-            }
-            ClientRequest::UpdatePosition { symbol, update } => {
-                let mut fields = serde_json::Map::new();
-                fields.insert("symbol".to_owned(), Value::String(symbol.to_string()));
-                for (key, change) in [
-                    ("stop_loss", update.stop_loss),
-                    ("take_profit", update.take_profit),
-                ] {
-                    match change {
-                        cryptobot_domain::LevelChange::Keep => {}
-                        cryptobot_domain::LevelChange::Clear => {
-                            fields.insert(key.to_owned(), Value::Null);
-                        }
-                        cryptobot_domain::LevelChange::Set(level) => {
-                            fields.insert(key.to_owned(), Value::String(level.to_string()));
-                        }
-                    }
-                }
-                ("update_position", Value::Object(fields))
-            }
-            ClientRequest::PlaceOrder(request) => (
-                "place_order",
-                serde_json::to_value(OrderInput::from(request.as_ref())).unwrap_or(Value::Null),
-            ),
-            ClientRequest::CancelOrder(OrderRef::Id(id)) => {
-                ("cancel_order", serde_json::json!({ "order_id": id }))
-            }
-            ClientRequest::CancelOrder(OrderRef::ClientOrderId(key)) => (
-                "cancel_order",
-                serde_json::json!({ "client_order_id": key }),
-            ),
-            ClientRequest::CancelAllOrders(symbol) => (
-                "cancel_all_orders",
-                symbol
-                    .as_ref()
-                    .map_or(Value::Null, |s| serde_json::json!({ "symbol": s })),
-            ),
-            ClientRequest::ListOrders(query) => {
-                let input = OrderQueryInput {
-                    status: query.status.map(|status| match status {
-                        cryptobot_domain::StatusFilter::Open => "open".to_owned(),
-                        cryptobot_domain::StatusFilter::Is(status) => status.as_str().to_owned(),
-                    }),
-                    symbol: query.symbol.as_ref().map(ToString::to_string),
-                    client_order_id: query.client_order_id.as_ref().map(ToString::to_string),
-                    before_id: query.before_id,
-                    after_id: query.after_id,
-                    limit: Some(query.limit),
-                };
-                (
-                    "list_orders",
-                    serde_json::to_value(input).unwrap_or(Value::Null),
-                )
-            }
-            ClientRequest::Ping => ("ping", Value::Null),
-            ClientRequest::Resume(resume) => {
-                let last_seq: serde_json::Map<String, Value> = resume
-                    .last_seq
-                    .iter()
-                    .map(|(channel, seq)| (channel.to_string(), Value::from(*seq)))
-                    .collect();
-                let resume_value = serde_json::json!({"epoch": resume.epoch, "last_seq": last_seq});
-                if resume.standalone {
-                    ("resume", resume_value)
-                } else {
-                    (
-                        "subscribe",
-                        serde_json::json!({"channels": resume.channels, "resume": resume_value}),
-                    )
-                }
-            }
-        };
-        let raw = RawEnvelope {
-            kind: kind.to_owned(),
-            payload,
-            id: self.id.clone(),
-        };
-        serde_json::to_string(&raw).unwrap_or_default()
     }
 }
 
@@ -594,398 +428,13 @@ fn clip(text: &str) -> String {
     text.chars().take(MAX_DETAIL).collect()
 }
 
-/// Timing and ordering fields of every pushed event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EventMeta {
-    /// The channel the event belongs to, e.g. `ticker:BTCUSDT`.
-    pub channel: Channel,
-    /// Event time in whole seconds since the Unix epoch (as the seed).
-    pub timestamp: i64,
-    /// Event time in microseconds since the Unix epoch.
-    pub ts_us: i64,
-    /// Position on the channel, increasing by one per event; a repeat of the previous value marks a
-    /// snapshot of the same state (0 when no event was published yet).
-    pub seq: u64,
-    /// True for a snapshot (sent on subscribe, or the periodic portfolio), absent for live events.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub snapshot: bool,
-}
-
-impl EventMeta {
-    /// Builds the fields for an event published at `ts_us`.
-    #[must_use]
-    pub const fn new(channel: Channel, seq: u64, ts_us: i64, snapshot: bool) -> Self {
-        Self {
-            channel,
-            timestamp: ts_us.div_euclid(1_000_000),
-            ts_us,
-            seq,
-            snapshot,
-        }
-    }
-}
-
-/// The seed's `trade_notification` payload: the seed's fields plus the whole trade.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TradeNotification {
-    /// The executed trade (`symbol`, `price`, `quantity`, `side`, `fee`, ...).
-    #[serde(flatten)]
-    pub trade: Trade,
-    /// Seed name of `executed_at`.
-    pub purchased_at: DateTime<Utc>,
-    /// Seed name of `side`: `"buy"` or `"sell"`.
-    #[serde(rename = "type")]
-    pub kind: Side,
-}
-
-impl From<Trade> for TradeNotification {
-    fn from(trade: Trade) -> Self {
-        Self {
-            purchased_at: trade.executed_at,
-            kind: trade.side,
-            trade,
-        }
-    }
-}
-
-/// Payload of `trade_executed`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TradeExecuted {
-    /// The committed trade.
-    pub trade: Trade,
-    /// True when the `client_order_id` was seen before and this is the original trade.
-    pub replayed: bool,
-    /// Advice, e.g. that a command without `client_order_id` is not idempotent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
-}
-
-/// Payload of `order_placed`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OrderPlaced {
-    /// The order as it stands after placing.
-    pub order: Order,
-    /// True when the `client_order_id` was seen before and this is that order now.
-    pub replayed: bool,
-    /// Advice, e.g. that a command without `client_order_id` is not idempotent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
-}
-
-/// Payload of `orders_canceled` and of the `open_orders` snapshot.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OrderList {
-    /// The orders, oldest first.
-    pub orders: Vec<Order>,
-}
-
-/// The parameters of a connection a client configures itself with, announced in `welcome`,
-/// every subscribe ack and `subscriptions` (the `[ws]` settings of the same names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConnectionLimits {
-    /// The server pings this often.
-    pub heartbeat_interval_secs: u64,
-    /// A connection silent this long is closed (4000).
-    pub client_timeout_secs: u64,
-    /// Inbound messages per second (bursts of the same size); 0 = unlimited.
-    pub max_messages_per_sec: u32,
-    /// Channels per connection, the default ones included.
-    pub max_subscriptions: usize,
-}
-
-impl ConnectionLimits {
-    /// The limits `config` enforces.
-    #[must_use]
-    pub const fn from_config(config: &crate::GatewayConfig) -> Self {
-        Self {
-            heartbeat_interval_secs: config.heartbeat_interval_secs,
-            client_timeout_secs: config.client_timeout_secs,
-            max_messages_per_sec: config.max_messages_per_sec,
-            max_subscriptions: config.max_subscriptions,
-        }
-    }
-}
-
-/// Every frame the server sends, tagged by `type`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum ServerMessage {
-    /// Reply to `subscribe_ticker` (seed shape: `message` is "Subscribed to `<SYMBOL>`").
-    SubscriptionSuccess {
-        /// "Subscribed to BTCUSDT".
-        message: String,
-        /// The active channel set after the change.
-        channels: Vec<Channel>,
-        /// The server's epoch: the `seq` values this connection sees belong to it.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        epoch: Option<u64>,
-        /// The connection's parameters.
-        #[serde(flatten)]
-        limits: ConnectionLimits,
-        /// Echo of the request id.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        id: Option<Value>,
-    },
-    /// Reply to `unsubscribe_ticker`.
-    UnsubscriptionSuccess {
-        /// "Unsubscribed from BTCUSDT".
-        message: String,
-        /// The active channel set after the change.
-        channels: Vec<Channel>,
-        /// Echo of the request id.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        id: Option<Value>,
-    },
-    /// Reply to `subscribe`.
-    Subscribed {
-        /// The active channel set after the change.
-        channels: Vec<Channel>,
-        /// The server's epoch: the `seq` values this connection sees belong to it.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        epoch: Option<u64>,
-        /// With `resume`: per resumed channel, true when exactly the missed events follow, false
-        /// when a snapshot (or nothing, see docs/protocol.md) follows instead.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        recovered: Option<BTreeMap<String, bool>>,
-        /// The connection's parameters.
-        #[serde(flatten)]
-        limits: ConnectionLimits,
-        /// Echo of the request id.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        id: Option<Value>,
-    },
-    /// Reply to `unsubscribe`.
-    Unsubscribed {
-        /// The active channel set after the change.
-        channels: Vec<Channel>,
-        /// Echo of the request id.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        id: Option<Value>,
-    },
-    /// A ticker (live, or a snapshot right after subscribing).
-    TickerUpdate {
-        /// The ticker.
-        payload: Ticker,
-        /// Timing and ordering.
-        #[serde(flatten)]
-        meta: EventMeta,
-    },
-    /// An executed trade (seed).
-    TradeNotification {
-        /// The trade.
-        payload: Box<TradeNotification>,
-        /// Timing and ordering.
-        #[serde(flatten)]
-        meta: EventMeta,
-    },
-    /// The portfolio (seed): on every change and every `portfolio_interval_secs`.
-    PortfolioUpdate {
-        /// The summary.
-        payload: Box<PortfolioSummary>,
-        /// Timing and ordering.
-        #[serde(flatten)]
-        meta: EventMeta,
-    },
-    /// A strategy signal.
-    Signal {
-        /// The signal.
-        payload: Signal,
-        /// Timing and ordering.
-        #[serde(flatten)]
-        meta: EventMeta,
-    },
-    /// An alert (seed: `payload.alert_type`, `payload.message`).
-    Alert {
-        /// The alert.
-        payload: Alert,
-        /// Timing and ordering.
-        #[serde(flatten)]
-        meta: EventMeta,
-    },
-    /// Reply to `manual_trade`.
-    TradeExecuted {
-        /// The trade and whether it was replayed.
-        payload: Box<TradeExecuted>,
-        /// Echo of the request id.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        id: Option<Value>,
-    },
-    /// Reply to `place_order`.
-    OrderPlaced {
-        /// The order and whether it was replayed.
-        payload: Box<OrderPlaced>,
-        /// Echo of the request id.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        id: Option<Value>,
-    },
-    /// Reply to `cancel_order`.
-    OrderCanceled {
-        /// The order, canceled.
-        payload: Box<Order>,
-        /// Echo of the request id.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        id: Option<Value>,
-    },
-    /// Reply to `cancel_all_orders`.
-    OrdersCanceled {
-        /// Every order canceled (none when nothing was open).
-        payload: OrderList,
-        /// Echo of the request id.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        id: Option<Value>,
-    },
-    /// Reply to `list_orders`.
-    Orders {
-        /// The page.
-        payload: OrderPage,
-        /// Echo of the request id.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        id: Option<Value>,
-    },
-    /// An order changed (`orders` channel).
-    OrderUpdate {
-        /// What happened and the order after it.
-        payload: Box<OrderUpdate>,
-        /// Timing and ordering.
-        #[serde(flatten)]
-        meta: EventMeta,
-    },
-    /// A candle of `candles:<SYMBOL>:<interval>`: an update of the open candle, a closed one
-    /// (`closed: true`), or the open candle as a snapshot on subscribe.
-    Candle {
-        /// The candle.
-        payload: Candle,
-        /// Timing and ordering.
-        #[serde(flatten)]
-        meta: EventMeta,
-    },
-    /// The open orders, sent on subscribing to `orders` (`snapshot: true`, `seq` the channel's
-    /// last `seq` it includes).
-    OpenOrders {
-        /// The open orders.
-        payload: OrderList,
-        /// Timing and ordering.
-        #[serde(flatten)]
-        meta: EventMeta,
-    },
-    /// Reply to `update_position`.
-    PositionUpdated {
-        /// The position with its new levels.
-        payload: Position,
-        /// Echo of the request id.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        id: Option<Value>,
-    },
-    /// Reply to `resume`.
-    Resumed {
-        /// The active channel set after the change.
-        channels: Vec<Channel>,
-        /// The server's epoch.
-        epoch: u64,
-        /// Per resumed channel: true when exactly the missed events follow, false when a snapshot
-        /// (or nothing, see docs/protocol.md) follows instead.
-        recovered: BTreeMap<String, bool>,
-        /// The connection's parameters.
-        #[serde(flatten)]
-        limits: ConnectionLimits,
-        /// Echo of the request id.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        id: Option<Value>,
-    },
-    /// First frame of a connection opened with `?welcome=1`.
-    Welcome {
-        /// The server's epoch (one per server run).
-        epoch: u64,
-        /// The server's version.
-        version: String,
-        /// The channels the connection is subscribed to.
-        channels: Vec<Channel>,
-        /// Scopes of the connection's token (`read`, `trade`); a client without `trade` should
-        /// not offer trading.
-        scopes: Vec<String>,
-        /// The connection's parameters.
-        #[serde(flatten)]
-        limits: ConnectionLimits,
-    },
-    /// Reply to `list_subscriptions`.
-    Subscriptions {
-        /// The active channel set.
-        channels: Vec<Channel>,
-        /// The server's epoch.
-        epoch: u64,
-        /// The connection's parameters.
-        #[serde(flatten)]
-        limits: ConnectionLimits,
-        /// Echo of the request id.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        id: Option<Value>,
-    },
-    /// Sent right before the 1001 close of a planned shutdown.
-    ServerShutdown {
-        /// Human-readable reason.
-        reason: String,
-        /// The epoch ending with this run.
-        epoch: u64,
-    },
-    /// Reply to `ping`.
-    Pong {
-        /// Server time in seconds.
-        timestamp: i64,
-        /// Server time in microseconds.
-        ts_us: i64,
-        /// Echo of the request id.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        id: Option<Value>,
-    },
-    /// A request failed (seed: `error` is the text).
-    Error {
-        /// Human-readable text.
-        error: String,
-        /// Stable machine code.
-        code: String,
-        /// For a refused subscription: the channel (as sent) that made it fail.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        channel: Option<String>,
-        /// Echo of the request id, when it could be read.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        id: Option<Value>,
-    },
-}
-
-impl ServerMessage {
-    /// Builds an `error` frame.
-    #[must_use]
-    pub fn error(id: Option<Value>, code: &str, message: impl Into<String>) -> Self {
-        Self::Error {
-            error: message.into(),
-            code: code.to_owned(),
-            channel: None,
-            id,
-        }
-    }
-
-    /// Serializes the frame.
-    ///
-    /// Cannot fail for these types (string keys only); an empty string is returned if it ever did.
-    #[must_use]
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use cryptobot_domain::{LevelChange, fixtures};
+    use cryptobot_domain::{LevelChange, OrderSize, Side, fixtures};
     use serde_json::json;
 
     use super::*;
-
-    const LIMITS: ConnectionLimits = ConnectionLimits {
-        heartbeat_interval_secs: 15,
-        client_timeout_secs: 45,
-        max_messages_per_sec: 50,
-        max_subscriptions: 64,
-    };
+    use crate::test_support::client_json;
 
     fn parse_err(text: &str) -> (String, &'static str) {
         let err = ClientMessage::parse(text).unwrap_err();
@@ -1132,7 +581,7 @@ mod tests {
         let ClientRequest::ManualTrade(trade) = ok.request else {
             panic!("not a trade")
         };
-        assert_eq!(trade.size, OrderSize::Amount(fixtures::dec("100.5")));
+        assert_eq!(trade.size(), OrderSize::Amount(fixtures::dec("100.5")));
         assert_eq!(ok.id, Some(json!(7)));
         for bad in [
             // TC0: float
@@ -1151,7 +600,19 @@ mod tests {
             let text = format!(r#"{{"type":"manual_trade","payload":{bad}}}"#);
             assert_eq!(parse_err(&text).1, "invalid_payload", "{bad}");
         }
-        // TC6: field validation gets the REST API's codes
+        // TC6: both sizes or neither: the domain's message, as the REST API words it
+        for bad in [
+            r#"{"symbol":"BTCUSDT","side":"buy","quantity":"1","amount":"1"}"#,
+            r#"{"symbol":"BTCUSDT","side":"buy"}"#,
+        ] {
+            let text = format!(r#"{{"type":"manual_trade","payload":{bad}}}"#);
+            assert_eq!(
+                parse_err(&text),
+                (DomainError::SizeRequired.to_string(), "invalid_payload"),
+                "{bad}"
+            );
+        }
+        // TC7: field validation gets the REST API's codes
         for (bad, code) in [
             (
                 r#"{"symbol":"btcusdt","side":"buy","quantity":"1"}"#,
@@ -1338,12 +799,16 @@ mod tests {
                 Channel::Ticker(fixtures::symbol("ETHUSDT")),
             ]),
             ClientRequest::Unsubscribe(vec![Channel::Alerts]),
-            ClientRequest::ManualTrade(ManualTrade {
-                symbol: fixtures::symbol("BTCUSDT"),
-                side: Side::Sell,
-                size: OrderSize::Quantity(fixtures::dec("0.25")),
-                client_order_id: Some(ClientOrderId::parse("x1").unwrap()),
-            }),
+            ClientRequest::ManualTrade(
+                TradeRequest::new(
+                    fixtures::symbol("BTCUSDT"),
+                    Side::Sell,
+                    OrderSize::Quantity(fixtures::dec("0.25")),
+                    Some(ClientOrderId::parse("x1").unwrap()),
+                    TradeOrigin::Manual,
+                )
+                .unwrap(),
+            ),
             ClientRequest::UpdatePosition {
                 symbol: fixtures::symbol("BTCUSDT"),
                 update: PositionUpdate {
@@ -1389,98 +854,7 @@ mod tests {
                 id: Some(json!(n)),
                 request,
             };
-            assert_eq!(ClientMessage::parse(&msg.to_json()).unwrap(), msg);
+            assert_eq!(ClientMessage::parse(&client_json(&msg)).unwrap(), msg);
         }
-    }
-
-    #[test]
-    fn server_messages_round_trip() {
-        let meta = EventMeta::new(Channel::Trades, 3, 1_700_000_000_123_456, false);
-        let trade = fixtures::trade(1, "BTCUSDT", "100", "0.5");
-        let messages = [
-            ServerMessage::SubscriptionSuccess {
-                message: "Subscribed to BTCUSDT".to_owned(),
-                channels: vec![Channel::Trades],
-                epoch: Some(3),
-                limits: LIMITS,
-                id: Some(json!("a")),
-            },
-            ServerMessage::Welcome {
-                epoch: 3,
-                version: "1".to_owned(),
-                channels: vec![Channel::Trades],
-                scopes: vec!["read".to_owned()],
-                limits: LIMITS,
-            },
-            ServerMessage::Subscriptions {
-                channels: vec![Channel::Alerts],
-                epoch: 3,
-                limits: LIMITS,
-                id: Some(json!(1)),
-            },
-            ServerMessage::TickerUpdate {
-                payload: fixtures::ticker("BTCUSDT", "100"),
-                meta: EventMeta::new(Channel::Ticker(fixtures::symbol("BTCUSDT")), 1, 5, true),
-            },
-            ServerMessage::TradeNotification {
-                payload: Box::new(trade.clone().into()),
-                meta,
-            },
-            ServerMessage::TradeExecuted {
-                payload: Box::new(TradeExecuted {
-                    trade,
-                    replayed: false,
-                    note: Some("n".to_owned()),
-                }),
-                id: None,
-            },
-            ServerMessage::Pong {
-                timestamp: 1,
-                ts_us: 1_000_000,
-                id: None,
-            },
-            ServerMessage::error(None, codes::UNKNOWN_TYPE, "Unknown message type"),
-        ];
-        for msg in messages {
-            let back: ServerMessage = serde_json::from_str(&msg.to_json()).unwrap();
-            assert_eq!(back, msg);
-        }
-    }
-
-    #[test]
-    fn seed_shapes_are_exact() {
-        let trade = fixtures::trade(9, "BTCUSDT", "42000.5", "0.01");
-        let frame = ServerMessage::TradeNotification {
-            payload: Box::new(trade.into()),
-            meta: EventMeta::new(Channel::Trades, 1, 1_704_067_200_000_001, false),
-        };
-        let value: Value = serde_json::from_str(&frame.to_json()).unwrap();
-        assert_eq!(value["type"], "trade_notification");
-        assert_eq!(value["timestamp"], 1_704_067_200);
-        assert_eq!(value["ts_us"], 1_704_067_200_000_001_i64);
-        assert_eq!(value["seq"], 1);
-        let payload = &value["payload"];
-        assert_eq!(payload["symbol"], "BTCUSDT");
-        assert_eq!(payload["price"], "42000.5");
-        assert_eq!(payload["quantity"], "0.01");
-        assert_eq!(payload["type"], "buy");
-        assert_eq!(payload["purchased_at"], "2024-01-01T00:00:00Z");
-        assert!(value.get("snapshot").is_none());
-
-        let ok = ServerMessage::SubscriptionSuccess {
-            message: "Subscribed to BTCUSDT".to_owned(),
-            channels: vec![],
-            epoch: None,
-            limits: LIMITS,
-            id: None,
-        };
-        let value: Value = serde_json::from_str(&ok.to_json()).unwrap();
-        assert_eq!(value["type"], "subscription_success");
-        assert_eq!(value["message"], "Subscribed to BTCUSDT");
-        // The limits are plain top-level fields, so a client configures itself from the ack.
-        assert_eq!(value["heartbeat_interval_secs"], 15);
-        assert_eq!(value["client_timeout_secs"], 45);
-        assert_eq!(value["max_messages_per_sec"], 50);
-        assert_eq!(value["max_subscriptions"], 64);
     }
 }

@@ -3,10 +3,10 @@
 
 use std::fmt;
 
-use actix_web::HttpRequest;
-use actix_web::http::header;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
+
+use crate::RequestParts;
 
 /// Scope that allows reading market data, the portfolio and trades.
 pub const SCOPE_READ: &str = "read";
@@ -138,30 +138,20 @@ impl Authenticator {
     ///
     /// # Errors
     /// [`AuthError::Missing`] without any token, [`AuthError::Invalid`] when none matches.
-    pub fn authenticate(&self, req: &HttpRequest) -> Result<Principal, AuthError> {
-        match self {
-            Self::None => Ok(Principal::anonymous()),
-            Self::Tokens(tokens) => {
-                let candidates = candidate_tokens(req);
-                if candidates.is_empty() {
-                    return Err(AuthError::Missing);
-                }
-                candidates
-                    .iter()
-                    .find_map(|candidate| Self::match_token(tokens, candidate))
-                    .ok_or(AuthError::Invalid)
-            }
-            Self::Jwt(secret) => {
-                let candidates = candidate_tokens(req);
-                if candidates.is_empty() {
-                    return Err(AuthError::Missing);
-                }
-                candidates
-                    .iter()
-                    .find_map(|candidate| decode_jwt(&secret.0, candidate).ok())
-                    .ok_or(AuthError::Invalid)
-            }
+    pub fn authenticate(&self, req: &(impl RequestParts + ?Sized)) -> Result<Principal, AuthError> {
+        if !self.is_enabled() {
+            return Ok(Principal::anonymous());
         }
+        let check = |candidate: &String| match self {
+            Self::None => None,
+            Self::Tokens(tokens) => Self::match_token(tokens, candidate),
+            Self::Jwt(secret) => decode_jwt(&secret.0, candidate).ok(),
+        };
+        let candidates = candidate_tokens(req);
+        if candidates.is_empty() {
+            return Err(AuthError::Missing);
+        }
+        candidates.iter().find_map(check).ok_or(AuthError::Invalid)
     }
 
     /// Compares against every token (no early exit), so timing reveals neither which token nor
@@ -212,31 +202,29 @@ pub fn decode_jwt(secret: &[u8], token: &str) -> Result<Principal, jsonwebtoken:
 
 /// Every token the request carries: `Authorization: Bearer`, `bearer.<token>` sub-protocol,
 /// `?token=`.
-fn candidate_tokens(req: &HttpRequest) -> Vec<String> {
+fn candidate_tokens(req: &(impl RequestParts + ?Sized)) -> Vec<String> {
     let mut found = Vec::new();
     if let Some(token) = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
+        .header_values("authorization")
+        .first()
         .and_then(|v| {
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
         })
-        .map(str::trim)
+        .map(|v| v.trim())
     {
         found.push(token.to_owned());
     }
     found.extend(
-        req.headers()
-            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-            .filter_map(|v| v.to_str().ok())
+        req.header_values("sec-websocket-protocol")
+            .into_iter()
             .flat_map(|v| v.split(','))
             .map(str::trim)
             .filter_map(|p| p.strip_prefix("bearer."))
             .map(str::to_owned),
     );
     found.extend(
-        req.query_string()
+        req.query()
             .split('&')
             .filter_map(|pair| pair.strip_prefix("token="))
             .map(percent_decode),
@@ -286,9 +274,12 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use actix_web::test::TestRequest;
-
     use super::*;
+    use crate::request::TestRequest;
+
+    fn bearer(value: &str) -> TestRequest {
+        TestRequest::default().header("Authorization", format!("Bearer {value}"))
+    }
 
     fn tokens() -> Authenticator {
         Authenticator::Tokens(vec![
@@ -331,34 +322,31 @@ mod tests {
         let auth = tokens();
         let cases = [
             // TC0: header
-            (
-                TestRequest::default()
-                    .insert_header((header::AUTHORIZATION, "Bearer s3cret"))
-                    .to_http_request(),
-                Ok("trader"),
-            ),
+            (bearer("s3cret"), Ok("trader")),
             // TC1: sub-protocol, next to cryptobot.v1
             (
                 TestRequest::default()
-                    .insert_header((header::SEC_WEBSOCKET_PROTOCOL, "cryptobot.v1, bearer.r3ad"))
-                    .to_http_request(),
+                    .header("Sec-WebSocket-Protocol", "cryptobot.v1, bearer.r3ad"),
                 Ok("reader"),
             ),
             // TC2: query, percent-encoded
             (
-                TestRequest::with_uri("/ws?x=1&token=s3cre%74").to_http_request(),
+                TestRequest {
+                    query: "x=1&token=s3cre%74".to_owned(),
+                    ..TestRequest::default()
+                },
                 Ok("trader"),
             ),
             // TC3: wrong token
             (
-                TestRequest::with_uri("/ws?token=s3cre").to_http_request(),
+                TestRequest {
+                    query: "token=s3cre".to_owned(),
+                    ..TestRequest::default()
+                },
                 Err(AuthError::Invalid),
             ),
             // TC4: nothing
-            (
-                TestRequest::default().to_http_request(),
-                Err(AuthError::Missing),
-            ),
+            (TestRequest::default(), Err(AuthError::Missing)),
         ];
         for (req, expected) in cases {
             let got = auth.authenticate(&req).map(|p| p.name);
@@ -369,16 +357,10 @@ mod tests {
     #[test]
     fn scopes_decide_what_a_principal_may_do() {
         let auth = tokens();
-        let reader = auth
-            .authenticate(
-                &TestRequest::default()
-                    .insert_header((header::AUTHORIZATION, "Bearer r3ad"))
-                    .to_http_request(),
-            )
-            .unwrap();
+        let reader = auth.authenticate(&bearer("r3ad")).unwrap();
         assert!(reader.can_read() && !reader.can_trade());
         let anonymous = Authenticator::None
-            .authenticate(&TestRequest::default().to_http_request())
+            .authenticate(&TestRequest::default())
             .unwrap();
         assert!(anonymous.can_read() && anonymous.can_trade());
         assert!(
@@ -461,10 +443,7 @@ mod tests {
             &serde_json::json!({"sub":"alice","exp":t+60,"scope":"read"}),
         );
         let auth = Authenticator::Jwt(JwtSecret(secret.to_vec()));
-        let req = TestRequest::default()
-            .insert_header((header::AUTHORIZATION, format!("Bearer {token}")))
-            .to_http_request();
-        let principal = auth.authenticate(&req).unwrap();
+        let principal = auth.authenticate(&bearer(&token)).unwrap();
         assert_eq!(
             (principal.name.as_str(), principal.expires_at),
             ("alice", Some(t + 60))
