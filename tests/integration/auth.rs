@@ -271,12 +271,7 @@ async fn websocket_authenticates_before_the_upgrade_and_gates_commands_on_the_tr
 const JWT_SECRET: &str = "integration-test-hs256-secret-0123456789";
 
 fn jwt(claims: &Value) -> String {
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        claims,
-        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
-    )
-    .expect("encodes")
+    cryptobot_access::auth::encode_jwt(JWT_SECRET.as_bytes(), claims).expect("encodes")
 }
 
 fn unix_now() -> i64 {

@@ -171,11 +171,29 @@ impl Authenticator {
     }
 }
 
+/// Signs `claims` as an HS256 JWT with `secret`: what a token issuer for `auth.mode = "jwt"`
+/// (and a test) writes.
+///
+/// # Errors
+/// A `secret` HMAC cannot take (none: any length is a key), or claims that do not serialize.
+pub fn encode_jwt(
+    secret: &[u8],
+    claims: &impl serde::Serialize,
+) -> Result<String, jsonwebtoken::errors::Error> {
+    crate::hs256::install();
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(Algorithm::HS256),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret),
+    )
+}
+
 /// Verifies an HS256 JWT: signature, `exp` (required) and `nbf` (when present), without leeway.
 ///
 /// # Errors
 /// The reason from `jsonwebtoken` (bad signature, expired, not yet valid, malformed).
 pub fn decode_jwt(secret: &[u8], token: &str) -> Result<Principal, jsonwebtoken::errors::Error> {
+    crate::hs256::install();
     let mut validation = Validation::new(Algorithm::HS256);
     // The default 60 s leeway would accept expired tokens for a minute.
     validation.leeway = 0;
@@ -370,12 +388,7 @@ mod tests {
     }
 
     fn jwt(secret: &[u8], claims: &serde_json::Value) -> String {
-        jsonwebtoken::encode(
-            &jsonwebtoken::Header::new(Algorithm::HS256),
-            claims,
-            &jsonwebtoken::EncodingKey::from_secret(secret),
-        )
-        .unwrap()
+        encode_jwt(secret, claims).unwrap()
     }
 
     fn now() -> i64 {

@@ -10,7 +10,8 @@
 //! It is its own crate, below both doors, because neither door may depend on the other, and the
 //! domain must stay free of tokio and of HTTP concerns.
 //!
-//! May depend on: jsonwebtoken, serde, thiserror, tokio's clock (paused-time tests govern the
+//! May depend on: jsonwebtoken (with HMAC-SHA256 from RustCrypto's hmac and sha2 as its only
+//! crypto), serde, thiserror, tokio's clock (paused-time tests govern the
 //! limiter), and actix-web only behind the `actix` feature, for the one `RequestParts` impl.
 //! Must not depend on: any other cryptobot crate, or any I/O.
 
@@ -18,12 +19,14 @@
 pub mod address;
 /// Bearer tokens, JWTs, principals and scopes.
 pub mod auth;
+/// HS256 as jsonwebtoken's crypto provider.
+mod hs256;
 /// Per-address request rates (connection attempts at the upgrade, REST requests).
 pub mod rate;
 /// What the rules read of a request.
 pub mod request;
 
-pub use address::client_ip;
+pub use address::{IpRange, client_ip};
 pub use auth::{
     AuthError, Authenticator, JwtSecret, Principal, SCOPE_READ, SCOPE_TRADE, StaticToken,
 };

@@ -673,7 +673,10 @@ mod tests {
         let s = Settings::load_with_env(
             None,
             env(&[
-                ("CRYPTOBOT__WS__TRUSTED_PROXIES", r#"["10.0.0.1", "::1"]"#),
+                (
+                    "CRYPTOBOT__WS__TRUSTED_PROXIES",
+                    r#"["10.0.0.1", "::1", "10.8.0.0/16"]"#,
+                ),
                 (
                     "CRYPTOBOT__WS__ALLOWED_ORIGINS",
                     r#"["https://a.example", "https://b.example:8443"]"#,
@@ -683,8 +686,12 @@ mod tests {
             ]),
         )
         .unwrap();
-        let proxies: Vec<IpAddr> = vec!["10.0.0.1".parse().unwrap(), "::1".parse().unwrap()];
-        assert_eq!(s.ws.trusted_proxies, proxies);
+        let proxies: Vec<String> =
+            s.ws.trusted_proxies
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+        assert_eq!(proxies, ["10.0.0.1", "::1", "10.8.0.0/16"]);
         assert_eq!(
             s.ws.allowed_origins,
             ["https://a.example", "https://b.example:8443"]
@@ -693,7 +700,7 @@ mod tests {
         assert_eq!(s.market.quote_assets, ["USDT", "BTC"]);
         // The gateway gets the lists as they were set.
         let gateway = s.gateway_config().unwrap();
-        assert_eq!(gateway.trusted_proxies, proxies);
+        assert_eq!(gateway.trusted_proxies, s.ws.trusted_proxies);
         assert_eq!(gateway.allowed_origins.len(), 2);
         // TC1: comma-separated still works, an empty variable is an empty list
         let s = Settings::load_with_env(
@@ -735,6 +742,12 @@ mod tests {
                 "{key}={value}: {err}"
             );
         }
+        // TC3: a range with host bits set says which range was meant
+        let err = load_error(None, &[("CRYPTOBOT__WS__TRUSTED_PROXIES", r#"["10.0.0.1/8"]"#)]);
+        assert!(
+            err.contains("the range is 10.0.0.0/8") && err.contains("ws.trusted_proxies"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -2,7 +2,6 @@
 //! tokens is limited too. The client address and the limiter are the access crate's, as the
 //! gateway's (`ws.trusted_proxies`).
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use actix_web::ResponseError;
@@ -10,7 +9,7 @@ use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header;
 use actix_web::middleware::Next;
-use cryptobot_access::{IpRateLimiter, client_ip, retry_after_secs};
+use cryptobot_access::{IpRange, IpRateLimiter, client_ip, retry_after_secs};
 
 use crate::auth::MiddlewareFuture;
 use crate::error::ApiError;
@@ -20,13 +19,13 @@ use crate::error::ApiError;
 pub struct RestRateLimit {
     /// `None` when unlimited (`server.rest_rate_per_ip = 0`).
     limiter: Option<IpRateLimiter>,
-    trusted_proxies: Vec<IpAddr>,
+    trusted_proxies: Vec<IpRange>,
 }
 
 impl RestRateLimit {
     /// `per_sec` requests per second with bursts of `burst` per address; 0 = unlimited.
     #[must_use]
-    pub fn new(per_sec: u32, burst: u32, trusted_proxies: Vec<IpAddr>) -> Self {
+    pub fn new(per_sec: u32, burst: u32, trusted_proxies: Vec<IpRange>) -> Self {
         Self {
             limiter: IpRateLimiter::new(per_sec, burst),
             trusted_proxies,

@@ -48,11 +48,11 @@ pub struct GatewayConfig {
     pub connect_rate_per_ip: u32,
     /// Burst of connection attempts allowed above `connect_rate_per_ip`.
     pub connect_burst_per_ip: u32,
-    /// Reverse proxies whose `X-Forwarded-For` is trusted for the client's IP address (the last
-    /// address of the header is used when the peer is one of these). Empty: the TCP peer is the
-    /// client. From the environment: a JSON array or comma-separated addresses.
+    /// Reverse proxies (addresses or CIDR ranges) whose `X-Forwarded-For` is trusted for the
+    /// client's IP address ([`cryptobot_access::client_ip`]). Empty: the TCP peer is the client.
+    /// From the environment: a JSON array or comma-separated entries.
     #[serde(deserialize_with = "cryptobot_services::config::list")]
-    pub trusted_proxies: Vec<std::net::IpAddr>,
+    pub trusted_proxies: Vec<cryptobot_access::IpRange>,
     /// Frames (never-dropped events and replies, held ones included) that may wait for one
     /// connection before it is closed as a slow consumer; tickers are conflated and never count.
     pub event_buffer: usize,
@@ -332,7 +332,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             config.trusted_proxies,
-            ["10.0.0.1".parse::<std::net::IpAddr>().unwrap()]
+            ["10.0.0.1".parse::<cryptobot_access::IpRange>().unwrap()]
         );
         assert_eq!(config.allowed_origins, ["https://a.example"]);
         // TC1: strings holding a JSON array, as an environment variable does
