@@ -743,7 +743,10 @@ mod tests {
             );
         }
         // TC3: a range with host bits set says which range was meant
-        let err = load_error(None, &[("CRYPTOBOT__WS__TRUSTED_PROXIES", r#"["10.0.0.1/8"]"#)]);
+        let err = load_error(
+            None,
+            &[("CRYPTOBOT__WS__TRUSTED_PROXIES", r#"["10.0.0.1/8"]"#)],
+        );
         assert!(
             err.contains("the range is 10.0.0.0/8") && err.contains("ws.trusted_proxies"),
             "{err}"

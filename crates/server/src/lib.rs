@@ -7,6 +7,8 @@
 //! May depend on: every other cryptobot crate, actix-web, config, tracing-subscriber, utoipa (the
 //! OpenAPI document, [`routes::openapi`]). Nothing depends on it except the binary and the tests.
 
+/// One log line per REST request.
+pub mod access_log;
 /// Bearer-token authentication of the REST API.
 pub mod auth;
 /// Settings from embedded defaults, a file and the environment.

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use actix_web::dev::Server;
 use actix_web::http::KeepAlive;
 use actix_web::{App, HttpServer, web};
+use cryptobot_access::IpRange;
 use cryptobot_services::alerts::AlertMonitor;
 use cryptobot_services::market::{
     BinanceFeed, BinanceMarket, CandleAggregator, FeedState, MarketSource, SimulatedFeed,
@@ -39,6 +40,7 @@ use cryptobot_ws_gateway::{Gateway, GatewayServices};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::access_log;
 use crate::config::{Role, Settings};
 use crate::rate_limit::RestRateLimit;
 use crate::routes;
@@ -215,6 +217,7 @@ impl Application {
                 settings.ws.trusted_proxies.clone(),
             ),
         );
+        let trusted_proxies: Arc<[IpRange]> = settings.ws.trusted_proxies.clone().into();
         let app_gateway = gateway.clone();
         let mut server = HttpServer::new(move || {
             let gateway = app_gateway.clone();
@@ -226,6 +229,9 @@ impl Application {
                 .configure(|cfg| routes::configure(cfg, &access))
                 .default_service(web::to(routes::not_found))
                 .wrap(actix_web::middleware::from_fn(routes::json_bodiless_errors))
+                .wrap(actix_web::middleware::from_fn(access_log::log_requests(
+                    Arc::clone(&trusted_proxies),
+                )))
         })
         .on_connect(gateway.on_connect())
         // Small: what a WebSocket's socket has not taken waits in its outbox (docs/protocol.md).
