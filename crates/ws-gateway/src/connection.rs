@@ -64,6 +64,33 @@ pub enum End {
     NewEpoch,
 }
 
+/// For the log line: `client closed (1000 bye)`, `slow consumer: send timed out`, ...
+impl std::fmt::Display for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::ClientClosed(None) => f.write_str("client closed"),
+            Self::ClientClosed(Some(reason)) => {
+                let code = u16::from(reason.code);
+                match reason.description.as_deref() {
+                    Some(text) if !text.is_empty() => write!(f, "client closed ({code} {text})"),
+                    _ => write!(f, "client closed ({code})"),
+                }
+            }
+            Self::Gone => f.write_str("gone without a close"),
+            Self::Shutdown => f.write_str("server shutting down"),
+            Self::SlowConsumer(why) => write!(f, "slow consumer: {why}"),
+            Self::Idle => f.write_str("heartbeat timeout"),
+            Self::TooBig => f.write_str("message too big"),
+            Self::Binary => f.write_str("binary frame"),
+            Self::Protocol(why) => write!(f, "protocol error: {why}"),
+            Self::InvalidUtf8 => f.write_str("invalid UTF-8"),
+            Self::RateLimited => f.write_str("rate limited"),
+            Self::TokenExpired => f.write_str("token expired"),
+            Self::NewEpoch => f.write_str("new epoch"),
+        }
+    }
+}
+
 impl End {
     /// The close frame to send, if any.
     pub(crate) fn close_reason(&self, config: &GatewayConfig) -> Option<CloseReason> {
@@ -712,7 +739,7 @@ impl Connection {
         }
         // Whatever did not go out by now never will: the response ends.
         self.port.finish();
-        tracing::info!(conn = self.id, reason = ?end, "websocket connection ended");
+        tracing::info!(conn = self.id, reason = %end, "websocket connection ended");
         end
     }
 }
@@ -737,6 +764,29 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn an_end_is_logged_as_words_not_debug_output() {
+        let closed = |code: u16, text: Option<&str>| {
+            End::ClientClosed(Some(CloseReason {
+                code: CloseCode::from(code),
+                description: text.map(str::to_owned),
+            }))
+        };
+        for (end, logged) in [
+            (closed(1000, Some("bye")), "client closed (1000 bye)"),
+            (closed(4000, None), "client closed (4000)"),
+            (End::ClientClosed(None), "client closed"),
+            (
+                End::SlowConsumer("send timed out"),
+                "slow consumer: send timed out",
+            ),
+            (End::Protocol("masked".into()), "protocol error: masked"),
+            (End::Gone, "gone without a close"),
+        ] {
+            assert_eq!(end.to_string(), logged);
+        }
+    }
 
     #[test]
     fn rate_limit_warns_then_closes_and_forgives_a_client_that_slowed_down() {

@@ -111,7 +111,7 @@ impl Gateway {
             _active: ActiveGuard::new(Arc::clone(&inner.active), Arc::clone(&inner.metrics)),
         };
         // No span around the actor: it would be entered on every poll; log lines carry `conn`.
-        tracing::info!(conn = id, peer = ?req.peer_addr(), principal = %connection.principal.name, "websocket connection opened");
+        tracing::info!(conn = id, peer = %peer_text(&req), principal = %connection.principal.name, "websocket connection opened");
         // MessageStream is !Send: the actor stays on this worker's LocalSet.
         actix_web::rt::spawn(connection.run());
         Ok(response)
@@ -152,7 +152,7 @@ impl Gateway {
         }
         subprotocol_offer_ok(req)?;
         let principal = config.auth.authenticate(req).map_err(|err| {
-            tracing::info!(peer = ?req.peer_addr(), %err, "websocket upgrade refused");
+            tracing::info!(peer = %peer_text(req), %err, "websocket upgrade refused");
             refusal(
                 HttpResponse::Unauthorized().insert_header((header::WWW_AUTHENTICATE, "Bearer")),
                 "unauthorized",
@@ -251,6 +251,12 @@ fn is_localhost(host_port: &str) -> bool {
     };
     host.eq_ignore_ascii_case("localhost")
         || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The TCP peer for a log line: `127.0.0.1:60500`, or `-` when actix knows none (a test request).
+fn peer_text(req: &HttpRequest) -> String {
+    req.peer_addr()
+        .map_or_else(|| "-".to_owned(), |addr| addr.to_string())
 }
 
 #[cfg(test)]
