@@ -282,35 +282,48 @@ impl Storage {
         let second = |time: Option<chrono::DateTime<Utc>>| {
             time.map(|time| time.format("%Y-%m-%dT%H:%M:%S").to_string())
         };
+        let (trades, more) = self.page(
+            &sql,
+            params![
+                query.symbol.as_ref().map(Symbol::as_str),
+                query.client_order_id.as_ref().map(ClientOrderId::as_str),
+                id(query.before_id),
+                id(query.after_id),
+                second(query.from),
+                second(query.to),
+            ],
+            |row| read_trade(row).map(|stored| stored.trade),
+            |trade| query.matches(trade),
+            query.limit,
+        )?;
+        Ok(TradePage { trades, more })
+    }
+
+    /// One page of rows of `sql` (already filtered and ordered): those `matches` keeps, at most
+    /// `limit`, and whether another one followed. Trades and orders page the same way.
+    fn page<T>(
+        &self,
+        sql: &str,
+        params: &[&dyn rusqlite::ToSql],
+        read: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+        matches: impl Fn(&T) -> bool,
+        limit: usize,
+    ) -> Result<(Vec<T>, bool), ServiceError> {
         let conn = self.lock();
-        let mut statement = conn.prepare(&sql).db()?;
-        let rows = statement
-            .query_map(
-                params![
-                    query.symbol.as_ref().map(Symbol::as_str),
-                    query.client_order_id.as_ref().map(ClientOrderId::as_str),
-                    id(query.before_id),
-                    id(query.after_id),
-                    second(query.from),
-                    second(query.to),
-                ],
-                read_trade,
-            )
-            .db()?;
-        let mut trades = Vec::with_capacity(query.limit.min(1000));
-        let mut more = false;
+        let mut statement = conn.prepare(sql).db()?;
+        let rows = statement.query_map(params, read).db()?;
+        let mut page = Vec::with_capacity(limit.min(1000));
         for row in rows {
-            let trade = row.db()?.trade;
-            if !query.matches(&trade) {
+            let item = row.db()?;
+            if !matches(&item) {
                 continue;
             }
-            if trades.len() == query.limit {
-                more = true;
-                break;
+            if page.len() == limit {
+                return Ok((page, true));
             }
-            trades.push(trade);
+            page.push(item);
         }
-        Ok(TradePage { trades, more })
+        Ok((page, false))
     }
 
     /// Returns the trade executed under `client_order_id`, if any.
@@ -531,32 +544,18 @@ impl Storage {
              ORDER BY id {order}"
         );
         let id = |id: Option<u64>| id.map(|id| i64::try_from(id).unwrap_or(i64::MAX));
-        let conn = self.lock();
-        let mut statement = conn.prepare(&sql).db()?;
-        let rows = statement
-            .query_map(
-                params![
-                    query.symbol.as_ref().map(Symbol::as_str),
-                    query.client_order_id.as_ref().map(ClientOrderId::as_str),
-                    id(query.before_id),
-                    id(query.after_id),
-                ],
-                read_order,
-            )
-            .db()?;
-        let mut orders = Vec::with_capacity(query.limit.min(1000));
-        let mut more = false;
-        for row in rows {
-            let order = row.db()?;
-            if !query.matches(&order) {
-                continue;
-            }
-            if orders.len() == query.limit {
-                more = true;
-                break;
-            }
-            orders.push(order);
-        }
+        let (orders, more) = self.page(
+            &sql,
+            params![
+                query.symbol.as_ref().map(Symbol::as_str),
+                query.client_order_id.as_ref().map(ClientOrderId::as_str),
+                id(query.before_id),
+                id(query.after_id),
+            ],
+            read_order,
+            |order| query.matches(order),
+            query.limit,
+        )?;
         Ok(OrderPage { orders, more })
     }
 
