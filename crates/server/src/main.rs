@@ -99,14 +99,9 @@ fn config_sources(file: Option<&std::path::Path>, role_flag: bool) -> String {
 async fn run(settings: Settings) -> Result<(), cryptobot_server::StartupError> {
     // Installed before the server announces that it listens, so a SIGTERM right after start
     // stops it gracefully instead of killing it with the default action.
-    let signals = ShutdownSignals::install();
     let signalled = tokio_util::sync::CancellationToken::new();
-    let on_signal = signalled.clone();
-    tokio::spawn(async move {
-        signals.wait().await;
-        tracing::info!("shutdown signal received");
-        on_signal.cancel();
-    });
+    // Detached: it lives as long as the process, or until the first signal.
+    let _signals = ShutdownSignals::install(signalled.clone()).spawn();
     // A start can wait (a standby engine for the lease, a broker that is down): a signal during
     // it ends the process too, instead of being swallowed until the start completes.
     let app = tokio::select! {
@@ -117,6 +112,7 @@ async fn run(settings: Settings) -> Result<(), cryptobot_server::StartupError> {
         }
     };
     let token = app.shutdown_token();
+    // A relay of one cancellation to another: no state of its own, so no actor.
     tokio::spawn(async move {
         signalled.cancelled().await;
         token.cancel();
@@ -124,16 +120,19 @@ async fn run(settings: Settings) -> Result<(), cryptobot_server::StartupError> {
     app.run_until_stopped().await
 }
 
-/// SIGTERM and Ctrl-C (SIGINT), listened for from the moment they are installed.
+/// SIGTERM and Ctrl-C (SIGINT), listened for from the moment they are installed; the first one
+/// cancels the token.
 struct ShutdownSignals {
     #[cfg(unix)]
     terminate: Option<tokio::signal::unix::Signal>,
     #[cfg(unix)]
     interrupt: Option<tokio::signal::unix::Signal>,
+    /// Cancelled on the first signal.
+    shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl ShutdownSignals {
-    fn install() -> Self {
+    fn install(shutdown: tokio_util::sync::CancellationToken) -> Self {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
@@ -147,14 +146,20 @@ impl ShutdownSignals {
             Self {
                 terminate: listen(SignalKind::terminate(), "SIGTERM"),
                 interrupt: listen(SignalKind::interrupt(), "SIGINT"),
+                shutdown,
             }
         }
         #[cfg(not(unix))]
-        Self {}
+        Self { shutdown }
     }
 
-    /// Resolves on the first signal.
-    async fn wait(self) {
+    /// Runs the listener on the tokio runtime.
+    fn spawn(self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(self.run())
+    }
+
+    /// Waits for the first signal, then cancels the token.
+    async fn run(self) {
         #[cfg(unix)]
         {
             async fn next(signal: Option<tokio::signal::unix::Signal>) {
@@ -172,6 +177,8 @@ impl ShutdownSignals {
         }
         #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutdown signal received");
+        self.shutdown.cancel();
     }
 }
 

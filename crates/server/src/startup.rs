@@ -531,21 +531,55 @@ impl Application {
     }
 }
 
-/// Answers every HTTP request with 503 `{"status": "standby"}` while an engine waits for the
-/// lease, so health checks get an answer instead of a connection that hangs (the real server
-/// takes the socket over once the wait is over).
+/// The standby answerer of an engine that waits for the lease: started before the wait, stopped
+/// (and awaited) after it, so the real server takes the socket over.
 struct Standby {
+    /// Ends the answerer.
     stop: CancellationToken,
+    /// The answerer's task; `None` when the socket could not be shared with it.
     task: Option<JoinHandle<()>>,
 }
 
 impl Standby {
-    /// Longest a standby answer waits for the request head.
-    const READ_TIMEOUT: Duration = Duration::from_secs(2);
-
     fn start(listener: &TcpListener, settings: &Settings) -> Self {
         let stop = CancellationToken::new();
-        let accepting = listener
+        let task =
+            StandbyAnswerer::new(listener, settings, stop.clone()).map(StandbyAnswerer::spawn);
+        Self { stop, task }
+    }
+
+    /// Stops answering; connections not yet accepted wait for the real server.
+    async fn stop(self) {
+        self.stop.cancel();
+        if let Some(task) = self.task {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Answers every HTTP request with 503 `{"status": "standby"}` while an engine waits for the
+/// lease, so health checks get an answer instead of a connection that hangs.
+struct StandbyAnswerer {
+    /// A clone of the server's listening socket.
+    listener: tokio::net::TcpListener,
+    /// The whole HTTP response, the same for every request.
+    response: Arc<str>,
+    /// Ends the answerer (connections already accepted still get their answer).
+    shutdown: CancellationToken,
+}
+
+impl StandbyAnswerer {
+    /// Longest a standby answer waits for the request head, and then for the client to take it.
+    const READ_TIMEOUT: Duration = Duration::from_secs(2);
+
+    /// An answerer on a clone of `listener`, or `None` (logged) when the socket cannot be cloned:
+    /// the engine then waits without answering.
+    fn new(
+        listener: &TcpListener,
+        settings: &Settings,
+        shutdown: CancellationToken,
+    ) -> Option<Self> {
+        let listener = listener
             .try_clone()
             .and_then(|clone| {
                 clone.set_nonblocking(true)?;
@@ -553,11 +587,9 @@ impl Standby {
             })
             .inspect_err(
                 |err| tracing::warn!(%err, "no standby answers while waiting for the lease"),
-            );
-        let Ok(accepting) = accepting else {
-            return Self { stop, task: None };
-        };
-        if let Ok(addr) = accepting.local_addr() {
+            )
+            .ok()?;
+        if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, "standby on http://{addr}: waiting for the engine lease (every request answers 503)");
         }
         let body = serde_json::json!({
@@ -569,51 +601,49 @@ impl Standby {
             ),
         })
         .to_string();
-        let response: Arc<str> = format!(
+        let response = format!(
             "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
             body.len()
         )
         .into();
-        let until = stop.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let (mut stream, _) = tokio::select! {
-                    () = until.cancelled() => return,
-                    accepted = accepting.accept() => match accepted {
-                        Ok(accepted) => accepted,
-                        Err(err) => {
-                            tracing::debug!(%err, "standby accept failed");
-                            continue;
-                        }
-                    },
-                };
-                let response = Arc::clone(&response);
-                tokio::spawn(async move {
-                    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-                    // Read (some of) the request first, so the client sees an answer, not a reset.
-                    let mut head = [0_u8; 4096];
-                    let _ = tokio::time::timeout(Self::READ_TIMEOUT, stream.read(&mut head)).await;
-                    let _ = tokio::time::timeout(
-                        Self::READ_TIMEOUT,
-                        stream.write_all(response.as_bytes()),
-                    )
-                    .await;
-                    let _ = stream.shutdown().await;
-                });
-            }
-        });
-        Self {
-            stop,
-            task: Some(task),
+        Some(Self {
+            listener,
+            response,
+            shutdown,
+        })
+    }
+
+    /// Runs the answerer on the tokio runtime.
+    fn spawn(self) -> JoinHandle<()> {
+        tokio::spawn(self.run())
+    }
+
+    /// Accepts until the shutdown token is cancelled; each connection is answered by a task of
+    /// its own, so a client that sends nothing holds up no other.
+    async fn run(self) {
+        loop {
+            let (stream, _) = tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                accepted = self.listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(err) => {
+                        tracing::debug!(%err, "standby accept failed");
+                        continue;
+                    }
+                },
+            };
+            tokio::spawn(Self::answer(stream, Arc::clone(&self.response)));
         }
     }
 
-    /// Stops answering; connections not yet accepted wait for the real server.
-    async fn stop(self) {
-        self.stop.cancel();
-        if let Some(task) = self.task {
-            let _ = task.await;
-        }
+    /// Reads (some of) the request first, so the client sees the answer, not a reset.
+    async fn answer(mut stream: tokio::net::TcpStream, response: Arc<str>) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut head = [0_u8; 4096];
+        let _ = tokio::time::timeout(Self::READ_TIMEOUT, stream.read(&mut head)).await;
+        let _ =
+            tokio::time::timeout(Self::READ_TIMEOUT, stream.write_all(response.as_bytes())).await;
+        let _ = stream.shutdown().await;
     }
 }
 

@@ -229,7 +229,8 @@ impl Port {
     }
 }
 
-/// The connections of one worker thread for one gateway, and the task feeding them.
+/// The connections of one worker thread for one gateway: the handle its connections register
+/// into, shared with the [`FanoutTask`] that feeds them.
 #[derive(Debug, Default)]
 pub(crate) struct WorkerFanout {
     /// Every connection of this worker (never-dropped events are filtered by each outbox).
@@ -244,8 +245,8 @@ thread_local! {
 }
 
 impl WorkerFanout {
-    /// The fan-out of gateway `gateway` on this thread, started on first use (must run inside the
-    /// worker's `LocalSet`, as connection actors do).
+    /// The fan-out of gateway `gateway` on this thread, its task started on first use (must run
+    /// inside the worker's `LocalSet`, as connection actors do).
     pub(crate) fn for_this_worker(
         gateway: u64,
         hub: &Arc<HubShared>,
@@ -258,12 +259,15 @@ impl WorkerFanout {
                 return Rc::clone(fanout);
             }
             let fanout = Rc::new(Self::default());
-            let task =
-                Rc::clone(&fanout).run(hub.frame_receiver(), Arc::clone(metrics), shutdown.clone());
-            actix_web::rt::spawn(async move {
-                task.await;
-                FANOUTS.with(|fanouts| fanouts.borrow_mut().remove(&gateway));
-            });
+            // Detached: it ends with the hub or the shutdown, and unregisters itself then.
+            let _task = FanoutTask::new(
+                gateway,
+                Rc::clone(&fanout),
+                hub.frame_receiver(),
+                Arc::clone(metrics),
+                shutdown.clone(),
+            )
+            .spawn();
             fanouts.insert(gateway, Rc::clone(&fanout));
             fanout
         })
@@ -299,46 +303,6 @@ impl WorkerFanout {
             list.retain(|p| p.id != id);
             if list.is_empty() {
                 tickers.remove(symbol);
-            }
-        }
-    }
-
-    /// Receives hub frames until shutdown or until the hub stops.
-    async fn run(
-        self: Rc<Self>,
-        mut frames: broadcast::Receiver<Arc<HubFrame>>,
-        metrics: Arc<GatewayMetrics>,
-        shutdown: CancellationToken,
-    ) {
-        let mut dirty: Vec<Rc<Port>> = Vec::new();
-        let cancelled = shutdown.cancelled_owned();
-        tokio::pin!(cancelled);
-        loop {
-            let first = tokio::select! {
-                biased;
-                () = &mut cancelled => break,
-                first = frames.recv() => first,
-            };
-            match first {
-                Ok(frame) => self.offer(&frame, &mut dirty),
-                Err(RecvError::Lagged(missed)) => self.lagged(missed, &metrics),
-                Err(RecvError::Closed) => break,
-            }
-            for _ in 1..BATCH {
-                match frames.try_recv() {
-                    Ok(frame) => self.offer(&frame, &mut dirty),
-                    Err(TryRecvError::Lagged(missed)) => self.lagged(missed, &metrics),
-                    Err(TryRecvError::Empty | TryRecvError::Closed) => break,
-                }
-            }
-            for port in dirty.drain(..) {
-                port.dirty.set(false);
-                if port.failure().is_some() {
-                    continue;
-                }
-                // Woken before and not polled since: the socket is not taking frames.
-                port.check_stall();
-                port.wake_writer();
             }
         }
     }
@@ -396,6 +360,85 @@ impl WorkerFanout {
                 port.fail(PortFailure::Lagged);
             }
         }
+    }
+}
+
+/// The fan-out task of one worker thread for one gateway: takes every hub frame once and offers
+/// it to the worker's connections. `!Send`: it stays on its worker's `LocalSet`, with the ports.
+#[derive(Debug)]
+struct FanoutTask {
+    /// The gateway's id, its key in `FANOUTS`.
+    gateway: u64,
+    /// The worker's connections (shared with them and their handshakes).
+    fanout: Rc<WorkerFanout>,
+    /// This worker's receiver of every hub frame.
+    frames: broadcast::Receiver<Arc<HubFrame>>,
+    /// Counters (`hub_lagged_events`).
+    metrics: Arc<GatewayMetrics>,
+    /// Ends the task.
+    shutdown: CancellationToken,
+    /// Connections given frames this turn; kept across turns so its capacity is reused.
+    dirty: Vec<Rc<Port>>,
+}
+
+impl FanoutTask {
+    /// A task feeding `fanout` from `frames` until `shutdown` is cancelled or the hub stops.
+    fn new(
+        gateway: u64,
+        fanout: Rc<WorkerFanout>,
+        frames: broadcast::Receiver<Arc<HubFrame>>,
+        metrics: Arc<GatewayMetrics>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            gateway,
+            fanout,
+            frames,
+            metrics,
+            shutdown,
+            dirty: Vec::new(),
+        }
+    }
+
+    /// Runs the task on this worker's `LocalSet`.
+    fn spawn(self) -> tokio::task::JoinHandle<()> {
+        actix_web::rt::spawn(self.run())
+    }
+
+    /// Receives hub frames until shutdown or until the hub stops, then unregisters the fan-out,
+    /// so a later connection of this gateway on this worker starts a new one.
+    async fn run(mut self) {
+        let cancelled = self.shutdown.cancelled();
+        tokio::pin!(cancelled);
+        loop {
+            let first = tokio::select! {
+                biased;
+                () = &mut cancelled => break,
+                first = self.frames.recv() => first,
+            };
+            match first {
+                Ok(frame) => self.fanout.offer(&frame, &mut self.dirty),
+                Err(RecvError::Lagged(missed)) => self.fanout.lagged(missed, &self.metrics),
+                Err(RecvError::Closed) => break,
+            }
+            for _ in 1..BATCH {
+                match self.frames.try_recv() {
+                    Ok(frame) => self.fanout.offer(&frame, &mut self.dirty),
+                    Err(TryRecvError::Lagged(missed)) => self.fanout.lagged(missed, &self.metrics),
+                    Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+                }
+            }
+            for port in self.dirty.drain(..) {
+                port.dirty.set(false);
+                if port.failure().is_some() {
+                    continue;
+                }
+                // Woken before and not polled since: the socket is not taking frames.
+                port.check_stall();
+                port.wake_writer();
+            }
+        }
+        FANOUTS.with(|fanouts| fanouts.borrow_mut().remove(&self.gateway));
     }
 }
 

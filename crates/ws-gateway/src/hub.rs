@@ -96,28 +96,28 @@ impl HubShared {
 /// The hub actor: owns the bus subscription.
 pub(crate) struct Hub {
     /// Channels the connections read.
-    pub(crate) shared: Arc<HubShared>,
+    shared: Arc<HubShared>,
     /// The one bus subscription of the gateway. A lag is counted in `hub_lagged_events`: clients
     /// see the gap in `seq`, tickers recover with the next update.
-    pub(crate) bus: Subscription,
+    bus: Subscription,
     /// Source of the periodic portfolio summary.
-    pub(crate) portfolio: Arc<dyn PortfolioService>,
+    portfolio: Arc<dyn PortfolioService>,
     /// Period of the portfolio push; `None` disables it.
-    pub(crate) portfolio_interval: Option<Duration>,
+    portfolio_interval: Option<Duration>,
     /// Time source for the periodic summary's timestamps.
-    pub(crate) clock: Arc<dyn Clock>,
+    clock: Arc<dyn Clock>,
     /// Counters.
-    pub(crate) metrics: Arc<GatewayMetrics>,
+    metrics: Arc<GatewayMetrics>,
     /// Ends the hub.
-    pub(crate) shutdown: CancellationToken,
+    shutdown: CancellationToken,
     /// Last `seq` seen on the `portfolio` channel; periodic snapshots repeat it.
-    pub(crate) portfolio_seq: u64,
+    portfolio_seq: u64,
     /// The bus's epoch changes, when its epoch can change (a gateway node following an engine).
-    pub(crate) epochs: Option<watch::Receiver<u64>>,
+    epochs: Option<watch::Receiver<u64>>,
     /// The bus's broker link, when it has one: its changes are announced on `alerts`.
-    pub(crate) health: Option<watch::Receiver<BrokerHealth>>,
+    health: Option<watch::Receiver<BrokerHealth>>,
     /// Last `seq` seen on the `alerts` channel; broker announcements repeat it.
-    pub(crate) alerts_seq: u64,
+    alerts_seq: u64,
 }
 
 impl std::fmt::Debug for Hub {
@@ -130,6 +130,41 @@ impl std::fmt::Debug for Hub {
 }
 
 impl Hub {
+    /// Subscribes the hub to the bus now (before any connection exists), so no event published
+    /// after this returns is missed; it ends when `shutdown` is cancelled or the bus closes.
+    pub(crate) fn new(
+        shared: Arc<HubShared>,
+        bus: &dyn EventBus,
+        portfolio: Arc<dyn PortfolioService>,
+        portfolio_interval: Option<Duration>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<GatewayMetrics>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let lagged = Arc::clone(&metrics);
+        let subscription = Subscription::new(bus.subscribe(), "gateway hub")
+            .on_lag(move |missed| GatewayMetrics::add(&lagged.hub_lagged_events, missed));
+        Self {
+            shared,
+            bus: subscription,
+            portfolio,
+            portfolio_interval,
+            clock,
+            metrics,
+            shutdown,
+            portfolio_seq: 0,
+            health: bus.health(),
+            alerts_seq: 0,
+            epochs: bus.epoch_changes(),
+        }
+    }
+
+    /// Runs the hub on the tokio runtime.
+    #[must_use]
+    pub(crate) fn spawn(self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(self.run())
+    }
+
     /// Runs until the shutdown token is cancelled or the bus closes.
     pub(crate) async fn run(mut self) {
         let mut periodic = self.portfolio_interval.map(|period| {
@@ -348,35 +383,6 @@ async fn tick(interval: Option<&mut tokio::time::Interval>) {
     }
 }
 
-/// Subscribes the hub to the bus (before any connection exists) and spawns it.
-pub(crate) fn spawn(
-    shared: Arc<HubShared>,
-    bus: &dyn EventBus,
-    portfolio: Arc<dyn PortfolioService>,
-    portfolio_interval: Option<Duration>,
-    clock: Arc<dyn Clock>,
-    metrics: Arc<GatewayMetrics>,
-    shutdown: CancellationToken,
-) -> tokio::task::JoinHandle<()> {
-    let lagged = Arc::clone(&metrics);
-    let subscription = Subscription::new(bus.subscribe(), "gateway hub")
-        .on_lag(move |missed| GatewayMetrics::add(&lagged.hub_lagged_events, missed));
-    let hub = Hub {
-        shared,
-        bus: subscription,
-        portfolio,
-        portfolio_interval,
-        clock,
-        metrics,
-        shutdown,
-        portfolio_seq: 0,
-        health: bus.health(),
-        alerts_seq: 0,
-        epochs: bus.epoch_changes(),
-    };
-    tokio::spawn(hub.run())
-}
-
 #[cfg(test)]
 mod tests {
     use cryptobot_domain::fixtures;
@@ -386,19 +392,46 @@ mod tests {
     use super::*;
 
     fn hub(bus: &InMemoryBus, shared: Arc<HubShared>) -> Hub {
-        Hub {
+        Hub::new(
             shared,
-            bus: Subscription::new(bus.subscribe(), "gateway hub"),
-            portfolio: Arc::new(MockPortfolioService::new()),
-            portfolio_interval: None,
-            clock: Arc::new(SystemClock),
-            metrics: Arc::new(GatewayMetrics::default()),
-            shutdown: CancellationToken::new(),
-            portfolio_seq: 0,
-            health: None,
-            alerts_seq: 0,
-            epochs: None,
-        }
+            bus,
+            Arc::new(MockPortfolioService::new()),
+            None,
+            Arc::new(SystemClock),
+            Arc::new(GatewayMetrics::default()),
+            CancellationToken::new(),
+        )
+    }
+
+    #[tokio::test]
+    async fn the_hub_subscribes_when_built_and_stops_on_shutdown() {
+        let bus = InMemoryBus::new(64, Arc::new(SystemClock));
+        let shared = Arc::new(HubShared::new());
+        let shutdown = CancellationToken::new();
+        let hub = Hub::new(
+            Arc::clone(&shared),
+            &bus,
+            Arc::new(MockPortfolioService::new()),
+            None,
+            Arc::new(SystemClock),
+            Arc::new(GatewayMetrics::default()),
+            shutdown.clone(),
+        );
+        let mut worker = shared.frame_receiver();
+        // Published between `new` and `spawn`: the subscription already exists.
+        bus.publish(Event::Ticker(fixtures::ticker("BTCUSDT", "1")));
+        let task = hub.spawn();
+        let frame = tokio::time::timeout(Duration::from_secs(5), worker.recv())
+            .await
+            .expect("the hub forwards the event")
+            .unwrap();
+        assert_eq!(frame.channel, Channel::Ticker(fixtures::symbol("BTCUSDT")));
+        assert_eq!(frame.seq, 1);
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the hub ends on shutdown")
+            .unwrap();
     }
 
     #[tokio::test]

@@ -159,7 +159,7 @@ impl Gateway {
         let interval = (config.portfolio_interval_secs > 0)
             .then(|| Duration::from_secs(config.portfolio_interval_secs));
         let hub_guard = HubGuard::new(Arc::clone(&active));
-        let task = hub::spawn(
+        let task = hub::Hub::new(
             Arc::clone(&hub),
             services.bus.as_ref(),
             Arc::clone(&services.portfolio),
@@ -167,7 +167,8 @@ impl Gateway {
             Arc::clone(&clock),
             Arc::clone(&metrics),
             shutdown.clone(),
-        );
+        )
+        .spawn();
         // Count the hub as running until its task ends, so `closed()` also waits for it.
         tokio::spawn(async move {
             let _ = task.await;
