@@ -39,6 +39,10 @@ pub(crate) enum Command {
         query: TradeQuery,
         reply: oneshot::Sender<Result<TradePage, ServiceError>>,
     },
+    /// Commit a small write to the storage (readiness).
+    ProbeStorage {
+        reply: oneshot::Sender<Result<(), ServiceError>>,
+    },
     /// Value the account.
     Summary {
         reply: oneshot::Sender<PortfolioSummary>,
@@ -217,6 +221,11 @@ impl PaperEngine {
                 let storage = self.storage.clone();
                 query.limit = query.limit.clamp(1, 1000);
                 let _ = reply.send(blocking(move || storage.trades(&query)).await);
+            }
+            Command::ProbeStorage { reply } => {
+                let storage = self.storage.clone();
+                let now = self.clock.now();
+                let _ = reply.send(blocking(move || storage.probe_write(now)).await);
             }
             Command::Summary { reply } => {
                 let _ = reply.send(self.summary().await);

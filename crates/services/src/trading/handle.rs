@@ -105,6 +105,10 @@ impl TradeService for PaperTrading {
         self.ask(|reply| Command::Trades { query, reply }).await?
     }
 
+    async fn probe_storage(&self) -> Result<(), ServiceError> {
+        self.ask(|reply| Command::ProbeStorage { reply }).await?
+    }
+
     async fn place_order(&self, request: OrderRequest) -> Result<Placement, ServiceError> {
         self.ask(|reply| Command::PlaceOrder { request, reply })
             .await?

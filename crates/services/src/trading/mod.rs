@@ -87,6 +87,17 @@ pub trait TradeService: Send + Sync {
     /// [`ServiceError::Storage`] or [`ServiceError::Unavailable`].
     async fn trades(&self, query: TradeQuery) -> Result<TradePage, ServiceError>;
 
+    /// Commits one small write to the storage the trades go to, so readiness sees a full disk
+    /// or a read-only file before a trade fails with `storage_error`. The default succeeds: a
+    /// trade service without storage of its own (a gateway's forwarder, a test double) has
+    /// nothing to probe.
+    ///
+    /// # Errors
+    /// [`ServiceError::Storage`] when the write fails, [`ServiceError::Unavailable`].
+    async fn probe_storage(&self) -> Result<(), ServiceError> {
+        Ok(())
+    }
+
     /// Returns up to `limit` of the most recent trades, newest first.
     ///
     /// # Errors

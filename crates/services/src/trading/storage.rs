@@ -91,6 +91,10 @@ CREATE TABLE IF NOT EXISTS account (
     fees_paid    TEXT NOT NULL,
     trade_count  INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS write_probe (
+    id     INTEGER PRIMARY KEY CHECK (id = 1),
+    at     TEXT NOT NULL
+);
 ";
 
 const ORDER_COLUMNS: &str = "id, client_order_id, symbol, side, order_type, quantity, amount, \
@@ -557,6 +561,24 @@ impl Storage {
             query.limit,
         )?;
         Ok(OrderPage { orders, more })
+    }
+
+    /// Commits one small write (the time, into `write_probe`), as a trade would: readiness
+    /// (`/readyz`) asks this so that a full disk or a read-only file shows before a trade fails.
+    ///
+    /// # Errors
+    /// [`ServiceError::Storage`] when the write or its commit fails.
+    pub fn probe_write(&self, at: DateTime<Utc>) -> Result<(), ServiceError> {
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .db()?;
+        tx.execute(
+            "INSERT OR REPLACE INTO write_probe (id, at) VALUES (1, ?1)",
+            params![at.to_rfc3339()],
+        )
+        .db()?;
+        tx.commit().db()
     }
 
     /// Stores closed candles (replacing a stored one of the same symbol, interval and start).
