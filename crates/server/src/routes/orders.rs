@@ -8,6 +8,7 @@ use cryptobot_domain::{
 use cryptobot_services::ServiceError;
 use serde::{Deserialize, Serialize};
 
+use super::responses::{Backend, BadRequest, Conflict, Guarded, JsonBody, NotFound};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -29,21 +30,11 @@ pub(super) struct PlacedResponse {
     path = "/api/v1/orders",
     operation_id = "placeOrder",
     summary = "Places a market, limit, stop-market or stop-limit order (idempotent with client_order_id)",
-    request_body = super::openapi::OrderInputSchema,
+    request_body = super::schemas::OrderInputSchema,
     responses(
         (status = 201, description = "a new order (status new, filled or expired)", body = PlacedResponse),
         (status = 200, description = "replayed: the client_order_id had placed this order already", body = PlacedResponse),
-        (status = 400, response = super::openapi::BadRequest),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 403, response = super::openapi::Forbidden),
-        (status = 404, response = super::openapi::NotFound),
-        (status = 409, response = super::openapi::Conflict),
-        (status = 413, response = super::openapi::PayloadTooLarge),
-        (status = 415, response = super::openapi::UnsupportedMediaType),
-        (status = 422, response = super::openapi::Unprocessable),
-        (status = 429, response = super::openapi::RateLimited),
-        (status = 500, response = super::openapi::ServerError),
-        (status = 503, response = super::openapi::Unavailable),
+        Guarded, JsonBody, NotFound, Conflict, Backend,
     )
 )]
 pub(super) async fn place(
@@ -75,12 +66,7 @@ pub(super) async fn place(
     params(cryptobot_domain::OrderQueryInput),
     responses(
         (status = 200, description = "a page of orders, newest first (oldest first with after_id)", body = [cryptobot_domain::Order], headers(("Link" = String, description = "RFC 8288 link to the next page, when more orders match"))),
-        (status = 400, response = super::openapi::BadRequest),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 403, response = super::openapi::Forbidden),
-        (status = 429, response = super::openapi::RateLimited),
-        (status = 500, response = super::openapi::ServerError),
-        (status = 503, response = super::openapi::Unavailable),
+        Guarded, BadRequest, Backend,
     )
 )]
 pub(super) async fn list(
@@ -132,14 +118,7 @@ fn next_page(query: &OrderQuery, last_id: u64) -> String {
     params(("id" = u64, Path, maximum = 18446744073709551615_u64)),
     responses(
         (status = 200, description = "the order, canceled", body = cryptobot_domain::Order),
-        (status = 400, response = super::openapi::BadRequest),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 403, response = super::openapi::Forbidden),
-        (status = 404, response = super::openapi::NotFound),
-        (status = 409, response = super::openapi::Conflict),
-        (status = 429, response = super::openapi::RateLimited),
-        (status = 500, response = super::openapi::ServerError),
-        (status = 503, response = super::openapi::Unavailable),
+        Guarded, BadRequest, NotFound, Conflict, Backend,
     )
 )]
 pub(super) async fn cancel(
@@ -156,17 +135,10 @@ pub(super) async fn cancel(
     path = "/api/v1/orders/by-client-id/{client_order_id}",
     operation_id = "cancelOrderByClientId",
     summary = "Cancels one open order by its client_order_id",
-    params(("client_order_id" = super::openapi::ClientOrderIdText, Path)),
+    params(("client_order_id" = super::schemas::ClientOrderIdText, Path)),
     responses(
         (status = 200, description = "the order, canceled", body = cryptobot_domain::Order),
-        (status = 400, response = super::openapi::BadRequest),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 403, response = super::openapi::Forbidden),
-        (status = 404, response = super::openapi::NotFound),
-        (status = 409, response = super::openapi::Conflict),
-        (status = 429, response = super::openapi::RateLimited),
-        (status = 500, response = super::openapi::ServerError),
-        (status = 503, response = super::openapi::Unavailable),
+        Guarded, BadRequest, NotFound, Conflict, Backend,
     )
 )]
 pub(super) async fn cancel_by_client_id(
@@ -186,7 +158,7 @@ pub(super) async fn cancel_by_client_id(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(super) struct CancelAllQuery {
-    #[param(value_type = Option<super::openapi::SymbolText>)]
+    #[param(value_type = Option<super::schemas::SymbolText>)]
     symbol: Option<String>,
 }
 
@@ -204,13 +176,7 @@ struct CanceledResponse {
     params(CancelAllQuery),
     responses(
         (status = 200, description = "the orders canceled", body = inline(CanceledResponse)),
-        (status = 400, response = super::openapi::BadRequest),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 403, response = super::openapi::Forbidden),
-        (status = 404, response = super::openapi::NotFound),
-        (status = 429, response = super::openapi::RateLimited),
-        (status = 500, response = super::openapi::ServerError),
-        (status = 503, response = super::openapi::Unavailable),
+        Guarded, BadRequest, NotFound, Backend,
     )
 )]
 pub(super) async fn cancel_all(

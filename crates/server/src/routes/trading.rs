@@ -9,6 +9,7 @@ use cryptobot_domain::{
 use cryptobot_services::ServiceError;
 use serde::{Deserialize, Serialize};
 
+use super::responses::{Backend, BadRequest, Conflict, Guarded, JsonBody, NotFound};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -24,11 +25,7 @@ const MAX_TRADES_LIMIT: usize = 1000;
     summary = "Cash and positions valued at the latest prices",
     responses(
         (status = 200, description = "the summary", body = cryptobot_domain::PortfolioSummary),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 403, response = super::openapi::Forbidden),
-        (status = 429, response = super::openapi::RateLimited),
-        (status = 500, response = super::openapi::ServerError),
-        (status = 503, response = super::openapi::Unavailable),
+        Guarded, Backend,
     )
 )]
 pub(super) async fn portfolio(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
@@ -42,9 +39,9 @@ pub(super) async fn portfolio(state: web::Data<AppState>) -> Result<HttpResponse
 pub(super) struct TradesQuery {
     #[param(minimum = 1, maximum = 1000, default = 50)]
     limit: Option<usize>,
-    #[param(value_type = Option<super::openapi::SymbolText>)]
+    #[param(value_type = Option<super::schemas::SymbolText>)]
     symbol: Option<String>,
-    #[param(value_type = Option<super::openapi::ClientOrderIdText>)]
+    #[param(value_type = Option<super::schemas::ClientOrderIdText>)]
     client_order_id: Option<String>,
     #[param(format = DateTime)]
     from: Option<String>,
@@ -110,12 +107,7 @@ impl TradesQuery {
     params(TradesQuery),
     responses(
         (status = 200, description = "a page of trades, newest first (oldest first with after_id)", body = [cryptobot_domain::Trade], headers(("Link" = String, description = "RFC 8288 link to the next page, when more trades match"))),
-        (status = 400, response = super::openapi::BadRequest),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 403, response = super::openapi::Forbidden),
-        (status = 429, response = super::openapi::RateLimited),
-        (status = 500, response = super::openapi::ServerError),
-        (status = 503, response = super::openapi::Unavailable),
+        Guarded, BadRequest, Backend,
     )
 )]
 pub(super) async fn trades(
@@ -196,21 +188,11 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
     path = "/api/v1/trades",
     operation_id = "createTrade",
     summary = "Executes a market order at the latest price (idempotent with client_order_id)",
-    request_body = super::openapi::TradeInputSchema,
+    request_body = super::schemas::TradeInputSchema,
     responses(
         (status = 201, description = "a new trade", body = TradeResponse),
         (status = 200, description = "replayed: the client_order_id had executed already", body = TradeResponse),
-        (status = 400, response = super::openapi::BadRequest),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 403, response = super::openapi::Forbidden),
-        (status = 404, response = super::openapi::NotFound),
-        (status = 409, response = super::openapi::Conflict),
-        (status = 413, response = super::openapi::PayloadTooLarge),
-        (status = 415, response = super::openapi::UnsupportedMediaType),
-        (status = 422, response = super::openapi::Unprocessable),
-        (status = 429, response = super::openapi::RateLimited),
-        (status = 500, response = super::openapi::ServerError),
-        (status = 503, response = super::openapi::Unavailable),
+        Guarded, JsonBody, NotFound, Conflict, Backend,
     )
 )]
 pub(super) async fn create_trade(
@@ -239,20 +221,11 @@ pub(super) async fn create_trade(
     path = "/api/v1/positions/{symbol}",
     operation_id = "updatePosition",
     summary = "Sets or clears a held position's stop-loss and take-profit",
-    request_body = super::openapi::PositionUpdateInputSchema,
-    params(("symbol" = super::openapi::SymbolText, Path)),
+    request_body = super::schemas::PositionUpdateInputSchema,
+    params(("symbol" = super::schemas::SymbolText, Path)),
     responses(
         (status = 200, description = "the updated position", body = cryptobot_domain::Position),
-        (status = 400, response = super::openapi::BadRequest),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 403, response = super::openapi::Forbidden),
-        (status = 404, response = super::openapi::NotFound),
-        (status = 413, response = super::openapi::PayloadTooLarge),
-        (status = 415, response = super::openapi::UnsupportedMediaType),
-        (status = 422, response = super::openapi::Unprocessable),
-        (status = 429, response = super::openapi::RateLimited),
-        (status = 500, response = super::openapi::ServerError),
-        (status = 503, response = super::openapi::Unavailable),
+        Guarded, JsonBody, NotFound, Backend,
     )
 )]
 pub(super) async fn update_position(
