@@ -75,7 +75,6 @@ pub(super) async fn candles(
     symbol: web::Path<String>,
     query: web::Query<CandlesQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    use cryptobot_services::ServiceError;
     use cryptobot_services::market::CandleQuery;
     use cryptobot_services::market::candles::{DEFAULT_CANDLES_LIMIT, MAX_CANDLES_LIMIT};
     let symbol = Symbol::parse(&symbol)?;
@@ -107,9 +106,7 @@ pub(super) async fn candles(
                 })
         })
         .transpose()?;
-    if !state.market.symbols().contains(&symbol) {
-        return Err(ServiceError::UnknownSymbol(symbol).into());
-    }
+    super::support::ensure_traded(&state, &symbol)?;
     let candles = state
         .trade
         .candles(CandleQuery {

@@ -22,6 +22,7 @@ pub mod openapi;
 mod orders;
 mod responses;
 mod schemas;
+mod support;
 mod trading;
 
 /// Largest accepted JSON request body, in bytes.

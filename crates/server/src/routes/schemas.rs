@@ -45,12 +45,6 @@ impl PartialSchema for HealthBody {
     }
 }
 
-impl ToSchema for HealthBody {
-    fn name() -> Cow<'static, str> {
-        Cow::Borrowed("Health")
-    }
-}
-
 /// A schema from its JSON (for the rules a derive cannot express: `oneOf` beside `properties`,
 /// `const`); keys utoipa has no field for are kept as extensions, which serialize in place.
 fn schema_of(value: Value) -> RefOr<Schema> {
@@ -114,12 +108,6 @@ impl PartialSchema for TradeInputSchema {
     }
 }
 
-impl ToSchema for TradeInputSchema {
-    fn name() -> Cow<'static, str> {
-        Cow::Borrowed("TradeInput")
-    }
-}
-
 /// A stop-loss or take-profit level: a positive decimal, or `null` to clear it.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct LevelSchema;
@@ -127,12 +115,6 @@ pub(super) struct LevelSchema;
 impl PartialSchema for LevelSchema {
     fn schema() -> RefOr<Schema> {
         nullable::<PositiveDecimalText>()
-    }
-}
-
-impl ToSchema for LevelSchema {
-    fn name() -> Cow<'static, str> {
-        Cow::Borrowed("Level")
     }
 }
 
@@ -150,12 +132,6 @@ impl PartialSchema for PositionUpdateInputSchema {
                 "take_profit": schema_ref::<LevelSchema>()
             }
         }))
-    }
-}
-
-impl ToSchema for PositionUpdateInputSchema {
-    fn name() -> Cow<'static, str> {
-        Cow::Borrowed("PositionUpdateInput")
     }
 }
 
@@ -285,12 +261,6 @@ impl PartialSchema for OrderInputSchema {
     }
 }
 
-impl ToSchema for OrderInputSchema {
-    fn name() -> Cow<'static, str> {
-        Cow::Borrowed("OrderInput")
-    }
-}
-
 /// The body of `GET /api/v1/openapi.json`: an OpenAPI document.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct OpenApiBody;
@@ -302,3 +272,22 @@ impl PartialSchema for OpenApiBody {
 }
 
 impl ToSchema for OpenApiBody {}
+
+/// The component names of the schemas above, the wire types they describe.
+macro_rules! schema_names {
+    ($($schema:ident: $name:literal),* $(,)?) => {$(
+        impl ToSchema for $schema {
+            fn name() -> Cow<'static, str> {
+                Cow::Borrowed($name)
+            }
+        }
+    )*};
+}
+
+schema_names! {
+    HealthBody: "Health",
+    TradeInputSchema: "TradeInput",
+    LevelSchema: "Level",
+    PositionUpdateInputSchema: "PositionUpdateInput",
+    OrderInputSchema: "OrderInput",
+}

@@ -1,15 +1,14 @@
 //! `GET /portfolio`, `GET|POST /trades`, `PATCH /positions/{symbol}`.
 
-use actix_web::http::header;
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, SecondsFormat, Utc};
 use cryptobot_domain::{
     ClientOrderId, PositionUpdateInput, Symbol, Trade, TradeInput, TradeOrigin, TradeQuery,
 };
-use cryptobot_services::ServiceError;
 use serde::{Deserialize, Serialize};
 
 use super::responses::{Backend, BadRequest, Conflict, Guarded, JsonBody, NotFound};
+use super::support::{self, Cursor};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -116,37 +115,31 @@ pub(super) async fn trades(
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner().parse()?;
     let page = state.trade.trades(query.clone()).await?;
-    let mut response = HttpResponse::Ok();
-    if page.more
-        && let Some(last) = page.trades.last()
-    {
-        response.insert_header((
-            header::LINK,
-            format!("<{}>; rel=\"next\"", next_page(&query, last.id)),
-        ));
-    }
-    Ok(response.json(page.trades))
+    Ok(support::page(&page.trades, page.more, |last| {
+        next_page(&query, last.id)
+    }))
 }
 
 /// The URL of the page after the one that ended with trade `last_id`.
 fn next_page(query: &TradeQuery, last_id: u64) -> String {
-    let mut next = query.clone();
-    if next.ascending() {
-        next.after_id = Some(last_id);
-    } else {
-        next.before_id = Some(last_id);
-    }
     // Every value is URL-safe as written: symbols and client order ids are [A-Za-z0-9_.:-], and
     // the times are written with `Z` (no `+`).
     let time = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::AutoSi, true);
-    let mut pairs = vec![format!("limit={}", next.limit)];
-    pairs.extend(next.symbol.map(|s| format!("symbol={s}")));
-    pairs.extend(next.client_order_id.map(|c| format!("client_order_id={c}")));
-    pairs.extend(next.from.map(|t| format!("from={}", time(t))));
-    pairs.extend(next.to.map(|t| format!("to={}", time(t))));
-    pairs.extend(next.before_id.map(|id| format!("before_id={id}")));
-    pairs.extend(next.after_id.map(|id| format!("after_id={id}")));
-    format!("/api/v1/trades?{}", pairs.join("&"))
+    let mut filters: Vec<String> = query.symbol.iter().map(|s| format!("symbol={s}")).collect();
+    filters.extend(
+        query
+            .client_order_id
+            .as_ref()
+            .map(|c| format!("client_order_id={c}")),
+    );
+    filters.extend(query.from.map(|t| format!("from={}", time(t))));
+    filters.extend(query.to.map(|t| format!("to={}", time(t))));
+    let cursor = Cursor {
+        limit: query.limit,
+        before_id: query.before_id,
+        after_id: query.after_id,
+    };
+    cursor.next_url("/api/v1/trades", filters, last_id)
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -202,16 +195,13 @@ pub(super) async fn create_trade(
     let request = body.into_inner().0.into_request(TradeOrigin::Manual)?;
     let idempotent = request.client_order_id().is_some();
     let execution = state.trade.execute(request).await?;
-    let mut response = if execution.replayed {
-        HttpResponse::Ok()
-    } else {
-        HttpResponse::Created()
-    };
-    Ok(response.json(TradeResponse {
-        trade: execution.trade,
-        replayed: execution.replayed,
-        idempotent,
-    }))
+    Ok(
+        support::command_status(execution.replayed).json(TradeResponse {
+            trade: execution.trade,
+            replayed: execution.replayed,
+            idempotent,
+        }),
+    )
 }
 
 /// Sets or clears a position's stop-loss and take-profit. A valid symbol the market does not
@@ -235,9 +225,7 @@ pub(super) async fn update_position(
 ) -> Result<HttpResponse, ApiError> {
     let symbol = Symbol::parse(&symbol)?;
     let update = body.into_inner().0.parse()?;
-    if !state.market.symbols().contains(&symbol) {
-        return Err(ServiceError::UnknownSymbol(symbol).into());
-    }
+    support::ensure_traded(&state, &symbol)?;
     let position = state.portfolio.update_position(symbol, update).await?;
     Ok(HttpResponse::Ok().json(position))
 }
