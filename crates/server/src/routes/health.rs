@@ -7,6 +7,7 @@ use std::time::Duration;
 use actix_web::{HttpResponse, web};
 use serde_json::json;
 
+use super::responses::{Guarded, RateLimited};
 use crate::config::Role;
 use crate::state::AppState;
 
@@ -29,9 +30,9 @@ const METRICS_SUMMARY_TIMEOUT: Duration = Duration::from_secs(1);
     operation_id = "health",
     summary = "Liveness and the state of the feed, the engine and the broker",
     responses(
-        (status = 200, description = "healthy", body = super::openapi::HealthBody),
-        (status = 503, description = "degraded", body = super::openapi::HealthBody),
-        (status = 429, response = super::openapi::RateLimited),
+        (status = 200, description = "healthy", body = super::schemas::HealthBody),
+        (status = 503, description = "degraded", body = super::schemas::HealthBody),
+        RateLimited,
     )
 )]
 pub(super) async fn health(state: web::Data<AppState>) -> HttpResponse {
@@ -81,8 +82,8 @@ pub(super) async fn health(state: web::Data<AppState>) -> HttpResponse {
     operation_id = "time",
     summary = "The server's clock",
     responses(
-        (status = 200, description = "the clock", body = super::openapi::TimeBody),
-        (status = 429, response = super::openapi::RateLimited),
+        (status = 200, description = "the clock", body = super::schemas::TimeBody),
+        RateLimited,
     )
 )]
 pub(super) async fn time() -> HttpResponse {
@@ -102,9 +103,7 @@ pub(super) async fn time() -> HttpResponse {
     summary = "Counters and gauges in the Prometheus text format",
     responses(
         (status = 200, description = "metrics", body = String, content_type = "text/plain"),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 403, response = super::openapi::Forbidden),
-        (status = 429, response = super::openapi::RateLimited),
+        Guarded,
     )
 )]
 pub(super) async fn metrics(state: web::Data<AppState>) -> HttpResponse {

@@ -3,6 +3,7 @@
 use actix_web::{HttpResponse, web};
 use cryptobot_domain::Symbol;
 
+use super::responses::{Backend, BadRequest, Guarded, NotFound, Unavailable};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -14,9 +15,7 @@ use crate::state::AppState;
     summary = "The latest ticker of every symbol, in market.symbols order",
     responses(
         (status = 200, description = "tickers", body = [cryptobot_domain::Ticker]),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 403, response = super::openapi::Forbidden),
-        (status = 429, response = super::openapi::RateLimited),
+        Guarded,
     )
 )]
 pub(super) async fn tickers(state: web::Data<AppState>) -> HttpResponse {
@@ -29,15 +28,10 @@ pub(super) async fn tickers(state: web::Data<AppState>) -> HttpResponse {
     path = "/api/v1/tickers/{symbol}",
     operation_id = "ticker",
     summary = "The latest ticker of one symbol",
-    params(("symbol" = super::openapi::SymbolText, Path)),
+    params(("symbol" = super::schemas::SymbolText, Path)),
     responses(
         (status = 200, description = "the ticker", body = cryptobot_domain::Ticker),
-        (status = 400, response = super::openapi::BadRequest),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 403, response = super::openapi::Forbidden),
-        (status = 404, response = super::openapi::NotFound),
-        (status = 429, response = super::openapi::RateLimited),
-        (status = 503, response = super::openapi::Unavailable),
+        Guarded, BadRequest, NotFound, Unavailable,
     )
 )]
 pub(super) async fn ticker(
@@ -70,16 +64,10 @@ pub(super) struct CandlesQuery {
     path = "/api/v1/candles/{symbol}",
     operation_id = "candles",
     summary = "OHLCV candle history of one symbol, oldest first (the open candle last when end is not given)",
-    params(("symbol" = super::openapi::SymbolText, Path), CandlesQuery),
+    params(("symbol" = super::schemas::SymbolText, Path), CandlesQuery),
     responses(
         (status = 200, description = "candles, oldest first", body = [cryptobot_domain::Candle]),
-        (status = 400, response = super::openapi::BadRequest),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 403, response = super::openapi::Forbidden),
-        (status = 404, response = super::openapi::NotFound),
-        (status = 429, response = super::openapi::RateLimited),
-        (status = 500, response = super::openapi::ServerError),
-        (status = 503, response = super::openapi::Unavailable),
+        Guarded, BadRequest, NotFound, Backend,
     )
 )]
 pub(super) async fn candles(
@@ -87,7 +75,6 @@ pub(super) async fn candles(
     symbol: web::Path<String>,
     query: web::Query<CandlesQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    use cryptobot_services::ServiceError;
     use cryptobot_services::market::CandleQuery;
     use cryptobot_services::market::candles::{DEFAULT_CANDLES_LIMIT, MAX_CANDLES_LIMIT};
     let symbol = Symbol::parse(&symbol)?;
@@ -119,9 +106,7 @@ pub(super) async fn candles(
                 })
         })
         .transpose()?;
-    if !state.market.symbols().contains(&symbol) {
-        return Err(ServiceError::UnknownSymbol(symbol).into());
-    }
+    super::support::ensure_traded(&state, &symbol)?;
     let candles = state
         .trade
         .candles(CandleQuery {

@@ -1,13 +1,13 @@
 //! `GET|POST|DELETE /orders`, `DELETE /orders/{id}`, `DELETE /orders/by-client-id/{key}`.
 
-use actix_web::http::header;
 use actix_web::{HttpResponse, web};
 use cryptobot_domain::{
     ClientOrderId, Order, OrderInput, OrderQuery, OrderQueryInput, OrderRef, StatusFilter, Symbol,
 };
-use cryptobot_services::ServiceError;
 use serde::{Deserialize, Serialize};
 
+use super::responses::{Backend, BadRequest, Conflict, Guarded, JsonBody, NotFound};
+use super::support::{self, Cursor};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -29,21 +29,11 @@ pub(super) struct PlacedResponse {
     path = "/api/v1/orders",
     operation_id = "placeOrder",
     summary = "Places a market, limit, stop-market or stop-limit order (idempotent with client_order_id)",
-    request_body = super::openapi::OrderInputSchema,
+    request_body = super::schemas::OrderInputSchema,
     responses(
         (status = 201, description = "a new order (status new, filled or expired)", body = PlacedResponse),
         (status = 200, description = "replayed: the client_order_id had placed this order already", body = PlacedResponse),
-        (status = 400, response = super::openapi::BadRequest),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 403, response = super::openapi::Forbidden),
-        (status = 404, response = super::openapi::NotFound),
-        (status = 409, response = super::openapi::Conflict),
-        (status = 413, response = super::openapi::PayloadTooLarge),
-        (status = 415, response = super::openapi::UnsupportedMediaType),
-        (status = 422, response = super::openapi::Unprocessable),
-        (status = 429, response = super::openapi::RateLimited),
-        (status = 500, response = super::openapi::ServerError),
-        (status = 503, response = super::openapi::Unavailable),
+        Guarded, JsonBody, NotFound, Conflict, Backend,
     )
 )]
 pub(super) async fn place(
@@ -53,16 +43,13 @@ pub(super) async fn place(
     let request = body.into_inner().into_request()?;
     let idempotent = request.client_order_id.is_some();
     let placement = state.trade.place_order(request).await?;
-    let mut response = if placement.replayed {
-        HttpResponse::Ok()
-    } else {
-        HttpResponse::Created()
-    };
-    Ok(response.json(PlacedResponse {
-        order: placement.order,
-        replayed: placement.replayed,
-        idempotent,
-    }))
+    Ok(
+        support::command_status(placement.replayed).json(PlacedResponse {
+            order: placement.order,
+            replayed: placement.replayed,
+            idempotent,
+        }),
+    )
 }
 
 /// Returns one page of orders as a JSON array (newest first, oldest first with `after_id`), with
@@ -75,12 +62,7 @@ pub(super) async fn place(
     params(cryptobot_domain::OrderQueryInput),
     responses(
         (status = 200, description = "a page of orders, newest first (oldest first with after_id)", body = [cryptobot_domain::Order], headers(("Link" = String, description = "RFC 8288 link to the next page, when more orders match"))),
-        (status = 400, response = super::openapi::BadRequest),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 403, response = super::openapi::Forbidden),
-        (status = 429, response = super::openapi::RateLimited),
-        (status = 500, response = super::openapi::ServerError),
-        (status = 503, response = super::openapi::Unavailable),
+        Guarded, BadRequest, Backend,
     )
 )]
 pub(super) async fn list(
@@ -89,37 +71,35 @@ pub(super) async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner().parse()?;
     let page = state.trade.orders(query.clone()).await?;
-    let mut response = HttpResponse::Ok();
-    if page.more
-        && let Some(last) = page.orders.last()
-    {
-        response.insert_header((
-            header::LINK,
-            format!("<{}>; rel=\"next\"", next_page(&query, last.id)),
-        ));
-    }
-    Ok(response.json(page.orders))
+    Ok(support::page(&page.orders, page.more, |last| {
+        next_page(&query, last.id)
+    }))
 }
 
 /// The URL of the page after the one that ended with order `last_id`.
 fn next_page(query: &OrderQuery, last_id: u64) -> String {
-    let mut next = query.clone();
-    if next.ascending() {
-        next.after_id = Some(last_id);
-    } else {
-        next.before_id = Some(last_id);
-    }
     // Every value is URL-safe as written: symbols, keys and status names.
-    let mut pairs = vec![format!("limit={}", next.limit)];
-    pairs.extend(next.status.map(|status| match status {
-        StatusFilter::Open => "status=open".to_owned(),
-        StatusFilter::Is(status) => format!("status={}", status.as_str()),
-    }));
-    pairs.extend(next.symbol.map(|s| format!("symbol={s}")));
-    pairs.extend(next.client_order_id.map(|c| format!("client_order_id={c}")));
-    pairs.extend(next.before_id.map(|id| format!("before_id={id}")));
-    pairs.extend(next.after_id.map(|id| format!("after_id={id}")));
-    format!("/api/v1/orders?{}", pairs.join("&"))
+    let mut filters: Vec<String> = query
+        .status
+        .iter()
+        .map(|status| match status {
+            StatusFilter::Open => "status=open".to_owned(),
+            StatusFilter::Is(status) => format!("status={}", status.as_str()),
+        })
+        .collect();
+    filters.extend(query.symbol.as_ref().map(|s| format!("symbol={s}")));
+    filters.extend(
+        query
+            .client_order_id
+            .as_ref()
+            .map(|c| format!("client_order_id={c}")),
+    );
+    let cursor = Cursor {
+        limit: query.limit,
+        before_id: query.before_id,
+        after_id: query.after_id,
+    };
+    cursor.next_url("/api/v1/orders", filters, last_id)
 }
 
 /// Cancels an open order by id: 200 with the order canceled, 404 `unknown_order`, 409
@@ -132,14 +112,7 @@ fn next_page(query: &OrderQuery, last_id: u64) -> String {
     params(("id" = u64, Path, maximum = 18446744073709551615_u64)),
     responses(
         (status = 200, description = "the order, canceled", body = cryptobot_domain::Order),
-        (status = 400, response = super::openapi::BadRequest),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 403, response = super::openapi::Forbidden),
-        (status = 404, response = super::openapi::NotFound),
-        (status = 409, response = super::openapi::Conflict),
-        (status = 429, response = super::openapi::RateLimited),
-        (status = 500, response = super::openapi::ServerError),
-        (status = 503, response = super::openapi::Unavailable),
+        Guarded, BadRequest, NotFound, Conflict, Backend,
     )
 )]
 pub(super) async fn cancel(
@@ -156,17 +129,10 @@ pub(super) async fn cancel(
     path = "/api/v1/orders/by-client-id/{client_order_id}",
     operation_id = "cancelOrderByClientId",
     summary = "Cancels one open order by its client_order_id",
-    params(("client_order_id" = super::openapi::ClientOrderIdText, Path)),
+    params(("client_order_id" = super::schemas::ClientOrderIdText, Path)),
     responses(
         (status = 200, description = "the order, canceled", body = cryptobot_domain::Order),
-        (status = 400, response = super::openapi::BadRequest),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 403, response = super::openapi::Forbidden),
-        (status = 404, response = super::openapi::NotFound),
-        (status = 409, response = super::openapi::Conflict),
-        (status = 429, response = super::openapi::RateLimited),
-        (status = 500, response = super::openapi::ServerError),
-        (status = 503, response = super::openapi::Unavailable),
+        Guarded, BadRequest, NotFound, Conflict, Backend,
     )
 )]
 pub(super) async fn cancel_by_client_id(
@@ -186,7 +152,7 @@ pub(super) async fn cancel_by_client_id(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(super) struct CancelAllQuery {
-    #[param(value_type = Option<super::openapi::SymbolText>)]
+    #[param(value_type = Option<super::schemas::SymbolText>)]
     symbol: Option<String>,
 }
 
@@ -204,13 +170,7 @@ struct CanceledResponse {
     params(CancelAllQuery),
     responses(
         (status = 200, description = "the orders canceled", body = inline(CanceledResponse)),
-        (status = 400, response = super::openapi::BadRequest),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 403, response = super::openapi::Forbidden),
-        (status = 404, response = super::openapi::NotFound),
-        (status = 429, response = super::openapi::RateLimited),
-        (status = 500, response = super::openapi::ServerError),
-        (status = 503, response = super::openapi::Unavailable),
+        Guarded, BadRequest, NotFound, Backend,
     )
 )]
 pub(super) async fn cancel_all(
@@ -218,10 +178,8 @@ pub(super) async fn cancel_all(
     query: web::Query<CancelAllQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let symbol = query.symbol.as_deref().map(Symbol::parse).transpose()?;
-    if let Some(symbol) = &symbol
-        && !state.market.symbols().contains(symbol)
-    {
-        return Err(ServiceError::UnknownSymbol(symbol.clone()).into());
+    if let Some(symbol) = &symbol {
+        support::ensure_traded(&state, symbol)?;
     }
     let orders = state.trade.cancel_all_orders(symbol).await?;
     Ok(HttpResponse::Ok().json(CanceledResponse { orders }))

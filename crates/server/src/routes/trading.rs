@@ -1,14 +1,14 @@
 //! `GET /portfolio`, `GET|POST /trades`, `PATCH /positions/{symbol}`.
 
-use actix_web::http::header;
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, SecondsFormat, Utc};
 use cryptobot_domain::{
     ClientOrderId, PositionUpdateInput, Symbol, Trade, TradeInput, TradeOrigin, TradeQuery,
 };
-use cryptobot_services::ServiceError;
 use serde::{Deserialize, Serialize};
 
+use super::responses::{Backend, BadRequest, Conflict, Guarded, JsonBody, NotFound};
+use super::support::{self, Cursor};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -24,11 +24,7 @@ const MAX_TRADES_LIMIT: usize = 1000;
     summary = "Cash and positions valued at the latest prices",
     responses(
         (status = 200, description = "the summary", body = cryptobot_domain::PortfolioSummary),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 403, response = super::openapi::Forbidden),
-        (status = 429, response = super::openapi::RateLimited),
-        (status = 500, response = super::openapi::ServerError),
-        (status = 503, response = super::openapi::Unavailable),
+        Guarded, Backend,
     )
 )]
 pub(super) async fn portfolio(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
@@ -42,9 +38,9 @@ pub(super) async fn portfolio(state: web::Data<AppState>) -> Result<HttpResponse
 pub(super) struct TradesQuery {
     #[param(minimum = 1, maximum = 1000, default = 50)]
     limit: Option<usize>,
-    #[param(value_type = Option<super::openapi::SymbolText>)]
+    #[param(value_type = Option<super::schemas::SymbolText>)]
     symbol: Option<String>,
-    #[param(value_type = Option<super::openapi::ClientOrderIdText>)]
+    #[param(value_type = Option<super::schemas::ClientOrderIdText>)]
     client_order_id: Option<String>,
     #[param(format = DateTime)]
     from: Option<String>,
@@ -110,12 +106,7 @@ impl TradesQuery {
     params(TradesQuery),
     responses(
         (status = 200, description = "a page of trades, newest first (oldest first with after_id)", body = [cryptobot_domain::Trade], headers(("Link" = String, description = "RFC 8288 link to the next page, when more trades match"))),
-        (status = 400, response = super::openapi::BadRequest),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 403, response = super::openapi::Forbidden),
-        (status = 429, response = super::openapi::RateLimited),
-        (status = 500, response = super::openapi::ServerError),
-        (status = 503, response = super::openapi::Unavailable),
+        Guarded, BadRequest, Backend,
     )
 )]
 pub(super) async fn trades(
@@ -124,37 +115,31 @@ pub(super) async fn trades(
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner().parse()?;
     let page = state.trade.trades(query.clone()).await?;
-    let mut response = HttpResponse::Ok();
-    if page.more
-        && let Some(last) = page.trades.last()
-    {
-        response.insert_header((
-            header::LINK,
-            format!("<{}>; rel=\"next\"", next_page(&query, last.id)),
-        ));
-    }
-    Ok(response.json(page.trades))
+    Ok(support::page(&page.trades, page.more, |last| {
+        next_page(&query, last.id)
+    }))
 }
 
 /// The URL of the page after the one that ended with trade `last_id`.
 fn next_page(query: &TradeQuery, last_id: u64) -> String {
-    let mut next = query.clone();
-    if next.ascending() {
-        next.after_id = Some(last_id);
-    } else {
-        next.before_id = Some(last_id);
-    }
     // Every value is URL-safe as written: symbols and client order ids are [A-Za-z0-9_.:-], and
     // the times are written with `Z` (no `+`).
     let time = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::AutoSi, true);
-    let mut pairs = vec![format!("limit={}", next.limit)];
-    pairs.extend(next.symbol.map(|s| format!("symbol={s}")));
-    pairs.extend(next.client_order_id.map(|c| format!("client_order_id={c}")));
-    pairs.extend(next.from.map(|t| format!("from={}", time(t))));
-    pairs.extend(next.to.map(|t| format!("to={}", time(t))));
-    pairs.extend(next.before_id.map(|id| format!("before_id={id}")));
-    pairs.extend(next.after_id.map(|id| format!("after_id={id}")));
-    format!("/api/v1/trades?{}", pairs.join("&"))
+    let mut filters: Vec<String> = query.symbol.iter().map(|s| format!("symbol={s}")).collect();
+    filters.extend(
+        query
+            .client_order_id
+            .as_ref()
+            .map(|c| format!("client_order_id={c}")),
+    );
+    filters.extend(query.from.map(|t| format!("from={}", time(t))));
+    filters.extend(query.to.map(|t| format!("to={}", time(t))));
+    let cursor = Cursor {
+        limit: query.limit,
+        before_id: query.before_id,
+        after_id: query.after_id,
+    };
+    cursor.next_url("/api/v1/trades", filters, last_id)
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -196,21 +181,11 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
     path = "/api/v1/trades",
     operation_id = "createTrade",
     summary = "Executes a market order at the latest price (idempotent with client_order_id)",
-    request_body = super::openapi::TradeInputSchema,
+    request_body = super::schemas::TradeInputSchema,
     responses(
         (status = 201, description = "a new trade", body = TradeResponse),
         (status = 200, description = "replayed: the client_order_id had executed already", body = TradeResponse),
-        (status = 400, response = super::openapi::BadRequest),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 403, response = super::openapi::Forbidden),
-        (status = 404, response = super::openapi::NotFound),
-        (status = 409, response = super::openapi::Conflict),
-        (status = 413, response = super::openapi::PayloadTooLarge),
-        (status = 415, response = super::openapi::UnsupportedMediaType),
-        (status = 422, response = super::openapi::Unprocessable),
-        (status = 429, response = super::openapi::RateLimited),
-        (status = 500, response = super::openapi::ServerError),
-        (status = 503, response = super::openapi::Unavailable),
+        Guarded, JsonBody, NotFound, Conflict, Backend,
     )
 )]
 pub(super) async fn create_trade(
@@ -220,16 +195,13 @@ pub(super) async fn create_trade(
     let request = body.into_inner().0.into_request(TradeOrigin::Manual)?;
     let idempotent = request.client_order_id().is_some();
     let execution = state.trade.execute(request).await?;
-    let mut response = if execution.replayed {
-        HttpResponse::Ok()
-    } else {
-        HttpResponse::Created()
-    };
-    Ok(response.json(TradeResponse {
-        trade: execution.trade,
-        replayed: execution.replayed,
-        idempotent,
-    }))
+    Ok(
+        support::command_status(execution.replayed).json(TradeResponse {
+            trade: execution.trade,
+            replayed: execution.replayed,
+            idempotent,
+        }),
+    )
 }
 
 /// Sets or clears a position's stop-loss and take-profit. A valid symbol the market does not
@@ -239,20 +211,11 @@ pub(super) async fn create_trade(
     path = "/api/v1/positions/{symbol}",
     operation_id = "updatePosition",
     summary = "Sets or clears a held position's stop-loss and take-profit",
-    request_body = super::openapi::PositionUpdateInputSchema,
-    params(("symbol" = super::openapi::SymbolText, Path)),
+    request_body = super::schemas::PositionUpdateInputSchema,
+    params(("symbol" = super::schemas::SymbolText, Path)),
     responses(
         (status = 200, description = "the updated position", body = cryptobot_domain::Position),
-        (status = 400, response = super::openapi::BadRequest),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 403, response = super::openapi::Forbidden),
-        (status = 404, response = super::openapi::NotFound),
-        (status = 413, response = super::openapi::PayloadTooLarge),
-        (status = 415, response = super::openapi::UnsupportedMediaType),
-        (status = 422, response = super::openapi::Unprocessable),
-        (status = 429, response = super::openapi::RateLimited),
-        (status = 500, response = super::openapi::ServerError),
-        (status = 503, response = super::openapi::Unavailable),
+        Guarded, JsonBody, NotFound, Backend,
     )
 )]
 pub(super) async fn update_position(
@@ -262,9 +225,7 @@ pub(super) async fn update_position(
 ) -> Result<HttpResponse, ApiError> {
     let symbol = Symbol::parse(&symbol)?;
     let update = body.into_inner().0.parse()?;
-    if !state.market.symbols().contains(&symbol) {
-        return Err(ServiceError::UnknownSymbol(symbol).into());
-    }
+    support::ensure_traded(&state, &symbol)?;
     let position = state.portfolio.update_position(symbol, update).await?;
     Ok(HttpResponse::Ok().json(position))
 }
