@@ -31,10 +31,10 @@ VOLUME ["/var/lib/cryptobot"]
 # Inside a container the server listens on every interface of the container's own network.
 ENV CRYPTOBOT__SERVER__HOST=0.0.0.0
 EXPOSE 8080
-# Liveness only: the process serves HTTP. Readiness (engine, broker, feed) is /api/v1/health.
+# Liveness only (/livez): the process serves HTTP. Readiness is /readyz (docs/operations.md).
 # Through sh: the port follows CRYPTOBOT__SERVER__PORT (gateways of deploy/compose.yaml use others).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
-    CMD ["sh", "-c", "curl -fsS -o /dev/null http://127.0.0.1:${CRYPTOBOT__SERVER__PORT:-8080}/api/v1/time"]
+    CMD ["sh", "-c", "curl -fsS -o /dev/null http://127.0.0.1:${CRYPTOBOT__SERVER__PORT:-8080}/livez"]
 # SIGTERM is the graceful stop (docs/operations.md); exec form so it reaches the server.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/cryptobot", "--config", "/etc/cryptobot/cryptobot.toml"]

@@ -9,6 +9,7 @@ mod market_binance;
 mod nothing_lost;
 mod openapi;
 mod orders;
+mod probes;
 mod rest_market;
 mod rest_trading;
 mod restart;

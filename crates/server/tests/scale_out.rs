@@ -1158,6 +1158,17 @@ async fn probe(node: &Node) -> (u16, Value) {
     (response.status, response.json())
 }
 
+/// `GET /readyz` of `node`, which must answer within the probe bound whatever is down.
+async fn readiness(node: &Node) -> (u16, Value) {
+    let response = tokio::time::timeout(
+        PROBE_BOUND,
+        http::request(node.addr, "GET", "/readyz", None, b""),
+    )
+    .await
+    .expect("a readiness probe answers without waiting for the engine or for Redis");
+    (response.status, response.json())
+}
+
 /// Probes until the answer is `status` with `check` true of the body.
 async fn probe_until(node: &Node, status: u16, check: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + GUARD;
@@ -1187,9 +1198,23 @@ async fn gateway_health_answers_at_once_with_a_dead_engine_and_during_a_redis_ou
     let gateway = Node::start_with("gateway", &url, &prefix, &env);
     let (_, epoch) = engine.connect().await;
     gateway.synced(epoch).await;
-    // TC0: healthy.
+    // TC0: healthy, and ready: a gateway checks its broker and the engine's liveness mark; the
+    // engine its own engine, feed, storage and broker.
     let body = probe_until(&gateway, 200, |_| true).await;
     assert_eq!(body["trading_engine"], "ok", "{body}");
+    let (status, ready) = readiness(&gateway).await;
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(ready["role"], "gateway");
+    assert_eq!(
+        ready["checks"],
+        serde_json::json!({"broker": "ok", "engine": "ok"})
+    );
+    let (status, ready) = readiness(&engine).await;
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(
+        ready["checks"],
+        serde_json::json!({"broker": "ok", "engine": "ok", "feed": "ok", "storage": "ok"})
+    );
 
     // TC1: the engine dies: every probe answers at once, and soon with 503 (the engine stopped
     // renewing its lease), while the broker link is fine.
@@ -1197,6 +1222,10 @@ async fn gateway_health_answers_at_once_with_a_dead_engine_and_during_a_redis_ou
     let body = probe_until(&gateway, 503, |_| true).await;
     assert_eq!(body["trading_engine"], "unavailable", "{body}");
     assert_eq!(body["broker"]["connected"], true, "{body}");
+    let (status, ready) = readiness(&gateway).await;
+    assert_eq!(status, 503, "{ready}");
+    assert_eq!(ready["checks"]["engine"], "no engine alive", "{ready}");
+    assert_eq!(ready["checks"]["broker"], "ok", "{ready}");
     let metrics = http::request(gateway.addr, "GET", "/metrics", None, b"").await;
     assert!(
         metrics.body.contains("cryptobot_broker_engine_alive 0"),
@@ -1223,6 +1252,21 @@ async fn gateway_health_answers_at_once_with_a_dead_engine_and_during_a_redis_ou
     signal(redis_pid, "STOP");
     let body = probe_until(&gateway, 503, |body| body["broker"]["connected"] == false).await;
     assert_eq!(body["trading_engine"], "unavailable", "{body}");
+    // Not ready, at once and saying why, but alive: a restart would not bring Redis back.
+    let (status, ready) = readiness(&gateway).await;
+    assert_eq!(status, 503, "{ready}");
+    assert_eq!(ready["checks"]["broker"], "disconnected", "{ready}");
+    assert_eq!(
+        ready["checks"]["engine"], "unreachable: broker disconnected",
+        "{ready}"
+    );
+    let live = tokio::time::timeout(
+        PROBE_BOUND,
+        http::request(gateway.addr, "GET", "/livez", None, b""),
+    )
+    .await
+    .expect("liveness answers at once");
+    assert_eq!(live.status, 200, "{}", live.body);
     let alert = loop {
         let alert = next_of_type(&mut watcher, "alert").await;
         if alert["payload"]["alert_type"] == "feed_stalled" {

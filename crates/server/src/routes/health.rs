@@ -74,6 +74,104 @@ pub(super) async fn health(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
+/// Liveness: the process serves HTTP. Answers at once and checks nothing else, so a stuck engine
+/// or a lost broker (readiness) never gets a healthy process restarted.
+#[utoipa::path(
+    method(get, head),
+    path = "/livez",
+    operation_id = "livez",
+    summary = "Liveness: the process serves",
+    responses(
+        (status = 200, description = "serving", body = super::schemas::LivenessBody),
+        RateLimited,
+    )
+)]
+pub(super) async fn livez() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "ok" }))
+}
+
+/// Longest each readiness check may take; they run at once, so `/readyz` answers within it.
+const READY_CHECK_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Readiness: whether this node can do its job now. Engine and all roles: the engine answers
+/// within [`READY_CHECK_TIMEOUT`], the market feed is connected and fresh, and the storage
+/// commits a write (so a full disk shows here before a trade fails); a gateway: its broker link
+/// is up and the engine's liveness mark is in Redis (its cached view: no round trip). With Redis,
+/// the broker link is checked on every role. 503 when any check fails; each says why.
+#[utoipa::path(
+    method(get, head),
+    path = "/readyz",
+    operation_id = "readyz",
+    summary = "Readiness: engine, broker, feed and storage",
+    responses(
+        (status = 200, description = "ready", body = super::schemas::ReadinessBody),
+        (status = 503, description = "not ready; `checks` says why", body = super::schemas::ReadinessBody),
+        RateLimited,
+    )
+)]
+pub(super) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let mut checks = serde_json::Map::new();
+    let broker_connected = state
+        .broker
+        .as_ref()
+        .map(|broker| broker.connected.load(Ordering::Relaxed) == 1);
+    if let Some(connected) = broker_connected {
+        checks.insert(
+            "broker".into(),
+            json!(if connected { "ok" } else { "disconnected" }),
+        );
+    }
+    match (&state.broker, state.role) {
+        (Some(broker), Role::Gateway) => {
+            let alive = broker.engine_alive.load(Ordering::Relaxed) == 1;
+            let engine = match (broker_connected, alive) {
+                (Some(false), _) => "unreachable: broker disconnected",
+                (_, false) => "no engine alive",
+                _ => "ok",
+            };
+            checks.insert("engine".into(), json!(engine));
+        }
+        _ => {
+            let (engine, storage) = tokio::join!(
+                tokio::time::timeout(READY_CHECK_TIMEOUT, state.portfolio.summary()),
+                tokio::time::timeout(READY_CHECK_TIMEOUT, state.trade.probe_storage()),
+            );
+            let engine = match engine {
+                Ok(Ok(_)) => "ok".to_owned(),
+                Ok(Err(err)) => format!("unavailable: {err}"),
+                Err(_) => "timeout".to_owned(),
+            };
+            let storage = match storage {
+                Ok(Ok(())) => "ok".to_owned(),
+                Ok(Err(err)) => err.to_string(),
+                Err(_) => "timeout".to_owned(),
+            };
+            let feed = state.feed.status();
+            let feed = if !feed.connected {
+                "disconnected"
+            } else if feed.stale {
+                "stale"
+            } else {
+                "ok"
+            };
+            checks.insert("engine".into(), json!(engine));
+            checks.insert("feed".into(), json!(feed));
+            checks.insert("storage".into(), json!(storage));
+        }
+    }
+    let ready = checks.values().all(|check| check == "ok");
+    let body = json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "role": state.role.as_str(),
+        "checks": checks,
+    });
+    if ready {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
 /// Returns the server's clock, so a client can measure its offset: `server_time` (RFC 3339, UTC),
 /// `timestamp` (seconds) and `ts_us` (microseconds), the WebSocket `pong`'s fields.
 #[utoipa::path(

@@ -70,7 +70,7 @@ struct ApiRoute {
 }
 
 /// Every REST route, in mounting order (`/orders/by-client-id/..` before `/orders/{id}`).
-fn api_routes() -> [ApiRoute; 16] {
+fn api_routes() -> [ApiRoute; 20] {
     let route = |access, path, method, handler| ApiRoute {
         access,
         path,
@@ -83,6 +83,10 @@ fn api_routes() -> [ApiRoute; 16] {
             r.to(health::health)
         }),
         route(Public, "/api/v1/time", Method::GET, |r| r.to(health::time)),
+        route(Public, "/livez", Method::GET, |r| r.to(health::livez)),
+        route(Public, "/livez", Method::HEAD, |r| r.to(health::livez)),
+        route(Public, "/readyz", Method::GET, |r| r.to(health::readyz)),
+        route(Public, "/readyz", Method::HEAD, |r| r.to(health::readyz)),
         route(Public, "/api/v1/openapi.json", Method::GET, |r| {
             r.to(openapi::serve)
         }),

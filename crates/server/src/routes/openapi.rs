@@ -65,6 +65,8 @@ fn drop_int64_of_u64(value: &mut Value) {
     paths(
         super::health::health,
         super::health::time,
+        super::health::livez,
+        super::health::readyz,
         serve,
         super::market::tickers,
         super::market::ticker,
@@ -184,6 +186,7 @@ impl Modify for Contract {
         for item in doc.paths.paths.values_mut() {
             for operation in [
                 &mut item.get,
+                &mut item.head,
                 &mut item.post,
                 &mut item.patch,
                 &mut item.delete,
@@ -194,14 +197,23 @@ impl Modify for Contract {
                 operation.tags = None;
             }
         }
-        for path in ["/api/v1/health", "/api/v1/time", "/api/v1/openapi.json"] {
-            if let Some(get) = doc
-                .paths
-                .paths
-                .get_mut(path)
-                .and_then(|item| item.get.as_mut())
-            {
-                get.security = Some(vec![SecurityRequirement::default()]);
+        // One handler serves GET and HEAD; operation ids must still be unique.
+        for item in doc.paths.paths.values_mut() {
+            if let Some(head) = item.head.as_mut() {
+                head.operation_id = head.operation_id.take().map(|id| format!("{id}Head"));
+            }
+        }
+        for path in [
+            "/api/v1/health",
+            "/api/v1/time",
+            "/api/v1/openapi.json",
+            "/livez",
+            "/readyz",
+        ] {
+            if let Some(item) = doc.paths.paths.get_mut(path) {
+                for operation in [&mut item.get, &mut item.head].into_iter().flatten() {
+                    operation.security = Some(vec![SecurityRequirement::default()]);
+                }
             }
         }
     }

@@ -45,6 +45,47 @@ impl PartialSchema for HealthBody {
     }
 }
 
+/// `GET /livez`'s body.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct LivenessBody;
+
+impl PartialSchema for LivenessBody {
+    fn schema() -> RefOr<Schema> {
+        schema_of(json!({
+            "type": "object",
+            "required": ["status"],
+            "properties": {"status": {"type": "string", "const": "ok"}}
+        }))
+    }
+}
+
+/// `GET /readyz`'s body: one entry per check this node's role has.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ReadinessBody;
+
+impl PartialSchema for ReadinessBody {
+    fn schema() -> RefOr<Schema> {
+        schema_of(json!({
+            "type": "object",
+            "required": ["status", "role", "checks"],
+            "properties": {
+                "status": {"type": "string", "enum": ["ready", "not_ready"]},
+                "role": {"type": "string", "enum": ["all", "engine", "gateway"]},
+                "checks": {
+                    "type": "object",
+                    "required": ["engine"],
+                    "properties": {
+                        "engine": {"type": "string", "description": "ok, or why not: unavailable, timeout, no engine alive (gateway)"},
+                        "broker": {"type": "string", "description": "with bus.backend = redis: ok or disconnected"},
+                        "feed": {"type": "string", "description": "engine and all: ok, disconnected or stale"},
+                        "storage": {"type": "string", "description": "engine and all: ok, timeout, or the write's error"}
+                    }
+                }
+            }
+        }))
+    }
+}
+
 /// A schema from its JSON (for the rules a derive cannot express: `oneOf` beside `properties`,
 /// `const`); keys utoipa has no field for are kept as extensions, which serialize in place.
 fn schema_of(value: Value) -> RefOr<Schema> {
@@ -286,6 +327,8 @@ macro_rules! schema_names {
 
 schema_names! {
     HealthBody: "Health",
+    LivenessBody: "Liveness",
+    ReadinessBody: "Readiness",
     TradeInputSchema: "TradeInput",
     LevelSchema: "Level",
     PositionUpdateInputSchema: "PositionUpdateInput",

@@ -1,0 +1,38 @@
+//! `/livez` and `/readyz` of a single node (role `all`, no Redis), GET and HEAD.
+
+use cryptobot_integration_tests::TestApp;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_node_is_live_and_ready_and_says_what_it_checked() {
+    let app = TestApp::spawn(&[]).await;
+    // TC0: liveness checks nothing but that the process serves
+    let live = app.get("/livez").await;
+    assert_eq!(
+        (live.status, live.json()),
+        (200, serde_json::json!({"status": "ok"}))
+    );
+    // TC1: readiness: the engine answers, the feed is fresh, the storage commits a write
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    assert_eq!(
+        ready.json(),
+        serde_json::json!({
+            "status": "ready",
+            "role": "all",
+            "checks": {"engine": "ok", "feed": "ok", "storage": "ok"},
+        })
+    );
+    // TC2: HEAD answers the same status with no body (load balancers probe with HEAD)
+    for path in ["/livez", "/readyz"] {
+        let head =
+            cryptobot_integration_tests::http::request(app.addr, "HEAD", path, None, b"").await;
+        assert_eq!(head.status, 200, "HEAD {path}");
+        assert!(head.body.is_empty(), "HEAD {path}: {:?}", head.body);
+    }
+    // TC3: other methods are refused like on every resource
+    let post =
+        cryptobot_integration_tests::http::request(app.addr, "POST", "/readyz", None, b"").await;
+    assert_eq!(post.status, 405);
+    assert_eq!(post.json()["code"], "method_not_allowed");
+    app.stop().await;
+}
