@@ -7,7 +7,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { mkdtempSync, mkdirSync } from "node:fs";
-import { createServer } from "node:net";
+import { createServer, connect as tcpConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -319,5 +319,43 @@ test("with auto-trading on, the bot's own trades appear by themselves", async ()
   } finally {
     await botPage.close();
     await stopServer(bot);
+  }
+});
+
+// A reverse proxy with the mistake of `proxy_set_header Host $host`: it forwards every request
+// with the port dropped from Host, so the server's same-origin check refuses the page's upgrade.
+function portDroppingProxy(listenPort, targetPort) {
+  const proxy = createServer((client) => {
+    const upstream = tcpConnect(targetPort, "127.0.0.1");
+    client.on("data", (chunk) => {
+      upstream.write(Buffer.from(chunk.toString("latin1").replace(/\r\nHost: ([^:\r]+):\d+\r\n/gi, "\r\nHost: $1\r\n"), "latin1"));
+    });
+    upstream.pipe(client);
+    const close = () => { client.destroy(); upstream.destroy(); };
+    client.on("error", close); upstream.on("error", close);
+    client.on("close", close); upstream.on("close", close);
+  });
+  return new Promise((resolve) => proxy.listen(listenPort, "127.0.0.1", () => resolve(proxy)));
+}
+
+test("behind a proxy that drops the port from Host the page says origin not allowed, not token", async () => {
+  const serverPort = await freePort();
+  const proxyPort = await freePort();
+  const db = join(mkdtempSync(join(tmpdir(), "cryptobot-browser-origin-")), "cryptobot.db");
+  const server = await startServer({ CRYPTOBOT__WS__ALLOW_LOCALHOST_ORIGINS: "false" }, serverPort, db);
+  const proxy = await portDroppingProxy(proxyPort, serverPort);
+  const page = await browser.newPage();
+  try {
+    await page.goto(`http://127.0.0.1:${proxyPort}/`);
+    // REST works through the proxy (no origin check there): prices load.
+    await page.locator("#ticker-BTCUSDT").waitFor(WAIT);
+    await page.locator("#status.status-refused", { hasText: "origin not allowed" }).waitFor({ timeout: 30000 });
+    assert.match(await page.locator("#status").textContent(), new RegExp(`127\\.0\\.0\\.1:${proxyPort}`));
+    assert.equal(await page.locator("#token-dialog[open]").count(), 0, "no token dialog for an origin refusal");
+    await page.screenshot({ path: join(ARTIFACTS, "10-origin-refused.png"), fullPage: true });
+  } finally {
+    await page.close();
+    proxy.close();
+    await stopServer(server);
   }
 });

@@ -36,3 +36,43 @@ async fn a_single_node_is_live_and_ready_and_says_what_it_checked() {
     assert_eq!(post.json()["code"], "method_not_allowed");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_on_the_websocket_path_tells_a_browser_why_its_upgrade_is_refused() {
+    use cryptobot_integration_tests::http::request_with_headers;
+    let app = TestApp::spawn_with_tokens().await;
+    let host = app.addr.to_string();
+    let own_origin = format!("http://{host}");
+    let addr = app.addr;
+    let post = move |headers: Vec<(&'static str, String)>| async move {
+        let pairs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        request_with_headers(addr, "POST", "/api/v1/ws", &pairs, None, b"").await
+    };
+    // TC0: the page's own origin with a valid token: an upgrade would be admitted
+    let admitted = post(vec![
+        ("Origin", own_origin.clone()),
+        (
+            "Authorization",
+            format!("Bearer {}", cryptobot_integration_tests::TRADER),
+        ),
+    ])
+    .await;
+    assert_eq!(admitted.status, 204, "{}", admitted.body);
+    assert!(admitted.body.is_empty());
+    // TC1: another origin: the upgrade's refusal, which a browser's WebSocket cannot read
+    let foreign = post(vec![
+        ("Origin", "https://evil.example".to_owned()),
+        (
+            "Authorization",
+            format!("Bearer {}", cryptobot_integration_tests::TRADER),
+        ),
+    ])
+    .await;
+    assert_eq!(foreign.status, 403);
+    assert_eq!(foreign.json()["code"], "origin_not_allowed");
+    // TC2: no token: 401 unauthorized, as the upgrade
+    let anonymous = post(vec![("Origin", own_origin)]).await;
+    assert_eq!(anonymous.status, 401);
+    assert_eq!(anonymous.json()["code"], "unauthorized");
+    app.stop().await;
+}

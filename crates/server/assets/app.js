@@ -24,6 +24,8 @@ const state = {
   canTrade: true,
   refusedUpgrades: 0,          // failed upgrades in a row while the server answered HTTP
   token: sessionStorage.getItem("cryptobot.token") || "",
+  // The code of the last refused upgrade (POST /api/v1/ws), "" once a socket opens.
+  refusal: "",
   orders: new Map(),           // open order id -> [order, seq of the update that set it]
   chart: { symbol: null, interval: "1m", candles: [], markers: [], updates: 0 },
 };
@@ -503,10 +505,14 @@ function handle(message) {
   }
 }
 
+function wsPath() {
+  return "/api/v1/ws";
+}
+
 function wsUrl() {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   // welcome=1: the epoch comes first and pushes wait for our subscribe/resume (docs/protocol.md).
-  return `${scheme}://${location.host}/api/v1/ws?welcome=1`;
+  return `${scheme}://${location.host}${wsPath()}?welcome=1`;
 }
 
 async function refill() {
@@ -524,7 +530,7 @@ async function refill() {
 }
 
 function connect() {
-  setStatus("connecting", "connecting…");
+  if (!refusalText(state.refusal)) setStatus("connecting", "connecting…");
   const protocols = state.token ? ["cryptobot.v1", `bearer.${state.token}`] : undefined;
   const socket = protocols ? new WebSocket(wsUrl(), protocols) : new WebSocket(wsUrl());
   state.socket = socket;
@@ -532,6 +538,7 @@ function connect() {
   socket.addEventListener("open", () => {
     opened = true;
     state.refusedUpgrades = 0;
+    state.refusal = "";
     state.backoffMs = BACKOFF_MIN_MS;
     setStatus("connected", "live");
     const channels = [...[...state.subscribed].map((s) => `ticker:${s}`), "signals", "orders"];
@@ -551,24 +558,45 @@ function connect() {
     if (!opened) suspectRefusedUpgrade();
     const delay = state.backoffMs * (0.75 + Math.random() * 0.5);
     state.backoffMs = Math.min(state.backoffMs * 2, BACKOFF_MAX_MS);
-    setStatus("disconnected", `reconnecting in ${(delay / 1000).toFixed(1)} s`);
+    // A known refusal stays on screen while the page retries.
+    const refused = refusalText(state.refusal);
+    if (refused) setStatus("refused", refused);
+    else setStatus("disconnected", `reconnecting in ${(delay / 1000).toFixed(1)} s`);
     setTimeout(connect, delay);
   });
 }
 
-// A browser cannot see why an upgrade failed. When the server answers HTTP but refused the socket
-// twice in a row, the likely reason is a missing or wrong token (401), so ask for one. (Once is not
-// enough: during a restart an attempt can fail just before the server is back.)
+// A browser cannot see why an upgrade failed. `POST /api/v1/ws` runs the upgrade's checks and
+// answers with the refusal the upgrade got (the browser sends this page's Origin with a POST, and
+// the token goes in Authorization), so the page can say why instead of guessing. A token problem
+// opens the token dialog; anything else is shown in the status line and retried quietly.
 async function suspectRefusedUpgrade() {
+  let response;
   try {
-    const response = await fetch("/api/v1/health", { headers: authHeaders() });
-    if (response.status === 401 || response.ok) {
-      state.refusedUpgrades += 1;
-      if (state.refusedUpgrades >= 2) askForToken();
-    }
+    response = await fetch(wsPath(), { method: "POST", headers: authHeaders() });
   } catch {
-    // The server is down: keep retrying quietly.
+    return; // The server is down: keep retrying quietly.
   }
+  if (response.status === 204) return; // Admitted now: a restart or a dropped socket; retry.
+  let code = "";
+  try { code = (await response.json()).code ?? ""; } catch { /* not our server's answer */ }
+  state.refusal = code;
+  if (code === "unauthorized") {
+    state.refusedUpgrades += 1;
+    // Twice in a row: once can be a restart racing the attempt.
+    if (state.refusedUpgrades >= 2) askForToken();
+  } else if (refusalText(code)) {
+    setStatus("refused", refusalText(code));
+  }
+}
+
+// What the status line says about a refusal the page cannot fix by itself; "" for the others.
+function refusalText(code) {
+  if (code === "origin_not_allowed") {
+    return `origin not allowed: the server does not accept ${location.origin} (ws.allowed_origins, or a proxy that drops the port from Host)`;
+  }
+  if (code === "forbidden") return "this token may not read (it lacks the read scope)";
+  return "";
 }
 
 function askForToken() {

@@ -87,7 +87,27 @@ fn listening(line: &Value) -> Option<SocketAddr> {
         .ok()
 }
 
-fn stop(mut child: Child) -> std::process::ExitStatus {
+/// The server process; killed if a test fails before it stops it, so no server outlives its test.
+struct Running(Option<Child>);
+
+impl Running {
+    fn child(&mut self) -> &mut Child {
+        self.0.as_mut().unwrap()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// SIGTERM, then the exit status.
+fn stop(mut running: Running) -> std::process::ExitStatus {
+    let mut child = running.0.take().unwrap();
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
@@ -97,10 +117,12 @@ fn stop(mut child: Child) -> std::process::ExitStatus {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_have_a_startup_line_and_one_access_line_per_request() {
     let db = temp_db("logs-json");
-    let mut child = command(&db, &[("CRYPTOBOT__LOG__FORMAT", "json")])
-        .spawn()
-        .unwrap();
-    let rx = lines(&mut child);
+    let mut child = Running(Some(
+        command(&db, &[("CRYPTOBOT__LOG__FORMAT", "json")])
+            .spawn()
+            .unwrap(),
+    ));
+    let rx = lines(child.child());
     // TC0: the first line says what runs and where its settings came from.
     let start = json_line(&rx, |_| true);
     assert_eq!(start["message"], "cryptobot starting", "{start}");
@@ -164,10 +186,12 @@ fn a_log_level_that_is_no_level_stops_the_start_with_exit_code_2() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_keeps_serving_when_its_stderr_reader_goes_away() {
     let db = temp_db("logs-epipe");
-    let mut child = command(&db, &[("CRYPTOBOT__LOG__FORMAT", "json")])
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
+    let mut child = Running(Some(
+        command(&db, &[("CRYPTOBOT__LOG__FORMAT", "json")])
+            .spawn()
+            .unwrap(),
+    ));
+    let stderr = child.child().stderr.take().unwrap();
     let mut reader = BufReader::new(stderr);
     let addr = loop {
         let mut line = String::new();
@@ -190,7 +214,10 @@ async fn the_server_keeps_serving_when_its_stderr_reader_goes_away() {
         assert_eq!(response.status, 200);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(child.try_wait().unwrap().is_none(), "the server exited");
+    assert!(
+        child.child().try_wait().unwrap().is_none(),
+        "the server exited"
+    );
     let response = http::request(addr, "GET", "/api/v1/time", None, b"").await;
     assert_eq!(response.status, 200);
     // A graceful stop still ends with success, not a panic's 101.

@@ -117,6 +117,18 @@ impl Gateway {
         Ok(response)
     }
 
+    /// `POST` on the WebSocket path: the upgrade's checks without the upgrade, for browsers, which
+    /// cannot read why an upgrade was refused but send their page's `Origin` with a `POST`. 204
+    /// when an upgrade would be admitted now, else the upgrade's refusal (403
+    /// `origin_not_allowed`, 401 `unauthorized`, 429 ...). It counts as a connection attempt for
+    /// `ws.connect_rate_per_ip`, so it cannot be used to guess tokens faster.
+    pub(crate) fn preflight(&self, req: &HttpRequest) -> HttpResponse {
+        match self.refuse(req) {
+            Ok(_admitted) => HttpResponse::NoContent().finish(),
+            Err(refusal) => *refusal,
+        }
+    }
+
     /// Returns the caller, or the response refusing the upgrade. Checks run cheapest first; the
     /// attempt rate comes before authentication so that guessing tokens is rate limited too.
     fn refuse(&self, req: &HttpRequest) -> Result<(Principal, Option<IpSlot>), Box<HttpResponse>> {

@@ -358,6 +358,7 @@ mod tests {
         let mut mounted = mounted_routes();
         // Mounted by the gateway crate (served, tests/integration/openapi.rs).
         mounted.push(("GET".into(), "/api/v1/ws".into()));
+        mounted.push(("POST".into(), "/api/v1/ws".into()));
         mounted.sort();
         assert_eq!(documented, mounted);
         // Every operation answers its errors with the one error body.

@@ -161,10 +161,23 @@ impl Modify for Contract {
         for (status, response) in WebSocketRefusals::responses() {
             websocket = websocket.response(status, response);
         }
+        let mut preflight = OperationBuilder::new()
+            .operation_id(Some("websocketPreflight"))
+            .summary(Some(
+                "The upgrade's checks without the upgrade, for browsers (docs/protocol.md)",
+            ))
+            .response(
+                "204",
+                ResponseBuilder::new().description("an upgrade would be admitted now"),
+            );
+        for (status, response) in WebSocketRefusals::responses() {
+            preflight = preflight.response(status, response);
+        }
         doc.paths.paths.insert(
             "/api/v1/ws".to_owned(),
             PathItemBuilder::new()
                 .operation(HttpMethod::Get, websocket.build())
+                .operation(HttpMethod::Post, preflight.build())
                 .build(),
         );
         let examples = [
