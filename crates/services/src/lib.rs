@@ -20,7 +20,8 @@
 //! (205) before the features, and a clean debug build of it takes 31 s instead of 52 s
 //! (docs/architecture.md has the measurement).
 //!
-//! May depend on: the domain crate, tokio, serde; behind `sqlite` rusqlite, behind `binance`
+//! May depend on: the domain crate, tokio, serde and serde_json (configuration values given as
+//! JSON in the environment, the broker's wire format); behind `sqlite` rusqlite, behind `binance`
 //! tokio-tungstenite with rustls only as the *client* of an exchange's market data stream, behind
 //! `redis` the `redis` crate as the client of the event broker. Must not depend on: actix or any
 //! HTTP or WebSocket *serving*; the gateway and the server sit above this layer. The core must not
