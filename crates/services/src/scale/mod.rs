@@ -160,28 +160,65 @@ impl BrokerMetrics {
         use std::fmt::Write as _;
         use std::sync::atomic::Ordering::Relaxed;
         let mut out = String::new();
-        for (name, kind, value) in [
-            ("broker_connected", "gauge", &self.connected),
-            ("broker_publish_backlog", "gauge", &self.publish_backlog),
+        for (name, kind, help, value) in [
+            (
+                "broker_connected",
+                "gauge",
+                "1 while this node is connected to Redis.",
+                &self.connected,
+            ),
+            (
+                "broker_publish_backlog",
+                "gauge",
+                "Envelopes waiting to be written to Redis (engine).",
+                &self.publish_backlog,
+            ),
             (
                 "broker_publish_dropped_total",
                 "counter",
+                "Envelopes dropped because the publish buffer was full (engine).",
                 &self.publish_dropped,
             ),
-            ("broker_envelopes_total", "counter", &self.envelopes),
-            ("broker_reconnects_total", "counter", &self.reconnects),
-            ("broker_stream_gaps_total", "counter", &self.gaps),
-            ("broker_commands_total", "counter", &self.commands),
+            (
+                "broker_envelopes_total",
+                "counter",
+                "Envelopes written to Redis (engine) or read from it (gateway).",
+                &self.envelopes,
+            ),
+            (
+                "broker_reconnects_total",
+                "counter",
+                "Connections to Redis re-established after a failure.",
+                &self.reconnects,
+            ),
+            (
+                "broker_stream_gaps_total",
+                "counter",
+                "Holes found in a followed Redis stream.",
+                &self.gaps,
+            ),
+            (
+                "broker_commands_total",
+                "counter",
+                "Commands forwarded to the engine (gateway) or served for a gateway (engine).",
+                &self.commands,
+            ),
             (
                 "broker_command_timeouts_total",
                 "counter",
+                "Forwarded commands that got no answer in time.",
                 &self.command_timeouts,
             ),
-            ("broker_engine_alive", "gauge", &self.engine_alive),
+            (
+                "broker_engine_alive",
+                "gauge",
+                "1 while the engine renews its lease, as last seen by this node.",
+                &self.engine_alive,
+            ),
         ] {
             let _ = writeln!(
                 out,
-                "# TYPE cryptobot_{name} {kind}\ncryptobot_{name} {}",
+                "# HELP cryptobot_{name} {help}\n# TYPE cryptobot_{name} {kind}\ncryptobot_{name} {}",
                 value.load(Relaxed)
             );
         }
