@@ -3,7 +3,7 @@ CARGO ?= cargo
 export CARGO_TARGET_DIR ?= $(CURDIR)/target
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint fmt fmt-check clippy clippy-core doc ci bin seed-client browser-test bench bench-smoke openapi schemathesis asyncapi fuzz nginx-check deploy-check deny
+.PHONY: help run test lint fmt fmt-check clippy clippy-core doc ci bin seed-client browser-test bench bench-smoke openapi schemathesis asyncapi fuzz nginx-check deploy-check metrics-check deny
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -59,6 +59,9 @@ nginx-check: seed-client ## deploy/nginx/cryptobot.conf: nginx -t, then REST and
 deploy-check: bin ## Dockerfile (hadolint), deploy/compose.yaml (docker-compose config), the systemd unit, LICENSE
 	CRYPTOBOT_BIN=$(CARGO_TARGET_DIR)/debug/cryptobot scripts/deploy-check.sh
 
+metrics-check: bin ## promtool check metrics on /metrics of every role: all, then engine and gateway through Redis (needs promtool, REDIS_URL)
+	CRYPTOBOT_BIN=$(CARGO_TARGET_DIR)/debug/cryptobot scripts/promtool-check.sh
+
 deny: ## cargo deny (deny.toml): advisories (RustSec's database, offline), licences, one version per crate, sources
 	scripts/deny.sh
 
@@ -72,4 +75,4 @@ bench: ## WebSocket fan-out scenarios (release build), rows appended to docs/ben
 bench-smoke: ## A few seconds of cryptobot-load against the debug binary: messages must flow
 	BENCH_PROFILE=debug scripts/bench.sh smoke
 
-ci: lint deny test doc seed-client browser-test nginx-check deploy-check schemathesis asyncapi fuzz bench-smoke ## What CI runs
+ci: lint deny test doc seed-client browser-test nginx-check deploy-check metrics-check schemathesis asyncapi fuzz bench-smoke ## What CI runs

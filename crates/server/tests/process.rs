@@ -83,6 +83,14 @@ impl Server {
     }
 }
 
+impl Drop for Server {
+    /// A failing test stops its server too.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn run_to_exit(args: &[&str], envs: &[(&str, &str)]) -> (i32, String) {
     let mut command = Command::new(BIN);
     command
@@ -182,6 +190,68 @@ fn sigterm_stops_the_server_gracefully() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(exit.success(), "{exit:?}");
+}
+
+/// The value of the sample `series` (name and labels as written) in a `/metrics` body.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn metrics_carry_build_info_and_the_process_series() {
+    let db = temp_dir("metrics").join("db.sqlite");
+    let server = Server::start(&db);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let metrics = runtime.block_on(http::request(server.addr, "GET", "/metrics", None, b""));
+    assert_eq!(metrics.status, 200, "{}", metrics.body);
+    let text = &metrics.body;
+    let version = env!("CARGO_PKG_VERSION");
+    let build_info = format!("cryptobot_build_info{{version=\"{version}\",role=\"all\"}}");
+    assert_eq!(sample(text, &build_info), Some(1.0), "{text}");
+    for family in [
+        "cryptobot_build_info gauge",
+        "process_resident_memory_bytes gauge",
+        "process_open_fds gauge",
+        "process_cpu_seconds_total counter",
+        "process_start_time_seconds gauge",
+    ] {
+        if cfg!(target_os = "linux") || family.starts_with("cryptobot") {
+            assert!(
+                text.contains(&format!("\n# TYPE {family}\n")),
+                "{family}: {text}"
+            );
+        }
+    }
+    if !cfg!(target_os = "linux") {
+        assert!(!text.contains("process_"), "{text}");
+        return;
+    }
+    let rss = sample(text, "process_resident_memory_bytes").unwrap();
+    assert!(rss > 1_048_576.0 && rss < 4e9, "{rss}");
+    // The server's descriptors as the kernel lists them, give or take a connection or two.
+    let fds = sample(text, "process_open_fds").unwrap();
+    let listed = std::fs::read_dir(format!("/proc/{}/fd", server.child.id()))
+        .unwrap()
+        .count();
+    #[allow(clippy::cast_precision_loss, reason = "a few dozen descriptors")]
+    let listed = listed as f64;
+    assert!(
+        fds >= 3.0 && (fds - listed).abs() <= 4.0,
+        "{fds} against {listed}"
+    );
+    let cpu = sample(text, "process_cpu_seconds_total").unwrap();
+    assert!((0.0..60.0).contains(&cpu), "{cpu}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let started = sample(text, "process_start_time_seconds").unwrap();
+    // Started by this test, a few seconds ago (boot time is whole seconds, hence the slack).
+    assert!(
+        started <= now + 1.0 && started > now - 60.0,
+        "{started} against {now}"
+    );
 }
 
 fn dec(value: &Value) -> Decimal {

@@ -1299,3 +1299,93 @@ async fn gateway_health_answers_at_once_with_a_dead_engine_and_during_a_redis_ou
     }
     probe_until(&gateway, 200, |body| body["broker"]["connected"] == true).await;
 }
+
+/// The families (`# TYPE` lines) a `/metrics` body declares.
+fn metric_families(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_exports_only_the_series_it_owns() {
+    let Some(url) = redis_url("a_gateway_exports_only_the_series_it_owns") else {
+        return;
+    };
+    let prefix = unique("metrics");
+    let _keys = Keys {
+        url: url.clone(),
+        prefix: prefix.clone(),
+    };
+    let engine = Node::start("engine", &url, &prefix);
+    let gateway = Node::start("gateway", &url, &prefix);
+    let (_, epoch) = engine.connect().await;
+    gateway.synced(epoch).await;
+    // A trade, so the engine's counters are not all at zero and the gateway forwarded one command.
+    let (status, trade) = gateway.post_trade("metrics-1").await;
+    assert_eq!(status, 201, "{trade}");
+
+    let on_engine = http::request(engine.addr, "GET", "/metrics", None, b"").await;
+    let on_gateway = http::request(gateway.addr, "GET", "/metrics", None, b"").await;
+    assert_eq!(on_engine.status, 200);
+    assert_eq!(on_gateway.status, 200);
+    let (engine_text, gateway_text) = (&on_engine.body, &on_gateway.body);
+    assert!(
+        engine_text.contains("\ncryptobot_trades_executed_total 1\n"),
+        "{engine_text}"
+    );
+    let engine_families = metric_families(engine_text);
+    let gateway_families = metric_families(gateway_text);
+    let engine_only = [
+        "cryptobot_trades_executed_total",
+        "cryptobot_trades_rejected_total",
+        "cryptobot_signals_generated_total",
+        "cryptobot_alerts_raised_total",
+        "cryptobot_ticks_published_total",
+        "cryptobot_market_feed_connected",
+        "cryptobot_portfolio_cash",
+        "cryptobot_portfolio_total_value",
+        "cryptobot_broker_publish_backlog",
+    ];
+    for family in engine_only {
+        assert!(engine_families.contains(&family), "{family}: {engine_text}");
+        assert!(
+            !gateway_families.contains(&family),
+            "{family}: {gateway_text}"
+        );
+    }
+    let gateway_only = [
+        "cryptobot_broker_engine_alive",
+        "cryptobot_broker_stream_gaps_total",
+    ];
+    for family in gateway_only {
+        assert!(
+            gateway_families.contains(&family),
+            "{family}: {gateway_text}"
+        );
+        assert!(
+            !engine_families.contains(&family),
+            "{family}: {engine_text}"
+        );
+    }
+    for family in [
+        "cryptobot_build_info",
+        "cryptobot_ws_connections_open",
+        "cryptobot_broker_connected",
+    ] {
+        assert!(
+            engine_families.contains(&family) && gateway_families.contains(&family),
+            "{family}"
+        );
+    }
+    assert!(
+        gateway_text.contains("\ncryptobot_broker_commands_total 1\n"),
+        "{gateway_text}"
+    );
+    let version = env!("CARGO_PKG_VERSION");
+    for (text, role) in [(engine_text, "engine"), (gateway_text, "gateway")] {
+        let line = format!("\ncryptobot_build_info{{version=\"{version}\",role=\"{role}\"}} 1\n");
+        assert!(text.contains(&line), "{text}");
+    }
+}

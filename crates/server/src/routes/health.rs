@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
+use cryptobot_services::scale::LinkEnd;
 use serde_json::json;
 
 use super::responses::{Guarded, RateLimited};
@@ -15,8 +16,8 @@ use crate::state::AppState;
 /// probe answers promptly even when the engine actor is stuck.
 const ENGINE_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// Longest a `/metrics` scrape waits for the portfolio summary (forwarded to the engine on a
-/// gateway node); without it the portfolio gauges are left out of that scrape.
+/// Longest a `/metrics` scrape waits for the local engine's portfolio summary; without it the
+/// portfolio gauges are left out of that scrape.
 const METRICS_SUMMARY_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Reports liveness and the state of the market feed, the trading engine and (with Redis) the
@@ -208,53 +209,61 @@ pub(super) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let mut out = String::with_capacity(4096);
     let _ = writeln!(
         out,
+        "# HELP cryptobot_build_info The running build; the value is always 1.\n# TYPE cryptobot_build_info gauge\ncryptobot_build_info{{version=\"{}\",role=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION"),
+        state.role.as_str()
+    );
+    let _ = writeln!(
+        out,
         "# HELP cryptobot_uptime_seconds Seconds since the server started.\n# TYPE cryptobot_uptime_seconds gauge\ncryptobot_uptime_seconds {}",
         state.started_at.elapsed().as_secs()
     );
-    // Like the health probe, a scrape never waits for an engine that is known to be down.
-    let engine_down = state.role == Role::Gateway
-        && state
-            .broker
-            .as_ref()
-            .is_some_and(|broker| broker.engine_alive.load(Ordering::Relaxed) == 0);
-    let summary = if engine_down {
-        None
-    } else {
-        tokio::time::timeout(METRICS_SUMMARY_TIMEOUT, state.portfolio.summary())
+    crate::process_metrics::render(&mut out);
+    // A gateway exports only what it owns (connections, its broker link): the engine's
+    // counters, its feed and its portfolio come from the engine node alone, so a sum over nodes
+    // counts each once.
+    let runs_engine = state.role != Role::Gateway;
+    if runs_engine {
+        let summary = tokio::time::timeout(METRICS_SUMMARY_TIMEOUT, state.portfolio.summary())
             .await
             .ok()
-            .and_then(Result::ok)
-    };
-    if let Some(summary) = summary {
-        let gauges = [
-            (
-                "cryptobot_portfolio_cash",
-                "Free cash of the paper account.",
-                summary.cash,
-            ),
-            (
-                "cryptobot_portfolio_total_value",
-                "Cash plus positions at market value.",
-                summary.total_value,
-            ),
-            (
-                "cryptobot_portfolio_realized_pnl",
-                "Realized profit, fees included.",
-                summary.realized_pnl,
-            ),
-        ];
-        for (name, help, value) in gauges {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-            );
+            .and_then(Result::ok);
+        if let Some(summary) = summary {
+            let gauges = [
+                (
+                    "cryptobot_portfolio_cash",
+                    "Free cash of the paper account.",
+                    summary.cash,
+                ),
+                (
+                    "cryptobot_portfolio_total_value",
+                    "Cash plus positions at market value.",
+                    summary.total_value,
+                ),
+                (
+                    "cryptobot_portfolio_realized_pnl",
+                    "Realized profit, fees included.",
+                    summary.realized_pnl,
+                ),
+            ];
+            for (name, help, value) in gauges {
+                let _ = writeln!(
+                    out,
+                    "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+                );
+            }
         }
+        state.metrics.render(&mut out);
+        state.feed.render(&mut out);
     }
-    state.metrics.render(&mut out);
-    state.feed.render(&mut out);
     state.gateway.render_metrics(&mut out);
     if let Some(broker) = &state.broker {
-        out.push_str(&broker.render());
+        let end = if runs_engine {
+            LinkEnd::Publisher
+        } else {
+            LinkEnd::Follower
+        };
+        out.push_str(&broker.render(end));
     }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")

@@ -153,35 +153,95 @@ pub struct BrokerMetrics {
     pub engine_alive: std::sync::atomic::AtomicU64,
 }
 
+/// Which end of the Redis link a node holds; each exports only the broker series it owns, so a
+/// sum over nodes counts every series once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkEnd {
+    /// The engine (or an `all` node with Redis): publishes events and serves commands.
+    Publisher,
+    /// A gateway: follows the streams and forwards commands.
+    Follower,
+}
+
 impl BrokerMetrics {
-    /// Renders the counters in the Prometheus text format.
+    /// Renders the series `end` owns in the Prometheus text format.
     #[must_use]
-    pub fn render(&self) -> String {
+    pub fn render(&self, end: LinkEnd) -> String {
         use std::fmt::Write as _;
         use std::sync::atomic::Ordering::Relaxed;
         let mut out = String::new();
-        for (name, kind, value) in [
-            ("broker_connected", "gauge", &self.connected),
-            ("broker_publish_backlog", "gauge", &self.publish_backlog),
+        let publisher = end == LinkEnd::Publisher;
+        for (name, kind, help, value, owned) in [
+            (
+                "broker_connected",
+                "gauge",
+                "1 while this node is connected to Redis.",
+                &self.connected,
+                true,
+            ),
+            (
+                "broker_publish_backlog",
+                "gauge",
+                "Envelopes waiting to be written to Redis (engine).",
+                &self.publish_backlog,
+                publisher,
+            ),
             (
                 "broker_publish_dropped_total",
                 "counter",
+                "Envelopes dropped because the publish buffer was full (engine).",
                 &self.publish_dropped,
+                publisher,
             ),
-            ("broker_envelopes_total", "counter", &self.envelopes),
-            ("broker_reconnects_total", "counter", &self.reconnects),
-            ("broker_stream_gaps_total", "counter", &self.gaps),
-            ("broker_commands_total", "counter", &self.commands),
+            (
+                "broker_envelopes_total",
+                "counter",
+                "Envelopes written to Redis (engine) or read from it (gateway).",
+                &self.envelopes,
+                true,
+            ),
+            (
+                "broker_reconnects_total",
+                "counter",
+                "Connections to Redis re-established after a failure.",
+                &self.reconnects,
+                true,
+            ),
+            (
+                "broker_stream_gaps_total",
+                "counter",
+                "Holes found in a followed Redis stream.",
+                &self.gaps,
+                !publisher,
+            ),
+            (
+                "broker_commands_total",
+                "counter",
+                "Commands forwarded to the engine (gateway) or served for a gateway (engine).",
+                &self.commands,
+                true,
+            ),
             (
                 "broker_command_timeouts_total",
                 "counter",
+                "Forwarded commands that got no answer in time.",
                 &self.command_timeouts,
+                !publisher,
             ),
-            ("broker_engine_alive", "gauge", &self.engine_alive),
+            (
+                "broker_engine_alive",
+                "gauge",
+                "1 while the engine renews its lease, as last seen by this node.",
+                &self.engine_alive,
+                !publisher,
+            ),
         ] {
+            if !owned {
+                continue;
+            }
             let _ = writeln!(
                 out,
-                "# TYPE cryptobot_{name} {kind}\ncryptobot_{name} {}",
+                "# HELP cryptobot_{name} {help}\n# TYPE cryptobot_{name} {kind}\ncryptobot_{name} {}",
                 value.load(Relaxed)
             );
         }
@@ -198,4 +258,40 @@ pub fn url_problem(url: &str) -> Option<String> {
     redis::Client::open(url)
         .err()
         .map(|err| format!("cannot be parsed: {err}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_end_exports_only_the_series_it_owns() {
+        let metrics = BrokerMetrics::default();
+        let publisher = metrics.render(LinkEnd::Publisher);
+        let follower = metrics.render(LinkEnd::Follower);
+        assert!(publisher.contains("# HELP cryptobot_broker_publish_backlog "));
+        assert!(publisher.contains("\ncryptobot_broker_publish_backlog 0\n"));
+        assert!(
+            !publisher.contains("cryptobot_broker_engine_alive"),
+            "{publisher}"
+        );
+        assert!(!publisher.contains("cryptobot_broker_stream_gaps_total"));
+        assert!(
+            follower.contains("\ncryptobot_broker_engine_alive 0\n"),
+            "{follower}"
+        );
+        assert!(
+            !follower.contains("cryptobot_broker_publish_"),
+            "{follower}"
+        );
+        for both in [
+            "cryptobot_broker_connected 0",
+            "cryptobot_broker_commands_total 0",
+        ] {
+            assert!(
+                publisher.contains(both) && follower.contains(both),
+                "{both}"
+            );
+        }
+    }
 }
