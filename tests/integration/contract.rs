@@ -355,7 +355,7 @@ async fn refusals_have_json_bodies_and_unknown_symbols_are_unknown_everywhere() 
         ("DELETE", "/api/v1/trades", "GET, POST"),
         ("PUT", "/api/v1/tickers", "GET"),
         ("POST", "/api/v1/portfolio", "GET"),
-        ("POST", "/api/v1/ws", "GET"),
+        ("PUT", "/api/v1/ws", "GET, POST"),
         ("POST", "/api/v1/time", "GET"),
         ("TRACE", "/metrics", "GET"),
         ("GET", "/api/v1/positions/BTCUSDT", "PATCH"),
