@@ -201,6 +201,52 @@ test("an order the server refuses shows its code", async () => {
   assert.match(await result.textContent(), /invalid_order/);
 });
 
+test("a buy and a sell through the page update the performance row, the daily profit and show PnL and fee", async () => {
+  const tradesOf = async (symbol) => {
+    const cell = page.locator(`#performance tbody tr[data-symbol=${symbol}] .trades`);
+    return (await cell.count()) ? Number(await cell.textContent()) : 0;
+  };
+  await page.locator("#performance-total .trades").filter({ hasNotText: "–" }).waitFor(WAIT);
+  const before = await tradesOf("ETHUSDT");
+  await page.selectOption("#trade-symbol", "ETHUSDT");
+  await page.check("input[name=side][value=buy]");
+  await page.check("input[name=size_kind][value=amount]");
+  await page.fill("#trade-size", "300");
+  await page.click("#trade-submit");
+  await page.locator("#trade-result.ok", { hasText: "ETHUSDT" }).waitFor(WAIT);
+  const position = page.locator("#positions tbody tr[data-symbol=ETHUSDT]");
+  await position.waitFor(WAIT);
+  const quantity = (await position.locator("td").first().textContent()).trim();
+  await page.check("input[name=side][value=sell]");
+  await page.check("input[name=size_kind][value=quantity]");
+  await page.fill("#trade-size", quantity);
+  await page.click("#trade-submit");
+  await page.locator("#trade-result.ok", { hasText: "sell" }).waitFor(WAIT);
+  await page.waitForFunction(([want]) => {
+    const cell = document.querySelector("#performance tbody tr[data-symbol=ETHUSDT] .trades");
+    return cell && Number(cell.textContent) === want;
+  }, [before + 2], WAIT);
+  // The row shows what the API computed, and the sell's feed line its PnL and fee.
+  const api = await page.evaluate(async () => (await fetch("/api/v1/performance")).json());
+  const eth = api.symbols.find((s) => s.symbol === "ETHUSDT");
+  const money = (v) => Number(v).toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+  const row = page.locator("#performance tbody tr[data-symbol=ETHUSDT]");
+  assert.equal(await row.locator(".pnl").textContent(), money(eth.realized_pnl));
+  assert.equal(await row.locator(".fees").textContent(), money(eth.fees));
+  assert.equal(await row.locator(".volume").textContent(), money(eth.volume));
+  assert.match(await row.locator(".win-rate").textContent(), /^(0\.00|100\.00) %$/);
+  assert.equal(await page.locator("#performance-total .trades").textContent(), String(api.total.trades));
+  const today = new Date().toISOString().slice(0, 10);
+  await page.waitForFunction(([day, total]) => {
+    const cell = document.querySelector(`#daily-profit tr[data-date="${day}"] .trades`);
+    return cell && Number(cell.textContent) === total;
+  }, [today, api.total.trades], WAIT);
+  const sell = page.locator("#trade-feed li", { hasText: "ETHUSDT" }).filter({ hasText: "sell" }).first();
+  assert.match(await sell.textContent(), /PnL -?[\d,]+\.\d\d · fee [\d,]+\.\d\d/);
+  assert.equal(await page.locator("#no-performance").isHidden(), true);
+  await screenshot("03b-performance");
+});
+
 test("the candlestick chart draws candles, updates live and marks the bot's trades", async () => {
   await page.selectOption("#chart-symbol", "BTCUSDT");
   await page.selectOption("#chart-interval", "1h");

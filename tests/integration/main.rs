@@ -9,6 +9,7 @@ mod market_binance;
 mod nothing_lost;
 mod openapi;
 mod orders;
+mod performance;
 mod probes;
 mod rest_market;
 mod rest_trading;

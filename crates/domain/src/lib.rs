@@ -24,6 +24,8 @@ pub mod money;
 pub mod openapi;
 /// Orders with a lifecycle: types, status, validation, updates.
 pub mod order;
+/// Trading results: per symbol and per UTC day.
+pub mod performance;
 /// Positions, their valuation and the portfolio summary.
 pub mod portfolio;
 /// Trading signals and alerts.
@@ -39,6 +41,9 @@ pub use market::{Candle, Interval, Ticker};
 pub use order::{
     Order, OrderEventKind, OrderFields, OrderInput, OrderPage, OrderQuery, OrderQueryInput,
     OrderRef, OrderRequest, OrderStatus, OrderType, OrderUpdate, StatusFilter, TimeInForce,
+};
+pub use performance::{
+    DailyProfit, Performance, PerformanceStats, StatsAccumulator, SymbolPerformance,
 };
 pub use portfolio::{
     LevelChange, LevelInput, PortfolioSummary, Position, PositionUpdate, PositionUpdateInput,

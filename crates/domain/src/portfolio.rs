@@ -43,7 +43,7 @@ pub struct Position {
 
 /// Reads an optional decimal string (`null` or `"1.5"`). Unlike `str_option` it also works inside
 /// `#[serde(flatten)]` ([`PositionValuation`]), where `null` arrives as a unit value.
-fn optional_decimal<'de, D: Deserializer<'de>>(
+pub(crate) fn optional_decimal<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<Decimal>, D::Error> {
     let text: Option<String> = Option::deserialize(deserializer)?;

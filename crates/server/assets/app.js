@@ -178,6 +178,63 @@ function positionRow(p) {
   return row;
 }
 
+// ---------- performance ----------
+
+const DAILY_DAYS = 30;
+const PERFORMANCE_DELAY_MS = 200;
+let performanceTimer = null;
+
+function winRate(value) {
+  return value === null || value === undefined ? "–" : `${fmtFixed(Number(value) * 100)} %`;
+}
+
+function fillStats(row, stats) {
+  row.querySelector(".trades").textContent = String(stats.trades);
+  const pnl = row.querySelector(".pnl");
+  pnl.textContent = fmtFixed(stats.realized_pnl);
+  pnl.className = `pnl ${signClass(stats.realized_pnl)}`;
+  row.querySelector(".fees").textContent = fmtFixed(stats.fees);
+  if (row.querySelector(".win-rate")) row.querySelector(".win-rate").textContent = winRate(stats.win_rate);
+  if (row.querySelector(".volume")) row.querySelector(".volume").textContent = fmtFixed(stats.volume);
+}
+
+function performanceRow(stats) {
+  const row = document.createElement("tr");
+  row.dataset.symbol = stats.symbol;
+  row.innerHTML = `<th scope="row">${stats.symbol}</th><td class="trades"></td><td class="pnl"></td><td class="fees"></td><td class="win-rate"></td><td class="volume"></td>`;
+  fillStats(row, stats);
+  return row;
+}
+
+function dailyRow(day) {
+  const row = document.createElement("tr");
+  row.dataset.date = day.date;
+  row.innerHTML = `<th scope="row"><time>${day.date}</time></th><td class="trades"></td><td class="pnl"></td><td class="fees"></td>`;
+  fillStats(row, day);
+  return row;
+}
+
+async function loadPerformance() {
+  try {
+    const [performance, daily] = await Promise.all([
+      getJson("/api/v1/performance"),
+      getJson(`/api/v1/profit/daily?days=${DAILY_DAYS}`),
+    ]);
+    $("#performance tbody").replaceChildren(...performance.symbols.map(performanceRow));
+    fillStats($("#performance-total"), performance.total);
+    $("#no-performance").hidden = performance.total.trades > 0;
+    $("#daily-profit tbody").replaceChildren(...daily.map(dailyRow));
+  } catch (err) {
+    console.warn("could not load performance", err.message);
+  }
+}
+
+// Trades come in bursts (a stop-loss, the auto-trader): one reload after the burst is enough.
+function refreshPerformanceSoon() {
+  clearTimeout(performanceTimer);
+  performanceTimer = setTimeout(loadPerformance, PERFORMANCE_DELAY_MS);
+}
+
 // ---------- feeds ----------
 
 function prependCapped(list, item) {
@@ -194,7 +251,8 @@ function showTrade(trade) {
   const item = document.createElement("li");
   item.dataset.tradeId = String(key);
   item.innerHTML = `<time>${at.toLocaleTimeString()}</time> <strong class="${side === "buy" ? "up" : "down"}">${side}</strong>
-    ${trade.quantity} ${trade.symbol} @ ${fmt(trade.price)}${trade.origin && trade.origin !== "manual" ? ` <span class="muted">(${trade.origin})</span>` : ""}`;
+    ${trade.quantity} ${trade.symbol} @ ${fmt(trade.price)}${trade.origin && trade.origin !== "manual" ? ` <span class="muted">(${trade.origin})</span>` : ""}${trade.fee !== undefined ? `
+    <span class="money">PnL <span class="pnl ${signClass(trade.realized_pnl)}">${fmtFixed(trade.realized_pnl)}</span> · fee <span class="fee">${fmtFixed(trade.fee)}</span></span>` : ""}`;
   prependCapped($("#trade-feed"), item);
   addMarker(trade.symbol, trade.executed_at ?? trade.purchased_at, trade.price, side, "trade");
 }
@@ -491,7 +549,7 @@ function handle(message) {
   switch (message.type) {
     case "ticker_update": showTicker(message.payload); break;
     case "portfolio_update": showPortfolio(message.payload); break;
-    case "trade_notification": showTrade(message.payload); break;
+    case "trade_notification": showTrade(message.payload); refreshPerformanceSoon(); break;
     case "signal": showSignal(message.payload); break;
     case "alert": toast(message.payload); break;
     case "order_update": applyOrder(message.payload.order, message.seq); break;
@@ -522,6 +580,7 @@ async function refill() {
     trades.slice().reverse().forEach((trade) => showTrade(trade));
     showPortfolio(portfolio);
     loadChart();
+    loadPerformance();
     const open = await getJson("/api/v1/orders?status=open&limit=1000");
     applyOpenOrders({ seq: state.lastSeq.get("orders") ?? 0, payload: { orders: open } });
   } catch (err) {

@@ -350,7 +350,7 @@ async fn two_gateways_serve_as_one() {
         url: url.clone(),
         prefix: prefix.clone(),
     };
-    let (_engine, a, b, epoch) = engine_and_two_gateways(&url, &prefix).await;
+    let (engine, a, b, epoch) = engine_and_two_gateways(&url, &prefix).await;
 
     // TC0: market data reaches gateway nodes (REST tickers come from the streams).
     let deadline = Instant::now() + GUARD;
@@ -451,6 +451,35 @@ async fn two_gateways_serve_as_one() {
         "{}",
         health.body
     );
+
+    // TC5: performance and daily profit on a gateway node are the engine's, forwarded.
+    let get = |node: &Node, path: &'static str| http::request(node.addr, "GET", path, None, b"");
+    let on_engine = get(&engine, "/api/v1/performance").await;
+    let on_gateway = get(&a, "/api/v1/performance").await;
+    assert_eq!(on_gateway.status, 200, "{}", on_gateway.body);
+    assert_eq!(on_gateway.json(), on_engine.json());
+    assert_eq!(
+        on_gateway.json()["total"]["trades"],
+        8,
+        "{}",
+        on_gateway.body
+    );
+    assert_eq!(
+        on_gateway.json()["symbols"][0]["symbol"],
+        "BTCUSDT",
+        "{}",
+        on_gateway.body
+    );
+    let daily = get(&b, "/api/v1/profit/daily?days=2").await;
+    assert_eq!(daily.status, 200, "{}", daily.body);
+    assert_eq!(
+        daily.json(),
+        get(&engine, "/api/v1/profit/daily?days=2").await.json()
+    );
+    assert_eq!(daily.json()[0]["trades"], 8, "{}", daily.body);
+    let refused = get(&b, "/api/v1/profit/daily?days=0").await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert_eq!(refused.json()["code"], "invalid_query", "{}", refused.body);
 }
 
 /// Orders are one book across nodes: placed through one gateway, replayed and canceled through

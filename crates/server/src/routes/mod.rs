@@ -20,6 +20,7 @@ mod market;
 /// The OpenAPI document, derived from the handlers and types.
 pub mod openapi;
 mod orders;
+mod performance;
 mod responses;
 mod schemas;
 mod support;
@@ -70,7 +71,7 @@ struct ApiRoute {
 }
 
 /// Every REST route, in mounting order (`/orders/by-client-id/..` before `/orders/{id}`).
-fn api_routes() -> [ApiRoute; 20] {
+fn api_routes() -> [ApiRoute; 22] {
     let route = |access, path, method, handler| ApiRoute {
         access,
         path,
@@ -108,6 +109,12 @@ fn api_routes() -> [ApiRoute; 20] {
         }),
         route(Api, "/api/v1/trades", Method::POST, |r| {
             r.to(trading::create_trade)
+        }),
+        route(Api, "/api/v1/performance", Method::GET, |r| {
+            r.to(performance::performance)
+        }),
+        route(Api, "/api/v1/profit/daily", Method::GET, |r| {
+            r.to(performance::daily)
         }),
         route(Api, "/api/v1/positions/{symbol}", Method::PATCH, |r| {
             r.to(trading::update_position)

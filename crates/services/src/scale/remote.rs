@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cryptobot_domain::{
-    Candle, Event, Interval, LevelChange, Order, OrderPage, OrderQuery, OrderRef, OrderRequest,
-    PortfolioSummary, Position, PositionUpdate, Symbol, Trade, TradePage, TradeQuery, TradeRequest,
+    Candle, DailyProfit, Event, Interval, LevelChange, Order, OrderPage, OrderQuery, OrderRef,
+    OrderRequest, Performance, PortfolioSummary, Position, PositionUpdate, Symbol, Trade,
+    TradePage, TradeQuery, TradeRequest,
 };
 use redis::aio::MultiplexedConnection;
 use rust_decimal::Decimal;
@@ -54,6 +55,10 @@ enum Call {
     /// `GET /api/v1/trades` on a gateway node: the query forwarded as it is.
     Trades {
         query: TradeQuery,
+    },
+    Performance,
+    DailyProfit {
+        days: u32,
     },
     Summary,
     UpdatePosition {
@@ -124,6 +129,8 @@ enum Answer {
     Execution { trade: Trade, replayed: bool },
     Trades(Vec<Trade>),
     TradePage(TradePage),
+    Performance(Box<Performance>),
+    DailyProfit(Vec<DailyProfit>),
     Summary(Box<PortfolioSummary>),
     Position(Position),
     Placement(Box<Placement>),
@@ -349,6 +356,8 @@ async fn serve(
         }
         Call::RecentTrades { limit } => Answer::Trades(trade.recent_trades(limit).await?),
         Call::Trades { query } => Answer::TradePage(trade.trades(query).await?),
+        Call::Performance => Answer::Performance(Box::new(trade.performance().await?)),
+        Call::DailyProfit { days } => Answer::DailyProfit(trade.daily_profit(days).await?),
         Call::Summary => Answer::Summary(Box::new(portfolio.summary().await?)),
         Call::UpdatePosition {
             symbol,
@@ -588,6 +597,20 @@ impl TradeService for RemoteTrading {
         }
     }
 
+    async fn performance(&self) -> Result<Performance, ServiceError> {
+        match self.call(Call::Performance).await? {
+            Answer::Performance(performance) => Ok(*performance),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn daily_profit(&self, days: u32) -> Result<Vec<DailyProfit>, ServiceError> {
+        match self.call(Call::DailyProfit { days }).await? {
+            Answer::DailyProfit(rows) => Ok(rows),
+            _ => Err(unexpected()),
+        }
+    }
+
     async fn place_order(&self, request: OrderRequest) -> Result<Placement, ServiceError> {
         match self.call(Call::PlaceOrder { request }).await? {
             Answer::Placement(placement) => Ok(*placement),
@@ -809,6 +832,68 @@ mod tests {
             panic!("not a page: {json}")
         };
         assert_eq!(back, page);
+    }
+
+    /// Performance and daily profit cross the wire exactly: the day count goes to the engine's
+    /// service, the decimals and the null win rate come back as they were.
+    #[tokio::test]
+    async fn performance_queries_are_forwarded_as_they_are() {
+        use cryptobot_domain::{PerformanceStats, SymbolPerformance};
+        let stats = PerformanceStats {
+            trades: 3,
+            realized_pnl: fixtures::dec("-1.2500"),
+            fees: fixtures::dec("0.75"),
+            win_rate: None,
+            volume: fixtures::dec("300.10"),
+        };
+        let performance = Performance {
+            symbols: vec![SymbolPerformance {
+                symbol: fixtures::symbol("ETHUSDT"),
+                stats: stats.clone(),
+            }],
+            total: PerformanceStats {
+                win_rate: Some(fixtures::dec("0.3333")),
+                ..stats
+            },
+        };
+        let days = vec![DailyProfit {
+            date: fixtures::instant().date_naive(),
+            trades: 2,
+            realized_pnl: fixtures::dec("4.5"),
+            fees: fixtures::dec("0.1"),
+        }];
+        let mut trade = crate::trading::MockTradeService::new();
+        let answer = performance.clone();
+        trade
+            .expect_performance()
+            .returning(move || Ok(answer.clone()));
+        let answer = days.clone();
+        trade
+            .expect_daily_profit()
+            .withf(|days| *days == 7)
+            .returning(move |_| Ok(answer.clone()));
+        let portfolio = crate::trading::MockPortfolioService::new();
+        let wire = |call: &Call| serde_json::from_str(&serde_json::to_string(call).unwrap());
+        let answer = serve(wire(&Call::Performance).unwrap(), &trade, &portfolio)
+            .await
+            .unwrap();
+        let json = serde_json::to_string(&answer).unwrap();
+        let Answer::Performance(back) = serde_json::from_str(&json).unwrap() else {
+            panic!("not a performance: {json}")
+        };
+        assert_eq!(*back, performance);
+        let answer = serve(
+            wire(&Call::DailyProfit { days: 7 }).unwrap(),
+            &trade,
+            &portfolio,
+        )
+        .await
+        .unwrap();
+        let json = serde_json::to_string(&answer).unwrap();
+        let Answer::DailyProfit(back) = serde_json::from_str(&json).unwrap() else {
+            panic!("not a daily profit: {json}")
+        };
+        assert_eq!(back, days);
     }
 
     /// Order commands cross the wire whole: every field of the request, and the engine's

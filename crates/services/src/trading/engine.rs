@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use cryptobot_domain::{
-    Alert, AlertType, Channel, Event, Order, OrderPage, OrderQuery, OrderRef, OrderRequest,
-    OrderSize, OrderStatus, OrderType, OrderUpdate, PortfolioSummary, Position, PositionUpdate,
-    PositionValuation, Reserved, ReservedQuantity, Severity, Side, Symbol, Ticker, TimeInForce,
-    Trade, TradeOrigin, TradePage, TradeQuery, TradeRequest,
+    Alert, AlertType, Channel, DailyProfit, Event, Order, OrderPage, OrderQuery, OrderRef,
+    OrderRequest, OrderSize, OrderStatus, OrderType, OrderUpdate, Performance, PortfolioSummary,
+    Position, PositionUpdate, PositionValuation, Reserved, ReservedQuantity, Severity, Side,
+    Symbol, Ticker, TimeInForce, Trade, TradeOrigin, TradePage, TradeQuery, TradeRequest,
 };
 use rust_decimal::Decimal;
 use tokio::sync::{mpsc, oneshot};
@@ -38,6 +38,15 @@ pub(crate) enum Command {
     Trades {
         query: TradeQuery,
         reply: oneshot::Sender<Result<TradePage, ServiceError>>,
+    },
+    /// Sum the trade log per symbol.
+    Performance {
+        reply: oneshot::Sender<Result<Performance, ServiceError>>,
+    },
+    /// Sum the trades of the last `days` UTC days per day.
+    DailyProfit {
+        days: u32,
+        reply: oneshot::Sender<Result<Vec<DailyProfit>, ServiceError>>,
     },
     /// Commit a small write to the storage (readiness).
     ProbeStorage {
@@ -221,6 +230,18 @@ impl PaperEngine {
                 let storage = self.storage.clone();
                 query.limit = query.limit.clamp(1, 1000);
                 let _ = reply.send(blocking(move || storage.trades(&query)).await);
+            }
+            Command::Performance { reply } => {
+                let storage = self.storage.clone();
+                let _ = reply.send(blocking(move || storage.performance()).await);
+            }
+            Command::DailyProfit { days, reply } => {
+                let storage = self.storage.clone();
+                let today = self.clock.now().date_naive();
+                let since = today
+                    .checked_sub_days(chrono::Days::new(u64::from(days.saturating_sub(1))))
+                    .unwrap_or(chrono::NaiveDate::MIN);
+                let _ = reply.send(blocking(move || storage.daily_profit(since)).await);
             }
             Command::ProbeStorage { reply } => {
                 let storage = self.storage.clone();

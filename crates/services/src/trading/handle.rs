@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use cryptobot_domain::{
-    Candle, Interval, Order, OrderPage, OrderQuery, OrderRef, OrderRequest, PortfolioSummary,
-    Position, PositionUpdate, Symbol, TradePage, TradeQuery, TradeRequest,
+    Candle, DailyProfit, Interval, Order, OrderPage, OrderQuery, OrderRef, OrderRequest,
+    Performance, PortfolioSummary, Position, PositionUpdate, Symbol, TradePage, TradeQuery,
+    TradeRequest,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -107,6 +108,15 @@ impl TradeService for PaperTrading {
 
     async fn probe_storage(&self) -> Result<(), ServiceError> {
         self.ask(|reply| Command::ProbeStorage { reply }).await?
+    }
+
+    async fn performance(&self) -> Result<Performance, ServiceError> {
+        self.ask(|reply| Command::Performance { reply }).await?
+    }
+
+    async fn daily_profit(&self, days: u32) -> Result<Vec<DailyProfit>, ServiceError> {
+        self.ask(|reply| Command::DailyProfit { days, reply })
+            .await?
     }
 
     async fn place_order(&self, request: OrderRequest) -> Result<Placement, ServiceError> {

@@ -2,8 +2,9 @@
 
 use async_trait::async_trait;
 use cryptobot_domain::{
-    Candle, Interval, Order, OrderPage, OrderQuery, OrderRef, OrderRequest, PortfolioSummary,
-    Position, PositionUpdate, Symbol, Trade, TradePage, TradeQuery, TradeRequest,
+    Candle, DailyProfit, Interval, Order, OrderPage, OrderQuery, OrderRef, OrderRequest,
+    Performance, PortfolioSummary, Position, PositionUpdate, Symbol, Trade, TradePage, TradeQuery,
+    TradeRequest,
 };
 use serde::{Deserialize, Serialize};
 
@@ -70,6 +71,10 @@ fn orders_unsupported() -> ServiceError {
     ServiceError::Unavailable("this trade service takes no orders".to_owned())
 }
 
+fn no_trade_log() -> ServiceError {
+    ServiceError::Unavailable("this trade service keeps no trade log".to_owned())
+}
+
 /// Executes trades.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
@@ -104,6 +109,25 @@ pub trait TradeService: Send + Sync {
     /// [`ServiceError::Storage`] or [`ServiceError::Unavailable`].
     async fn recent_trades(&self, limit: usize) -> Result<Vec<Trade>, ServiceError> {
         Ok(self.trades(TradeQuery::latest(limit)).await?.trades)
+    }
+
+    /// Sums the trade log per symbol and in total (`GET /api/v1/performance`). The default
+    /// answers `unavailable`, for trade services without a trade log.
+    ///
+    /// # Errors
+    /// [`ServiceError::Storage`] or [`ServiceError::Unavailable`].
+    async fn performance(&self) -> Result<Performance, ServiceError> {
+        Err(no_trade_log())
+    }
+
+    /// Sums the trades per UTC day over the last `days` days, today included, newest first;
+    /// days without trades have no row. The default answers `unavailable`.
+    ///
+    /// # Errors
+    /// [`ServiceError::Storage`] or [`ServiceError::Unavailable`].
+    async fn daily_profit(&self, days: u32) -> Result<Vec<DailyProfit>, ServiceError> {
+        let _ = days;
+        Err(no_trade_log())
     }
 
     /// Places an order; returns only after it (and a fill it got at once) is committed. The

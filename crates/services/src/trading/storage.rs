@@ -1,15 +1,17 @@
 //! Durable storage of the paper account in SQLite: the trade log, the open positions and the
 //! account row, each trade written in one transaction together with the books it produces.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use cryptobot_domain::{
-    Candle, ClientOrderId, Interval, Order, OrderPage, OrderQuery, OrderSize, OrderStatus,
-    OrderType, Position, Side, Symbol, TimeInForce, Trade, TradeOrigin, TradePage, TradeQuery,
+    Candle, ClientOrderId, DailyProfit, Interval, Order, OrderPage, OrderQuery, OrderSize,
+    OrderStatus, OrderType, Performance, Position, Side, StatsAccumulator, Symbol,
+    SymbolPerformance, TimeInForce, Trade, TradeOrigin, TradePage, TradeQuery,
 };
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use rust_decimal::Decimal;
@@ -563,6 +565,78 @@ impl Storage {
         Ok(OrderPage { orders, more })
     }
 
+    /// Sums the whole trade log per symbol (by symbol) and in total. Decimals are summed here,
+    /// exactly, not by SQLite (which would add the TEXT columns as floating point).
+    ///
+    /// # Errors
+    /// [`ServiceError::Storage`] when the log cannot be read.
+    pub fn performance(&self) -> Result<Performance, ServiceError> {
+        let mut per_symbol: BTreeMap<Symbol, StatsAccumulator> = BTreeMap::new();
+        let mut total = StatsAccumulator::default();
+        let conn = self.lock();
+        let mut statement = conn
+            .prepare("SELECT symbol, side, fee, notional, realized_pnl FROM trades ORDER BY id")
+            .db()?;
+        let mut rows = statement.query([]).db()?;
+        while let Some(row) = rows.next().db()? {
+            let symbol = parse_symbol(row, 0).db()?;
+            let side = read_side(row, 1).db()?;
+            let (fee, notional, pnl) = (
+                decimal(row, 2).db()?,
+                decimal(row, 3).db()?,
+                decimal(row, 4).db()?,
+            );
+            per_symbol
+                .entry(symbol)
+                .or_default()
+                .add(side, fee, notional, pnl);
+            total.add(side, fee, notional, pnl);
+        }
+        Ok(Performance {
+            symbols: per_symbol
+                .into_iter()
+                .map(|(symbol, stats)| SymbolPerformance {
+                    symbol,
+                    stats: stats.finish(),
+                })
+                .collect(),
+            total: total.finish(),
+        })
+    }
+
+    /// Sums the trades per UTC day from `since` on, newest day first; days without trades have
+    /// no row.
+    ///
+    /// # Errors
+    /// [`ServiceError::Storage`] when the log cannot be read.
+    pub fn daily_profit(&self, since: NaiveDate) -> Result<Vec<DailyProfit>, ServiceError> {
+        // `executed_at` is RFC 3339 in UTC (`...Z`), so its first ten characters are the UTC day.
+        let mut days: BTreeMap<NaiveDate, DailyProfit> = BTreeMap::new();
+        let conn = self.lock();
+        let mut statement = conn
+            .prepare(
+                "SELECT substr(executed_at, 1, 10), fee, realized_pnl FROM trades \
+                 WHERE substr(executed_at, 1, 10) >= ?1",
+            )
+            .db()?;
+        let mut rows = statement
+            .query(params![since.format("%Y-%m-%d").to_string()])
+            .db()?;
+        while let Some(row) = rows.next().db()? {
+            let date = read_day(row, 0).db()?;
+            let day = days.entry(date).or_insert(DailyProfit {
+                date,
+                trades: 0,
+                realized_pnl: Decimal::ZERO,
+                fees: Decimal::ZERO,
+            });
+            day.trades += 1;
+            day.fees += decimal(row, 1).db()?;
+            day.realized_pnl += decimal(row, 2).db()?;
+        }
+        Ok(days.into_values().rev().collect())
+    }
+
     /// Commits one small write (the time, into `write_probe`), as a trade would: readiness
     /// (`/readyz`) asks this so that a full disk or a read-only file shows before a trade fails.
     ///
@@ -804,11 +878,7 @@ fn read_order(row: &Row<'_>) -> rusqlite::Result<Order> {
 
 /// Reads one row selected with [`TRADE_COLUMNS`].
 fn read_trade(row: &Row<'_>) -> rusqlite::Result<StoredTrade> {
-    let side = match row.get_ref(2)?.as_str()? {
-        "buy" => Side::Buy,
-        "sell" => Side::Sell,
-        other => return Err(bad_value(2, &format!("side {other:?}"))),
-    };
+    let side = read_side(row, 2)?;
     let executed_at = DateTime::parse_from_rfc3339(row.get_ref(8)?.as_str()?)
         .map_err(|err| bad_value(8, &format!("executed_at: {err}")))?
         .with_timezone(&Utc);
@@ -842,6 +912,20 @@ fn read_trade(row: &Row<'_>) -> rusqlite::Result<StoredTrade> {
         origin,
     };
     Ok(StoredTrade { trade, size })
+}
+
+fn read_day(row: &Row<'_>, column: usize) -> rusqlite::Result<NaiveDate> {
+    let text = row.get_ref(column)?.as_str()?;
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .map_err(|err| bad_value(column, &format!("executed_at day {text:?}: {err}")))
+}
+
+fn read_side(row: &Row<'_>, column: usize) -> rusqlite::Result<Side> {
+    match row.get_ref(column)?.as_str()? {
+        "buy" => Ok(Side::Buy),
+        "sell" => Ok(Side::Sell),
+        other => Err(bad_value(column, &format!("side {other:?}"))),
+    }
 }
 
 /// Turns a database error into [`ServiceError::Storage`]. A private conversion, not a `From`
@@ -1016,6 +1100,99 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    /// Commits `trades` with no positions kept (the books are not what these tests read).
+    fn commit_all(storage: &Storage, trades: &[Trade]) {
+        for t in trades {
+            storage
+                .commit_trade(t, OrderSize::Quantity(t.quantity), None, &account())
+                .unwrap();
+        }
+    }
+
+    fn priced(id: u64, name: &str, side: Side, fee: &str, pnl: &str, days_later: i64) -> Trade {
+        Trade {
+            side,
+            fee: dec(fee),
+            realized_pnl: dec(pnl),
+            executed_at: instant() + chrono::Duration::days(days_later),
+            ..trade(id, name, "10.5", "2")
+        }
+    }
+
+    #[test]
+    fn performance_sums_each_symbol_exactly() {
+        let storage = Storage::open(":memory:").unwrap();
+        storage.init_account(&Account::new(dec("10000"))).unwrap();
+        assert_eq!(storage.performance().unwrap(), Performance::default());
+        commit_all(
+            &storage,
+            &[
+                priced(1, "ETHUSDT", Side::Buy, "0.021", "-0.021", 0),
+                priced(2, "BTCUSDT", Side::Buy, "0.1", "-0.1", 0),
+                priced(3, "ETHUSDT", Side::Sell, "0.021", "1.958", 0),
+                priced(4, "ETHUSDT", Side::Sell, "0.021", "-0.2", 1),
+            ],
+        );
+        let performance = storage.performance().unwrap();
+        let symbols: Vec<&str> = performance
+            .symbols
+            .iter()
+            .map(|s| s.symbol.as_str())
+            .collect();
+        assert_eq!(symbols, ["BTCUSDT", "ETHUSDT"]);
+        let btc = &performance.symbols[0].stats;
+        assert_eq!((btc.trades, btc.win_rate), (1, None));
+        assert_eq!((btc.fees, btc.realized_pnl), (dec("0.1"), dec("-0.1")));
+        let eth = &performance.symbols[1].stats;
+        assert_eq!(eth.trades, 3);
+        assert_eq!(eth.fees, dec("0.063"));
+        assert_eq!(eth.realized_pnl, dec("1.737"));
+        assert_eq!(eth.volume, dec("63"));
+        assert_eq!(eth.win_rate, Some(dec("0.5")));
+        let total = &performance.total;
+        assert_eq!((total.trades, total.volume), (4, dec("84")));
+        assert_eq!(
+            (total.fees, total.realized_pnl),
+            (dec("0.163"), dec("1.637"))
+        );
+        assert_eq!(total.win_rate, Some(dec("0.5")));
+    }
+
+    #[test]
+    fn daily_profit_groups_by_utc_day_newest_first_from_the_given_day() {
+        let storage = Storage::open(":memory:").unwrap();
+        storage.init_account(&Account::new(dec("10000"))).unwrap();
+        let mut late = priced(3, "ETHUSDT", Side::Sell, "0.5", "4", 2);
+        // One second before midnight is still the earlier day.
+        late.executed_at -= chrono::Duration::seconds(1);
+        commit_all(
+            &storage,
+            &[
+                priced(1, "ETHUSDT", Side::Buy, "0.25", "-0.25", 0),
+                priced(2, "BTCUSDT", Side::Buy, "0.1", "-0.1", 1),
+                late,
+                priced(4, "ETHUSDT", Side::Sell, "0.5", "1.5", 2),
+            ],
+        );
+        let day = |offset: i64| (instant() + chrono::Duration::days(offset)).date_naive();
+        let rows = storage.daily_profit(day(0)).unwrap();
+        let summary: Vec<(NaiveDate, u64, Decimal, Decimal)> = rows
+            .iter()
+            .map(|r| (r.date, r.trades, r.realized_pnl, r.fees))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (day(2), 1, dec("1.5"), dec("0.5")),
+                (day(1), 2, dec("3.9"), dec("0.6")),
+                (day(0), 1, dec("-0.25"), dec("0.25")),
+            ]
+        );
+        let recent = storage.daily_profit(day(1)).unwrap();
+        assert_eq!(recent.len(), 2);
+        assert!(storage.daily_profit(day(3)).unwrap().is_empty());
     }
 
     #[test]
