@@ -144,6 +144,10 @@ pub struct TradeRequest {
     /// Idempotency key: a repeat with the same key returns the first result.
     client_order_id: Option<ClientOrderId>,
     origin: TradeOrigin,
+    /// The name of the principal that sent the command (a token's name), for the trade's log
+    /// line; `None` for the bot's own and the stop-loss/take-profit trades.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    requested_by: Option<String>,
 }
 
 impl TradeRequest {
@@ -164,7 +168,21 @@ impl TradeRequest {
             size: size.validate()?,
             client_order_id,
             origin,
+            requested_by: None,
         })
+    }
+
+    /// The same request, sent by the principal named `name`.
+    #[must_use]
+    pub fn requested_by_principal(mut self, name: impl Into<String>) -> Self {
+        self.requested_by = Some(name.into());
+        self
+    }
+
+    /// Who sent the command, when a principal did.
+    #[must_use]
+    pub fn requested_by(&self) -> Option<&str> {
+        self.requested_by.as_deref()
     }
 
     /// The pair to trade.
@@ -208,10 +226,16 @@ impl<'de> Deserialize<'de> for TradeRequest {
             size: OrderSize,
             client_order_id: Option<ClientOrderId>,
             origin: TradeOrigin,
+            #[serde(default)]
+            requested_by: Option<String>,
         }
         let f = Fields::deserialize(deserializer)?;
-        Self::new(f.symbol, f.side, f.size, f.client_order_id, f.origin)
-            .map_err(serde::de::Error::custom)
+        let request = Self::new(f.symbol, f.side, f.size, f.client_order_id, f.origin)
+            .map_err(serde::de::Error::custom)?;
+        Ok(match f.requested_by {
+            Some(name) => request.requested_by_principal(name),
+            None => request,
+        })
     }
 }
 

@@ -155,10 +155,27 @@ async fn json_logs_have_a_startup_line_and_one_access_line_per_request() {
     assert!(access["duration_ms"].as_f64().is_some_and(|ms| ms >= 0.0));
     assert!(!access.to_string().contains("not-for-logs"), "{access}");
 
-    // TC2: a 404 outside the API is logged with its status; nothing authenticated it
+    // TC2: a trade's line names its key and who asked (auth.mode none: `anonymous`)
+    let trade = http::request(
+        addr,
+        "POST",
+        "/api/v1/trades",
+        Some("application/json"),
+        br#"{"symbol":"BTCUSDT","side":"buy","amount":"50","client_order_id":"log-t1"}"#,
+    )
+    .await;
+    assert_eq!(trade.status, 201, "{}", trade.body);
+    let executed = json_line(&rx, |line| line["message"] == "trade executed");
+    assert_eq!(executed["client_order_id"], "log-t1", "{executed}");
+    assert_eq!(executed["principal"], "anonymous", "{executed}");
+    assert_eq!(executed["origin"], "manual", "{executed}");
+
+    // TC3: a 404 outside the API is logged with its status; nothing authenticated it
     let missing = http::request(addr, "GET", "/nothing-here", None, b"").await;
     assert_eq!(missing.status, 404);
-    let access = json_line(&rx, |line| line["target"] == "cryptobot_server::access");
+    let access = json_line(&rx, |line| {
+        line["target"] == "cryptobot_server::access" && line["path"] == "/nothing-here"
+    });
     assert_eq!(
         (access["path"].as_str(), access["status"].as_u64()),
         (Some("/nothing-here"), Some(404))

@@ -51,7 +51,12 @@ pub(crate) fn parse_request(
             channel: None,
         });
     }
-    envelope.into_message()
+    let mut message = envelope.into_message()?;
+    // The engine's trade log line names who asked.
+    if let ClientRequest::ManualTrade(trade) = message.request {
+        message.request = ClientRequest::ManualTrade(trade.requested_by_principal(&principal.name));
+    }
+    Ok(message)
 }
 
 /// What a resume replays of a channel whose history reaches back far enough: every missed event,
@@ -524,6 +529,25 @@ mod tests {
     use cryptobot_domain::TradeOrigin;
 
     use super::*;
+
+    #[test]
+    fn a_manual_trade_carries_the_name_of_the_principal_that_sent_it() {
+        let principal = Principal {
+            name: "desk-bot".to_owned(),
+            scopes: vec!["read".to_owned(), "trade".to_owned()],
+            expires_at: None,
+        };
+        let text =
+            r#"{"type":"manual_trade","payload":{"symbol":"BTCUSDT","side":"buy","amount":"10"}}"#;
+        let message = parse_request(text, &principal).unwrap();
+        let ClientRequest::ManualTrade(trade) = message.request else {
+            panic!("not a manual trade: {message:?}");
+        };
+        assert_eq!(trade.requested_by(), Some("desk-bot"));
+        // Other requests are not changed.
+        let message = parse_request(r#"{"type":"ping","id":1}"#, &principal).unwrap();
+        assert!(matches!(message.request, ClientRequest::Ping));
+    }
 
     fn dispatcher(trade: MockTradeService, portfolio: MockPortfolioService) -> Dispatcher {
         let mut market = MockMarketService::new();

@@ -2,6 +2,7 @@
 
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, SecondsFormat, Utc};
+use cryptobot_access::Principal;
 use cryptobot_domain::{
     ClientOrderId, PositionUpdateInput, Symbol, Trade, TradeInput, TradeOrigin, TradeQuery,
 };
@@ -190,9 +191,14 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
 )]
 pub(super) async fn create_trade(
     state: web::Data<AppState>,
+    principal: Option<web::ReqData<Principal>>,
     body: web::Json<Object<TradeInput>>,
 ) -> Result<HttpResponse, ApiError> {
-    let request = body.into_inner().0.into_request(TradeOrigin::Manual)?;
+    let mut request = body.into_inner().0.into_request(TradeOrigin::Manual)?;
+    // The engine's trade log line names who asked.
+    if let Some(principal) = principal {
+        request = request.requested_by_principal(principal.name.clone());
+    }
     let idempotent = request.client_order_id().is_some();
     let execution = state.trade.execute(request).await?;
     Ok(

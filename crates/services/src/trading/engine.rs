@@ -330,7 +330,8 @@ impl PaperEngine {
         let ticker = self.market.ticker(request.symbol()).await?;
         let available = self.available(request.symbol());
         let (trade, books) = self.prepare(request, &ticker, available)?;
-        self.commit(trade, books, request.size(), None).await
+        self.commit(trade, books, request.size(), None, request.requested_by())
+            .await
     }
 
     /// The trade a request fills at `ticker.price` against `available` funds, and the books it
@@ -351,12 +352,14 @@ impl PaperEngine {
 
     /// Commits a prepared trade (with the filled order, when it fills one) in one transaction,
     /// then applies it and publishes the trade, the order update and the portfolio.
+    /// `requested_by` is the principal that sent the command, for the log line.
     async fn commit(
         &mut self,
         trade: Trade,
         books: Ledger,
         size: OrderSize,
         order: Option<Order>,
+        requested_by: Option<&str>,
     ) -> Result<Trade, ServiceError> {
         let storage = self.storage.clone();
         let record = trade.clone();
@@ -383,6 +386,8 @@ impl PaperEngine {
             quantity = %trade.quantity,
             price = %trade.price,
             origin = trade.origin.as_str(),
+            client_order_id = trade.client_order_id.as_ref().map_or("-", cryptobot_domain::ClientOrderId::as_str),
+            principal = requested_by.unwrap_or("-"),
             "trade executed"
         );
         self.bus.publish(Event::TradeExecuted(trade.clone()));
@@ -483,7 +488,7 @@ impl PaperEngine {
                 self.prepare(&trade_request, &ticker, self.available(&request.symbol))?;
             order.status = OrderStatus::Filled;
             order.trade_id = Some(trade.id);
-            self.commit(trade, books, request.size, Some(order.clone()))
+            self.commit(trade, books, request.size, Some(order.clone()), None)
                 .await?;
             self.next_order_id = self.next_order_id.saturating_add(1);
             return Ok(Placement {
@@ -633,7 +638,7 @@ impl PaperEngine {
         filled.reserved_quantity = Decimal::ZERO;
         filled.updated_at = self.clock.now();
         match self
-            .commit(trade, books, order.size(), Some(filled.clone()))
+            .commit(trade, books, order.size(), Some(filled.clone()), None)
             .await
         {
             Ok(_) => filled,
