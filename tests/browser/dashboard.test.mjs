@@ -274,6 +274,9 @@ test("after a server restart the page reconnects by itself, without duplicate ro
   await stopServer(server);
   server = undefined;
   await page.locator("#status.status-disconnected").waitFor(WAIT);
+  // The prices on screen are the last ones before the drop, and marked so.
+  await page.locator("#tickers.stale").waitFor(WAIT);
+  assert.match(await page.locator("#tickers-title").textContent(), /stale/);
   await screenshot("04-disconnected");
   server = await startServer();
   await page.locator("#status", { hasText: "live" }).waitFor({ timeout: 30000 });
@@ -281,6 +284,8 @@ test("after a server restart the page reconnects by itself, without duplicate ro
   const first = await page.locator("#ticker-SOLUSDT .price").textContent();
   await page.waitForFunction(
     (before) => document.querySelector("#ticker-SOLUSDT .price").textContent !== before, first, WAIT);
+  assert.equal(await page.locator("#tickers.stale").count(), 0, "fresh prices are not marked stale");
+  assert.equal(await page.locator("#tickers-title").textContent(), "Market");
   const ids = await page.locator("#trade-feed li").evaluateAll((items) => items.map((li) => li.dataset.tradeId));
   assert.equal(ids.length, tradesBefore, "no trade row lost or duplicated");
   assert.equal(new Set(ids).size, ids.length);
@@ -291,6 +296,20 @@ test("the layout works at phone width", async () => {
   await page.setViewportSize({ width: 375, height: 800 });
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   assert.ok(overflow <= 0, `page scrolls sideways by ${overflow}px`);
+  // Every value of the positions table (a position is held by now) fits in its card, none is
+  // hidden or cut off, and each says which column it is.
+  await page.locator("#positions tbody tr td").first().waitFor(WAIT);
+  const cut = await page.evaluate(() => {
+    const card = document.querySelector("#positions").closest(".card").getBoundingClientRect();
+    return [...document.querySelectorAll("#positions tbody th, #positions tbody td")]
+      .filter((cell) => {
+        const box = cell.getBoundingClientRect();
+        const unlabelled = cell.tagName === "TD" && !getComputedStyle(cell, "::before").content.includes(cell.dataset.label || "\u0000");
+        return box.width === 0 || box.right > card.right + 0.5 || getComputedStyle(cell).display === "none" || unlabelled;
+      })
+      .map((cell) => cell.dataset.label || cell.textContent.trim());
+  });
+  assert.deepEqual(cut, [], "positions values hidden, cut or unlabelled at 375 px");
   await screenshot("06-phone");
 });
 

@@ -26,6 +26,8 @@ const state = {
   token: sessionStorage.getItem("cryptobot.token") || "",
   // The code of the last refused upgrade (POST /api/v1/ws), "" once a socket opens.
   refusal: "",
+  // True from a dropped connection until the next price.
+  pricesStale: false,
   orders: new Map(),           // open order id -> [order, seq of the update that set it]
   chart: { symbol: null, interval: "1m", candles: [], markers: [], updates: 0 },
 };
@@ -100,7 +102,17 @@ function tickerRow(symbol) {
   return row;
 }
 
+// While disconnected the prices on screen are the last ones before the drop: say so, until a
+// new price arrives.
+function markPricesStale(stale) {
+  if (state.pricesStale === stale) return;
+  state.pricesStale = stale;
+  $("#tickers").classList.toggle("stale", stale);
+  $("#tickers-title").textContent = stale ? "Market (stale: not connected)" : "Market";
+}
+
 function showTicker(ticker) {
+  markPricesStale(false);
   const row = tickerRow(ticker.symbol);
   row.querySelector(".price").textContent = fmt(ticker.price);
   const change = row.querySelector(".change");
@@ -157,9 +169,11 @@ function showPortfolio(summary) {
 function positionRow(p) {
   const row = document.createElement("tr");
   row.dataset.symbol = p.symbol;
-  row.innerHTML = `<th scope="row">${p.symbol}</th><td>${p.quantity}</td><td>${fmt(p.avg_entry_price)}</td>
-    <td>${fmtFixed(p.market_value)}</td><td class="${signClass(p.unrealized_pnl)}">${fmtFixed(p.unrealized_pnl)}</td>
-    <td><form class="levels">
+  // data-label: at phone width each row is a small card and every value carries its column's name.
+  row.innerHTML = `<th scope="row">${p.symbol}</th><td data-label="Quantity">${p.quantity}</td>
+    <td data-label="Entry">${fmt(p.avg_entry_price)}</td><td data-label="Value">${fmtFixed(p.market_value)}</td>
+    <td data-label="PnL" class="${signClass(p.unrealized_pnl)}">${fmtFixed(p.unrealized_pnl)}</td>
+    <td data-label="Stop-loss / take-profit"><form class="levels">
       <label class="sr-only" for="sl-${p.symbol}">Stop-loss for ${p.symbol}</label>
       <input id="sl-${p.symbol}" name="stop_loss" inputmode="decimal" placeholder="stop" value="${p.stop_loss ?? ""}">
       <label class="sr-only" for="tp-${p.symbol}">Take-profit for ${p.symbol}</label>
@@ -614,6 +628,7 @@ function connect() {
   socket.addEventListener("close", (event) => {
     for (const callback of state.pending.values()) callback({ type: "error", code: "disconnected", error: "connection lost" });
     state.pending.clear();
+    markPricesStale(true);
     if (!opened) suspectRefusedUpgrade();
     const delay = state.backoffMs * (0.75 + Math.random() * 0.5);
     state.backoffMs = Math.min(state.backoffMs * 2, BACKOFF_MAX_MS);
