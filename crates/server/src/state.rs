@@ -32,6 +32,32 @@ pub struct AppState {
     pub role: crate::config::Role,
 }
 
+impl AppState {
+    /// Whether the Redis link is up; `None` without Redis.
+    #[must_use]
+    pub fn broker_connected(&self) -> Option<bool> {
+        self.broker
+            .as_ref()
+            .map(|broker| broker.connected.load(std::sync::atomic::Ordering::Relaxed) == 1)
+    }
+
+    /// On a gateway node, whether the engine it follows renews its lease (its liveness mark in
+    /// Redis, read with every poll of the streams): the probes' cached view of the engine, which
+    /// never waits for a round trip. `None` on the other roles, which ask their own engine.
+    #[must_use]
+    pub fn followed_engine_alive(&self) -> Option<bool> {
+        match (&self.broker, self.role) {
+            (Some(broker), crate::config::Role::Gateway) => Some(
+                broker
+                    .engine_alive
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    == 1,
+            ),
+            _ => None,
+        }
+    }
+}
+
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState")

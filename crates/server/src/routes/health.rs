@@ -1,7 +1,6 @@
 //! `GET /api/v1/health`, `GET /api/v1/time` and `GET /metrics`.
 
 use std::fmt::Write;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
@@ -37,17 +36,12 @@ const METRICS_SUMMARY_TIMEOUT: Duration = Duration::from_secs(1);
     )
 )]
 pub(super) async fn health(state: web::Data<AppState>) -> HttpResponse {
-    let broker_connected = state
-        .broker
-        .as_ref()
-        .map(|broker| broker.connected.load(Ordering::Relaxed) == 1);
+    let broker_connected = state.broker_connected();
     let symbols = state.market.symbols();
     let priced = state.market.tickers().await.len();
-    let engine_ok = match (&state.broker, state.role) {
-        (Some(broker), Role::Gateway) => {
-            broker_connected == Some(true) && broker.engine_alive.load(Ordering::Relaxed) == 1
-        }
-        _ => tokio::time::timeout(ENGINE_PROBE_TIMEOUT, state.portfolio.summary())
+    let engine_ok = match state.followed_engine_alive() {
+        Some(alive) => broker_connected == Some(true) && alive,
+        None => tokio::time::timeout(ENGINE_PROBE_TIMEOUT, state.portfolio.summary())
             .await
             .is_ok_and(|summary| summary.is_ok()),
     };
@@ -112,19 +106,15 @@ const READY_CHECK_TIMEOUT: Duration = Duration::from_millis(500);
 )]
 pub(super) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let mut checks = serde_json::Map::new();
-    let broker_connected = state
-        .broker
-        .as_ref()
-        .map(|broker| broker.connected.load(Ordering::Relaxed) == 1);
+    let broker_connected = state.broker_connected();
     if let Some(connected) = broker_connected {
         checks.insert(
             "broker".into(),
             json!(if connected { "ok" } else { "disconnected" }),
         );
     }
-    match (&state.broker, state.role) {
-        (Some(broker), Role::Gateway) => {
-            let alive = broker.engine_alive.load(Ordering::Relaxed) == 1;
+    match state.followed_engine_alive() {
+        Some(alive) => {
             let engine = match (broker_connected, alive) {
                 (Some(false), _) => "unreachable: broker disconnected",
                 (_, false) => "no engine alive",
@@ -132,7 +122,7 @@ pub(super) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             };
             checks.insert("engine".into(), json!(engine));
         }
-        _ => {
+        None => {
             let (engine, storage) = tokio::join!(
                 tokio::time::timeout(READY_CHECK_TIMEOUT, state.portfolio.summary()),
                 tokio::time::timeout(READY_CHECK_TIMEOUT, state.trade.probe_storage()),

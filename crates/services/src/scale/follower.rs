@@ -311,12 +311,8 @@ impl StreamReader {
             settings,
             shutdown,
         } = self;
-        let client = match redis::Client::open(settings.url.as_str()) {
-            Ok(client) => client,
-            Err(err) => {
-                tracing::error!(%err, "invalid bus.redis_url; this gateway gets no events");
-                return;
-            }
+        let Some(client) = link::client(&settings.url, "this gateway gets no events") else {
+            return;
         };
         let mut ever_up = false;
         let mut backoff = link::backoff(&*bus.clock);

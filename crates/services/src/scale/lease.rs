@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use redis::aio::MultiplexedConnection;
 use tokio_util::sync::CancellationToken;
 
-use super::RedisSettings;
+use super::{RedisSettings, link};
 use crate::ServiceError;
 
 /// Default time-to-live of the lease (`bus.lease_ttl_ms`); a crashed engine's successor waits at
@@ -293,7 +293,7 @@ impl LeaseKeeper {
             lease,
             shutdown,
         } = self;
-        let Ok(client) = redis::Client::open(settings.url.as_str()) else {
+        let Some(client) = link::client(&settings.url, "the engine lease is not renewed") else {
             return;
         };
         let timeout = lease.attempt_timeout();

@@ -19,6 +19,19 @@ pub(crate) fn backoff(clock: &dyn Clock) -> Backoff {
     Backoff::new(BACKOFF_MIN, BACKOFF_MAX, seed)
 }
 
+/// The client of `url` for a long-running link, or `None` after logging what this node goes
+/// without (`lost`). The server checks `bus.redis_url` at start (`url_problem`), so only an
+/// embedder's unchecked settings get here.
+pub(crate) fn client(url: &str, lost: &str) -> Option<redis::Client> {
+    match redis::Client::open(url) {
+        Ok(client) => Some(client),
+        Err(err) => {
+            tracing::error!(%err, "invalid bus.redis_url; {lost}");
+            None
+        }
+    }
+}
+
 /// Opens one connection, retrying after each failure with the next delay of `backoff` until it
 /// works (then `backoff` starts over) or `shutdown` fires.
 ///

@@ -333,12 +333,8 @@ impl StreamWriter {
             clock,
             shutdown,
         } = self;
-        let client = match redis::Client::open(settings.url.as_str()) {
-            Ok(client) => client,
-            Err(err) => {
-                tracing::error!(%err, "invalid bus.redis_url; events stay local");
-                return;
-            }
+        let Some(client) = link::client(&settings.url, "events stay local") else {
+            return;
         };
         let mut first = true;
         let mut ever_up = false;

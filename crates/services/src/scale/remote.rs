@@ -241,8 +241,7 @@ impl CommandServer {
             lease,
             shutdown,
         } = self;
-        let Ok(client) = redis::Client::open(settings.url.as_str()) else {
-            tracing::error!("invalid bus.redis_url; forwarded commands are not served");
+        let Some(client) = link::client(&settings.url, "forwarded commands are not served") else {
             return;
         };
         let limit = Arc::new(Semaphore::new(SERVER_CONCURRENCY));
