@@ -387,6 +387,51 @@ test("with auto-trading on, the bot's own trades appear by themselves", async ()
   }
 });
 
+test("the trade list pages back through older trades, newest first, and live trades go on top", async () => {
+  const pagedPort = await freePort();
+  const pagedDb = join(mkdtempSync(join(tmpdir(), "cryptobot-browser-paged-")), "cryptobot.db");
+  const paged = await startServer({ CRYPTOBOT__SERVER__REST_RATE_PER_IP: "0" }, pagedPort, pagedDb);
+  const buy = async () => {
+    const response = await fetch(`http://127.0.0.1:${pagedPort}/api/v1/trades`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ symbol: "BTCUSDT", side: "buy", amount: "10" }),
+    });
+    const body = await response.text();
+    assert.equal(response.status, 201, body);
+    return JSON.parse(body).trade.id;
+  };
+  const pagedPage = await browser.newPage();
+  const rowIds = () => pagedPage.locator("#trade-feed li").evaluateAll((items) => items.map((li) => Number(li.dataset.tradeId)));
+  try {
+    // One page (50) and five more: the list shows the newest page and offers the rest.
+    const ids = [];
+    for (let n = 0; n < 55; n++) ids.push(await buy());
+    await pagedPage.goto(`http://127.0.0.1:${pagedPort}/`);
+    await pagedPage.locator("#status", { hasText: "live" }).waitFor(WAIT);
+    await pagedPage.locator("#trades-older").waitFor({ state: "visible", ...WAIT });
+    assert.deepEqual(await rowIds(), ids.slice(5).reverse());
+    await pagedPage.click("#trades-older");
+    await pagedPage.locator("#trades-older").waitFor({ state: "hidden", ...WAIT });
+    assert.deepEqual(await rowIds(), ids.slice().reverse());
+    const line = pagedPage.locator(`#trade-feed li[data-trade-id="${ids[0]}"]`);
+    assert.match(await line.textContent(), /PnL -?[\d,]+\.\d\d · fee [\d,]+\.\d\d/);
+    // A live trade goes on top; the list keeps its length, so the oldest row leaves and the
+    // button comes back to fetch it again.
+    const live = await buy();
+    await pagedPage.locator(`#trade-feed li[data-trade-id="${live}"]`).waitFor(WAIT);
+    await pagedPage.locator("#trades-older").waitFor({ state: "visible", ...WAIT });
+    assert.deepEqual(await rowIds(), [live, ...ids.slice(1).reverse()]);
+    await pagedPage.click("#trades-older");
+    await pagedPage.locator("#trades-older").waitFor({ state: "hidden", ...WAIT });
+    assert.deepEqual(await rowIds(), [live, ...ids.slice().reverse()]);
+    await pagedPage.screenshot({ path: join(ARTIFACTS, "09-trade-pages.png"), fullPage: true });
+  } finally {
+    await pagedPage.close();
+    await stopServer(paged);
+  }
+});
+
 // A reverse proxy with the mistake of `proxy_set_header Host $host`: it forwards every request
 // with the port dropped from Host, so the server's same-origin check refuses the page's upgrade.
 function portDroppingProxy(listenPort, targetPort) {

@@ -19,6 +19,8 @@ const state = {
   prices: new Map(),           // symbol -> recent prices for the sparkline
   values: [],                  // total value history for the chart
   tradeIds: new Set(),         // trade ids already shown, so a reconnect never duplicates rows
+  tradeRows: FEED_ROWS,        // rows the trade list keeps; each older page loaded adds its own
+  olderTrades: false,          // the server has trades older than the last row shown
   epoch: null,                 // server run the seq values below belong to
   lastSeq: new Map(),          // channel -> highest seq received, sent in `resume` on reconnect
   canTrade: true,
@@ -251,15 +253,58 @@ function refreshPerformanceSoon() {
 
 // ---------- feeds ----------
 
-function prependCapped(list, item) {
+function prependCapped(list, item, rows = FEED_ROWS) {
   list.prepend(item);
-  while (list.children.length > FEED_ROWS) list.lastElementChild.remove();
+  while (list.children.length > rows) {
+    const dropped = list.lastElementChild;
+    dropped.remove();
+    if (list.id === "trade-feed") {
+      // The row can come back with the older pages, so it is no longer "shown".
+      state.tradeIds.delete(dropped.dataset.tradeId);
+      setOlderTrades(true);
+    }
+  }
 }
 
-function showTrade(trade) {
+function setOlderTrades(more) {
+  state.olderTrades = more;
+  $("#trades-older").hidden = !more;
+}
+
+// A page of trades and whether the server has more (its `Link: <...>; rel="next"` header).
+async function getTradePage(path) {
+  const response = await fetch(path, { headers: authHeaders() });
+  if (response.status === 401) {
+    askForToken();
+    throw new Error("unauthorized");
+  }
+  if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
+  const more = /rel="next"/.test(response.headers.get("link") ?? "");
+  return { trades: await response.json(), more };
+}
+
+// The next page back in time, below the oldest row shown (cursor `before_id`, docs/api.md).
+async function loadOlderTrades() {
+  const button = $("#trades-older");
+  const ids = [...$("#trade-feed").children].map((li) => Number(li.dataset.tradeId)).filter(Number.isFinite);
+  if (!ids.length) return;
+  button.disabled = true;
+  try {
+    const { trades, more } = await getTradePage(`/api/v1/trades?limit=${FEED_ROWS}&before_id=${Math.min(...ids)}`);
+    state.tradeRows += trades.length;
+    trades.forEach((trade) => showTrade(trade, "append"));
+    setOlderTrades(more);
+  } catch (err) {
+    console.warn("could not load older trades", err.message);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function showTrade(trade, where = "prepend") {
   const key = trade.id ?? `${trade.symbol}-${trade.purchased_at ?? trade.executed_at}-${trade.quantity}`;
-  if (state.tradeIds.has(key)) return;
-  state.tradeIds.add(key);
+  if (state.tradeIds.has(String(key))) return;
+  state.tradeIds.add(String(key));
   const side = trade.type ?? trade.side;
   const at = new Date(trade.purchased_at ?? trade.executed_at);
   const item = document.createElement("li");
@@ -267,7 +312,8 @@ function showTrade(trade) {
   item.innerHTML = `<time>${at.toLocaleTimeString()}</time> <strong class="${side === "buy" ? "up" : "down"}">${side}</strong>
     ${trade.quantity} ${trade.symbol} @ ${fmt(trade.price)}${trade.origin && trade.origin !== "manual" ? ` <span class="muted">(${trade.origin})</span>` : ""}${trade.fee !== undefined ? `
     <span class="money">PnL <span class="pnl ${signClass(trade.realized_pnl)}">${fmtFixed(trade.realized_pnl)}</span> · fee <span class="fee">${fmtFixed(trade.fee)}</span></span>` : ""}`;
-  prependCapped($("#trade-feed"), item);
+  if (where === "append") $("#trade-feed").append(item);
+  else prependCapped($("#trade-feed"), item, state.tradeRows);
   addMarker(trade.symbol, trade.executed_at ?? trade.purchased_at, trade.price, side, "trade");
 }
 
@@ -590,8 +636,10 @@ function wsUrl() {
 async function refill() {
   // What the socket may have missed while it was down: recent trades and the current portfolio.
   try {
-    const [trades, portfolio] = await Promise.all([getJson("/api/v1/trades?limit=50"), getJson("/api/v1/portfolio")]);
-    trades.slice().reverse().forEach((trade) => showTrade(trade));
+    const [page, portfolio] = await Promise.all([getTradePage(`/api/v1/trades?limit=${FEED_ROWS}`), getJson("/api/v1/portfolio")]);
+    page.trades.slice().reverse().forEach((trade) => showTrade(trade));
+    // After a reconnect older pages may already be shown; only a first load decides alone.
+    if (!state.olderTrades) setOlderTrades(page.more);
     showPortfolio(portfolio);
     loadChart();
     loadPerformance();
@@ -709,6 +757,7 @@ async function start() {
   });
   setupTradeForm();
   setupOrderForm();
+  $("#trades-older").addEventListener("click", loadOlderTrades);
   const rechart = () => switchChart($("#chart-symbol").value, $("#chart-interval").value);
   $("#chart-symbol").addEventListener("change", rechart);
   $("#chart-interval").addEventListener("change", rechart);
