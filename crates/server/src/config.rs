@@ -376,6 +376,13 @@ impl Settings {
                 "engine and gateway need bus.backend = \"redis\"".into(),
             ));
         }
+        if self.bus.standby
+            && (self.server.role == Role::Gateway || self.bus.backend != BusBackend::Redis)
+        {
+            return Err(invalid("bus.standby")(
+                "a standby is an engine (server.role = \"engine\" or \"all\") on bus.backend = \"redis\"".into(),
+            ));
+        }
         if self.storage.path.trim().is_empty() {
             return Err(invalid("storage.path")("must not be empty".into()));
         }
@@ -883,6 +890,34 @@ mod tests {
                 "{err}"
             );
         }
+        // TC6: a standby is an engine on Redis: not a gateway, not on the in-process bus
+        for extra in [
+            &[
+                ("CRYPTOBOT__SERVER__ROLE", "gateway"),
+                ("CRYPTOBOT__BUS__BACKEND", "redis"),
+            ][..],
+            &[("CRYPTOBOT__SERVER__ROLE", "all")][..],
+        ] {
+            let vars: Vec<_> = [("CRYPTOBOT__BUS__STANDBY", "true")]
+                .into_iter()
+                .chain(extra.iter().copied())
+                .collect();
+            let err = load_error(None, &vars);
+            assert!(
+                err.starts_with("bus.standby: a standby is an engine"),
+                "{err}"
+            );
+        }
+        let standby = Settings::load_with_env(
+            None,
+            env(&[
+                ("CRYPTOBOT__BUS__STANDBY", "true"),
+                ("CRYPTOBOT__SERVER__ROLE", "engine"),
+                ("CRYPTOBOT__BUS__BACKEND", "redis"),
+            ]),
+        )
+        .unwrap();
+        assert!(standby.bus.standby);
     }
 
     #[test]

@@ -28,7 +28,7 @@ use cryptobot_services::market::{
 };
 use cryptobot_services::scale::{
     BrokerMetrics, CommandServer, EngineLease, LeaseKeeper, LeaseOutcome, RedisFollowerBus,
-    RedisPublishingBus, RemoteMarket, RemoteTrading, acquire_engine_lease,
+    RedisPublishingBus, RemoteMarket, RemoteTrading, acquire_engine_lease, wait_for_engine_lease,
 };
 use cryptobot_services::signals::{AutoTrader, SignalEngine};
 use cryptobot_services::trading::{PaperTrading, Storage};
@@ -284,9 +284,20 @@ impl Application {
                 // The token is the epoch: gateways compare the engine's liveness mark with the
                 // epoch they follow.
                 let lease = Arc::new(EngineLease::new(local.epoch(), redis.lease_ttl));
-                let wait = redis.lease_ttl + redis.lease_ttl / 2;
                 let standby = Standby::start(listener, settings);
-                let outcome = acquire_engine_lease(&redis, &lease, wait).await;
+                let outcome = if settings.bus.standby {
+                    let waiting = std::time::Instant::now();
+                    wait_for_engine_lease(&redis, &lease).await;
+                    tracing::info!(
+                        prefix = %redis.prefix,
+                        waited_ms = u64::try_from(waiting.elapsed().as_millis()).unwrap_or(u64::MAX),
+                        "took the engine lease: this engine is now the active one"
+                    );
+                    LeaseOutcome::Held
+                } else {
+                    let wait = redis.lease_ttl + redis.lease_ttl / 2;
+                    acquire_engine_lease(&redis, &lease, wait).await
+                };
                 standby.stop().await;
                 match outcome {
                     LeaseOutcome::Held => {}

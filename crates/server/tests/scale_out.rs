@@ -102,6 +102,18 @@ impl Node {
     }
 
     fn start_with(role: &str, url: &str, prefix: &str, extra: &[(&str, &str)]) -> Self {
+        Self::start_marked(role, url, prefix, extra, "listening on http://")
+    }
+
+    /// Starts a node and takes its address from the log line with `marker` (a standby engine
+    /// says where it answers before it listens as an engine).
+    fn start_marked(
+        role: &str,
+        url: &str,
+        prefix: &str,
+        extra: &[(&str, &str)],
+        marker: &'static str,
+    ) -> Self {
         let dir = std::env::temp_dir().join(unique(role));
         std::fs::create_dir_all(&dir).unwrap();
         let mut child = Command::new(BIN)
@@ -120,7 +132,7 @@ impl Node {
             .stderr(Stdio::piped())
             .spawn()
             .expect("binary starts");
-        let (log, rx) = read_log(&mut child, "listening on http://");
+        let (log, rx) = read_log(&mut child, marker);
         let addr = rx
             .recv_timeout(GUARD)
             .expect("node reports its address")
@@ -1417,4 +1429,83 @@ async fn a_gateway_exports_only_the_series_it_owns() {
         let line = format!("\ncryptobot_build_info{{version=\"{version}\",role=\"{role}\"}} 1\n");
         assert!(text.contains(&line), "{text}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_engine_takes_over_from_a_killed_one_with_the_books() {
+    let Some(url) = redis_url("a_standby_engine_takes_over_from_a_killed_one_with_the_books")
+    else {
+        return;
+    };
+    let prefix = unique("standby");
+    let _keys = Keys {
+        url: url.clone(),
+        prefix: prefix.clone(),
+    };
+    let (_dir, storage) = shared_storage();
+    let env = [SHORT_LEASE, ("CRYPTOBOT__STORAGE__PATH", storage.as_str())];
+    let active = Node::start_with("engine", &url, &prefix, &env);
+    let gateway = Node::start_with("gateway", &url, &prefix, &env);
+    let (_, first_epoch) = active.connect().await;
+    gateway.synced(first_epoch).await;
+    let standby_env = [
+        SHORT_LEASE,
+        ("CRYPTOBOT__STORAGE__PATH", storage.as_str()),
+        ("CRYPTOBOT__BUS__STANDBY", "true"),
+    ];
+    let mut standby =
+        Node::start_marked("engine", &url, &prefix, &standby_env, "standby on http://");
+
+    // TC0: the standby waits past 1.5 lease times (where a second engine without `bus.standby`
+    // exits 1) and answers every probe 503 `standby`.
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    assert!(
+        standby.child.try_wait().expect("try_wait").is_none(),
+        "the standby gave up: {:?}",
+        standby.log.lock().unwrap()
+    );
+    let ready = http::request(standby.addr, "GET", "/readyz", None, b"").await;
+    assert_eq!(ready.status, 503, "{}", ready.body);
+    assert_eq!(ready.json()["status"], "standby", "{}", ready.body);
+    let (status, before) = gateway.post_trade(&format!("{prefix}-before")).await;
+    assert_eq!(status, 201, "{before}");
+    let before_id = before["trade"]["id"].as_u64().unwrap();
+
+    // TC1: the active engine dies; the standby takes the lease and the gateway trades again
+    // (a retry with the same client_order_id while the takeover runs).
+    active.signal("KILL");
+    let killed = Instant::now();
+    let id = format!("{prefix}-after");
+    let after = loop {
+        let (status, body) = gateway.post_trade(&id).await;
+        if status == 201 {
+            break body;
+        }
+        assert_eq!(status, 503, "during the takeover: {body}");
+        assert!(killed.elapsed() < GUARD, "no takeover: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let gap = killed.elapsed();
+    assert!(standby.logged("took the engine lease"));
+    eprintln!("takeover: first trade through the gateway {gap:?} after kill -9 (lease ttl 2 s)");
+
+    // TC2: the successor carries the books on: the ids continue and both trades are listed.
+    assert_eq!(
+        after["trade"]["id"].as_u64(),
+        Some(before_id + 1),
+        "{after}"
+    );
+    let listed = http::request(gateway.addr, "GET", "/api/v1/trades?limit=10", None, b"").await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    let ids: Vec<u64> = listed
+        .json()
+        .as_array()
+        .expect("a list of trades")
+        .iter()
+        .map(|trade| trade["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, vec![before_id + 1, before_id]);
+    // TC3: it serves as the engine on the standby's address.
+    let ready = http::request(standby.addr, "GET", "/readyz", None, b"").await;
+    assert_eq!(ready.status, 200, "{}", ready.body);
 }

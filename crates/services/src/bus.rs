@@ -214,6 +214,10 @@ pub struct BusConfig {
     /// crashed engine's successor waits at most this long, and an engine paused longer may have
     /// been replaced, so it writes nothing until it renewed the lease. Default 10000.
     pub lease_ttl_ms: u64,
+    /// An engine that finds the lease held waits for it as long as it takes (a hot standby)
+    /// instead of exiting after 1.5 × `lease_ttl_ms`; it never takes over while it cannot reach
+    /// Redis. Default false.
+    pub standby: bool,
 }
 
 impl Default for BusConfig {
@@ -228,6 +232,7 @@ impl Default for BusConfig {
             publish_buffer: 100_000,
             command_timeout_ms: 5000,
             lease_ttl_ms: 10_000,
+            standby: false,
         }
     }
 }

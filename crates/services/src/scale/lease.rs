@@ -254,6 +254,61 @@ pub async fn acquire_engine_lease(
     }
 }
 
+/// Waits for the lease as a hot standby (`bus.standby`): as long as another engine renews it,
+/// and as long as Redis cannot be reached, since a standby that cannot see Redis cannot tell
+/// whether the active engine is gone. Returns once the lease is ours; the caller drops the future
+/// to give up (a shutdown signal).
+pub async fn wait_for_engine_lease(settings: &RedisSettings, lease: &EngineLease) {
+    /// Pause between two claims while another engine holds the lease: a takeover comes at most
+    /// this long after the lease lapsed.
+    const CLAIM_EVERY: Duration = Duration::from_millis(250);
+    /// Pause before reconnecting to a Redis that did not answer.
+    const RECONNECT_EVERY: Duration = Duration::from_secs(1);
+    let mut announced_holder = false;
+    let mut announced_unreachable = false;
+    loop {
+        let conn = match redis::Client::open(settings.url.as_str()) {
+            Ok(client) => open(&client, Duration::from_secs(2)).await,
+            Err(err) => Err(err),
+        };
+        let mut conn = match conn {
+            Ok(conn) => conn,
+            Err(err) => {
+                if !announced_unreachable {
+                    tracing::warn!(%err, prefix = %settings.prefix, "standby: redis unreachable; not taking over until it answers");
+                    announced_unreachable = true;
+                }
+                tokio::time::sleep(RECONNECT_EVERY).await;
+                continue;
+            }
+        };
+        loop {
+            let sent_at = Instant::now();
+            match claim(&mut conn, settings, lease).await {
+                Ok(true) => {
+                    lease.confirm(sent_at);
+                    return;
+                }
+                Ok(false) => {
+                    if !announced_holder {
+                        tracing::info!(prefix = %settings.prefix, "standby: another engine holds the lease; taking over when it lapses");
+                        announced_holder = true;
+                    }
+                    tokio::time::sleep(CLAIM_EVERY).await;
+                }
+                Err(err) => {
+                    if !announced_unreachable {
+                        tracing::warn!(%err, prefix = %settings.prefix, "standby: redis unreachable; not taking over until it answers");
+                        announced_unreachable = true;
+                    }
+                    tokio::time::sleep(RECONNECT_EVERY).await;
+                    break;
+                }
+            }
+        }
+    }
+}
+
 /// The engine's lease keeper: renews the lease five times per time-to-live until the shutdown
 /// token is cancelled, then releases it. Re-claims it after Redis lost it (a restart). Finding it
 /// held by another engine means this process was replaced: the lease is marked lost

@@ -29,7 +29,10 @@ use crate::{BrokerHealth, BusConfig};
 use needs_redis::redis_url_or_skip;
 
 pub use follower::{RedisFollowerBus, StreamReader};
-pub use lease::{ENGINE_LEASE, EngineLease, LeaseKeeper, LeaseOutcome, acquire_engine_lease};
+pub use lease::{
+    ENGINE_LEASE, EngineLease, LeaseKeeper, LeaseOutcome, acquire_engine_lease,
+    wait_for_engine_lease,
+};
 pub use publisher::{RedisPublishingBus, StreamWriter};
 pub use remote::{CommandServer, RemoteMarket, RemoteTrading};
 
