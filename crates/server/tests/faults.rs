@@ -430,8 +430,21 @@ async fn a_gateway_cut_off_from_redis_says_so_at_once_and_afterwards_misses_noth
         "nothing delivered in 20 s of delay and loss"
     );
 
-    // Phase 2: the partition. The link is clean again for when it heals.
+    // The link is clean again (also for the heal), and the node over a stall the loss may have
+    // caused, so the partition's notice is timed from a healthy node.
     faults.set(Faults::NONE);
+    let settled = Instant::now();
+    loop {
+        let (status, _) = gateway.readiness().await;
+        if status == 200 {
+            break;
+        }
+        assert!(settled.elapsed() < GUARD, "not ready again on a clean link");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Phase 2: the partition.
     netns.set_redis_link(false).expect("the veth goes down");
     let cut = Instant::now();
     let mut not_ready = None;
