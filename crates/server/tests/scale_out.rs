@@ -884,6 +884,19 @@ fn roles_and_redis_settings_are_checked_before_start() {
     let (code, out) = run(&["--role"], &[]);
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("--role needs"), "{out}");
+    // TC4: a gateway's read timeout must leave room for its 250 ms poll
+    let (code, out) = run(
+        &["--role", "gateway"],
+        &[
+            ("CRYPTOBOT__BUS__BACKEND", "redis"),
+            ("CRYPTOBOT__BUS__READ_TIMEOUT_MS", "250"),
+        ],
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("bus.read_timeout_ms: must be between 500 and 60000"),
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
