@@ -61,6 +61,13 @@ const NOTICE_BOUND: Duration = Duration::from_secs(1);
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// Writes a line to the real stderr: the harness captures `eprintln!` of passing tests, and what
+/// a test measured (or why it skipped) must show in CI's log.
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 fn unique(name: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -371,7 +378,9 @@ async fn a_gateway_cut_off_from_redis_says_so_at_once_and_afterwards_misses_noth
         Ok(netns) => netns,
         Err(why) => {
             // The one skip allowed under CI too: this machine refuses network namespaces.
-            eprintln!("{test}: skipped: cannot make a network namespace: {why}");
+            say(format_args!(
+                "{test}: skipped: cannot make a network namespace: {why}"
+            ));
             return;
         }
     };
@@ -418,7 +427,7 @@ async fn a_gateway_cut_off_from_redis_says_so_at_once_and_afterwards_misses_noth
     let trading = trader(engine.addr, prefix.clone(), stop_trading.clone());
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    // Phase 1: 200 ms one-way delay and 5 % loss, for 20 s.
+    // Phase 1: 200 ms delay each way (400 ms more per round trip) and 5 % loss, for 20 s.
     let lossy_from = Instant::now();
     let before_lossy = on_gateway[0].trade_ids().len();
     faults.set(Faults::lossy(Duration::from_millis(200), 0.05));
@@ -453,6 +462,10 @@ async fn a_gateway_cut_off_from_redis_says_so_at_once_and_afterwards_misses_noth
         if status == 503 {
             assert_eq!(body["status"], "not_ready", "{body}");
             assert_eq!(body["checks"]["broker"], "disconnected", "{body}");
+            assert_eq!(
+                body["checks"]["engine"], "unreachable: broker disconnected",
+                "{body}"
+            );
             not_ready.get_or_insert_with(|| cut.elapsed());
         } else {
             assert!(
@@ -559,15 +572,15 @@ async fn a_gateway_cut_off_from_redis_says_so_at_once_and_afterwards_misses_noth
         told_after.push(stalled);
     }
     let told = told_after.iter().max().copied().unwrap_or_default();
-    eprintln!(
-        "faults: {} trades; {delivered_while_lossy} delivered during 20 s of 200 ms delay with 5 % loss, \
+    say(format_args!(
+        "faults: {} trades; {delivered_while_lossy} delivered during 20 s of 200 ms delay each way with 5 % loss, \
          with {stalls_while_lossy} feed_stalled blips meanwhile; after the cut /readyz 503 in {} ms and \
          clients told in {} ms; after the heal /readyz 200 in {} ms",
         acked.len(),
         time_to_503.as_millis(),
         told.as_millis(),
         time_to_ready.as_millis(),
-    );
+    ));
     // TC5: noticed within a second of the cut (the issue's bound; bus.read_timeout_ms is 750).
     assert!(time_to_503 <= NOTICE_BOUND, "503 after {time_to_503:?}");
 }
