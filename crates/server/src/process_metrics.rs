@@ -159,3 +159,21 @@ mod linux {
         }
     }
 }
+
+#[cfg(test)]
+mod collector_tests {
+    #[test]
+    fn the_process_series_are_exported_and_promtool_clean_names() {
+        let registry = prometheus::Registry::new();
+        super::collector().register(&registry).unwrap();
+        let out = cryptobot_services::metrics::encode(&registry);
+        for name in [
+            "process_resident_memory_bytes",
+            "process_open_fds",
+            "process_cpu_seconds_total",
+            "process_start_time_seconds",
+        ] {
+            assert!(out.contains(&format!("# TYPE {name} ")), "{name}: {out}");
+        }
+    }
+}
