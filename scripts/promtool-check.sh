@@ -22,7 +22,7 @@ if [ "${1:-}" = "--scrape" ]; then
     echo "$report"
     exit 1
   fi
-  grep -q "^cryptobot_build_info{version=\"[^\"]*\",role=\"$role\"} 1$" <<<"$body" \
+  grep -q "^cryptobot_build_info{role=\"$role\",version=\"[^\"]*\"} 1$" <<<"$body" \
     || { echo "promtool-check: the $role node exports no cryptobot_build_info for its role"; exit 1; }
   echo "promtool-check: $role ok ($(grep -c '^# TYPE ' <<<"$body") families)"
   if [ -n "${SCRAPES:-}" ]; then printf '%s\n' "$body" >"$SCRAPES/$role.prom"; fi
