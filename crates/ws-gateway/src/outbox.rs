@@ -85,7 +85,6 @@ struct HeldEvent {
     seq: u64,
     snapshot: bool,
     bytes: Bytes,
-    stamp: Option<Stamp>,
 }
 
 /// What one connection has still to write.
@@ -214,12 +213,13 @@ impl Outbox {
             if held.len() + self.queue.len() >= self.limit {
                 return Err(Overflow);
             }
+            // Held events are not timed: the wait for the client's first message is the client's,
+            // not delivery.
             held.push(HeldEvent {
                 index,
                 seq,
                 snapshot,
                 bytes,
-                stamp,
             });
             return Ok(true);
         }
@@ -276,13 +276,7 @@ impl Outbox {
         for event in held {
             // A channel unsubscribed meanwhile no longer receives its held events.
             if self.subscribed[event.index] {
-                self.queue_event(
-                    event.index,
-                    event.seq,
-                    event.snapshot,
-                    event.bytes,
-                    event.stamp,
-                )?;
+                self.queue_event(event.index, event.seq, event.snapshot, event.bytes, None)?;
             }
         }
         Ok(())
@@ -789,5 +783,37 @@ mod tests {
         assert!(outbox.receives_events());
         outbox.set_channels(&[]);
         assert!(!outbox.receives_events());
+    }
+
+    #[test]
+    fn live_events_keep_their_stamp_and_replies_replays_and_held_events_have_none() {
+        let entered = Instant::now();
+        let btc = fixtures::symbol("BTCUSDT");
+        // TC0: a live trade, a reply, a replayed trade, a live ticker, in that order
+        let mut outbox = Outbox::new(10, &defaults(), false);
+        outbox.watch(&btc);
+        outbox
+            .event_stamped(&Channel::Trades, 1, false, b("t1"), Some(entered))
+            .unwrap();
+        outbox.reply(t("ack")).unwrap();
+        outbox.replayed(&Channel::Trades, 2, b("t2")).unwrap();
+        assert!(outbox.ticker_stamped(&btc, 1, 1, b("p"), Some(entered)));
+        let stamps: Vec<Option<Stamp>> =
+            std::iter::from_fn(|| outbox.pop_stamped().map(|(_, stamp)| stamp)).collect();
+        assert_eq!(
+            stamps,
+            [
+                Some(Stamp { entered, kind: 1 }),
+                None,
+                None,
+                Some(Stamp { entered, kind: 0 }),
+            ]
+        );
+        // TC1: held until the first message: released without a stamp
+        let mut held = Outbox::new(10, &defaults(), true);
+        held.event_stamped(&Channel::Alerts, 1, false, b("a"), Some(entered))
+            .unwrap();
+        held.release().unwrap();
+        assert_eq!(held.pop_stamped(), Some((t("a"), None)));
     }
 }
