@@ -94,3 +94,20 @@ pub fn log_requests<B: MessageBody + 'static>(
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use actix_web::http::Method;
+
+    use super::*;
+
+    #[test]
+    fn methods_outside_the_standard_ones_share_one_label() {
+        // TC0: the standard methods by name
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::DELETE), "DELETE");
+        // TC1: anything a client makes up: one bounded label
+        assert_eq!(method_label(&Method::from_bytes(b"BREW").unwrap()), "other");
+        assert_eq!(method_label(&Method::TRACE), "other");
+    }
+}
