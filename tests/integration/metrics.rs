@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use cryptobot_integration_tests::ws::next_of_type;
+use cryptobot_integration_tests::ws::{FRAME_GUARD, Socket, next_of_type};
 use cryptobot_integration_tests::{TestApp, eventually};
 use futures_util::SinkExt;
 use serde_json::json;
@@ -16,6 +16,24 @@ fn sample(body: &str, series: &str) -> Option<f64> {
     body.lines()
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
         .and_then(|value| value.parse().ok())
+}
+
+/// The next text frame as JSON, control frames skipped (bounded by the suite's frame guard).
+async fn next_frame(socket: &mut Socket) -> serde_json::Value {
+    use futures_util::StreamExt;
+    let text = async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Text(text))) => return text,
+                Some(Ok(_)) => {}
+                other => panic!("socket ended: {other:?}"),
+            }
+        }
+    };
+    let text = tokio::time::timeout(FRAME_GUARD, text)
+        .await
+        .expect("a frame within the guard");
+    serde_json::from_str(&text).expect("frames are JSON")
 }
 
 async fn scrape(app: &TestApp) -> String {
@@ -58,23 +76,48 @@ async fn trades_over_websocket_and_rest_move_the_histograms_and_labelled_counter
         .send(Message::text(command.to_string()))
         .await
         .unwrap();
-    next_of_type(&mut socket, "trade_executed").await;
-    next_of_type(&mut socket, "trade_notification").await;
+    // The reply and the notification on `trades` come in either order.
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let frame = next_frame(&mut socket).await;
+        let kind = frame["type"].as_str().unwrap_or_default().to_owned();
+        if ["trade_executed", "trade_notification"].contains(&kind.as_str())
+            && !seen.contains(&kind)
+        {
+            seen.push(kind);
+        }
+    }
     socket.send(Message::text("not json")).await.unwrap();
     next_of_type(&mut socket, "error").await;
+    // Live tickers are timed too (the first one after subscribing is the latest known, a
+    // snapshot, which is not).
+    let subscribe = json!({"type": "subscribe_ticker", "payload": {"symbol": "BTCUSDT"}});
+    socket
+        .send(Message::text(subscribe.to_string()))
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        next_of_type(&mut socket, "ticker_update").await;
+    }
 
     let body = eventually(Duration::from_secs(10), "worker counts flushed", || async {
         let body = scrape(&app).await;
         // The writers' counts reach the shared series about once a second.
-        (sample(
-            &body,
+        let at_least = |series: &str, n: f64| sample(&body, series).is_some_and(|v| v >= n);
+        (at_least(
             "cryptobot_ws_delivery_seconds_count{channel=\"trades\"}",
-        )? >= 1.0
-            && sample(
-                &body,
-                "cryptobot_ws_frames_sent_total{type=\"trade_executed\"}",
-            )? >= 1.0)
-            .then_some(body)
+            1.0,
+        ) && at_least(
+            "cryptobot_ws_delivery_seconds_count{channel=\"ticker\"}",
+            1.0,
+        ) && at_least(
+            "cryptobot_ws_frames_sent_total{type=\"trade_executed\"}",
+            1.0,
+        ) && at_least(
+            "cryptobot_ws_frames_sent_total{type=\"ticker_update\"}",
+            3.0,
+        ))
+        .then_some(body)
     })
     .await;
     assert_eq!(sample(&body, manual_buys), Some(2.0), "{body}");
