@@ -6,6 +6,7 @@ mod contract;
 mod hostile;
 mod limits;
 mod market_binance;
+mod metrics;
 mod nothing_lost;
 mod openapi;
 mod orders;

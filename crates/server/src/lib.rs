@@ -15,6 +15,8 @@ pub mod auth;
 pub mod config;
 /// The REST API's error type.
 pub mod error;
+/// The node's Prometheus registry, by role.
+pub mod exposition;
 /// The `process_*` series of `/metrics`.
 pub mod process_metrics;
 /// Per-address rate of REST requests.

@@ -1,46 +1,33 @@
 //! The standard `process_*` series, read from `/proc/self` on Linux and left out elsewhere.
 
-use std::fmt::Write;
+use cryptobot_services::metrics::ReadAtScrape;
 
-/// Appends `process_resident_memory_bytes`, `process_open_fds`, `process_cpu_seconds_total` and
-/// `process_start_time_seconds` in the Prometheus text format; a value that cannot be read is left
-/// out of this scrape (with its HELP and TYPE, which promtool accepts).
-pub fn render(out: &mut String) {
-    let sample = ProcessSample::read();
-    let series = [
-        (
+/// `process_resident_memory_bytes`, `process_open_fds`, `process_cpu_seconds_total` and
+/// `process_start_time_seconds`, read from `/proc/self` at scrape time; a value that cannot be
+/// read is left out of that scrape.
+#[must_use]
+pub fn collector() -> ReadAtScrape {
+    ReadAtScrape::new()
+        .gauge(
             "process_resident_memory_bytes",
-            "gauge",
             "Resident memory size in bytes.",
-            sample.resident_memory_bytes,
-        ),
-        (
+            || ProcessSample::read().resident_memory_bytes,
+        )
+        .gauge(
             "process_open_fds",
-            "gauge",
             "Number of open file descriptors.",
-            sample.open_fds,
-        ),
-        (
+            || ProcessSample::read().open_fds,
+        )
+        .counter(
             "process_cpu_seconds_total",
-            "counter",
             "User and system CPU time spent in seconds.",
-            sample.cpu_seconds,
-        ),
-        (
+            || ProcessSample::read().cpu_seconds,
+        )
+        .gauge(
             "process_start_time_seconds",
-            "gauge",
             "Start time of the process since the Unix epoch in seconds.",
-            sample.start_time_seconds,
-        ),
-    ];
-    for (name, kind, help, value) in series {
-        if let Some(value) = value {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
-        }
-    }
+            || ProcessSample::read().start_time_seconds,
+        )
 }
 
 /// One reading of the process's resources; `None` where the platform or `/proc` gives nothing.
@@ -169,6 +156,24 @@ mod linux {
             let started = sample.start_time_seconds.unwrap();
             // Boot time is whole seconds, so the start may look up to a second late.
             assert!(started <= now + 1.0 && started > now - 3600.0, "{sample:?}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod collector_tests {
+    #[test]
+    fn the_process_series_are_exported_and_promtool_clean_names() {
+        let registry = prometheus::Registry::new();
+        super::collector().register(&registry).unwrap();
+        let out = cryptobot_services::metrics::encode(&registry);
+        for name in [
+            "process_resident_memory_bytes",
+            "process_open_fds",
+            "process_cpu_seconds_total",
+            "process_start_time_seconds",
+        ] {
+            assert!(out.contains(&format!("# TYPE {name} ")), "{name}: {out}");
         }
     }
 }

@@ -197,11 +197,24 @@ impl Application {
             None => {}
         }
 
+        metrics.preset_symbols(&settings.market.symbols);
+        let http_seconds = crate::exposition::http_request_seconds();
+        let registry = crate::exposition::NodeMetrics {
+            role: settings.server.role,
+            services: &metrics,
+            feed: &feed_state,
+            gateway: &gateway,
+            broker: broker.as_ref(),
+            http: &http_seconds,
+        }
+        .registry()
+        .map_err(|err| StartupError::Config(format!("metrics: {err}")))?;
         let state = web::Data::new(AppState {
             market,
             trade,
             portfolio,
             metrics,
+            registry,
             gateway: gateway.clone(),
             started_at: Instant::now(),
             market_source: settings.market.source.as_str(),
@@ -231,6 +244,7 @@ impl Application {
                 .wrap(actix_web::middleware::from_fn(routes::json_bodiless_errors))
                 .wrap(actix_web::middleware::from_fn(access_log::log_requests(
                     Arc::clone(&trusted_proxies),
+                    http_seconds.clone(),
                 )))
         })
         .on_connect(gateway.on_connect())

@@ -18,6 +18,8 @@ pub struct AppState {
     pub portfolio: Arc<dyn PortfolioService>,
     /// Service counters for `/metrics`.
     pub metrics: Arc<ServiceMetrics>,
+    /// Every series this node exports at `/metrics` (its own registry, see `exposition`).
+    pub registry: prometheus::Registry,
     /// The WebSocket gateway, for its metrics.
     pub gateway: Gateway,
     /// When the server started, for `uptime_secs`.

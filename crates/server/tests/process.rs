@@ -207,7 +207,8 @@ fn metrics_carry_build_info_and_the_process_series() {
     assert_eq!(metrics.status, 200, "{}", metrics.body);
     let text = &metrics.body;
     let version = env!("CARGO_PKG_VERSION");
-    let build_info = format!("cryptobot_build_info{{version=\"{version}\",role=\"all\"}}");
+    // Labels in name order, as the exposition writes them.
+    let build_info = format!("cryptobot_build_info{{role=\"all\",version=\"{version}\"}}");
     assert_eq!(sample(text, &build_info), Some(1.0), "{text}");
     for family in [
         "cryptobot_build_info gauge",

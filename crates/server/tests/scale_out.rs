@@ -1494,8 +1494,9 @@ async fn a_gateway_exports_only_the_series_it_owns() {
     assert_eq!(on_engine.status, 200);
     assert_eq!(on_gateway.status, 200);
     let (engine_text, gateway_text) = (&on_engine.body, &on_gateway.body);
+    // Labelled by symbol, side and origin; the other series of the labels exist at 0.
     assert!(
-        engine_text.contains("\ncryptobot_trades_executed_total 1\n"),
+        engine_text.contains("\ncryptobot_trades_executed_total{origin=\"manual\",side=\"buy\",symbol=\"BTCUSDT\"} 1\n"),
         "{engine_text}"
     );
     let engine_families = metric_families(engine_text);
@@ -1521,6 +1522,8 @@ async fn a_gateway_exports_only_the_series_it_owns() {
     let gateway_only = [
         "cryptobot_broker_engine_alive",
         "cryptobot_broker_stream_gaps_total",
+        "cryptobot_broker_follow_lag_seconds",
+        "cryptobot_broker_entries_behind",
     ];
     for family in gateway_only {
         assert!(
@@ -1536,6 +1539,8 @@ async fn a_gateway_exports_only_the_series_it_owns() {
         "cryptobot_build_info",
         "cryptobot_ws_connections_open",
         "cryptobot_broker_connected",
+        "cryptobot_ws_delivery_seconds",
+        "cryptobot_command_seconds",
     ] {
         assert!(
             engine_families.contains(&family) && gateway_families.contains(&family),
@@ -1548,9 +1553,37 @@ async fn a_gateway_exports_only_the_series_it_owns() {
     );
     let version = env!("CARGO_PKG_VERSION");
     for (text, role) in [(engine_text, "engine"), (gateway_text, "gateway")] {
-        let line = format!("\ncryptobot_build_info{{version=\"{version}\",role=\"{role}\"}} 1\n");
+        let line = format!("\ncryptobot_build_info{{role=\"{role}\",version=\"{version}\"}} 1\n");
         assert!(text.contains(&line), "{text}");
     }
+
+    // The follower's lag is the age of the last entry it applied: it moves with every ticker
+    // the engine publishes (several a second), and the gateway keeps up (nothing behind for
+    // long). Bounded: 50 scrapes, 100 ms apart.
+    let lag = |text: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix("cryptobot_broker_follow_lag_seconds "))
+            .and_then(|value| value.parse::<f64>().ok())
+    };
+    let first = lag(gateway_text).expect("a lag after the first applied entry");
+    assert!(first >= 0.0, "{gateway_text}");
+    let mut moved = false;
+    let mut caught_up = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let text = http::request(gateway.addr, "GET", "/metrics", None, b"")
+            .await
+            .body;
+        moved |= lag(&text).is_some_and(|now| now != first);
+        caught_up |= text.contains("\ncryptobot_broker_entries_behind 0\n");
+        if moved && caught_up {
+            break;
+        }
+    }
+    assert!(
+        moved && caught_up,
+        "lag moved: {moved}, caught up: {caught_up}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

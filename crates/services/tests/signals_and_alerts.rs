@@ -1,7 +1,6 @@
 //! Black-box tests of the signal engine, the auto-trader and the alert monitor on a real bus.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use chrono::TimeDelta;
@@ -137,7 +136,7 @@ async fn signal_engine_emits_buy_then_sell_on_a_crossing_path() {
 
     w.stop(task).await;
     assert!(drain(&mut events, signal_of).is_empty(), "no other signals");
-    assert_eq!(w.metrics.signals_generated.load(Ordering::Relaxed), 2);
+    assert_eq!(w.metrics.signals_generated.get(), 2);
 }
 
 #[tokio::test(start_paused = true)]
@@ -163,7 +162,7 @@ async fn disabled_signal_engine_stays_quiet() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     w.stop(task).await;
     assert!(drain(&mut events, signal_of).is_empty());
-    assert_eq!(w.metrics.signals_generated.load(Ordering::Relaxed), 0);
+    assert_eq!(w.metrics.signals_generated.get(), 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -222,7 +221,7 @@ async fn silent_symbol_raises_feed_stalled_once_and_feed_resumed_after_an_update
     tokio::time::sleep(Duration::from_secs(1)).await;
     w.stop(task).await;
     assert!(drain(&mut events, alert_of).is_empty());
-    assert_eq!(w.metrics.alerts_raised.load(Ordering::Relaxed), 2);
+    assert_eq!(w.metrics.alerts_raised.get(), 2);
 }
 
 #[tokio::test(start_paused = true)]
@@ -277,7 +276,7 @@ async fn large_price_moves_raise_price_move_alerts() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     w.stop(task).await;
     assert!(drain(&mut events, alert_of).is_empty());
-    assert_eq!(w.metrics.alerts_raised.load(Ordering::Relaxed), 2);
+    assert_eq!(w.metrics.alerts_raised.get(), 2);
 }
 
 #[cfg(feature = "mocks")]

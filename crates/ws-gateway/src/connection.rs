@@ -359,12 +359,16 @@ impl Connection {
     }
 
     async fn on_text(&mut self, text: &str) -> Result<(), End> {
+        let received = std::time::Instant::now();
         let Behaviour::Services { dispatcher, .. } = &self.behaviour else {
             return Ok(());
         };
-        let actions = match crate::dispatch::parse_request(text, &self.principal) {
-            Ok(message) => dispatcher.clone().handle(message, &mut self.subs).await,
-            Err(err) => vec![Action::Send(err.into_message())],
+        let (command, actions) = match crate::dispatch::parse_request(text, &self.principal) {
+            Ok(message) => (
+                message.request.name(),
+                dispatcher.clone().handle(message, &mut self.subs).await,
+            ),
+            Err(err) => ("unknown", vec![Action::Send(err.into_message())]),
         };
         self.port
             .outbox
@@ -387,6 +391,8 @@ impl Connection {
         if released.is_err() {
             return Err(End::SlowConsumer("lagged"));
         }
+        // Every reply is queued: what the socket does next is the delivery's part.
+        self.metrics.command(command, received.elapsed());
         self.flush()
     }
 
@@ -617,8 +623,8 @@ impl Connection {
     }
 
     async fn send_message(&mut self, message: &ServerMessage) -> Result<(), End> {
-        if matches!(message, ServerMessage::Error { .. }) {
-            GatewayMetrics::incr(&self.metrics.error_frames);
+        if let ServerMessage::Error { code, .. } = message {
+            self.metrics.error_frames.with_label_values(&[code]).inc();
         }
         self.send(Frame::Text(Bytes::from(message.to_json()))).await
     }

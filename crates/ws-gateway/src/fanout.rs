@@ -2,7 +2,8 @@
 //! outbox of each of its connections that takes it, and wakes their socket writers (the response
 //! bodies, on the same thread) once per turn. Nothing on that path crosses a thread, sets a timer,
 //! takes a lock or allocates; a connection's task is woken only when its socket stalls, closes or
-//! its FIFO overflows.
+//! its FIFO overflows. The writers count frames and delivery times in the worker's [`LocalWire`]
+//! (plain local counts), which the task adds to the shared metrics once a second.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -17,7 +18,7 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::{HubFrame, HubShared};
-use crate::metrics::GatewayMetrics;
+use crate::metrics::{FLUSH_EVERY, GatewayMetrics, LocalWire};
 use crate::outbox::{Outbox, Overflow};
 
 /// Frames a worker takes from the hub before it writes: bounds one turn, so a burst cannot keep
@@ -231,12 +232,15 @@ impl Port {
 
 /// The connections of one worker thread for one gateway: the handle its connections register
 /// into, shared with the [`FanoutTask`] that feeds them.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct WorkerFanout {
     /// Every connection of this worker (never-dropped events are filtered by each outbox).
     ports: RefCell<HashMap<u64, Rc<Port>>>,
     /// Connections watching each symbol.
     tickers: RefCell<HashMap<Symbol, Vec<Rc<Port>>>>,
+    /// This worker's unflushed frame counts and delivery times, fed by its connections'
+    /// writers and flushed by the fan-out task about once a second.
+    pub(crate) wire: Rc<LocalWire>,
 }
 
 thread_local! {
@@ -258,7 +262,11 @@ impl WorkerFanout {
             if let Some(fanout) = fanouts.get(&gateway) {
                 return Rc::clone(fanout);
             }
-            let fanout = Rc::new(Self::default());
+            let fanout = Rc::new(Self {
+                ports: RefCell::default(),
+                tickers: RefCell::default(),
+                wire: Rc::new(LocalWire::new(metrics)),
+            });
             // Detached: it ends with the hub or the shutdown, and unregisters itself then.
             let _task = FanoutTask::new(
                 gateway,
@@ -322,11 +330,12 @@ impl WorkerFanout {
                     return;
                 };
                 for port in list {
-                    if port.outbox.borrow_mut().ticker(
+                    if port.outbox.borrow_mut().ticker_stamped(
                         symbol,
                         frame.seq,
                         frame.ts_us,
                         frame.bytes.clone(),
+                        frame.entered,
                     ) {
                         mark(port, dirty);
                     }
@@ -334,11 +343,12 @@ impl WorkerFanout {
             }
             channel => {
                 for port in self.ports.borrow().values() {
-                    let offered = port.outbox.borrow_mut().event(
+                    let offered = port.outbox.borrow_mut().event_stamped(
                         channel,
                         frame.seq,
                         frame.snapshot,
                         frame.bytes.clone(),
+                        frame.entered,
                     );
                     match offered {
                         Ok(true) => mark(port, dirty),
@@ -410,10 +420,18 @@ impl FanoutTask {
     async fn run(mut self) {
         let cancelled = self.shutdown.cancelled();
         tokio::pin!(cancelled);
+        // One timer per worker (not per frame or connection): the writers' local counts reach
+        // the shared series within about a second, also when no frame flows.
+        let mut flush = tokio::time::interval(FLUSH_EVERY);
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let first = tokio::select! {
                 biased;
                 () = &mut cancelled => break,
+                _ = flush.tick() => {
+                    self.fanout.wire.flush();
+                    continue;
+                }
                 first = self.frames.recv() => first,
             };
             match first {
@@ -438,6 +456,7 @@ impl FanoutTask {
                 port.wake_writer();
             }
         }
+        self.fanout.wire.flush();
         FANOUTS.with(|fanouts| fanouts.borrow_mut().remove(&self.gateway));
     }
 }

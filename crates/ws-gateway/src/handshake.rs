@@ -17,7 +17,7 @@ use crate::dispatch::Subscriptions;
 use crate::fanout::{Port, WorkerFanout};
 use crate::guards::{ActiveGuard, IpSlot};
 use crate::inbound::{GuardedPayload, InboundBudget};
-use crate::metrics::GatewayMetrics;
+use crate::metrics::LocalWire;
 use crate::outbox::Outbox;
 use crate::wire::OutboundBody;
 use crate::{Gateway, SUBPROTOCOL};
@@ -33,7 +33,11 @@ impl Gateway {
         let (principal, ip_slot) = match self.refuse(&req) {
             Ok(admitted) => admitted,
             Err(refusal) => {
-                GatewayMetrics::incr(&inner.metrics.upgrades_rejected);
+                let reason = refusal
+                    .extensions()
+                    .get::<RefusalCode>()
+                    .map_or("other", |code| code.0);
+                inner.metrics.upgrade_rejected(reason);
                 return Ok(*refusal);
             }
         };
@@ -72,14 +76,6 @@ impl Gateway {
                 i64::try_from(inner.config.ticker_window_ms * 1_000).unwrap_or(i64::MAX),
             );
         let port = Port::new(id, outbox);
-        let writer_port = Rc::clone(&port);
-        let chunk_bytes = inner.config.write_buffer_bytes;
-        let metrics = Arc::clone(&inner.metrics);
-        let response = response
-            .map_body(move |_, actix_body| {
-                OutboundBody::new(writer_port, actix_body, metrics, chunk_bytes)
-            })
-            .map_into_boxed_body();
         let fanout = match &inner.behaviour {
             Behaviour::Services { hub, .. } => Some(WorkerFanout::for_this_worker(
                 inner.id,
@@ -89,6 +85,19 @@ impl Gateway {
             )),
             Behaviour::Echo => None,
         };
+        // Echo mode has no fan-out task: its connection's counts are flushed when it ends.
+        let local = fanout.as_ref().map_or_else(
+            || Rc::new(LocalWire::new(&inner.metrics)),
+            |fanout| Rc::clone(&fanout.wire),
+        );
+        let writer_port = Rc::clone(&port);
+        let chunk_bytes = inner.config.write_buffer_bytes;
+        let metrics = Arc::clone(&inner.metrics);
+        let response = response
+            .map_body(move |_, actix_body| {
+                OutboundBody::new(writer_port, actix_body, metrics, local, chunk_bytes)
+            })
+            .map_into_boxed_body();
         // Before the response goes out: an event published once the client sees the upgrade
         // already reaches it.
         if let Some(fanout) = &fanout {
@@ -220,13 +229,20 @@ fn subprotocol_offer_ok(req: &HttpRequest) -> Result<(), Box<HttpResponse>> {
     ))
 }
 
+/// The code of a refused upgrade, kept on its response for the `reason` label of
+/// `cryptobot_ws_upgrades_rejected_total`.
+#[derive(Debug, Clone, Copy)]
+struct RefusalCode(&'static str);
+
 /// A refused upgrade: the REST API's error body, `{"error": "..", "code": ".."}`.
 fn refusal(
     response: &mut actix_web::HttpResponseBuilder,
-    code: &str,
+    code: &'static str,
     message: &str,
 ) -> Box<HttpResponse> {
-    Box::new(response.json(serde_json::json!({ "error": message, "code": code })))
+    let mut response = response.json(serde_json::json!({ "error": message, "code": code }));
+    response.extensions_mut().insert(RefusalCode(code));
+    Box::new(response)
 }
 
 /// Browsers always send `Origin`; other clients usually do not. Cross-site WebSocket hijacking is

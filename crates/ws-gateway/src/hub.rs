@@ -38,6 +38,9 @@ pub(crate) struct HubFrame {
     pub(crate) ts_us: i64,
     /// The JSON text.
     pub(crate) bytes: Bytes,
+    /// When the hub received the event from the bus (`None` for frames the hub makes itself):
+    /// where `cryptobot_ws_delivery_seconds` starts.
+    pub(crate) entered: Option<std::time::Instant>,
 }
 
 /// What the hub shares with the workers' fan-outs and the connections.
@@ -200,6 +203,7 @@ impl Hub {
 
     /// Serializes one envelope once and hands it to every worker.
     pub(crate) fn publish(&mut self, envelope: &Envelope) {
+        let entered = std::time::Instant::now();
         match envelope.event {
             Event::PortfolioChanged(_) => self.portfolio_seq = envelope.seq,
             Event::Alert(_) => self.alerts_seq = envelope.seq,
@@ -212,6 +216,7 @@ impl Hub {
             new_epoch: false,
             ts_us: envelope.ts_us,
             bytes: frame_bytes(envelope),
+            entered: Some(entered),
         });
     }
 
@@ -237,6 +242,7 @@ impl Hub {
             new_epoch: true,
             ts_us: 0,
             bytes: Bytes::new(),
+            entered: None,
         });
     }
 
@@ -280,6 +286,7 @@ impl Hub {
             new_epoch: false,
             ts_us: 0,
             bytes: Bytes::from(message.to_json()),
+            entered: None,
         });
     }
 }
@@ -302,6 +309,7 @@ impl Hub {
             new_epoch: false,
             ts_us: 0,
             bytes: Bytes::from(message.to_json()),
+            entered: None,
         });
     }
 }

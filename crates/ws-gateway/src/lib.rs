@@ -5,7 +5,7 @@
 //! its subscriptions and policies (heartbeat, send timeout, size and rate limits, slow
 //! consumer closes, graceful shutdown). The public API is small: [`GatewayConfig`], [`Gateway::new`]
 //! with the [`GatewayServices`], [`Gateway::configure`] to mount `GET {path}` on an actix-web app,
-//! [`Gateway::on_connect`] for socket tuning, [`Gateway::render_metrics`] and [`Gateway::closed`].
+//! [`Gateway::on_connect`] for socket tuning, [`Gateway::register_metrics`] and [`Gateway::closed`].
 //!
 //! Who may connect is decided by the access crate's rules (tokens, client address, per-address
 //! rates), the same ones the REST API applies.
@@ -303,9 +303,13 @@ impl Gateway {
         }
     }
 
-    /// Appends the gateway metrics in Prometheus text format.
-    pub fn render_metrics(&self, out: &mut String) {
-        self.inner.metrics.render(out);
+    /// Adds the gateway's series to `registry`: the server's own, so several gateways (tests,
+    /// a bot mounting two) never share one.
+    ///
+    /// # Errors
+    /// A [`prometheus::Error`] when a series of the same name is registered already.
+    pub fn register_metrics(&self, registry: &prometheus::Registry) -> prometheus::Result<()> {
+        self.inner.metrics.register(registry)
     }
 
     /// Number of connection actors running now.

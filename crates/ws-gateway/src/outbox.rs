@@ -16,12 +16,23 @@
 //!   the dedupe only when released, after the resume's replay went into the FIFO.
 
 use std::collections::VecDeque;
+use std::time::Instant;
 
 /// Most updates of one symbol waiting at once (with a ticker window).
 pub const TICKER_BURST: usize = 32;
 
 use actix_web::web::Bytes;
 use cryptobot_domain::{Channel, Symbol};
+
+/// When a live event entered the gateway (the hub received it) and its channel kind (an index
+/// in `metrics::CHANNEL_KINDS`): what the writer needs for `cryptobot_ws_delivery_seconds`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    /// The hub received the event.
+    pub entered: Instant,
+    /// Its channel kind.
+    pub kind: u8,
+}
 
 /// The FIFO grew past its limit: the client is too far behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,8 +73,9 @@ struct TickerSlot {
     symbol: Symbol,
     /// `seq` of the newest frame accepted (waiting or written); 0 before the first.
     last_seq: u64,
-    /// Frames not yet written with their `ts_us`, oldest first; the newest is last.
-    pending: VecDeque<(Bytes, i64)>,
+    /// Frames not yet written with their `ts_us` and when they entered the gateway (live ones),
+    /// oldest first; the newest is last.
+    pending: VecDeque<(Bytes, i64, Option<Instant>)>,
 }
 
 /// A live event that arrived while the outbox was held.
@@ -78,8 +90,8 @@ struct HeldEvent {
 /// What one connection has still to write.
 #[derive(Debug)]
 pub struct Outbox {
-    /// Replies and never-dropped events, oldest first.
-    queue: VecDeque<Frame>,
+    /// Replies and never-dropped events (live ones stamped), oldest first.
+    queue: VecDeque<(Frame, Option<Stamp>)>,
     /// Live events received while held; `None` once released.
     held: Option<Vec<HeldEvent>>,
     /// Which never-dropped channels the client receives: the fixed ones, then one per candle
@@ -161,7 +173,7 @@ impl Outbox {
 
     /// Queues a reply (ack, error, pong, snapshot): always delivered, in order.
     pub fn reply(&mut self, frame: Frame) -> Result<(), Overflow> {
-        self.push(frame)
+        self.push(frame, None)
     }
 
     /// Offers a never-dropped event; returns whether it was queued (or held).
@@ -175,6 +187,22 @@ impl Outbox {
         snapshot: bool,
         bytes: Bytes,
     ) -> Result<bool, Overflow> {
+        self.event_stamped(channel, seq, snapshot, bytes, None)
+    }
+
+    /// [`Outbox::event`] for a live event that entered the gateway at `entered`.
+    pub fn event_stamped(
+        &mut self,
+        channel: &Channel,
+        seq: u64,
+        snapshot: bool,
+        bytes: Bytes,
+        entered: Option<Instant>,
+    ) -> Result<bool, Overflow> {
+        let stamp = entered.map(|entered| Stamp {
+            entered,
+            kind: crate::metrics::channel_kind(channel),
+        });
         let Some(index) = self.index(channel) else {
             return Ok(false);
         };
@@ -185,6 +213,8 @@ impl Outbox {
             if held.len() + self.queue.len() >= self.limit {
                 return Err(Overflow);
             }
+            // Held events are not timed: the wait for the client's first message is the client's,
+            // not delivery.
             held.push(HeldEvent {
                 index,
                 seq,
@@ -193,7 +223,7 @@ impl Outbox {
             });
             return Ok(true);
         }
-        self.queue_event(index, seq, snapshot, bytes)
+        self.queue_event(index, seq, snapshot, bytes, stamp)
     }
 
     /// Queues a replayed event of a resume: like [`Outbox::event`], but never held (the replay is
@@ -205,7 +235,9 @@ impl Outbox {
         bytes: Bytes,
     ) -> Result<bool, Overflow> {
         match self.index(channel) {
-            Some(index) if self.subscribed[index] => self.queue_event(index, seq, false, bytes),
+            Some(index) if self.subscribed[index] => {
+                self.queue_event(index, seq, false, bytes, None)
+            }
             _ => Ok(false),
         }
     }
@@ -216,6 +248,7 @@ impl Outbox {
         seq: u64,
         snapshot: bool,
         bytes: Bytes,
+        stamp: Option<Stamp>,
     ) -> Result<bool, Overflow> {
         if !snapshot {
             if self.event_seq[index].is_some_and(|last| seq <= last) {
@@ -223,15 +256,15 @@ impl Outbox {
             }
             self.event_seq[index] = Some(seq);
         }
-        self.push(Frame::Text(bytes)).map(|()| true)
+        self.push(Frame::Text(bytes), stamp).map(|()| true)
     }
 
-    fn push(&mut self, frame: Frame) -> Result<(), Overflow> {
+    fn push(&mut self, frame: Frame, stamp: Option<Stamp>) -> Result<(), Overflow> {
         let held = self.held.as_ref().map_or(0, Vec::len);
         if self.queue.len() + held >= self.limit {
             return Err(Overflow);
         }
-        self.queue.push_back(frame);
+        self.queue.push_back((frame, stamp));
         Ok(())
     }
 
@@ -243,7 +276,7 @@ impl Outbox {
         for event in held {
             // A channel unsubscribed meanwhile no longer receives its held events.
             if self.subscribed[event.index] {
-                self.queue_event(event.index, event.seq, event.snapshot, event.bytes)?;
+                self.queue_event(event.index, event.seq, event.snapshot, event.bytes, None)?;
             }
         }
         Ok(())
@@ -300,6 +333,18 @@ impl Outbox {
     /// Waiting updates of the symbol more than the ticker window older than this one are dropped,
     /// and the oldest when [`TICKER_BURST`] wait.
     pub fn ticker(&mut self, symbol: &Symbol, seq: u64, ts_us: i64, bytes: Bytes) -> bool {
+        self.ticker_stamped(symbol, seq, ts_us, bytes, None)
+    }
+
+    /// [`Outbox::ticker`] for a live update that entered the gateway at `entered`.
+    pub fn ticker_stamped(
+        &mut self,
+        symbol: &Symbol,
+        seq: u64,
+        ts_us: i64,
+        bytes: Bytes,
+        entered: Option<Instant>,
+    ) -> bool {
         let window = self.ticker_window_us;
         let Some(slot) = self.tickers.iter_mut().find(|slot| &slot.symbol == symbol) else {
             return false;
@@ -312,7 +357,7 @@ impl Outbox {
         if !newer {
             return false;
         }
-        while let Some((_, waiting)) = slot.pending.front()
+        while let Some((_, waiting, _)) = slot.pending.front()
             && (window == 0
                 || waiting.saturating_add(window) < ts_us
                 || slot.pending.len() >= TICKER_BURST)
@@ -320,22 +365,28 @@ impl Outbox {
             slot.pending.pop_front();
             self.conflated += 1;
         }
-        slot.pending.push_back((bytes, ts_us));
+        slot.pending.push_back((bytes, ts_us, entered));
         slot.last_seq = seq;
         true
     }
 
     /// The next frame to write: the FIFO first (replies and events in order), then waiting tickers.
     pub fn pop(&mut self) -> Option<Frame> {
-        if let Some(frame) = self.queue.pop_front() {
-            return Some(frame);
+        self.pop_stamped().map(|(frame, _)| frame)
+    }
+
+    /// [`Outbox::pop`] with the frame's [`Stamp`] when it is a live event.
+    pub fn pop_stamped(&mut self) -> Option<(Frame, Option<Stamp>)> {
+        if let Some(entry) = self.queue.pop_front() {
+            return Some(entry);
         }
         let slots = self.tickers.len();
         for step in 0..slots {
             let index = (self.next_slot + step) % slots;
-            if let Some((bytes, _)) = self.tickers[index].pending.pop_front() {
+            if let Some((bytes, _, entered)) = self.tickers[index].pending.pop_front() {
                 self.next_slot = (index + 1) % slots;
-                return Some(Frame::Text(bytes));
+                let stamp = entered.map(|entered| Stamp { entered, kind: 0 });
+                return Some((Frame::Text(bytes), stamp));
             }
         }
         None
@@ -732,5 +783,37 @@ mod tests {
         assert!(outbox.receives_events());
         outbox.set_channels(&[]);
         assert!(!outbox.receives_events());
+    }
+
+    #[test]
+    fn live_events_keep_their_stamp_and_replies_replays_and_held_events_have_none() {
+        let entered = Instant::now();
+        let btc = fixtures::symbol("BTCUSDT");
+        // TC0: a live trade, a reply, a replayed trade, a live ticker, in that order
+        let mut outbox = Outbox::new(10, &defaults(), false);
+        outbox.watch(&btc);
+        outbox
+            .event_stamped(&Channel::Trades, 1, false, b("t1"), Some(entered))
+            .unwrap();
+        outbox.reply(t("ack")).unwrap();
+        outbox.replayed(&Channel::Trades, 2, b("t2")).unwrap();
+        assert!(outbox.ticker_stamped(&btc, 1, 1, b("p"), Some(entered)));
+        let stamps: Vec<Option<Stamp>> =
+            std::iter::from_fn(|| outbox.pop_stamped().map(|(_, stamp)| stamp)).collect();
+        assert_eq!(
+            stamps,
+            [
+                Some(Stamp { entered, kind: 1 }),
+                None,
+                None,
+                Some(Stamp { entered, kind: 0 }),
+            ]
+        );
+        // TC1: held until the first message: released without a stamp
+        let mut held = Outbox::new(10, &defaults(), true);
+        held.event_stamped(&Channel::Alerts, 1, false, b("a"), Some(entered))
+            .unwrap();
+        held.release().unwrap();
+        assert_eq!(held.pop_stamped(), Some((t("a"), None)));
     }
 }

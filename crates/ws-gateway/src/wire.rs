@@ -18,7 +18,7 @@ use actix_web::web::{Bytes, BytesMut};
 use actix_ws::CloseReason;
 
 use crate::fanout::{Port, PortFailure};
-use crate::metrics::GatewayMetrics;
+use crate::metrics::{GatewayMetrics, LocalWire, control_frame_type, text_frame_type};
 use crate::outbox::Frame;
 
 /// RFC 6455 §5.5: a control frame carries at most 125 bytes.
@@ -92,17 +92,21 @@ pub(crate) struct OutboundBody {
     /// for a connection with a backlog, which stays in the outbox meanwhile.
     chunk_bytes: usize,
     metrics: Arc<GatewayMetrics>,
+    /// The worker's local frame counts and delivery times (no shared atomic per frame).
+    local: Rc<LocalWire>,
     /// actix-ws's own body, never polled: dropping it with this one tells actix-ws's inbound
     /// stream that the connection is gone.
     _actix: BoxBody,
 }
 
 impl OutboundBody {
-    /// The body writing `port`'s outbox; `actix` is the body actix-ws built for the upgrade.
+    /// The body writing `port`'s outbox; `actix` is the body actix-ws built for the upgrade;
+    /// written frames are counted in `local`.
     pub(crate) fn new(
         port: Rc<Port>,
         actix: BoxBody,
         metrics: Arc<GatewayMetrics>,
+        local: Rc<LocalWire>,
         chunk_bytes: usize,
     ) -> Self {
         Self {
@@ -110,6 +114,7 @@ impl OutboundBody {
             wire: BytesMut::new(),
             chunk_bytes,
             metrics,
+            local,
             _actix: actix,
         }
     }
@@ -135,12 +140,25 @@ impl MessageBody for OutboundBody {
         let mut sent = 0_u64;
         {
             let mut outbox = port.outbox.borrow_mut();
+            // Read once per poll, and only when a live event is written: one clock read per
+            // write of the dispatcher, not one per frame.
+            let mut now = None;
             while this.wire.len() < this.chunk_bytes {
-                let Some(frame) = outbox.pop() else {
+                let Some((frame, stamp)) = outbox.pop_stamped() else {
                     break;
                 };
                 encode(&mut this.wire, &frame);
                 sent += 1;
+                this.local.frame(match &frame {
+                    Frame::Text(bytes) => text_frame_type(bytes),
+                    Frame::Binary(_) => control_frame_type(false, false),
+                    Frame::Ping(_) => control_frame_type(true, false),
+                    Frame::Pong(_) => control_frame_type(false, true),
+                });
+                if let Some(stamp) = stamp {
+                    let now = *now.get_or_insert_with(std::time::Instant::now);
+                    this.local.delivered(stamp.kind, stamp.entered, now);
+                }
             }
             let conflated = outbox.take_conflated();
             if conflated > 0 {
@@ -148,7 +166,6 @@ impl MessageBody for OutboundBody {
             }
         }
         if sent > 0 {
-            GatewayMetrics::add(&this.metrics.frames_sent, sent);
             port.wrote();
         }
         // The close frame goes last, after everything queued before it.

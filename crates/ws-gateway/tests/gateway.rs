@@ -755,14 +755,7 @@ async fn cross_origin_and_unauthenticated_upgrades_are_refused() {
     assert_eq!(response.headers()["sec-websocket-protocol"], "cryptobot.v1");
     send_json(&mut ws, json!({"type":"ping"})).await;
     assert_eq!(next_json(&mut ws).await["type"], "pong");
-    assert_eq!(
-        server
-            .gateway
-            .metrics()
-            .upgrades_rejected
-            .load(Ordering::Relaxed),
-        2
-    );
+    assert_eq!(server.gateway.metrics().upgrades_rejected_total(), 2);
     server.stop().await;
 }
 
@@ -823,8 +816,9 @@ async fn seed_defect_2_replies_and_pushes_never_interleave_within_a_frame() {
 async fn metrics_render_in_prometheus_format() {
     let server = start(test_config()).await;
     let _ws = server.connect().await;
-    let mut out = String::new();
-    server.gateway.render_metrics(&mut out);
+    let registry = prometheus::Registry::new();
+    server.gateway.register_metrics(&registry).unwrap();
+    let out = cryptobot_services::metrics::encode(&registry);
     assert!(out.contains("cryptobot_ws_connections_open 1\n"), "{out}");
     assert!(out.contains("cryptobot_ws_connections_total 1\n"));
     server.stop().await;

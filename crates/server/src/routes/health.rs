@@ -1,10 +1,8 @@
 //! `GET /api/v1/health`, `GET /api/v1/time` and `GET /metrics`.
 
-use std::fmt::Write;
 use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
-use cryptobot_services::scale::LinkEnd;
 use serde_json::json;
 
 use super::responses::{Guarded, RateLimited};
@@ -184,77 +182,28 @@ pub(super) async fn time() -> HttpResponse {
     }))
 }
 
-/// Renders counters and gauges in the Prometheus text format.
+/// Renders this node's counters, gauges and histograms in the Prometheus text format.
 #[utoipa::path(
     get,
     path = "/metrics",
     operation_id = "metrics",
-    summary = "Counters and gauges in the Prometheus text format",
+    summary = "Counters, gauges and histograms in the Prometheus text format",
     responses(
         (status = 200, description = "metrics", body = String, content_type = "text/plain"),
         Guarded,
     )
 )]
 pub(super) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    let mut out = String::with_capacity(4096);
-    let _ = writeln!(
-        out,
-        "# HELP cryptobot_build_info The running build; the value is always 1.\n# TYPE cryptobot_build_info gauge\ncryptobot_build_info{{version=\"{}\",role=\"{}\"}} 1",
-        env!("CARGO_PKG_VERSION"),
-        state.role.as_str()
-    );
-    let _ = writeln!(
-        out,
-        "# HELP cryptobot_uptime_seconds Seconds since the server started.\n# TYPE cryptobot_uptime_seconds gauge\ncryptobot_uptime_seconds {}",
-        state.started_at.elapsed().as_secs()
-    );
-    crate::process_metrics::render(&mut out);
-    // A gateway exports only what it owns (connections, its broker link): the engine's
-    // counters, its feed and its portfolio come from the engine node alone, so a sum over nodes
-    // counts each once.
-    let runs_engine = state.role != Role::Gateway;
-    if runs_engine {
-        let summary = tokio::time::timeout(METRICS_SUMMARY_TIMEOUT, state.portfolio.summary())
+    // The portfolio belongs to the engine: a gateway leaves it to the engine node.
+    let summary = if state.role == Role::Gateway {
+        None
+    } else {
+        tokio::time::timeout(METRICS_SUMMARY_TIMEOUT, state.portfolio.summary())
             .await
             .ok()
-            .and_then(Result::ok);
-        if let Some(summary) = summary {
-            let gauges = [
-                (
-                    "cryptobot_portfolio_cash",
-                    "Free cash of the paper account.",
-                    summary.cash,
-                ),
-                (
-                    "cryptobot_portfolio_total_value",
-                    "Cash plus positions at market value.",
-                    summary.total_value,
-                ),
-                (
-                    "cryptobot_portfolio_realized_pnl",
-                    "Realized profit, fees included.",
-                    summary.realized_pnl,
-                ),
-            ];
-            for (name, help, value) in gauges {
-                let _ = writeln!(
-                    out,
-                    "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-                );
-            }
-        }
-        state.metrics.render(&mut out);
-        state.feed.render(&mut out);
-    }
-    state.gateway.render_metrics(&mut out);
-    if let Some(broker) = &state.broker {
-        let end = if runs_engine {
-            LinkEnd::Publisher
-        } else {
-            LinkEnd::Follower
-        };
-        out.push_str(&broker.render(end));
-    }
+            .and_then(Result::ok)
+    };
+    let out = crate::exposition::encode(&state.registry, summary.as_ref());
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(out)

@@ -1,7 +1,6 @@
 //! Alert monitor: watches the tickers on the bus for large price moves and stalled feeds.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use cryptobot_domain::{Alert, Event, Symbol};
@@ -126,9 +125,7 @@ impl AlertMonitor {
         let stall_after = Duration::from_secs(config.feed_stall_secs.clamp(1, MAX_SECS));
         let lagged = Arc::clone(&metrics);
         let events = Subscription::new(bus.subscribe(), "alert monitor").on_lag(move |missed| {
-            lagged
-                .bus_lagged_events
-                .fetch_add(missed, Ordering::Relaxed);
+            lagged.bus_lagged_events.inc_by(missed);
         });
         Self {
             events,

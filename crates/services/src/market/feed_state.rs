@@ -1,7 +1,6 @@
 //! Observable state of a market feed (connected, last update, reconnects, malformed messages),
 //! shared by the feed that writes it and the health and metrics endpoints that read it.
 
-use std::fmt::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
@@ -116,48 +115,46 @@ impl FeedState {
         }
     }
 
-    /// Appends the feed's gauges and counters in Prometheus text format.
-    pub fn render(&self, out: &mut String) {
-        let status = self.status();
-        let metrics = [
-            (
+    /// The feed's gauges and counters (label `source`), read at scrape time.
+    #[must_use]
+    pub fn collector(&self) -> crate::metrics::ReadAtScrape {
+        let labels = [("source", self.inner.source)];
+        let read = |pick: fn(&FeedStatus) -> Option<f64>| {
+            let state = self.clone();
+            move || pick(&state.status())
+        };
+        crate::metrics::ReadAtScrape::new()
+            .labelled_gauge(
                 "cryptobot_market_feed_connected",
-                "gauge",
                 "1 when the market feed is connected to its source.",
-                Some(f64::from(u8::from(status.connected))),
-            ),
-            (
+                &labels,
+                read(|status| Some(f64::from(u8::from(status.connected)))),
+            )
+            .labelled_gauge(
                 "cryptobot_market_feed_stale",
-                "gauge",
                 "1 when the market feed has been silent longer than allowed.",
-                Some(f64::from(u8::from(status.stale))),
-            ),
-            (
+                &labels,
+                read(|status| Some(f64::from(u8::from(status.stale)))),
+            )
+            .labelled_gauge(
                 "cryptobot_market_feed_last_update_age_seconds",
-                "gauge",
                 "Seconds since the last market update (absent before the first).",
+                &labels,
                 // Precision loss is irrelevant for an age in seconds.
-                status.last_update_age_ms.map(|ms| ms as f64 / 1_000.0),
-            ),
-            (
+                read(|status| status.last_update_age_ms.map(|ms| ms as f64 / 1_000.0)),
+            )
+            .labelled_counter(
                 "cryptobot_market_feed_reconnects_total",
-                "counter",
                 "Connections to the market source re-established.",
-                Some(status.reconnects as f64),
-            ),
-            (
+                &labels,
+                read(|status| Some(status.reconnects as f64)),
+            )
+            .labelled_counter(
                 "cryptobot_market_feed_malformed_messages_total",
-                "counter",
                 "Messages from the market source skipped because they could not be understood.",
-                Some(status.malformed_messages as f64),
-            ),
-        ];
-        for (name, kind, help, value) in metrics {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            if let Some(value) = value {
-                let _ = writeln!(out, "{name}{{source=\"{}\"}} {value}", status.source);
-            }
-        }
+                &labels,
+                read(|status| Some(status.malformed_messages as f64)),
+            )
     }
 }
 
@@ -196,8 +193,9 @@ mod tests {
                 malformed_messages: 2,
             }
         );
-        let mut out = String::new();
-        state.render(&mut out);
+        let registry = prometheus::Registry::new();
+        state.collector().register(&registry).unwrap();
+        let out = crate::metrics::encode(&registry);
         assert!(out.contains("cryptobot_market_feed_connected{source=\"binance\"} 1\n"));
         assert!(
             out.contains("cryptobot_market_feed_last_update_age_seconds{source=\"binance\"} 1.5\n")

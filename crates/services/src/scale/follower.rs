@@ -34,6 +34,8 @@ pub struct RedisFollowerBus {
     /// The engine's epoch as it changes; sent before any envelope of a new epoch.
     epochs: watch::Sender<u64>,
     metrics: Arc<BrokerMetrics>,
+    /// When `cryptobot_broker_entries_behind` was last measured.
+    behind_measured: Mutex<Option<std::time::Instant>>,
 }
 
 #[derive(Debug, Default)]
@@ -61,6 +63,7 @@ impl RedisFollowerBus {
             health: watch::channel(BrokerHealth::Connecting).0,
             epochs: watch::channel(0).0,
             metrics,
+            behind_measured: Mutex::new(None),
         }
     }
 
@@ -141,8 +144,15 @@ impl RedisFollowerBus {
             .query_async(conn)
             .await
             .map_err(|err| err.to_string())?;
+        self.read_entries(settings, reply);
+        self.measure_behind(conn, settings, &keys).await;
+        Ok(())
+    }
+
+    /// Applies what one `XREAD` returned.
+    fn read_entries(&self, settings: &RedisSettings, reply: Option<StreamReadReply>) {
         let Some(reply) = reply else {
-            return Ok(());
+            return;
         };
         for stream in reply.keys {
             let Some(channel) = settings
@@ -167,7 +177,62 @@ impl RedisFollowerBus {
                 }
             }
         }
-        Ok(())
+    }
+
+    /// At most once a second, reads the last entry id of every followed stream (`<seq>-0`) and
+    /// stores how many entries follow the last applied ones (`cryptobot_broker_entries_behind`).
+    /// Runs in the reader task, so a scrape never waits on Redis; a failed read leaves the last
+    /// value (the link's own errors show on the next poll).
+    async fn measure_behind(
+        &self,
+        conn: &mut MultiplexedConnection,
+        settings: &RedisSettings,
+        keys: &[String],
+    ) {
+        {
+            let mut measured = self
+                .behind_measured
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if measured.is_some_and(|at| at.elapsed() < Duration::from_secs(1)) {
+                return;
+            }
+            *measured = Some(std::time::Instant::now());
+        }
+        let mut pipe = redis::pipe();
+        for key in keys {
+            pipe.cmd("XREVRANGE")
+                .arg(key)
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1);
+        }
+        let last: Vec<redis::streams::StreamRangeReply> =
+            match tokio::time::timeout(RESPONSE_TIMEOUT, pipe.query_async(conn)).await {
+                Ok(Ok(last)) => last,
+                Ok(Err(err)) => return tracing::debug!(%err, "redis: entries behind not measured"),
+                Err(_) => return,
+            };
+        let mirror = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let behind: u64 = settings
+            .channels
+            .iter()
+            .zip(&last)
+            .filter_map(|(channel, range)| {
+                let newest = range
+                    .ids
+                    .first()?
+                    .id
+                    .split('-')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()?;
+                let applied = mirror.channels.get(channel).map_or(0, |log| log.seq);
+                Some(newest.saturating_sub(applied))
+            })
+            .sum();
+        self.metrics.entries_behind.store(behind, Relaxed);
     }
 
     /// A new engine run: everything mirrored belongs to the old epoch and is forgotten, and the
@@ -238,6 +303,7 @@ impl RedisFollowerBus {
             log.history.pop_front();
         }
         self.metrics.envelopes.fetch_add(1, Relaxed);
+        self.metrics.applied(envelope.ts_us);
         // Sent under the lock so local subscribers see each channel's seq in order.
         let _ = self.sender.send(envelope);
     }

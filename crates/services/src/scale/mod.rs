@@ -157,6 +157,11 @@ pub struct BrokerMetrics {
     /// 1 while the engine renews its lease, as last seen by this gateway (0 while Redis is
     /// unreachable: unknown). Health probes read it instead of asking the engine.
     pub engine_alive: std::sync::atomic::AtomicU64,
+    /// Event time (`ts_us`) of the last entry a gateway applied; 0 before the first.
+    pub last_applied_ts_us: std::sync::atomic::AtomicI64,
+    /// Entries in the followed streams after the last applied one, summed over the channels
+    /// (gateway; measured at most once a second by the follower, never by the scrape).
+    pub entries_behind: std::sync::atomic::AtomicU64,
 }
 
 /// Which end of the Redis link a node holds; each exports only the broker series it owns, so a
@@ -170,88 +175,135 @@ pub enum LinkEnd {
 }
 
 impl BrokerMetrics {
-    /// Renders the series `end` owns in the Prometheus text format.
+    /// Records the event time (`ts_us`) of the entry a follower just applied.
+    pub fn applied(&self, ts_us: i64) {
+        self.last_applied_ts_us
+            .store(ts_us, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Seconds since the event time of the last applied entry (follower); `None` before one.
     #[must_use]
-    pub fn render(&self, end: LinkEnd) -> String {
-        use std::fmt::Write as _;
+    pub fn follow_lag_seconds(&self) -> Option<f64> {
+        let ts_us = self
+            .last_applied_ts_us
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if ts_us == 0 {
+            return None;
+        }
+        let now_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| {
+                i64::try_from(since.as_micros()).unwrap_or(i64::MAX)
+            });
+        // Microseconds of an age stay far below 2^53; clocks a little apart give 0, not < 0.
+        #[allow(clippy::cast_precision_loss)]
+        Some(now_us.saturating_sub(ts_us).max(0) as f64 / 1e6)
+    }
+
+    /// The series `end` owns, read from these atomics at scrape time.
+    #[must_use]
+    pub fn collector(self: &std::sync::Arc<Self>, end: LinkEnd) -> crate::metrics::ReadAtScrape {
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicU64;
         use std::sync::atomic::Ordering::Relaxed;
-        let mut out = String::new();
         let publisher = end == LinkEnd::Publisher;
-        for (name, kind, help, value, owned) in [
+        type Field = fn(&BrokerMetrics) -> &AtomicU64;
+        let rows: [(&str, bool, &str, Field, bool); 10] = [
             (
-                "broker_connected",
-                "gauge",
+                "cryptobot_broker_connected",
+                false,
                 "1 while this node is connected to Redis.",
-                &self.connected,
+                |m| &m.connected,
                 true,
             ),
             (
-                "broker_publish_backlog",
-                "gauge",
+                "cryptobot_broker_publish_backlog",
+                false,
                 "Envelopes waiting to be written to Redis (engine).",
-                &self.publish_backlog,
+                |m| &m.publish_backlog,
                 publisher,
             ),
             (
-                "broker_publish_dropped_total",
-                "counter",
+                "cryptobot_broker_publish_dropped_total",
+                true,
                 "Envelopes dropped because the publish buffer was full (engine).",
-                &self.publish_dropped,
+                |m| &m.publish_dropped,
                 publisher,
             ),
             (
-                "broker_envelopes_total",
-                "counter",
+                "cryptobot_broker_envelopes_total",
+                true,
                 "Envelopes written to Redis (engine) or read from it (gateway).",
-                &self.envelopes,
+                |m| &m.envelopes,
                 true,
             ),
             (
-                "broker_reconnects_total",
-                "counter",
+                "cryptobot_broker_reconnects_total",
+                true,
                 "Connections to Redis re-established after a failure.",
-                &self.reconnects,
+                |m| &m.reconnects,
                 true,
             ),
             (
-                "broker_stream_gaps_total",
-                "counter",
+                "cryptobot_broker_stream_gaps_total",
+                true,
                 "Holes found in a followed Redis stream.",
-                &self.gaps,
+                |m| &m.gaps,
                 !publisher,
             ),
             (
-                "broker_commands_total",
-                "counter",
+                "cryptobot_broker_commands_total",
+                true,
                 "Commands forwarded to the engine (gateway) or served for a gateway (engine).",
-                &self.commands,
+                |m| &m.commands,
                 true,
             ),
             (
-                "broker_command_timeouts_total",
-                "counter",
+                "cryptobot_broker_command_timeouts_total",
+                true,
                 "Forwarded commands that got no answer in time.",
-                &self.command_timeouts,
+                |m| &m.command_timeouts,
                 !publisher,
             ),
             (
-                "broker_engine_alive",
-                "gauge",
+                "cryptobot_broker_engine_alive",
+                false,
                 "1 while the engine renews its lease, as last seen by this node.",
-                &self.engine_alive,
+                |m| &m.engine_alive,
                 !publisher,
             ),
-        ] {
+            (
+                "cryptobot_broker_entries_behind",
+                false,
+                "Stream entries in Redis after the last one this gateway applied (read at most once a second).",
+                |m| &m.entries_behind,
+                !publisher,
+            ),
+        ];
+        let mut collector = crate::metrics::ReadAtScrape::new();
+        for (name, counter, help, field, owned) in rows {
             if !owned {
                 continue;
             }
-            let _ = writeln!(
-                out,
-                "# HELP cryptobot_{name} {help}\n# TYPE cryptobot_{name} {kind}\ncryptobot_{name} {}",
-                value.load(Relaxed)
+            let metrics = Arc::clone(self);
+            // Counts stay far below 2^53.
+            #[allow(clippy::cast_precision_loss)]
+            let read = move || Some(field(&metrics).load(Relaxed) as f64);
+            collector = if counter {
+                collector.counter(name, help, read)
+            } else {
+                collector.gauge(name, help, read)
+            };
+        }
+        if !publisher {
+            let metrics = Arc::clone(self);
+            collector = collector.gauge(
+                "cryptobot_broker_follow_lag_seconds",
+                "Seconds since the event time of the last stream entry this gateway applied.",
+                move || metrics.follow_lag_seconds(),
             );
         }
-        out
+        collector
     }
 }
 
@@ -272,9 +324,14 @@ mod tests {
 
     #[test]
     fn each_end_exports_only_the_series_it_owns() {
-        let metrics = BrokerMetrics::default();
-        let publisher = metrics.render(LinkEnd::Publisher);
-        let follower = metrics.render(LinkEnd::Follower);
+        let metrics = std::sync::Arc::new(BrokerMetrics::default());
+        let render = |end| {
+            let registry = prometheus::Registry::new();
+            metrics.collector(end).register(&registry).unwrap();
+            crate::metrics::encode(&registry)
+        };
+        let publisher = render(LinkEnd::Publisher);
+        let follower = render(LinkEnd::Follower);
         assert!(publisher.contains("# HELP cryptobot_broker_publish_backlog "));
         assert!(publisher.contains("\ncryptobot_broker_publish_backlog 0\n"));
         assert!(
@@ -282,13 +339,29 @@ mod tests {
             "{publisher}"
         );
         assert!(!publisher.contains("cryptobot_broker_stream_gaps_total"));
+        assert!(!publisher.contains("cryptobot_broker_entries_behind"));
         assert!(
             follower.contains("\ncryptobot_broker_engine_alive 0\n"),
             "{follower}"
         );
+        assert!(follower.contains("\ncryptobot_broker_entries_behind 0\n"));
         assert!(
             !follower.contains("cryptobot_broker_publish_"),
             "{follower}"
+        );
+        // TC: the lag is absent before the first applied entry, then an age in seconds
+        assert!(!follower.contains("cryptobot_broker_follow_lag_seconds"));
+        let ten_seconds_ago = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as i64
+            - 10_000_000;
+        metrics.applied(ten_seconds_ago);
+        let lag = metrics.follow_lag_seconds().unwrap();
+        assert!((10.0..60.0).contains(&lag), "{lag}");
+        assert!(
+            render(LinkEnd::Follower)
+                .contains("# TYPE cryptobot_broker_follow_lag_seconds gauge\n")
         );
         for both in [
             "cryptobot_broker_connected 0",

@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use cryptobot_domain::{Event, Signal, Symbol, Ticker};
 use tokio::task::JoinHandle;
@@ -106,9 +105,7 @@ impl SignalEngine {
     ) -> Self {
         let lagged = Arc::clone(&metrics);
         let events = Subscription::new(bus.subscribe(), "signal engine").on_lag(move |missed| {
-            lagged
-                .bus_lagged_events
-                .fetch_add(missed, Ordering::Relaxed);
+            lagged.bus_lagged_events.inc_by(missed);
         });
         Self {
             config,

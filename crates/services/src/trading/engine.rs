@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use cryptobot_domain::{
     Alert, AlertType, Channel, DailyProfit, Event, Order, OrderPage, OrderQuery, OrderRef,
@@ -86,6 +85,26 @@ pub(crate) enum Command {
     OpenOrders { reply: oneshot::Sender<OpenOrders> },
 }
 
+impl Command {
+    /// The `command` label of `cryptobot_engine_command_seconds`.
+    pub(crate) const fn name(&self) -> &'static str {
+        match self {
+            Self::Execute { .. } => "execute",
+            Self::Trades { .. } => "trades",
+            Self::Performance { .. } => "performance",
+            Self::DailyProfit { .. } => "daily_profit",
+            Self::ProbeStorage { .. } => "probe_storage",
+            Self::Summary { .. } => "summary",
+            Self::UpdatePosition { .. } => "update_position",
+            Self::PlaceOrder { .. } => "place_order",
+            Self::CancelOrder { .. } => "cancel_order",
+            Self::CancelAll { .. } => "cancel_all_orders",
+            Self::Orders { .. } => "orders",
+            Self::OpenOrders { .. } => "open_orders",
+        }
+    }
+}
+
 /// What woke the engine up.
 enum Wake {
     Stop,
@@ -164,9 +183,7 @@ impl PaperEngine {
         let lagged = Arc::clone(&metrics);
         let ticks =
             Subscription::new(bus.subscribe(), "paper trading engine").on_lag(move |missed| {
-                lagged
-                    .bus_lagged_events
-                    .fetch_add(missed, Ordering::Relaxed);
+                lagged.bus_lagged_events.inc_by(missed);
             });
         let engine = Self {
             ledger,
@@ -378,7 +395,8 @@ impl PaperEngine {
         if let Some(order) = &order {
             self.open.remove(&order.id);
         }
-        ServiceMetrics::incr(&self.metrics.trades_executed);
+        self.metrics
+            .trade_executed(&trade.symbol, trade.side, trade.origin);
         tracing::info!(
             trade_id = trade.id,
             symbol = %trade.symbol,
@@ -745,7 +763,7 @@ impl PaperEngine {
         if matches!(err, ServiceError::Unavailable(_)) {
             return;
         }
-        ServiceMetrics::incr(&self.metrics.trades_rejected);
+        self.metrics.trade_rejected(err.code());
         tracing::info!(%symbol, side = side.as_str(), code = err.code(), %err, "trade rejected");
         self.alert(
             AlertType::TradeRejected,
@@ -837,7 +855,7 @@ impl PaperEngine {
                 &position.symbol,
             ),
             Err(err) => {
-                ServiceMetrics::incr(&self.metrics.trades_rejected);
+                self.metrics.trade_rejected(err.code());
                 tracing::error!(symbol = %position.symbol, %err, "{name} sell failed; level cleared");
                 self.alert(
                     alert_type,

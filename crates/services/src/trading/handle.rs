@@ -29,6 +29,8 @@ pub struct PaperTrading {
     commands: mpsc::Sender<Command>,
     /// The candle history served alongside (none until [`PaperTrading::with_candles`]).
     candles: Option<CandleHistory>,
+    /// For `cryptobot_engine_command_seconds`.
+    metrics: Arc<ServiceMetrics>,
 }
 
 impl PaperTrading {
@@ -51,13 +53,28 @@ impl PaperTrading {
         metrics: Arc<ServiceMetrics>,
         shutdown: CancellationToken,
     ) -> Result<(Self, JoinHandle<()>), ServiceError> {
-        let (engine, commands) =
-            PaperEngine::load(config, storage, market, bus, clock, metrics, shutdown)?;
+        let (engine, commands) = PaperEngine::load(
+            config,
+            storage,
+            market,
+            bus,
+            clock,
+            Arc::clone(&metrics),
+            shutdown,
+        )?;
+        // A weak sender: the gauge must not keep the engine alive after its last handle.
+        let queue = commands.downgrade();
+        metrics.watch_engine_queue(move || {
+            queue
+                .upgrade()
+                .map_or(0, |sender| sender.max_capacity() - sender.capacity())
+        });
         let task = tokio::spawn(engine.run());
         Ok((
             Self {
                 commands,
                 candles: None,
+                metrics,
             },
             task,
         ))
@@ -83,11 +100,13 @@ impl PaperTrading {
         command: impl FnOnce(oneshot::Sender<T>) -> Command,
     ) -> Result<T, ServiceError> {
         let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(command(reply))
-            .await
-            .map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())
+        let command = command(reply);
+        let name = command.name();
+        let queued = std::time::Instant::now();
+        self.commands.send(command).await.map_err(|_| stopped())?;
+        let answered = answer.await.map_err(|_| stopped());
+        self.metrics.engine_command(name, queued.elapsed());
+        answered
     }
 }
 

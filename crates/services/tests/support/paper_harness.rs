@@ -142,8 +142,8 @@ impl World {
             .expect("engine does not panic");
     }
 
-    fn count(&self, counter: &std::sync::atomic::AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
+    fn count(&self, counter: &impl prometheus::core::Collector) -> u64 {
+        ServiceMetrics::total(counter)
     }
 }
 

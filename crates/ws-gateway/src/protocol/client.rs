@@ -78,6 +78,30 @@ pub enum ClientRequest {
     Resume(ResumeRequest),
 }
 
+impl ClientRequest {
+    /// The message `type` that asked for it: the `command` label of `cryptobot_command_seconds`
+    /// (one of `metrics::COMMANDS`).
+    #[must_use]
+    pub const fn name(&self) -> &'static str {
+        match self {
+            Self::SubscribeTicker(_) => "subscribe_ticker",
+            Self::UnsubscribeTicker(_) => "unsubscribe_ticker",
+            Self::Subscribe(_) => "subscribe",
+            Self::Unsubscribe(_) => "unsubscribe",
+            Self::ListSubscriptions => "list_subscriptions",
+            Self::ManualTrade(_) => "manual_trade",
+            Self::UpdatePosition { .. } => "update_position",
+            Self::PlaceOrder(_) => "place_order",
+            Self::CancelOrder(_) => "cancel_order",
+            Self::CancelAllOrders(_) => "cancel_all_orders",
+            Self::ListOrders(_) => "list_orders",
+            Self::Ping => "ping",
+            Self::Resume(request) if request.standalone => "resume",
+            Self::Resume(_) => "subscribe",
+        }
+    }
+}
+
 /// A subscription that continues where a previous connection stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResumeRequest {
