@@ -209,7 +209,7 @@ impl RedisFollowerBus {
                 .arg(1);
         }
         let last: Vec<redis::streams::StreamRangeReply> =
-            match tokio::time::timeout(RESPONSE_TIMEOUT, pipe.query_async(conn)).await {
+            match tokio::time::timeout(settings.read_timeout, pipe.query_async(conn)).await {
                 Ok(Ok(last)) => last,
                 Ok(Err(err)) => return tracing::debug!(%err, "redis: entries behind not measured"),
                 Err(_) => return,
