@@ -36,8 +36,10 @@ impl TestSchema {
                 .map_or(0, |since| since.as_nanos() % 1_000_000_000_000),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
-        let created = admin(&base)
-            .and_then(|mut client| client.batch_execute(&format!("CREATE SCHEMA {name}")));
+        let created = off_runtime(|| {
+            admin(&base)
+                .and_then(|mut client| client.batch_execute(&format!("CREATE SCHEMA {name}")))
+        });
         match created {
             Ok(()) => Some(Self { base, name }),
             Err(err) => {
@@ -71,7 +73,8 @@ impl TestSchema {
         &self.name
     }
 
-    /// A connection of its own to the schema (to look at tables or break things).
+    /// A connection of its own to the schema (to look at tables or break things); for tests
+    /// outside a tokio runtime (the sync client runs one of its own).
     #[allow(
         dead_code,
         reason = "not every test binary that includes this file asks"
@@ -84,10 +87,25 @@ impl TestSchema {
 
 impl Drop for TestSchema {
     fn drop(&mut self) {
-        if let Ok(mut client) = admin(&self.base) {
-            let _ = client.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name));
-        }
+        off_runtime(|| {
+            if let Ok(mut client) = admin(&self.base) {
+                let _ =
+                    client.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name));
+            }
+        });
     }
+}
+
+/// Runs `work` on a thread of its own: async tests call this too, and the sync client must not
+/// block a runtime's thread.
+fn off_runtime<T: Send>(work: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| {
+        // expect: `work` only returns errors, it does not panic.
+        scope
+            .spawn(work)
+            .join()
+            .expect("PostgreSQL test setup panicked")
+    })
 }
 
 fn admin(url: &str) -> Result<postgres::Client, postgres::Error> {

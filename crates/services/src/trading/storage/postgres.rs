@@ -131,6 +131,22 @@ const ORDER_COLUMNS: &str = "id, client_order_id, symbol, side, order_type, quan
 const TRADE_COLUMNS: &str = "id, symbol, side, price, quantity, fee, notional, realized_pnl, \
      executed_at, executed_at_ns, client_order_id, origin, request_size_kind, request_size_value";
 
+/// Checks that `url` is a PostgreSQL URL (`postgres://` or `postgresql://`, libpq's form)
+/// without connecting.
+///
+/// # Errors
+/// What is wrong with it.
+pub fn check_url(url: &str) -> Result<(), String> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(format!(
+            "{url:?} is not a PostgreSQL URL (postgres://user[:password]@host[:port]/database)"
+        ));
+    }
+    url.parse::<postgres::Config>()
+        .map(|_| ())
+        .map_err(|err| format!("invalid PostgreSQL URL: {err}"))
+}
+
 /// Work for the connection thread.
 type Job = Box<dyn FnOnce(&mut Link) + Send>;
 
@@ -175,9 +191,9 @@ impl PostgresStorage {
     /// [`ServiceError::Storage`] when the URL is malformed, the database cannot be reached
     /// within 5 seconds, or it holds a newer schema.
     pub fn open(url: &str) -> Result<Self, ServiceError> {
-        let mut config: postgres::Config = url
-            .parse()
-            .map_err(|err| ServiceError::Storage(format!("invalid PostgreSQL URL: {err}")))?;
+        check_url(url).map_err(ServiceError::Storage)?;
+        // expect: check_url parsed it just now.
+        let mut config: postgres::Config = url.parse().expect("checked URL");
         config.connect_timeout(CONNECT_TIMEOUT);
         let (jobs, queue) = mpsc::channel::<Job>();
         std::thread::Builder::new()
@@ -1093,5 +1109,125 @@ mod tests {
             )
             .unwrap();
         assert_eq!(storage.load_trades().unwrap(), [t]);
+    }
+
+    /// Waits (bounded) until `sessions` sessions named `name` wait for a lock.
+    fn wait_for_lock_waiters(admin: &mut Client, name: &str, sessions: i64) {
+        for _ in 0..500 {
+            let waiting: i64 = admin
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 \
+                     AND wait_event_type = 'Lock'",
+                    &[&name],
+                )
+                .unwrap()
+                .get(0);
+            if waiting == sessions {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("{sessions} sessions of {name} never waited for a lock");
+    }
+
+    #[test]
+    fn a_writer_inside_its_transaction_commits_before_the_new_epoch_and_never_after() {
+        let Some(schema) = TestSchema::create("pg_fence_in_flight") else {
+            return;
+        };
+        let a = Arc::new(PostgresStorage::open(&schema.url()).unwrap());
+        let b = Arc::new(PostgresStorage::open(&schema.url()).unwrap());
+        let first = a.acquire_fence().unwrap();
+        a.init_account(&Account::new(dec("10000"))).unwrap();
+        // A third session holds the account row, so A's commit stops inside its transaction,
+        // after it took the fence row FOR SHARE.
+        let mut blocker = schema.client();
+        let mut hold = blocker.transaction().unwrap();
+        hold.execute("SELECT 1 FROM account WHERE id = 1 FOR UPDATE", &[])
+            .unwrap();
+        let writer = {
+            let a = Arc::clone(&a);
+            std::thread::spawn(move || {
+                a.commit_trade(
+                    &trade(1, "BTCUSDT", "10", "1"),
+                    OrderSize::Quantity(dec("1")),
+                    None,
+                    &Account::new(dec("1")),
+                )
+            })
+        };
+        let mut admin = schema.client();
+        wait_for_lock_waiters(&mut admin, schema.name(), 1);
+        let taker = {
+            let b = Arc::clone(&b);
+            std::thread::spawn(move || b.acquire_fence())
+        };
+        // B's increment waits for A's share lock on the fence row.
+        wait_for_lock_waiters(&mut admin, schema.name(), 2);
+        hold.rollback().unwrap();
+        // A was inside its transaction before B's epoch: it commits.
+        writer.join().unwrap().unwrap();
+        assert_eq!(taker.join().unwrap().unwrap(), first + 1);
+        assert_eq!(b.load_trades().unwrap().len(), 1);
+        // After B's acquire returned, A commits nothing.
+        let err = a
+            .commit_trade(
+                &trade(2, "BTCUSDT", "10", "1"),
+                OrderSize::Quantity(dec("1")),
+                None,
+                &Account::new(dec("1")),
+            )
+            .unwrap_err();
+        assert_eq!(
+            err,
+            ServiceError::Fenced {
+                held: first,
+                current: first + 1
+            }
+        );
+        assert_eq!(b.load_trades().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_stream_of_writes_stops_at_the_new_epoch_with_every_acknowledged_one_kept() {
+        let Some(schema) = TestSchema::create("pg_fence_stream") else {
+            return;
+        };
+        let a = Arc::new(PostgresStorage::open(&schema.url()).unwrap());
+        let b = PostgresStorage::open(&schema.url()).unwrap();
+        a.acquire_fence().unwrap();
+        a.init_account(&Account::new(dec("10000"))).unwrap();
+        let (started, running) = mpsc::channel();
+        let writer = {
+            let a = Arc::clone(&a);
+            std::thread::spawn(move || {
+                let mut acknowledged = 0_u64;
+                for id in 1..=5000 {
+                    let result = a.commit_trade(
+                        &trade(id, "BTCUSDT", "10", "1"),
+                        OrderSize::Quantity(dec("1")),
+                        None,
+                        &Account::new(dec("1")),
+                    );
+                    match result {
+                        Ok(()) => acknowledged += 1,
+                        Err(ServiceError::Fenced { .. }) => return (acknowledged, true),
+                        Err(other) => panic!("{other}"),
+                    }
+                    if acknowledged == 5 {
+                        let _ = started.send(());
+                    }
+                }
+                (acknowledged, false)
+            })
+        };
+        running.recv().unwrap();
+        b.acquire_fence().unwrap();
+        let at_acquire = b.load_trades().unwrap().len();
+        let (acknowledged, fenced) = writer.join().unwrap();
+        assert!(fenced, "5000 writes ended before the fence moved");
+        // Every write acknowledged is in the table, and none committed after the acquire.
+        assert_eq!(usize::try_from(acknowledged).unwrap(), at_acquire);
+        assert_eq!(b.load_trades().unwrap().len(), at_acquire);
     }
 }
