@@ -813,7 +813,7 @@ fn an_unreachable_postgres_exits_with_a_one_line_error() {
             ),
         ],
     );
-    assert_ne!(code, 0, "{out}");
+    assert_eq!(code, 1, "{out}");
     let error = out
         .lines()
         .find(|line| line.starts_with("error:"))
