@@ -27,6 +27,15 @@ const SCHEMA_VERSION: i32 = 1;
 /// How long connecting (at open, and again after a broken connection) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How a connection whose peer vanished without a word (a dead machine, a cut network) is
+/// noticed: data unacknowledged this long fails the call; an idle connection is probed after
+/// `KEEPALIVE_IDLE`, every `KEEPALIVE_INTERVAL`, `KEEPALIVE_RETRIES` times. A call that merely
+/// waits for a lock (the fence) is not cut: the peer acknowledges the probes.
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(15);
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
+const KEEPALIVE_RETRIES: u32 = 3;
+
 /// How long a failed call's connection may take to show it still answers.
 const VALID_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -194,7 +203,13 @@ impl PostgresStorage {
         check_url(url).map_err(ServiceError::Storage)?;
         // expect: check_url parsed it just now.
         let mut config: postgres::Config = url.parse().expect("checked URL");
-        config.connect_timeout(CONNECT_TIMEOUT);
+        config
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_user_timeout(TCP_USER_TIMEOUT)
+            .keepalives(true)
+            .keepalives_idle(KEEPALIVE_IDLE)
+            .keepalives_interval(KEEPALIVE_INTERVAL)
+            .keepalives_retries(KEEPALIVE_RETRIES);
         let (jobs, queue) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("postgres-storage".to_owned())
@@ -205,7 +220,14 @@ impl PostgresStorage {
                 };
                 // Ends when the last handle is dropped.
                 for job in queue {
-                    job(&mut link);
+                    // A panicking call fails alone (its caller sees the reply channel closed);
+                    // its connection may be mid-transaction, so it is not reused.
+                    let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        job(&mut link);
+                    }));
+                    if done.is_err() {
+                        link.client = None;
+                    }
                 }
             })
             .map_err(|err| ServiceError::Storage(format!("cannot start a thread: {err}")))?;
@@ -236,9 +258,12 @@ impl PostgresStorage {
             }
             let _ = reply.send(result);
         });
-        let stopped = || ServiceError::Storage("the PostgreSQL connection thread stopped".into());
-        self.jobs.send(job).map_err(|_| stopped())?;
-        answer.recv().map_err(|_| stopped())?
+        self.jobs.send(job).map_err(|_| {
+            ServiceError::Storage("the PostgreSQL connection thread stopped".into())
+        })?;
+        answer.recv().map_err(|_| {
+            ServiceError::Storage("the PostgreSQL call failed without an answer".into())
+        })?
     }
 
     /// Runs `work` in a write transaction that first takes the fence row `FOR SHARE` (so an
