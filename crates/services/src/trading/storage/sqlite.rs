@@ -959,6 +959,26 @@ mod tests {
     }
 
     #[test]
+    fn a_version_2_file_gets_the_fence_and_the_settings_on_open() {
+        let db = TempDb::new("v2");
+        drop(SqliteStorage::open(db.path()).unwrap());
+        let conn = Connection::open(db.path()).unwrap();
+        conn.execute_batch("DROP TABLE engine_fence; DROP TABLE engine_settings;")
+            .unwrap();
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        drop(conn);
+        let storage = SqliteStorage::open(db.path()).unwrap();
+        assert_eq!(storage.acquire_fence().unwrap(), 1);
+        storage.save_setting("k", "v").unwrap();
+        assert_eq!(storage.load_setting("k").unwrap().as_deref(), Some("v"));
+        let version: i64 = storage
+            .lock()
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    #[test]
     fn a_file_runs_in_wal_mode() {
         let db = TempDb::new("wal");
         let storage = SqliteStorage::open(db.path()).unwrap();
