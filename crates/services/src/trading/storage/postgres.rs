@@ -1042,6 +1042,29 @@ mod tests {
     }
 
     #[test]
+    fn engines_opening_a_new_database_at_once_all_get_the_one_schema() {
+        let Some(schema) = TestSchema::create("pg_concurrent_open") else {
+            return;
+        };
+        let url = schema.url();
+        let openers: Vec<_> = (0..4)
+            .map(|_| {
+                let url = url.clone();
+                std::thread::spawn(move || PostgresStorage::open(&url).map(|_| ()))
+            })
+            .collect();
+        for opener in openers {
+            opener.join().unwrap().unwrap();
+        }
+        let version: i32 = schema
+            .client()
+            .query_one("SELECT version FROM schema_version", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    #[test]
     fn money_is_numeric_and_times_keep_their_nanoseconds() {
         let Some(schema) = TestSchema::create("money_is_numeric") else {
             return;
