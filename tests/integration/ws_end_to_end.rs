@@ -69,3 +69,42 @@ async fn shutdown_closes_websockets_with_going_away() {
     );
     stopping.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_engine_answers_engine_fenced_and_trades_nothing() {
+    let path = cryptobot_integration_tests::temp_db_path();
+    let app = TestApp::spawn_on(path.clone(), &[]).await;
+    let (mut socket, _) = tokio_tungstenite::connect_async(app.ws_url())
+        .await
+        .expect("upgrade");
+    socket
+        .send(Message::text(
+            json!({"type": "subscribe_ticker", "payload": {"symbol": "BTCUSDT"}}).to_string(),
+        ))
+        .await
+        .unwrap();
+    next_of_type(&mut socket, "ticker_update").await;
+    // A successor engine's start on the same database takes the fence.
+    let successor = tokio::task::spawn_blocking(move || {
+        let storage = cryptobot_services::trading::Storage::open(path.to_str().unwrap()).unwrap();
+        storage.acquire_fence().unwrap();
+        storage
+    })
+    .await
+    .unwrap();
+    socket
+        .send(Message::text(
+            json!({"type": "manual_trade", "id": "f1", "payload": {"symbol": "BTCUSDT", "side": "buy", "quantity": "0.01", "client_order_id": "fenced-1"}})
+                .to_string(),
+        ))
+        .await
+        .unwrap();
+    let error = next_of_type(&mut socket, "error").await;
+    assert_eq!(error["code"], "engine_fenced", "{error}");
+    assert_eq!(error["id"], "f1");
+    let stored = tokio::task::spawn_blocking(move || successor.load_trades().unwrap())
+        .await
+        .unwrap();
+    assert!(stored.is_empty(), "{stored:?}");
+    app.stop().await;
+}

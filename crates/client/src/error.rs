@@ -61,6 +61,9 @@ pub enum ErrorCode {
     InvalidQuery,
     /// `storage_error` (retry later).
     StorageError,
+    /// `engine_fenced`: another engine took the storage over (retry with the same
+    /// `client_order_id`, on the engine that serves).
+    EngineFenced,
     /// `unavailable` (retry later with the same `client_order_id`).
     Unavailable,
     /// `internal`.
@@ -73,7 +76,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code the client knows, with its wire name.
-    const NAMES: [(&'static str, Self); 30] = [
+    const NAMES: [(&'static str, Self); 31] = [
         ("invalid_message", Self::InvalidMessage),
         ("unknown_type", Self::UnknownType),
         ("invalid_payload", Self::InvalidPayload),
@@ -101,6 +104,7 @@ impl ErrorCode {
         ("invalid_limit", Self::InvalidLimit),
         ("invalid_query", Self::InvalidQuery),
         ("storage_error", Self::StorageError),
+        ("engine_fenced", Self::EngineFenced),
         ("unavailable", Self::Unavailable),
         ("internal", Self::Internal),
         ("unauthorized", Self::Unauthorized),
@@ -130,7 +134,10 @@ impl ErrorCode {
     /// True for the service failures worth retrying later with the same `client_order_id`.
     #[must_use]
     pub const fn is_retryable(&self) -> bool {
-        matches!(self, Self::StorageError | Self::Unavailable)
+        matches!(
+            self,
+            Self::StorageError | Self::EngineFenced | Self::Unavailable
+        )
     }
 }
 
@@ -220,6 +227,7 @@ mod tests {
             "order_vanished"
         );
         assert!(ErrorCode::Unavailable.is_retryable());
+        assert!(ErrorCode::EngineFenced.is_retryable());
         assert!(!ErrorCode::InsufficientFunds.is_retryable());
     }
 
