@@ -73,6 +73,9 @@ pub enum ServiceError {
         /// The limit.
         max: usize,
     },
+    /// An auto-trade while auto-trading is paused (only the bot's own trades are refused).
+    #[error("auto-trading is paused")]
+    TradingPaused,
     /// The database failed; the command was not executed.
     #[error("storage: {0}")]
     Storage(String),
@@ -109,6 +112,7 @@ impl ServiceError {
             Self::OrderNotOpen { .. } => "order_not_open",
             Self::PostOnlyWouldCross { .. } => "post_only_would_cross",
             Self::TooManyOrders { .. } => "too_many_orders",
+            Self::TradingPaused => "trading_paused",
             Self::Storage(_) => "storage_error",
             Self::Unavailable(_) => "unavailable",
             Self::Remote { code, .. } => code,
@@ -116,7 +120,7 @@ impl ServiceError {
     }
 
     /// Every code [`ServiceError::code`] can return, domain codes included.
-    pub const CODES: [&'static str; 21] = [
+    pub const CODES: [&'static str; 22] = [
         "invalid_symbol",
         "invalid_limit",
         "invalid_query",
@@ -125,6 +129,7 @@ impl ServiceError {
         "order_not_open",
         "post_only_would_cross",
         "too_many_orders",
+        "trading_paused",
         "invalid_client_order_id",
         "invalid_size",
         "invalid_levels",

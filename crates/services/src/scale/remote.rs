@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cryptobot_domain::{
-    Candle, DailyProfit, Event, Interval, LevelChange, Order, OrderPage, OrderQuery, OrderRef,
-    OrderRequest, Performance, PortfolioSummary, Position, PositionUpdate, Symbol, Trade,
-    TradePage, TradeQuery, TradeRequest,
+    BotState, Candle, DailyProfit, Event, ForceExitRequest, Interval, LevelChange, Order,
+    OrderPage, OrderQuery, OrderRef, OrderRequest, Performance, PortfolioSummary, Position,
+    PositionUpdate, Symbol, Trade, TradePage, TradeQuery, TradeRequest, TradingState,
 };
 use redis::aio::MultiplexedConnection;
 use rust_decimal::Decimal;
@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::{BrokerMetrics, EngineLease, RedisSettings, link};
 use crate::market::{LatestTickers, ServesLatestTickers};
 use crate::{
-    Clock, EventBus, Execution, OpenOrders, Placement, PortfolioService, ServiceError,
+    Clock, EventBus, Execution, ForceExit, OpenOrders, Placement, PortfolioService, ServiceError,
     Subscription, TradeService,
 };
 
@@ -86,6 +86,14 @@ enum Call {
         symbol: Symbol,
         interval: Interval,
     },
+    BotState,
+    SetTradingState {
+        state: TradingState,
+        changed_by: Option<String>,
+    },
+    ForceExit {
+        request: ForceExitRequest,
+    },
 }
 
 /// [`LevelChange`] on the wire (the domain type only deserializes its client form).
@@ -140,6 +148,8 @@ enum Answer {
     OpenOrders(OpenOrders),
     Candles(Vec<Candle>),
     OpenCandle(Option<Candle>),
+    BotState(BotState),
+    ForceExit(Box<ForceExit>),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -385,6 +395,13 @@ async fn serve(
         Call::Candles { query } => Answer::Candles(trade.candles(query).await?),
         Call::OpenCandle { symbol, interval } => {
             Answer::OpenCandle(trade.open_candle(symbol, interval).await?)
+        }
+        Call::BotState => Answer::BotState(trade.bot_state().await?),
+        Call::SetTradingState { state, changed_by } => {
+            Answer::BotState(trade.set_trading_state(state, changed_by).await?)
+        }
+        Call::ForceExit { request } => {
+            Answer::ForceExit(Box::new(trade.force_exit(request).await?))
         }
     })
 }
@@ -662,6 +679,34 @@ impl TradeService for RemoteTrading {
     ) -> Result<Option<Candle>, ServiceError> {
         match self.call(Call::OpenCandle { symbol, interval }).await? {
             Answer::OpenCandle(candle) => Ok(candle),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn bot_state(&self) -> Result<BotState, ServiceError> {
+        match self.call(Call::BotState).await? {
+            Answer::BotState(bot) => Ok(bot),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn set_trading_state(
+        &self,
+        state: TradingState,
+        changed_by: Option<String>,
+    ) -> Result<BotState, ServiceError> {
+        match self
+            .call(Call::SetTradingState { state, changed_by })
+            .await?
+        {
+            Answer::BotState(bot) => Ok(bot),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn force_exit(&self, request: ForceExitRequest) -> Result<ForceExit, ServiceError> {
+        match self.call(Call::ForceExit { request }).await? {
+            Answer::ForceExit(exit) => Ok(*exit),
             _ => Err(unexpected()),
         }
     }

@@ -21,7 +21,7 @@ use crate::ServiceError;
 
 /// Version of the schema below, kept in `PRAGMA user_version`. Version 2 added `orders` and
 /// `candles`; a version 1 file gets the tables on open (`CREATE TABLE IF NOT EXISTS`), nothing
-/// else changes.
+/// else changes. `engine_settings` came later the same way: an added table, no version step.
 const SCHEMA_VERSION: i64 = 2;
 
 /// How long a statement waits for a lock held by another connection before failing.
@@ -96,6 +96,10 @@ CREATE TABLE IF NOT EXISTS account (
 CREATE TABLE IF NOT EXISTS write_probe (
     id     INTEGER PRIMARY KEY CHECK (id = 1),
     at     TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS engine_settings (
+    key    TEXT PRIMARY KEY,
+    value  TEXT NOT NULL
 );
 ";
 
@@ -214,6 +218,36 @@ impl Storage {
                 to_i64(account.trade_count)?,
             ],
         ).db()?;
+        Ok(())
+    }
+
+    /// Returns the value of an engine setting, `None` when it was never saved.
+    ///
+    /// # Errors
+    /// [`ServiceError::Storage`] on a database error.
+    pub fn load_setting(&self, key: &str) -> Result<Option<String>, ServiceError> {
+        self.lock()
+            .query_row(
+                "SELECT value FROM engine_settings WHERE key = ?1",
+                params![key],
+                |row| row.get(0),
+            )
+            .optional()
+            .db()
+    }
+
+    /// Saves (inserts or replaces) an engine setting, committed before it returns.
+    ///
+    /// # Errors
+    /// [`ServiceError::Storage`] on a database error.
+    pub fn save_setting(&self, key: &str, value: &str) -> Result<(), ServiceError> {
+        self.lock()
+            .execute(
+                "INSERT INTO engine_settings (key, value) VALUES (?1, ?2) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )
+            .db()?;
         Ok(())
     }
 
@@ -1007,6 +1041,24 @@ mod tests {
                 let _ = std::fs::remove_dir_all(dir);
             }
         }
+    }
+
+    #[test]
+    fn settings_are_saved_replaced_and_survive_a_reopen() {
+        let db = TempDb::new("settings");
+        {
+            let storage = Storage::open(db.path()).unwrap();
+            assert_eq!(storage.load_setting("auto_trading").unwrap(), None);
+            storage.save_setting("auto_trading", "one").unwrap();
+            storage.save_setting("auto_trading", "two").unwrap();
+            storage.save_setting("other", "x").unwrap();
+        }
+        let storage = Storage::open(db.path()).unwrap();
+        assert_eq!(
+            storage.load_setting("auto_trading").unwrap().as_deref(),
+            Some("two")
+        );
+        assert_eq!(storage.load_setting("other").unwrap().as_deref(), Some("x"));
     }
 
     fn full_trade() -> Trade {
