@@ -181,7 +181,7 @@ function positionRow(p) {
       <label class="sr-only" for="tp-${p.symbol}">Take-profit for ${p.symbol}</label>
       <input id="tp-${p.symbol}" name="take_profit" inputmode="decimal" placeholder="take" value="${p.take_profit ?? ""}">
       <button type="submit" class="small">Set</button></form></td>
-    <td data-label="Exit"><button type="button" class="small danger exit" aria-label="Force exit ${p.symbol}"${state.canTrade ? "" : " disabled"}>Force exit</button></td>`;
+    <td data-label="Exit"><button type="button" class="small danger exit" title="Force exit: sell all of ${p.symbol} at market" aria-label="Force exit ${p.symbol}"${state.canTrade ? "" : " disabled"}>Exit</button></td>`;
   row.querySelector(".exit").addEventListener("click", (event) => forceExit(p.symbol, event.currentTarget));
   row.querySelector("form").addEventListener("submit", (event) => {
     event.preventDefault();

@@ -619,6 +619,67 @@ mod tests {
         assert!(matches!(message.request, ClientRequest::Ping));
     }
 
+    #[test]
+    fn controls_carry_the_principal_and_need_the_trade_scope() {
+        let trader = Principal {
+            name: "ops".to_owned(),
+            scopes: vec!["read".to_owned(), "trade".to_owned()],
+            expires_at: None,
+        };
+        let message = parse_request(r#"{"type":"pause_trading","id":1}"#, &trader).unwrap();
+        assert_eq!(
+            message.request,
+            ClientRequest::SetTradingState {
+                state: cryptobot_domain::TradingState::Paused,
+                changed_by: Some("ops".to_owned())
+            }
+        );
+        let text = r#"{"type":"force_exit","payload":{"symbol":"BTCUSDT"}}"#;
+        let ClientRequest::ForceExit(request) = parse_request(text, &trader).unwrap().request
+        else {
+            panic!("not a force exit");
+        };
+        assert_eq!(request.requested_by.as_deref(), Some("ops"));
+        let reader = Principal {
+            scopes: vec!["read".to_owned()],
+            ..trader
+        };
+        for kind in ["pause_trading", "resume_trading", "force_exit"] {
+            let text = format!(r#"{{"type":"{kind}","id":2,"payload":"garbage"}}"#);
+            let refused = parse_request(&text, &reader).unwrap_err();
+            assert_eq!(
+                (refused.code, refused.id),
+                (codes::FORBIDDEN, Some(json!(2)))
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn subscribing_to_bot_sends_the_state_as_a_snapshot() {
+        let mut trade = MockTradeService::new();
+        trade.expect_bot_state().returning(|| {
+            Ok(cryptobot_domain::BotState::initial(
+                cryptobot_domain::TradingState::Running,
+            ))
+        });
+        let dispatcher = dispatcher(trade, MockPortfolioService::new());
+        let mut subs = Subscriptions::new(8);
+        let message =
+            ClientMessage::parse(r#"{"type":"subscribe","id":1,"payload":{"channels":["bot"]}}"#)
+                .unwrap();
+        let actions = dispatcher.handle(message, &mut subs).await;
+        assert!(subs.list().contains(&Channel::Bot));
+        let Some(Action::Send(ServerMessage::BotStateUpdate { payload, meta })) = actions.get(1)
+        else {
+            panic!("no snapshot after the ack: {actions:?}");
+        };
+        assert_eq!(payload.state, cryptobot_domain::TradingState::Running);
+        assert_eq!(
+            (meta.channel.clone(), meta.seq, meta.snapshot),
+            (Channel::Bot, 0, true)
+        );
+    }
+
     fn dispatcher(trade: MockTradeService, portfolio: MockPortfolioService) -> Dispatcher {
         let mut market = MockMarketService::new();
         market

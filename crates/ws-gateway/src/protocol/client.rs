@@ -833,6 +833,48 @@ mod tests {
     }
 
     #[test]
+    fn force_exit_payloads_are_checked_in_the_documented_order() {
+        // TC0..: shape first, then the symbol's spelling, then the key
+        let cases = [
+            (r#"{"type":"force_exit","id":1}"#, codes::INVALID_PAYLOAD),
+            (
+                r#"{"type":"force_exit","id":1,"payload":[]}"#,
+                codes::INVALID_PAYLOAD,
+            ),
+            (
+                r#"{"type":"force_exit","id":1,"payload":{}}"#,
+                codes::INVALID_PAYLOAD,
+            ),
+            (
+                r#"{"type":"force_exit","id":1,"payload":{"symbol":"BTCUSDT","x":1}}"#,
+                codes::INVALID_PAYLOAD,
+            ),
+            (
+                r#"{"type":"force_exit","id":1,"payload":{"symbol":"btc","client_order_id":""}}"#,
+                "invalid_symbol",
+            ),
+            (
+                r#"{"type":"force_exit","id":1,"payload":{"symbol":"BTCUSDT","client_order_id":"a b"}}"#,
+                "invalid_client_order_id",
+            ),
+        ];
+        for (text, code) in cases {
+            let err = ClientMessage::parse(text).unwrap_err();
+            assert_eq!(err.code, code, "{text}: {}", err.message);
+            assert_eq!(err.id, Some(json!(1)));
+        }
+        // A payload on pause / resume is ignored, as on ping.
+        let pause = ClientMessage::parse(r#"{"type":"pause_trading","payload":[1]}"#).unwrap();
+        assert_eq!(
+            pause.request,
+            ClientRequest::SetTradingState {
+                state: TradingState::Paused,
+                changed_by: None
+            }
+        );
+    }
+
+    #[test]
     fn client_messages_round_trip() {
         let messages = [
             ClientRequest::SubscribeTicker(fixtures::symbol("BTCUSDT")),
@@ -890,6 +932,24 @@ mod tests {
                 before_id: Some(4),
                 after_id: None,
                 limit: 20,
+            }),
+            ClientRequest::SetTradingState {
+                state: TradingState::Paused,
+                changed_by: None,
+            },
+            ClientRequest::SetTradingState {
+                state: TradingState::Running,
+                changed_by: None,
+            },
+            ClientRequest::ForceExit(ForceExitRequest {
+                symbol: fixtures::symbol("BTCUSDT"),
+                client_order_id: Some(ClientOrderId::parse("x-1").unwrap()),
+                requested_by: None,
+            }),
+            ClientRequest::ForceExit(ForceExitRequest {
+                symbol: fixtures::symbol("ETHUSDT"),
+                client_order_id: None,
+                requested_by: None,
             }),
         ];
         for (n, request) in messages.into_iter().enumerate() {
