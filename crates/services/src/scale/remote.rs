@@ -1014,6 +1014,70 @@ mod tests {
         assert_eq!(open.seq, 41);
     }
 
+    /// The runtime controls cross the wire whole: the principal of a state change, the key and
+    /// principal of a force exit, and the engine's answers with their canceled orders.
+    #[tokio::test]
+    async fn control_commands_are_forwarded_as_they_are() {
+        use cryptobot_domain::{BotState, ClientOrderId, TradingState};
+        let request = ForceExitRequest {
+            symbol: fixtures::symbol("BTCUSDT"),
+            client_order_id: Some(ClientOrderId::parse("fx-1").unwrap()),
+            requested_by: Some("ops".into()),
+        };
+        let wire = serde_json::to_string(&Call::ForceExit {
+            request: request.clone(),
+        })
+        .unwrap();
+        let Call::ForceExit { request: received } = serde_json::from_str(&wire).unwrap() else {
+            panic!("not a force exit: {wire}")
+        };
+        assert_eq!(received, request);
+        let mut trade = crate::trading::MockTradeService::new();
+        let changed = BotState {
+            state: TradingState::Paused,
+            changed_at: Some(fixtures::instant()),
+            changed_by: Some("ops".into()),
+        };
+        let stored = changed.clone();
+        trade
+            .expect_set_trading_state()
+            .returning(move |state, by| {
+                assert_eq!((state, by.as_deref()), (TradingState::Paused, Some("ops")));
+                Ok(stored.clone())
+            });
+        let exit = ForceExit {
+            trade: fixtures::trade(3, "BTCUSDT", "100", "1"),
+            canceled_orders: Vec::new(),
+            replayed: true,
+        };
+        let answered = exit.clone();
+        trade
+            .expect_force_exit()
+            .returning(move |_| Ok(answered.clone()));
+        let portfolio = crate::trading::MockPortfolioService::new();
+        let call = Call::SetTradingState {
+            state: TradingState::Paused,
+            changed_by: Some("ops".into()),
+        };
+        let wire = serde_json::to_string(&call).unwrap();
+        let answer = serve(serde_json::from_str(&wire).unwrap(), &trade, &portfolio)
+            .await
+            .unwrap();
+        let json = serde_json::to_string(&answer).unwrap();
+        let Answer::BotState(back) = serde_json::from_str(&json).unwrap() else {
+            panic!("not a bot state: {json}")
+        };
+        assert_eq!(back, changed);
+        let answer = serve(Call::ForceExit { request }, &trade, &portfolio)
+            .await
+            .unwrap();
+        let json = serde_json::to_string(&answer).unwrap();
+        let Answer::ForceExit(back) = serde_json::from_str(&json).unwrap() else {
+            panic!("not a force exit: {json}")
+        };
+        assert_eq!(*back, exit);
+    }
+
     /// Needs a real Redis (`REDIS_URL`); no engine listens, so the command must time out cleanly.
     #[tokio::test]
     async fn without_an_engine_a_command_answers_unavailable() {
