@@ -276,6 +276,10 @@ test("pausing on one page shows paused on every open page; a force exit sells th
     const row = page.locator("#positions tbody tr[data-symbol=SOLUSDT]");
     await row.waitFor(WAIT);
     await other.locator("#positions tbody tr[data-symbol=SOLUSDT]").waitFor(WAIT);
+    // The button is in sight, not scrolled out of its card.
+    const [buttonRight, cardRight] = await row.locator("button.exit").evaluate((button) =>
+      [button.getBoundingClientRect().right, button.closest(".card").getBoundingClientRect().right]);
+    assert.ok(buttonRight <= cardRight, `the exit button ends at ${buttonRight}px, its card at ${cardRight}px`);
     // Dismissing the confirmation sells nothing.
     page.once("dialog", (dialog) => dialog.dismiss());
     await row.locator("button.exit").click();

@@ -214,6 +214,19 @@ async fn rest_force_exit_sells_everything_once_and_names_its_refusals() {
             "invalid_client_order_id",
         ),
     ];
+    let huge = format!("{{\"client_order_id\":\"{}\"}}", "a".repeat(17 * 1024));
+    let too_large = call(
+        &app,
+        "POST",
+        "/api/v1/positions/BTCUSDT/exit",
+        TRADER,
+        &huge,
+    )
+    .await;
+    assert_eq!(
+        (too_large.status, too_large.json()["code"].as_str()),
+        (413, Some("payload_too_large"))
+    );
     for (path, token, body, status, code) in cases {
         let refused = call(&app, "POST", path, token, body).await;
         assert_eq!(
@@ -377,6 +390,27 @@ async fn websocket_controls_reach_every_dashboard_and_resume_exactly() {
     let replayed = reply(&mut operator).await;
     assert_eq!(replayed["payload"]["replayed"], true);
     assert_eq!(replayed["payload"]["trade"], exited["payload"]["trade"]);
+    // Without a key it sells too, and the reply says a retry would sell again.
+    send(
+        &mut operator,
+        &json!({"type": "manual_trade", "id": "b2", "payload":
+        {"symbol": "ETHUSDT", "side": "buy", "quantity": "0.01"}}),
+    )
+    .await;
+    assert_eq!(reply(&mut operator).await["type"], "trade_executed");
+    send(
+        &mut operator,
+        &json!({"type": "force_exit", "id": "x3", "payload": {"symbol": "ETHUSDT"}}),
+    )
+    .await;
+    let unkeyed = reply(&mut operator).await;
+    assert_eq!(unkeyed["type"], "position_exited", "{unkeyed}");
+    assert!(
+        unkeyed["payload"]["note"]
+            .as_str()
+            .is_some_and(|note| note.contains("not idempotent")),
+        "{unkeyed}"
+    );
     // TC4: a reconnect resumes `bot` exactly from its history ...
     let mut back = connect(&app, READER).await;
     send(

@@ -223,7 +223,7 @@ function showBotState(bot, seq) {
   state.bot = bot;
   const paused = bot.state === "paused";
   const who = bot.changed_by ? ` by ${bot.changed_by}` : "";
-  const when = bot.changed_at ? ` at ${new Date(bot.changed_at).toLocaleTimeString()}` : "";
+  const when = bot.changed_at ? ` ${new Date(bot.changed_at).toLocaleTimeString()}` : "";
   const since = bot.changed_at || bot.changed_by ? ` (since${when}${who})` : "";
   $("#bot").dataset.state = bot.state;
   $("#bot-state").textContent = `auto-trading: ${bot.state}${since}`;
