@@ -146,14 +146,16 @@ async fn rest_force_exit_sells_everything_once_and_names_its_refusals() {
     let app = TestApp::spawn_with_tokens().await;
     let exit =
         |body: &'static str| call(&app, "POST", "/api/v1/positions/BTCUSDT/exit", TRADER, body);
-    // TC0: nothing held
-    let none = exit("").await;
-    assert_eq!(
-        (none.status, none.json()["code"].as_str()),
-        (404, Some("no_position")),
-        "{}",
-        none.body
-    );
+    // TC0: nothing held (no body and a `null` body are both no options)
+    for body in ["", "null"] {
+        let none = exit(body).await;
+        assert_eq!(
+            (none.status, none.json()["code"].as_str()),
+            (404, Some("no_position")),
+            "{}",
+            none.body
+        );
+    }
     let buy = json!({"symbol": "BTCUSDT", "side": "buy", "quantity": "0.01"}).to_string();
     assert_eq!(
         call(&app, "POST", "/api/v1/trades", TRADER, &buy)

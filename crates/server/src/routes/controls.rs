@@ -138,8 +138,8 @@ pub(super) async fn force_exit(
     }))
 }
 
-/// An empty body is no options; anything else must be the JSON object, with the codes the JSON
-/// bodies of the other routes get.
+/// An empty body (or `null`) is no options; anything else must be the JSON object, with the
+/// codes the JSON bodies of the other routes get.
 fn exit_body(bytes: &[u8]) -> Result<ExitBody, ApiError> {
     if bytes.len() > super::MAX_JSON_BODY {
         return Err(ApiError::PayloadTooLarge {
@@ -149,8 +149,9 @@ fn exit_body(bytes: &[u8]) -> Result<ExitBody, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(ExitBody::default());
     }
-    serde_json::from_slice::<Object<ExitBody>>(bytes)
-        .map(|Object(body)| body)
+    // `null` (the document's body is optional) is no options too.
+    serde_json::from_slice::<Option<Object<ExitBody>>>(bytes)
+        .map(|body| body.map(|Object(body)| body).unwrap_or_default())
         .map_err(|err| {
             if err.is_data() {
                 ApiError::BadRequest {
