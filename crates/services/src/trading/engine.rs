@@ -420,6 +420,8 @@ impl PaperEngine {
             .filter(|order| order.symbol == *symbol && order.side == Side::Sell)
             .map(|order| self.closed(order, OrderStatus::Canceled, Some("force exit")))
             .collect();
+        // Two commits: should the trade's fail after the cancels (storage, fencing), the orders
+        // stay canceled and the error is the reply; the position is still there for a retry.
         if !canceled.is_empty() {
             self.save(&canceled).await?;
             for order in &canceled {
