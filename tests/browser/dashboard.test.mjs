@@ -414,6 +414,10 @@ test("with a read-only token the trade form disables itself", async () => {
     await viewer.locator("#ticker-BTCUSDT .price").waitFor(WAIT);
     await viewer.waitForFunction(() => document.querySelector("#trade-submit").disabled, null, WAIT);
     assert.match(await viewer.locator("#trade-submit").getAttribute("title"), /no trade scope/);
+    // The bot's state is shown, but only a trade token may pause or resume it.
+    await viewer.locator("#bot[data-state=paused]").waitFor(WAIT);
+    assert.equal(await viewer.locator("#bot-toggle").isDisabled(), true);
+    assert.match(await viewer.locator("#bot-toggle").getAttribute("title"), /no trade scope/);
     await viewer.screenshot({ path: join(ARTIFACTS, "09-read-only.png"), fullPage: true });
   } finally {
     await viewer.close();
