@@ -262,6 +262,27 @@ def drive_orders_and_candles(s, ws):
     refused({"type": "cancel_order", "id": "r5", "payload": {"order_id": placed["id"]}}, "order_not_open", valid=True)
 
 
+def drive_controls(s, ws):
+    """Runtime controls: the bot channel (snapshot, events), pause / resume, a force exit."""
+    mark = s.mark()
+    s.reply(ws, {"type": "subscribe", "id": "b1", "payload": {"channels": ["bot"]}}, "subscribed")
+    s.read(ws, lambda f: f["type"] == "bot_state_update" and f.get("snapshot") is True, since=mark)
+    for n, kind in enumerate(("resume_trading", "pause_trading")):
+        mark = s.mark()
+        state = s.reply(ws, {"type": kind, "id": f"b{n + 2}"}, "bot_state")["payload"]["state"]
+        if state != ("paused" if kind == "pause_trading" else "running"):
+            sys.exit(f"FAIL {kind} answered {state}")
+    s.read(ws, lambda f: f["type"] == "bot_state_update" and f.get("snapshot") is None, since=mark)
+    s.reply(ws, {"type": "manual_trade", "id": "b5", "payload": {"symbol": "SOLUSDT", "side": "buy", "amount": "50"}}, "trade_executed")
+    exited = s.reply(ws, {"type": "force_exit", "id": "b6", "payload": {"symbol": "SOLUSDT", "client_order_id": "asyncapi-x1"}}, "position_exited")
+    if exited["payload"]["trade"]["origin"] != "force_exit":
+        sys.exit(f"FAIL a force exit's trade has another origin: {exited}")
+    ws.send({"type": "force_exit", "id": "b7", "payload": {"symbol": "SOLUSDT"}})
+    got = s.read(ws, lambda f: f["type"] == "error" and f.get("id") == "b7")
+    if got["code"] != "no_position":
+        sys.exit(f"FAIL expected no_position for a second force exit, got {got}")
+
+
 def drive_the_server():
     ws_url, pid = os.environ["WS_URL"], int(os.environ["SERVER_PID"])
     s = Session()
@@ -291,6 +312,7 @@ def drive_the_server():
         ws.send(bad, valid=False)
         s.read(ws, lambda f, bad_id=bad_id: f["type"] == "error" and f.get("id") == bad_id)
     drive_orders_and_candles(s, ws)
+    drive_controls(s, ws)
     # A resume on a second connection replays the trade.
     ws2 = Socket(ws_url + "?welcome=1")
     s.read(ws2, lambda f: f["type"] == "welcome")

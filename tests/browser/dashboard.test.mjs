@@ -247,6 +247,64 @@ test("a buy and a sell through the page update the performance row, the daily pr
   await screenshot("03b-performance");
 });
 
+test("pausing on one page shows paused on every open page; a force exit sells the position", async () => {
+  const other = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  try {
+    await other.goto(`http://127.0.0.1:${port}/`);
+    await other.locator("#status", { hasText: "live" }).waitFor(WAIT);
+    // The tests run with trading.auto_trade = false: both pages start paused.
+    await page.locator("#bot[data-state=paused]").waitFor(WAIT);
+    await other.locator("#bot[data-state=paused]").waitFor(WAIT);
+    assert.equal(await page.locator("#bot-toggle").textContent(), "Resume bot");
+    // Resume on one page, the other follows from the pushed event; then pause again.
+    await page.click("#bot-toggle");
+    await other.locator("#bot[data-state=running]").waitFor(WAIT);
+    await page.locator("#bot[data-state=running]").waitFor(WAIT);
+    await page.click("#bot-toggle");
+    await other.locator("#bot[data-state=paused]").waitFor(WAIT);
+    assert.match(await other.locator("#bot-state").textContent(), /^auto-trading: paused \(since .+ by anonymous\)$/);
+    assert.equal(await other.locator("#bot-toggle").textContent(), "Resume bot");
+    await other.screenshot({ path: join(ARTIFACTS, "03c-paused-elsewhere.png"), fullPage: true });
+
+    // A position to exit.
+    await page.selectOption("#trade-symbol", "SOLUSDT");
+    await page.check("input[name=side][value=buy]");
+    await page.check("input[name=size_kind][value=amount]");
+    await page.fill("#trade-size", "200");
+    await page.click("#trade-submit");
+    await page.locator("#trade-result.ok", { hasText: "SOLUSDT" }).waitFor(WAIT);
+    const row = page.locator("#positions tbody tr[data-symbol=SOLUSDT]");
+    await row.waitFor(WAIT);
+    await other.locator("#positions tbody tr[data-symbol=SOLUSDT]").waitFor(WAIT);
+    // The button is in sight, not scrolled out of its card.
+    const [buttonRight, cardRight] = await row.locator("button.exit").evaluate((button) =>
+      [button.getBoundingClientRect().right, button.closest(".card").getBoundingClientRect().right]);
+    assert.ok(buttonRight <= cardRight, `the exit button ends at ${buttonRight}px, its card at ${cardRight}px`);
+    // Dismissing the confirmation sells nothing.
+    page.once("dialog", (dialog) => dialog.dismiss());
+    await row.locator("button.exit").click();
+    assert.equal(await row.count(), 1);
+    assert.equal(await page.locator("#trade-feed li", { hasText: "force_exit" }).count(), 0);
+    // Confirmed: the position goes away on both pages and the sell is in the trade list.
+    page.once("dialog", (dialog) => {
+      assert.match(dialog.message(), /SOLUSDT/);
+      dialog.accept();
+    });
+    await row.locator("button.exit").click();
+    await page.locator("#positions tbody tr[data-symbol=SOLUSDT]").waitFor({ state: "detached", ...WAIT });
+    await other.locator("#positions tbody tr[data-symbol=SOLUSDT]").waitFor({ state: "detached", ...WAIT });
+    for (const p of [page, other]) {
+      const sold = p.locator("#trade-feed li", { hasText: "SOLUSDT" }).filter({ hasText: "(force_exit)" }).first();
+      await sold.waitFor(WAIT);
+      assert.match(await sold.textContent(), /sell/);
+    }
+    await screenshot("03d-force-exit");
+  } finally {
+    await other.close();
+  }
+  assert.deepEqual(consoleErrors, []);
+});
+
 test("the candlestick chart draws candles, updates live and marks the bot's trades", async () => {
   await page.selectOption("#chart-symbol", "BTCUSDT");
   await page.selectOption("#chart-interval", "1h");
@@ -356,6 +414,10 @@ test("with a read-only token the trade form disables itself", async () => {
     await viewer.locator("#ticker-BTCUSDT .price").waitFor(WAIT);
     await viewer.waitForFunction(() => document.querySelector("#trade-submit").disabled, null, WAIT);
     assert.match(await viewer.locator("#trade-submit").getAttribute("title"), /no trade scope/);
+    // The bot's state is shown, but only a trade token may pause or resume it.
+    await viewer.locator("#bot[data-state=paused]").waitFor(WAIT);
+    assert.equal(await viewer.locator("#bot-toggle").isDisabled(), true);
+    assert.match(await viewer.locator("#bot-toggle").getAttribute("title"), /no trade scope/);
     await viewer.screenshot({ path: join(ARTIFACTS, "09-read-only.png"), fullPage: true });
   } finally {
     await viewer.close();

@@ -3,6 +3,7 @@
 mod auth;
 mod candles;
 mod contract;
+mod controls;
 mod hostile;
 mod limits;
 mod market_binance;

@@ -4,7 +4,9 @@
 //! domain's typed [`Event`]s, and sends commands (`manual_trade` with a [`TradeRequest`] and
 //! `place_order` with an [`OrderRequest`] built by [`NewOrder`], each with an idempotency key made
 //! for the caller; `cancel_order`, `cancel_all_orders`, `list_orders`, `update_position`,
-//! subscribe and unsubscribe) whose refusals are typed [`ErrorCode`]s. The `orders` channel comes
+//! `pause_trading` / `resume_trading` and `force_exit`, subscribe and unsubscribe) whose refusals
+//! are typed [`ErrorCode`]s. The `bot` channel comes as [`Event::BotStateChanged`] events, its
+//! snapshot on subscribing included. The `orders` channel comes
 //! as [`Event::OrderUpdated`] events plus an [`Update::OpenOrders`] snapshot on subscribing (and
 //! after a resume the server could not replay). It reconnects by itself (exponential backoff with jitter), resumes with the
 //! epoch and the `seq` of every channel, drops repeats, and refills trades over REST when the
@@ -43,7 +45,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use cryptobot_domain::{
-    Channel, ClientOrderId, Event, LevelChange, Order, OrderPage, OrderQuery, OrderRef,
+    BotState, Channel, ClientOrderId, Event, LevelChange, Order, OrderPage, OrderQuery, OrderRef,
     OrderRequest, OrderSize, Position, Side, Symbol, Trade,
 };
 use serde_json::{Value, json};
@@ -338,6 +340,17 @@ pub struct TradeExecution {
     pub replayed: bool,
 }
 
+/// The answer to a `force_exit`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PositionExit {
+    /// The sell of the whole position (origin `force_exit`).
+    pub trade: Trade,
+    /// The resting sell orders of the symbol that were canceled first (empty on a replay).
+    pub canceled_orders: Vec<Order>,
+    /// True when the `client_order_id` had already exited: this is the first exit's trade.
+    pub replayed: bool,
+}
+
 /// A connected client; cheap to clone, every clone drives the same connection. The connection
 /// stops once [`Client::close`] is called or the [`Updates`] are dropped.
 #[derive(Debug, Clone)]
@@ -516,6 +529,61 @@ impl Client {
         let reply = self.request("list_orders", Some(payload), None).await?;
         serde_json::from_value(orders::reply_field(&reply, None))
             .map_err(|err| orders::unexpected("orders", &err))
+    }
+
+    /// Pauses the bot's own trading (its auto-trader follows no signal; stop-loss, take-profit,
+    /// resting orders and commands keep working); returns the state after it. Pausing a paused
+    /// bot changes nothing.
+    ///
+    /// # Errors
+    /// [`ErrorCode::Forbidden`] without the `trade` scope, `storage_error`, or the connection
+    /// errors of [`Client::manual_trade`].
+    pub async fn pause_trading(&self) -> Result<BotState, ClientError> {
+        self.set_trading("pause_trading").await
+    }
+
+    /// Resumes the bot's own trading; returns the state after it.
+    ///
+    /// # Errors
+    /// As [`Client::pause_trading`].
+    pub async fn resume_trading(&self) -> Result<BotState, ClientError> {
+        self.set_trading("resume_trading").await
+    }
+
+    async fn set_trading(&self, kind: &'static str) -> Result<BotState, ClientError> {
+        let reply = self.request(kind, None, None).await?;
+        serde_json::from_value(orders::reply_field(&reply, None))
+            .map_err(|err| orders::unexpected("bot_state", &err))
+    }
+
+    /// Sells the whole position of `symbol` at market, as one trade, after canceling its resting
+    /// sell orders. Without a `client_order_id` one is made for this call, so a command sent again
+    /// after a lost connection sells once.
+    ///
+    /// # Errors
+    /// [`ErrorCode::NoPosition`] when nothing is held, [`ErrorCode::UnknownSymbol`],
+    /// [`ErrorCode::OrderTooSmall`], [`ErrorCode::DuplicateClientOrderId`] (the key was used for
+    /// another command), `forbidden`, or the connection errors of [`Client::manual_trade`].
+    pub async fn force_exit(
+        &self,
+        symbol: &Symbol,
+        client_order_id: Option<ClientOrderId>,
+    ) -> Result<PositionExit, ClientError> {
+        let key = client_order_id.unwrap_or_else(generate_client_order_id);
+        let payload = json!({"symbol": symbol.as_str(), "client_order_id": key.as_str()});
+        let reply = self.request("force_exit", Some(payload), None).await?;
+        let read = |err| orders::unexpected("position_exited", &err);
+        Ok(PositionExit {
+            trade: serde_json::from_value(orders::reply_field(&reply, Some("trade")))
+                .map_err(read)?,
+            canceled_orders: serde_json::from_value(orders::reply_field(
+                &reply,
+                Some("canceled_orders"),
+            ))
+            .map_err(read)?,
+            replayed: serde_json::from_value(orders::reply_field(&reply, Some("replayed")))
+                .map_err(read)?,
+        })
     }
 
     /// Closes the connection (a normal close) and stops reconnecting; waits until it is done.

@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 
 use cryptobot_domain::{
-    Alert, Candle, Channel, Event, Order, OrderUpdate, PortfolioSummary, Signal, Ticker, Trade,
+    Alert, BotState, Candle, Channel, Event, Order, OrderUpdate, PortfolioSummary, Signal, Ticker,
+    Trade,
 };
 use serde_json::{Value, json};
 
@@ -86,6 +87,9 @@ pub(crate) fn parse(text: &str) -> Result<Inbound, ClientError> {
                 .map(|update| Event::OrderUpdated(Box::new(update)))
         }),
         "candle" => event(|p| serde_json::from_value::<Candle>(p).map(Event::Candle)),
+        "bot_state_update" => {
+            event(|p| serde_json::from_value::<BotState>(p).map(Event::BotStateChanged))
+        }
         "open_orders" => {
             let orders = frame
                 .get("payload")

@@ -3,7 +3,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::market::{Candle, Interval};
-use crate::{Alert, OrderUpdate, PortfolioSummary, Signal, Symbol, Ticker, Trade};
+use crate::{Alert, BotState, OrderUpdate, PortfolioSummary, Signal, Symbol, Ticker, Trade};
 
 /// A named stream of events; sequence numbers are counted per channel.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -22,6 +22,8 @@ pub enum Channel {
     Orders,
     /// `candles:<SYMBOL>:<interval>`: the open candle's updates and each closed candle.
     Candles(Symbol, Interval),
+    /// `bot`: every change of the auto-trading state (pause / resume).
+    Bot,
 }
 
 impl Channel {
@@ -36,6 +38,7 @@ impl Channel {
             "signals" => Ok(Self::Signals),
             "alerts" => Ok(Self::Alerts),
             "orders" => Ok(Self::Orders),
+            "bot" => Ok(Self::Bot),
             _ => {
                 if let Some(rest) = name.strip_prefix("candles:") {
                     let (symbol, interval) =
@@ -76,6 +79,7 @@ impl fmt::Display for Channel {
             Self::Alerts => f.write_str("alerts"),
             Self::Orders => f.write_str("orders"),
             Self::Candles(symbol, interval) => write!(f, "candles:{symbol}:{}", interval.as_str()),
+            Self::Bot => f.write_str("bot"),
         }
     }
 }
@@ -111,6 +115,8 @@ pub enum Event {
     OrderUpdated(Box<OrderUpdate>),
     /// The open candle changed, or a candle closed.
     Candle(Candle),
+    /// The auto-trading state changed (committed before it is published).
+    BotStateChanged(BotState),
 }
 
 impl Event {
@@ -125,6 +131,7 @@ impl Event {
             Self::Alert(_) => Channel::Alerts,
             Self::OrderUpdated(_) => Channel::Orders,
             Self::Candle(candle) => Channel::Candles(candle.symbol.clone(), candle.interval),
+            Self::BotStateChanged(_) => Channel::Bot,
         }
     }
 }
@@ -142,6 +149,7 @@ mod tests {
             "signals",
             "alerts",
             "orders",
+            "bot",
             "candles:BTCUSDT:1m",
             "candles:ETHUSDT:1d",
         ] {

@@ -8,6 +8,8 @@
 //! (a derive of the types' schemas for the server's OpenAPI document: no I/O). Must not depend on:
 //! tokio, actix, any I/O, or any other cryptobot crate. Everything here is pure and synchronous.
 
+/// The auto-trading state (pause / resume) and the force-exit command.
+pub mod bot;
 /// The one error type of the domain layer.
 pub mod error;
 /// Channels and the event enum published on the event bus.
@@ -35,6 +37,7 @@ pub mod symbol;
 /// Trade requests and executed trades.
 pub mod trade;
 
+pub use bot::{BotState, ForceExitRequest, TradingState};
 pub use error::DomainError;
 pub use event::{Channel, Event};
 pub use market::{Candle, Interval, Ticker};

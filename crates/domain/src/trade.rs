@@ -111,6 +111,8 @@ pub enum TradeOrigin {
     StopLoss,
     /// A take-profit level was crossed.
     TakeProfit,
+    /// A person or bot closed the whole position (`force_exit`, `POST /api/v1/positions/{symbol}/exit`).
+    ForceExit,
 }
 
 impl TradeOrigin {
@@ -122,15 +124,22 @@ impl TradeOrigin {
             Self::Auto => "auto",
             Self::StopLoss => "stop_loss",
             Self::TakeProfit => "take_profit",
+            Self::ForceExit => "force_exit",
         }
     }
 
     /// Parses the name produced by [`TradeOrigin::as_str`].
     #[must_use]
     pub fn from_name(name: &str) -> Option<Self> {
-        [Self::Manual, Self::Auto, Self::StopLoss, Self::TakeProfit]
-            .into_iter()
-            .find(|origin| origin.as_str() == name)
+        [
+            Self::Manual,
+            Self::Auto,
+            Self::StopLoss,
+            Self::TakeProfit,
+            Self::ForceExit,
+        ]
+        .into_iter()
+        .find(|origin| origin.as_str() == name)
     }
 }
 
@@ -594,6 +603,7 @@ mod tests {
             TradeOrigin::Auto,
             TradeOrigin::StopLoss,
             TradeOrigin::TakeProfit,
+            TradeOrigin::ForceExit,
         ] {
             assert_eq!(TradeOrigin::from_name(origin.as_str()), Some(origin));
         }

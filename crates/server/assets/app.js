@@ -31,6 +31,8 @@ const state = {
   // True from a dropped connection until the next price.
   pricesStale: false,
   orders: new Map(),           // open order id -> [order, seq of the update that set it]
+  bot: null,                   // the auto-trading state {state, changed_at, changed_by}
+  botSeq: -1,                  // seq of the `bot` channel it is current at
   chart: { symbol: null, interval: "1m", candles: [], markers: [], updates: 0 },
 };
 const CHART_CANDLES = 120;
@@ -180,7 +182,9 @@ function positionRow(p) {
       <input id="sl-${p.symbol}" name="stop_loss" inputmode="decimal" placeholder="stop" value="${p.stop_loss ?? ""}">
       <label class="sr-only" for="tp-${p.symbol}">Take-profit for ${p.symbol}</label>
       <input id="tp-${p.symbol}" name="take_profit" inputmode="decimal" placeholder="take" value="${p.take_profit ?? ""}">
-      <button type="submit" class="small">Set</button></form></td>`;
+      <button type="submit" class="small">Set</button></form></td>
+    <td data-label="Exit"><button type="button" class="small danger exit" title="Force exit: sell all of ${p.symbol} at market" aria-label="Force exit ${p.symbol}"${state.canTrade ? "" : " disabled"}>Exit</button></td>`;
+  row.querySelector(".exit").addEventListener("click", (event) => forceExit(p.symbol, event.currentTarget));
   row.querySelector("form").addEventListener("submit", (event) => {
     event.preventDefault();
     const form = event.currentTarget;
@@ -192,6 +196,60 @@ function positionRow(p) {
     });
   });
   return row;
+}
+
+// Sells the whole position (its resting sells are canceled first); the trade and the portfolio
+// arrive as pushed events like any other.
+function forceExit(symbol, button) {
+  if (!window.confirm(`Sell all of ${symbol} at market now? Its resting sell orders are canceled first.`)) return;
+  button.disabled = true;
+  request("force_exit", { symbol, client_order_id: newClientOrderId() }, (reply) => {
+    if (reply.type === "error") {
+      button.disabled = !state.canTrade;
+      toast({ alert_type: "force_exit", message: `${reply.code}: ${reply.error}`, severity: "warning" });
+      return;
+    }
+    const { trade, canceled_orders: canceled } = reply.payload;
+    const orders = canceled.length ? `, ${canceled.length} order(s) canceled` : "";
+    toast({ alert_type: "force_exit", message: `sold ${trade.quantity} ${symbol} @ ${fmt(trade.price)}${orders}`, severity: "info" });
+    for (const order of canceled) applyOrder(order, Number.MAX_SAFE_INTEGER - 1);
+  });
+}
+
+// ---------- bot state (pause / resume) ----------
+
+// The state from a reply or a `bot` event; an older `seq` than the one shown is ignored.
+function showBotState(bot, seq) {
+  if (seq !== undefined && seq < state.botSeq) return;
+  if (seq !== undefined) state.botSeq = seq;
+  state.bot = bot;
+  const paused = bot.state === "paused";
+  const who = bot.changed_by ? ` by ${bot.changed_by}` : "";
+  const when = bot.changed_at ? ` ${new Date(bot.changed_at).toLocaleTimeString()}` : "";
+  const since = bot.changed_at || bot.changed_by ? ` (since${when}${who})` : "";
+  $("#bot").dataset.state = bot.state;
+  $("#bot-state").textContent = `auto-trading: ${bot.state}${since}`;
+  const toggle = $("#bot-toggle");
+  toggle.textContent = paused ? "Resume bot" : "Pause bot";
+  toggle.setAttribute("aria-pressed", String(paused));
+  toggle.disabled = !state.canTrade;
+}
+
+function setupBotToggle() {
+  const toggle = $("#bot-toggle");
+  toggle.addEventListener("click", () => {
+    if (!state.bot) return;
+    toggle.disabled = true;
+    const type = state.bot.state === "paused" ? "resume_trading" : "pause_trading";
+    request(type, undefined, (reply) => {
+      toggle.disabled = !state.canTrade;
+      if (reply.type === "error") {
+        toast({ alert_type: type, message: `${reply.code}: ${reply.error}`, severity: "warning" });
+        return;
+      }
+      showBotState(reply.payload);
+    });
+  });
 }
 
 // ---------- performance ----------
@@ -561,10 +619,11 @@ function setupTradeForm() {
 
 function setCanTrade(allowed) {
   state.canTrade = allowed;
-  for (const button of ["#trade-submit", "#order-submit"]) {
-    $(button).disabled = !allowed;
+  for (const button of ["#trade-submit", "#order-submit", "#bot-toggle"]) {
+    $(button).disabled = !allowed || (button === "#bot-toggle" && !state.bot);
     $(button).title = allowed ? "" : "This token has no trade scope";
   }
+  for (const button of document.querySelectorAll("#positions .exit")) button.disabled = !allowed;
 }
 
 // ---------- socket ----------
@@ -591,6 +650,7 @@ function handle(message) {
     // Another server run: old seq values mean nothing.
     state.epoch = message.epoch;
     state.lastSeq.clear();
+    state.botSeq = -1;
   }
   if (typeof message.channel === "string" && Number.isInteger(message.seq) && message.seq > (state.lastSeq.get(message.channel) ?? 0)) {
     state.lastSeq.set(message.channel, message.seq);
@@ -615,6 +675,7 @@ function handle(message) {
     case "order_update": applyOrder(message.payload.order, message.seq); break;
     case "open_orders": applyOpenOrders(message); break;
     case "candle": showCandle(message); break;
+    case "bot_state_update": showBotState(message.payload, message.seq); break;
     case "welcome": case "hello":
       if (Array.isArray(message.scopes ?? message.payload?.scopes)) setCanTrade((message.scopes ?? message.payload.scopes).includes("trade"));
       break;
@@ -662,7 +723,7 @@ function connect() {
     state.refusal = "";
     state.backoffMs = BACKOFF_MIN_MS;
     setStatus("connected", "live");
-    const channels = [...[...state.subscribed].map((s) => `ticker:${s}`), "signals", "orders"];
+    const channels = [...[...state.subscribed].map((s) => `ticker:${s}`), "signals", "orders", "bot"];
     if (chartChannel()) channels.push(chartChannel());
     const payload = { channels };
     if (state.epoch !== null && state.lastSeq.size > 0) {
@@ -758,6 +819,7 @@ async function start() {
   setupTradeForm();
   setupOrderForm();
   $("#trades-older").addEventListener("click", loadOlderTrades);
+  setupBotToggle();
   const rechart = () => switchChart($("#chart-symbol").value, $("#chart-interval").value);
   $("#chart-symbol").addEventListener("change", rechart);
   $("#chart-interval").addEventListener("change", rechart);

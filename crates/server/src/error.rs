@@ -111,7 +111,8 @@ impl ResponseError for ApiError {
                 ServiceError::DuplicateClientOrderId(_)
                 | ServiceError::OrderNotOpen { .. }
                 | ServiceError::PostOnlyWouldCross { .. }
-                | ServiceError::TooManyOrders { .. } => StatusCode::CONFLICT,
+                | ServiceError::TooManyOrders { .. }
+                | ServiceError::TradingPaused => StatusCode::CONFLICT,
                 ServiceError::NoPrice(_)
                 | ServiceError::Unavailable(_)
                 | ServiceError::Fenced { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -170,7 +171,8 @@ fn remote_status(code: &str) -> StatusCode {
         "duplicate_client_order_id"
         | "order_not_open"
         | "post_only_would_cross"
-        | "too_many_orders" => StatusCode::CONFLICT,
+        | "too_many_orders"
+        | "trading_paused" => StatusCode::CONFLICT,
         "no_price" | "unavailable" | "engine_fenced" => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }

@@ -890,3 +890,95 @@ async fn open_orders_are_refetched_when_a_resume_cannot_replay_them() {
     );
     client.close().await;
 }
+
+/// The auto-trading state of a `bot` event.
+fn bot_event(update: Update) -> Option<(Option<u64>, bool, cryptobot_domain::BotState)> {
+    match update {
+        Update::Event(received) => match received.event {
+            Event::BotStateChanged(bot) => Some((received.seq, received.snapshot, bot)),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_controls_answer_typed_and_the_bot_channel_follows() {
+    use cryptobot_domain::{TradeOrigin, TradingState};
+    let db = temp_db("controls");
+    let server = Server::start(&db, &[]);
+    wait_for_price(server.addr).await;
+    let proxy = Proxy::start(server.addr).await;
+    let config = fast_client(proxy.ws_url()).channels([Channel::Bot]);
+    let (client, mut updates) = Client::connect(config).await.unwrap();
+    // TC0: subscribing to `bot` brings the state: the configured one, never changed.
+    let (seq, snapshot, bot) = next_matching(&mut updates, bot_event).await;
+    assert_eq!((seq, snapshot), (Some(0), true));
+    assert_eq!(bot.state, TradingState::Paused);
+    assert_eq!((bot.changed_at, bot.changed_by.as_deref()), (None, None));
+    // TC1: pausing a paused bot changes nothing; resuming does, and is pushed.
+    assert_eq!(client.pause_trading().await.unwrap(), bot);
+    let running = client.resume_trading().await.unwrap();
+    assert_eq!(running.state, TradingState::Running);
+    assert_eq!(running.changed_by.as_deref(), Some("anonymous"));
+    let (seq, snapshot, pushed) = next_matching(&mut updates, bot_event).await;
+    assert_eq!((seq, snapshot, pushed), (Some(1), false, running));
+    let paused = client.pause_trading().await.unwrap();
+    assert_eq!(paused.state, TradingState::Paused);
+    // TC2: a force exit of nothing held is a typed refusal.
+    let btc = Symbol::parse("BTCUSDT").unwrap();
+    let err = client.force_exit(&btc, None).await.unwrap_err();
+    assert_eq!(err.code(), Some(&ErrorCode::NoPosition), "{err}");
+    let doge = Symbol::parse("DOGEUSDT").unwrap();
+    let err = client.force_exit(&doge, None).await.unwrap_err();
+    assert_eq!(err.code(), Some(&ErrorCode::UnknownSymbol), "{err}");
+    // TC3: everything held is sold once; the same key answers the same trade.
+    let bought = client
+        .manual_trade(&TradeRequest::buy_amount(
+            btc.clone(),
+            "100".parse().unwrap(),
+        ))
+        .await
+        .unwrap();
+    let key = cryptobot_domain::ClientOrderId::parse("client-exit-1").unwrap();
+    let exit = client.force_exit(&btc, Some(key.clone())).await.unwrap();
+    assert!(!exit.replayed);
+    assert_eq!(exit.trade.quantity, bought.trade.quantity);
+    assert_eq!(
+        (exit.trade.side, exit.trade.origin),
+        (Side::Sell, TradeOrigin::ForceExit)
+    );
+    assert!(exit.canceled_orders.is_empty());
+    let again = client.force_exit(&btc, Some(key)).await.unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.trade, exit.trade);
+    // TC4: a force exit sent while the link is down is sent again with its key: it sells once.
+    let eth = Symbol::parse("ETHUSDT").unwrap();
+    client
+        .manual_trade(&TradeRequest::buy_amount(
+            eth.clone(),
+            "100".parse().unwrap(),
+        ))
+        .await
+        .unwrap();
+    proxy.cut(Mode::Forward);
+    let exit = client.force_exit(&eth, None).await.unwrap();
+    assert!(!exit.replayed);
+    let sold = http::request(
+        server.addr,
+        "GET",
+        "/api/v1/trades?symbol=ETHUSDT",
+        None,
+        b"",
+    )
+    .await
+    .json();
+    let exits = sold
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|trade| trade["origin"] == "force_exit")
+        .count();
+    assert_eq!(exits, 1, "{sold}");
+    client.close().await;
+}

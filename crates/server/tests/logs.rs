@@ -170,7 +170,29 @@ async fn json_logs_have_a_startup_line_and_one_access_line_per_request() {
     assert_eq!(executed["principal"], "anonymous", "{executed}");
     assert_eq!(executed["origin"], "manual", "{executed}");
 
-    // TC3: a 404 outside the API is logged with its status; nothing authenticated it
+    // TC3: a change of the auto-trading state is logged with who made it, and so is a force
+    // exit's trade with its origin, key and principal
+    let resumed = http::request(addr, "POST", "/api/v1/bot/resume", None, b"").await;
+    assert_eq!(resumed.status, 200, "{}", resumed.body);
+    let changed = json_line(&rx, |line| line["message"] == "auto-trading resumed");
+    assert_eq!(changed["state"], "running", "{changed}");
+    assert_eq!(changed["principal"], "anonymous", "{changed}");
+    let exit = http::request(
+        addr,
+        "POST",
+        "/api/v1/positions/BTCUSDT/exit",
+        Some("application/json"),
+        br#"{"client_order_id":"log-x1"}"#,
+    )
+    .await;
+    assert_eq!(exit.status, 201, "{}", exit.body);
+    let executed = json_line(&rx, |line| {
+        line["message"] == "trade executed" && line["origin"] == "force_exit"
+    });
+    assert_eq!(executed["client_order_id"], "log-x1", "{executed}");
+    assert_eq!(executed["principal"], "anonymous", "{executed}");
+
+    // TC4: a 404 outside the API is logged with its status; nothing authenticated it
     let missing = http::request(addr, "GET", "/nothing-here", None, b"").await;
     assert_eq!(missing.status, 404);
     let access = json_line(&rx, |line| {

@@ -1664,3 +1664,85 @@ async fn a_standby_engine_takes_over_from_a_killed_one_with_the_books() {
     let ready = http::request(standby.addr, "GET", "/readyz", None, b"").await;
     assert_eq!(ready.status, 200, "{}", ready.body);
 }
+
+/// A REST command on a gateway node, retried while it answers 503 (a node just synced may still
+/// be connecting its command link).
+async fn post_until_served(node: &Node, path: &str, body: &str) -> (u16, Value) {
+    let deadline = Instant::now() + GUARD;
+    loop {
+        let content_type = (!body.is_empty()).then_some("application/json");
+        let response = http::request(node.addr, "POST", path, content_type, body.as_bytes()).await;
+        if response.status != 503 || Instant::now() > deadline {
+            return (response.status, response.json());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_controls_work_through_gateway_nodes() {
+    let Some(url) = redis_url("runtime_controls_work_through_gateway_nodes") else {
+        return;
+    };
+    let prefix = unique("scale-controls");
+    let _keys = Keys {
+        url: url.clone(),
+        prefix: prefix.clone(),
+    };
+    let (engine, a, b, _epoch) = engine_and_two_gateways(&url, &prefix).await;
+    // TC0: a client of B subscribed to `bot` gets the engine's state as a snapshot.
+    let (mut watcher, _) = b.connect_held().await;
+    send(
+        &mut watcher,
+        &json!({"type": "subscribe", "id": 0, "payload": {"channels": ["bot"]}}),
+    )
+    .await;
+    let snapshot = next_of_type(&mut watcher, "bot_state_update").await;
+    assert_eq!(snapshot["snapshot"], true, "{snapshot}");
+    assert_eq!(snapshot["payload"]["state"], "paused", "{snapshot}");
+    // TC1: resumed through A's REST API; B's client sees the engine's event.
+    let (status, resumed) = post_until_served(&a, "/api/v1/bot/resume", "").await;
+    assert_eq!(status, 200, "{resumed}");
+    assert_eq!(resumed["state"], "running");
+    assert_eq!(resumed["changed_by"], "anonymous");
+    let pushed = next_of_type(&mut watcher, "bot_state_update").await;
+    assert_eq!(
+        (pushed["seq"].as_u64(), pushed["payload"].clone()),
+        (Some(1), resumed)
+    );
+    // TC2: paused through B's WebSocket; the engine itself answers the same state.
+    let (mut trader, _) = b.connect_held().await;
+    send(&mut trader, &json!({"type": "pause_trading", "id": "p"})).await;
+    let paused = next_of_type(&mut trader, "bot_state").await;
+    assert_eq!(paused["payload"]["state"], "paused", "{paused}");
+    let pushed = next_of_type(&mut watcher, "bot_state_update").await;
+    assert_eq!(pushed["seq"], 2);
+    let on_engine = http::request(engine.addr, "GET", "/api/v1/bot", None, b"")
+        .await
+        .json();
+    assert_eq!(on_engine, paused["payload"]);
+    // TC3: a force exit forwarded from B, its refusal code intact, then replayed through A.
+    send(
+        &mut trader,
+        &json!({"type": "force_exit", "id": "x0", "payload": {"symbol": "ETHUSDT"}}),
+    )
+    .await;
+    let refused = next_of_type(&mut trader, "error").await;
+    assert_eq!(refused["code"], "no_position", "{refused}");
+    let bought = ws_trade(&mut trader, &format!("{prefix}-buy")).await;
+    let quantity = bought["payload"]["trade"]["quantity"].clone();
+    let key = format!("{prefix}-exit");
+    send(
+        &mut trader,
+        &json!({"type": "force_exit", "id": "x1", "payload": {"symbol": "BTCUSDT", "client_order_id": key}}),
+    )
+    .await;
+    let exited = next_of_type(&mut trader, "position_exited").await;
+    assert_eq!(exited["payload"]["trade"]["quantity"], quantity, "{exited}");
+    assert_eq!(exited["payload"]["trade"]["origin"], "force_exit");
+    let body = json!({"client_order_id": key}).to_string();
+    let (status, replayed) = post_until_served(&a, "/api/v1/positions/BTCUSDT/exit", &body).await;
+    assert_eq!(status, 200, "{replayed}");
+    assert_eq!(replayed["replayed"], true);
+    assert_eq!(replayed["trade"], exited["payload"]["trade"]);
+}

@@ -73,6 +73,9 @@ pub enum ServiceError {
         /// The limit.
         max: usize,
     },
+    /// An auto-trade while auto-trading is paused (only the bot's own trades are refused).
+    #[error("auto-trading is paused")]
+    TradingPaused,
     /// The database failed; the command was not executed.
     #[error("storage: {0}")]
     Storage(String),
@@ -120,6 +123,7 @@ impl ServiceError {
             Self::OrderNotOpen { .. } => "order_not_open",
             Self::PostOnlyWouldCross { .. } => "post_only_would_cross",
             Self::TooManyOrders { .. } => "too_many_orders",
+            Self::TradingPaused => "trading_paused",
             Self::Storage(_) => "storage_error",
             Self::Fenced { .. } => "engine_fenced",
             Self::Unavailable(_) => "unavailable",
@@ -128,7 +132,7 @@ impl ServiceError {
     }
 
     /// Every code [`ServiceError::code`] can return, domain codes included.
-    pub const CODES: [&'static str; 22] = [
+    pub const CODES: [&'static str; 23] = [
         "invalid_symbol",
         "invalid_limit",
         "invalid_query",
@@ -137,6 +141,7 @@ impl ServiceError {
         "order_not_open",
         "post_only_would_cross",
         "too_many_orders",
+        "trading_paused",
         "invalid_client_order_id",
         "invalid_size",
         "invalid_levels",

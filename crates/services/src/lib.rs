@@ -59,4 +59,4 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::ServiceError;
 pub use market::MarketService;
 pub use metrics::ServiceMetrics;
-pub use trading::{Execution, OpenOrders, Placement, PortfolioService, TradeService};
+pub use trading::{Execution, ForceExit, OpenOrders, Placement, PortfolioService, TradeService};

@@ -282,7 +282,8 @@ async fn large_price_moves_raise_price_move_alerts() {
 #[cfg(feature = "mocks")]
 mod auto_trader {
     use cryptobot_domain::{
-        OrderSize, PortfolioSummary, Position, PositionValuation, Side, TradeOrigin, TradeRequest,
+        BotState, OrderSize, PortfolioSummary, Position, PositionValuation, Side, TradeOrigin,
+        TradeRequest, TradingState,
     };
     use cryptobot_services::signals::AutoTrader;
     use cryptobot_services::trading::{MockPortfolioService, MockTradeService, TradingConfig};
@@ -344,6 +345,9 @@ mod auto_trader {
     fn recording_trade_service() -> (MockTradeService, mpsc::UnboundedReceiver<TradeRequest>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut trade = MockTradeService::new();
+        trade
+            .expect_bot_state()
+            .returning(|| Ok(BotState::initial(TradingState::Running)));
         let mut calls = 0;
         trade
             .expect_execute()
@@ -435,16 +439,17 @@ mod auto_trader {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn disabled_auto_trader_never_trades() {
+    async fn paused_auto_trader_never_trades() {
         let w = world();
         let mut trade = MockTradeService::new();
+        trade
+            .expect_bot_state()
+            .times(2)
+            .returning(|| Ok(BotState::initial(TradingState::Paused)));
         trade.expect_execute().never();
         let mut portfolio = MockPortfolioService::new();
         portfolio.expect_summary().never();
-        let off = TradingConfig {
-            auto_trade: false,
-            ..TradingConfig::default()
-        };
+        let off = TradingConfig::default();
         let task = AutoTrader::new(
             &off,
             &*w.bus,

@@ -532,8 +532,8 @@ impl Connection {
         self.flush()
     }
 
-    /// After an unrecoverable resume of a never-dropped channel: the portfolio gets a fresh
-    /// snapshot; trades, signals and alerts continue live after the channel's current `seq`
+    /// After an unrecoverable resume of a never-dropped channel: the portfolio and the bot state
+    /// get a fresh snapshot; trades, signals and alerts continue live after the channel's current `seq`
     /// (the client refills trades over REST, see docs/protocol.md).
     async fn resync(
         &mut self,
@@ -543,6 +543,12 @@ impl Connection {
         // Read the seq before the state, so the snapshot reflects at least that seq.
         let seq = dispatcher.bus.last_seq(channel);
         self.port.outbox.borrow_mut().set_delivered(channel, seq);
+        if *channel == Channel::Bot {
+            return match dispatcher.bot_snapshot().await {
+                Some(message) => self.send_message(&message).await,
+                None => Ok(()),
+            };
+        }
         if *channel != Channel::Portfolio {
             return Ok(());
         }

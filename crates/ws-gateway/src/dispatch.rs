@@ -15,17 +15,20 @@ use serde_json::Value;
 
 use crate::protocol::{
     ClientMessage, ClientRequest, ConnectionLimits, Envelope, EventMeta, OrderList, OrderPlaced,
-    RequestError, ResumeRequest, ServerMessage, TradeExecuted, codes,
+    PositionExited, RequestError, ResumeRequest, ServerMessage, TradeExecuted, codes,
 };
 use cryptobot_access::Principal;
 
 /// Message types that change the account and so need the `trade` scope.
-const TRADE_SCOPED: [&str; 5] = [
+const TRADE_SCOPED: [&str; 8] = [
     "manual_trade",
     "update_position",
     "place_order",
     "cancel_order",
     "cancel_all_orders",
+    "pause_trading",
+    "resume_trading",
+    "force_exit",
 ];
 
 /// Parses one text frame, checking the scope before the payload: the order of checks is the
@@ -52,9 +55,18 @@ pub(crate) fn parse_request(
         });
     }
     let mut message = envelope.into_message()?;
-    // The engine's trade log line names who asked.
-    if let ClientRequest::ManualTrade(trade) = message.request {
-        message.request = ClientRequest::ManualTrade(trade.requested_by_principal(&principal.name));
+    // The engine's trade log line (and the bot state's `changed_by`) names who asked.
+    match &mut message.request {
+        ClientRequest::ManualTrade(trade) => {
+            *trade = trade.clone().requested_by_principal(&principal.name);
+        }
+        ClientRequest::SetTradingState { changed_by, .. } => {
+            *changed_by = Some(principal.name.clone());
+        }
+        ClientRequest::ForceExit(request) => {
+            request.requested_by = Some(principal.name.clone());
+        }
+        _ => {}
     }
     Ok(message)
 }
@@ -221,6 +233,9 @@ impl Dispatcher {
                     if channels.contains(&Channel::Orders) {
                         actions.extend(self.orders_snapshot().await.map(Action::Send));
                     }
+                    if channels.contains(&Channel::Bot) {
+                        actions.extend(self.bot_snapshot().await.map(Action::Send));
+                    }
                     for channel in &channels {
                         if let Channel::Candles(symbol, interval) = channel {
                             let snapshot = self.candle_snapshot(symbol, *interval).await;
@@ -315,6 +330,16 @@ impl Dispatcher {
                 };
                 vec![Action::Send(reply)]
             }
+            ClientRequest::SetTradingState { state, changed_by } => {
+                let reply = match self.trade.set_trading_state(state, changed_by).await {
+                    Ok(bot) => ServerMessage::BotState { payload: bot, id },
+                    Err(err) => service_error(id, &err),
+                };
+                vec![Action::Send(reply)]
+            }
+            ClientRequest::ForceExit(request) => {
+                vec![Action::Send(self.force_exit(request, id).await)]
+            }
             ClientRequest::Ping => {
                 let ts_us = self.clock.now_us();
                 vec![Action::Send(ServerMessage::Pong {
@@ -392,6 +417,34 @@ impl Dispatcher {
         }
     }
 
+    async fn force_exit(
+        &self,
+        request: cryptobot_domain::ForceExitRequest,
+        id: Option<Value>,
+    ) -> ServerMessage {
+        // A symbol the market does not trade is unknown, not merely not held (as REST).
+        if !self.market.symbols().contains(&request.symbol) {
+            let err = ServiceError::UnknownSymbol(request.symbol);
+            return service_error(id, &err);
+        }
+        let note = request
+            .client_order_id
+            .is_none()
+            .then(|| NOT_IDEMPOTENT_NOTE.to_owned());
+        match self.trade.force_exit(request).await {
+            Ok(exit) => ServerMessage::PositionExited {
+                payload: Box::new(PositionExited {
+                    trade: exit.trade,
+                    canceled_orders: exit.canceled_orders,
+                    replayed: exit.replayed,
+                    note,
+                }),
+                id,
+            },
+            Err(err) => service_error(id, &err),
+        }
+    }
+
     async fn place_order(&self, request: OrderRequest, id: Option<Value>) -> ServerMessage {
         let note = request
             .client_order_id
@@ -444,6 +497,23 @@ impl Dispatcher {
             }),
             Err(err) => {
                 tracing::warn!(%err, "no open-orders snapshot");
+                None
+            }
+        }
+    }
+
+    /// The `bot_state_update` snapshot sent on subscribing to `bot` (and after a resume of it
+    /// that cannot replay); `None` (logged) when the engine cannot answer.
+    pub(crate) async fn bot_snapshot(&self) -> Option<ServerMessage> {
+        // The seq before the state, so the snapshot reflects at least that seq.
+        let seq = self.bus.last_seq(&Channel::Bot);
+        match self.trade.bot_state().await {
+            Ok(bot) => Some(ServerMessage::BotStateUpdate {
+                payload: bot,
+                meta: EventMeta::new(Channel::Bot, seq, self.clock.now_us(), true),
+            }),
+            Err(err) => {
+                tracing::warn!(%err, "no bot state snapshot");
                 None
             }
         }
@@ -547,6 +617,67 @@ mod tests {
         // Other requests are not changed.
         let message = parse_request(r#"{"type":"ping","id":1}"#, &principal).unwrap();
         assert!(matches!(message.request, ClientRequest::Ping));
+    }
+
+    #[test]
+    fn controls_carry_the_principal_and_need_the_trade_scope() {
+        let trader = Principal {
+            name: "ops".to_owned(),
+            scopes: vec!["read".to_owned(), "trade".to_owned()],
+            expires_at: None,
+        };
+        let message = parse_request(r#"{"type":"pause_trading","id":1}"#, &trader).unwrap();
+        assert_eq!(
+            message.request,
+            ClientRequest::SetTradingState {
+                state: cryptobot_domain::TradingState::Paused,
+                changed_by: Some("ops".to_owned())
+            }
+        );
+        let text = r#"{"type":"force_exit","payload":{"symbol":"BTCUSDT"}}"#;
+        let ClientRequest::ForceExit(request) = parse_request(text, &trader).unwrap().request
+        else {
+            panic!("not a force exit");
+        };
+        assert_eq!(request.requested_by.as_deref(), Some("ops"));
+        let reader = Principal {
+            scopes: vec!["read".to_owned()],
+            ..trader
+        };
+        for kind in ["pause_trading", "resume_trading", "force_exit"] {
+            let text = format!(r#"{{"type":"{kind}","id":2,"payload":"garbage"}}"#);
+            let refused = parse_request(&text, &reader).unwrap_err();
+            assert_eq!(
+                (refused.code, refused.id),
+                (codes::FORBIDDEN, Some(json!(2)))
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn subscribing_to_bot_sends_the_state_as_a_snapshot() {
+        let mut trade = MockTradeService::new();
+        trade.expect_bot_state().returning(|| {
+            Ok(cryptobot_domain::BotState::initial(
+                cryptobot_domain::TradingState::Running,
+            ))
+        });
+        let dispatcher = dispatcher(trade, MockPortfolioService::new());
+        let mut subs = Subscriptions::new(8);
+        let message =
+            ClientMessage::parse(r#"{"type":"subscribe","id":1,"payload":{"channels":["bot"]}}"#)
+                .unwrap();
+        let actions = dispatcher.handle(message, &mut subs).await;
+        assert!(subs.list().contains(&Channel::Bot));
+        let Some(Action::Send(ServerMessage::BotStateUpdate { payload, meta })) = actions.get(1)
+        else {
+            panic!("no snapshot after the ack: {actions:?}");
+        };
+        assert_eq!(payload.state, cryptobot_domain::TradingState::Running);
+        assert_eq!(
+            (meta.channel.clone(), meta.seq, meta.snapshot),
+            (Channel::Bot, 0, true)
+        );
     }
 
     fn dispatcher(trade: MockTradeService, portfolio: MockPortfolioService) -> Dispatcher {

@@ -377,6 +377,10 @@ pub fn frame_bytes(envelope: &Envelope) -> Bytes {
             payload: candle.clone(),
             meta,
         },
+        Event::BotStateChanged(bot) => ServerMessage::BotStateUpdate {
+            payload: bot.clone(),
+            meta,
+        },
     };
     Bytes::from(message.to_json())
 }

@@ -12,7 +12,7 @@ use prometheus::local::{LocalHistogram, LocalIntCounter};
 use prometheus::{HistogramVec, IntCounterVec, Opts, Registry};
 
 /// Channel kinds, the `channel` label of `cryptobot_ws_delivery_seconds` (never a symbol).
-pub const CHANNEL_KINDS: [&str; 7] = [
+pub const CHANNEL_KINDS: [&str; 8] = [
     "ticker",
     "trades",
     "portfolio",
@@ -20,6 +20,7 @@ pub const CHANNEL_KINDS: [&str; 7] = [
     "alerts",
     "orders",
     "candles",
+    "bot",
 ];
 
 /// Index of a channel's kind in [`CHANNEL_KINDS`].
@@ -32,12 +33,13 @@ pub(crate) const fn channel_kind(channel: &Channel) -> u8 {
         Channel::Alerts => 4,
         Channel::Orders => 5,
         Channel::Candles(..) => 6,
+        Channel::Bot => 7,
     }
 }
 
 /// Server message types (`type` of the JSON frames), the `type` label of
 /// `cryptobot_ws_frames_sent_total`; then the WebSocket control and binary frames, and `other`.
-pub const FRAME_TYPES: [&str; 28] = [
+pub const FRAME_TYPES: [&str; 31] = [
     "ticker_update",
     "trade_notification",
     "portfolio_update",
@@ -59,6 +61,9 @@ pub const FRAME_TYPES: [&str; 28] = [
     "orders",
     "open_orders",
     "position_updated",
+    "bot_state",
+    "bot_state_update",
+    "position_exited",
     "server_shutdown",
     "pong",
     "error",
@@ -69,10 +74,10 @@ pub const FRAME_TYPES: [&str; 28] = [
 ];
 
 /// Index in [`FRAME_TYPES`] of the control, binary and unknown frames.
-const WS_PING: usize = 24;
-const WS_PONG: usize = 25;
-const BINARY: usize = 26;
-const OTHER: usize = 27;
+const WS_PING: usize = 27;
+const WS_PONG: usize = 28;
+const BINARY: usize = 29;
+const OTHER: usize = 30;
 
 /// The frame type of a JSON text frame: serde writes the `type` tag first, so the prefix
 /// `{"type":"` and a short scan find it without parsing.
@@ -104,7 +109,7 @@ pub(crate) const fn control_frame_type(ping: bool, pong: bool) -> usize {
 
 /// Commands of the protocol, the `command` label of `cryptobot_command_seconds` (`unknown`
 /// for a message that could not be parsed).
-pub const COMMANDS: [&str; 14] = [
+pub const COMMANDS: [&str; 17] = [
     "subscribe_ticker",
     "unsubscribe_ticker",
     "subscribe",
@@ -117,6 +122,9 @@ pub const COMMANDS: [&str; 14] = [
     "cancel_all_orders",
     "list_orders",
     "ping",
+    "pause_trading",
+    "resume_trading",
+    "force_exit",
     "resume",
     "unknown",
 ];

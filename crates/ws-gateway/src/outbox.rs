@@ -52,7 +52,7 @@ pub enum Frame {
 }
 
 /// Number of never-dropped channels (every channel but the tickers).
-const EVENT_CHANNELS: usize = 5;
+const EVENT_CHANNELS: usize = 6;
 
 /// Index of a fixed never-dropped channel; `None` for tickers and candles (candle channels get
 /// indexes from `EVENT_CHANNELS` on, in the order a connection first subscribes to them).
@@ -63,6 +63,7 @@ const fn event_index(channel: &Channel) -> Option<usize> {
         Channel::Signals => Some(2),
         Channel::Alerts => Some(3),
         Channel::Orders => Some(4),
+        Channel::Bot => Some(5),
         Channel::Ticker(_) | Channel::Candles(..) => None,
     }
 }

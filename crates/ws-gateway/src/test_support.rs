@@ -108,6 +108,25 @@ pub fn client_json(message: &ClientMessage) -> String {
             )
         }
         ClientRequest::Ping => ("ping", Value::Null),
+        // The principal is the connection's, not part of the frame.
+        ClientRequest::SetTradingState { state, .. } => (
+            match state {
+                cryptobot_domain::TradingState::Paused => "pause_trading",
+                cryptobot_domain::TradingState::Running => "resume_trading",
+            },
+            Value::Null,
+        ),
+        ClientRequest::ForceExit(request) => {
+            let mut fields = serde_json::Map::new();
+            fields.insert(
+                "symbol".to_owned(),
+                Value::String(request.symbol.to_string()),
+            );
+            if let Some(key) = &request.client_order_id {
+                fields.insert("client_order_id".to_owned(), Value::String(key.to_string()));
+            }
+            ("force_exit", Value::Object(fields))
+        }
         ClientRequest::Resume(resume) => {
             let last_seq: serde_json::Map<String, Value> = resume
                 .last_seq

@@ -14,6 +14,7 @@ use crate::auth::require_auth;
 use crate::error::ApiError;
 use crate::rate_limit::{RestRateLimit, limit_rest_rate};
 
+mod controls;
 mod dashboard;
 mod health;
 mod market;
@@ -71,7 +72,7 @@ struct ApiRoute {
 }
 
 /// Every REST route, in mounting order (`/orders/by-client-id/..` before `/orders/{id}`).
-fn api_routes() -> [ApiRoute; 22] {
+fn api_routes() -> [ApiRoute; 26] {
     let route = |access, path, method, handler| ApiRoute {
         access,
         path,
@@ -118,6 +119,16 @@ fn api_routes() -> [ApiRoute; 22] {
         }),
         route(Api, "/api/v1/positions/{symbol}", Method::PATCH, |r| {
             r.to(trading::update_position)
+        }),
+        route(Api, "/api/v1/positions/{symbol}/exit", Method::POST, |r| {
+            r.to(controls::force_exit)
+        }),
+        route(Api, "/api/v1/bot", Method::GET, |r| r.to(controls::state)),
+        route(Api, "/api/v1/bot/pause", Method::POST, |r| {
+            r.to(controls::pause)
+        }),
+        route(Api, "/api/v1/bot/resume", Method::POST, |r| {
+            r.to(controls::resume)
         }),
         route(Api, "/api/v1/orders", Method::GET, |r| r.to(orders::list)),
         route(Api, "/api/v1/orders", Method::POST, |r| r.to(orders::place)),

@@ -155,7 +155,7 @@ pub(super) struct TradeResponse {
 /// A request body that must be a JSON object. serde reads a struct from a JSON array too (the
 /// fields in order: `[null, null]` would be a position update), which no client means.
 #[derive(Debug)]
-pub(super) struct Object<T>(T);
+pub(super) struct Object<T>(pub(super) T);
 
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

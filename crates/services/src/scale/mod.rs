@@ -78,7 +78,7 @@ pub struct RedisSettings {
 
 impl BusConfig {
     /// The Redis settings of `[bus]`, with the channels the engine publishes: tickers of
-    /// `symbols`, then `trades`, `portfolio`, `signals`, `alerts`, `orders`, then the candles of
+    /// `symbols`, then `trades`, `portfolio`, `signals`, `alerts`, `orders`, `bot`, then the candles of
     /// every symbol and interval.
     #[must_use]
     pub fn redis_settings(&self, symbols: &[Symbol]) -> RedisSettings {
@@ -89,6 +89,7 @@ impl BusConfig {
             Channel::Signals,
             Channel::Alerts,
             Channel::Orders,
+            Channel::Bot,
         ]);
         for symbol in symbols {
             for interval in Interval::ALL {

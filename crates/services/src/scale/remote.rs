@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cryptobot_domain::{
-    Candle, DailyProfit, Event, Interval, LevelChange, Order, OrderPage, OrderQuery, OrderRef,
-    OrderRequest, Performance, PortfolioSummary, Position, PositionUpdate, Symbol, Trade,
-    TradePage, TradeQuery, TradeRequest,
+    BotState, Candle, DailyProfit, Event, ForceExitRequest, Interval, LevelChange, Order,
+    OrderPage, OrderQuery, OrderRef, OrderRequest, Performance, PortfolioSummary, Position,
+    PositionUpdate, Symbol, Trade, TradePage, TradeQuery, TradeRequest, TradingState,
 };
 use redis::aio::MultiplexedConnection;
 use rust_decimal::Decimal;
@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::{BrokerMetrics, EngineLease, RedisSettings, link};
 use crate::market::{LatestTickers, ServesLatestTickers};
 use crate::{
-    Clock, EventBus, Execution, OpenOrders, Placement, PortfolioService, ServiceError,
+    Clock, EventBus, Execution, ForceExit, OpenOrders, Placement, PortfolioService, ServiceError,
     Subscription, TradeService,
 };
 
@@ -86,6 +86,14 @@ enum Call {
         symbol: Symbol,
         interval: Interval,
     },
+    BotState,
+    SetTradingState {
+        state: TradingState,
+        changed_by: Option<String>,
+    },
+    ForceExit {
+        request: ForceExitRequest,
+    },
 }
 
 /// [`LevelChange`] on the wire (the domain type only deserializes its client form).
@@ -140,6 +148,8 @@ enum Answer {
     OpenOrders(OpenOrders),
     Candles(Vec<Candle>),
     OpenCandle(Option<Candle>),
+    BotState(BotState),
+    ForceExit(Box<ForceExit>),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -385,6 +395,13 @@ async fn serve(
         Call::Candles { query } => Answer::Candles(trade.candles(query).await?),
         Call::OpenCandle { symbol, interval } => {
             Answer::OpenCandle(trade.open_candle(symbol, interval).await?)
+        }
+        Call::BotState => Answer::BotState(trade.bot_state().await?),
+        Call::SetTradingState { state, changed_by } => {
+            Answer::BotState(trade.set_trading_state(state, changed_by).await?)
+        }
+        Call::ForceExit { request } => {
+            Answer::ForceExit(Box::new(trade.force_exit(request).await?))
         }
     })
 }
@@ -662,6 +679,34 @@ impl TradeService for RemoteTrading {
     ) -> Result<Option<Candle>, ServiceError> {
         match self.call(Call::OpenCandle { symbol, interval }).await? {
             Answer::OpenCandle(candle) => Ok(candle),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn bot_state(&self) -> Result<BotState, ServiceError> {
+        match self.call(Call::BotState).await? {
+            Answer::BotState(bot) => Ok(bot),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn set_trading_state(
+        &self,
+        state: TradingState,
+        changed_by: Option<String>,
+    ) -> Result<BotState, ServiceError> {
+        match self
+            .call(Call::SetTradingState { state, changed_by })
+            .await?
+        {
+            Answer::BotState(bot) => Ok(bot),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn force_exit(&self, request: ForceExitRequest) -> Result<ForceExit, ServiceError> {
+        match self.call(Call::ForceExit { request }).await? {
+            Answer::ForceExit(exit) => Ok(*exit),
             _ => Err(unexpected()),
         }
     }
@@ -967,6 +1012,70 @@ mod tests {
             panic!("not open orders: {json}")
         };
         assert_eq!(open.seq, 41);
+    }
+
+    /// The runtime controls cross the wire whole: the principal of a state change, the key and
+    /// principal of a force exit, and the engine's answers with their canceled orders.
+    #[tokio::test]
+    async fn control_commands_are_forwarded_as_they_are() {
+        use cryptobot_domain::{BotState, ClientOrderId, TradingState};
+        let request = ForceExitRequest {
+            symbol: fixtures::symbol("BTCUSDT"),
+            client_order_id: Some(ClientOrderId::parse("fx-1").unwrap()),
+            requested_by: Some("ops".into()),
+        };
+        let wire = serde_json::to_string(&Call::ForceExit {
+            request: request.clone(),
+        })
+        .unwrap();
+        let Call::ForceExit { request: received } = serde_json::from_str(&wire).unwrap() else {
+            panic!("not a force exit: {wire}")
+        };
+        assert_eq!(received, request);
+        let mut trade = crate::trading::MockTradeService::new();
+        let changed = BotState {
+            state: TradingState::Paused,
+            changed_at: Some(fixtures::instant()),
+            changed_by: Some("ops".into()),
+        };
+        let stored = changed.clone();
+        trade
+            .expect_set_trading_state()
+            .returning(move |state, by| {
+                assert_eq!((state, by.as_deref()), (TradingState::Paused, Some("ops")));
+                Ok(stored.clone())
+            });
+        let exit = ForceExit {
+            trade: fixtures::trade(3, "BTCUSDT", "100", "1"),
+            canceled_orders: Vec::new(),
+            replayed: true,
+        };
+        let answered = exit.clone();
+        trade
+            .expect_force_exit()
+            .returning(move |_| Ok(answered.clone()));
+        let portfolio = crate::trading::MockPortfolioService::new();
+        let call = Call::SetTradingState {
+            state: TradingState::Paused,
+            changed_by: Some("ops".into()),
+        };
+        let wire = serde_json::to_string(&call).unwrap();
+        let answer = serve(serde_json::from_str(&wire).unwrap(), &trade, &portfolio)
+            .await
+            .unwrap();
+        let json = serde_json::to_string(&answer).unwrap();
+        let Answer::BotState(back) = serde_json::from_str(&json).unwrap() else {
+            panic!("not a bot state: {json}")
+        };
+        assert_eq!(back, changed);
+        let answer = serve(Call::ForceExit { request }, &trade, &portfolio)
+            .await
+            .unwrap();
+        let json = serde_json::to_string(&answer).unwrap();
+        let Answer::ForceExit(back) = serde_json::from_str(&json).unwrap() else {
+            panic!("not a force exit: {json}")
+        };
+        assert_eq!(*back, exit);
     }
 
     /// Needs a real Redis (`REDIS_URL`); no engine listens, so the command must time out cleanly.

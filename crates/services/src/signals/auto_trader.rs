@@ -1,4 +1,4 @@
-//! The auto-trader: follows the strategy's signals with paper trades when `trading.auto_trade` is on.
+//! The auto-trader: follows the strategy's signals with paper trades while auto-trading runs.
 
 use std::sync::Arc;
 
@@ -19,11 +19,11 @@ use crate::{EventBus, PortfolioService, ServiceError, Subscription, TradeService
 /// numbers start again at 1), so a new signal is never mistaken for a retry.
 ///
 /// Rejections are logged and it carries on (the trading engine raises `trade_rejected` alerts
-/// itself). Signals missed in a lag are stale by then and skipped. When disabled it only waits for
-/// the shutdown token.
+/// itself). Signals missed in a lag are stale by then and skipped. While the engine's
+/// auto-trading state is `paused` (initially `trading.auto_trade`, then pause / resume at
+/// runtime) a signal trades nothing: the state is asked before each trade, and the engine refuses
+/// an auto-trade that still comes after a pause (`trading_paused`).
 pub struct AutoTrader {
-    /// `trading.auto_trade`: when off, the auto-trader only waits for the shutdown token.
-    enabled: bool,
     /// `trading.auto_trade_amount`: the quote amount each buy spends.
     amount: Decimal,
     /// The subscription is all the auto-trader needs from the bus.
@@ -36,15 +36,14 @@ pub struct AutoTrader {
 impl std::fmt::Debug for AutoTrader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AutoTrader")
-            .field("enabled", &self.enabled)
             .field("amount", &self.amount)
             .finish_non_exhaustive()
     }
 }
 
 impl AutoTrader {
-    /// Builds the auto-trader following `trading.auto_trade` and `trading.auto_trade_amount` and
-    /// subscribes it to `bus`; it stops when `shutdown` is cancelled.
+    /// Builds the auto-trader spending `trading.auto_trade_amount` per buy and subscribes it to
+    /// `bus`; it stops when `shutdown` is cancelled.
     #[must_use]
     pub fn new(
         config: &TradingConfig,
@@ -54,7 +53,6 @@ impl AutoTrader {
         shutdown: CancellationToken,
     ) -> Self {
         Self {
-            enabled: config.auto_trade,
             amount: config.auto_trade_amount,
             events: Subscription::new(bus.subscribe(), "auto-trader"),
             trade,
@@ -71,10 +69,6 @@ impl AutoTrader {
 
     /// Follows signals until the shutdown token is cancelled or the bus closes.
     pub async fn run(mut self) {
-        if !self.enabled {
-            self.shutdown.cancelled().await;
-            return;
-        }
         while let Some(envelope) = self.events.next_until(&self.shutdown).await {
             let Event::Signal(signal) = &envelope.event else {
                 continue;
@@ -98,6 +92,20 @@ async fn follow(
     portfolio: &dyn PortfolioService,
 ) {
     let symbol = &signal.symbol;
+    if signal.action == SignalAction::Hold {
+        return;
+    }
+    match trade.bot_state().await {
+        Ok(bot) if bot.is_running() => {}
+        Ok(_) => {
+            tracing::debug!(%symbol, seq, "signal not followed: auto-trading is paused");
+            return;
+        }
+        Err(err) => {
+            tracing::warn!(%symbol, seq, %err, "signal not followed: the auto-trading state is unknown");
+            return;
+        }
+    }
     let (side, size) = match signal.action {
         SignalAction::Buy => (Side::Buy, OrderSize::Amount(amount)),
         SignalAction::Sell => match held_quantity(portfolio, signal).await {
@@ -157,7 +165,13 @@ async fn held_quantity(portfolio: &dyn PortfolioService, signal: &Signal) -> Opt
 }
 
 fn log_rejection(symbol: &str, side: Side, err: &ServiceError) {
-    if err.is_client_error() {
+    if matches!(err, ServiceError::TradingPaused) {
+        tracing::debug!(
+            symbol,
+            side = side.as_str(),
+            "auto-trade not taken: paused meanwhile"
+        );
+    } else if err.is_client_error() {
         tracing::info!(symbol, side = side.as_str(), code = err.code(), %err, "auto-trade rejected");
     } else {
         tracing::warn!(symbol, side = side.as_str(), code = err.code(), %err, "auto-trade failed");

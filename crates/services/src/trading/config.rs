@@ -24,7 +24,8 @@ pub struct TradingConfig {
     /// Open (resting) orders the account may hold at once; more are `too_many_orders`.
     /// Default 200.
     pub max_open_orders: usize,
-    /// Whether the auto-trader follows the strategy's signals with paper trades. Default true.
+    /// Whether the auto-trader follows the strategy's signals with paper trades, until paused or
+    /// resumed at runtime (the stored state then wins). Default true.
     pub auto_trade: bool,
     /// Quote amount each automatic buy spends; greater than zero. Default 100.
     #[serde(deserialize_with = "crate::config::decimal")]

@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use cryptobot_domain::{
-    Alert, AlertType, Channel, DailyProfit, Event, Order, OrderPage, OrderQuery, OrderRef,
-    OrderRequest, OrderSize, OrderStatus, OrderType, OrderUpdate, Performance, PortfolioSummary,
-    Position, PositionUpdate, PositionValuation, Reserved, ReservedQuantity, Severity, Side,
-    Symbol, Ticker, TimeInForce, Trade, TradeOrigin, TradePage, TradeQuery, TradeRequest,
+    Alert, AlertType, BotState, Channel, DailyProfit, Event, ForceExitRequest, Order, OrderPage,
+    OrderQuery, OrderRef, OrderRequest, OrderSize, OrderStatus, OrderType, OrderUpdate,
+    Performance, PortfolioSummary, Position, PositionUpdate, PositionValuation, Reserved,
+    ReservedQuantity, Severity, Side, Symbol, Ticker, TimeInForce, Trade, TradeOrigin, TradePage,
+    TradeQuery, TradeRequest, TradingState,
 };
 use rust_decimal::Decimal;
 use tokio::sync::{mpsc, oneshot};
@@ -19,11 +20,14 @@ use super::config::TradingConfig;
 use super::ledger::{Account, Ledger};
 use super::matching::{self, Available};
 use super::storage::Storage;
-use super::{Execution, OpenOrders, Placement};
+use super::{Execution, ForceExit, OpenOrders, Placement};
 use crate::{Clock, Envelope, EventBus, MarketService, ServiceError, ServiceMetrics, Subscription};
 
 /// Commands that may wait for the engine before callers wait to send.
 const COMMAND_CAPACITY: usize = 256;
+
+/// The `engine_settings` key of the auto-trading state (a JSON [`BotState`]).
+const AUTO_TRADING_KEY: &str = "auto_trading";
 
 /// A request to the engine, with the channel its answer goes back on.
 #[derive(Debug)]
@@ -83,6 +87,19 @@ pub(crate) enum Command {
     },
     /// The open orders and the `orders` seq they are current at.
     OpenOrders { reply: oneshot::Sender<OpenOrders> },
+    /// The auto-trading state.
+    BotState { reply: oneshot::Sender<BotState> },
+    /// Pause or resume auto-trading.
+    SetTradingState {
+        state: TradingState,
+        changed_by: Option<String>,
+        reply: oneshot::Sender<Result<BotState, ServiceError>>,
+    },
+    /// Sell a whole position.
+    ForceExit {
+        request: ForceExitRequest,
+        reply: oneshot::Sender<Result<ForceExit, ServiceError>>,
+    },
 }
 
 impl Command {
@@ -101,6 +118,9 @@ impl Command {
             Self::CancelAll { .. } => "cancel_all_orders",
             Self::Orders { .. } => "orders",
             Self::OpenOrders { .. } => "open_orders",
+            Self::BotState { .. } => "bot_state",
+            Self::SetTradingState { .. } => "set_trading_state",
+            Self::ForceExit { .. } => "force_exit",
         }
     }
 }
@@ -126,6 +146,10 @@ pub(crate) struct PaperEngine {
     open: BTreeMap<u64, Order>,
     /// Id of the next order.
     next_order_id: u64,
+    /// Whether the auto-trader's trades are taken, equal to the storage's `auto_trading` setting
+    /// (or `trading.auto_trade` while none is stored). Checked here, with the trade, so no
+    /// signal trade slips through after a pause was answered.
+    bot: BotState,
     storage: Storage,
     market: Arc<dyn MarketService>,
     bus: Arc<dyn EventBus>,
@@ -183,6 +207,7 @@ impl PaperEngine {
             .last_order_id()?
             .checked_add(1)
             .ok_or_else(|| ServiceError::Storage("order ids exhausted".into()))?;
+        let bot = load_bot_state(&storage, &config)?;
         // A zero capacity would panic in tokio; one slot still works, just with more waiting.
         let (sender, commands) = mpsc::channel(COMMAND_CAPACITY);
         let lagged = Arc::clone(&metrics);
@@ -195,6 +220,7 @@ impl PaperEngine {
             next_trade_id,
             open,
             next_order_id,
+            bot,
             storage,
             market,
             ticks,
@@ -304,11 +330,152 @@ impl PaperEngine {
                     seq: self.bus.last_seq(&Channel::Orders),
                 });
             }
+            Command::BotState { reply } => {
+                let _ = reply.send(self.bot.clone());
+            }
+            Command::SetTradingState {
+                state,
+                changed_by,
+                reply,
+            } => {
+                let _ = reply.send(self.set_trading_state(state, changed_by).await);
+            }
+            Command::ForceExit { request, reply } => {
+                let result = self.force_exit(&request).await;
+                if let Err(err) = &result {
+                    self.rejected(&request.symbol, Side::Sell, err);
+                }
+                let _ = reply.send(result);
+            }
         }
+    }
+
+    /// Pauses or resumes auto-trading: committed, then logged and published on `bot`. The state
+    /// it already has is answered as it is (nothing stored, nothing published).
+    async fn set_trading_state(
+        &mut self,
+        state: TradingState,
+        changed_by: Option<String>,
+    ) -> Result<BotState, ServiceError> {
+        if self.bot.state == state {
+            return Ok(self.bot.clone());
+        }
+        let changed = BotState {
+            state,
+            changed_at: Some(self.clock.now()),
+            changed_by,
+        };
+        let value = serde_json::to_string(&changed)
+            .map_err(|err| ServiceError::Storage(format!("cannot encode the bot state: {err}")))?;
+        let storage = self.storage.clone();
+        self.bus.check_fence()?;
+        blocking(move || storage.save_setting(AUTO_TRADING_KEY, &value)).await?;
+        self.bot = changed.clone();
+        tracing::info!(
+            state = state.as_str(),
+            principal = changed.changed_by.as_deref().unwrap_or("-"),
+            "auto-trading {}",
+            if state == TradingState::Paused {
+                "paused"
+            } else {
+                "resumed"
+            }
+        );
+        self.bus.publish(Event::BotStateChanged(changed.clone()));
+        Ok(changed)
+    }
+
+    /// Sells the whole held quantity of a symbol at market as one trade: the resting sell
+    /// orders of the symbol are canceled first (their quantity is part of it), once the sell is
+    /// known to go through at the current price. A repeated `client_order_id` answers the first
+    /// exit's trade.
+    async fn force_exit(&mut self, request: &ForceExitRequest) -> Result<ForceExit, ServiceError> {
+        let symbol = &request.symbol;
+        if !self.market.symbols().contains(symbol) {
+            return Err(ServiceError::UnknownSymbol(symbol.clone()));
+        }
+        if let Some(id) = request.client_order_id.clone() {
+            let storage = self.storage.clone();
+            let lookup = id.clone();
+            if blocking(move || storage.find_order_by_client_order_id(&lookup))
+                .await?
+                .is_some()
+            {
+                return Err(ServiceError::DuplicateClientOrderId(id));
+            }
+            let storage = self.storage.clone();
+            let lookup = id.clone();
+            if let Some(stored) = blocking(move || storage.find_by_client_order_id(&lookup)).await?
+            {
+                let same =
+                    stored.trade.symbol == *symbol && stored.trade.origin == TradeOrigin::ForceExit;
+                if !same {
+                    return Err(ServiceError::DuplicateClientOrderId(id));
+                }
+                ServiceMetrics::incr(&self.metrics.trades_replayed);
+                return Ok(ForceExit {
+                    trade: stored.trade,
+                    canceled_orders: Vec::new(),
+                    replayed: true,
+                });
+            }
+        }
+        let held = self.ledger.held(symbol);
+        if held <= Decimal::ZERO {
+            return Err(ServiceError::NoPosition(symbol.clone()));
+        }
+        let mut trade_request = TradeRequest::new(
+            symbol.clone(),
+            Side::Sell,
+            OrderSize::Quantity(held),
+            request.client_order_id.clone(),
+            TradeOrigin::ForceExit,
+        )?;
+        if let Some(name) = &request.requested_by {
+            trade_request = trade_request.requested_by_principal(name.clone());
+        }
+        let ticker = self.market.ticker(symbol).await?;
+        // As if the sells were canceled already: their quantity is freed for this one.
+        let mut available = self.available(symbol);
+        available.quantity = held;
+        let (trade, books) = self.prepare(&trade_request, &ticker, available)?;
+        let canceled: Vec<Order> = self
+            .open
+            .values()
+            .filter(|order| order.symbol == *symbol && order.side == Side::Sell)
+            .map(|order| self.closed(order, OrderStatus::Canceled, Some("force exit")))
+            .collect();
+        // Two commits: should the trade's fail after the cancels (storage, fencing), the orders
+        // stay canceled and the error is the reply; the position is still there for a retry.
+        if !canceled.is_empty() {
+            self.save(&canceled).await?;
+            for order in &canceled {
+                self.open.remove(&order.id);
+                tracing::info!(order_id = order.id, "order canceled for a force exit");
+                self.publish_order(OrderStatus::Canceled, order.clone());
+            }
+        }
+        let trade = self
+            .commit(
+                trade,
+                books,
+                trade_request.size(),
+                None,
+                trade_request.requested_by(),
+            )
+            .await?;
+        Ok(ForceExit {
+            trade,
+            canceled_orders: canceled,
+            replayed: false,
+        })
     }
 
     /// Executes an order, or answers a repeated `client_order_id` with the original trade.
     async fn execute(&mut self, request: &TradeRequest) -> Result<Execution, ServiceError> {
+        if request.origin() == TradeOrigin::Auto && !self.bot.is_running() {
+            return Err(ServiceError::TradingPaused);
+        }
         if let Some(id) = request.client_order_id().cloned() {
             let storage = self.storage.clone();
             let lookup = id.clone();
@@ -765,7 +932,11 @@ impl PaperEngine {
 
     /// Counts a rejected trade or order and raises a `trade_rejected` alert.
     fn rejected(&self, symbol: &Symbol, side: Side, err: &ServiceError) {
-        if matches!(err, ServiceError::Unavailable(_)) {
+        // A paused bot's signal is not a rejected trade: nothing was asked of the market.
+        if matches!(
+            err,
+            ServiceError::Unavailable(_) | ServiceError::TradingPaused
+        ) {
             return;
         }
         self.metrics.trade_rejected(err.code());
@@ -1005,6 +1176,33 @@ fn load_open_orders(
         tracing::info!(open_orders = orders.len(), reserved_cash = %cash, "open orders loaded");
     }
     Ok(orders.into_iter().map(|order| (order.id, order)).collect())
+}
+
+/// Reads the stored auto-trading state, or starts from `trading.auto_trade` when none is stored.
+/// An unreadable value starts paused (the safe side), with an error in the log.
+fn load_bot_state(storage: &Storage, config: &TradingConfig) -> Result<BotState, ServiceError> {
+    let Some(value) = storage.load_setting(AUTO_TRADING_KEY)? else {
+        let state = TradingState::from_auto_trade(config.auto_trade);
+        tracing::info!(
+            state = state.as_str(),
+            "auto-trading as configured (trading.auto_trade)"
+        );
+        return Ok(BotState::initial(state));
+    };
+    match serde_json::from_str::<BotState>(&value) {
+        Ok(bot) => {
+            tracing::info!(
+                state = bot.state.as_str(),
+                changed_by = bot.changed_by.as_deref().unwrap_or("-"),
+                "auto-trading state loaded"
+            );
+            Ok(bot)
+        }
+        Err(err) => {
+            tracing::error!(%err, "unreadable stored auto-trading state; starting paused");
+            Ok(BotState::initial(TradingState::Paused))
+        }
+    }
 }
 
 /// Reads the books and checks them against the trade log; returns them with the next trade id.

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use cryptobot_domain::{
-    Candle, DailyProfit, Interval, Order, OrderPage, OrderQuery, OrderRef, OrderRequest,
-    Performance, PortfolioSummary, Position, PositionUpdate, Symbol, TradePage, TradeQuery,
-    TradeRequest,
+    BotState, Candle, DailyProfit, ForceExitRequest, Interval, Order, OrderPage, OrderQuery,
+    OrderRef, OrderRequest, Performance, PortfolioSummary, Position, PositionUpdate, Symbol,
+    TradePage, TradeQuery, TradeRequest, TradingState,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::config::TradingConfig;
 use super::engine::{Command, PaperEngine};
 use super::storage::Storage;
-use super::{Execution, OpenOrders, Placement, PortfolioService, TradeService};
+use super::{Execution, ForceExit, OpenOrders, Placement, PortfolioService, TradeService};
 use crate::market::{CandleHistory, CandleQuery};
 use crate::{Clock, EventBus, MarketService, ServiceError, ServiceMetrics};
 
@@ -159,6 +159,28 @@ impl TradeService for PaperTrading {
 
     async fn open_orders(&self) -> Result<OpenOrders, ServiceError> {
         self.ask(|reply| Command::OpenOrders { reply }).await
+    }
+
+    async fn bot_state(&self) -> Result<BotState, ServiceError> {
+        self.ask(|reply| Command::BotState { reply }).await
+    }
+
+    async fn set_trading_state(
+        &self,
+        state: TradingState,
+        changed_by: Option<String>,
+    ) -> Result<BotState, ServiceError> {
+        self.ask(|reply| Command::SetTradingState {
+            state,
+            changed_by,
+            reply,
+        })
+        .await?
+    }
+
+    async fn force_exit(&self, request: ForceExitRequest) -> Result<ForceExit, ServiceError> {
+        self.ask(|reply| Command::ForceExit { request, reply })
+            .await?
     }
 
     async fn candles(&self, query: CandleQuery) -> Result<Vec<Candle>, ServiceError> {

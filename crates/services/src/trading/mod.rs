@@ -2,9 +2,9 @@
 
 use async_trait::async_trait;
 use cryptobot_domain::{
-    Candle, DailyProfit, Interval, Order, OrderPage, OrderQuery, OrderRef, OrderRequest,
-    Performance, PortfolioSummary, Position, PositionUpdate, Symbol, Trade, TradePage, TradeQuery,
-    TradeRequest,
+    BotState, Candle, DailyProfit, ForceExitRequest, Interval, Order, OrderPage, OrderQuery,
+    OrderRef, OrderRequest, Performance, PortfolioSummary, Position, PositionUpdate, Symbol, Trade,
+    TradePage, TradeQuery, TradeRequest, TradingState,
 };
 use serde::{Deserialize, Serialize};
 
@@ -67,6 +67,23 @@ pub struct OpenOrders {
     pub seq: u64,
 }
 
+/// The result of a force exit: the sell of the whole position, and the resting sell orders of
+/// the symbol that were canceled first so that all of it could be sold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForceExit {
+    /// The committed sell (origin `force_exit`).
+    pub trade: Trade,
+    /// The sell orders canceled to free their quantity (empty on a replay).
+    pub canceled_orders: Vec<Order>,
+    /// True when the `client_order_id` was used before for a force exit of this symbol and this
+    /// is its trade; nothing was sold this time.
+    pub replayed: bool,
+}
+
+fn controls_unsupported() -> ServiceError {
+    ServiceError::Unavailable("this trade service has no runtime controls".to_owned())
+}
+
 fn orders_unsupported() -> ServiceError {
     ServiceError::Unavailable("this trade service takes no orders".to_owned())
 }
@@ -101,6 +118,40 @@ pub trait TradeService: Send + Sync {
     /// [`ServiceError::Storage`] when the write fails, [`ServiceError::Unavailable`].
     async fn probe_storage(&self) -> Result<(), ServiceError> {
         Ok(())
+    }
+
+    /// Returns the auto-trading state (`running` or `paused`), who changed it and when.
+    ///
+    /// # Errors
+    /// [`ServiceError::Unavailable`].
+    async fn bot_state(&self) -> Result<BotState, ServiceError> {
+        Err(controls_unsupported())
+    }
+
+    /// Sets the auto-trading state, committed before it returns, as `changed_by` (the
+    /// principal's name); setting the state it has already changes nothing and returns it.
+    ///
+    /// # Errors
+    /// [`ServiceError::Storage`] or [`ServiceError::Unavailable`].
+    async fn set_trading_state(
+        &self,
+        state: TradingState,
+        changed_by: Option<String>,
+    ) -> Result<BotState, ServiceError> {
+        let _ = (state, changed_by);
+        Err(controls_unsupported())
+    }
+
+    /// Sells the whole position of a symbol at market as one trade (origin `force_exit`),
+    /// canceling the symbol's resting sell orders first; idempotent by `client_order_id`.
+    ///
+    /// # Errors
+    /// [`ServiceError::NoPosition`] when nothing is held, [`ServiceError::UnknownSymbol`], the
+    /// trade's rejections (`no_price`, `order_too_small`), [`ServiceError::Storage`],
+    /// [`ServiceError::Unavailable`].
+    async fn force_exit(&self, request: ForceExitRequest) -> Result<ForceExit, ServiceError> {
+        let _ = request;
+        Err(controls_unsupported())
     }
 
     /// Returns up to `limit` of the most recent trades, newest first.

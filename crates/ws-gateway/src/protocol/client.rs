@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 
 use cryptobot_domain::{
-    Channel, ClientOrderId, DomainError, OrderInput, OrderQuery, OrderQueryInput, OrderRef,
-    OrderRequest, PositionUpdate, PositionUpdateInput, Symbol, TradeInput, TradeOrigin,
-    TradeRequest,
+    Channel, ClientOrderId, DomainError, ForceExitRequest, OrderInput, OrderQuery, OrderQueryInput,
+    OrderRef, OrderRequest, PositionUpdate, PositionUpdateInput, Symbol, TradeInput, TradeOrigin,
+    TradeRequest, TradingState,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -15,7 +15,7 @@ use super::codes;
 use super::server::ServerMessage;
 
 /// The message types with a payload besides the seed's ticker subscriptions.
-const KNOWN_TYPES: [&str; 9] = [
+const KNOWN_TYPES: [&str; 10] = [
     "subscribe",
     "resume",
     "unsubscribe",
@@ -25,6 +25,7 @@ const KNOWN_TYPES: [&str; 9] = [
     "cancel_order",
     "cancel_all_orders",
     "list_orders",
+    "force_exit",
 ];
 
 /// Longest part of a parser message quoted back to the client.
@@ -73,6 +74,16 @@ pub enum ClientRequest {
     ListOrders(OrderQuery),
     /// `ping`.
     Ping,
+    /// `pause_trading` / `resume_trading`: set the auto-trading state; `changed_by` is the
+    /// connection's principal (filled in after parsing).
+    SetTradingState {
+        /// `paused` or `running`.
+        state: TradingState,
+        /// Who asked.
+        changed_by: Option<String>,
+    },
+    /// `force_exit {symbol, client_order_id?}`: sell the whole position.
+    ForceExit(ForceExitRequest),
     /// `subscribe {channels, resume}` or `resume {epoch, last_seq}`: subscribe and replay what was
     /// missed since the given `seq` of each channel.
     Resume(ResumeRequest),
@@ -96,6 +107,12 @@ impl ClientRequest {
             Self::CancelAllOrders(_) => "cancel_all_orders",
             Self::ListOrders(_) => "list_orders",
             Self::Ping => "ping",
+            Self::SetTradingState {
+                state: TradingState::Paused,
+                ..
+            } => "pause_trading",
+            Self::SetTradingState { .. } => "resume_trading",
+            Self::ForceExit(_) => "force_exit",
             Self::Resume(request) if request.standalone => "resume",
             Self::Resume(_) => "subscribe",
         }
@@ -330,6 +347,30 @@ impl Envelope {
                 ClientRequest::ListOrders(input.parse().map_err(|err| domain(&err))?)
             }
             "ping" => ClientRequest::Ping,
+            "pause_trading" | "resume_trading" => ClientRequest::SetTradingState {
+                state: if kind == "pause_trading" {
+                    TradingState::Paused
+                } else {
+                    TradingState::Running
+                },
+                changed_by: None,
+            },
+            "force_exit" => {
+                let payload = serde_json::from_value::<ForceExitPayload>(payload)
+                    .map_err(|err| invalid(&kind, &err))?;
+                let symbol = Symbol::parse(&payload.symbol).map_err(|err| domain(&err))?;
+                let client_order_id = payload
+                    .client_order_id
+                    .as_deref()
+                    .map(ClientOrderId::parse)
+                    .transpose()
+                    .map_err(|err| domain(&err))?;
+                ClientRequest::ForceExit(ForceExitRequest {
+                    symbol,
+                    client_order_id,
+                    requested_by: None,
+                })
+            }
             _ => {
                 return Err(RequestError::new(
                     id,
@@ -347,6 +388,14 @@ impl Envelope {
 struct CancelPayload {
     #[serde(default)]
     order_id: Option<u64>,
+    #[serde(default)]
+    client_order_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ForceExitPayload {
+    symbol: String,
     #[serde(default)]
     client_order_id: Option<String>,
 }
@@ -430,7 +479,7 @@ fn parse_channels(names: &[String], id: &Option<Value>) -> Result<Vec<Channel>, 
                     cryptobot_domain::event::ChannelParseError::Unknown => (
                         codes::UNKNOWN_CHANNEL,
                         format!(
-                            "unknown channel {:?}: expected ticker:<SYMBOL>, candles:<SYMBOL>:<1m|5m|1h|1d>, trades, portfolio, signals, alerts or orders",
+                            "unknown channel {:?}: expected ticker:<SYMBOL>, candles:<SYMBOL>:<1m|5m|1h|1d>, trades, portfolio, signals, alerts, orders or bot",
                             clip(name)
                         ),
                     ),
@@ -814,6 +863,48 @@ mod tests {
     }
 
     #[test]
+    fn force_exit_payloads_are_checked_in_the_documented_order() {
+        // TC0..: shape first, then the symbol's spelling, then the key
+        let cases = [
+            (r#"{"type":"force_exit","id":1}"#, codes::INVALID_PAYLOAD),
+            (
+                r#"{"type":"force_exit","id":1,"payload":[]}"#,
+                codes::INVALID_PAYLOAD,
+            ),
+            (
+                r#"{"type":"force_exit","id":1,"payload":{}}"#,
+                codes::INVALID_PAYLOAD,
+            ),
+            (
+                r#"{"type":"force_exit","id":1,"payload":{"symbol":"BTCUSDT","x":1}}"#,
+                codes::INVALID_PAYLOAD,
+            ),
+            (
+                r#"{"type":"force_exit","id":1,"payload":{"symbol":"btc","client_order_id":""}}"#,
+                "invalid_symbol",
+            ),
+            (
+                r#"{"type":"force_exit","id":1,"payload":{"symbol":"BTCUSDT","client_order_id":"a b"}}"#,
+                "invalid_client_order_id",
+            ),
+        ];
+        for (text, code) in cases {
+            let err = ClientMessage::parse(text).unwrap_err();
+            assert_eq!(err.code, code, "{text}: {}", err.message);
+            assert_eq!(err.id, Some(json!(1)));
+        }
+        // A payload on pause / resume is ignored, as on ping.
+        let pause = ClientMessage::parse(r#"{"type":"pause_trading","payload":[1]}"#).unwrap();
+        assert_eq!(
+            pause.request,
+            ClientRequest::SetTradingState {
+                state: TradingState::Paused,
+                changed_by: None
+            }
+        );
+    }
+
+    #[test]
     fn client_messages_round_trip() {
         let messages = [
             ClientRequest::SubscribeTicker(fixtures::symbol("BTCUSDT")),
@@ -871,6 +962,24 @@ mod tests {
                 before_id: Some(4),
                 after_id: None,
                 limit: 20,
+            }),
+            ClientRequest::SetTradingState {
+                state: TradingState::Paused,
+                changed_by: None,
+            },
+            ClientRequest::SetTradingState {
+                state: TradingState::Running,
+                changed_by: None,
+            },
+            ClientRequest::ForceExit(ForceExitRequest {
+                symbol: fixtures::symbol("BTCUSDT"),
+                client_order_id: Some(ClientOrderId::parse("x-1").unwrap()),
+                requested_by: None,
+            }),
+            ClientRequest::ForceExit(ForceExitRequest {
+                symbol: fixtures::symbol("ETHUSDT"),
+                client_order_id: None,
+                requested_by: None,
             }),
         ];
         for (n, request) in messages.into_iter().enumerate() {

@@ -13,6 +13,6 @@ pub mod server;
 
 pub use client::{ClientMessage, ClientRequest, Envelope, RequestError, ResumeRequest};
 pub use server::{
-    ConnectionLimits, EventMeta, OrderList, OrderPlaced, ServerMessage, TradeExecuted,
-    TradeNotification,
+    ConnectionLimits, EventMeta, OrderList, OrderPlaced, PositionExited, ServerMessage,
+    TradeExecuted, TradeNotification,
 };

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use cryptobot_domain::{
-    Alert, Candle, Channel, Order, OrderPage, OrderUpdate, PortfolioSummary, Position, Side,
-    Signal, Ticker, Trade,
+    Alert, BotState, Candle, Channel, Order, OrderPage, OrderUpdate, PortfolioSummary, Position,
+    Side, Signal, Ticker, Trade,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -82,6 +82,20 @@ pub struct OrderPlaced {
     /// The order as it stands after placing.
     pub order: Order,
     /// True when the `client_order_id` was seen before and this is that order now.
+    pub replayed: bool,
+    /// Advice, e.g. that a command without `client_order_id` is not idempotent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// Payload of `position_exited`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PositionExited {
+    /// The sell of the whole position (origin `force_exit`).
+    pub trade: Trade,
+    /// The resting sell orders of the symbol canceled first (empty on a replay).
+    pub canceled_orders: Vec<Order>,
+    /// True when the `client_order_id` was seen before and this is that exit's trade.
     pub replayed: bool,
     /// Advice, e.g. that a command without `client_order_id` is not idempotent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -288,6 +302,30 @@ pub enum ServerMessage {
     PositionUpdated {
         /// The position with its new levels.
         payload: Position,
+        /// Echo of the request id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<Value>,
+    },
+    /// Reply to `pause_trading` / `resume_trading`: the auto-trading state after the command.
+    BotState {
+        /// `state`, `changed_at`, `changed_by`.
+        payload: BotState,
+        /// Echo of the request id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<Value>,
+    },
+    /// Pushed on `bot` when the auto-trading state changed; also its snapshot on subscribe.
+    BotStateUpdate {
+        /// `state`, `changed_at`, `changed_by`.
+        payload: BotState,
+        /// Timing and ordering.
+        #[serde(flatten)]
+        meta: EventMeta,
+    },
+    /// Reply to `force_exit`: the sell of the whole position.
+    PositionExited {
+        /// The trade and the orders canceled for it.
+        payload: Box<PositionExited>,
         /// Echo of the request id.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<Value>,
