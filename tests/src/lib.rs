@@ -1,7 +1,11 @@
 //! Support for the end-to-end suite: start the real application on 127.0.0.1:0 with a fresh
 //! SQLite file, and talk to it over real sockets.
 
+/// A TCP proxy that adds delay and emulated loss (the fault tests' network).
+pub mod fault_proxy;
 pub mod http;
+/// Network namespaces joined to the host by veth pairs (the fault tests' partitions).
+pub mod netns;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -512,6 +512,10 @@ mod tests {
             Duration::from_millis(s.bus.lease_ttl_ms),
             cryptobot_services::scale::ENGINE_LEASE
         );
+        assert_eq!(
+            s.bus.read_timeout_ms, 750,
+            "a partition is seen within a second"
+        );
         // Each service section's defaults are the service's own.
         assert_eq!(s.market, MarketConfig::default());
         assert_eq!(s.trading, TradingConfig::default());
@@ -602,6 +606,7 @@ mod tests {
                 ("CRYPTOBOT__BUS__PUBLISH_BUFFER", "10"),
                 ("CRYPTOBOT__BUS__COMMAND_TIMEOUT_MS", "250"),
                 ("CRYPTOBOT__BUS__LEASE_TTL_MS", "2000"),
+                ("CRYPTOBOT__BUS__READ_TIMEOUT_MS", "900"),
             ]),
         )
         .unwrap();
@@ -649,6 +654,7 @@ mod tests {
         assert_eq!(redis.stream_len, 1, "a stream keeps at least one entry");
         assert_eq!(redis.command_timeout, Duration::from_millis(250));
         assert_eq!(redis.lease_ttl, Duration::from_secs(2));
+        assert_eq!(redis.read_timeout, Duration::from_millis(900));
         // TC1: a bus key out of range or a bad Redis URL is named with its section
         for (key, value, expected) in [
             (

@@ -896,6 +896,19 @@ fn roles_and_redis_settings_are_checked_before_start() {
     let (code, out) = run(&["--role"], &[]);
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("--role needs"), "{out}");
+    // TC4: a gateway's read timeout must leave room for its 250 ms poll
+    let (code, out) = run(
+        &["--role", "gateway"],
+        &[
+            ("CRYPTOBOT__BUS__BACKEND", "redis"),
+            ("CRYPTOBOT__BUS__READ_TIMEOUT_MS", "250"),
+        ],
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("bus.read_timeout_ms: must be between 500 and 60000"),
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -987,11 +1000,56 @@ async fn an_outage_longer_than_the_buffer_is_reported_not_hidden() {
 /// The lease time-to-live of these tests (the default is 10 s), so that a successor starts soon.
 const SHORT_LEASE: (&str, &str) = ("CRYPTOBOT__BUS__LEASE_TTL_MS", "2000");
 
-/// Reads until the server's close frame; returns its code and reason.
-async fn close_of(socket: &mut Socket) -> (u16, String) {
+/// A storage file two engines share, as a standby engine on the same volume does.
+fn shared_storage() -> (PathBuf, String) {
+    let dir = std::env::temp_dir().join(unique("shared-storage"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("db.sqlite").to_string_lossy().into_owned();
+    (dir, path)
+}
+
+/// A trade through `node` with the key `id`, retried with the same key while it answers 503
+/// (the engine is gone or not yet back): the trade's id, executed once, and how many 503s it
+/// got first.
+async fn trade_retried(node: SocketAddr, id: &str) -> (u64, u32) {
+    let body = json!({"symbol": "BTCUSDT", "side": "buy", "amount": "20", "client_order_id": id});
+    let deadline = Instant::now() + 2 * GUARD;
+    let mut refused = 0;
+    loop {
+        let response = http::request(
+            node,
+            "POST",
+            "/api/v1/trades",
+            Some("application/json"),
+            body.to_string().as_bytes(),
+        )
+        .await;
+        if matches!(response.status, 200 | 201) {
+            return (response.json()["trade"]["id"].as_u64().unwrap(), refused);
+        }
+        assert_eq!(response.status, 503, "{}", response.body);
+        refused += 1;
+        assert!(Instant::now() < deadline, "trade {id} never executed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Reads until the server closes the connection; the trades received before (`(seq, id)`) and
+/// the close frame's code and reason.
+async fn trades_until_close(socket: &mut Socket) -> (Vec<(u64, u64)>, (u16, String)) {
+    let mut seen = Vec::new();
     let wait = async {
         while let Some(frame) = socket.next().await {
             match frame {
+                Ok(Message::Text(text)) => {
+                    let frame: Value = serde_json::from_str(&text).expect("frames are JSON");
+                    if frame["type"] == "trade_notification" {
+                        seen.push((
+                            frame["seq"].as_u64().unwrap(),
+                            frame["payload"]["id"].as_u64().unwrap(),
+                        ));
+                    }
+                }
                 Ok(Message::Close(Some(close))) => {
                     return (u16::from(close.code), close.reason.to_string());
                 }
@@ -1002,17 +1060,23 @@ async fn close_of(socket: &mut Socket) -> (u16, String) {
         }
         panic!("the socket ended without a close frame");
     };
-    tokio::time::timeout(GUARD, wait)
+    let close = tokio::time::timeout(GUARD, wait)
         .await
-        .expect("the connection is closed in time")
+        .expect("the connection is closed in time");
+    (seen, close)
 }
 
-/// A storage file two engines share, as a standby engine on the same volume does.
-fn shared_storage() -> (PathBuf, String) {
-    let dir = std::env::temp_dir().join(unique("shared-storage"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("db.sqlite").to_string_lossy().into_owned();
-    (dir, path)
+/// The ids of the trades `node` lists over REST (a resynchronizing client's refill).
+async fn listed_trades(node: &Node) -> Vec<u64> {
+    let listed = http::request(node.addr, "GET", "/api/v1/trades?limit=1000", None, b"").await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    listed
+        .json()
+        .as_array()
+        .expect("a list of trades")
+        .iter()
+        .map(|trade| trade["id"].as_u64().unwrap())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1036,58 +1100,109 @@ async fn an_engine_restart_closes_clients_with_1012_and_they_resume_in_the_new_e
     a.synced(old_epoch).await;
     b.synced(old_epoch).await;
     let (mut on_a, _) = a.connect().await;
-    let (mut on_b, _) = b.connect().await;
-    // Some trades of the old run, so its `seq`s reach above the new run's first ones.
-    for n in 0..5 {
-        let (status, body) = a.post_trade(&format!("{prefix}-old-{n}")).await;
-        assert_eq!(status, 201, "{body}");
-    }
-    let old_seen = trades(&mut on_a, 5).await;
-    assert_eq!(trades(&mut on_b, 5).await, old_seen);
-    let old_last = old_seen.last().unwrap().0;
+    let (on_b, _) = b.connect().await;
 
-    // The engine crashes; its successor takes over once the lease lapsed.
+    // Trades go on through both gateways all along: before the crash, while no engine runs
+    // (they answer 503 or wait for the successor; each is retried with its key), and after.
+    let (addr_a, addr_b, keys) = (a.addr, b.addr, prefix.clone());
+    let trading = tokio::spawn(async move {
+        let (mut acked, mut refused) = (Vec::new(), 0);
+        for n in 0..40 {
+            let node = if n % 2 == 0 { addr_a } else { addr_b };
+            let (id, retries) = trade_retried(node, &format!("{keys}-{n}")).await;
+            acked.push(id);
+            refused += retries;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        (acked, refused)
+    });
+    // Some trades of the old run first, so its `seq`s reach above the new run's first ones.
+    let old_seen = trades(&mut on_a, 8).await;
+
+    // kill -9 of the engine mid-stream; clients connect to the gateways while none runs; then
+    // the successor takes over once the lease lapsed.
     drop(engine);
-    let successor = Node::start_with("engine", &url, &prefix, &env);
-
-    // TC0: clients that stayed connected are told: close 1012 "new epoch".
-    for socket in [&mut on_a, &mut on_b] {
-        assert_eq!(close_of(socket).await, (1012, "new epoch".to_owned()));
-    }
-    // TC1: they reconnect, see the new epoch, and a resume with the old one is not recovered.
-    let mut clients = Vec::new();
+    let killed = Instant::now();
+    let mut clients = vec![(&a, on_a, old_seen), (&b, on_b, Vec::new())];
     for node in [&a, &b] {
+        let (socket, _) = node.connect().await;
+        clients.push((node, socket, Vec::new()));
+    }
+    let _successor = Node::start_with("engine", &url, &prefix, &env);
+
+    // TC0: every client, connected before the crash or during the gap, is told: close 1012
+    // "new epoch", having seen only the old run (in order, none twice) before it.
+    let mut told = Vec::new();
+    for (node, mut socket, mut seen) in clients {
+        let (more, close) = trades_until_close(&mut socket).await;
+        assert_eq!(close, (1012, "new epoch".to_owned()));
+        seen.extend(more);
+        assert!(consecutive(&seen), "{seen:?}");
+        told.push((node, seen));
+    }
+    let told_after = killed.elapsed();
+    // TC1: they reconnect and resume with the old epoch: not recovered, so they resynchronize
+    // (refill the trades over REST) and then follow the new run live.
+    let mut resumed = Vec::new();
+    for (node, seen) in told {
         let (mut socket, epoch) = node.connect_held().await;
         assert_ne!(epoch, old_epoch, "the welcome announces the new run");
+        let last = seen.last().map_or(0, |(seq, _)| *seq);
         send(
             &mut socket,
-            &json!({"type": "resume", "id": 1, "payload": {"epoch": old_epoch, "last_seq": {"trades": old_last}}}),
+            &json!({"type": "resume", "id": 1, "payload": {"epoch": old_epoch, "last_seq": {"trades": last}}}),
         )
         .await;
-        let resumed = next_of_type(&mut socket, "resumed").await;
-        assert_eq!(resumed["epoch"].as_u64(), Some(epoch), "{resumed}");
-        assert_eq!(resumed["recovered"]["trades"], false, "{resumed}");
-        clients.push(socket);
+        let ack = next_of_type(&mut socket, "resumed").await;
+        assert_eq!(ack["epoch"].as_u64(), Some(epoch), "{ack}");
+        assert_eq!(ack["recovered"]["trades"], false, "{ack}");
+        let refill = listed_trades(node).await;
+        resumed.push((socket, epoch, seen, refill));
     }
-    let (_, new_epoch) = successor.connect().await;
-    // TC2: every trade of the new run reaches them, from its first seq on (none is taken for
-    // one of the old run's).
-    let mut acked = Vec::new();
-    for n in 0..30 {
-        let node = if n % 2 == 0 { &a } else { &b };
-        let (status, body) = node.post_trade(&format!("{prefix}-new-{n}")).await;
-        assert_eq!(status, 201, "{body}");
-        acked.push(body["trade"]["id"].as_u64().unwrap());
+    let (acked, refused) = tokio::time::timeout(2 * GUARD, trading)
+        .await
+        .expect("the trades end")
+        .expect("every trade executed");
+    eprintln!(
+        "engine restart: every client closed with 1012 {} ms after the kill -9 (lease {} ms); \
+         40 trades through two gateways, {refused} answers 503 meanwhile, each retried",
+        told_after.as_millis(),
+        SHORT_LEASE.1
+    );
+    let mut unique_ids = acked.clone();
+    unique_ids.sort_unstable();
+    unique_ids.dedup();
+    assert_eq!(
+        unique_ids.len(),
+        acked.len(),
+        "each key executed once: {acked:?}"
+    );
+
+    // TC2: none silently misses a trade: what each client saw of the old run, its refill and
+    // the new run's live events hold every acknowledged trade; the live ones come in order,
+    // none twice, from the seq after the refill on.
+    for (mut socket, epoch, seen, refill) in resumed {
+        let known = |live: &[(u64, u64)], id: &u64| {
+            seen.iter().chain(live).any(|(_, seen)| seen == id) || refill.contains(id)
+        };
+        let mut live: Vec<(u64, u64)> = Vec::new();
+        while !acked.iter().all(|id| known(&live, id)) {
+            live.extend(trades(&mut socket, 1).await);
+        }
+        assert!(consecutive(&live), "{live:?}");
+        let mut ids: Vec<u64> = live.iter().map(|(_, id)| *id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), live.len(), "a trade twice: {live:?}");
+        // Every live trade is of the new run: none of the old run comes again.
+        assert!(
+            live.iter()
+                .all(|(_, id)| !seen.iter().any(|(_, old)| old == id)),
+            "{live:?} after {seen:?}"
+        );
+        // TC3: a client connecting now is in the new epoch too.
+        assert_eq!(a.connect_held().await.1, epoch);
     }
-    for socket in &mut clients {
-        let seen = trades(socket, 30).await;
-        assert_eq!(seen.first().map(|(seq, _)| *seq), Some(1), "{seen:?}");
-        assert!(consecutive(&seen), "{seen:?}");
-        let ids: Vec<u64> = seen.iter().map(|(_, id)| *id).collect();
-        assert_eq!(ids, acked);
-    }
-    // TC3: a client connecting now is in the new epoch too.
-    assert_eq!(a.connect_held().await.1, new_epoch);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -218,6 +218,12 @@ pub struct BusConfig {
     /// instead of exiting after 1.5 × `lease_ttl_ms`; it never takes over while it cannot reach
     /// Redis. Default false.
     pub standby: bool,
+    /// Longest wait of a gateway node for any answer of Redis on its stream link, in
+    /// milliseconds, the 250 ms an idle poll blocks included (500 to 60000): beyond it the link
+    /// counts as down (readiness 503, `feed_stalled`) and is reconnected. It bounds how late a
+    /// partition is noticed; below the link's worst round trip it reports false stalls. Default
+    /// 750.
+    pub read_timeout_ms: u64,
 }
 
 impl Default for BusConfig {
@@ -233,6 +239,7 @@ impl Default for BusConfig {
             command_timeout_ms: 5000,
             lease_ttl_ms: 10_000,
             standby: false,
+            read_timeout_ms: 750,
         }
     }
 }
@@ -245,13 +252,14 @@ impl BusConfig {
     /// `redis` backend itself is refused.
     pub fn validate(&self) -> Result<(), InvalidSetting> {
         let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
-        let ranges: [(&'static str, u64, u64, u64); 6] = [
+        let ranges: [(&'static str, u64, u64, u64); 7] = [
             ("capacity", count(self.capacity), 1, 1 << 24),
             ("history_size", count(self.history_size), 0, 1 << 20),
             ("history_max_age_secs", self.history_max_age_secs, 1, 86_400),
             ("publish_buffer", count(self.publish_buffer), 1, 1 << 24),
             ("command_timeout_ms", self.command_timeout_ms, 100, 60_000),
             ("lease_ttl_ms", self.lease_ttl_ms, 1_000, 60_000),
+            ("read_timeout_ms", self.read_timeout_ms, 500, 60_000),
         ];
         for (key, value, min, max) in ranges {
             if !(min..=max).contains(&value) {
@@ -527,6 +535,13 @@ mod tests {
                     ..ok.clone()
                 },
                 "lease_ttl_ms",
+            ),
+            (
+                BusConfig {
+                    read_timeout_ms: 499,
+                    ..ok.clone()
+                },
+                "read_timeout_ms",
             ),
             // TC1: a prefix that is empty or has a blank
             (

@@ -14,10 +14,8 @@ use crate::bus::ChannelLog;
 use crate::{BrokerHealth, Clock, Envelope, EventBus, HistoryLimits, Replay};
 
 /// How long one `XREAD` waits for new entries (also how fast shutdown, a new epoch and the
-/// engine's liveness are seen).
+/// engine's liveness are seen). `bus.read_timeout_ms` (at least 500) must exceed it.
 const BLOCK_MS: u64 = 250;
-/// Longest wait for any answer of Redis: beyond it the link counts as down (a partition).
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Entries read per stream per round trip.
 const READ_COUNT: usize = 512;
 
@@ -318,7 +316,7 @@ impl StreamReader {
         let mut backoff = link::backoff(&*bus.clock);
         loop {
             let Some(mut conn) =
-                link::connect(&client, RESPONSE_TIMEOUT, &mut backoff, &shutdown).await
+                link::connect(&client, settings.read_timeout, &mut backoff, &shutdown).await
             else {
                 return;
             };

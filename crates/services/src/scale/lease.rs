@@ -459,6 +459,7 @@ mod tests {
             publish_buffer: 10,
             command_timeout: Duration::from_secs(1),
             lease_ttl: Duration::from_secs(2),
+            read_timeout: Duration::from_millis(750),
             channels: vec![Channel::Trades],
         }
     }

@@ -70,6 +70,8 @@ pub struct RedisSettings {
     pub command_timeout: Duration,
     /// Time-to-live of the engine's lease (`bus.lease_ttl_ms`).
     pub lease_ttl: Duration,
+    /// Longest wait of a gateway's stream link for an answer of Redis (`bus.read_timeout_ms`).
+    pub read_timeout: Duration,
     /// Channels the engine publishes (tickers of the configured symbols and the fixed channels).
     pub channels: Vec<Channel>,
 }
@@ -100,6 +102,7 @@ impl BusConfig {
             publish_buffer: self.publish_buffer,
             command_timeout: Duration::from_millis(self.command_timeout_ms),
             lease_ttl: Duration::from_millis(self.lease_ttl_ms),
+            read_timeout: Duration::from_millis(self.read_timeout_ms),
             channels,
         }
     }

@@ -556,6 +556,7 @@ mod tests {
             publish_buffer: 100,
             command_timeout: Duration::from_secs(1),
             lease_ttl: Duration::from_secs(10),
+            read_timeout: Duration::from_millis(750),
             channels: vec![Channel::Trades, Channel::Alerts],
         };
         let shutdown = CancellationToken::new();

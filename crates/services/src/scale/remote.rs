@@ -989,6 +989,7 @@ mod tests {
             publish_buffer: 10,
             command_timeout: Duration::from_millis(300),
             lease_ttl: Duration::from_secs(10),
+            read_timeout: Duration::from_millis(750),
             channels: vec![],
         };
         let shutdown = CancellationToken::new();
