@@ -40,7 +40,7 @@ pub struct Settings {
     pub signals: SignalConfig,
     /// `[alerts]`: alert thresholds.
     pub alerts: AlertConfig,
-    /// `[storage]`: the SQLite file.
+    /// `[storage]`: the SQLite file or the PostgreSQL database.
     pub storage: StorageSettings,
     /// `[bus]`: the event bus, in-process or through Redis.
     pub bus: BusConfig,
@@ -240,8 +240,49 @@ impl Role {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageSettings {
-    /// SQLite file (parent directories are created); `:memory:` keeps nothing.
+    /// Which database holds the books.
+    pub backend: StorageKind,
+    /// SQLite file (parent directories are created); `:memory:` keeps nothing. Used with
+    /// `backend = "sqlite"`.
     pub path: String,
+    /// PostgreSQL URL (`postgres://user[:password]@host[:port]/database`). Used with
+    /// `backend = "postgres"`.
+    pub url: String,
+}
+
+impl StorageSettings {
+    /// Where the books are, for messages: the file or the URL without its password.
+    #[must_use]
+    pub fn location(&self) -> String {
+        match self.backend {
+            StorageKind::Sqlite => self.path.clone(),
+            StorageKind::Postgres => redact_password(&self.url),
+        }
+    }
+}
+
+/// The URL with the password (between `user:` and `@`) replaced by `***`.
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((user_info, host)) if user_info.contains(':') => {
+            let user = user_info.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// `storage.backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    /// One embedded SQLite file (`storage.path`).
+    Sqlite,
+    /// A PostgreSQL database (`storage.url`), which engines on several machines can share.
+    Postgres,
 }
 
 /// `[log]`.
@@ -383,8 +424,15 @@ impl Settings {
                 "a standby is an engine (server.role = \"engine\" or \"all\") on bus.backend = \"redis\"".into(),
             ));
         }
-        if self.storage.path.trim().is_empty() {
-            return Err(invalid("storage.path")("must not be empty".into()));
+        match self.storage.backend {
+            StorageKind::Sqlite if self.storage.path.trim().is_empty() => {
+                return Err(invalid("storage.path")("must not be empty".into()));
+            }
+            StorageKind::Sqlite => {}
+            StorageKind::Postgres => {
+                cryptobot_services::trading::storage::postgres::check_url(&self.storage.url)
+                    .map_err(invalid("storage.url"))?;
+            }
         }
         self.log.validate().map_err(invalid("log.level"))?;
         Ok(())
@@ -505,7 +553,12 @@ mod tests {
         assert_eq!(s.trading.initial_cash, Decimal::from(10_000));
         assert_eq!(s.trading.fee_rate.to_string(), "0.001");
         assert!(s.trading.auto_trade);
+        assert_eq!(s.storage.backend, StorageKind::Sqlite);
         assert_eq!(s.storage.path, "data/cryptobot.db");
+        assert_eq!(
+            s.storage.url,
+            "postgres://postgres@127.0.0.1:5432/cryptobot"
+        );
         assert_eq!(s.ws, GatewayConfig::default());
         assert_eq!(s.bus.lease_ttl_ms, 10_000);
         assert_eq!(
@@ -856,6 +909,23 @@ mod tests {
     }
 
     #[test]
+    fn storage_locations_hide_the_password() {
+        let cases = [
+            // TC0: a password
+            (
+                "postgres://bot:s3cret@db:5432/books",
+                "postgres://bot:***@db:5432/books",
+            ),
+            // TC1: none
+            ("postgres://bot@db/books", "postgres://bot@db/books"),
+            ("postgres://db/books", "postgres://db/books"),
+        ];
+        for (url, shown) in cases {
+            assert_eq!(redact_password(url), shown);
+        }
+    }
+
+    #[test]
     fn rejects_bad_values_with_the_key() {
         // TC0: money as a float
         let file = temp_toml("[trading]\ninitial_cash = 10.5\n");
@@ -888,7 +958,20 @@ mod tests {
         // TC4: a missing --config file
         let err = load_error(Some(Path::new("/nonexistent/cryptobot.toml")), &[]);
         assert!(err.contains("nonexistent"), "{err}");
-        // TC5: a lease shorter than a second (renewals would flood Redis) or longer than a minute
+        // TC5: a PostgreSQL URL that is not one, or an unknown backend
+        for url in ["", "mysql://db/x", "postgres://host:notaport/db"] {
+            let err = load_error(
+                None,
+                &[
+                    ("CRYPTOBOT__STORAGE__BACKEND", "postgres"),
+                    ("CRYPTOBOT__STORAGE__URL", url),
+                ],
+            );
+            assert!(err.starts_with("storage.url: "), "{url}: {err}");
+        }
+        let err = load_error(None, &[("CRYPTOBOT__STORAGE__BACKEND", "mysql")]);
+        assert!(err.contains("storage.backend"), "{err}");
+        // TC6: a lease shorter than a second (renewals would flood Redis) or longer than a minute
         for ttl in ["999", "60001"] {
             let err = load_error(None, &[("CRYPTOBOT__BUS__LEASE_TTL_MS", ttl)]);
             assert!(

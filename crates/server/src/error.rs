@@ -112,9 +112,9 @@ impl ResponseError for ApiError {
                 | ServiceError::OrderNotOpen { .. }
                 | ServiceError::PostOnlyWouldCross { .. }
                 | ServiceError::TooManyOrders { .. } => StatusCode::CONFLICT,
-                ServiceError::NoPrice(_) | ServiceError::Unavailable(_) => {
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
+                ServiceError::NoPrice(_)
+                | ServiceError::Unavailable(_)
+                | ServiceError::Fenced { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 ServiceError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
                 ServiceError::Remote { code, .. } => remote_status(code),
             },
@@ -171,7 +171,7 @@ fn remote_status(code: &str) -> StatusCode {
         | "order_not_open"
         | "post_only_would_cross"
         | "too_many_orders" => StatusCode::CONFLICT,
-        "no_price" | "unavailable" => StatusCode::SERVICE_UNAVAILABLE,
+        "no_price" | "unavailable" | "engine_fenced" => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

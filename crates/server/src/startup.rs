@@ -41,7 +41,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::access_log;
-use crate::config::{Role, Settings};
+use crate::config::{Role, Settings, StorageKind};
 use crate::rate_limit::RestRateLimit;
 use crate::routes;
 use crate::state::AppState;
@@ -63,7 +63,7 @@ pub enum StartupError {
     /// The storage could not be opened or its books do not balance.
     #[error("storage {path}: {source}")]
     Storage {
-        /// `storage.path`.
+        /// `storage.path`, or `storage.url` without its password.
         path: String,
         /// What failed.
         source: ServiceError,
@@ -362,14 +362,17 @@ impl Application {
                 }
             };
 
-        let storage_path = settings.storage.path.clone();
-        let storage = tokio::task::spawn_blocking(move || Storage::open(&storage_path))
-            .await
-            .map_err(|join| StartupError::Config(format!("storage open panicked: {join}")))?
-            .map_err(|source| StartupError::Storage {
-                path: settings.storage.path.clone(),
-                source,
-            })?;
+        let storage_settings = settings.storage.clone();
+        let storage = tokio::task::spawn_blocking(move || match storage_settings.backend {
+            StorageKind::Sqlite => Storage::open(&storage_settings.path),
+            StorageKind::Postgres => Storage::open_postgres(&storage_settings.url),
+        })
+        .await
+        .map_err(|join| StartupError::Config(format!("storage open panicked: {join}")))?
+        .map_err(|source| StartupError::Storage {
+            path: settings.storage.location(),
+            source,
+        })?;
         // Subscribed before the feed starts, like every consumer of tickers.
         let (candles, aggregator) = CandleAggregator::new(
             Arc::clone(&bus),
@@ -388,7 +391,7 @@ impl Application {
             shutdown.clone(),
         )
         .map_err(|source| StartupError::Storage {
-            path: settings.storage.path.clone(),
+            path: settings.storage.location(),
             source,
         })?;
         let trading = trading.with_candles(candles);

@@ -1,5 +1,5 @@
 //! The real `cryptobot` binary as a process: command line, bad configuration, port in use,
-//! SIGTERM, and `kill -9` in the middle of a stream of trades.
+//! SIGTERM, and `kill -9` in the middle of a stream of trades, on SQLite and on PostgreSQL.
 
 #[path = "../../../tests/src/http.rs"]
 #[allow(
@@ -8,6 +8,9 @@
     reason = "shared with the end-to-end suite, which uses all of it"
 )]
 mod http;
+
+#[path = "../../services/src/trading/storage/needs_postgres.rs"]
+mod needs_postgres;
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
@@ -31,6 +34,14 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// Where a started server keeps its books.
+enum Storage {
+    /// A SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL URL.
+    Postgres(String),
+}
+
 /// A started server process and the address it reported.
 struct Server {
     child: Child,
@@ -38,12 +49,24 @@ struct Server {
 }
 
 impl Server {
-    /// Starts the binary on port 0 with `db` and waits for its "listening on" log line.
+    /// Starts the binary on port 0 with the SQLite file `db` and waits for its "listening on"
+    /// log line.
     fn start(db: &Path) -> Self {
-        let mut child = Command::new(BIN)
+        Self::start_on(&Storage::Sqlite(db.to_owned()))
+    }
+
+    /// Starts the binary on port 0 with `storage` and waits for its "listening on" log line.
+    fn start_on(storage: &Storage) -> Self {
+        let mut command = Command::new(BIN);
+        match storage {
+            Storage::Sqlite(db) => command.env("CRYPTOBOT__STORAGE__PATH", db),
+            Storage::Postgres(url) => command
+                .env("CRYPTOBOT__STORAGE__BACKEND", "postgres")
+                .env("CRYPTOBOT__STORAGE__URL", url),
+        };
+        let mut child = command
             .env("CRYPTOBOT__SERVER__PORT", "0")
             .env("CRYPTOBOT__SERVER__WORKERS", "1")
-            .env("CRYPTOBOT__STORAGE__PATH", db)
             .env("CRYPTOBOT__MARKET__TICKS_PER_SECOND", "20")
             .env("CRYPTOBOT__TRADING__AUTO_TRADE", "false")
             // A durability stress test: as many trades as the server takes, not the per-IP rate.
@@ -332,7 +355,20 @@ async fn try_request(addr: SocketAddr, body: String) -> Option<u16> {
 
 #[test]
 fn kill_9_never_loses_an_acknowledged_trade() {
-    let db = temp_dir("crash").join("db.sqlite");
+    kill_9_loses_nothing(&Storage::Sqlite(temp_dir("crash").join("db.sqlite")));
+}
+
+#[test]
+fn kill_9_on_postgres_never_loses_an_acknowledged_trade() {
+    let Some(schema) = needs_postgres::TestSchema::create("kill_9_on_postgres") else {
+        return;
+    };
+    kill_9_loses_nothing(&Storage::Postgres(schema.url()));
+}
+
+/// Kills the server four times in a stream of trades, then checks that every acknowledged
+/// trade is stored and the books agree with the trade log.
+fn kill_9_loses_nothing(db: &Storage) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -361,7 +397,7 @@ fn kill_9_never_loses_an_acknowledged_trade() {
         })
         .collect();
     for (round, delay_ms) in (0u32..).zip(kill_delays_ms) {
-        let server = Server::start(&db);
+        let server = Server::start_on(db);
         let addr = server.addr;
         let sender = runtime.spawn(hammer(addr, round, Arc::clone(&acked)));
         // Counted from the moment the server listens, so kills land during the stream of commits.
@@ -371,7 +407,7 @@ fn kill_9_never_loses_an_acknowledged_trade() {
     }
 
     // A restart must succeed (it refuses books that do not balance) and show every acked trade.
-    let server = Server::start(&db);
+    let server = Server::start_on(db);
     let addr = server.addr;
     let (trades, portfolio) = runtime.block_on(async {
         let trades = http::request(addr, "GET", "/api/v1/trades?limit=1000", None, b"")
@@ -668,4 +704,89 @@ fn kill_9_keeps_open_orders_fills_and_reservations() {
         .map(|t| dec(&t["notional"]) + dec(&t["fee"]))
         .sum();
     assert_eq!(dec(&portfolio["cash"]), Decimal::from(10_000) - spent);
+}
+
+#[test]
+fn on_postgres_a_trade_and_its_replay_survive_kill_9() {
+    let Some(schema) = needs_postgres::TestSchema::create("process_on_postgres") else {
+        return;
+    };
+    let storage = Storage::Postgres(schema.url());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let body =
+        json!({"symbol": "BTCUSDT", "side": "buy", "amount": "25", "client_order_id": "pg-1"})
+            .to_string();
+    let trade = |addr| {
+        let body = body.clone();
+        async move {
+            http::request(
+                addr,
+                "POST",
+                "/api/v1/trades",
+                Some("application/json"),
+                body.as_bytes(),
+            )
+            .await
+        }
+    };
+    let server = Server::start_on(&storage);
+    let first = runtime.block_on(trade(server.addr));
+    assert_eq!(first.status, 201, "{:?}", first.json());
+    let ready = runtime.block_on(http::request(server.addr, "GET", "/readyz", None, b""));
+    assert_eq!(
+        ready.json()["checks"]["storage"],
+        "ok",
+        "{:?}",
+        ready.json()
+    );
+    server.kill9();
+
+    let server = Server::start_on(&storage);
+    let (trades, replay, portfolio) = runtime.block_on(async {
+        let trades = http::request(server.addr, "GET", "/api/v1/trades", None, b"").await;
+        let replay = trade(server.addr).await;
+        let portfolio = http::request(server.addr, "GET", "/api/v1/portfolio", None, b"").await;
+        (trades.json(), replay, portfolio.json())
+    });
+    server.kill9();
+    let kept = &first.json()["trade"];
+    assert_eq!(trades.as_array().unwrap(), std::slice::from_ref(kept));
+    assert_eq!(replay.status, 200);
+    assert_eq!(replay.json()["replayed"], true);
+    assert_eq!(&replay.json()["trade"], kept);
+    assert_eq!(portfolio["trade_count"], 1);
+    assert_eq!(
+        dec(&portfolio["cash"]),
+        Decimal::from(10_000) - dec(&kept["notional"]) - dec(&kept["fee"])
+    );
+}
+
+#[test]
+fn an_unreachable_postgres_exits_with_a_one_line_error() {
+    // Port 1 on loopback: nothing listens, the connection is refused at once.
+    let (code, out) = run_to_exit(
+        &[],
+        &[
+            ("CRYPTOBOT__SERVER__PORT", "0"),
+            ("CRYPTOBOT__STORAGE__BACKEND", "postgres"),
+            (
+                "CRYPTOBOT__STORAGE__URL",
+                "postgres://bot:s3cret@127.0.0.1:1/books",
+            ),
+        ],
+    );
+    assert_ne!(code, 0, "{out}");
+    let error = out
+        .lines()
+        .find(|line| line.starts_with("error:"))
+        .unwrap_or_else(|| panic!("no error line: {out}"));
+    assert!(
+        error.contains("postgres://bot:***@127.0.0.1:1/books"),
+        "{error}"
+    );
+    assert!(error.contains("cannot connect to PostgreSQL"), "{error}");
+    assert!(!out.contains("s3cret"), "{out}");
 }

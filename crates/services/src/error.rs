@@ -76,6 +76,17 @@ pub enum ServiceError {
     /// The database failed; the command was not executed.
     #[error("storage: {0}")]
     Storage(String),
+    /// Another engine took the storage's fence over: this engine's write was rolled back, and
+    /// it commits nothing any more (the other engine serves).
+    #[error(
+        "engine fenced: another engine holds the storage (epoch {current}, this engine held {held})"
+    )]
+    Fenced {
+        /// The epoch this engine acquired.
+        held: u64,
+        /// The epoch the database holds now.
+        current: u64,
+    },
     /// The service is stopped or stopping.
     #[error("service unavailable: {0}")]
     Unavailable(String),
@@ -110,13 +121,14 @@ impl ServiceError {
             Self::PostOnlyWouldCross { .. } => "post_only_would_cross",
             Self::TooManyOrders { .. } => "too_many_orders",
             Self::Storage(_) => "storage_error",
+            Self::Fenced { .. } => "engine_fenced",
             Self::Unavailable(_) => "unavailable",
             Self::Remote { code, .. } => code,
         }
     }
 
     /// Every code [`ServiceError::code`] can return, domain codes included.
-    pub const CODES: [&'static str; 21] = [
+    pub const CODES: [&'static str; 22] = [
         "invalid_symbol",
         "invalid_limit",
         "invalid_query",
@@ -136,6 +148,7 @@ impl ServiceError {
         "no_position",
         "duplicate_client_order_id",
         "storage_error",
+        "engine_fenced",
         "unavailable",
         "internal",
     ];
@@ -158,7 +171,7 @@ impl ServiceError {
             Self::Remote { client_error, .. } => *client_error,
             _ => !matches!(
                 self,
-                Self::Storage(_) | Self::Unavailable(_) | Self::NoPrice(_)
+                Self::Storage(_) | Self::Fenced { .. } | Self::Unavailable(_) | Self::NoPrice(_)
             ),
         }
     }

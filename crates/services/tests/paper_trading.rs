@@ -25,6 +25,10 @@ use tokio_util::sync::CancellationToken;
 
 include!("support/paper_harness.rs");
 
+#[cfg(feature = "postgres")]
+#[path = "../src/trading/storage/needs_postgres.rs"]
+mod needs_postgres;
+
 #[tokio::test]
 async fn order_becomes_trade_and_portfolio() {
     let w = world();
@@ -258,10 +262,25 @@ async fn concurrent_repeats_of_one_client_order_id_execute_once() {
 #[tokio::test]
 async fn restart_from_the_same_file_keeps_cash_positions_and_trades() {
     let db = TempDb::new("restart");
+    restart_keeps_the_books(&|| Storage::open(db.path()).unwrap()).await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn restart_on_postgres_keeps_cash_positions_and_trades() {
+    let Some(schema) = needs_postgres::TestSchema::create("restart_on_postgres") else {
+        return;
+    };
+    restart_keeps_the_books(&|| Storage::open_postgres(&schema.url()).unwrap()).await;
+}
+
+/// An engine trades on a database, stops, and a new engine on the same database carries on
+/// with the same books, trade log and idempotency records.
+async fn restart_keeps_the_books(open: &dyn Fn() -> Storage) {
     let w = world();
     w.price("BTCUSDT", "100");
     w.price("ETHUSDT", "2000");
-    let (trading, task) = w.start(Storage::open(db.path()).unwrap());
+    let (trading, task) = w.start(open());
     for request in [
         order(Side::Buy, "BTCUSDT", qty("3"), Some("a-1")),
         order(Side::Buy, "ETHUSDT", qty("0.25"), None),
@@ -288,7 +307,7 @@ async fn restart_from_the_same_file_keeps_cash_positions_and_trades() {
     let w2 = world();
     w2.price("BTCUSDT", "100");
     w2.price("ETHUSDT", "2000");
-    let (trading, task) = w2.start(Storage::open(db.path()).unwrap());
+    let (trading, task) = w2.start(open());
     let after = guarded(trading.summary()).await.unwrap();
     assert_eq!(after, before);
     assert_eq!(after.positions[0].position.stop_loss, Some(dec("50")));
@@ -309,6 +328,58 @@ async fn restart_from_the_same_file_keeps_cash_positions_and_trades() {
         .unwrap();
     assert_eq!((next.replayed, next.trade.id), (false, 4));
     w2.stop(task).await;
+}
+
+#[tokio::test]
+async fn an_engine_started_on_the_same_file_fences_the_running_one() {
+    let db = TempDb::new("fence");
+    a_second_engine_fences_the_first(&|| Storage::open(db.path()).unwrap()).await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn an_engine_started_on_the_same_postgres_fences_the_running_one() {
+    let Some(schema) = needs_postgres::TestSchema::create("engine_fence_on_postgres") else {
+        return;
+    };
+    a_second_engine_fences_the_first(&|| Storage::open_postgres(&schema.url()).unwrap()).await;
+}
+
+/// Two engines on one database (a paused former engine and its successor): once the second
+/// started, the first commits nothing and answers `engine_fenced`; the second serves.
+async fn a_second_engine_fences_the_first(open: &dyn Fn() -> Storage) {
+    let w = world();
+    w.price("BTCUSDT", "100");
+    let (old, old_task) = w.start(open());
+    guarded(old.execute(order(Side::Buy, "BTCUSDT", qty("1"), Some("f-1"))))
+        .await
+        .unwrap();
+    let w2 = world();
+    w2.price("BTCUSDT", "100");
+    let (new, new_task) = w2.start(open());
+    let err = guarded(old.execute(order(Side::Buy, "BTCUSDT", qty("1"), Some("f-2"))))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ServiceError::Fenced { .. }), "{err:?}");
+    assert_eq!(err.code(), "engine_fenced");
+    assert!(!err.is_client_error());
+    // The readiness probe of the old engine fails too.
+    assert!(matches!(
+        guarded(old.probe_storage()).await,
+        Err(ServiceError::Fenced { .. })
+    ));
+    // Nothing of the refused trade is anywhere; the retry on the new engine executes it once.
+    let trades = guarded(new.recent_trades(10)).await.unwrap();
+    assert_eq!(trades.len(), 1);
+    let retry = guarded(new.execute(order(Side::Buy, "BTCUSDT", qty("1"), Some("f-2"))))
+        .await
+        .unwrap();
+    assert!(!retry.replayed);
+    let summary = guarded(new.summary()).await.unwrap();
+    assert_eq!(summary.positions[0].position.quantity, dec("2"));
+    assert_books_balance(&summary);
+    w.stop(old_task).await;
+    w2.stop(new_task).await;
 }
 
 #[tokio::test]

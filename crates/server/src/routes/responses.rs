@@ -55,7 +55,7 @@ error_responses! {
     Unprocessable "422": "invalid_size, invalid_levels, invalid_order, order_too_small, insufficient_funds, insufficient_position";
     RateLimited "429": "rate_limited", "Retry-After";
     ServerError "500": "storage_error, internal";
-    Unavailable "503": "no_price, unavailable, too_many_connections";
+    Unavailable "503": "no_price, unavailable, engine_fenced, too_many_connections";
     UpgradeRequired "426": "invalid_upgrade: a WebSocket version other than 13";
 }
 

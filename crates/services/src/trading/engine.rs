@@ -140,7 +140,8 @@ impl PaperEngine {
     ///
     /// # Errors
     /// [`ServiceError::Unavailable`] for a configuration out of range; [`ServiceError::Storage`]
-    /// when the storage cannot be read or its books do not balance.
+    /// when the storage cannot be read or its books do not balance, or its fence cannot be
+    /// taken.
     pub(crate) fn load(
         config: TradingConfig,
         storage: Storage,
@@ -153,6 +154,10 @@ impl PaperEngine {
         config.validate().map_err(|why| {
             ServiceError::Unavailable(format!("invalid paper trading config: {why}"))
         })?;
+        // Taken before reading the books: a former engine on the same database commits nothing
+        // from here on, so the books read below stay the latest.
+        let epoch = storage.acquire_fence()?;
+        tracing::info!(fence_epoch = epoch, "storage fence acquired");
         let (ledger, next_trade_id) = load_books(&storage, &config)?;
         let open = load_open_orders(&storage, &ledger)?;
         let next_order_id = storage

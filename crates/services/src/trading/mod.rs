@@ -24,7 +24,7 @@ pub mod handle;
 pub mod ledger;
 /// Pure order matching: request and ticker to fill or rejection.
 pub mod matching;
-/// SQLite storage of trades, positions and the account.
+/// Storage of trades, positions, orders and the account: SQLite or PostgreSQL, fenced.
 #[cfg(feature = "sqlite")]
 pub mod storage;
 
@@ -34,7 +34,7 @@ pub use handle::PaperTrading;
 pub use ledger::{Account, Ledger};
 pub use matching::{Fill, MatchRules};
 #[cfg(feature = "sqlite")]
-pub use storage::{Storage, StoredTrade};
+pub use storage::{Storage, StorageBackend, StoredTrade};
 
 /// The result of a trade command.
 #[derive(Debug, Clone, PartialEq, Eq)]
