@@ -244,7 +244,10 @@ impl RedisFollowerBus {
 }
 
 /// Decodes one stream entry (`<seq>-0` with `epoch`, `ts`, `event`).
-fn decode(channel: &Channel, entry: &redis::streams::StreamId) -> Result<(u64, Envelope), String> {
+pub(super) fn decode(
+    channel: &Channel,
+    entry: &redis::streams::StreamId,
+) -> Result<(u64, Envelope), String> {
     let seq = entry
         .id
         .strip_suffix("-0")

@@ -1,7 +1,7 @@
 //! The paper trading engine: an actor owning the books, executing commands one at a time and
 //! selling positions whose stop-loss or take-profit the market crosses.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -21,7 +21,9 @@ use super::ledger::{Account, Ledger};
 use super::matching::{self, Available};
 use super::storage::Storage;
 use super::{Execution, OpenOrders, Placement};
-use crate::{Clock, Envelope, EventBus, MarketService, ServiceError, ServiceMetrics, Subscription};
+use crate::{
+    Clock, Envelope, EventBus, Inherited, MarketService, ServiceError, ServiceMetrics, Subscription,
+};
 
 /// Commands that may wait for the engine before callers wait to send.
 const COMMAND_CAPACITY: usize = 256;
@@ -120,6 +122,9 @@ pub(crate) struct PaperEngine {
     ticks: Subscription,
     /// Stops the engine between two commands.
     shutdown: CancellationToken,
+    /// What the previous run of a continued epoch published of the books; what it committed
+    /// beyond that is published before anything else ([`PaperEngine::republish`]).
+    inherited: Option<Inherited>,
 }
 
 impl std::fmt::Debug for PaperEngine {
@@ -181,6 +186,7 @@ impl PaperEngine {
             storage,
             market,
             ticks,
+            inherited: bus.inherited(),
             bus,
             clock,
             metrics,
@@ -194,6 +200,9 @@ impl PaperEngine {
     /// Serves commands and watches tickers until the shutdown token is cancelled or every handle
     /// is dropped; a closed bus only ends the ticker watch.
     pub(crate) async fn run(mut self) {
+        if let Some(inherited) = self.inherited.take() {
+            self.republish(&inherited).await;
+        }
         let mut bus_open = true;
         loop {
             let wake = tokio::select! {
@@ -219,6 +228,61 @@ impl PaperEngine {
             }
         }
         tracing::debug!("paper trading engine stopped");
+    }
+
+    /// Publishes what the previous engine run of this epoch committed but never got to Redis
+    /// (its publish queue died with it): the stored trades after the last one it published, in
+    /// id order; each order whose stored status is not the last one published (the orders it
+    /// published, the open ones, and those placed after its last published one); and a fresh
+    /// portfolio. Runs before the engine serves anything, so nothing comes between.
+    async fn republish(&self, inherited: &Inherited) {
+        let storage = self.storage.clone();
+        let after = inherited.last_trade;
+        let mut candidates: BTreeSet<u64> = inherited.orders.keys().copied().collect();
+        candidates.extend(self.open.keys().copied());
+        if inherited.last_order > 0 {
+            candidates.extend(inherited.last_order + 1..self.next_order_id);
+        }
+        let read = blocking(move || {
+            let mut trades: Vec<Trade> = storage
+                .load_trades()?
+                .into_iter()
+                .filter(|trade| trade.id > after)
+                .collect();
+            trades.sort_by_key(|trade| trade.id);
+            let mut orders = Vec::new();
+            for id in candidates {
+                if let Some(order) = storage.find_order(id)? {
+                    orders.push(order);
+                }
+            }
+            Ok((trades, orders))
+        })
+        .await;
+        let (trades, orders) = match read {
+            Ok(read) => read,
+            Err(err) => {
+                tracing::error!(%err, "takeover: the storage could not be read; clients see only what comes next");
+                (Vec::new(), Vec::new())
+            }
+        };
+        for trade in &trades {
+            self.bus.publish(Event::TradeExecuted(trade.clone()));
+        }
+        let mut changed = 0;
+        for order in orders {
+            if inherited.orders.get(&order.id) != Some(&order.status) {
+                changed += 1;
+                self.publish_order(order.status, order);
+            }
+        }
+        self.publish_portfolio().await;
+        tracing::info!(
+            trades = trades.len(),
+            after_trade = after,
+            orders = changed,
+            "takeover: published what the previous engine committed but had not published"
+        );
     }
 
     async fn handle(&mut self, command: Command) {
