@@ -2,14 +2,18 @@
 //! one-way delay and emulated loss, changed at runtime through a [`FaultHandle`]. The kernel here
 //! lacks `tc netem`, so the fault tests put this in the path instead.
 //!
-//! The loss model: a TCP proxy cannot drop bytes without corrupting the stream, and the peer's
-//! TCP would resend a lost segment anyway. So a "lost" chunk is one held back for a
-//! retransmission timeout (uniformly drawn from [`Faults::retransmit`]), with probability
-//! [`Faults::loss`] per chunk read. As in TCP, everything behind it waits too (head-of-line
-//! blocking): chunks are released in order, each no earlier than the one before it. Delay and
-//! loss apply to each direction on its own.
+//! The loss model: a TCP proxy cannot drop bytes without corrupting the stream, and the peer's TCP
+//! would resend a lost segment anyway. So a "lost" chunk is one held back for a retransmission
+//! timeout (uniformly drawn from [`Faults::retransmit`]), with probability [`Faults::loss`] per
+//! chunk read. As in TCP, everything behind it waits too (head-of-line blocking): chunks are
+//! released in order, each no earlier than the one before it. Delay and loss apply to each
+//! direction on its own.
 //!
 //! Also compiled into `crates/server/tests` through `#[path]`, so both suites share one copy.
+//!
+//! [`FaultHandle`]: crate::fault_proxy::FaultHandle
+//! [`Faults::retransmit`]: crate::fault_proxy::Faults::retransmit
+//! [`Faults::loss`]: crate::fault_proxy::Faults::loss
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};

@@ -1,13 +1,17 @@
-//! A network namespace with two veth pairs to the host, for fault tests that cut one path of a
-//! node and keep the other: `redis` (the node's way to Redis, cut by [`Netns::set_redis_link`])
-//! and `clients` (the way its clients reach it). Addresses are private `/30`s of 10.x on this
-//! machine only; nothing leaves it.
+//! A network namespace with two veth pairs to the host, for fault tests that cut one path of a node
+//! and keep the other: `redis` (the node's way to Redis, cut by [`Netns::set_redis_link`]) and
+//! `clients` (the way its clients reach it). Addresses are private `/30`s of 10.x on this machine
+//! only; nothing leaves it.
 //!
-//! Needs root (or `CAP_NET_ADMIN`) and `ip` (iproute2). Everything is deleted when the [`Netns`]
-//! is dropped, also after a failed test; [`Netns::create`] first deletes what runs of earlier
+//! Needs root (or `CAP_NET_ADMIN`) and `ip` (iproute2). Everything is deleted when the [`Netns`] is
+//! dropped, also after a failed test; [`Netns::create`] first deletes what runs of earlier
 //! processes left behind (a test killed before its drop ran).
 //!
 //! Also compiled into `crates/server/tests` through `#[path]`, so both suites share one copy.
+//!
+//! [`Netns::set_redis_link`]: crate::netns::Netns::set_redis_link
+//! [`Netns`]: crate::netns::Netns
+//! [`Netns::create`]: crate::netns::Netns::create
 
 use std::net::Ipv4Addr;
 use std::process::Command;
@@ -219,12 +223,20 @@ impl Drop for Netns {
 mod tests {
     use super::*;
 
+    /// Writes to the real stderr: the harness captures `eprintln!`, and a skip must show.
+    fn say(line: std::fmt::Arguments<'_>) {
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "{line}");
+    }
+
     #[test]
     fn a_namespace_is_made_and_deleted_without_leftovers() {
         let netns = match Netns::create(900) {
             Ok(netns) => netns,
             Err(why) => {
-                eprintln!("skipped: network namespaces refused here: {why}");
+                say(format_args!(
+                    "skipped: network namespaces refused here: {why}"
+                ));
                 return;
             }
         };
