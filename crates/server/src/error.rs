@@ -211,6 +211,13 @@ mod tests {
             ),
             (ServiceError::Unavailable("stopping".into()), 503),
             (ServiceError::Storage("disk".into()), 500),
+            (
+                ServiceError::Fenced {
+                    held: 1,
+                    current: 2,
+                },
+                503,
+            ),
             // TC2: orders
             (
                 ServiceError::Domain(DomainError::InvalidOrder("x".into())),

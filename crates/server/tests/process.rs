@@ -707,7 +707,7 @@ fn kill_9_keeps_open_orders_fills_and_reservations() {
 }
 
 #[test]
-fn on_postgres_a_trade_and_its_replay_survive_kill_9() {
+fn on_postgres_a_trade_and_its_replay_survive_kill_9_and_a_fenced_engine_writes_nothing() {
     let Some(schema) = needs_postgres::TestSchema::create("process_on_postgres") else {
         return;
     };
@@ -751,7 +751,42 @@ fn on_postgres_a_trade_and_its_replay_survive_kill_9() {
         let portfolio = http::request(server.addr, "GET", "/api/v1/portfolio", None, b"").await;
         (trades.json(), replay, portfolio.json())
     });
+    // Another engine takes the fence (as a successor's start does): this one commits nothing
+    // more, says so, and is not ready.
+    schema
+        .client()
+        .batch_execute("UPDATE engine_fence SET epoch = epoch + 1")
+        .unwrap();
+    let late =
+        json!({"symbol": "BTCUSDT", "side": "buy", "amount": "25", "client_order_id": "pg-2"})
+            .to_string();
+    let (fenced, ready) = runtime.block_on(async {
+        let fenced = http::request(
+            server.addr,
+            "POST",
+            "/api/v1/trades",
+            Some("application/json"),
+            late.as_bytes(),
+        )
+        .await;
+        let ready = http::request(server.addr, "GET", "/readyz", None, b"").await;
+        (fenced, ready)
+    });
     server.kill9();
+    assert_eq!(fenced.status, 503, "{:?}", fenced.json());
+    assert_eq!(fenced.json()["code"], "engine_fenced");
+    assert_eq!(ready.status, 503);
+    let check = ready.json()["checks"]["storage"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(check.contains("engine fenced"), "{check}");
+    let stored: i64 = schema
+        .client()
+        .query_one("SELECT count(*) FROM trades", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 1, "the fenced trade was not written");
     let kept = &first.json()["trade"];
     assert_eq!(trades.as_array().unwrap(), std::slice::from_ref(kept));
     assert_eq!(replay.status, 200);

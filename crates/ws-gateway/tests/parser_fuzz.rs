@@ -28,6 +28,7 @@ const DOCUMENTED_CODES: &[&str] = &[
     "no_position",
     "duplicate_client_order_id",
     "storage_error",
+    "engine_fenced",
     "unavailable",
     "invalid_order",
     "invalid_limit",
