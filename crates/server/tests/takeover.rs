@@ -12,6 +12,9 @@
     reason = "shared with the end-to-end suite, which uses all of it"
 )]
 mod http;
+/// The skip rule of every PostgreSQL-backed test, with a schema of its own per test.
+#[path = "../../services/src/trading/storage/needs_postgres.rs"]
+mod needs_postgres;
 #[path = "../../services/src/scale/needs_redis.rs"]
 mod needs_redis;
 
@@ -337,23 +340,63 @@ async fn five_kills_of_the_active_engine_keep_the_epoch_and_every_trade_exactly_
     else {
         return;
     };
+    let (_dir, storage) = storage_file("takeover");
+    five_kills(&url, &[("CRYPTOBOT__STORAGE__PATH", storage.as_str())]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_kills_on_postgres_keep_the_epoch_and_every_trade_exactly_once() {
+    let Some(url) = redis_url("five_kills_on_postgres_keep_the_epoch_and_every_trade_exactly_once")
+    else {
+        return;
+    };
+    let Some(schema) = needs_postgres::TestSchema::create(
+        "five_kills_on_postgres_keep_the_epoch_and_every_trade_exactly_once",
+    ) else {
+        return;
+    };
+    let storage = schema.url();
+    five_kills(
+        &url,
+        &[
+            ("CRYPTOBOT__STORAGE__BACKEND", "postgres"),
+            ("CRYPTOBOT__STORAGE__URL", storage.as_str()),
+        ],
+    )
+    .await;
+}
+
+/// An active engine and a standby on one storage (`storage`: its settings), two gateways, a
+/// stream of trades through both, and kill -9 of the active engine five times, a new standby
+/// started after each takeover.
+async fn five_kills(url: &str, storage: &[(&str, &str)]) {
     const KILLS: usize = 5;
     const TRADES: usize = 70;
+    let url = url.to_owned();
     let prefix = unique("takeover");
     let _keys = Keys {
         url: url.clone(),
         prefix: prefix.clone(),
     };
-    let (_dir, storage) = storage_file("takeover");
-    let env = [SHORT_LEASE, ("CRYPTOBOT__STORAGE__PATH", storage.as_str())];
-    let standby_env = [
-        SHORT_LEASE,
-        ("CRYPTOBOT__STORAGE__PATH", storage.as_str()),
-        ("CRYPTOBOT__BUS__STANDBY", "true"),
-    ];
+    let mut env = vec![SHORT_LEASE];
+    env.extend_from_slice(storage);
+    let mut standby_env = env.clone();
+    standby_env.push(("CRYPTOBOT__BUS__STANDBY", "true"));
     let mut active = Node::start("engine", &url, &prefix, &env, "listening on http://");
-    let a = Node::start("gateway", &url, &prefix, &env, "listening on http://");
-    let b = Node::start("gateway", &url, &prefix, &env, "listening on http://");
+    let a = Node::start(
+        "gateway",
+        &url,
+        &prefix,
+        &[SHORT_LEASE],
+        "listening on http://",
+    );
+    let b = Node::start(
+        "gateway",
+        &url,
+        &prefix,
+        &[SHORT_LEASE],
+        "listening on http://",
+    );
     let (_, epoch) = active.connect().await;
     a.synced(epoch).await;
     b.synced(epoch).await;
@@ -429,7 +472,12 @@ async fn five_kills_of_the_active_engine_keep_the_epoch_and_every_trade_exactly_
         .expect("every trade executed");
     let acked: Vec<u64> = acked.lock().unwrap().iter().map(|(id, _)| *id).collect();
     say(format_args!(
-        "takeovers (kill -9 to the first acknowledged trade through a gateway, lease {} ms): {}",
+        "takeovers on {} (kill -9 to the first acknowledged trade through a gateway, lease {} ms): {}",
+        if storage.iter().any(|(_, value)| *value == "postgres") {
+            "PostgreSQL"
+        } else {
+            "SQLite"
+        },
         SHORT_LEASE.1,
         takeovers
             .iter()
