@@ -768,44 +768,6 @@ async fn invalid_config_is_refused_at_spawn() {
     assert!(err.to_string().contains("fee_rate"), "{err}");
 }
 
-/// The engine's bus of a run that continues an epoch: an in-process bus that says what the
-/// previous run published of the books.
-#[derive(Debug)]
-struct ContinuedBus {
-    inner: InMemoryBus,
-    inherited: cryptobot_services::Inherited,
-}
-
-impl EventBus for ContinuedBus {
-    fn publish(&self, event: Event) -> Arc<Envelope> {
-        self.inner.publish(event)
-    }
-
-    fn subscribe(&self) -> broadcast::Receiver<Arc<Envelope>> {
-        self.inner.subscribe()
-    }
-
-    fn epoch(&self) -> u64 {
-        self.inner.epoch()
-    }
-
-    fn last_seq(&self, channel: &cryptobot_domain::Channel) -> u64 {
-        self.inner.last_seq(channel)
-    }
-
-    fn replay(
-        &self,
-        channel: &cryptobot_domain::Channel,
-        after_seq: u64,
-    ) -> cryptobot_services::Replay {
-        self.inner.replay(channel, after_seq)
-    }
-
-    fn inherited(&self) -> Option<cryptobot_services::Inherited> {
-        Some(self.inherited.clone())
-    }
-}
-
 #[tokio::test]
 async fn a_successor_first_publishes_the_trades_its_predecessor_committed_but_never_published() {
     let db = TempDb::new("republish");

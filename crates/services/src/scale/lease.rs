@@ -566,6 +566,62 @@ mod tests {
         cleanup(&settings).await;
     }
 
+    /// Needs a real Redis (`REDIS_URL`): the lease holds the run token and the liveness mark the
+    /// epoch, written only once the epoch is decided.
+    #[tokio::test]
+    async fn the_lease_holds_the_run_token_and_the_liveness_mark_the_epoch() {
+        let Some(url) = crate::scale::redis_url_or_skip(
+            "the_lease_holds_the_run_token_and_the_liveness_mark_the_epoch",
+        ) else {
+            return;
+        };
+        let settings = settings(url);
+        let lease = EngineLease::new(
+            EngineLease::run_token(1_700_000_000_000_000, 4321),
+            settings.lease_ttl,
+        );
+        assert_eq!(lease.token(), 1_700_000_000_000_000_321);
+        let client = redis::Client::open(settings.url.as_str()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let read = |conn: &mut MultiplexedConnection| {
+            let mut conn = conn.clone();
+            let keys = (settings.lease_key(), settings.alive_key());
+            async move {
+                let values: (Option<u64>, Option<u64>) = redis::pipe()
+                    .get(keys.0)
+                    .get(keys.1)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                values
+            }
+        };
+        // TC0: before the epoch is decided: the lease, no liveness mark
+        assert_eq!(
+            acquire_engine_lease(&settings, &lease, Duration::ZERO).await,
+            LeaseOutcome::Held
+        );
+        assert_eq!(read(&mut conn).await, (Some(lease.token()), None));
+        // TC1: once decided, the next claim marks the epoch alive; the lease keeps the token
+        lease.set_epoch(7);
+        assert_eq!(
+            acquire_engine_lease(&settings, &lease, Duration::ZERO).await,
+            LeaseOutcome::Held
+        );
+        assert_eq!(read(&mut conn).await, (Some(lease.token()), Some(7)));
+        // TC2: another run continuing epoch 7 is still another token: refused while ours holds
+        let successor = EngineLease::new(
+            EngineLease::run_token(1_700_000_000_000_001, 4321),
+            settings.lease_ttl,
+        );
+        successor.set_epoch(7);
+        assert_eq!(
+            acquire_engine_lease(&settings, &successor, Duration::ZERO).await,
+            LeaseOutcome::TakenByAnother
+        );
+        cleanup(&settings).await;
+    }
+
     /// Needs a real Redis (`REDIS_URL`): a keeper that finds its lease held by another token
     /// marks it lost at its next renewal, and the fence shuts for good.
     #[tokio::test]
