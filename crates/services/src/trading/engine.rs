@@ -25,6 +25,9 @@ use crate::{
     Clock, Envelope, EventBus, Inherited, MarketService, ServiceError, ServiceMetrics, Subscription,
 };
 
+/// Reads of the storage a takeover retries before it gives up republishing (500 ms apart).
+const REPUBLISH_ATTEMPTS: u32 = 5;
+
 /// Commands that may wait for the engine before callers wait to send.
 const COMMAND_CAPACITY: usize = 256;
 
@@ -243,7 +246,7 @@ impl PaperEngine {
         if inherited.last_order > 0 {
             candidates.extend(inherited.last_order + 1..self.next_order_id);
         }
-        let read = blocking(move || {
+        let read = move || {
             let mut trades: Vec<Trade> = storage
                 .load_trades()?
                 .into_iter()
@@ -257,13 +260,31 @@ impl PaperEngine {
                 }
             }
             Ok((trades, orders))
-        })
-        .await;
-        let (trades, orders) = match read {
-            Ok(read) => read,
-            Err(err) => {
-                tracing::error!(%err, "takeover: the storage could not be read; clients see only what comes next");
-                (Vec::new(), Vec::new())
+        };
+        let mut attempt = 0;
+        let (trades, orders) = loop {
+            let read = read.clone();
+            match blocking(read).await {
+                Ok(read) => break read,
+                Err(err) if attempt < REPUBLISH_ATTEMPTS => {
+                    attempt += 1;
+                    tracing::warn!(%err, attempt, "takeover: the storage could not be read; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+                Err(err) => {
+                    // Not silent: clients on `alerts` are told to refill.
+                    tracing::error!(%err, "takeover: the storage could not be read; what the previous engine did not publish is not published");
+                    self.bus.publish(Event::Alert(Alert {
+                        alert_type: AlertType::FeedStalled,
+                        severity: Severity::Critical,
+                        message: format!(
+                            "engine takeover: trades after {after} and order changes the previous engine committed may not have been published ({err}); refill trades and orders over REST"
+                        ),
+                        symbol: None,
+                        raised_at: self.clock.now(),
+                    }));
+                    break (Vec::new(), Vec::new());
+                }
             }
         };
         for trade in &trades {
