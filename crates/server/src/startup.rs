@@ -21,14 +21,16 @@ use actix_web::dev::Server;
 use actix_web::http::KeepAlive;
 use actix_web::{App, HttpServer, web};
 use cryptobot_access::IpRange;
+use cryptobot_domain::{Channel, TradeQuery};
 use cryptobot_services::alerts::AlertMonitor;
 use cryptobot_services::market::{
     BinanceFeed, BinanceMarket, CandleAggregator, FeedState, MarketSource, SimulatedFeed,
     SimulatedMarket,
 };
 use cryptobot_services::scale::{
-    BrokerMetrics, CommandServer, EngineLease, LeaseKeeper, LeaseOutcome, RedisFollowerBus,
-    RedisPublishingBus, RemoteMarket, RemoteTrading, acquire_engine_lease, wait_for_engine_lease,
+    BrokerMetrics, CommandServer, Continuity, EngineLease, LeaseKeeper, LeaseOutcome,
+    RedisFollowerBus, RedisPublishingBus, RedisSettings, RemoteMarket, RemoteTrading, StoredMarks,
+    acquire_engine_lease, read_streams, wait_for_engine_lease,
 };
 use cryptobot_services::signals::{AutoTrader, SignalEngine};
 use cryptobot_services::trading::{PaperTrading, Storage};
@@ -288,16 +290,24 @@ impl Application {
         shutdown: &CancellationToken,
         listener: &TcpListener,
     ) -> Result<Core, StartupError> {
-        let local = InMemoryBus::with_history(settings.bus.capacity, history, Arc::clone(clock));
         let mut tasks = Vec::new();
-        let (bus, broker, lease): (Arc<dyn EventBus>, _, _) = match settings.bus.backend {
-            BusBackend::Memory => (Arc::new(local), None, None),
+        let (bus, broker, lease, storage): (Arc<dyn EventBus>, _, _, _) = match settings.bus.backend
+        {
+            BusBackend::Memory => {
+                let local =
+                    InMemoryBus::with_history(settings.bus.capacity, history, Arc::clone(clock));
+                let storage = open_storage(settings).await?;
+                (Arc::new(local), None, None, storage)
+            }
             BusBackend::Redis => {
                 // One engine per prefix: a second one would replace the first one's streams.
                 let redis = settings.bus.redis_settings(&settings.market.symbols);
-                // The token is the epoch: gateways compare the engine's liveness mark with the
-                // epoch they follow.
-                let lease = Arc::new(EngineLease::new(local.epoch(), redis.lease_ttl));
+                // The token names this process run; the epoch (decided below, once the lease is
+                // ours) goes into the liveness mark that gateways compare.
+                let lease = Arc::new(EngineLease::new(
+                    EngineLease::run_token(clock.now_us(), std::process::id()),
+                    redis.lease_ttl,
+                ));
                 let standby = Standby::start(listener, settings);
                 let outcome = if settings.bus.standby {
                     let waiting = std::time::Instant::now();
@@ -313,7 +323,7 @@ impl Application {
                     acquire_engine_lease(&redis, &lease, wait).await
                 };
                 standby.stop().await;
-                match outcome {
+                match &outcome {
                     LeaseOutcome::Held => {}
                     LeaseOutcome::Unreachable(why) => tracing::warn!(
                         %why,
@@ -325,14 +335,63 @@ impl Application {
                         });
                     }
                 }
+                let storage = open_storage(settings).await?;
+                let continuity = if outcome == LeaseOutcome::Held {
+                    continuity(&redis, settings.bus.history_size, &storage).await
+                } else {
+                    Continuity::NewEpoch("Redis was unreachable at start".into())
+                };
+                let (local, inherited) = match continuity {
+                    Continuity::Continue {
+                        epoch,
+                        channels,
+                        inherited,
+                    } => {
+                        let trades_seq = channels.get(&Channel::Trades).map_or(0, |t| t.last_seq);
+                        tracing::info!(
+                            epoch,
+                            trades_seq,
+                            last_published_trade = inherited.last_trade,
+                            "continuing the epoch in Redis: the storage holds every trade its streams name, so clients keep their seq"
+                        );
+                        let local = InMemoryBus::continuing(
+                            settings.bus.capacity,
+                            history,
+                            Arc::clone(clock),
+                            epoch,
+                            channels
+                                .into_iter()
+                                .map(|(channel, tail)| (channel, tail.last_seq, tail.history)),
+                        );
+                        (local, Some(inherited))
+                    }
+                    Continuity::NewEpoch(why) => {
+                        let local = InMemoryBus::with_history(
+                            settings.bus.capacity,
+                            history,
+                            Arc::clone(clock),
+                        );
+                        tracing::warn!(
+                            epoch = local.epoch(),
+                            %why,
+                            "starting a new epoch: gateways close their clients with 1012 and resumes answer recovered:false"
+                        );
+                        (local, None)
+                    }
+                };
+                lease.set_epoch(local.epoch());
                 tasks.push(LeaseKeeper::new(redis, Arc::clone(&lease), shutdown.clone()).spawn());
                 let broker = Arc::new(BrokerMetrics::default());
-                let bus = Arc::new(RedisPublishingBus::new(
+                let mut bus = RedisPublishingBus::new(
                     local,
                     settings.bus.publish_buffer,
                     Arc::clone(&broker),
                     Arc::clone(&lease),
-                ));
+                );
+                if let Some(inherited) = inherited {
+                    bus = bus.continuing(inherited);
+                }
+                let bus = Arc::new(bus);
                 tasks.push(
                     bus.writer(
                         settings.bus.redis_settings(&settings.market.symbols),
@@ -341,7 +400,7 @@ impl Application {
                     )
                     .spawn(),
                 );
-                (bus as Arc<dyn EventBus>, Some(broker), Some(lease))
+                (bus as Arc<dyn EventBus>, Some(broker), Some(lease), storage)
             }
         };
 
@@ -376,17 +435,6 @@ impl Application {
                 }
             };
 
-        let storage_settings = settings.storage.clone();
-        let storage = tokio::task::spawn_blocking(move || match storage_settings.backend {
-            StorageKind::Sqlite => Storage::open(&storage_settings.path),
-            StorageKind::Postgres => Storage::open_postgres(&storage_settings.url),
-        })
-        .await
-        .map_err(|join| StartupError::Config(format!("storage open panicked: {join}")))?
-        .map_err(|source| StartupError::Storage {
-            path: settings.storage.location(),
-            source,
-        })?;
         // Subscribed before the feed starts, like every consumer of tickers.
         let (candles, aggregator) = CandleAggregator::new(
             Arc::clone(&bus),
@@ -556,6 +604,64 @@ impl Application {
             Some((lease, prefix)) if lease.is_lost() => Err(StartupError::LeaseLost { prefix }),
             _ => result,
         }
+    }
+}
+
+/// Opens the storage of `[storage]`.
+async fn open_storage(settings: &Settings) -> Result<Storage, StartupError> {
+    let storage_settings = settings.storage.clone();
+    tokio::task::spawn_blocking(move || match storage_settings.backend {
+        StorageKind::Sqlite => Storage::open(&storage_settings.path),
+        StorageKind::Postgres => Storage::open_postgres(&storage_settings.url),
+    })
+    .await
+    .map_err(|join| StartupError::Config(format!("storage open panicked: {join}")))?
+    .map_err(|source| StartupError::Storage {
+        path: settings.storage.location(),
+        source,
+    })
+}
+
+/// Whether this engine, holding the lease, continues the epoch in Redis: reads the streams'
+/// tails and the storage's last trade and order (see [`Continuity::decide`]).
+async fn continuity(redis: &RedisSettings, history_size: usize, storage: &Storage) -> Continuity {
+    let state = match read_streams(redis, history_size).await {
+        Ok(state) => state,
+        Err(err) => return Continuity::NewEpoch(format!("the streams could not be read: {err}")),
+    };
+    let streamed = state
+        .channels
+        .get(&Channel::Trades)
+        .and_then(|tail| tail.last_trade.as_ref())
+        .map(|trade| trade.id);
+    let storage = storage.clone();
+    let stored = tokio::task::spawn_blocking(move || -> Result<StoredMarks, ServiceError> {
+        let last_trade = storage
+            .recent_trades(1)?
+            .first()
+            .map_or(0, |trade| trade.id);
+        let trade_at_streamed = match streamed {
+            Some(id) if id > 0 => storage
+                .trades(&TradeQuery {
+                    after_id: Some(id - 1),
+                    ..TradeQuery::latest(1)
+                })?
+                .trades
+                .into_iter()
+                .find(|trade| trade.id == id),
+            _ => None,
+        };
+        Ok(StoredMarks {
+            last_trade,
+            trade_at_streamed,
+            last_order: storage.last_order_id()?,
+        })
+    })
+    .await;
+    match stored {
+        Ok(Ok(stored)) => Continuity::decide(state, &stored),
+        Ok(Err(err)) => Continuity::NewEpoch(format!("the storage could not be read: {err}")),
+        Err(err) => Continuity::NewEpoch(format!("the storage read failed: {err}")),
     }
 }
 

@@ -75,6 +75,25 @@ pub trait EventBus: Send + Sync + Debug {
     fn check_fence(&self) -> Result<(), ServiceError> {
         Ok(())
     }
+
+    /// What an earlier engine run of this epoch published of the books, for an engine that
+    /// continues that epoch (a takeover): its successor publishes what it committed beyond it
+    /// before anything else. `None`: this run started the epoch.
+    fn inherited(&self) -> Option<Inherited> {
+        None
+    }
+}
+
+/// The books as an earlier engine run of the same epoch published them (see
+/// [`EventBus::inherited`]), read back from the broker's streams.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inherited {
+    /// Id of the last trade on the `trades` channel.
+    pub last_trade: u64,
+    /// Highest order id on the `orders` channel (of the entries retained).
+    pub last_order: u64,
+    /// Each retained order's last published status, by order id.
+    pub orders: HashMap<u64, cryptobot_domain::OrderStatus>,
 }
 
 /// Connection state of a node to its event broker (a bus with one, see [`EventBus::health`]),
@@ -410,6 +429,39 @@ impl InMemoryBus {
             limits,
             epoch,
         }
+    }
+
+    /// A bus that continues `epoch`: each channel of `tails` goes on after its last `seq`, with
+    /// the envelopes given (oldest first, contiguous up to that `seq`; may be empty) as its
+    /// history, so resumes from before the continuation are exact as far as they reach.
+    #[must_use]
+    pub fn continuing(
+        capacity: usize,
+        limits: HistoryLimits,
+        clock: Arc<dyn Clock>,
+        epoch: u64,
+        tails: impl IntoIterator<Item = (Channel, u64, Vec<Arc<Envelope>>)>,
+    ) -> Self {
+        let bus = Self::with_history(capacity, limits, clock).with_epoch(epoch);
+        {
+            let mut channels = bus.channels.lock().unwrap_or_else(PoisonError::into_inner);
+            for (channel, seq, history) in tails {
+                let contiguous = history.last().is_some_and(|last| last.seq == seq)
+                    && history
+                        .windows(2)
+                        .all(|pair| pair[1].seq == pair[0].seq + 1);
+                let mut history: VecDeque<Arc<Envelope>> = if contiguous {
+                    history.into_iter().collect()
+                } else {
+                    VecDeque::new()
+                };
+                while history.len() > limits.size {
+                    history.pop_front();
+                }
+                channels.insert(channel, ChannelLog { seq, history });
+            }
+        }
+        bus
     }
 
     /// Replaces the epoch (tests, or a caller that derives epochs itself).

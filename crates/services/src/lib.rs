@@ -52,8 +52,8 @@ pub mod signals;
 pub mod trading;
 
 pub use bus::{
-    BrokerHealth, BusBackend, BusConfig, Envelope, EventBus, HistoryLimits, InMemoryBus, Replay,
-    Subscription,
+    BrokerHealth, BusBackend, BusConfig, Envelope, EventBus, HistoryLimits, InMemoryBus, Inherited,
+    Replay, Subscription,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::ServiceError;

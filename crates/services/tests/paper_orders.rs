@@ -576,3 +576,61 @@ async fn open_orders_and_reservations_survive_a_restart() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_successor_publishes_each_order_whose_stored_status_was_not_published() {
+    let db = TempDb::new("republish-orders");
+    let first = world();
+    let (trading, task) = first.start(Storage::open(db.path()).unwrap());
+    first.price("BTCUSDT", "100");
+    let place = |price: &'static str| {
+        let trading = trading.clone();
+        async move {
+            guarded(trading.place_order(limit(Side::Buy, "1", price, None)))
+                .await
+                .unwrap()
+                .order
+        }
+    };
+    let (kept, canceled) = (place("50").await, place("40").await);
+    guarded(trading.cancel_order(OrderRef::Id(canceled.id)))
+        .await
+        .unwrap();
+    let unseen = place("30").await;
+    first.stop(task).await;
+
+    // The predecessor's orders stream showed both first orders as new, nothing later.
+    let clock = Arc::new(ManualClock::new(instant()));
+    let bus = Arc::new(ContinuedBus {
+        inner: InMemoryBus::new(64, Arc::clone(&clock) as Arc<dyn Clock>),
+        inherited: cryptobot_services::Inherited {
+            last_trade: 0,
+            last_order: canceled.id,
+            orders: [(kept.id, OrderStatus::New), (canceled.id, OrderStatus::New)].into(),
+        },
+    });
+    let mut events = bus.subscribe();
+    let second = World {
+        bus: Arc::clone(&bus) as Arc<dyn EventBus>,
+        clock,
+        ..world()
+    };
+    second.price("BTCUSDT", "100");
+    let (_trading, task) = second.start(Storage::open(db.path()).unwrap());
+
+    // TC0: the cancel it never published and the order placed after its last one; not the
+    // order whose status it had published; then the portfolio.
+    let seen = collect_until(&mut events, |event| {
+        matches!(event, Event::PortfolioChanged(_))
+    })
+    .await;
+    assert_eq!(
+        order_events(&seen),
+        [
+            (OrderStatus::Canceled, canceled.id),
+            (OrderStatus::New, unseen.id)
+        ]
+    );
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    second.stop(task).await;
+}

@@ -766,3 +766,57 @@ async fn invalid_config_is_refused_at_spawn() {
     .unwrap_err();
     assert!(err.to_string().contains("fee_rate"), "{err}");
 }
+
+#[tokio::test]
+async fn a_successor_first_publishes_the_trades_its_predecessor_committed_but_never_published() {
+    let db = TempDb::new("republish");
+    let first = world();
+    let (trading, task) = first.start(Storage::open(db.path()).unwrap());
+    first.price("BTCUSDT", "100");
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let execution = guarded(trading.execute(order(Side::Buy, "BTCUSDT", qty("1"), None)))
+            .await
+            .unwrap();
+        ids.push(execution.trade.id);
+    }
+    first.stop(task).await;
+
+    // The predecessor's last trade on the stream was the first one: two more were committed.
+    let clock = Arc::new(ManualClock::new(instant()));
+    let bus = Arc::new(ContinuedBus {
+        inner: InMemoryBus::new(64, Arc::clone(&clock) as Arc<dyn Clock>),
+        inherited: cryptobot_services::Inherited {
+            last_trade: ids[0],
+            ..Default::default()
+        },
+    });
+    let mut events = bus.subscribe();
+    let second = World {
+        bus: Arc::clone(&bus) as Arc<dyn EventBus>,
+        clock,
+        ..world()
+    };
+    second.price("BTCUSDT", "100");
+    let (_trading, task) = second.start(Storage::open(db.path()).unwrap());
+
+    // TC0: before anything else, the two unpublished trades in id order, then the portfolio.
+    let seen = collect_until(&mut events, |event| {
+        matches!(event, Event::PortfolioChanged(_))
+    })
+    .await;
+    let Some(Event::PortfolioChanged(summary)) = seen.last() else {
+        panic!("{seen:?}")
+    };
+    assert_eq!(summary.trade_count, 3, "{summary:?}");
+    let republished: Vec<u64> = seen
+        .iter()
+        .filter_map(|event| match event {
+            Event::TradeExecuted(trade) => Some(trade.id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(republished, ids[1..]);
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    second.stop(task).await;
+}

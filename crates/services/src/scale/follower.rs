@@ -104,8 +104,9 @@ impl RedisFollowerBus {
             .query_async(conn)
             .await
             .map_err(|err| err.to_string())?;
-        // The mark holds the engine's lease token, its epoch: only the run this node follows
-        // counts (a successor that took the lease but has not announced its epoch yet does not).
+        // The mark holds the epoch the lease holder publishes: only an engine of the epoch this
+        // node follows counts (a successor that took the lease but has not decided its epoch yet
+        // writes no mark).
         let alive = epoch.is_some() && alive == epoch;
         self.metrics.engine_alive.store(u64::from(alive), Relaxed);
         let Some(epoch) = epoch else {
@@ -310,7 +311,10 @@ impl RedisFollowerBus {
 }
 
 /// Decodes one stream entry (`<seq>-0` with `epoch`, `ts`, `event`).
-fn decode(channel: &Channel, entry: &redis::streams::StreamId) -> Result<(u64, Envelope), String> {
+pub(super) fn decode(
+    channel: &Channel,
+    entry: &redis::streams::StreamId,
+) -> Result<(u64, Envelope), String> {
     let seq = entry
         .id
         .strip_suffix("-0")

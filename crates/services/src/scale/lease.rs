@@ -1,6 +1,10 @@
 //! The engine's lease on a key prefix: `{prefix}:engine` holds the running engine's token with a
 //! time-to-live that the engine keeps renewing. A second engine on the same prefix would replace
 //! the first one's streams, so it waits for the lease to lapse and refuses to start if it does not.
+//!
+//! The token names one process run, not the epoch: a successor may continue its predecessor's
+//! epoch, and a fence comparing epochs would then let a paused predecessor write again. The
+//! liveness mark `{prefix}:engine:alive` holds the epoch, which is what gateways compare.
 
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::time::{Duration, Instant};
@@ -16,13 +20,16 @@ use crate::ServiceError;
 pub const ENGINE_LEASE: Duration = Duration::from_secs(10);
 
 /// Takes the lease if it is free or already ours, keeping it for another `ARGV[2]` ms, and marks
-/// the engine alive for `ARGV[3]` ms (what gateways report in their health).
+/// the engine's epoch `ARGV[4]` alive for `ARGV[3]` ms (what gateways report in their health;
+/// not before the epoch is known, `ARGV[4]` = 0).
 /// Answers 1 when the lease is ours afterwards, 0 when another token holds it.
 const CLAIM: &str = r"
 local holder = redis.call('GET', KEYS[1])
 if holder == false or holder == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[3])
+  if ARGV[4] ~= '0' then
+    redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[3])
+  end
   return 1
 end
 return 0";
@@ -59,6 +66,8 @@ pub enum LeaseOutcome {
 #[derive(Debug)]
 pub struct EngineLease {
     token: u64,
+    /// The epoch this run publishes (0 until it is decided): the liveness mark's value.
+    epoch: AtomicU64,
     ttl: Duration,
     /// Origin of the millisecond stamps below.
     base: Instant,
@@ -70,11 +79,13 @@ pub struct EngineLease {
 }
 
 impl EngineLease {
-    /// The lease of the engine run `token` (its epoch), with time-to-live `ttl`.
+    /// The lease of the engine run `token` (see [`EngineLease::run_token`]), with time-to-live
+    /// `ttl`.
     #[must_use]
     pub fn new(token: u64, ttl: Duration) -> Self {
         Self {
             token,
+            epoch: AtomicU64::new(0),
             ttl: ttl.max(Duration::from_millis(100)),
             base: Instant::now(),
             confirmed: AtomicU64::new(0),
@@ -83,10 +94,31 @@ impl EngineLease {
         }
     }
 
+    /// A token unique to one process run: its start time in µs (from the injected clock) and
+    /// the process id, so two runs started in the same microsecond still differ.
+    #[must_use]
+    pub fn run_token(now_us: i64, pid: u32) -> u64 {
+        u64::try_from(now_us)
+            .unwrap_or(0)
+            .saturating_mul(1000)
+            .saturating_add(u64::from(pid % 1000))
+    }
+
     /// The token stored in Redis while the lease is ours.
     #[must_use]
     pub const fn token(&self) -> u64 {
         self.token
+    }
+
+    /// The epoch this run publishes, written into the liveness mark from the next claim on.
+    pub fn set_epoch(&self, epoch: u64) {
+        self.epoch.store(epoch, SeqCst);
+    }
+
+    /// The epoch of [`EngineLease::set_epoch`] (0 before).
+    #[must_use]
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(SeqCst)
     }
 
     /// The lease's time-to-live.
@@ -190,6 +222,7 @@ async fn claim(
         .arg(lease.token())
         .arg(millis(lease.ttl()))
         .arg(millis(lease.alive_ttl()))
+        .arg(lease.epoch())
         .query_async(conn)
         .await?;
     Ok(held == 1)
@@ -530,6 +563,62 @@ mod tests {
             acquire_engine_lease(&nowhere, &EngineLease::new(3, ttl), Duration::ZERO).await,
             LeaseOutcome::Unreachable(_)
         ));
+        cleanup(&settings).await;
+    }
+
+    /// Needs a real Redis (`REDIS_URL`): the lease holds the run token and the liveness mark the
+    /// epoch, written only once the epoch is decided.
+    #[tokio::test]
+    async fn the_lease_holds_the_run_token_and_the_liveness_mark_the_epoch() {
+        let Some(url) = crate::scale::redis_url_or_skip(
+            "the_lease_holds_the_run_token_and_the_liveness_mark_the_epoch",
+        ) else {
+            return;
+        };
+        let settings = settings(url);
+        let lease = EngineLease::new(
+            EngineLease::run_token(1_700_000_000_000_000, 4321),
+            settings.lease_ttl,
+        );
+        assert_eq!(lease.token(), 1_700_000_000_000_000_321);
+        let client = redis::Client::open(settings.url.as_str()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let read = |conn: &mut MultiplexedConnection| {
+            let mut conn = conn.clone();
+            let keys = (settings.lease_key(), settings.alive_key());
+            async move {
+                let values: (Option<u64>, Option<u64>) = redis::pipe()
+                    .get(keys.0)
+                    .get(keys.1)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                values
+            }
+        };
+        // TC0: before the epoch is decided: the lease, no liveness mark
+        assert_eq!(
+            acquire_engine_lease(&settings, &lease, Duration::ZERO).await,
+            LeaseOutcome::Held
+        );
+        assert_eq!(read(&mut conn).await, (Some(lease.token()), None));
+        // TC1: once decided, the next claim marks the epoch alive; the lease keeps the token
+        lease.set_epoch(7);
+        assert_eq!(
+            acquire_engine_lease(&settings, &lease, Duration::ZERO).await,
+            LeaseOutcome::Held
+        );
+        assert_eq!(read(&mut conn).await, (Some(lease.token()), Some(7)));
+        // TC2: another run continuing epoch 7 is still another token: refused while ours holds
+        let successor = EngineLease::new(
+            EngineLease::run_token(1_700_000_000_000_001, 4321),
+            settings.lease_ttl,
+        );
+        successor.set_epoch(7);
+        assert_eq!(
+            acquire_engine_lease(&settings, &successor, Duration::ZERO).await,
+            LeaseOutcome::TakenByAnother
+        );
         cleanup(&settings).await;
     }
 

@@ -2,10 +2,13 @@
 //! of gateway nodes follow them, and gateway nodes forward trading commands to the engine.
 //!
 //! Keys (all under `bus.redis_prefix`): `{prefix}:epoch` (the engine's epoch),
-//! `{prefix}:engine` (the running engine's lease), `{prefix}:engine:alive` (present while it renews it), `{prefix}:stream:{channel}` (one stream per channel, entry ID `<seq>-0`, fields `epoch`, `ts`,
+//! `{prefix}:engine` (the running engine's lease: its run token), `{prefix}:engine:alive` (its
+//! epoch, present while it renews the lease), `{prefix}:stream:{channel}` (one stream per channel, entry ID `<seq>-0`, fields `epoch`, `ts`,
 //! `event`), `{prefix}:rpc:requests` (list of forwarded commands) and `{prefix}:rpc:reply:{node}`
 //! (one reply list per gateway node).
 
+/// Whether an engine that took the lease continues the epoch in Redis or starts a new one.
+pub mod continuity;
 /// The gateway side: a bus that follows the engine's streams.
 pub mod follower;
 /// The engine's lease on its key prefix.
@@ -28,6 +31,7 @@ use crate::{BrokerHealth, BusConfig};
 #[cfg(test)]
 use needs_redis::redis_url_or_skip;
 
+pub use continuity::{ChannelTail, Continuity, StoredMarks, StreamsState, read_streams};
 pub use follower::{RedisFollowerBus, StreamReader};
 pub use lease::{
     ENGINE_LEASE, EngineLease, LeaseKeeper, LeaseOutcome, acquire_engine_lease,

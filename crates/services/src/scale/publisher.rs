@@ -8,7 +8,9 @@ use tokio::sync::{Notify, broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::{BrokerMetrics, EngineLease, RedisSettings, link, report_health};
-use crate::{BrokerHealth, Clock, Envelope, EventBus, InMemoryBus, Replay, ServiceError};
+use crate::{
+    BrokerHealth, Clock, Envelope, EventBus, InMemoryBus, Inherited, Replay, ServiceError,
+};
 
 /// Envelopes written per round trip while catching up.
 const BATCH: usize = 256;
@@ -81,6 +83,9 @@ pub struct RedisPublishingBus {
     metrics: Arc<BrokerMetrics>,
     /// This engine's lease: the fence of commits ([`EventBus::check_fence`]) and of every write.
     lease: Arc<EngineLease>,
+    /// Set when this run continues the epoch in Redis: its streams are kept, and this is what
+    /// the previous run published of the books.
+    inherited: Option<Inherited>,
 }
 
 #[derive(Debug, Default)]
@@ -112,7 +117,17 @@ impl RedisPublishingBus {
             health: watch::channel(BrokerHealth::Connecting).0,
             metrics,
             lease,
+            inherited: None,
         }
+    }
+
+    /// This run continues the epoch of `local` as found in Redis: the streams are kept (new
+    /// entries follow theirs) instead of being replaced, and the trading engine learns what its
+    /// predecessor published ([`EventBus::inherited`]).
+    #[must_use]
+    pub fn continuing(mut self, inherited: Inherited) -> Self {
+        self.inherited = Some(inherited);
+        self
     }
 
     /// The task that writes this bus's envelopes to Redis until `shutdown` (see
@@ -190,7 +205,12 @@ impl RedisPublishingBus {
         fresh: bool,
     ) -> redis::RedisResult<()> {
         let mut call = redis::cmd("EVAL");
-        let streams = if fresh { settings.channels.len() } else { 0 };
+        // A continued epoch keeps its streams: they are what gateways follow.
+        let streams = if fresh && self.inherited.is_none() {
+            settings.channels.len()
+        } else {
+            0
+        };
         call.arg(PREPARE_FENCED)
             .arg(2 + streams)
             .arg(settings.lease_key())
@@ -324,7 +344,7 @@ impl StreamWriter {
     /// reconnecting with backoff.
     ///
     /// On its first connection it replaces the previous run's streams (a new epoch starts at
-    /// `seq` 1); after a reconnection it only restores the epoch key (Redis may have restarted
+    /// `seq` 1) unless this run continues their epoch; after a reconnection it only restores the epoch key (Redis may have restarted
     /// empty) and flushes the backlog.
     pub async fn run(self) {
         let Self {
@@ -492,6 +512,10 @@ impl EventBus for RedisPublishingBus {
 
     fn check_fence(&self) -> Result<(), ServiceError> {
         self.lease.check()
+    }
+
+    fn inherited(&self) -> Option<Inherited> {
+        self.inherited.clone()
     }
 }
 

@@ -1,7 +1,7 @@
 //! The paper trading engine: an actor owning the books, executing commands one at a time and
 //! selling positions whose stop-loss or take-profit the market crosses.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use cryptobot_domain::{
@@ -21,7 +21,12 @@ use super::ledger::{Account, Ledger};
 use super::matching::{self, Available};
 use super::storage::Storage;
 use super::{Execution, ForceExit, OpenOrders, Placement};
-use crate::{Clock, Envelope, EventBus, MarketService, ServiceError, ServiceMetrics, Subscription};
+use crate::{
+    Clock, Envelope, EventBus, Inherited, MarketService, ServiceError, ServiceMetrics, Subscription,
+};
+
+/// Reads of the storage a takeover retries before it gives up republishing (500 ms apart).
+const REPUBLISH_ATTEMPTS: u32 = 5;
 
 /// Commands that may wait for the engine before callers wait to send.
 const COMMAND_CAPACITY: usize = 256;
@@ -163,6 +168,9 @@ pub(crate) struct PaperEngine {
     ticks: Subscription,
     /// Stops the engine between two commands.
     shutdown: CancellationToken,
+    /// What the previous run of a continued epoch published of the books; what it committed
+    /// beyond that is published before anything else ([`PaperEngine::republish`]).
+    inherited: Option<Inherited>,
 }
 
 impl std::fmt::Debug for PaperEngine {
@@ -224,6 +232,7 @@ impl PaperEngine {
             storage,
             market,
             ticks,
+            inherited: bus.inherited(),
             bus,
             clock,
             metrics,
@@ -237,6 +246,9 @@ impl PaperEngine {
     /// Serves commands and watches tickers until the shutdown token is cancelled or every handle
     /// is dropped; a closed bus only ends the ticker watch.
     pub(crate) async fn run(mut self) {
+        if let Some(inherited) = self.inherited.take() {
+            self.republish(&inherited).await;
+        }
         let mut bus_open = true;
         loop {
             let wake = tokio::select! {
@@ -262,6 +274,79 @@ impl PaperEngine {
             }
         }
         tracing::debug!("paper trading engine stopped");
+    }
+
+    /// Publishes what the previous engine run of this epoch committed but never got to Redis
+    /// (its publish queue died with it): the stored trades after the last one it published, in
+    /// id order; each order whose stored status is not the last one published (the orders it
+    /// published, the open ones, and those placed after its last published one); and a fresh
+    /// portfolio. Runs before the engine serves anything, so nothing comes between.
+    async fn republish(&self, inherited: &Inherited) {
+        let storage = self.storage.clone();
+        let after = inherited.last_trade;
+        let mut candidates: BTreeSet<u64> = inherited.orders.keys().copied().collect();
+        candidates.extend(self.open.keys().copied());
+        if inherited.last_order > 0 {
+            candidates.extend(inherited.last_order + 1..self.next_order_id);
+        }
+        let read = move || {
+            let mut trades: Vec<Trade> = storage
+                .load_trades()?
+                .into_iter()
+                .filter(|trade| trade.id > after)
+                .collect();
+            trades.sort_by_key(|trade| trade.id);
+            let mut orders = Vec::new();
+            for id in candidates {
+                if let Some(order) = storage.find_order(id)? {
+                    orders.push(order);
+                }
+            }
+            Ok((trades, orders))
+        };
+        let mut attempt = 0;
+        let (trades, orders) = loop {
+            let read = read.clone();
+            match blocking(read).await {
+                Ok(read) => break read,
+                Err(err) if attempt < REPUBLISH_ATTEMPTS => {
+                    attempt += 1;
+                    tracing::warn!(%err, attempt, "takeover: the storage could not be read; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+                Err(err) => {
+                    // Not silent: clients on `alerts` are told to refill.
+                    tracing::error!(%err, "takeover: the storage could not be read; what the previous engine did not publish is not published");
+                    self.bus.publish(Event::Alert(Alert {
+                        alert_type: AlertType::FeedStalled,
+                        severity: Severity::Critical,
+                        message: format!(
+                            "engine takeover: trades after {after} and order changes the previous engine committed may not have been published ({err}); refill trades and orders over REST"
+                        ),
+                        symbol: None,
+                        raised_at: self.clock.now(),
+                    }));
+                    break (Vec::new(), Vec::new());
+                }
+            }
+        };
+        for trade in &trades {
+            self.bus.publish(Event::TradeExecuted(trade.clone()));
+        }
+        let mut changed = 0;
+        for order in orders {
+            if inherited.orders.get(&order.id) != Some(&order.status) {
+                changed += 1;
+                self.publish_order(order.status, order);
+            }
+        }
+        self.publish_portfolio().await;
+        tracing::info!(
+            trades = trades.len(),
+            after_trade = after,
+            orders = changed,
+            "takeover: published what the previous engine committed but had not published"
+        );
     }
 
     async fn handle(&mut self, command: Command) {

@@ -245,3 +245,41 @@ fn assert_books_balance(summary: &PortfolioSummary) {
     );
 }
 
+
+/// The engine's bus of a run that continues an epoch: an in-process bus that says what the
+/// previous run published of the books.
+#[derive(Debug)]
+struct ContinuedBus {
+    inner: InMemoryBus,
+    inherited: cryptobot_services::Inherited,
+}
+
+impl EventBus for ContinuedBus {
+    fn publish(&self, event: Event) -> Arc<Envelope> {
+        self.inner.publish(event)
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Arc<Envelope>> {
+        self.inner.subscribe()
+    }
+
+    fn epoch(&self) -> u64 {
+        self.inner.epoch()
+    }
+
+    fn last_seq(&self, channel: &cryptobot_domain::Channel) -> u64 {
+        self.inner.last_seq(channel)
+    }
+
+    fn replay(
+        &self,
+        channel: &cryptobot_domain::Channel,
+        after_seq: u64,
+    ) -> cryptobot_services::Replay {
+        self.inner.replay(channel, after_seq)
+    }
+
+    fn inherited(&self) -> Option<cryptobot_services::Inherited> {
+        Some(self.inherited.clone())
+    }
+}
