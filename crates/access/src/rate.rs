@@ -144,7 +144,17 @@ impl IpRateLimiter {
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !table.next.contains_key(&key) && table.next.len() >= self.capacity {
+        // A known address: one lookup, which is every request but an address's first.
+        if let Some(next) = table.next.get_mut(&key) {
+            let current = (*next).max(now);
+            let ahead = current.saturating_duration_since(now);
+            if ahead > self.tolerance {
+                return Err(ahead - self.tolerance);
+            }
+            *next = current + self.interval;
+            return Ok(());
+        }
+        if table.next.len() >= self.capacity {
             let due = table
                 .last_sweep
                 .is_none_or(|last| now.saturating_duration_since(last) >= SWEEP_EVERY);
@@ -157,12 +167,8 @@ impl IpRateLimiter {
                 return Err(SWEEP_EVERY);
             }
         }
-        let next = table.next.get(&key).map_or(now, |next| (*next).max(now));
-        let ahead = next.saturating_duration_since(now);
-        if ahead > self.tolerance {
-            return Err(ahead - self.tolerance);
-        }
-        table.next.insert(key, next + self.interval);
+        // A new address starts with its whole burst: the first request always passes.
+        table.next.insert(key, now + self.interval);
         Ok(())
     }
 
