@@ -820,3 +820,176 @@ async fn a_successor_first_publishes_the_trades_its_predecessor_committed_but_ne
     assert_eq!(seen.len(), 3, "{seen:?}");
     second.stop(task).await;
 }
+
+/// A storage whose next trade commit lands but answers an error, as a PostgreSQL connection that
+/// breaks between `COMMIT` and its reply: everything else goes to the real storage inside.
+#[derive(Debug)]
+struct LosesOneAnswer {
+    inner: Storage,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+impl LosesOneAnswer {
+    fn arm(&self) {
+        self.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The test keeps a handle to arm it; the engine gets the other.
+#[derive(Debug)]
+struct SharedLosesOneAnswer(Arc<LosesOneAnswer>);
+
+impl std::ops::Deref for SharedLosesOneAnswer {
+    type Target = LosesOneAnswer;
+    fn deref(&self) -> &LosesOneAnswer {
+        &self.0
+    }
+}
+
+mod loses_one_answer {
+    use cryptobot_domain::{
+        Candle, ClientOrderId, Interval, Order, OrderPage, OrderQuery, OrderSize, Position, Symbol,
+        Trade, TradePage, TradeQuery,
+    };
+    use cryptobot_services::ServiceError;
+    use cryptobot_services::trading::{Account, StorageBackend, StoredTrade};
+
+    use super::SharedLosesOneAnswer;
+
+    type Result<T> = std::result::Result<T, ServiceError>;
+
+    impl StorageBackend for SharedLosesOneAnswer {
+        fn load_account(&self) -> Result<Option<Account>> {
+            self.inner.load_account()
+        }
+        fn init_account(&self, account: &Account) -> Result<()> {
+            self.inner.init_account(account)
+        }
+        fn load_positions(&self) -> Result<Vec<Position>> {
+            self.inner.load_positions()
+        }
+        fn load_trades(&self) -> Result<Vec<Trade>> {
+            self.inner.load_trades()
+        }
+        fn trades(&self, query: &TradeQuery) -> Result<TradePage> {
+            self.inner.trades(query)
+        }
+        fn find_by_client_order_id(&self, id: &ClientOrderId) -> Result<Option<StoredTrade>> {
+            self.inner.find_by_client_order_id(id)
+        }
+        fn commit_fill(
+            &self,
+            trade: &Trade,
+            size: OrderSize,
+            position: Option<&Position>,
+            account: &Account,
+            order: Option<&Order>,
+        ) -> Result<()> {
+            self.inner
+                .commit_fill(trade, size, position, account, order)?;
+            if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                return Err(ServiceError::Storage(
+                    "connection lost after COMMIT was sent".into(),
+                ));
+            }
+            Ok(())
+        }
+        fn save_orders(&self, orders: &[Order]) -> Result<()> {
+            self.inner.save_orders(orders)
+        }
+        fn load_open_orders(&self) -> Result<Vec<Order>> {
+            self.inner.load_open_orders()
+        }
+        fn last_order_id(&self) -> Result<u64> {
+            self.inner.last_order_id()
+        }
+        fn find_order_by_client_order_id(&self, id: &ClientOrderId) -> Result<Option<Order>> {
+            self.inner.find_order_by_client_order_id(id)
+        }
+        fn find_order(&self, id: u64) -> Result<Option<Order>> {
+            self.inner.find_order(id)
+        }
+        fn orders(&self, query: &OrderQuery) -> Result<OrderPage> {
+            self.inner.orders(query)
+        }
+        fn daily_profit(
+            &self,
+            since: chrono::NaiveDate,
+        ) -> Result<Vec<cryptobot_domain::DailyProfit>> {
+            self.inner.daily_profit(since)
+        }
+        fn probe_write(&self, at: chrono::DateTime<chrono::Utc>) -> Result<()> {
+            self.inner.probe_write(at)
+        }
+        fn save_candles(&self, candles: &[Candle]) -> Result<()> {
+            self.inner.save_candles(candles)
+        }
+        fn load_candles(
+            &self,
+            symbol: &Symbol,
+            interval: Interval,
+            end: Option<chrono::DateTime<chrono::Utc>>,
+            limit: usize,
+        ) -> Result<Vec<Candle>> {
+            self.inner.load_candles(symbol, interval, end, limit)
+        }
+        fn save_levels(&self, position: &Position) -> Result<()> {
+            self.inner.save_levels(position)
+        }
+        fn load_setting(&self, key: &str) -> Result<Option<String>> {
+            self.inner.load_setting(key)
+        }
+        fn save_setting(&self, key: &str, value: &str) -> Result<()> {
+            self.inner.save_setting(key, value)
+        }
+        fn acquire_fence(&self) -> Result<u64> {
+            self.inner.acquire_fence()
+        }
+        fn fence_epoch(&self) -> Option<u64> {
+            self.inner.fence_epoch()
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_commit_whose_answer_was_lost_is_in_the_books_before_the_next_command() {
+    let w = world();
+    let backend = Arc::new(LosesOneAnswer {
+        inner: Storage::open(":memory:").unwrap(),
+        armed: std::sync::atomic::AtomicBool::new(false),
+    });
+    let (trading, task) = w.start(Storage::new(SharedLosesOneAnswer(Arc::clone(&backend))));
+    w.price("BTCUSDT", "100");
+    let first = guarded(trading.execute(order(Side::Buy, "BTCUSDT", qty("1"), Some("a"))))
+        .await
+        .unwrap();
+    assert_eq!(first.trade.id, 1);
+
+    // TC0: the commit lands but the engine hears an error: the client is told storage_error.
+    backend.arm();
+    let lost = guarded(trading.execute(order(Side::Buy, "BTCUSDT", qty("2"), Some("b")))).await;
+    assert!(matches!(lost, Err(ServiceError::Storage(_))), "{lost:?}");
+
+    // TC1: the retry is answered from the storage: the trade that landed, not a second one.
+    let retry = guarded(trading.execute(order(Side::Buy, "BTCUSDT", qty("2"), Some("b"))))
+        .await
+        .unwrap();
+    assert!(retry.replayed);
+    assert_eq!(retry.trade.id, 2);
+
+    // TC2: the books were read again: the next trade gets the next id (no collision with the
+    // one that landed), and the position holds all three buys.
+    let next = guarded(trading.execute(order(Side::Buy, "BTCUSDT", qty("3"), Some("c"))))
+        .await
+        .unwrap();
+    assert_eq!(next.trade.id, 3);
+    let summary = guarded(trading.summary()).await.unwrap();
+    let btc = summary
+        .positions
+        .iter()
+        .find(|p| p.position.symbol == symbol("BTCUSDT"))
+        .expect("a BTC position");
+    assert_eq!(btc.position.quantity, dec("6"));
+    assert_books_balance(&summary);
+    w.stop(task).await;
+}

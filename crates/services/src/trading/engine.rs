@@ -171,6 +171,10 @@ pub(crate) struct PaperEngine {
     /// What the previous run of a continued epoch published of the books; what it committed
     /// beyond that is published before anything else ([`PaperEngine::republish`]).
     inherited: Option<Inherited>,
+    /// A write failed: the database may have committed it before its answer was lost (a broken
+    /// PostgreSQL connection), so memory may be behind the storage. The books are read again
+    /// before the next command or ticker ([`PaperEngine::resync`]).
+    books_stale: bool,
 }
 
 impl std::fmt::Debug for PaperEngine {
@@ -209,13 +213,13 @@ impl PaperEngine {
         // from here on, so the books read below stay the latest.
         let epoch = storage.acquire_fence()?;
         tracing::info!(fence_epoch = epoch, "storage fence acquired");
-        let (ledger, next_trade_id) = load_books(&storage, &config)?;
-        let open = load_open_orders(&storage, &ledger)?;
-        let next_order_id = storage
-            .last_order_id()?
-            .checked_add(1)
-            .ok_or_else(|| ServiceError::Storage("order ids exhausted".into()))?;
-        let bot = load_bot_state(&storage, &config)?;
+        let Books {
+            ledger,
+            next_trade_id,
+            open,
+            next_order_id,
+            bot,
+        } = read_books(&storage, &config)?;
         // A zero capacity would panic in tokio; one slot still works, just with more waiting.
         let (sender, commands) = mpsc::channel(COMMAND_CAPACITY);
         let lagged = Arc::clone(&metrics);
@@ -233,6 +237,7 @@ impl PaperEngine {
             market,
             ticks,
             inherited: bus.inherited(),
+            books_stale: false,
             bus,
             clock,
             metrics,
@@ -349,7 +354,54 @@ impl PaperEngine {
         );
     }
 
+    /// Runs a write of the storage; a storage error marks the books stale (its outcome is
+    /// unknown), a fence or a refusal does not.
+    async fn write<T: Send + 'static>(
+        &mut self,
+        call: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
+    ) -> Result<T, ServiceError> {
+        let result = blocking(call).await;
+        if matches!(result, Err(ServiceError::Storage(_))) {
+            self.books_stale = true;
+        }
+        result
+    }
+
+    /// After a failed write, reads the books again so memory equals the storage: a trade whose
+    /// commit landed though its answer was lost is then in the books (the next trade gets the
+    /// next id, its retry is replayed), and an order row is never overwritten with an older
+    /// state. While the storage cannot be read the books stay stale and the next command tries
+    /// again (its own storage access fails meanwhile).
+    async fn resync(&mut self) {
+        if !self.books_stale {
+            return;
+        }
+        let (storage, config) = (self.storage.clone(), self.config.clone());
+        match blocking(move || read_books(&storage, &config)).await {
+            Ok(books) => {
+                let changed = books.next_trade_id != self.next_trade_id
+                    || books.next_order_id != self.next_order_id;
+                self.ledger = books.ledger;
+                self.next_trade_id = books.next_trade_id;
+                self.open = books.open;
+                self.next_order_id = books.next_order_id;
+                self.bot = books.bot;
+                self.books_stale = false;
+                tracing::warn!(
+                    changed,
+                    next_trade_id = self.next_trade_id,
+                    "books read again from storage after a failed write"
+                );
+                if changed {
+                    self.publish_portfolio().await;
+                }
+            }
+            Err(err) => tracing::warn!(%err, "books still stale: the storage cannot be read"),
+        }
+    }
+
     async fn handle(&mut self, command: Command) {
+        self.resync().await;
         // A caller that gave up waiting dropped its receiver; the outcome stands regardless.
         match command {
             Command::Execute { request, reply } => {
@@ -454,7 +506,8 @@ impl PaperEngine {
             .map_err(|err| ServiceError::Storage(format!("cannot encode the bot state: {err}")))?;
         let storage = self.storage.clone();
         self.bus.check_fence()?;
-        blocking(move || storage.save_setting(AUTO_TRADING_KEY, &value)).await?;
+        self.write(move || storage.save_setting(AUTO_TRADING_KEY, &value))
+            .await?;
         self.bot = changed.clone();
         tracing::info!(
             state = state.as_str(),
@@ -642,7 +695,7 @@ impl PaperEngine {
         let filled = order.clone();
         // Last thing before the commit: an engine that was replaced must not commit (fencing).
         self.bus.check_fence()?;
-        blocking(move || {
+        self.write(move || {
             storage.commit_fill(&record, size, position.as_ref(), &account, filled.as_ref())
         })
         .await?;
@@ -956,11 +1009,11 @@ impl PaperEngine {
     }
 
     /// Commits orders' new states in one transaction, fenced like every commit.
-    async fn save(&self, orders: &[Order]) -> Result<(), ServiceError> {
+    async fn save(&mut self, orders: &[Order]) -> Result<(), ServiceError> {
         let storage = self.storage.clone();
         let records = orders.to_vec();
         self.bus.check_fence()?;
-        blocking(move || storage.save_orders(&records)).await
+        self.write(move || storage.save_orders(&records)).await
     }
 
     async fn cancel(&mut self, reference: &OrderRef) -> Result<Order, ServiceError> {
@@ -1047,6 +1100,7 @@ impl PaperEngine {
 
     /// Sells the whole position when the ticker crosses its stop-loss or take-profit.
     async fn on_ticker(&mut self, ticker: &Ticker) {
+        self.resync().await;
         let resting: Vec<u64> = self
             .open
             .values()
@@ -1142,7 +1196,7 @@ impl PaperEngine {
         let storage = self.storage.clone();
         let record = position.clone();
         let saved = match self.bus.check_fence() {
-            Ok(()) => blocking(move || storage.save_levels(&record)).await,
+            Ok(()) => self.write(move || storage.save_levels(&record)).await,
             Err(err) => Err(err),
         };
         if let Err(err) = saved {
@@ -1168,7 +1222,7 @@ impl PaperEngine {
         let storage = self.storage.clone();
         let record = updated.clone();
         self.bus.check_fence()?;
-        blocking(move || storage.save_levels(&record)).await?;
+        self.write(move || storage.save_levels(&record)).await?;
         let position = self.ledger.set_levels(&updated)?.clone();
         self.publish_portfolio().await;
         Ok(position)
@@ -1232,6 +1286,32 @@ fn trade_request(order: &Order) -> Result<TradeRequest, ServiceError> {
 
 /// Reads the open orders and checks that what they reserve is covered by the books: their cash
 /// by the cash, their quantities by the positions.
+/// Everything the engine keeps in memory, as the storage holds it.
+struct Books {
+    ledger: Ledger,
+    next_trade_id: u64,
+    open: BTreeMap<u64, Order>,
+    next_order_id: u64,
+    bot: BotState,
+}
+
+fn read_books(storage: &Storage, config: &TradingConfig) -> Result<Books, ServiceError> {
+    let (ledger, next_trade_id) = load_books(storage, config)?;
+    let open = load_open_orders(storage, &ledger)?;
+    let next_order_id = storage
+        .last_order_id()?
+        .checked_add(1)
+        .ok_or_else(|| ServiceError::Storage("order ids exhausted".into()))?;
+    let bot = load_bot_state(storage, config)?;
+    Ok(Books {
+        ledger,
+        next_trade_id,
+        open,
+        next_order_id,
+        bot,
+    })
+}
+
 fn load_open_orders(
     storage: &Storage,
     ledger: &Ledger,
