@@ -2,7 +2,7 @@
 //! outbox of each of its connections that takes it, and wakes their socket writers (the response
 //! bodies, on the same thread) once per turn. Nothing on that path crosses a thread, sets a timer,
 //! takes a lock or allocates; a connection's task is woken only when its socket stalls, closes or
-//! its FIFO overflows. The writers count frames and delivery times in the worker's [`LocalWire`]
+//! its FIFO overflows. The writers count frames and delivery times in the worker's `LocalWire`
 //! (plain local counts), which the task adds to the shared metrics once a second.
 
 use std::cell::{Cell, RefCell};

@@ -1,6 +1,6 @@
 //! Gateway metrics: plain atomics read at scrape time, labelled Prometheus counters, and the
 //! latency histograms (delivery per channel kind, commands by type), which the hot paths feed
-//! through worker-local accumulators ([`LocalWire`]) instead of a shared atomic per frame.
+//! through worker-local accumulators (`LocalWire`) instead of a shared atomic per frame.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
