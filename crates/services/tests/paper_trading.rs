@@ -322,10 +322,23 @@ async fn restart_keeps_the_books(open: &dyn Fn() -> Storage) {
         .unwrap();
     assert!(repeat.replayed);
     assert_eq!(repeat.trade, trades_before[0]);
-    let next = guarded(trading.execute(order(Side::Sell, "BTCUSDT", qty("1"), Some("a-3"))))
+    let fourth = guarded(trading.execute(order(Side::Sell, "BTCUSDT", qty("1"), Some("a-3"))))
         .await
         .unwrap();
-    assert_eq!((next.replayed, next.trade.id), (false, 4));
+    assert_eq!((fourth.replayed, fourth.trade.id), (false, 4));
+
+    // The successor watches the stored stop-loss: a price below it sells the rest.
+    let mut events = w2.bus.subscribe();
+    w2.tick("BTCUSDT", "45");
+    let stopped = next(&mut events, |event| match event {
+        Event::TradeExecuted(trade) => Some(trade.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        (stopped.origin, stopped.side, stopped.quantity),
+        (TradeOrigin::StopLoss, Side::Sell, dec("1"))
+    );
     w2.stop(task).await;
 }
 
