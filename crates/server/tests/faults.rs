@@ -33,6 +33,12 @@ mod needs_redis;
     reason = "shared with the end-to-end suite"
 )]
 mod netns;
+#[allow(
+    dead_code,
+    unreachable_pub,
+    reason = "shared by the process tests, each uses part of it"
+)]
+mod support;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -46,6 +52,7 @@ use futures_util::{SinkExt, StreamExt};
 use needs_redis::redis_url_or_skip as redis_url;
 use netns::Netns;
 use serde_json::{Value, json};
+use support::{Keys, say, unique};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -60,44 +67,6 @@ const NOTICE_BOUND: Duration = Duration::from_secs(1);
 
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// Writes a line to the real stderr: the harness captures `eprintln!` of passing tests, and what
-/// a test measured (or why it skipped) must show in CI's log.
-fn say(line: std::fmt::Arguments<'_>) {
-    use std::io::Write as _;
-    let _ = writeln!(std::io::stderr(), "{line}");
-}
-
-fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("cbtest-{name}-{}-{nanos}", std::process::id())
-}
-
-/// Deletes every key of a test's prefix when dropped.
-struct Keys {
-    url: String,
-    prefix: String,
-}
-
-impl Drop for Keys {
-    fn drop(&mut self) {
-        let Ok(client) = redis::Client::open(self.url.as_str()) else {
-            return;
-        };
-        let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_secs(2)) else {
-            return;
-        };
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}:*", self.prefix))
-            .query(&mut conn)
-            .unwrap_or_default();
-        if !keys.is_empty() {
-            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&keys).query(&mut conn);
-        }
-    }
-}
 
 /// One `cryptobot` process, killed when dropped.
 struct Node {

@@ -16,6 +16,12 @@ mod http;
 /// services' unit tests.
 #[path = "../../services/src/scale/needs_redis.rs"]
 mod needs_redis;
+#[allow(
+    dead_code,
+    unreachable_pub,
+    reason = "shared by the process tests, each uses part of it"
+)]
+mod support;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -24,17 +30,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
 use needs_redis::{redis_url_or_skip as redis_url, skip};
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
+use support::{Keys, Socket, next_frame, next_of_type, say, send, unique};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cryptobot");
 /// Longest wait for anything expected (a hang guard, not a performance assertion).
 const GUARD: Duration = Duration::from_secs(20);
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A private `redis-server` on a free port for `test`, which stops and restarts it: the server,
 /// its port and its URL. `None` when the test is skipped (no `REDIS_URL`, or no `redis-server` on
@@ -54,44 +56,6 @@ fn own_redis(test: &str) -> Option<(OwnRedis, u16, String)> {
         return None;
     };
     Some((redis, port, format!("redis://127.0.0.1:{port}")))
-}
-
-/// Writes a line to the real stderr: the harness captures `eprintln!` of passing tests, and what
-/// a test measured (or why it skipped) must show in CI's log.
-fn say(line: std::fmt::Arguments<'_>) {
-    use std::io::Write as _;
-    let _ = writeln!(std::io::stderr(), "{line}");
-}
-
-fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("cbtest-{name}-{}-{nanos}", std::process::id())
-}
-
-/// Deletes every key of a test's prefix when dropped.
-struct Keys {
-    url: String,
-    prefix: String,
-}
-
-impl Drop for Keys {
-    fn drop(&mut self) {
-        let Ok(client) = redis::Client::open(self.url.as_str()) else {
-            return;
-        };
-        let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_secs(2)) else {
-            return;
-        };
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}:*", self.prefix))
-            .query(&mut conn)
-            .unwrap_or_default();
-        if !keys.is_empty() {
-            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&keys).query(&mut conn);
-        }
-    }
 }
 
 /// One `cryptobot` process, killed when dropped.
@@ -284,40 +248,6 @@ impl Drop for Node {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-async fn next_frame(socket: &mut Socket) -> Value {
-    let wait = async {
-        while let Some(frame) = socket.next().await {
-            match frame.expect("frame") {
-                Message::Text(text) => {
-                    return serde_json::from_str::<Value>(&text).expect("frames are JSON");
-                }
-                Message::Close(close) => panic!("socket closed: {close:?}"),
-                _ => {}
-            }
-        }
-        panic!("socket closed");
-    };
-    tokio::time::timeout(GUARD, wait)
-        .await
-        .expect("a frame in time")
-}
-
-async fn next_of_type(socket: &mut Socket, kind: &str) -> Value {
-    loop {
-        let frame = next_frame(socket).await;
-        if frame["type"] == kind {
-            return frame;
-        }
-    }
-}
-
-async fn send(socket: &mut Socket, message: &Value) {
-    socket
-        .send(Message::Text(message.to_string().into()))
-        .await
-        .expect("send");
 }
 
 /// Reads until `count` trade notifications arrived; returns `(seq, trade id)` in arrival order.

@@ -17,6 +17,12 @@ mod http;
 mod needs_postgres;
 #[path = "../../services/src/scale/needs_redis.rs"]
 mod needs_redis;
+#[allow(
+    dead_code,
+    unreachable_pub,
+    reason = "shared by the process tests, each uses part of it"
+)]
+mod support;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -26,10 +32,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use needs_redis::redis_url_or_skip as redis_url;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
+use support::{Keys, Socket, next_of_type, say, send, unique};
 use tokio_tungstenite::tungstenite::Message;
 
 const BIN: &str = env!("CARGO_BIN_EXE_cryptobot");
@@ -38,47 +45,6 @@ const GUARD: Duration = Duration::from_secs(30);
 /// The lease time-to-live of these tests (the default is 10 s), so that a successor starts soon.
 const SHORT_LEASE: (&str, &str) = ("CRYPTOBOT__BUS__LEASE_TTL_MS", "2000");
 const INITIAL_CASH: &str = "10000";
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// Writes a line to the real stderr: the harness captures `eprintln!` of passing tests, and what
-/// a test measured must show in CI's log.
-fn say(line: std::fmt::Arguments<'_>) {
-    use std::io::Write as _;
-    let _ = writeln!(std::io::stderr(), "{line}");
-}
-
-fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("cbtest-{name}-{}-{nanos}", std::process::id())
-}
-
-/// Deletes every key of a test's prefix when dropped.
-struct Keys {
-    url: String,
-    prefix: String,
-}
-
-impl Drop for Keys {
-    fn drop(&mut self) {
-        let Ok(client) = redis::Client::open(self.url.as_str()) else {
-            return;
-        };
-        let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_secs(2)) else {
-            return;
-        };
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}:*", self.prefix))
-            .query(&mut conn)
-            .unwrap_or_default();
-        if !keys.is_empty() {
-            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&keys).query(&mut conn);
-        }
-    }
-}
 
 /// A storage file in a directory of its own.
 fn storage_file(name: &str) -> (PathBuf, String) {
@@ -212,40 +178,6 @@ impl Drop for Node {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-async fn next_frame(socket: &mut Socket) -> Value {
-    let wait = async {
-        while let Some(frame) = socket.next().await {
-            match frame.expect("frame") {
-                Message::Text(text) => {
-                    return serde_json::from_str::<Value>(&text).expect("frames are JSON");
-                }
-                Message::Close(close) => panic!("socket closed: {close:?}"),
-                _ => {}
-            }
-        }
-        panic!("socket closed");
-    };
-    tokio::time::timeout(GUARD, wait)
-        .await
-        .expect("a frame in time")
-}
-
-async fn next_of_type(socket: &mut Socket, kind: &str) -> Value {
-    loop {
-        let frame = next_frame(socket).await;
-        if frame["type"] == kind {
-            return frame;
-        }
-    }
-}
-
-async fn send(socket: &mut Socket, message: &Value) {
-    socket
-        .send(Message::Text(message.to_string().into()))
-        .await
-        .expect("send");
 }
 
 /// The trade of key `id` (`buy` 20 USDT, or `sell` 10) through `node`, retried with the same
